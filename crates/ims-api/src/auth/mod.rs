@@ -1,0 +1,471 @@
+//! Authentication: organizations and users, HS256 access tokens, and rotating refresh
+//! tokens stored in Redis (SHA-256 keyed) with a SQL fallback and reuse detection.
+//!
+//! Sessions (one per login) live in SQL: they are what the user lists and revokes, and they
+//! must survive a Redis restart. A refresh token is valid only while its session is live, so
+//! revoking a session kills its tokens wherever they are stored.
+
+mod extract;
+mod store;
+pub mod tokens;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{header, StatusCode};
+use axum::routing::{delete, get, post};
+use axum::Router;
+use ims_redis::session::{hash_token, Taken};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+pub use extract::AuthUser;
+use store::UserRow;
+
+use crate::db;
+use crate::error::{ApiError, ApiResult, Json, Validator};
+use crate::state::AppState;
+
+/// The auth routes. Register, login and refresh are public; the rest need a bearer token.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/auth/register", post(register))
+        .route("/auth/login", post(login))
+        .route("/auth/refresh", post(refresh))
+        .route("/auth/logout", post(logout))
+        .route("/auth/me", get(me))
+        .route(
+            "/auth/sessions",
+            get(list_sessions).delete(revoke_all_sessions),
+        )
+        .route("/auth/sessions/{id}", delete(revoke_session))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RegisterBody {
+    email: String,
+    password: String,
+    name: String,
+    organization_name: String,
+}
+
+#[derive(Deserialize)]
+struct LoginBody {
+    email: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RefreshBody {
+    refresh_token: String,
+}
+
+/// The user as clients see it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserView {
+    id: String,
+    email: String,
+    name: String,
+    organization_id: String,
+    role: String,
+}
+
+impl From<&UserRow> for UserView {
+    fn from(u: &UserRow) -> Self {
+        Self {
+            id: u.id.clone(),
+            email: u.email.clone(),
+            name: u.name.clone(),
+            organization_id: u.organization_id.clone(),
+            role: u.role.clone(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenPair {
+    access_token: String,
+    refresh_token: String,
+    token_type: &'static str,
+    expires_in: u64,
+    user: UserView,
+}
+
+/// What Redis keeps for a refresh token (contract §3: at least `userId` and `createdAt`).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TokenRecord {
+    user_id: String,
+    organization_id: String,
+    session_id: String,
+    created_at: String,
+    expires_at: String,
+}
+
+/// Who is logging in from where, remembered on the session.
+struct ClientMeta {
+    user_agent: Option<String>,
+    ip: Option<String>,
+}
+
+impl axum::extract::FromRequestParts<AppState> for ClientMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let headers = &parts.headers;
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        let forwarded = state
+            .settings
+            .trust_proxy
+            .then(|| headers.get("x-forwarded-for")?.to_str().ok())
+            .flatten()
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty());
+        Ok(Self {
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+            ip: forwarded.or_else(|| peer.map(|p| p.ip().to_string())),
+        })
+    }
+}
+
+fn normalize_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn looks_like_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn expiry_after(ttl: Duration) -> String {
+    db::timestamp(OffsetDateTime::now_utc() + ttl)
+}
+
+async fn register(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<RegisterBody>,
+) -> ApiResult<(StatusCode, Json<TokenPair>)> {
+    let email = normalize_email(&body.email);
+    let name = body.name.trim();
+    let organization_name = body.organization_name.trim();
+    Validator::default()
+        .check(
+            looks_like_email(&email),
+            "email",
+            "must be a valid email address",
+        )
+        .check(
+            email.len() <= 254,
+            "email",
+            "must be at most 254 characters",
+        )
+        .check(
+            body.password.chars().count() >= 8,
+            "password",
+            "must be at least 8 characters",
+        )
+        .check(
+            body.password.len() <= 1024,
+            "password",
+            "must be at most 1024 bytes",
+        )
+        .check(!name.is_empty(), "name", "must not be empty")
+        .check(
+            name.chars().count() <= 200,
+            "name",
+            "must be at most 200 characters",
+        )
+        .check(
+            !organization_name.is_empty(),
+            "organizationName",
+            "must not be empty",
+        )
+        .check(
+            organization_name.chars().count() <= 200,
+            "organizationName",
+            "must be at most 200 characters",
+        )
+        .finish()?;
+    let hash = tokens::hash_password(body.password).await?;
+    let user =
+        store::create_org_with_admin(&state.db, organization_name, &email, &hash, name).await?;
+    let pair = start_session(&state, &user, &meta).await?;
+    tracing::info!(user_id = %user.id, org_id = %user.organization_id, "organization registered");
+    Ok((StatusCode::CREATED, Json(pair)))
+}
+
+async fn login(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<LoginBody>,
+) -> ApiResult<Json<TokenPair>> {
+    let email = normalize_email(&body.email);
+    Validator::default()
+        .check(!email.is_empty(), "email", "must not be empty")
+        .check(!body.password.is_empty(), "password", "must not be empty")
+        .check(
+            body.password.len() <= 1024,
+            "password",
+            "must be at most 1024 bytes",
+        )
+        .finish()?;
+    let user = store::find_user_by_email(&state.db, &email).await?;
+    let verified = tokens::verify_password(
+        body.password,
+        user.as_ref().map(|u| u.password_hash.clone()),
+    )
+    .await?;
+    let user = match user {
+        Some(user) if verified => user,
+        _ => return Err(ApiError::Unauthorized("invalid email or password".into())),
+    };
+    Ok(Json(start_session(&state, &user, &meta).await?))
+}
+
+/// Opens a session for `user` and issues its first token pair.
+async fn start_session(
+    state: &AppState,
+    user: &UserRow,
+    meta: &ClientMeta,
+) -> ApiResult<TokenPair> {
+    let expires_at = expiry_after(state.settings.refresh_token_ttl);
+    let session_id = store::create_session(
+        &state.db,
+        user,
+        &expires_at,
+        meta.user_agent.as_deref(),
+        meta.ip.as_deref(),
+    )
+    .await?;
+    issue_pair(state, user, &session_id).await
+}
+
+/// Signs an access token and stores a new refresh token: in Redis when it answers, else in
+/// the SQL fallback table.
+async fn issue_pair(state: &AppState, user: &UserRow, session_id: &str) -> ApiResult<TokenPair> {
+    let ttl = state.settings.refresh_token_ttl;
+    let claims = tokens::claims_for(
+        &user.id,
+        &user.organization_id,
+        session_id,
+        &user.role,
+        state.settings.access_token_ttl,
+    );
+    let access_token = state.keys.sign(&claims)?;
+    let refresh_token = tokens::new_refresh_token();
+    let token_hash = hash_token(&refresh_token);
+    let expires_at = expiry_after(ttl);
+    let record = TokenRecord {
+        user_id: user.id.clone(),
+        organization_id: user.organization_id.clone(),
+        session_id: session_id.to_string(),
+        created_at: db::now(),
+        expires_at: expires_at.clone(),
+    };
+    if !state.refresh_tokens.put(&token_hash, &record, ttl).await {
+        store::insert_refresh_token(&state.db, &token_hash, &user.id, session_id, &expires_at)
+            .await?;
+    }
+    Ok(TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: state.settings.access_token_ttl.as_secs(),
+        user: UserView::from(user),
+    })
+}
+
+fn invalid_refresh() -> ApiError {
+    ApiError::Unauthorized("the refresh token is invalid or expired".into())
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshBody>,
+) -> ApiResult<Json<TokenPair>> {
+    let token = body.refresh_token.trim();
+    if token.is_empty() || token.len() > 512 {
+        return Err(ApiError::field("refreshToken", "must be a refresh token"));
+    }
+    let token_hash = hash_token(token);
+    let ttl = state.settings.refresh_token_ttl;
+
+    // Redis first (the normal home of tokens), then the SQL fallback table.
+    let taken = state
+        .refresh_tokens
+        .take::<TokenRecord>(&token_hash, ttl)
+        .await;
+    let redis_answered = matches!(taken, Taken::Missing);
+    let (user_id, session_id) = match taken {
+        Taken::Found(record) => (record.user_id, record.session_id),
+        Taken::Missing | Taken::Unavailable => {
+            match store::consume_refresh_token(&state.db, &token_hash).await? {
+                Some(row) if row.expires_at > db::now() => (row.user_id, row.session_id),
+                Some(_) => return Err(invalid_refresh()),
+                None => {
+                    // Not live anywhere. If it was live once, this is a replay of a rotated
+                    // token: someone else holds the session, so the whole session dies.
+                    let rotated = match store::rotated_token_session(&state.db, &token_hash).await?
+                    {
+                        Some(found) => Some(found),
+                        None if redis_answered => state
+                            .refresh_tokens
+                            .rotated::<TokenRecord>(&token_hash)
+                            .await
+                            .map(|r| (r.user_id, r.session_id)),
+                        None => None,
+                    };
+                    if let Some((user_id, session_id)) = rotated {
+                        store::revoke_sessions(
+                            &state.db,
+                            &user_id,
+                            Some(&session_id),
+                            "refresh token reuse",
+                        )
+                        .await?;
+                        tracing::warn!(%user_id, %session_id, "refresh token reuse detected; session revoked");
+                        return Err(ApiError::Unauthorized(
+                            "this refresh token was already used; the session has been revoked"
+                                .into(),
+                        ));
+                    }
+                    return Err(invalid_refresh());
+                }
+            }
+        }
+    };
+    if !store::touch_session(&state.db, &session_id, &user_id, &expiry_after(ttl)).await? {
+        return Err(invalid_refresh());
+    }
+    let user = store::find_user(&state.db, &user_id)
+        .await?
+        .ok_or_else(invalid_refresh)?;
+    Ok(Json(issue_pair(&state, &user, &session_id).await?))
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<RefreshBody>,
+) -> ApiResult<StatusCode> {
+    let token_hash = hash_token(body.refresh_token.trim());
+    // Only the token's owner may end its session; anyone else's token is left alone, and
+    // the answer is the same so it reveals nothing.
+    let owner = match state.refresh_tokens.get::<TokenRecord>(&token_hash).await {
+        Some(record) => Some((record.user_id, record.session_id)),
+        None => {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT user_id, session_id FROM refresh_tokens WHERE token_hash = $1",
+            )
+            .bind(&token_hash)
+            .fetch_optional(state.db.pool())
+            .await?
+        }
+    };
+    if let Some((user_id, session_id)) = owner {
+        if user_id == caller.user_id {
+            state.refresh_tokens.remove(&token_hash).await;
+            store::delete_refresh_token(&state.db, &token_hash).await?;
+            store::revoke_sessions(&state.db, &user_id, Some(&session_id), "logout").await?;
+        }
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Json<serde_json::Value>> {
+    let user = store::find_user(&state.db, &caller.user_id)
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the user no longer exists".into()))?;
+    let mut view =
+        serde_json::to_value(UserView::from(&user)).map_err(|e| ApiError::Internal(e.into()))?;
+    view["createdAt"] = user.created_at.into();
+    view["sessionId"] = caller.session_id.into();
+    Ok(Json(view))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SessionView {
+    #[serde(flatten)]
+    session: store::SessionRow,
+    current: bool,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    caller: AuthUser,
+) -> ApiResult<Json<serde_json::Value>> {
+    let sessions: Vec<SessionView> = store::list_sessions(&state.db, &caller.user_id)
+        .await?
+        .into_iter()
+        .map(|session| SessionView {
+            current: session.id == caller.session_id,
+            session,
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "data": sessions })))
+}
+
+async fn revoke_all_sessions(
+    State(state): State<AppState>,
+    caller: AuthUser,
+) -> ApiResult<StatusCode> {
+    store::revoke_sessions(&state.db, &caller.user_id, None, "revoked by user").await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn revoke_session(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let revoked =
+        store::revoke_sessions(&state.db, &caller.user_id, Some(&id), "revoked by user").await?;
+    if revoked == 0 {
+        return Err(ApiError::NotFound("no such active session".into()));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_shape() {
+        assert!(looks_like_email("a@b.co"));
+        assert!(!looks_like_email("a@b"));
+        assert!(!looks_like_email("@b.co"));
+        assert!(!looks_like_email("a b@c.co"));
+        assert_eq!(normalize_email("  Ann@Example.COM "), "ann@example.com");
+    }
+}
+
+/// Deletes fallback refresh tokens past their expiry (run periodically).
+pub async fn purge_expired_tokens(state: &AppState) -> ApiResult<u64> {
+    store::delete_expired_tokens(&state.db).await
+}

@@ -1,0 +1,279 @@
+//! SQL queries of the auth area: organizations, users, sessions and fallback refresh tokens.
+
+use serde::Serialize;
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::db::{self, Db};
+use crate::error::{ApiError, ApiResult};
+
+/// A user row.
+#[derive(Debug, Clone, FromRow)]
+pub struct UserRow {
+    pub id: String,
+    pub organization_id: String,
+    pub email: String,
+    pub password_hash: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+}
+
+/// A session as listed to its owner.
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRow {
+    pub id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+/// A fallback refresh token that was just consumed.
+#[derive(Debug, Clone, FromRow)]
+pub struct ConsumedToken {
+    pub user_id: String,
+    pub session_id: String,
+    pub expires_at: String,
+}
+
+const USER_COLUMNS: &str = "id, organization_id, email, password_hash, name, role, created_at";
+
+/// Creates an organization and its first user (an admin) in one transaction.
+/// A taken email is a 409 and leaves nothing behind.
+pub async fn create_org_with_admin(
+    db: &Db,
+    organization_name: &str,
+    email: &str,
+    password_hash: &str,
+    name: &str,
+) -> ApiResult<UserRow> {
+    let now = db::now();
+    let org_id = Uuid::new_v4().to_string();
+    let user = UserRow {
+        id: Uuid::new_v4().to_string(),
+        organization_id: org_id.clone(),
+        email: email.into(),
+        password_hash: password_hash.into(),
+        name: name.into(),
+        role: "admin".into(),
+        created_at: now.clone(),
+    };
+    let mut tx = db.pool().begin().await?;
+    sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(&org_id)
+        .bind(organization_name)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+    let inserted = sqlx::query(
+        "INSERT INTO users (id, organization_id, email, password_hash, name, role, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(&user.id)
+    .bind(&user.organization_id)
+    .bind(&user.email)
+    .bind(&user.password_hash)
+    .bind(&user.name)
+    .bind(&user.role)
+    .bind(&user.created_at)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(
+                "this email is already registered".into(),
+            ))
+        }
+        other => other?,
+    };
+    tx.commit().await?;
+    Ok(user)
+}
+
+pub async fn find_user_by_email(db: &Db, email: &str) -> ApiResult<Option<UserRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE email = $1"
+    ))
+    .bind(email)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+pub async fn find_user(db: &Db, id: &str) -> ApiResult<Option<UserRow>> {
+    Ok(
+        sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?,
+    )
+}
+
+/// Starts a session for `user`; returns its id.
+pub async fn create_session(
+    db: &Db,
+    user: &UserRow,
+    expires_at: &str,
+    user_agent: Option<&str>,
+    ip: Option<&str>,
+) -> ApiResult<String> {
+    let id = Uuid::new_v4().to_string();
+    let now = db::now();
+    sqlx::query(
+        "INSERT INTO sessions (id, user_id, organization_id, created_at, last_used_at, expires_at, user_agent, ip)
+         VALUES ($1, $2, $3, $4, $4, $5, $6, $7)",
+    )
+    .bind(&id)
+    .bind(&user.id)
+    .bind(&user.organization_id)
+    .bind(&now)
+    .bind(expires_at)
+    .bind(user_agent)
+    .bind(ip)
+    .execute(db.pool())
+    .await?;
+    Ok(id)
+}
+
+/// Marks a live session as used now and slides its expiry; `false` when the session is
+/// revoked, expired or unknown. Checking and touching in one statement means a revocation
+/// that commits first always wins.
+pub async fn touch_session(
+    db: &Db,
+    session_id: &str,
+    user_id: &str,
+    expires_at: &str,
+) -> ApiResult<bool> {
+    let now = db::now();
+    let result = sqlx::query(
+        "UPDATE sessions SET last_used_at = $1, expires_at = $2
+         WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL AND expires_at > $1",
+    )
+    .bind(&now)
+    .bind(expires_at)
+    .bind(session_id)
+    .bind(user_id)
+    .execute(db.pool())
+    .await?;
+    Ok(result.rows_affected() == 1)
+}
+
+/// Revokes the user's live sessions (all of them, or only `session_id`) and drops their
+/// fallback tokens; returns how many sessions were revoked.
+pub async fn revoke_sessions(
+    db: &Db,
+    user_id: &str,
+    session_id: Option<&str>,
+    reason: &str,
+) -> ApiResult<u64> {
+    let now = db::now();
+    let mut tx = db.pool().begin().await?;
+    let revoked = sqlx::query(
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2
+         WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id = $4)",
+    )
+    .bind(&now)
+    .bind(reason)
+    .bind(user_id)
+    .bind(session_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM refresh_tokens WHERE user_id = $1 AND ($2 IS NULL OR session_id = $2)",
+    )
+    .bind(user_id)
+    .bind(session_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(revoked)
+}
+
+/// The user's live sessions, newest first.
+pub async fn list_sessions(db: &Db, user_id: &str) -> ApiResult<Vec<SessionRow>> {
+    Ok(sqlx::query_as(
+        "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+         ORDER BY created_at DESC",
+    )
+    .bind(user_id)
+    .bind(db::now())
+    .fetch_all(db.pool())
+    .await?)
+}
+
+/// Stores a refresh token's hash in SQL (used while Redis is down).
+pub async fn insert_refresh_token(
+    db: &Db,
+    token_hash: &str,
+    user_id: &str,
+    session_id: &str,
+    expires_at: &str,
+) -> ApiResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, user_id, session_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(session_id)
+    .bind(db::now())
+    .bind(expires_at)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Atomically marks a live fallback token as rotated and returns it; `None` when there is
+/// no such unrotated token. Of two concurrent calls with one token, only one gets it.
+pub async fn consume_refresh_token(db: &Db, token_hash: &str) -> ApiResult<Option<ConsumedToken>> {
+    Ok(sqlx::query_as(
+        "UPDATE refresh_tokens SET rotated_at = $1
+         WHERE token_hash = $2 AND rotated_at IS NULL
+         RETURNING user_id, session_id, expires_at",
+    )
+    .bind(db::now())
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// The session of a fallback token that was already rotated, if any.
+pub async fn rotated_token_session(
+    db: &Db,
+    token_hash: &str,
+) -> ApiResult<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, session_id FROM refresh_tokens WHERE token_hash = $1 AND rotated_at IS NOT NULL",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// Deletes a fallback token; returns its (user id, session id).
+pub async fn delete_refresh_token(
+    db: &Db,
+    token_hash: &str,
+) -> ApiResult<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "DELETE FROM refresh_tokens WHERE token_hash = $1 RETURNING user_id, session_id",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// Removes fallback tokens past their expiry.
+pub async fn delete_expired_tokens(db: &Db) -> ApiResult<u64> {
+    Ok(
+        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
+            .bind(db::now())
+            .execute(db.pool())
+            .await?
+            .rows_affected(),
+    )
+}

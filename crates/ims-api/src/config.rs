@@ -1,0 +1,226 @@
+//! Settings, read once at start from the environment (and a `.env` file, loaded by the
+//! binary). Every variable of contract §1 is here; a bad value stops start-up with one line
+//! naming the variable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use ims_redis::ConfigError;
+use ims_redis::RedisConfig;
+use rand::RngCore;
+
+/// A `requests/seconds` limit, as in `RATE_LIMIT_GLOBAL=100/60`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests admitted per window.
+    pub requests: u32,
+    /// Window length.
+    pub window: Duration,
+}
+
+/// Everything the server needs to start.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// `IMS_BIND`: listen address.
+    pub bind: SocketAddr,
+    /// `DATABASE_URL`: `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// `REDIS_*`.
+    pub redis: RedisConfig,
+    /// `JWT_SECRET`, or a random one generated at start.
+    pub jwt_secret: String,
+    /// True when the secret was generated: tokens die with the process.
+    pub jwt_secret_generated: bool,
+    /// `ACCESS_TOKEN_TTL`.
+    pub access_token_ttl: Duration,
+    /// `REFRESH_TOKEN_TTL`.
+    pub refresh_token_ttl: Duration,
+    /// `RATE_LIMIT_GLOBAL`.
+    pub rate_limit_global: RateLimit,
+    /// `RATE_LIMIT_AUTH`.
+    pub rate_limit_auth: RateLimit,
+    /// `TRUST_PROXY`: take the client IP from `X-Forwarded-For`.
+    pub trust_proxy: bool,
+    /// `LOG_FORMAT=json`: one JSON object per log line.
+    pub log_json: bool,
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let redis = RedisConfig::from_lookup(&lookup)?;
+        let bind = match get("IMS_BIND") {
+            Some(v) => v
+                .trim()
+                .parse()
+                .map_err(|e| ConfigError::new("IMS_BIND", format!("{v:?}: {e}")))?,
+            None => SocketAddr::from(([127, 0, 0, 1], 3000)),
+        };
+        let database_url = get("DATABASE_URL").unwrap_or_else(|| "sqlite://ims.db?mode=rwc".into());
+        crate::db::Backend::from_url(&database_url).ok_or_else(|| {
+            ConfigError::new(
+                "DATABASE_URL",
+                format!("unknown scheme in {database_url:?} (expected sqlite:// or postgres://)"),
+            )
+        })?;
+        let (jwt_secret, jwt_secret_generated) = match get("JWT_SECRET") {
+            Some(secret) if secret.len() < 32 => {
+                return Err(ConfigError::new(
+                    "JWT_SECRET",
+                    "must be at least 32 characters",
+                ))
+            }
+            Some(secret) => (secret, false),
+            None => {
+                let mut bytes = [0u8; 32];
+                rand::thread_rng().fill_bytes(&mut bytes);
+                (hex::encode(bytes), true)
+            }
+        };
+        Ok(Self {
+            bind,
+            database_url,
+            redis,
+            jwt_secret,
+            jwt_secret_generated,
+            access_token_ttl: seconds(&get, "ACCESS_TOKEN_TTL", 900)?,
+            refresh_token_ttl: seconds(&get, "REFRESH_TOKEN_TTL", 604_800)?,
+            rate_limit_global: rate_limit(&get, "RATE_LIMIT_GLOBAL", 100, 60)?,
+            rate_limit_auth: rate_limit(&get, "RATE_LIMIT_AUTH", 5, 900)?,
+            trust_proxy: boolean(&get, "TRUST_PROXY", false)?,
+            log_json: match get("LOG_FORMAT").as_deref() {
+                None | Some("text") | Some("pretty") => false,
+                Some("json") => true,
+                Some(other) => {
+                    return Err(ConfigError::new(
+                        "LOG_FORMAT",
+                        format!("{other:?} (expected text or json)"),
+                    ))
+                }
+            },
+        })
+    }
+}
+
+fn seconds(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    match get(var) {
+        None => Ok(Duration::from_secs(default)),
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+            _ => Err(ConfigError::new(
+                var,
+                format!("{v:?} is not a positive number of seconds"),
+            )),
+        },
+    }
+}
+
+fn rate_limit(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    requests: u32,
+    window: u64,
+) -> Result<RateLimit, ConfigError> {
+    let Some(v) = get(var) else {
+        return Ok(RateLimit {
+            requests,
+            window: Duration::from_secs(window),
+        });
+    };
+    let parsed = v.trim().split_once('/').and_then(|(r, w)| {
+        let r = r.trim().parse::<u32>().ok().filter(|r| *r > 0)?;
+        let w = w.trim().parse::<u64>().ok().filter(|w| *w > 0)?;
+        Some(RateLimit {
+            requests: r,
+            window: Duration::from_secs(w),
+        })
+    });
+    parsed.ok_or_else(|| {
+        ConfigError::new(
+            var,
+            format!("{v:?} (expected requests/seconds, e.g. 100/60)"),
+        )
+    })
+}
+
+fn boolean(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match get(var).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) if matches!(v.as_str(), "true" | "1" | "yes" | "on") => Ok(true),
+        Some(v) if matches!(v.as_str(), "false" | "0" | "no" | "off") => Ok(false),
+        Some(v) => Err(ConfigError::new(var, format!("{v:?} is not a boolean"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let s = settings(&[]).expect("defaults");
+        assert_eq!(s.bind.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.database_url, "sqlite://ims.db?mode=rwc");
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.refresh_token_ttl, Duration::from_secs(604_800));
+        assert_eq!(s.rate_limit_global.requests, 100);
+        assert_eq!(s.rate_limit_auth.window, Duration::from_secs(900));
+        assert!(s.jwt_secret_generated && s.jwt_secret.len() == 64);
+        assert!(!s.trust_proxy);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        for (var, value) in [
+            ("IMS_BIND", "nowhere"),
+            ("DATABASE_URL", "mysql://x"),
+            ("REDIS_PORT", "x"),
+            ("ACCESS_TOKEN_TTL", "-5"),
+            ("REFRESH_TOKEN_TTL", "soon"),
+            ("RATE_LIMIT_GLOBAL", "100"),
+            ("RATE_LIMIT_AUTH", "5/0"),
+            ("TRUST_PROXY", "perhaps"),
+            ("JWT_SECRET", "short"),
+            ("LOG_FORMAT", "xml"),
+        ] {
+            let e = settings(&[(var, value)]).expect_err(var);
+            assert_eq!(e.var, var, "{e}");
+            assert!(e.to_string().starts_with(&format!("invalid {var}")));
+        }
+    }
+
+    #[test]
+    fn rate_limits_parse() {
+        let s = settings(&[("RATE_LIMIT_AUTH", "10/30")]).expect("parses");
+        assert_eq!(
+            s.rate_limit_auth,
+            RateLimit {
+                requests: 10,
+                window: Duration::from_secs(30)
+            }
+        );
+    }
+}

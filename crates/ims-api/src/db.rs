@@ -1,0 +1,141 @@
+//! The SQL store: one pool and one code path for SQLite (embedded default) and PostgreSQL.
+//!
+//! Queries go through sqlx's `Any` driver with `$1` placeholders, which both engines accept,
+//! and the schema uses only portable types (TEXT ids and timestamps, BIGINT numbers), so the
+//! same migrations and queries run on both and the same test suite covers both.
+
+use std::time::{Duration, Instant};
+
+use sqlx::any::{AnyPoolOptions, AnyQueryResult};
+use sqlx::AnyPool;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// Which engine a URL points at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `sqlite:` URLs.
+    Sqlite,
+    /// `postgres:` and `postgresql:` URLs.
+    Postgres,
+}
+
+impl Backend {
+    /// The engine named by `url`'s scheme, if it is one we support.
+    pub fn from_url(url: &str) -> Option<Self> {
+        let scheme = url.split(':').next()?;
+        match scheme {
+            "sqlite" => Some(Self::Sqlite),
+            "postgres" | "postgresql" => Some(Self::Postgres),
+            _ => None,
+        }
+    }
+}
+
+/// A connection pool plus the engine it talks to.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects to `url` (creating the SQLite file when the URL says `mode=rwc`).
+    pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let backend = Backend::from_url(url)
+            .ok_or_else(|| sqlx::Error::Configuration(format!("unsupported URL {url}").into()))?;
+        let max_connections = match backend {
+            // SQLite serialises writers anyway; a few readers in WAL mode are plenty.
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await?;
+        if backend == Backend::Sqlite {
+            // WAL lets readers proceed while one writer commits; the setting is stored in
+            // the file, so once is enough.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await?;
+        }
+        Ok(Self { pool, backend })
+    }
+
+    /// Applies the embedded migrations that have not run yet.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("./migrations").run(&self.pool).await
+    }
+
+    /// The pool, for queries.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// The engine behind the pool.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A real `SELECT 1` round trip; its duration.
+    pub async fn ping(&self) -> Result<Duration, sqlx::Error> {
+        let started = Instant::now();
+        let _: AnyQueryResult = sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(started.elapsed())
+    }
+
+    /// Closes every connection; later queries fail. Used on shutdown.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// The current time as stored in the database: RFC 3339 UTC with milliseconds, fixed width,
+/// so text comparison orders it correctly on both engines.
+pub fn now() -> String {
+    timestamp(OffsetDateTime::now_utc())
+}
+
+/// `at` in the stored timestamp format.
+pub fn timestamp(at: OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    let millis = at.millisecond();
+    let at = at.replace_nanosecond(0).unwrap_or(at);
+    let base = at
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into());
+    // Rfc3339 prints `...:SSZ` without fractions when they are zero; add fixed milliseconds.
+    format!("{}.{millis:03}Z", base.trim_end_matches('Z'))
+}
+
+/// True when `e` is a unique-constraint violation (on either engine).
+pub fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_fixed_width_and_sortable() {
+        let a = timestamp(time::macros::datetime!(2026-01-02 03:04:05 UTC));
+        let b = timestamp(time::macros::datetime!(2026-01-02 03:04:05.5 UTC));
+        assert_eq!(a, "2026-01-02T03:04:05.000Z");
+        assert_eq!(b, "2026-01-02T03:04:05.500Z");
+        assert!(a < b);
+    }
+
+    #[test]
+    fn backends_by_scheme() {
+        assert_eq!(Backend::from_url("sqlite://x.db"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::from_url("postgres://h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::from_url("mysql://h/db"), None);
+    }
+}

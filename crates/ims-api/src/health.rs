@@ -1,0 +1,117 @@
+//! `GET /health` (contract §7, REDIS-007): real round trips to the database and Redis.
+//!
+//! Redis down is a degraded but healthy service (200); the database down is unhealthy (503),
+//! because no request can be served without it.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::Serialize;
+
+use crate::error::Json;
+use crate::state::AppState;
+
+/// Longest the database check may take before it counts as down.
+const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The health routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/health", get(health))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ServiceHealth {
+    status: &'static str,
+    /// Milliseconds of the round trip (or of the failed attempt).
+    response_time: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Services {
+    database: ServiceHealth,
+    redis: ServiceHealth,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Memory {
+    rss: Option<usize>,
+    virtual_size: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct HealthReport {
+    status: &'static str,
+    timestamp: String,
+    /// Seconds since the process started.
+    uptime: f64,
+    memory: Memory,
+    services: Services,
+}
+
+fn millis(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
+    let database = async {
+        let started = std::time::Instant::now();
+        match tokio::time::timeout(DATABASE_CHECK_TIMEOUT, state.db.ping()).await {
+            Ok(Ok(rtt)) => ServiceHealth {
+                status: "up",
+                response_time: millis(rtt),
+                error: None,
+            },
+            Ok(Err(e)) => ServiceHealth {
+                status: "down",
+                response_time: millis(started.elapsed()),
+                error: Some(e.to_string()),
+            },
+            Err(_) => ServiceHealth {
+                status: "down",
+                response_time: millis(started.elapsed()),
+                error: Some("timed out".into()),
+            },
+        }
+    };
+    let redis = async {
+        let started = std::time::Instant::now();
+        match state.redis.connection().ping().await {
+            Ok(rtt) => ServiceHealth {
+                status: "up",
+                response_time: millis(rtt),
+                error: None,
+            },
+            Err(e) => ServiceHealth {
+                status: "down",
+                response_time: millis(started.elapsed()),
+                error: Some(e.to_string()),
+            },
+        }
+    };
+    let (database, redis) = tokio::join!(database, redis);
+    let healthy = database.status == "up";
+    let memory = memory_stats::memory_stats();
+    let report = HealthReport {
+        status: if healthy { "healthy" } else { "unhealthy" },
+        timestamp: crate::db::now(),
+        uptime: state.started_at.elapsed().as_secs_f64(),
+        memory: Memory {
+            rss: memory.map(|m| m.physical_mem),
+            virtual_size: memory.map(|m| m.virtual_mem),
+        },
+        services: Services { database, redis },
+    };
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(report))
+}

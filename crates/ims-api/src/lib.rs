@@ -1,0 +1,14 @@
+//! IMS API: a multi-tenant inventory management REST API on axum, SQL (SQLite or
+//! PostgreSQL) and Redis.
+//!
+//! The binary is a thin shell over [`startup::Application`], which takes [`config::Settings`]
+//! and a bound listener, so tests run the real server on port 0.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod health;
+pub mod startup;
+pub mod state;
+pub mod telemetry;

@@ -1,0 +1,47 @@
+//! The `ims-api` binary: parses the command line, reads the configuration and hands over to
+//! the library.
+
+use clap::{Parser, Subcommand};
+use ims_api::{config::Settings, startup::Application, telemetry};
+
+/// IMS: multi-tenant inventory management REST API.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server (the default).
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let _ = dotenvy::dotenv();
+    let settings = match Settings::from_env() {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("ims-api: configuration error: {e}");
+            std::process::exit(2);
+        }
+    };
+    telemetry::init(settings.log_json);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let app = Application::build(settings).await?;
+            app.run_until(ims_api::startup::shutdown_signal()).await?;
+        }
+        Command::Migrate => {
+            let db = ims_api::db::Db::connect(&settings.database_url).await?;
+            db.migrate().await?;
+            tracing::info!("migrations applied");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,156 @@
+//! Building and running the server: the one entry point tests and the binary share.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::DefaultBodyLimit;
+use axum::Router;
+use ims_redis::session::RefreshTokenStore;
+use ims_redis::{RedisConnection, RedisService};
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::tokens::TokenKeys;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::state::AppState;
+use crate::{auth, error, health};
+
+/// Request bodies above this are refused with 413 (contract §2).
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// How often expired fallback refresh tokens are purged from SQL.
+const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// The whole HTTP API. Each area owns its routes; cross-cutting policies are attached where
+/// routes are declared.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// A server that is built (database migrated, Redis connected or degraded, socket bound)
+/// and ready to run.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+}
+
+impl Application {
+    /// Binds `settings.bind` and builds.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {} (IMS_BIND): {e}", settings.bind))?;
+        Self::build_with_listener(settings, listener).await
+    }
+
+    /// Builds on an already bound listener (tests bind port 0).
+    pub async fn build_with_listener(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Self> {
+        if settings.jwt_secret_generated {
+            tracing::warn!(
+                "JWT_SECRET is not set: using a random secret for this process only. Tokens will \
+                 not survive a restart and other instances will reject them. Set JWT_SECRET \
+                 (at least 32 characters) in production."
+            );
+        }
+        let db = Db::connect(&settings.database_url)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;
+        db.migrate().await?;
+        let connection = RedisConnection::connect(settings.redis.clone()).await;
+        let redis = RedisService::new(connection, settings.redis.key_prefix.clone());
+        let state = AppState {
+            db,
+            refresh_tokens: RefreshTokenStore::new(redis.clone()),
+            redis,
+            keys: Arc::new(TokenKeys::new(&settings.jwt_secret)),
+            settings: Arc::new(settings),
+            started_at: Instant::now(),
+        };
+        Ok(Self { listener, state })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The shared state (tests reach the database and Redis handles through it).
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then drains in-flight requests and closes Redis
+    /// and the database.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let Self { listener, state } = self;
+        tracing::info!("IMS API listening on http://{}", listener.local_addr()?);
+        let purge = tokio::spawn(purge_expired_tokens(state.clone()));
+        let app = router(state.clone());
+        let served = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
+        purge.abort();
+        state.redis.connection().close().await;
+        state.db.close().await;
+        tracing::info!("IMS API stopped");
+        served
+    }
+}
+
+async fn purge_expired_tokens(state: AppState) {
+    loop {
+        if let Err(e) = crate::auth::purge_expired_tokens(&state).await {
+            tracing::warn!("purging expired refresh tokens failed: {e}");
+        }
+        tokio::time::sleep(TOKEN_PURGE_INTERVAL).await;
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; draining requests");
+}

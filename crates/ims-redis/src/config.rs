@@ -1,0 +1,239 @@
+//! Connection settings, read from the conventional `REDIS_*` environment variables.
+//!
+//! Parsing takes a lookup function instead of reading the process environment directly, so
+//! that applications can layer `.env` files or tests can pass a map. Every error names the
+//! variable that is wrong, because a bad value must stop start-up with one clear line.
+
+use std::time::Duration;
+
+/// Settings for [`crate::RedisConnection`] and [`crate::RedisService`].
+#[derive(Clone, Debug)]
+pub struct RedisConfig {
+    /// Full connection URL (`redis://` or `rediss://` for TLS). When set it wins over the
+    /// host, port, password and database fields.
+    pub url: Option<String>,
+    /// Host name used when no URL is given.
+    pub host: String,
+    /// Port used when no URL is given.
+    pub port: u16,
+    /// `AUTH` password used when no URL is given; empty means none.
+    pub password: String,
+    /// Logical database index used when no URL is given.
+    pub db: i64,
+    /// Prefix prepended to every key the service writes, e.g. `ims:`.
+    pub key_prefix: String,
+    /// `false` means never connect: every operation returns its degraded default at once.
+    pub enabled: bool,
+    /// Seed nodes for Redis Cluster mode (`host:port`), empty for a single server.
+    pub cluster_nodes: Vec<String>,
+    /// Upper bound on one command's round trip. Kept small because a slow Redis must cost a
+    /// request no more than a cache miss would.
+    pub command_timeout: Duration,
+    /// Upper bound on establishing one TCP (and TLS) connection.
+    pub connect_timeout: Duration,
+    /// How often the background probe pings Redis to notice outages and recoveries.
+    pub probe_interval: Duration,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            host: "localhost".into(),
+            port: 6379,
+            password: String::new(),
+            db: 0,
+            key_prefix: "ims:".into(),
+            enabled: true,
+            cluster_nodes: Vec::new(),
+            command_timeout: Duration::from_millis(250),
+            connect_timeout: Duration::from_millis(500),
+            probe_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A configuration value that could not be used; the message names the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}: {message}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: String,
+    /// What is wrong with its value.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Builds an error for `var` with a human-readable `message`.
+    pub fn new(var: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            var: var.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl RedisConfig {
+    /// Reads `REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_DB`,
+    /// `REDIS_KEY_PREFIX`, `REDIS_ENABLED`, `REDIS_CLUSTER_NODES`,
+    /// `REDIS_COMMAND_TIMEOUT_MS` and `REDIS_CONNECT_TIMEOUT_MS` through `lookup`; unset or
+    /// empty variables keep their defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut config = Self::default();
+        if let Some(url) = get("REDIS_URL") {
+            let scheme = url.split("://").next().unwrap_or_default();
+            if !matches!(scheme, "redis" | "rediss" | "redis+unix" | "unix") || !url.contains("://")
+            {
+                return Err(ConfigError::new(
+                    "REDIS_URL",
+                    format!("unknown scheme in {url:?} (expected redis:// or rediss://)"),
+                ));
+            }
+            redis::Client::open(url.as_str())
+                .map_err(|e| ConfigError::new("REDIS_URL", e.to_string()))?;
+            config.url = Some(url);
+        }
+        if let Some(host) = get("REDIS_HOST") {
+            config.host = host;
+        }
+        if let Some(port) = get("REDIS_PORT") {
+            config.port = parse("REDIS_PORT", &port)?;
+        }
+        if let Some(password) = lookup("REDIS_PASSWORD") {
+            config.password = password;
+        }
+        if let Some(db) = get("REDIS_DB") {
+            config.db = parse("REDIS_DB", &db)?;
+        }
+        if let Some(prefix) = lookup("REDIS_KEY_PREFIX") {
+            config.key_prefix = prefix;
+        }
+        if let Some(enabled) = get("REDIS_ENABLED") {
+            config.enabled = parse_bool("REDIS_ENABLED", &enabled)?;
+        }
+        if let Some(nodes) = get("REDIS_CLUSTER_NODES") {
+            config.cluster_nodes = nodes
+                .split(',')
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect();
+        }
+        if let Some(ms) = get("REDIS_COMMAND_TIMEOUT_MS") {
+            config.command_timeout = Duration::from_millis(parse("REDIS_COMMAND_TIMEOUT_MS", &ms)?);
+        }
+        if let Some(ms) = get("REDIS_CONNECT_TIMEOUT_MS") {
+            config.connect_timeout = Duration::from_millis(parse("REDIS_CONNECT_TIMEOUT_MS", &ms)?);
+        }
+        Ok(config)
+    }
+
+    /// The URL the client connects to: `url` when set, else one built from the fields.
+    pub fn connection_url(&self) -> String {
+        if let Some(url) = &self.url {
+            return url.clone();
+        }
+        let auth = if self.password.is_empty() {
+            String::new()
+        } else {
+            format!(":{}@", percent_encode(&self.password))
+        };
+        format!("redis://{auth}{}:{}/{}", self.host, self.port, self.db)
+    }
+
+    /// The connection URL with any password replaced by `***`, safe to log.
+    pub fn redacted_url(&self) -> String {
+        let url = self.connection_url();
+        match (url.find("://"), url.rfind('@')) {
+            (Some(scheme_end), Some(at)) if at > scheme_end => {
+                format!("{}://***@{}", &url[..scheme_end], &url[at + 1..])
+            }
+            _ => url,
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(var: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .trim()
+        .parse()
+        .map_err(|e| ConfigError::new(var, format!("{value:?}: {e}")))
+}
+
+fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(
+            var,
+            format!("{value:?} is not a boolean (true or false)"),
+        )),
+    }
+}
+
+// A password may contain URL delimiters; the client parses the URL, so they must be escaped.
+fn percent_encode(raw: &str) -> String {
+    raw.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<RedisConfig, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        RedisConfig::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let c = config(&[]).expect("defaults parse");
+        assert_eq!(c.connection_url(), "redis://localhost:6379/0");
+        assert_eq!(c.key_prefix, "ims:");
+        assert!(c.enabled);
+    }
+
+    #[test]
+    fn fields_build_the_url_and_url_wins() {
+        let c = config(&[
+            ("REDIS_HOST", "cache"),
+            ("REDIS_PORT", "6380"),
+            ("REDIS_PASSWORD", "p@ss:w/rd"),
+            ("REDIS_DB", "2"),
+        ])
+        .expect("parses");
+        assert_eq!(c.connection_url(), "redis://:p%40ss%3Aw%2Frd@cache:6380/2");
+        assert_eq!(c.redacted_url(), "redis://***@cache:6380/2");
+        let c = config(&[("REDIS_URL", "rediss://h:1/3"), ("REDIS_HOST", "x")]).expect("parses");
+        assert_eq!(c.connection_url(), "rediss://h:1/3");
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = config(&[("REDIS_PORT", "sixty")]).expect_err("must fail");
+        assert_eq!(e.var, "REDIS_PORT");
+        let e = config(&[("REDIS_URL", "http://x")]).expect_err("must fail");
+        assert_eq!(e.var, "REDIS_URL");
+        let e = config(&[("REDIS_ENABLED", "maybe")]).expect_err("must fail");
+        assert_eq!(e.var, "REDIS_ENABLED");
+        assert!(
+            !config(&[("REDIS_ENABLED", "false")])
+                .expect("parses")
+                .enabled
+        );
+    }
+}

@@ -1,0 +1,174 @@
+//! Refresh-token storage in Redis, keyed by the SHA-256 of the token.
+//!
+//! Only the hash ever reaches Redis, so a leaked keyspace does not leak usable tokens. A
+//! token lives at `{prefix}session:refresh:{hash}` with the caller's JSON record and a time to
+//! live equal to the token's lifetime. Rotation *takes* the token (read and delete in one
+//! atomic script) and leaves a tombstone at `{prefix}session:rotated:{hash}` holding the
+//! same record, so that a second presentation of a rotated token can be recognised as reuse
+//! (OAuth 2.0 Security BCP, refresh token rotation) rather than as an unknown token.
+//!
+//! The store reports whether Redis answered, so callers can fall back to durable storage.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo(redis: ims_redis::RedisService) {
+//! use std::time::Duration;
+//! use ims_redis::session::{hash_token, RefreshTokenStore, Taken};
+//!
+//! let store = RefreshTokenStore::new(redis);
+//! let hash = hash_token("opaque-token-from-the-client");
+//! let record = serde_json::json!({"userId": "u1", "createdAt": "2026-01-01T00:00:00Z"});
+//! if !store.put(&hash, &record, Duration::from_secs(604_800)).await {
+//!     // Redis is down: keep the token somewhere durable instead.
+//! }
+//! match store.take::<serde_json::Value>(&hash, Duration::from_secs(604_800)).await {
+//!     Taken::Found(record) => { /* valid: issue the next token */ let _ = record; }
+//!     Taken::Missing => { /* unknown here: check the fallback store, then the tombstone */ }
+//!     Taken::Unavailable => { /* Redis is down: check the fallback store */ }
+//! }
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use redis::Script;
+use serde::{de::DeserializeOwned, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::RedisService;
+
+/// Key namespace of live refresh tokens, after the service prefix.
+pub const REFRESH_NAMESPACE: &str = "session:refresh:";
+/// Key namespace of rotation tombstones, after the service prefix.
+pub const ROTATED_NAMESPACE: &str = "session:rotated:";
+
+/// Lower-case hex SHA-256 of `token`: the only form in which a token is stored.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The outcome of [`RefreshTokenStore::take`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken<T> {
+    /// The token was live; it is now deleted and tombstoned.
+    Found(T),
+    /// Redis answered: no live token with that hash.
+    Missing,
+    /// Redis could not be asked; the answer must come from elsewhere.
+    Unavailable,
+}
+
+/// Refresh-token records in Redis, with atomic take-and-tombstone for rotation.
+#[derive(Clone, Debug)]
+pub struct RefreshTokenStore {
+    redis: RedisService,
+}
+
+// GETDEL and the tombstone write must be one atomic step: two concurrent refreshes with the
+// same token must see exactly one winner, and the loser must already find the tombstone.
+const TAKE_SCRIPT: &str = r"
+local record = redis.call('GETDEL', KEYS[1])
+if record then
+  redis.call('SET', KEYS[2], record, 'PX', ARGV[1])
+end
+return record
+";
+
+impl RefreshTokenStore {
+    /// A store writing through `redis` (and so under its key prefix).
+    pub fn new(redis: RedisService) -> Self {
+        Self { redis }
+    }
+
+    /// Whether Redis is currently answering.
+    pub fn is_available(&self) -> bool {
+        self.redis.is_connected()
+    }
+
+    /// Stores `record` for the token whose hash is `token_hash`, expiring after `ttl`.
+    /// Returns `false` when Redis did not take it, so the caller can store it elsewhere.
+    pub async fn put<T: Serialize>(&self, token_hash: &str, record: &T, ttl: Duration) -> bool {
+        self.redis
+            .set(
+                &format!("{REFRESH_NAMESPACE}{token_hash}"),
+                record,
+                Some(ttl),
+            )
+            .await
+    }
+
+    /// Reads the record of a live token without consuming it. `None` when it is missing or
+    /// Redis is down.
+    pub async fn get<T: DeserializeOwned>(&self, token_hash: &str) -> Option<T> {
+        self.redis
+            .get(&format!("{REFRESH_NAMESPACE}{token_hash}"))
+            .await
+    }
+
+    /// Atomically deletes a live token and leaves a tombstone with its record for
+    /// `tombstone_ttl`. Never retried: a second run would find the token gone.
+    pub async fn take<T: DeserializeOwned>(
+        &self,
+        token_hash: &str,
+        tombstone_ttl: Duration,
+    ) -> Taken<T> {
+        let live = self.redis.key(&format!("{REFRESH_NAMESPACE}{token_hash}"));
+        let tombstone = self.redis.key(&format!("{ROTATED_NAMESPACE}{token_hash}"));
+        let ttl_ms = tombstone_ttl.as_millis().max(1) as u64;
+        let reply = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                Script::new(TAKE_SCRIPT)
+                    .key(live)
+                    .key(tombstone)
+                    .arg(ttl_ms)
+                    .invoke_async::<Option<String>>(&mut c)
+                    .await
+            })
+            .await;
+        match reply {
+            Ok(Some(text)) => match serde_json::from_str(&text) {
+                Ok(record) => Taken::Found(record),
+                Err(e) => {
+                    tracing::warn!("refresh token record is not valid JSON: {e}");
+                    Taken::Missing
+                }
+            },
+            Ok(None) => Taken::Missing,
+            Err(e) if e.is_unavailable() => Taken::Unavailable,
+            Err(e) => {
+                tracing::warn!("refresh token take failed: {e}");
+                Taken::Unavailable
+            }
+        }
+    }
+
+    /// The record of a token that was rotated away, if its tombstone is still there.
+    pub async fn rotated<T: DeserializeOwned>(&self, token_hash: &str) -> Option<T> {
+        self.redis
+            .get(&format!("{ROTATED_NAMESPACE}{token_hash}"))
+            .await
+    }
+
+    /// Deletes a live token (logout). Returns whether it existed.
+    pub async fn remove(&self, token_hash: &str) -> bool {
+        self.redis
+            .del(&[&format!("{REFRESH_NAMESPACE}{token_hash}")])
+            .await
+            > 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_sha256_hex() {
+        assert_eq!(
+            hash_token("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}
