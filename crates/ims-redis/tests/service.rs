@@ -1,0 +1,317 @@
+//! RedisService and RedisConnection against a private, real redis-server.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ims_redis::session::{hash_token, RefreshTokenStore, Taken};
+use ims_redis::{RedisConfig, RedisConnection, RedisService};
+use ims_testkit::RedisServer;
+use serde::{Deserialize, Serialize};
+
+fn config_for(server: &RedisServer) -> RedisConfig {
+    RedisConfig {
+        url: Some(server.url()),
+        key_prefix: "test:".into(),
+        probe_interval: Duration::from_millis(100),
+        ..RedisConfig::default()
+    }
+}
+
+async fn service_for(server: &RedisServer) -> RedisService {
+    let config = config_for(server);
+    let connection = RedisConnection::connect(config.clone()).await;
+    assert!(connection.is_connected(), "fresh server must be reachable");
+    RedisService::new(connection, config.key_prefix)
+}
+
+fn raw(server: &RedisServer) -> redis::Connection {
+    redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection")
+}
+
+async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Thing {
+    name: String,
+    count: u32,
+}
+
+#[tokio::test]
+async fn typed_round_trips_with_the_prefix() {
+    let server = RedisServer::start();
+    let redis = service_for(&server).await;
+    let thing = Thing {
+        name: "widget".into(),
+        count: 3,
+    };
+    assert!(redis.set("things:1", &thing, None).await);
+    assert_eq!(redis.get::<Thing>("things:1").await, Some(thing));
+    assert!(redis.exists("things:1").await);
+    assert_eq!(redis.ttl("things:1").await, -1);
+    assert_eq!(redis.ttl("missing").await, -2);
+
+    // The prefix is on the real key and nowhere else.
+    let mut conn = raw(&server);
+    let stored: Option<String> = redis::cmd("GET")
+        .arg("test:things:1")
+        .query(&mut conn)
+        .expect("get");
+    assert_eq!(stored.as_deref(), Some(r#"{"name":"widget","count":3}"#));
+
+    assert_eq!(redis.incr("counter").await, Some(1));
+    assert_eq!(redis.incr("counter").await, Some(2));
+    assert!(redis.expire("counter", Duration::from_secs(100)).await);
+    let ttl = redis.ttl("counter").await;
+    assert!((99..=100).contains(&ttl), "ttl {ttl}");
+    assert!(!redis.expire("missing", Duration::from_secs(1)).await);
+
+    let mut keys = redis.keys("*").await;
+    keys.sort();
+    assert_eq!(keys, vec!["counter".to_string(), "things:1".to_string()]);
+    assert_eq!(redis.del(&["things:1", "counter", "missing"]).await, 2);
+    assert!(!redis.exists("things:1").await);
+
+    // A value of the wrong shape is a miss, not a panic.
+    assert!(redis.set("shape", &"text", None).await);
+    assert_eq!(redis.get::<Thing>("shape").await, None);
+}
+
+#[tokio::test]
+async fn values_expire_after_their_ttl() {
+    let server = RedisServer::start();
+    let redis = service_for(&server).await;
+    assert!(
+        redis
+            .set("short", &1, Some(Duration::from_millis(200)))
+            .await
+    );
+    assert_eq!(redis.get::<i32>("short").await, Some(1));
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(redis.get::<i32>("short").await, None);
+    assert!(!redis.exists("short").await);
+}
+
+#[tokio::test]
+async fn flush_by_prefix_removes_only_matching_keys_over_a_large_keyspace() {
+    let server = RedisServer::start();
+    let redis = service_for(&server).await;
+    let mut conn = raw(&server);
+    let mut pipe = redis::pipe();
+    for i in 0..12_000 {
+        pipe.cmd("SET")
+            .arg(format!("test:cache:org1:{i}"))
+            .arg(i)
+            .ignore();
+    }
+    for i in 0..500 {
+        pipe.cmd("SET")
+            .arg(format!("test:cache:org2:{i}"))
+            .arg(i)
+            .ignore();
+        // Same text without the service prefix: must survive.
+        pipe.cmd("SET")
+            .arg(format!("cache:org1:{i}"))
+            .arg(i)
+            .ignore();
+    }
+    // A key whose literal text contains glob characters.
+    pipe.cmd("SET").arg("test:cache:org*:x").arg(1).ignore();
+    let () = pipe.query(&mut conn).expect("pipeline");
+
+    assert_eq!(redis.flush_by_prefix("cache:org1:").await, 12_000);
+    assert!(redis.keys("cache:org1:*").await.is_empty());
+    assert_eq!(redis.keys("cache:org2:*").await.len(), 500);
+    let untouched: u64 = redis::cmd("DBSIZE").query(&mut conn).expect("dbsize");
+    assert_eq!(untouched, 500 + 500 + 1);
+
+    // `org*` is literal: it removes only the key that really starts with it.
+    assert_eq!(redis.flush_by_prefix("cache:org*").await, 1);
+    assert_eq!(redis.keys("cache:org2:*").await.len(), 500);
+}
+
+#[tokio::test]
+async fn a_stopped_redis_gives_degraded_defaults_quickly_and_reconnects() {
+    let mut server = RedisServer::start();
+    let redis = service_for(&server).await;
+    assert!(redis.set("kept", &"before", None).await);
+    server.stop();
+
+    // The first command after the crash finds out (and opens the breaker).
+    let started = Instant::now();
+    assert_eq!(redis.get::<String>("kept").await, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "first failure took {:?}",
+        started.elapsed()
+    );
+    wait_until("breaker to open", || !redis.is_connected()).await;
+
+    // Every method answers its degraded default, each well inside the command time-out.
+    let bound = redis.connection().command_timeout();
+    macro_rules! quick {
+        ($call:expr, $expected:expr) => {{
+            let started = Instant::now();
+            let value = $call.await;
+            let took = started.elapsed();
+            assert_eq!(value, $expected, stringify!($call));
+            assert!(took <= bound, "{} took {took:?}", stringify!($call));
+        }};
+    }
+    quick!(redis.get::<String>("kept"), None);
+    quick!(redis.set("k", &"v", Some(Duration::from_secs(5))), false);
+    quick!(redis.del(&["k"]), 0);
+    quick!(redis.ttl("k"), -2);
+    quick!(redis.exists("k"), false);
+    quick!(redis.keys("*"), Vec::<String>::new());
+    quick!(redis.flush_by_prefix("k"), 0);
+    quick!(redis.incr("k"), None);
+    quick!(redis.expire("k", Duration::from_secs(1)), false);
+
+    // Back without recreating anything: the probe notices and commands flow again.
+    server.restart();
+    wait_until("reconnection", || redis.is_connected()).await;
+    assert!(redis.set("after", &"restart", None).await);
+    assert_eq!(
+        redis.get::<String>("after").await.as_deref(),
+        Some("restart")
+    );
+    assert_eq!(redis.connection().outages(), 1);
+}
+
+#[tokio::test]
+async fn unreachable_at_start_then_up_later() {
+    let mut server = RedisServer::start();
+    server.stop();
+    let config = config_for(&server);
+    let connection = RedisConnection::connect(config.clone()).await;
+    assert!(!connection.is_connected());
+    let redis = RedisService::new(connection, config.key_prefix);
+    assert!(!redis.set("k", &1, None).await);
+    server.restart();
+    wait_until("first connection", || redis.is_connected()).await;
+    assert!(redis.set("k", &1, None).await);
+}
+
+#[tokio::test]
+async fn disabled_never_connects() {
+    let server = RedisServer::start();
+    let config = RedisConfig {
+        enabled: false,
+        ..config_for(&server)
+    };
+    let connection = RedisConnection::connect(config).await;
+    assert!(!connection.is_enabled() && !connection.is_connected());
+    let redis = RedisService::new(connection, "test:");
+    assert!(!redis.set("k", &1, None).await);
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query(&mut raw(&server))
+        .expect("client list");
+    assert_eq!(
+        clients.lines().count(),
+        1,
+        "only our inspection connection: {clients}"
+    );
+}
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn count(&self, needle: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().expect("lock"))
+            .matches(needle)
+            .count()
+    }
+}
+
+// current_thread runtime: the probe task runs on this thread, under this subscriber.
+#[tokio::test(flavor = "current_thread")]
+async fn one_warning_per_outage_not_one_per_operation() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let mut server = RedisServer::start();
+    let redis = service_for(&server).await;
+    for outage in 1..=2 {
+        server.stop();
+        for _ in 0..200 {
+            let _ = redis.get::<String>("k").await;
+            let _ = redis.set("k", &1, None).await;
+        }
+        wait_until("breaker to open", || !redis.is_connected()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await; // several probe rounds
+        assert_eq!(captured.count("Redis connection lost"), outage);
+        server.restart();
+        wait_until("reconnection", || redis.is_connected()).await;
+        assert_eq!(captured.count("Redis connection is back"), outage);
+    }
+    assert_eq!(captured.count("WARN"), 2, "only the two outage warnings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_token_is_taken_exactly_once() {
+    let server = RedisServer::start();
+    let redis = service_for(&server).await;
+    let store = RefreshTokenStore::new(redis.clone());
+    let hash = hash_token("token-1");
+    let record = serde_json::json!({"userId": "u1", "createdAt": "2026-01-01T00:00:00.000Z"});
+    assert!(store.put(&hash, &record, Duration::from_secs(60)).await);
+    assert!(redis.exists(&format!("session:refresh:{hash}")).await);
+    let ttl = redis.ttl(&format!("session:refresh:{hash}")).await;
+    assert!((59..=60).contains(&ttl));
+
+    let takers: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            let hash = hash.clone();
+            tokio::spawn(async move {
+                store
+                    .take::<serde_json::Value>(&hash, Duration::from_secs(60))
+                    .await
+            })
+        })
+        .collect();
+    let mut found = 0;
+    for taker in takers {
+        match taker.await.expect("join") {
+            Taken::Found(value) => {
+                assert_eq!(value, record);
+                found += 1;
+            }
+            Taken::Missing => {}
+            Taken::Unavailable => panic!("redis is up"),
+        }
+    }
+    assert_eq!(found, 1, "exactly one concurrent taker wins");
+    assert!(!redis.exists(&format!("session:refresh:{hash}")).await);
+    assert_eq!(
+        store.rotated::<serde_json::Value>(&hash).await,
+        Some(record)
+    );
+}
