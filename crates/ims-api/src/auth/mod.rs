@@ -451,6 +451,11 @@ async fn revoke_session(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Deletes fallback refresh tokens past their expiry (run periodically).
+pub async fn purge_expired_tokens(state: &AppState) -> ApiResult<u64> {
+    store::delete_expired_tokens(&state.db).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,9 +468,4 @@ mod tests {
         assert!(!looks_like_email("a b@c.co"));
         assert_eq!(normalize_email("  Ann@Example.COM "), "ann@example.com");
     }
-}
-
-/// Deletes fallback refresh tokens past their expiry (run periodically).
-pub async fn purge_expired_tokens(state: &AppState) -> ApiResult<u64> {
-    store::delete_expired_tokens(&state.db).await
 }

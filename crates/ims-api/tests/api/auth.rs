@@ -1,0 +1,521 @@
+use std::time::Duration;
+
+use ims_api::auth::tokens::{Claims, TokenKeys};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, sha256, spawn_app, spawn_app_with, TEST_JWT_SECRET};
+
+fn s(v: &Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn register_creates_an_admin_and_stores_only_the_token_hash_in_redis() {
+    let app = spawn_app().await;
+    let pair = app.register("Ann@Example.com").await;
+    assert_eq!(pair["tokenType"], "Bearer");
+    assert_eq!(pair["expiresIn"], 900);
+    assert_eq!(pair["user"]["email"], "ann@example.com");
+    assert_eq!(pair["user"]["role"], "admin");
+    assert!(pair["user"]["organizationId"].is_string());
+
+    let refresh = s(&pair, "refreshToken");
+    let key = format!("ims:session:refresh:{}", sha256(&refresh));
+    assert_eq!(app.redis_keys("ims:session:refresh:*"), vec![key.clone()]);
+    let mut conn = app.redis_conn();
+    let stored: String = redis::cmd("GET").arg(&key).query(&mut conn).expect("get");
+    let record: Value = serde_json::from_str(&stored).expect("json record");
+    assert_eq!(record["userId"], pair["user"]["id"]);
+    assert!(record["createdAt"]
+        .as_str()
+        .expect("createdAt")
+        .ends_with('Z'));
+    assert!(
+        !stored.contains(&refresh),
+        "the token itself is never stored"
+    );
+    let ttl: i64 = redis::cmd("TTL").arg(&key).query(&mut conn).expect("ttl");
+    assert!((604_790..=604_800).contains(&ttl), "ttl {ttl}");
+    assert_eq!(
+        app.sql_refresh_tokens().await,
+        0,
+        "Redis up: nothing in SQL"
+    );
+
+    // The access token's claims carry sub and org.
+    let keys = TokenKeys::new(TEST_JWT_SECRET);
+    let claims = keys
+        .verify(&s(&pair, "accessToken"))
+        .expect("valid access token");
+    assert_eq!(claims.sub, s(&pair["user"], "id"));
+    assert_eq!(claims.org, s(&pair["user"], "organizationId"));
+}
+
+#[tokio::test]
+async fn login_me_and_wrong_credentials() {
+    let app = spawn_app().await;
+    app.register("bob@example.com").await;
+    let pair = app.login("BOB@example.com").await;
+    let me = app.get("/auth/me", Some(&s(&pair, "accessToken"))).await;
+    assert_eq!(me.status(), StatusCode::OK);
+    let me: Value = me.json().await.expect("json");
+    assert_eq!(me["email"], "bob@example.com");
+    assert_eq!(me["name"], "Test User");
+
+    for body in [
+        json!({"email": "bob@example.com", "password": "wrong password"}),
+        json!({"email": "nobody@example.com", "password": "correct horse battery"}),
+    ] {
+        let problem = assert_problem(
+            app.post("/auth/login", body, None).await,
+            StatusCode::UNAUTHORIZED,
+        )
+        .await;
+        assert_eq!(problem["detail"], "invalid email or password");
+    }
+    let duplicate = app
+        .post(
+            "/auth/register",
+            json!({"email": "bob@example.com", "password": "another password", "name": "B", "organizationName": "O"}),
+            None,
+        )
+        .await;
+    assert_problem(duplicate, StatusCode::CONFLICT).await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
+    let app = spawn_app().await;
+    let first = app.register("carol@example.com").await;
+    let old = s(&first, "refreshToken");
+
+    let response = app.refresh(&old).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let second: Value = response.json().await.expect("pair");
+    let new = s(&second, "refreshToken");
+    assert_ne!(old, new);
+    assert_eq!(
+        app.redis_keys("ims:session:refresh:*"),
+        vec![format!("ims:session:refresh:{}", sha256(&new))],
+        "old key deleted, new key created"
+    );
+
+    // The old token is dead, and presenting it again means it was stolen: the whole session
+    // (including the legitimately rotated new token) is revoked.
+    let replay = assert_problem(app.refresh(&old).await, StatusCode::UNAUTHORIZED).await;
+    assert!(replay["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("already used"));
+    assert_problem(app.refresh(&new).await, StatusCode::UNAUTHORIZED).await;
+    let sessions: Value = app
+        .get("/auth/sessions", Some(&s(&second, "accessToken")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sessions["data"].as_array().expect("data").len(), 0);
+
+    // A token nobody ever issued is simply invalid.
+    let unknown = assert_problem(
+        app.refresh("not-a-real-token").await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert!(unknown["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("invalid"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_refreshes_of_one_token_have_one_winner() {
+    let app = spawn_app().await;
+    let pair = app.register("race@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let attempts = (0..8).map(|_| app.refresh(&token));
+    let statuses: Vec<StatusCode> = futures::future::join_all(attempts)
+        .await
+        .into_iter()
+        .map(|r| r.status())
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED));
+}
+
+#[tokio::test]
+async fn logout_deletes_the_token_and_ends_the_session() {
+    let app = spawn_app().await;
+    let pair = app.register("dave@example.com").await;
+    let access = s(&pair, "accessToken");
+    let refresh = s(&pair, "refreshToken");
+
+    // Logout needs the bearer token.
+    let anonymous = app
+        .post("/auth/logout", json!({"refreshToken": refresh}), None)
+        .await;
+    assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+
+    // Another user cannot end Dave's session with Dave's token.
+    let eve = app.register("eve@example.com").await;
+    let response = app
+        .post(
+            "/auth/logout",
+            json!({"refreshToken": refresh}),
+            Some(&s(&eve, "accessToken")),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(app
+        .redis_keys("ims:session:refresh:*")
+        .contains(&format!("ims:session:refresh:{}", sha256(&refresh))));
+
+    let response = app
+        .post(
+            "/auth/logout",
+            json!({"refreshToken": refresh}),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert!(!app
+        .redis_keys("ims:session:refresh:*")
+        .contains(&format!("ims:session:refresh:{}", sha256(&refresh))));
+    assert_problem(app.refresh(&refresh).await, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn sessions_are_listed_and_revoked() {
+    let app = spawn_app().await;
+    let first = app.register("fay@example.com").await;
+    let second = app.login("fay@example.com").await;
+    let third = app.login("fay@example.com").await;
+    let access = s(&third, "accessToken");
+
+    let list: Value = app
+        .get("/auth/sessions", Some(&access))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let sessions = list["data"].as_array().expect("data");
+    assert_eq!(sessions.len(), 3);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(sessions
+        .iter()
+        .all(|s| s["createdAt"].is_string() && s["expiresAt"].is_string()));
+
+    // Revoke the second login: its refresh token dies, the others live.
+    let keys = TokenKeys::new(TEST_JWT_SECRET);
+    let second_sid = keys.verify(&s(&second, "accessToken")).expect("claims").sid;
+    let response = app
+        .request(
+            Method::DELETE,
+            &format!("/auth/sessions/{second_sid}"),
+            None,
+            Some(&access),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_problem(
+        app.refresh(&s(&second, "refreshToken")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let first_refreshed = app.refresh(&s(&first, "refreshToken")).await;
+    assert_eq!(first_refreshed.status(), StatusCode::OK);
+
+    // Unknown or someone else's session: 404.
+    let other = app.register("gus@example.com").await;
+    let other_sid = keys.verify(&s(&other, "accessToken")).expect("claims").sid;
+    for id in [other_sid.as_str(), "not-a-uuid", second_sid.as_str()] {
+        let response = app
+            .request(
+                Method::DELETE,
+                &format!("/auth/sessions/{id}"),
+                None,
+                Some(&access),
+            )
+            .await;
+        assert_problem(response, StatusCode::NOT_FOUND).await;
+    }
+
+    // Revoke all.
+    let response = app
+        .request(Method::DELETE, "/auth/sessions", None, Some(&access))
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let list: Value = app
+        .get("/auth/sessions", Some(&access))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["data"].as_array().expect("data").len(), 0);
+    assert_problem(
+        app.refresh(&s(&third, "refreshToken")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    // Gus is untouched.
+    assert_eq!(
+        app.refresh(&s(&other, "refreshToken")).await.status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn redis_down_login_and_refresh_use_sql_then_redis_again_when_back() {
+    let mut app = spawn_app().await;
+    app.register("hal@example.com").await;
+    app.redis.stop();
+
+    // Login during the outage: the token goes to SQL.
+    let during = app.login("hal@example.com").await;
+    assert_eq!(app.sql_refresh_tokens().await, 1);
+    // Refresh during the outage finds it in SQL and rotates it (still in SQL).
+    let response = app.refresh(&s(&during, "refreshToken")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let rotated: Value = response.json().await.expect("pair");
+    assert_eq!(
+        app.sql_refresh_tokens().await,
+        2,
+        "rotated row kept for reuse detection"
+    );
+    let me = app.get("/auth/me", Some(&s(&rotated, "accessToken"))).await;
+    assert_eq!(me.status(), StatusCode::OK);
+
+    // Redis comes back without a server restart.
+    app.redis.restart();
+    app.wait_for_redis(true).await;
+
+    // The token written to SQL during the outage still works; its successor goes to Redis.
+    let response = app.refresh(&s(&rotated, "refreshToken")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let after: Value = response.json().await.expect("pair");
+    assert_eq!(
+        app.redis_keys("ims:session:refresh:*"),
+        vec![format!(
+            "ims:session:refresh:{}",
+            sha256(&s(&after, "refreshToken"))
+        )]
+    );
+    // A new login lands in Redis too.
+    let fresh = app.login("hal@example.com").await;
+    assert!(app.redis_keys("ims:session:refresh:*").contains(&format!(
+        "ims:session:refresh:{}",
+        sha256(&s(&fresh, "refreshToken"))
+    )));
+
+    // Replaying the SQL token rotated during the outage is detected as reuse.
+    let replay = assert_problem(
+        app.refresh(&s(&during, "refreshToken")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    assert!(replay["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("already used"));
+    assert_problem(
+        app.refresh(&s(&after, "refreshToken")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn redis_disabled_runs_everything_on_sql() {
+    let app = spawn_app_with(&[("REDIS_ENABLED", "false")]).await;
+    let pair = app.register("ida@example.com").await;
+    assert_eq!(app.sql_refresh_tokens().await, 1);
+    let response = app.refresh(&s(&pair, "refreshToken")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(app.redis_keys("*").is_empty());
+}
+
+#[tokio::test]
+async fn bearer_tokens_that_are_missing_malformed_forged_or_expired_get_401() {
+    let app = spawn_app().await;
+    let pair = app.register("jim@example.com").await;
+    let valid = TokenKeys::new(TEST_JWT_SECRET)
+        .verify(&s(&pair, "accessToken"))
+        .expect("claims");
+
+    let forged = TokenKeys::new("some-other-secret-that-is-long-enough!!")
+        .sign(&valid)
+        .expect("sign");
+    let expired = TokenKeys::new(TEST_JWT_SECRET)
+        .sign(&Claims {
+            iat: valid.iat - 3600,
+            exp: valid.iat - 60,
+            ..valid.clone()
+        })
+        .expect("sign");
+    let cases: Vec<(&str, Option<String>)> = vec![
+        ("missing", None),
+        ("garbage", Some("Bearer not.a.jwt".into())),
+        (
+            "wrong scheme",
+            Some(format!("Basic {}", s(&pair, "accessToken"))),
+        ),
+        ("forged", Some(format!("Bearer {forged}"))),
+        ("expired", Some(format!("Bearer {expired}"))),
+        ("empty", Some("Bearer ".into())),
+    ];
+    for (case, header) in cases {
+        for path in ["/auth/me", "/auth/sessions"] {
+            let mut request = app.client.get(format!("{}{path}", app.address));
+            if let Some(header) = &header {
+                request = request.header("authorization", header);
+            }
+            let response = request.send().await.expect("request");
+            assert_eq!(
+                response
+                    .headers()
+                    .get("www-authenticate")
+                    .map(|v| v.as_bytes()),
+                Some(&b"Bearer"[..]),
+                "{case}"
+            );
+            let problem = assert_problem(response, StatusCode::UNAUTHORIZED).await;
+            if case == "expired" {
+                assert!(problem["detail"]
+                    .as_str()
+                    .expect("detail")
+                    .contains("expired"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_input_on_every_auth_route_is_a_4xx_problem_and_writes_nothing() {
+    let app = spawn_app().await;
+    let pair = app.register("kim@example.com").await;
+    let access = s(&pair, "accessToken");
+    let routes = [
+        "/auth/register",
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+    ];
+
+    for path in routes {
+        let token = (path == "/auth/logout").then_some(access.as_str());
+        let send = |body: &'static str, content_type: &'static str| {
+            let mut request = app
+                .client
+                .post(format!("{}{path}", app.address))
+                .header("content-type", content_type)
+                .body(body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            request.send()
+        };
+        assert_problem(
+            send("{not json", "application/json").await.expect("send"),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        assert_problem(
+            send("{}", "application/json").await.expect("send"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_problem(
+            send("[1,2]", "application/json").await.expect("send"),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_problem(
+            send("{}", "text/plain").await.expect("send"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        )
+        .await;
+        let huge = format!("{{\"email\":\"{}\"}}", "x".repeat(1024 * 1024 + 10));
+        let mut request = app
+            .client
+            .post(format!("{}{path}", app.address))
+            .header("content-type", "application/json")
+            .body(huge);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        assert_problem(
+            request.send().await.expect("send"),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        )
+        .await;
+    }
+
+    // Field-level validation names the fields.
+    let response = app
+        .post("/auth/register", json!({"email": "not-an-email", "password": "short", "name": " ", "organizationName": ""}), None)
+        .await;
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    for field in ["email", "password", "name", "organizationName"] {
+        assert!(problem["errors"][field].is_array(), "{field}: {problem}");
+    }
+    let response = app
+        .post("/auth/register", json!({"email": "lee@example.com"}), None)
+        .await;
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(problem["errors"].is_object());
+    let response = app
+        .post(
+            "/auth/register",
+            json!({"email": 5, "password": true, "name": [], "organizationName": {}}),
+            None,
+        )
+        .await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let response = app
+        .post("/auth/refresh", json!({"refreshToken": ""}), None)
+        .await;
+    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+    // Nothing of the rejected registrations was written.
+    let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("count");
+    let orgs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM organizations")
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("count");
+    assert_eq!((users, orgs), (1, 1));
+}
+
+#[tokio::test]
+async fn with_redis_stopped_auth_requests_do_not_wait_on_it() {
+    let mut app = spawn_app().await;
+    app.register("max@example.com").await;
+    app.redis.stop();
+    // Whatever the first request pays to discover the outage is bounded by the command
+    // time-out; after that the breaker is open and Redis costs nothing.
+    let bound = app.state.redis.connection().command_timeout() + Duration::from_secs(2);
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let pair = app.login("max@example.com").await;
+        let response = app.refresh(&s(&pair, "refreshToken")).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            started.elapsed() < bound,
+            "login+refresh took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(!app.state.redis.is_connected());
+}

@@ -1,0 +1,77 @@
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn health_reports_both_services_with_real_round_trips() {
+    let app = spawn_app().await;
+    let response = app.get("/health", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "healthy");
+    assert!(body["timestamp"]
+        .as_str()
+        .expect("timestamp")
+        .ends_with('Z'));
+    assert!(body["uptime"].as_f64().expect("uptime") >= 0.0);
+    assert!(body["memory"]["rss"].as_u64().expect("rss") > 0);
+    for service in ["database", "redis"] {
+        assert_eq!(body["services"][service]["status"], "up", "{body}");
+        let ms = body["services"][service]["responseTime"]
+            .as_f64()
+            .expect("ms");
+        assert!(ms > 0.0 && ms < 1000.0, "{service} {ms}");
+    }
+}
+
+#[tokio::test]
+async fn redis_down_is_degraded_but_healthy_and_seen_in_one_request() {
+    let mut app = spawn_app().await;
+    app.redis.stop();
+    // The very first request after the crash already reports it.
+    let response = app.get("/health", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "healthy");
+    assert_eq!(body["services"]["redis"]["status"], "down");
+    assert_eq!(body["services"]["database"]["status"], "up");
+
+    app.redis.restart();
+    app.wait_for_redis(true).await;
+    let body: Value = app.get("/health", None).await.json().await.expect("json");
+    assert_eq!(body["services"]["redis"]["status"], "up");
+}
+
+#[tokio::test]
+async fn redis_disabled_is_reported_down() {
+    let app = spawn_app_with(&[("REDIS_ENABLED", "false")]).await;
+    let response = app.get("/health", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["services"]["redis"]["status"], "down");
+    assert_eq!(app.redis_keys("*").len(), 0);
+}
+
+#[tokio::test]
+async fn database_down_is_unhealthy_503() {
+    let app = spawn_app().await;
+    app.state.db.close().await;
+    let response = app.get("/health", None).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["status"], "unhealthy");
+    assert_eq!(body["services"]["database"]["status"], "down");
+    assert_eq!(body["services"]["redis"]["status"], "up");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problems() {
+    let app = spawn_app().await;
+    crate::helpers::assert_problem(app.get("/no/such/route", None).await, StatusCode::NOT_FOUND)
+        .await;
+    let response = app
+        .request(reqwest::Method::DELETE, "/health", None, None)
+        .await;
+    crate::helpers::assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+}

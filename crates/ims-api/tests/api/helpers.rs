@@ -1,0 +1,280 @@
+//! `spawn_app()`: the shared harness of every API test.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ims_api::config::Settings;
+use ims_api::startup::Application;
+use ims_api::state::AppState;
+use ims_testkit::RedisServer;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// The JWT secret every test server uses, so tests can mint their own tokens.
+pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
+
+/// Where a test's database lives; removed when the test ends.
+enum TestDb {
+    /// Held only so the directory outlives the server.
+    Sqlite {
+        _dir: tempfile::TempDir,
+    },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let TestDb::Postgres { admin_url, name } = self {
+            let (admin_url, name) = (admin_url.clone(), name.clone());
+            // Drop runs inside the test's runtime; a separate thread with its own runtime
+            // can block on the cleanup.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async {
+                    use sqlx::Connection;
+                    let mut conn = sqlx::AnyConnection::connect(&admin_url).await.ok()?;
+                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut conn)
+                        .await
+                        .ok()
+                });
+                Ok::<_, std::io::Error>(())
+            })
+            .join();
+        }
+    }
+}
+
+async fn create_database() -> (String, TestDb) {
+    sqlx::any::install_default_drivers();
+    match std::env::var("IMS_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(admin_url) => {
+            use sqlx::Connection;
+            let name = format!("ims_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = sqlx::AnyConnection::connect(&admin_url)
+                .await
+                .expect("connect to IMS_TEST_POSTGRES_URL");
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let (base, query) = match admin_url.split_once('?') {
+                Some((base, query)) => (base, format!("?{query}")),
+                None => (admin_url.as_str(), String::new()),
+            };
+            let server = base
+                .rsplit_once('/')
+                .map(|(server, _)| server)
+                .unwrap_or(base);
+            (
+                format!("{server}/{name}{query}"),
+                TestDb::Postgres { admin_url, name },
+            )
+        }
+        None => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display());
+            (url, TestDb::Sqlite { _dir: dir })
+        }
+    }
+}
+
+/// A running server and the handles a test needs around it.
+pub struct TestApp {
+    /// `http://127.0.0.1:{port}`.
+    pub address: String,
+    pub client: reqwest::Client,
+    /// This test's own Redis; stop and restart it at will.
+    pub redis: RedisServer,
+    /// The server's state (database and Redis handles), for checks a client cannot make.
+    pub state: AppState,
+    shutdown: Option<oneshot::Sender<()>>,
+    _db: TestDb,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Starts a server with the default test settings.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts a server; `vars` override environment variables of contract §1.
+pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
+    let redis = RedisServer::start();
+    let (database_url, db) = create_database().await;
+    let mut env: HashMap<String, String> = HashMap::from([
+        ("DATABASE_URL".into(), database_url),
+        ("REDIS_URL".into(), redis.url()),
+        ("JWT_SECRET".into(), TEST_JWT_SECRET.into()),
+        ("IMS_BIND".into(), "127.0.0.1:0".into()),
+    ]);
+    for (k, v) in vars {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let mut settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
+    settings.redis.probe_interval = Duration::from_millis(100);
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .expect("bind");
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .expect("build app");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state().clone();
+    let (tx, rx) = oneshot::channel::<()>();
+    tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        address,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        redis,
+        state,
+        shutdown: Some(tx),
+        _db: db,
+    }
+}
+
+impl TestApp {
+    /// Sends a request with an optional JSON body and bearer token.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.address));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.request(Method::GET, path, None, token).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value, token: Option<&str>) -> Response {
+        self.request(Method::POST, path, Some(body), token).await
+    }
+
+    /// Registers a user (and organization); returns the token pair.
+    pub async fn register(&self, email: &str) -> Value {
+        let response = self
+            .post(
+                "/auth/register",
+                json!({"email": email, "password": "correct horse battery", "name": "Test User", "organizationName": "Test Org"}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.expect("token pair")
+    }
+
+    pub async fn login(&self, email: &str) -> Value {
+        let response = self
+            .post(
+                "/auth/login",
+                json!({"email": email, "password": "correct horse battery"}),
+                None,
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("token pair")
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Response {
+        self.post(
+            "/auth/refresh",
+            json!({"refreshToken": refresh_token}),
+            None,
+        )
+        .await
+    }
+
+    /// A plain connection to this test's Redis, for looking at keys as an operator would.
+    pub fn redis_conn(&self) -> redis::Connection {
+        redis::Client::open(self.redis.url())
+            .and_then(|c| c.get_connection())
+            .expect("redis connection")
+    }
+
+    /// Keys matching `pattern` in this test's Redis.
+    pub fn redis_keys(&self, pattern: &str) -> Vec<String> {
+        let mut conn = self.redis_conn();
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut conn)
+            .expect("keys")
+    }
+
+    /// Waits until the server's Redis connection reports `up`.
+    pub async fn wait_for_redis(&self, up: bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.state.redis.is_connected() != up {
+            assert!(
+                Instant::now() < deadline,
+                "redis never became {}",
+                if up { "up" } else { "down" }
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Rows in the SQL fallback table of refresh tokens.
+    pub async fn sql_refresh_tokens(&self) -> i64 {
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(self.state.db.pool())
+            .await
+            .expect("count")
+    }
+}
+
+/// Asserts an RFC 9457 problem with `status`; returns its body.
+pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.expect("problem body");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(
+        body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// SHA-256 hex of a token, as the server keys it.
+pub fn sha256(token: &str) -> String {
+    ims_redis::session::hash_token(token)
+}

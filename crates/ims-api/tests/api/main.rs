@@ -1,0 +1,7 @@
+//! HTTP tests of the real server: each test starts it on port 0 with its own redis-server and
+//! its own database (a SQLite file, or a fresh PostgreSQL database when
+//! `IMS_TEST_POSTGRES_URL` is set), and talks to it as a client would.
+
+mod auth;
+mod health;
+mod helpers;
