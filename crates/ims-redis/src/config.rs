@@ -163,6 +163,16 @@ where
         .map_err(|e| ConfigError::new(var, format!("{value:?}: {e}")))
 }
 
+fn positive_millis(var: &str, value: &str) -> Result<Duration, ConfigError> {
+    match parse::<u64>(var, value)? {
+        0 => Err(ConfigError::new(
+            var,
+            "must be a positive number of milliseconds",
+        )),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
 fn parse_bool(var: &str, value: &str) -> Result<bool, ConfigError> {
     match value.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),

@@ -386,11 +386,23 @@ async fn logout(
             .await?
         }
     };
-    if let Some((user_id, session_id)) = owner {
-        if user_id == caller.user_id {
+    match owner {
+        Some((user_id, session_id)) if user_id == caller.user_id => {
             state.refresh_tokens.remove(&token_hash).await;
             store::delete_refresh_token(&state.db, &token_hash).await?;
             store::revoke_sessions(&state.db, &user_id, Some(&session_id), "logout").await?;
+        }
+        Some(_) => {}
+        // Not found (or Redis cannot be asked): end the session the caller is using, so a
+        // logout during a Redis outage still takes effect when Redis comes back.
+        None => {
+            store::revoke_sessions(
+                &state.db,
+                &caller.user_id,
+                Some(&caller.session_id),
+                "logout",
+            )
+            .await?;
         }
     }
     Ok(StatusCode::NO_CONTENT)

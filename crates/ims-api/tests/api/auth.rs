@@ -519,3 +519,30 @@ async fn with_redis_stopped_auth_requests_do_not_wait_on_it() {
     }
     assert!(!app.state.redis.is_connected());
 }
+
+#[tokio::test]
+async fn logout_during_a_redis_outage_still_ends_the_session() {
+    let mut app = spawn_app().await;
+    let pair = app.register("ned@example.com").await;
+    let refresh = s(&pair, "refreshToken");
+    app.redis.stop();
+    let response = app
+        .post(
+            "/auth/logout",
+            json!({"refreshToken": refresh}),
+            Some(&s(&pair, "accessToken")),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    app.redis.restart();
+    app.wait_for_redis(true).await;
+    // Redis restarted empty here, but the session is revoked in SQL either way.
+    assert_problem(app.refresh(&refresh).await, StatusCode::UNAUTHORIZED).await;
+    let list: Value = app
+        .get("/auth/sessions", Some(&s(&pair, "accessToken")))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["data"].as_array().expect("data").len(), 0);
+}
