@@ -120,10 +120,10 @@ impl RedisConfig {
                 .collect();
         }
         if let Some(ms) = get("REDIS_COMMAND_TIMEOUT_MS") {
-            config.command_timeout = Duration::from_millis(parse("REDIS_COMMAND_TIMEOUT_MS", &ms)?);
+            config.command_timeout = positive_millis("REDIS_COMMAND_TIMEOUT_MS", &ms)?;
         }
         if let Some(ms) = get("REDIS_CONNECT_TIMEOUT_MS") {
-            config.connect_timeout = Duration::from_millis(parse("REDIS_CONNECT_TIMEOUT_MS", &ms)?);
+            config.connect_timeout = positive_millis("REDIS_CONNECT_TIMEOUT_MS", &ms)?;
         }
         Ok(config)
     }
@@ -245,5 +245,7 @@ mod tests {
                 .expect("parses")
                 .enabled
         );
+        let e = config(&[("REDIS_COMMAND_TIMEOUT_MS", "0")]).expect_err("must fail");
+        assert_eq!(e.var, "REDIS_COMMAND_TIMEOUT_MS");
     }
 }

@@ -3,5 +3,6 @@
 //! `IMS_TEST_POSTGRES_URL` is set), and talks to it as a client would.
 
 mod auth;
+mod binary;
 mod health;
 mod helpers;

@@ -1,0 +1,76 @@
+//! The `ims-api` binary as an operator runs it: configuration errors and signals.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ims_testkit::{free_port, RedisServer};
+
+fn ims_api() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ims-api"));
+    // Nothing from the developer's environment or a .env file may leak in.
+    command.env_clear().current_dir(std::env::temp_dir());
+    command
+}
+
+#[test]
+fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
+    for (var, value) in [
+        ("REDIS_PORT", "sixty"),
+        ("DATABASE_URL", "mysql://x/y"),
+        ("RATE_LIMIT_AUTH", "5"),
+    ] {
+        let output = ims_api().env(var, value).output().expect("run ims-api");
+        assert_eq!(output.status.code(), Some(2), "{var}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(&format!("invalid {var}")), "{stderr}");
+    }
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = ims_api()
+        .env("IMS_BIND", format!("127.0.0.1:{port}"))
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display()),
+        )
+        .env("REDIS_URL", redis.url())
+        .env("LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ims-api");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server never listened");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert!(exit.success(), "{exit:?}");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut logs)
+        .expect("read logs");
+    // JSON logs: every line is an object, and the shutdown was orderly.
+    for line in logs.lines() {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        assert!(value["level"].is_string());
+    }
+    assert!(logs.contains("IMS API stopped"), "{logs}");
+}
