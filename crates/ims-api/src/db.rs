@@ -53,6 +53,19 @@ impl Db {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // In WAL mode NORMAL only syncs at checkpoints: a commit stays atomic
+                        // and survives an application crash; only an OS crash or power cut
+                        // can lose the last commits. FULL would fsync every commit.
+                        sqlx::query("PRAGMA synchronous = NORMAL")
+                            .execute(&mut *conn)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
             .connect(url)
             .await?;
         if backend == Backend::Sqlite {
@@ -114,6 +127,12 @@ pub fn timestamp(at: OffsetDateTime) -> String {
 /// True when `e` is a unique-constraint violation (on either engine).
 pub fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// True when `e` is a foreign-key violation (on either engine): a delete of a row others
+/// still refer to, or a write pointing at a row that is gone.
+pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_foreign_key_violation())
 }
 
 #[cfg(test)]

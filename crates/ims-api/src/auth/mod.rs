@@ -18,6 +18,7 @@ use axum::routing::{delete, get, post};
 use axum::Router;
 use ims_redis::session::{hash_token, Taken};
 use serde::{Deserialize, Serialize};
+use sqlx::AnyConnection;
 use time::OffsetDateTime;
 
 pub use extract::AuthUser;
@@ -253,20 +254,29 @@ async fn start_session(
     meta: &ClientMeta,
 ) -> ApiResult<TokenPair> {
     let expires_at = expiry_after(state.settings.refresh_token_ttl);
+    let mut tx = state.db.pool().begin().await?;
     let session_id = store::create_session(
-        &state.db,
+        &mut *tx,
         user,
         &expires_at,
         meta.user_agent.as_deref(),
         meta.ip.as_deref(),
     )
     .await?;
-    issue_pair(state, user, &session_id).await
+    let pair = issue_pair(state, &mut tx, user, &session_id).await?;
+    tx.commit().await?;
+    Ok(pair)
 }
 
 /// Signs an access token and stores a new refresh token: in Redis when it answers, else in
-/// the SQL fallback table.
-async fn issue_pair(state: &AppState, user: &UserRow, session_id: &str) -> ApiResult<TokenPair> {
+/// the SQL fallback table through `conn` (the caller's transaction, so an outage costs no
+/// extra commit).
+async fn issue_pair(
+    state: &AppState,
+    conn: &mut AnyConnection,
+    user: &UserRow,
+    session_id: &str,
+) -> ApiResult<TokenPair> {
     let ttl = state.settings.refresh_token_ttl;
     let claims = tokens::claims_for(
         &user.id,
@@ -287,7 +297,7 @@ async fn issue_pair(state: &AppState, user: &UserRow, session_id: &str) -> ApiRe
         expires_at: expires_at.clone(),
     };
     if !state.refresh_tokens.put(&token_hash, &record, ttl).await {
-        store::insert_refresh_token(&state.db, &token_hash, &user.id, session_id, &expires_at)
+        store::insert_refresh_token(&mut *conn, &token_hash, &user.id, session_id, &expires_at)
             .await?;
     }
     Ok(TokenPair {
@@ -314,57 +324,69 @@ async fn refresh(
     let token_hash = hash_token(token);
     let ttl = state.settings.refresh_token_ttl;
 
-    // Redis first (the normal home of tokens), then the SQL fallback table.
+    // Redis first (the normal home of tokens), then the SQL fallback table. All SQL work of a
+    // rotation is one transaction: one commit whether or not Redis is up.
     let taken = state
         .refresh_tokens
         .take::<TokenRecord>(&token_hash, ttl)
         .await;
     let redis_answered = matches!(taken, Taken::Missing);
+    let mut tx = state.db.pool().begin().await?;
     let (user_id, session_id) = match taken {
         Taken::Found(record) => (record.user_id, record.session_id),
         Taken::Missing | Taken::Unavailable => {
-            match store::consume_refresh_token(&state.db, &token_hash).await? {
+            match store::consume_refresh_token(&mut *tx, &token_hash).await? {
                 Some(row) if row.expires_at > db::now() => (row.user_id, row.session_id),
                 Some(_) => return Err(invalid_refresh()),
                 None => {
-                    // Not live anywhere. If it was live once, this is a replay of a rotated
-                    // token: someone else holds the session, so the whole session dies.
-                    let rotated = match store::rotated_token_session(&state.db, &token_hash).await?
-                    {
-                        Some(found) => Some(found),
-                        None if redis_answered => state
-                            .refresh_tokens
-                            .rotated::<TokenRecord>(&token_hash)
-                            .await
-                            .map(|r| (r.user_id, r.session_id)),
-                        None => None,
-                    };
-                    if let Some((user_id, session_id)) = rotated {
-                        store::revoke_sessions(
-                            &state.db,
-                            &user_id,
-                            Some(&session_id),
-                            "refresh token reuse",
-                        )
-                        .await?;
-                        tracing::warn!(%user_id, %session_id, "refresh token reuse detected; session revoked");
-                        return Err(ApiError::Unauthorized(
-                            "this refresh token was already used; the session has been revoked"
-                                .into(),
-                        ));
-                    }
-                    return Err(invalid_refresh());
+                    // Release the write lock before the reuse check writes elsewhere.
+                    tx.rollback().await?;
+                    return Err(reject_unknown(&state, &token_hash, redis_answered).await);
                 }
             }
         }
     };
-    if !store::touch_session(&state.db, &session_id, &user_id, &expiry_after(ttl)).await? {
+    if !store::touch_session(&mut *tx, &session_id, &user_id, &expiry_after(ttl)).await? {
         return Err(invalid_refresh());
     }
-    let user = store::find_user(&state.db, &user_id)
+    let user = store::find_user(&mut *tx, &user_id)
         .await?
         .ok_or_else(invalid_refresh)?;
-    Ok(Json(issue_pair(&state, &user, &session_id).await?))
+    let pair = issue_pair(&state, &mut tx, &user, &session_id).await?;
+    tx.commit().await?;
+    Ok(Json(pair))
+}
+
+/// The answer to a refresh token that is live nowhere. If it was live once, this is a replay
+/// of a rotated token: someone else holds the session, so the whole session dies.
+async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool) -> ApiError {
+    let rotated = match store::rotated_token_session(&state.db, token_hash).await {
+        Ok(Some(found)) => Some(found),
+        Ok(None) if redis_answered => state
+            .refresh_tokens
+            .rotated::<TokenRecord>(token_hash)
+            .await
+            .map(|r| (r.user_id, r.session_id)),
+        Ok(None) => None,
+        Err(e) => return e,
+    };
+    let Some((user_id, session_id)) = rotated else {
+        return invalid_refresh();
+    };
+    if let Err(e) = store::revoke_sessions(
+        &state.db,
+        &user_id,
+        Some(&session_id),
+        "refresh token reuse",
+    )
+    .await
+    {
+        return e;
+    }
+    tracing::warn!(%user_id, %session_id, "refresh token reuse detected; session revoked");
+    ApiError::Unauthorized(
+        "this refresh token was already used; the session has been revoked".into(),
+    )
 }
 
 async fn logout(
@@ -409,7 +431,7 @@ async fn logout(
 }
 
 async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Json<serde_json::Value>> {
-    let user = store::find_user(&state.db, &caller.user_id)
+    let user = store::find_user(state.db.pool(), &caller.user_id)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the user no longer exists".into()))?;
     let mut view =

@@ -1,7 +1,7 @@
 //! SQL queries of the auth area: organizations, users, sessions and fallback refresh tokens.
 
 use serde::Serialize;
-use sqlx::FromRow;
+use sqlx::{Any, Executor, FromRow};
 use uuid::Uuid;
 
 use crate::db::{self, Db};
@@ -102,18 +102,21 @@ pub async fn find_user_by_email(db: &Db, email: &str) -> ApiResult<Option<UserRo
     .await?)
 }
 
-pub async fn find_user(db: &Db, id: &str) -> ApiResult<Option<UserRow>> {
+pub async fn find_user<'c>(
+    db: impl Executor<'c, Database = Any>,
+    id: &str,
+) -> ApiResult<Option<UserRow>> {
     Ok(
         sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
             .bind(id)
-            .fetch_optional(db.pool())
+            .fetch_optional(db)
             .await?,
     )
 }
 
 /// Starts a session for `user`; returns its id.
-pub async fn create_session(
-    db: &Db,
+pub async fn create_session<'c>(
+    db: impl Executor<'c, Database = Any>,
     user: &UserRow,
     expires_at: &str,
     user_agent: Option<&str>,
@@ -132,7 +135,7 @@ pub async fn create_session(
     .bind(expires_at)
     .bind(user_agent)
     .bind(ip)
-    .execute(db.pool())
+    .execute(db)
     .await?;
     Ok(id)
 }
@@ -140,8 +143,8 @@ pub async fn create_session(
 /// Marks a live session as used now and slides its expiry; `false` when the session is
 /// revoked, expired or unknown. Checking and touching in one statement means a revocation
 /// that commits first always wins.
-pub async fn touch_session(
-    db: &Db,
+pub async fn touch_session<'c>(
+    db: impl Executor<'c, Database = Any>,
     session_id: &str,
     user_id: &str,
     expires_at: &str,
@@ -155,7 +158,7 @@ pub async fn touch_session(
     .bind(expires_at)
     .bind(session_id)
     .bind(user_id)
-    .execute(db.pool())
+    .execute(db)
     .await?;
     Ok(result.rows_affected() == 1)
 }
@@ -206,8 +209,8 @@ pub async fn list_sessions(db: &Db, user_id: &str) -> ApiResult<Vec<SessionRow>>
 }
 
 /// Stores a refresh token's hash in SQL (used while Redis is down).
-pub async fn insert_refresh_token(
-    db: &Db,
+pub async fn insert_refresh_token<'c>(
+    db: impl Executor<'c, Database = Any>,
     token_hash: &str,
     user_id: &str,
     session_id: &str,
@@ -222,14 +225,17 @@ pub async fn insert_refresh_token(
     .bind(session_id)
     .bind(db::now())
     .bind(expires_at)
-    .execute(db.pool())
+    .execute(db)
     .await?;
     Ok(())
 }
 
 /// Atomically marks a live fallback token as rotated and returns it; `None` when there is
 /// no such unrotated token. Of two concurrent calls with one token, only one gets it.
-pub async fn consume_refresh_token(db: &Db, token_hash: &str) -> ApiResult<Option<ConsumedToken>> {
+pub async fn consume_refresh_token<'c>(
+    db: impl Executor<'c, Database = Any>,
+    token_hash: &str,
+) -> ApiResult<Option<ConsumedToken>> {
     Ok(sqlx::query_as(
         "UPDATE refresh_tokens SET rotated_at = $1
          WHERE token_hash = $2 AND rotated_at IS NULL
@@ -237,7 +243,7 @@ pub async fn consume_refresh_token(db: &Db, token_hash: &str) -> ApiResult<Optio
     )
     .bind(db::now())
     .bind(token_hash)
-    .fetch_optional(db.pool())
+    .fetch_optional(db)
     .await?)
 }
 
