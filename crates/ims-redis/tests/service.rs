@@ -315,3 +315,21 @@ async fn a_refresh_token_is_taken_exactly_once() {
         Some(record)
     );
 }
+
+#[tokio::test]
+async fn rediss_urls_speak_tls_and_verify_the_server() {
+    let server = RedisServer::start_tls();
+    // Trust comes from the platform store, which SSL_CERT_FILE replaces (nextest runs each
+    // test in its own process, so this touches no other test).
+    // A client that trusts another CA refuses the server.
+    let stranger = RedisServer::start_tls();
+    std::env::set_var("SSL_CERT_FILE", stranger.ca_file());
+    assert!(!RedisConnection::connect(config_for(&server))
+        .await
+        .is_connected());
+
+    std::env::set_var("SSL_CERT_FILE", server.ca_file());
+    let redis = service_for(&server).await;
+    assert!(redis.set("secure", &"yes", None).await);
+    assert_eq!(redis.get::<String>("secure").await.as_deref(), Some("yes"));
+}

@@ -14,12 +14,25 @@ pub struct RedisServer {
     port: u16,
     dir: PathBuf,
     child: Option<Child>,
+    /// Serve TLS only (no plain-text port), with a certificate from a private test CA.
+    tls: bool,
 }
 
 impl RedisServer {
     /// Starts a fresh, empty, non-persistent `redis-server` on a free port and waits until it
     /// accepts connections. Panics when `redis-server` is not installed.
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Like [`RedisServer::start`], but the server speaks only TLS, with a certificate for
+    /// `localhost` signed by a fresh CA whose certificate is at [`RedisServer::ca_file`].
+    /// Needs the `openssl` command.
+    pub fn start_tls() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> Self {
         for _ in 0..5 {
             let port = free_port();
             let dir = std::env::temp_dir().join(format!("ims-redis-{port}-{}", std::process::id()));
@@ -28,7 +41,11 @@ impl RedisServer {
                 port,
                 dir,
                 child: None,
+                tls,
             };
+            if tls {
+                server.make_certificates();
+            }
             if server.spawn() {
                 return server;
             }
@@ -37,8 +54,19 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string()])
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            let file = |name: &str| self.dir.join(name).to_string_lossy().into_owned();
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &file("server.crt")])
+                .args(["--tls-key-file", &file("server.key")])
+                .args(["--tls-ca-cert-file", &file("ca.crt")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--dir", &self.dir.to_string_lossy()])
             .stdout(Stdio::null())
@@ -66,9 +94,80 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:{port}`.
+    /// `redis://127.0.0.1:{port}`, or `rediss://localhost:{port}` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        if self.tls {
+            format!("rediss://localhost:{}", self.port)
+        } else {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+    }
+
+    /// The PEM certificate of the CA that signed a TLS server's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn make_certificates(&self) {
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .expect("the openssl command must be installed for TLS tests");
+            assert!(status.success(), "openssl {args:?} failed");
+        };
+        std::fs::write(
+            self.dir.join("san.cnf"),
+            "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+        )
+        .expect("write san.cnf");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ims-test-ca",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+        ]);
     }
 
     /// Kills the process (an abrupt outage, like a crash) and waits until the port is closed.
