@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::FromRequest;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -195,6 +195,22 @@ impl<T: Serialize> IntoResponse for Json<T> {
         axum::Json(self.0).into_response()
     }
 }
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        // form-urlencoded parsing itself never fails, so a rejection is always a query that
+        // does not fit the expected shape (a repeated parameter, say): the query analogue of
+        // a JSON body with the wrong shape.
+        let mut errors = FieldErrors::new();
+        errors.insert("query".into(), vec![rejection.body_text()]);
+        Self::Validation(errors)
+    }
+}
+
+/// `axum::extract::Query` whose rejections are problem+json [`ApiError`]s.
+#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
 
 /// Collects field errors so a handler can report all of them at once.
 #[derive(Debug, Default)]

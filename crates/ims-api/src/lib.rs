@@ -5,10 +5,15 @@
 //! and a bound listener, so tests run the real server on port 0.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
+pub mod contacts;
 pub mod db;
 pub mod error;
+pub mod fields;
 pub mod health;
+pub mod items;
+pub mod pagination;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -1,0 +1,274 @@
+//! `/categories`: `{name, parentId?}`, a tree per organization.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db::{self, Db};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields::{self, Table};
+use crate::pagination::{PageParams, Paginated};
+use crate::state::AppState;
+
+/// Deepest tree walked when checking a new parent for cycles; trees are shallow in practice,
+/// and the bound keeps a corrupted chain from looping forever.
+const MAX_DEPTH: usize = 1000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/categories", get(list).post(create))
+        .route(
+            "/categories/{id}",
+            get(read).put(replace).patch(patch).delete(remove),
+        )
+}
+
+/// A category as stored and as clients see it.
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Category {
+    id: String,
+    name: String,
+    parent_id: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+/// Create and replace body.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CategoryBody {
+    name: String,
+    #[serde(default)]
+    parent_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CategoryPatch {
+    #[serde(default, deserialize_with = "fields::patch")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    parent_id: Option<Option<String>>,
+}
+
+/// Validated field values.
+struct Input {
+    name: String,
+    parent_id: Option<String>,
+}
+
+const COLUMNS: &str = "id, name, parent_id, created_at, updated_at";
+
+/// Checks a body's shape and references. `id` is the category being updated, if any.
+async fn validate(
+    db: &Db,
+    org_id: &str,
+    id: Option<&str>,
+    body: CategoryBody,
+    mut v: Validator,
+) -> ApiResult<Input> {
+    let name = fields::name(&body.name, "name", &mut v);
+    let parent_id = fields::reference(body.parent_id, "parentId", &mut v);
+    v.finish()?;
+    fields::check_reference(
+        db,
+        Table::Categories,
+        org_id,
+        parent_id.as_deref(),
+        "parentId",
+        &mut v,
+    )
+    .await?;
+    v.finish()?;
+    if let (Some(id), Some(parent)) = (id, parent_id.as_deref()) {
+        if is_ancestor_or_self(db, org_id, id, parent).await? {
+            return Err(ApiError::field(
+                "parentId",
+                "must not be the category itself or one of its descendants",
+            ));
+        }
+    }
+    Ok(Input { name, parent_id })
+}
+
+/// True when `id` is `start` or one of `start`'s ancestors.
+async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> ApiResult<bool> {
+    let mut current = Some(start.to_string());
+    for _ in 0..MAX_DEPTH {
+        let Some(node) = current else {
+            return Ok(false);
+        };
+        if node == id {
+            return Ok(true);
+        }
+        current = sqlx::query_scalar::<_, Option<String>>(
+            "SELECT parent_id FROM categories WHERE organization_id = $1 AND id = $2",
+        )
+        .bind(org_id)
+        .bind(&node)
+        .fetch_optional(db.pool())
+        .await?
+        .flatten();
+    }
+    Ok(true)
+}
+
+async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Category> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM categories WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or_else(|| fields::not_found("category"))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Paginated<Category>>> {
+    let mut v = Validator::default();
+    let page = params.page.parse(&mut v);
+    v.finish()?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM categories WHERE organization_id = $1")
+            .bind(&caller.org_id)
+            .fetch_one(state.db.pool())
+            .await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM categories WHERE organization_id = $1
+         ORDER BY LOWER(name), name, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(&caller.org_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(Json(page.wrap(rows, total)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<CategoryBody>,
+) -> ApiResult<(StatusCode, Json<Category>)> {
+    let input = validate(&state.db, &caller.org_id, None, body, Validator::default()).await?;
+    let now = db::now();
+    let row = Category {
+        id: Uuid::new_v4().to_string(),
+        name: input.name,
+        parent_id: input.parent_id,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO categories (id, organization_id, name, parent_id, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&row.id)
+    .bind(&caller.org_id)
+    .bind(&row.name)
+    .bind(&row.parent_id)
+    .bind(&row.created_at)
+    .bind(&row.updated_at)
+    .execute(state.db.pool())
+    .await
+    .map_err(fields::reference_gone)?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Category>> {
+    let id = fields::path_id(&id, "category")?;
+    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<CategoryBody>,
+) -> ApiResult<Json<Category>> {
+    let id = fields::path_id(&id, "category")?;
+    find(&state.db, &caller.org_id, &id).await?;
+    let input = validate(
+        &state.db,
+        &caller.org_id,
+        Some(&id),
+        body,
+        Validator::default(),
+    )
+    .await?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<CategoryPatch>,
+) -> ApiResult<Json<Category>> {
+    let id = fields::path_id(&id, "category")?;
+    let current = find(&state.db, &caller.org_id, &id).await?;
+    let mut v = Validator::default();
+    let merged = CategoryBody {
+        name: fields::merge_required(body.name, current.name, "name", &mut v),
+        parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
+    };
+    let input = validate(&state.db, &caller.org_id, Some(&id), merged, v).await?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json<Category>> {
+    let updated = sqlx::query(
+        "UPDATE categories SET name = $1, parent_id = $2, updated_at = $3
+         WHERE organization_id = $4 AND id = $5",
+    )
+    .bind(&input.name)
+    .bind(&input.parent_id)
+    .bind(db::now())
+    .bind(org_id)
+    .bind(id)
+    .execute(db.pool())
+    .await
+    .map_err(fields::reference_gone)?;
+    if updated.rows_affected() == 0 {
+        return Err(fields::not_found("category"));
+    }
+    Ok(Json(find(db, org_id, id).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = fields::path_id(&id, "category")?;
+    let deleted = sqlx::query("DELETE FROM categories WHERE organization_id = $1 AND id = $2")
+        .bind(&caller.org_id)
+        .bind(&id)
+        .execute(state.db.pool())
+        .await
+        .map_err(|e| fields::in_use(e, "category"))?;
+    if deleted.rows_affected() == 0 {
+        return Err(fields::not_found("category"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

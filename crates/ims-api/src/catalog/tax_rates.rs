@@ -1,0 +1,215 @@
+//! `/tax-rates`: `{name, rateBps}`, in basis points (825 = 8.25 %).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db::{self, Db};
+use crate::error::{ApiResult, Json, Query, Validator};
+use crate::fields;
+use crate::pagination::{PageParams, Paginated};
+use crate::state::AppState;
+
+/// Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
+const MAX_RATE_BPS: i64 = 100_000;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/tax-rates", get(list).post(create))
+        .route(
+            "/tax-rates/{id}",
+            get(read).put(replace).patch(patch).delete(remove),
+        )
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TaxRate {
+    id: String,
+    name: String,
+    rate_bps: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaxRateBody {
+    name: String,
+    rate_bps: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TaxRatePatch {
+    #[serde(default, deserialize_with = "fields::patch")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    rate_bps: Option<Option<i64>>,
+}
+
+const COLUMNS: &str = "id, name, rate_bps, created_at, updated_at";
+
+fn validate(body: TaxRateBody, mut v: Validator) -> ApiResult<TaxRateBody> {
+    let name = fields::name(&body.name, "name", &mut v);
+    v.check(
+        (0..=MAX_RATE_BPS).contains(&body.rate_bps),
+        "rateBps",
+        "must be from 0 to 100000 basis points",
+    );
+    v.finish()?;
+    Ok(TaxRateBody {
+        name,
+        rate_bps: body.rate_bps,
+    })
+}
+
+async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<TaxRate> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tax_rates WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or_else(|| fields::not_found("tax rate"))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Paginated<TaxRate>>> {
+    let mut v = Validator::default();
+    let page = params.page.parse(&mut v);
+    v.finish()?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM tax_rates WHERE organization_id = $1")
+            .bind(&caller.org_id)
+            .fetch_one(state.db.pool())
+            .await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM tax_rates WHERE organization_id = $1
+         ORDER BY LOWER(name), name, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(&caller.org_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(Json(page.wrap(rows, total)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<TaxRateBody>,
+) -> ApiResult<(StatusCode, Json<TaxRate>)> {
+    let input = validate(body, Validator::default())?;
+    let now = db::now();
+    let row = TaxRate {
+        id: Uuid::new_v4().to_string(),
+        name: input.name,
+        rate_bps: input.rate_bps,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO tax_rates (id, organization_id, name, rate_bps, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&row.id)
+    .bind(&caller.org_id)
+    .bind(&row.name)
+    .bind(row.rate_bps)
+    .bind(&row.created_at)
+    .bind(&row.updated_at)
+    .execute(state.db.pool())
+    .await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaxRate>> {
+    let id = fields::path_id(&id, "tax rate")?;
+    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<TaxRateBody>,
+) -> ApiResult<Json<TaxRate>> {
+    let id = fields::path_id(&id, "tax rate")?;
+    find(&state.db, &caller.org_id, &id).await?;
+    let input = validate(body, Validator::default())?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<TaxRatePatch>,
+) -> ApiResult<Json<TaxRate>> {
+    let id = fields::path_id(&id, "tax rate")?;
+    let current = find(&state.db, &caller.org_id, &id).await?;
+    let mut v = Validator::default();
+    let merged = TaxRateBody {
+        name: fields::merge_required(body.name, current.name, "name", &mut v),
+        rate_bps: fields::merge_required(body.rate_bps, current.rate_bps, "rateBps", &mut v),
+    };
+    let input = validate(merged, v)?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResult<Json<TaxRate>> {
+    let updated = sqlx::query(
+        "UPDATE tax_rates SET name = $1, rate_bps = $2, updated_at = $3
+         WHERE organization_id = $4 AND id = $5",
+    )
+    .bind(&input.name)
+    .bind(input.rate_bps)
+    .bind(db::now())
+    .bind(org_id)
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(fields::not_found("tax rate"));
+    }
+    Ok(Json(find(db, org_id, id).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = fields::path_id(&id, "tax rate")?;
+    let deleted = sqlx::query("DELETE FROM tax_rates WHERE organization_id = $1 AND id = $2")
+        .bind(&caller.org_id)
+        .bind(&id)
+        .execute(state.db.pool())
+        .await
+        .map_err(|e| fields::in_use(e, "tax rate"))?;
+    if deleted.rows_affected() == 0 {
+        return Err(fields::not_found("tax rate"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

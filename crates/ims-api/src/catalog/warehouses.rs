@@ -1,0 +1,221 @@
+//! `/warehouses`: `{name, code}`. The code is the short handle people use on labels and in
+//! transfers, so it is unique within an organization (another organization may reuse it).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db::{self, Db};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields;
+use crate::pagination::{PageParams, Paginated};
+use crate::state::AppState;
+
+const MAX_CODE_CHARS: usize = 50;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/warehouses", get(list).post(create))
+        .route(
+            "/warehouses/{id}",
+            get(read).put(replace).patch(patch).delete(remove),
+        )
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Warehouse {
+    id: String,
+    name: String,
+    code: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WarehouseBody {
+    name: String,
+    code: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct WarehousePatch {
+    #[serde(default, deserialize_with = "fields::patch")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    code: Option<Option<String>>,
+}
+
+const COLUMNS: &str = "id, name, code, created_at, updated_at";
+
+fn validate(body: WarehouseBody, mut v: Validator) -> ApiResult<WarehouseBody> {
+    let name = fields::name(&body.name, "name", &mut v);
+    let code = fields::required_text(&body.code, "code", MAX_CODE_CHARS, &mut v);
+    v.finish()?;
+    Ok(WarehouseBody { name, code })
+}
+
+fn duplicate_code(e: sqlx::Error) -> ApiError {
+    if db::is_unique_violation(&e) {
+        ApiError::Conflict("a warehouse with this code already exists".into())
+    } else {
+        e.into()
+    }
+}
+
+async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Warehouse> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM warehouses WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or_else(|| fields::not_found("warehouse"))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Paginated<Warehouse>>> {
+    let mut v = Validator::default();
+    let page = params.page.parse(&mut v);
+    v.finish()?;
+    let total: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM warehouses WHERE organization_id = $1")
+            .bind(&caller.org_id)
+            .fetch_one(state.db.pool())
+            .await?;
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM warehouses WHERE organization_id = $1
+         ORDER BY LOWER(name), name, id LIMIT $2 OFFSET $3"
+    ))
+    .bind(&caller.org_id)
+    .bind(page.limit())
+    .bind(page.offset())
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(Json(page.wrap(rows, total)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<WarehouseBody>,
+) -> ApiResult<(StatusCode, Json<Warehouse>)> {
+    let input = validate(body, Validator::default())?;
+    let now = db::now();
+    let row = Warehouse {
+        id: Uuid::new_v4().to_string(),
+        name: input.name,
+        code: input.code,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO warehouses (id, organization_id, name, code, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&row.id)
+    .bind(&caller.org_id)
+    .bind(&row.name)
+    .bind(&row.code)
+    .bind(&row.created_at)
+    .bind(&row.updated_at)
+    .execute(state.db.pool())
+    .await
+    .map_err(duplicate_code)?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Warehouse>> {
+    let id = fields::path_id(&id, "warehouse")?;
+    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<WarehouseBody>,
+) -> ApiResult<Json<Warehouse>> {
+    let id = fields::path_id(&id, "warehouse")?;
+    find(&state.db, &caller.org_id, &id).await?;
+    let input = validate(body, Validator::default())?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<WarehousePatch>,
+) -> ApiResult<Json<Warehouse>> {
+    let id = fields::path_id(&id, "warehouse")?;
+    let current = find(&state.db, &caller.org_id, &id).await?;
+    let mut v = Validator::default();
+    let merged = WarehouseBody {
+        name: fields::merge_required(body.name, current.name, "name", &mut v),
+        code: fields::merge_required(body.code, current.code, "code", &mut v),
+    };
+    let input = validate(merged, v)?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn update(
+    db: &Db,
+    org_id: &str,
+    id: &str,
+    input: WarehouseBody,
+) -> ApiResult<Json<Warehouse>> {
+    let updated = sqlx::query(
+        "UPDATE warehouses SET name = $1, code = $2, updated_at = $3
+         WHERE organization_id = $4 AND id = $5",
+    )
+    .bind(&input.name)
+    .bind(&input.code)
+    .bind(db::now())
+    .bind(org_id)
+    .bind(id)
+    .execute(db.pool())
+    .await
+    .map_err(duplicate_code)?;
+    if updated.rows_affected() == 0 {
+        return Err(fields::not_found("warehouse"));
+    }
+    Ok(Json(find(db, org_id, id).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = fields::path_id(&id, "warehouse")?;
+    let deleted = sqlx::query("DELETE FROM warehouses WHERE organization_id = $1 AND id = $2")
+        .bind(&caller.org_id)
+        .bind(&id)
+        .execute(state.db.pool())
+        .await
+        .map_err(|e| fields::in_use(e, "warehouse"))?;
+    if deleted.rows_affected() == 0 {
+        return Err(fields::not_found("warehouse"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

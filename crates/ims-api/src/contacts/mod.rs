@@ -1,0 +1,320 @@
+//! `/contacts`: customers and vendors, `{type, name, email?, phone?, address?}`.
+//!
+//! One table for both kinds because they share every field; sales orders will refer to
+//! customers and purchase orders to vendors. The list filters by `type` and `search`
+//! (case-insensitive substring of name or email).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db::{self, Db};
+use crate::error::{ApiResult, Json, Query, Validator};
+use crate::fields;
+use crate::pagination::{Filter, PageParams, Paginated};
+use crate::state::AppState;
+
+const MAX_EMAIL_CHARS: usize = 254;
+const MAX_PHONE_CHARS: usize = 50;
+const MAX_ADDRESS_CHARS: usize = 1000;
+const MAX_SEARCH_CHARS: usize = 200;
+const TYPES: [&str; 2] = ["customer", "vendor"];
+
+/// The contact routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/contacts", get(list).post(create))
+        .route(
+            "/contacts/{id}",
+            get(read).put(replace).patch(patch).delete(remove),
+        )
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Contact {
+    id: String,
+    #[sqlx(rename = "contact_type")]
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    email: Option<String>,
+    phone: Option<String>,
+    address: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContactBody {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    phone: Option<String>,
+    #[serde(default)]
+    address: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ContactPatch {
+    #[serde(rename = "type", default, deserialize_with = "fields::patch")]
+    kind: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    email: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    phone: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    address: Option<Option<String>>,
+}
+
+const COLUMNS: &str = "id, contact_type, name, email, phone, address, created_at, updated_at";
+
+/// A loose shape check: one `@` with something on each side and a dot in the domain. Real
+/// validation is delivering mail; this only catches obvious typos.
+fn looks_like_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
+fn validate(body: ContactBody, mut v: Validator) -> ApiResult<ContactBody> {
+    let kind = body.kind.trim().to_string();
+    v.check(
+        TYPES.contains(&kind.as_str()),
+        "type",
+        "must be \"customer\" or \"vendor\"",
+    );
+    let name = fields::name(&body.name, "name", &mut v);
+    let email = fields::optional_text(body.email, "email", MAX_EMAIL_CHARS, &mut v);
+    if let Some(email) = &email {
+        v.check(
+            looks_like_email(email),
+            "email",
+            "must be a valid email address",
+        );
+    }
+    let phone = fields::optional_text(body.phone, "phone", MAX_PHONE_CHARS, &mut v);
+    let address = fields::optional_text(body.address, "address", MAX_ADDRESS_CHARS, &mut v);
+    v.finish()?;
+    Ok(ContactBody {
+        kind,
+        name,
+        email,
+        phone,
+        address,
+    })
+}
+
+async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Contact> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM contacts WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or_else(|| fields::not_found("contact"))
+}
+
+#[derive(Debug, Deserialize)]
+struct ListParams {
+    #[serde(flatten)]
+    page: PageParams,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    search: Option<String>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Paginated<Contact>>> {
+    let mut v = Validator::default();
+    let page = params.page.parse(&mut v);
+    let mut filter = Filter::default();
+    let org = filter.bind(&caller.org_id);
+    filter.and(format!("organization_id = {org}"));
+    if let Some(kind) = params.kind.as_deref().map(str::trim) {
+        v.check(
+            TYPES.contains(&kind),
+            "type",
+            "must be \"customer\" or \"vendor\"",
+        );
+        let p = filter.bind(kind);
+        filter.and(format!("contact_type = {p}"));
+    }
+    if let Some(search) = params.search.as_deref().map(str::trim) {
+        v.check(
+            search.chars().count() <= MAX_SEARCH_CHARS,
+            "search",
+            "must be at most 200 characters",
+        );
+        if !search.is_empty() {
+            let p = filter.bind(fields::like_pattern(search));
+            filter.and(format!(
+                "(LOWER(name) LIKE LOWER({p}) ESCAPE '\\' \
+                 OR LOWER(COALESCE(email, '')) LIKE LOWER({p}) ESCAPE '\\')"
+            ));
+        }
+    }
+    v.finish()?;
+
+    let where_sql = filter.sql();
+    let count_sql = format!("SELECT COUNT(*) FROM contacts {where_sql}");
+    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+    for value in filter.binds() {
+        count = count.bind(value);
+    }
+    let total = count.fetch_one(state.db.pool()).await?;
+
+    let (limit, offset) = filter.page_placeholders();
+    let sql = format!(
+        "SELECT {COLUMNS} FROM contacts {where_sql} ORDER BY LOWER(name), name, id LIMIT {limit} OFFSET {offset}"
+    );
+    let mut rows = sqlx::query_as::<_, Contact>(&sql);
+    for value in filter.binds() {
+        rows = rows.bind(value);
+    }
+    let rows = rows
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(state.db.pool())
+        .await?;
+    Ok(Json(page.wrap(rows, total)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<ContactBody>,
+) -> ApiResult<(StatusCode, Json<Contact>)> {
+    let input = validate(body, Validator::default())?;
+    let now = db::now();
+    let row = Contact {
+        id: Uuid::new_v4().to_string(),
+        kind: input.kind,
+        name: input.name,
+        email: input.email,
+        phone: input.phone,
+        address: input.address,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    sqlx::query(
+        "INSERT INTO contacts
+           (id, organization_id, contact_type, name, email, phone, address, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&row.id)
+    .bind(&caller.org_id)
+    .bind(&row.kind)
+    .bind(&row.name)
+    .bind(&row.email)
+    .bind(&row.phone)
+    .bind(&row.address)
+    .bind(&row.created_at)
+    .bind(&row.updated_at)
+    .execute(state.db.pool())
+    .await?;
+    Ok((StatusCode::CREATED, Json(row)))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Contact>> {
+    let id = fields::path_id(&id, "contact")?;
+    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<ContactBody>,
+) -> ApiResult<Json<Contact>> {
+    let id = fields::path_id(&id, "contact")?;
+    find(&state.db, &caller.org_id, &id).await?;
+    let input = validate(body, Validator::default())?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<ContactPatch>,
+) -> ApiResult<Json<Contact>> {
+    let id = fields::path_id(&id, "contact")?;
+    let current = find(&state.db, &caller.org_id, &id).await?;
+    let mut v = Validator::default();
+    let merged = ContactBody {
+        kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
+        name: fields::merge_required(body.name, current.name, "name", &mut v),
+        email: fields::merge_nullable(body.email, current.email),
+        phone: fields::merge_nullable(body.phone, current.phone),
+        address: fields::merge_nullable(body.address, current.address),
+    };
+    let input = validate(merged, v)?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResult<Json<Contact>> {
+    let updated = sqlx::query(
+        "UPDATE contacts SET contact_type = $1, name = $2, email = $3, phone = $4, address = $5,
+           updated_at = $6
+         WHERE organization_id = $7 AND id = $8",
+    )
+    .bind(&input.kind)
+    .bind(&input.name)
+    .bind(&input.email)
+    .bind(&input.phone)
+    .bind(&input.address)
+    .bind(db::now())
+    .bind(org_id)
+    .bind(id)
+    .execute(db.pool())
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(fields::not_found("contact"));
+    }
+    Ok(Json(find(db, org_id, id).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = fields::path_id(&id, "contact")?;
+    let deleted = sqlx::query("DELETE FROM contacts WHERE organization_id = $1 AND id = $2")
+        .bind(&caller.org_id)
+        .bind(&id)
+        .execute(state.db.pool())
+        .await
+        .map_err(|e| fields::in_use(e, "contact"))?;
+    if deleted.rows_affected() == 0 {
+        return Err(fields::not_found("contact"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,219 @@
+//! Helpers shared by the domain areas for reading request fields: ids in paths and bodies,
+//! names and optional text, and PATCH bodies where an absent field and `null` differ.
+
+use serde::{Deserialize, Deserializer};
+use uuid::Uuid;
+
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult, Validator};
+
+/// Longest name (after trimming) of any catalog row.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// For PATCH fields: absent → `None` (unchanged), `null` → `Some(None)`, a value →
+/// `Some(Some(v))`. Use with `#[serde(default, deserialize_with = "fields::patch")]`; the
+/// `default` is what makes an absent field `None`.
+pub fn patch<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The new value of a PATCH field that cannot be null: the current value when absent; an
+/// error in `v` when `null`.
+pub fn merge_required<T>(
+    patched: Option<Option<T>>,
+    current: T,
+    field: &str,
+    v: &mut Validator,
+) -> T {
+    match patched {
+        None => current,
+        Some(Some(value)) => value,
+        Some(None) => {
+            v.check(false, field, "must not be null");
+            current
+        }
+    }
+}
+
+/// The new value of a nullable PATCH field: the current value when absent.
+pub fn merge_nullable<T>(patched: Option<Option<T>>, current: Option<T>) -> Option<T> {
+    patched.unwrap_or(current)
+}
+
+/// The canonical (lower-case, hyphenated) form of a path id. Anything that is not a UUID
+/// cannot name a row, so it is a 404 like an unknown id.
+pub fn path_id(raw: &str, what: &str) -> ApiResult<String> {
+    Uuid::parse_str(raw.trim())
+        .map(|id| id.to_string())
+        .map_err(|_| not_found(what))
+}
+
+/// The 404 for an id that is unknown in the caller's organization.
+pub fn not_found(what: &str) -> ApiError {
+    ApiError::NotFound(format!("no such {what}"))
+}
+
+/// A trimmed name of 1..=200 characters; problems are recorded in `v`.
+pub fn name(raw: &str, field: &str, v: &mut Validator) -> String {
+    required_text(raw, field, MAX_NAME_CHARS, v)
+}
+
+/// Trimmed, non-empty text of at most `max` characters; problems are recorded in `v`.
+pub fn required_text(raw: &str, field: &str, max: usize, v: &mut Validator) -> String {
+    let value = raw.trim();
+    v.check(!value.is_empty(), field, "must not be empty");
+    v.check(
+        value.chars().count() <= max,
+        field,
+        &format!("must be at most {max} characters"),
+    );
+    value.to_string()
+}
+
+/// Optional text: trimmed, and blank counts as absent (`None`), so clients that send `""`
+/// for an empty form field clear it rather than storing whitespace.
+pub fn optional_text(
+    raw: Option<String>,
+    field: &str,
+    max: usize,
+    v: &mut Validator,
+) -> Option<String> {
+    let value = raw?.trim().to_string();
+    if value.is_empty() {
+        return None;
+    }
+    v.check(
+        value.chars().count() <= max,
+        field,
+        &format!("must be at most {max} characters"),
+    );
+    Some(value)
+}
+
+/// An optional reference to another row in a body, in canonical form; a non-UUID is
+/// recorded in `v`.
+pub fn reference(raw: Option<String>, field: &str, v: &mut Validator) -> Option<String> {
+    let raw = raw?;
+    match Uuid::parse_str(raw.trim()) {
+        Ok(id) => Some(id.to_string()),
+        Err(_) => {
+            v.check(false, field, "must be a UUID");
+            None
+        }
+    }
+}
+
+/// A `LIKE` pattern matching `search` as a substring, with `%`, `_` and `\\` escaped; use
+/// with `ESCAPE '\\'`. Compare as `LOWER(column) LIKE LOWER($n) ESCAPE '\\'`: PostgreSQL's
+/// `LIKE` is case-sensitive and SQLite's only ignores ASCII case, so both sides are lowered.
+pub fn like_pattern(search: &str) -> String {
+    let mut pattern = String::with_capacity(search.len() + 2);
+    pattern.push('%');
+    for c in search.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Tables a body may refer to; a closed set, so a table name is never built from input.
+#[derive(Debug, Clone, Copy)]
+pub enum Table {
+    /// `categories`.
+    Categories,
+    /// `tax_rates`.
+    TaxRates,
+}
+
+impl Table {
+    fn exists_sql(self) -> &'static str {
+        match self {
+            Self::Categories => {
+                "SELECT COUNT(*) FROM categories WHERE organization_id = $1 AND id = $2"
+            }
+            Self::TaxRates => {
+                "SELECT COUNT(*) FROM tax_rates WHERE organization_id = $1 AND id = $2"
+            }
+        }
+    }
+}
+
+/// Records an error in `v` unless `id` (when given) is a row of `table` in `org_id`. Ids of
+/// other organizations get the same answer as unknown ids, so they reveal nothing.
+pub async fn check_reference(
+    db: &Db,
+    table: Table,
+    org_id: &str,
+    id: Option<&str>,
+    field: &str,
+    v: &mut Validator,
+) -> ApiResult<()> {
+    let Some(id) = id else { return Ok(()) };
+    let count: i64 = sqlx::query_scalar(table.exists_sql())
+        .bind(org_id)
+        .bind(id)
+        .fetch_one(db.pool())
+        .await?;
+    v.check(count > 0, field, "does not exist");
+    Ok(())
+}
+
+/// A 409 for a delete that others still depend on, when `e` is a foreign-key violation.
+pub fn in_use(e: sqlx::Error, what: &str) -> ApiError {
+    if crate::db::is_foreign_key_violation(&e) {
+        ApiError::Conflict(format!("this {what} is still referred to by other records"))
+    } else {
+        e.into()
+    }
+}
+
+/// Maps a write's foreign-key violation (a referenced row deleted between our check and the
+/// write) to a 409 rather than a 500.
+pub fn reference_gone(e: sqlx::Error) -> ApiError {
+    if crate::db::is_foreign_key_violation(&e) {
+        ApiError::Conflict("a referenced record was deleted meanwhile; try again".into())
+    } else {
+        e.into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct P {
+        #[serde(default, deserialize_with = "patch")]
+        a: Option<Option<i64>>,
+    }
+
+    #[test]
+    fn absent_null_and_value_differ() {
+        let p = |s: &str| serde_json::from_str::<P>(s).map(|p| p.a).ok();
+        assert_eq!(p("{}"), Some(None));
+        assert_eq!(p(r#"{"a":null}"#), Some(Some(None)));
+        assert_eq!(p(r#"{"a":5}"#), Some(Some(Some(5))));
+    }
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+
+    #[test]
+    fn path_ids_are_canonical() {
+        let id = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
+        assert_eq!(
+            path_id(id, "x").ok().as_deref(),
+            Some("6f9619ff-8b86-d011-b42d-00c04fc964ff")
+        );
+        assert!(path_id("nope", "x").is_err());
+    }
+}

@@ -1,0 +1,421 @@
+//! `/items`: the things an organization stocks and sells.
+//!
+//! `{name, sku, priceCents, costCents?, description?, categoryId?, taxRateId?,
+//! reorderLevel?, unit?}`. The SKU is unique within an organization. Every read carries
+//! `stockOnHand`, the sum of the item's `stock_levels` over all warehouses (0 when it has
+//! none), computed in the same query so it is never stale.
+//!
+//! The list filters by `search` (case-insensitive substring of name or SKU), `categoryId`
+//! and `lowStock=true` (items with a reorder level whose stock is at or below it), and sorts
+//! by a fixed set of keys.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db::{self, Db};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields::{self, Table};
+use crate::pagination::{Filter, PageParams, Paginated};
+use crate::state::AppState;
+
+const MAX_SKU_CHARS: usize = 100;
+const MAX_DESCRIPTION_CHARS: usize = 5000;
+const MAX_UNIT_CHARS: usize = 50;
+const MAX_SEARCH_CHARS: usize = 200;
+
+/// The item routes.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/items", get(list).post(create)).route(
+        "/items/{id}",
+        get(read).put(replace).patch(patch).delete(remove),
+    )
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Item {
+    id: String,
+    name: String,
+    sku: String,
+    description: Option<String>,
+    price_cents: i64,
+    cost_cents: Option<i64>,
+    category_id: Option<String>,
+    tax_rate_id: Option<String>,
+    reorder_level: Option<i64>,
+    unit: Option<String>,
+    stock_on_hand: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemBody {
+    name: String,
+    sku: String,
+    price_cents: i64,
+    #[serde(default)]
+    cost_cents: Option<i64>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    category_id: Option<String>,
+    #[serde(default)]
+    tax_rate_id: Option<String>,
+    #[serde(default)]
+    reorder_level: Option<i64>,
+    #[serde(default)]
+    unit: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemPatch {
+    #[serde(default, deserialize_with = "fields::patch")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    sku: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    price_cents: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    cost_cents: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    description: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    category_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    tax_rate_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    reorder_level: Option<Option<i64>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    unit: Option<Option<String>>,
+}
+
+/// The item columns plus `stock_on_hand`, for `FROM items i`. The sum is cast because
+/// PostgreSQL's `SUM(BIGINT)` is NUMERIC, which the `Any` driver cannot decode.
+const SELECT: &str = "SELECT i.id, i.name, i.sku, i.description, i.price_cents, i.cost_cents,
+       i.category_id, i.tax_rate_id, i.reorder_level, i.unit, i.created_at, i.updated_at,
+       CAST(COALESCE((SELECT SUM(s.quantity) FROM stock_levels s WHERE s.item_id = i.id), 0)
+            AS BIGINT) AS stock_on_hand
+     FROM items i";
+
+/// Checks a body's shape, then that its references are rows of the caller's organization.
+async fn validate(db: &Db, org_id: &str, body: ItemBody, mut v: Validator) -> ApiResult<ItemBody> {
+    let name = fields::name(&body.name, "name", &mut v);
+    let sku = fields::required_text(&body.sku, "sku", MAX_SKU_CHARS, &mut v);
+    v.check(body.price_cents >= 0, "priceCents", "must not be negative");
+    v.check(
+        body.cost_cents.is_none_or(|c| c >= 0),
+        "costCents",
+        "must not be negative",
+    );
+    v.check(
+        body.reorder_level.is_none_or(|r| r >= 0),
+        "reorderLevel",
+        "must not be negative",
+    );
+    let description = fields::optional_text(
+        body.description,
+        "description",
+        MAX_DESCRIPTION_CHARS,
+        &mut v,
+    );
+    let unit = fields::optional_text(body.unit, "unit", MAX_UNIT_CHARS, &mut v);
+    let category_id = fields::reference(body.category_id, "categoryId", &mut v);
+    let tax_rate_id = fields::reference(body.tax_rate_id, "taxRateId", &mut v);
+    v.finish()?;
+    fields::check_reference(
+        db,
+        Table::Categories,
+        org_id,
+        category_id.as_deref(),
+        "categoryId",
+        &mut v,
+    )
+    .await?;
+    fields::check_reference(
+        db,
+        Table::TaxRates,
+        org_id,
+        tax_rate_id.as_deref(),
+        "taxRateId",
+        &mut v,
+    )
+    .await?;
+    v.finish()?;
+    Ok(ItemBody {
+        name,
+        sku,
+        price_cents: body.price_cents,
+        cost_cents: body.cost_cents,
+        description,
+        category_id,
+        tax_rate_id,
+        reorder_level: body.reorder_level,
+        unit,
+    })
+}
+
+/// 409 for a duplicate SKU; a vanished reference is 409 too (see [`fields::reference_gone`]).
+fn write_error(e: sqlx::Error) -> ApiError {
+    if db::is_unique_violation(&e) {
+        ApiError::Conflict("an item with this SKU already exists".into())
+    } else {
+        fields::reference_gone(e)
+    }
+}
+
+async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Item> {
+    sqlx::query_as(&format!(
+        "{SELECT} WHERE i.organization_id = $1 AND i.id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?
+    .ok_or_else(|| fields::not_found("item"))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListParams {
+    #[serde(flatten)]
+    page: PageParams,
+    search: Option<String>,
+    category_id: Option<String>,
+    sort: Option<String>,
+    low_stock: Option<String>,
+}
+
+/// `ORDER BY` for each accepted `sort` value. Only these fixed strings ever reach the SQL;
+/// the id breaks ties so pages never overlap or skip rows. Names sort by `LOWER(name)` so
+/// the order ignores case on both engines (SQLite's default collation is bytewise, and
+/// PostgreSQL's depends on the database's locale).
+const DEFAULT_ORDER: &str = "LOWER(i.name) ASC, i.name ASC, i.id ASC";
+
+fn order_by(sort: &str) -> Option<&'static str> {
+    Some(match sort {
+        "name" => "LOWER(i.name) ASC, i.name ASC, i.id ASC",
+        "-name" => "LOWER(i.name) DESC, i.name DESC, i.id DESC",
+        "sku" => "i.sku ASC, i.id ASC",
+        "-sku" => "i.sku DESC, i.id DESC",
+        "priceCents" => "i.price_cents ASC, i.id ASC",
+        "-priceCents" => "i.price_cents DESC, i.id DESC",
+        "createdAt" => "i.created_at ASC, i.id ASC",
+        "-createdAt" => "i.created_at DESC, i.id DESC",
+        _ => return None,
+    })
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<ListParams>,
+) -> ApiResult<Json<Paginated<Item>>> {
+    let mut v = Validator::default();
+    let page = params.page.parse(&mut v);
+    let mut filter = Filter::default();
+    let org = filter.bind(&caller.org_id);
+    filter.and(format!("i.organization_id = {org}"));
+    if let Some(search) = params.search.as_deref().map(str::trim) {
+        v.check(
+            search.chars().count() <= MAX_SEARCH_CHARS,
+            "search",
+            "must be at most 200 characters",
+        );
+        if !search.is_empty() {
+            let p = filter.bind(fields::like_pattern(search));
+            filter.and(format!(
+                "(LOWER(i.name) LIKE LOWER({p}) ESCAPE '\\' OR LOWER(i.sku) LIKE LOWER({p}) ESCAPE '\\')"
+            ));
+        }
+    }
+    if let Some(raw) = params.category_id {
+        if let Some(category_id) = fields::reference(Some(raw), "categoryId", &mut v) {
+            let p = filter.bind(category_id);
+            filter.and(format!("i.category_id = {p}"));
+        }
+    }
+    let order = match params.sort.as_deref().map(str::trim) {
+        None | Some("") => DEFAULT_ORDER,
+        Some(sort) => {
+            let order = order_by(sort);
+            v.check(
+                order.is_some(),
+                "sort",
+                "must be one of name, -name, sku, -sku, priceCents, -priceCents, createdAt, \
+                 -createdAt",
+            );
+            order.unwrap_or(DEFAULT_ORDER)
+        }
+    };
+    match params.low_stock.as_deref().map(str::trim) {
+        None | Some("false") => {}
+        Some("true") => filter.and(
+            "i.reorder_level IS NOT NULL AND COALESCE((SELECT SUM(s.quantity) FROM stock_levels s \
+             WHERE s.item_id = i.id), 0) <= i.reorder_level",
+        ),
+        Some(_) => {
+            v.check(false, "lowStock", "must be true or false");
+        }
+    }
+    v.finish()?;
+
+    let where_sql = filter.sql();
+    let count_sql = format!("SELECT COUNT(*) FROM items i {where_sql}");
+    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+    for value in filter.binds() {
+        count = count.bind(value);
+    }
+    let total = count.fetch_one(state.db.pool()).await?;
+
+    let (limit, offset) = filter.page_placeholders();
+    let sql = format!("{SELECT} {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}");
+    let mut rows = sqlx::query_as::<_, Item>(&sql);
+    for value in filter.binds() {
+        rows = rows.bind(value);
+    }
+    let rows = rows
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(state.db.pool())
+        .await?;
+    Ok(Json(page.wrap(rows, total)))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<ItemBody>,
+) -> ApiResult<(StatusCode, Json<Item>)> {
+    let input = validate(&state.db, &caller.org_id, body, Validator::default()).await?;
+    let id = Uuid::new_v4().to_string();
+    let now = db::now();
+    sqlx::query(
+        "INSERT INTO items (id, organization_id, name, sku, description, price_cents, cost_cents,
+           category_id, tax_rate_id, reorder_level, unit, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+    )
+    .bind(&id)
+    .bind(&caller.org_id)
+    .bind(&input.name)
+    .bind(&input.sku)
+    .bind(&input.description)
+    .bind(input.price_cents)
+    .bind(input.cost_cents)
+    .bind(&input.category_id)
+    .bind(&input.tax_rate_id)
+    .bind(input.reorder_level)
+    .bind(&input.unit)
+    .bind(&now)
+    .execute(state.db.pool())
+    .await
+    .map_err(write_error)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(find(&state.db, &caller.org_id, &id).await?),
+    ))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Item>> {
+    let id = fields::path_id(&id, "item")?;
+    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+}
+
+async fn replace(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<ItemBody>,
+) -> ApiResult<Json<Item>> {
+    let id = fields::path_id(&id, "item")?;
+    find(&state.db, &caller.org_id, &id).await?;
+    let input = validate(&state.db, &caller.org_id, body, Validator::default()).await?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn patch(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<ItemPatch>,
+) -> ApiResult<Json<Item>> {
+    let id = fields::path_id(&id, "item")?;
+    let current = find(&state.db, &caller.org_id, &id).await?;
+    let mut v = Validator::default();
+    let merged = ItemBody {
+        name: fields::merge_required(body.name, current.name, "name", &mut v),
+        sku: fields::merge_required(body.sku, current.sku, "sku", &mut v),
+        price_cents: fields::merge_required(
+            body.price_cents,
+            current.price_cents,
+            "priceCents",
+            &mut v,
+        ),
+        cost_cents: fields::merge_nullable(body.cost_cents, current.cost_cents),
+        description: fields::merge_nullable(body.description, current.description),
+        category_id: fields::merge_nullable(body.category_id, current.category_id),
+        tax_rate_id: fields::merge_nullable(body.tax_rate_id, current.tax_rate_id),
+        reorder_level: fields::merge_nullable(body.reorder_level, current.reorder_level),
+        unit: fields::merge_nullable(body.unit, current.unit),
+    };
+    let input = validate(&state.db, &caller.org_id, merged, v).await?;
+    update(&state.db, &caller.org_id, &id, input).await
+}
+
+async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<Json<Item>> {
+    let updated = sqlx::query(
+        "UPDATE items SET name = $1, sku = $2, description = $3, price_cents = $4,
+           cost_cents = $5, category_id = $6, tax_rate_id = $7, reorder_level = $8, unit = $9,
+           updated_at = $10
+         WHERE organization_id = $11 AND id = $12",
+    )
+    .bind(&input.name)
+    .bind(&input.sku)
+    .bind(&input.description)
+    .bind(input.price_cents)
+    .bind(input.cost_cents)
+    .bind(&input.category_id)
+    .bind(&input.tax_rate_id)
+    .bind(input.reorder_level)
+    .bind(&input.unit)
+    .bind(db::now())
+    .bind(org_id)
+    .bind(id)
+    .execute(db.pool())
+    .await
+    .map_err(write_error)?;
+    if updated.rows_affected() == 0 {
+        return Err(fields::not_found("item"));
+    }
+    Ok(Json(find(db, org_id, id).await?))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = fields::path_id(&id, "item")?;
+    let deleted = sqlx::query("DELETE FROM items WHERE organization_id = $1 AND id = $2")
+        .bind(&caller.org_id)
+        .bind(&id)
+        .execute(state.db.pool())
+        .await
+        .map_err(|e| fields::in_use(e, "item"))?;
+    if deleted.rows_affected() == 0 {
+        return Err(fields::not_found("item"));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

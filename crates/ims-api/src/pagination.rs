@@ -1,0 +1,174 @@
+//! `page`/`limit` query parameters and the `{data, page, limit, total}` envelope every list
+//! route answers with (contract §4).
+//!
+//! Parameters arrive as text and are parsed here rather than by serde, so that a bad value
+//! is a 422 naming the parameter instead of a generic query-string error.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Validator;
+
+/// Page size when the client does not ask for one.
+pub const DEFAULT_LIMIT: u32 = 20;
+/// Largest page a client may ask for.
+pub const MAX_LIMIT: u32 = 100;
+
+/// The raw `page` and `limit` parameters; flatten into a route's query struct.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    page: Option<String>,
+    limit: Option<String>,
+}
+
+/// A validated page request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// 1-based page number.
+    pub page: u32,
+    /// Rows per page, `1..=MAX_LIMIT`.
+    pub limit: u32,
+}
+
+impl PageParams {
+    /// The page asked for; bad values are recorded in `v` (and the defaults returned).
+    pub fn parse(&self, v: &mut Validator) -> Page {
+        let page = match self.page.as_deref().map(str::trim) {
+            None => 1,
+            Some(raw) => {
+                let parsed = raw.parse::<u32>().ok().filter(|p| *p >= 1);
+                v.check(
+                    parsed.is_some(),
+                    "page",
+                    "must be a whole number of at least 1",
+                );
+                parsed.unwrap_or(1)
+            }
+        };
+        let limit = match self.limit.as_deref().map(str::trim) {
+            None => DEFAULT_LIMIT,
+            Some(raw) => {
+                let parsed = raw
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l));
+                v.check(
+                    parsed.is_some(),
+                    "limit",
+                    "must be a whole number from 1 to 100",
+                );
+                parsed.unwrap_or(DEFAULT_LIMIT)
+            }
+        };
+        Page { page, limit }
+    }
+}
+
+impl Page {
+    /// Rows to skip, for SQL `OFFSET`.
+    pub fn offset(&self) -> i64 {
+        (i64::from(self.page) - 1) * i64::from(self.limit)
+    }
+
+    /// Rows to return, for SQL `LIMIT`.
+    pub fn limit(&self) -> i64 {
+        i64::from(self.limit)
+    }
+
+    /// Wraps one page of rows and the total row count.
+    pub fn wrap<T>(self, data: Vec<T>, total: i64) -> Paginated<T> {
+        Paginated {
+            data,
+            page: self.page,
+            limit: self.limit,
+            total,
+        }
+    }
+}
+
+/// One page of a list.
+#[derive(Debug, Serialize)]
+pub struct Paginated<T> {
+    /// The rows of this page.
+    pub data: Vec<T>,
+    /// The page number that was asked for.
+    pub page: u32,
+    /// The page size that was asked for.
+    pub limit: u32,
+    /// Rows matching the filters over all pages.
+    pub total: i64,
+}
+
+/// A list's `WHERE` clause, built from fixed SQL fragments with every client-supplied value
+/// bound as a parameter (`$1`, `$2`, … in order), so the same clauses serve the count and
+/// the page queries.
+#[derive(Debug, Default)]
+pub struct Filter {
+    clauses: Vec<String>,
+    binds: Vec<String>,
+}
+
+impl Filter {
+    /// Binds `value`; returns its placeholder for the clause that uses it.
+    pub fn bind(&mut self, value: impl Into<String>) -> String {
+        self.binds.push(value.into());
+        format!("${}", self.binds.len())
+    }
+
+    /// Adds a condition (ANDed with the others).
+    pub fn and(&mut self, clause: impl Into<String>) {
+        self.clauses.push(clause.into());
+    }
+
+    /// `WHERE …`, or nothing when there are no conditions.
+    pub fn sql(&self) -> String {
+        if self.clauses.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", self.clauses.join(" AND "))
+        }
+    }
+
+    /// The placeholders for `LIMIT` and `OFFSET`, numbered after the filter's own.
+    pub fn page_placeholders(&self) -> (String, String) {
+        let n = self.binds.len();
+        (format!("${}", n + 1), format!("${}", n + 2))
+    }
+
+    /// The bound values, in placeholder order.
+    pub fn binds(&self) -> &[String] {
+        &self.binds
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(page: Option<&str>, limit: Option<&str>) -> (Page, bool) {
+        let params = PageParams {
+            page: page.map(String::from),
+            limit: limit.map(String::from),
+        };
+        let mut v = Validator::default();
+        let parsed = params.parse(&mut v);
+        (parsed, v.finish().is_ok())
+    }
+
+    #[test]
+    fn defaults_and_bounds() {
+        assert_eq!(parse(None, None), (Page { page: 1, limit: 20 }, true));
+        assert_eq!(
+            parse(Some("3"), Some("100")).0,
+            Page {
+                page: 3,
+                limit: 100
+            }
+        );
+        assert!(!parse(Some("0"), None).1);
+        assert!(!parse(None, Some("0")).1);
+        assert!(!parse(None, Some("101")).1);
+        assert!(!parse(Some("x"), None).1);
+        assert!(!parse(Some("-1"), None).1);
+        assert_eq!(Page { page: 3, limit: 20 }.offset(), 40);
+    }
+}
