@@ -4,5 +4,7 @@
 
 mod auth;
 mod binary;
+mod catalog;
 mod health;
 mod helpers;
+mod items;
