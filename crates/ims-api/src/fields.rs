@@ -130,6 +130,14 @@ pub enum Table {
     Categories,
     /// `tax_rates`.
     TaxRates,
+    /// `items`.
+    Items,
+    /// `warehouses`.
+    Warehouses,
+    /// `contacts` of type customer.
+    Customers,
+    /// `contacts` of type vendor.
+    Vendors,
 }
 
 impl Table {
@@ -140,6 +148,18 @@ impl Table {
             }
             Self::TaxRates => {
                 "SELECT COUNT(*) FROM tax_rates WHERE organization_id = $1 AND id = $2"
+            }
+            Self::Items => "SELECT COUNT(*) FROM items WHERE organization_id = $1 AND id = $2",
+            Self::Warehouses => {
+                "SELECT COUNT(*) FROM warehouses WHERE organization_id = $1 AND id = $2"
+            }
+            Self::Customers => {
+                "SELECT COUNT(*) FROM contacts
+                 WHERE organization_id = $1 AND id = $2 AND contact_type = 'customer'"
+            }
+            Self::Vendors => {
+                "SELECT COUNT(*) FROM contacts
+                 WHERE organization_id = $1 AND id = $2 AND contact_type = 'vendor'"
             }
         }
     }

@@ -34,8 +34,14 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init(settings.log_json);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            // Listen for signals before the (possibly slow) start-up, so a SIGTERM during
+            // migrations still ends the process in order instead of killing it.
+            let signal = tokio::spawn(ims_api::startup::shutdown_signal());
             let app = Application::build(settings).await?;
-            app.run_until(ims_api::startup::shutdown_signal()).await?;
+            app.run_until(async {
+                let _ = signal.await;
+            })
+            .await?;
         }
         Command::Migrate => {
             let db = ims_api::db::Db::connect(&settings.database_url).await?;

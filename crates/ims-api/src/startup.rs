@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::catalog::router())
         .merge(crate::contacts::router())
         .merge(crate::items::router())
+        .merge(crate::inventory::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

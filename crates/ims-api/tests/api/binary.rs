@@ -27,6 +27,19 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
     }
 }
 
+fn health_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let mut response = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut response).is_ok()
+        && response.starts_with("HTTP/1.1 200")
+}
+
 #[test]
 fn sigterm_drains_and_exits_cleanly() {
     let redis = RedisServer::start();
@@ -44,9 +57,11 @@ fn sigterm_drains_and_exits_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ims-api");
+    // Ready means answering /health, not merely accepting connections: the socket is bound
+    // before migrations run.
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server never listened");
+    while !health_ok(port) {
+        assert!(Instant::now() < deadline, "server never became ready");
         std::thread::sleep(Duration::from_millis(25));
     }
     let status = Command::new("kill")

@@ -1,0 +1,477 @@
+//! `/inventory`: stock levels per item and warehouse, adjustments, transfers and the
+//! movement ledger.
+//!
+//! Stock never goes negative: every decrement is conditional (see [`stock`]) and a request
+//! that would need more than is there is a 409 with nothing of it applied.
+
+pub mod stock;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db;
+use crate::error::{ApiResult, Json, Query, Validator};
+use crate::fields::{self, Table};
+use crate::pagination::{Filter, PageParams, Paginated};
+use crate::state::AppState;
+use stock::{Movement, Source};
+
+const MAX_REASON_CHARS: usize = 500;
+
+/// The inventory routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/inventory/stock-levels", get(stock_levels))
+        .route("/inventory/adjustments", get(list_adjustments).post(adjust))
+        .route("/inventory/transfers", get(list_transfers).post(transfer))
+        .route("/inventory/movements", get(list_movements))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StockLevelQuery {
+    warehouse_id: Option<String>,
+    item_id: Option<String>,
+    low_stock: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StockLevel {
+    item_id: String,
+    item_name: String,
+    sku: String,
+    warehouse_id: String,
+    warehouse_name: String,
+    quantity: i64,
+    reorder_level: Option<i64>,
+    updated_at: String,
+}
+
+/// Parses an optional `true`/`false` query flag.
+fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
+    match raw.map(str::trim) {
+        None | Some("false") | Some("0") => false,
+        Some("true") | Some("1") => true,
+        Some(_) => {
+            v.check(false, field, "must be true or false");
+            false
+        }
+    }
+}
+
+async fn stock_levels(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<StockLevelQuery>,
+) -> ApiResult<Json<Paginated<StockLevel>>> {
+    let mut v = Validator::default();
+    let page = query.page.parse(&mut v);
+    let warehouse_id = fields::reference(query.warehouse_id, "warehouseId", &mut v);
+    let item_id = fields::reference(query.item_id, "itemId", &mut v);
+    let low_stock = flag(query.low_stock.as_deref(), "lowStock", &mut v);
+    v.finish()?;
+
+    let mut filter = Filter::default();
+    let org = filter.bind(&caller.org_id);
+    filter.and(format!("s.organization_id = {org}"));
+    if let Some(id) = warehouse_id {
+        let p = filter.bind(id);
+        filter.and(format!("s.warehouse_id = {p}"));
+    }
+    if let Some(id) = item_id {
+        let p = filter.bind(id);
+        filter.and(format!("s.item_id = {p}"));
+    }
+    if low_stock {
+        filter.and("i.reorder_level IS NOT NULL AND s.quantity <= i.reorder_level");
+    }
+    let from = "FROM stock_levels s
+         JOIN items i ON i.id = s.item_id
+         JOIN warehouses w ON w.id = s.warehouse_id";
+    let (limit, offset) = filter.page_placeholders();
+    let sql = format!(
+        "SELECT s.item_id, i.name AS item_name, i.sku, s.warehouse_id, w.name AS warehouse_name,
+                s.quantity, i.reorder_level, s.updated_at
+         {from} {} ORDER BY i.name, w.name, s.item_id, s.warehouse_id LIMIT {limit} OFFSET {offset}",
+        filter.sql()
+    );
+    let count_sql = format!("SELECT COUNT(*) {from} {}", filter.sql());
+    let mut rows = sqlx::query_as::<_, StockLevel>(&sql);
+    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+    for b in filter.binds() {
+        rows = rows.bind(b);
+        count = count.bind(b);
+    }
+    let data = rows
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(state.db.pool())
+        .await?;
+    let total = count.fetch_one(state.db.pool()).await?;
+    Ok(Json(page.wrap(data, total)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AdjustmentBody {
+    item_id: String,
+    warehouse_id: String,
+    quantity_delta: i64,
+    reason: String,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Adjustment {
+    id: String,
+    item_id: String,
+    warehouse_id: String,
+    quantity_delta: i64,
+    reason: String,
+    created_by: Option<String>,
+    created_at: String,
+}
+
+/// Validates that `item_id` and `warehouse_id` name rows of the caller's organization.
+async fn check_item_and_warehouses(
+    state: &AppState,
+    org_id: &str,
+    item: &Option<String>,
+    warehouses: &[(&Option<String>, &str)],
+    v: &mut Validator,
+) -> ApiResult<()> {
+    fields::check_reference(
+        &state.db,
+        Table::Items,
+        org_id,
+        item.as_deref(),
+        "itemId",
+        v,
+    )
+    .await?;
+    for (id, field) in warehouses {
+        fields::check_reference(
+            &state.db,
+            Table::Warehouses,
+            org_id,
+            id.as_deref(),
+            field,
+            v,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+async fn adjust(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<AdjustmentBody>,
+) -> ApiResult<(StatusCode, Json<Adjustment>)> {
+    let mut v = Validator::default();
+    let item_id = fields::reference(Some(body.item_id), "itemId", &mut v);
+    let warehouse_id = fields::reference(Some(body.warehouse_id), "warehouseId", &mut v);
+    let reason = fields::required_text(&body.reason, "reason", MAX_REASON_CHARS, &mut v);
+    v.check(
+        body.quantity_delta != 0,
+        "quantityDelta",
+        "must not be zero",
+    );
+    v.check(
+        body.quantity_delta.unsigned_abs() <= 1_000_000_000,
+        "quantityDelta",
+        "must be at most 1,000,000,000 in size",
+    );
+    check_item_and_warehouses(
+        &state,
+        &caller.org_id,
+        &item_id,
+        &[(&warehouse_id, "warehouseId")],
+        &mut v,
+    )
+    .await?;
+    v.finish()?;
+    let (item_id, warehouse_id) = (
+        item_id.unwrap_or_default(),
+        warehouse_id.unwrap_or_default(),
+    );
+
+    let adjustment = Adjustment {
+        id: Uuid::new_v4().to_string(),
+        item_id,
+        warehouse_id,
+        quantity_delta: body.quantity_delta,
+        reason,
+        created_by: Some(caller.user_id.clone()),
+        created_at: db::now(),
+    };
+    let mut tx = state.db.begin_write().await?;
+    stock::apply(
+        &mut tx,
+        &Movement {
+            org_id: &caller.org_id,
+            item_id: &adjustment.item_id,
+            warehouse_id: &adjustment.warehouse_id,
+            delta: adjustment.quantity_delta,
+            source: Source::Adjustment,
+            source_id: &adjustment.id,
+            reason: Some(&adjustment.reason),
+            user_id: Some(&caller.user_id),
+        },
+    )
+    .await?;
+    sqlx::query(
+        "INSERT INTO stock_adjustments (id, organization_id, item_id, warehouse_id, quantity_delta, reason, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&adjustment.id)
+    .bind(&caller.org_id)
+    .bind(&adjustment.item_id)
+    .bind(&adjustment.warehouse_id)
+    .bind(adjustment.quantity_delta)
+    .bind(&adjustment.reason)
+    .bind(&adjustment.created_by)
+    .bind(&adjustment.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(fields::reference_gone)?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(adjustment)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LedgerQuery {
+    item_id: Option<String>,
+    warehouse_id: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+impl LedgerQuery {
+    /// The organization, item and warehouse conditions shared by the ledger-like lists.
+    fn filter(
+        self,
+        org_id: &str,
+        item_column: &str,
+        warehouse_columns: &[&str],
+    ) -> ApiResult<(Filter, crate::pagination::Page)> {
+        let mut v = Validator::default();
+        let page = self.page.parse(&mut v);
+        let item_id = fields::reference(self.item_id, "itemId", &mut v);
+        let warehouse_id = fields::reference(self.warehouse_id, "warehouseId", &mut v);
+        v.finish()?;
+        let mut filter = Filter::default();
+        let org = filter.bind(org_id);
+        filter.and(format!("organization_id = {org}"));
+        if let Some(id) = item_id {
+            let p = filter.bind(id);
+            filter.and(format!("{item_column} = {p}"));
+        }
+        if let Some(id) = warehouse_id {
+            let p = filter.bind(id);
+            let any: Vec<String> = warehouse_columns
+                .iter()
+                .map(|c| format!("{c} = {p}"))
+                .collect();
+            filter.and(format!("({})", any.join(" OR ")));
+        }
+        Ok((filter, page))
+    }
+}
+
+/// Runs a newest-first page query over `table` with `filter`.
+async fn ledger_page<T>(
+    state: &AppState,
+    columns: &str,
+    table: &str,
+    filter: Filter,
+    page: crate::pagination::Page,
+) -> ApiResult<Paginated<T>>
+where
+    T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let (limit, offset) = filter.page_placeholders();
+    let sql = format!(
+        "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+        filter.sql()
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM {table} {}", filter.sql());
+    let mut rows = sqlx::query_as::<_, T>(&sql);
+    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+    for b in filter.binds() {
+        rows = rows.bind(b);
+        count = count.bind(b);
+    }
+    let data = rows
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(state.db.pool())
+        .await?;
+    let total = count.fetch_one(state.db.pool()).await?;
+    Ok(page.wrap(data, total))
+}
+
+async fn list_adjustments(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<LedgerQuery>,
+) -> ApiResult<Json<Paginated<Adjustment>>> {
+    let (filter, page) = query.filter(&caller.org_id, "item_id", &["warehouse_id"])?;
+    let columns = "id, item_id, warehouse_id, quantity_delta, reason, created_by, created_at";
+    Ok(Json(
+        ledger_page(&state, columns, "stock_adjustments", filter, page).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TransferBody {
+    item_id: String,
+    from_warehouse_id: String,
+    to_warehouse_id: String,
+    quantity: i64,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Transfer {
+    id: String,
+    item_id: String,
+    from_warehouse_id: String,
+    to_warehouse_id: String,
+    quantity: i64,
+    created_by: Option<String>,
+    created_at: String,
+}
+
+async fn transfer(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<TransferBody>,
+) -> ApiResult<(StatusCode, Json<Transfer>)> {
+    let mut v = Validator::default();
+    let item_id = fields::reference(Some(body.item_id), "itemId", &mut v);
+    let from = fields::reference(Some(body.from_warehouse_id), "fromWarehouseId", &mut v);
+    let to = fields::reference(Some(body.to_warehouse_id), "toWarehouseId", &mut v);
+    v.check(
+        (1..=1_000_000_000).contains(&body.quantity),
+        "quantity",
+        "must be a whole number from 1 to 1,000,000,000",
+    );
+    v.check(
+        from.is_none() || from != to,
+        "toWarehouseId",
+        "must differ from fromWarehouseId",
+    );
+    check_item_and_warehouses(
+        &state,
+        &caller.org_id,
+        &item_id,
+        &[(&from, "fromWarehouseId"), (&to, "toWarehouseId")],
+        &mut v,
+    )
+    .await?;
+    v.finish()?;
+
+    let transfer = Transfer {
+        id: Uuid::new_v4().to_string(),
+        item_id: item_id.unwrap_or_default(),
+        from_warehouse_id: from.unwrap_or_default(),
+        to_warehouse_id: to.unwrap_or_default(),
+        quantity: body.quantity,
+        created_by: Some(caller.user_id.clone()),
+        created_at: db::now(),
+    };
+    // Both sides in one transaction: either the stock moves or nothing happens.
+    let mut tx = state.db.begin_write().await?;
+    for (warehouse_id, delta) in [
+        (&transfer.from_warehouse_id, -transfer.quantity),
+        (&transfer.to_warehouse_id, transfer.quantity),
+    ] {
+        stock::apply(
+            &mut tx,
+            &Movement {
+                org_id: &caller.org_id,
+                item_id: &transfer.item_id,
+                warehouse_id,
+                delta,
+                source: Source::Transfer,
+                source_id: &transfer.id,
+                reason: None,
+                user_id: Some(&caller.user_id),
+            },
+        )
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO stock_transfers (id, organization_id, item_id, from_warehouse_id, to_warehouse_id, quantity, created_by, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&transfer.id)
+    .bind(&caller.org_id)
+    .bind(&transfer.item_id)
+    .bind(&transfer.from_warehouse_id)
+    .bind(&transfer.to_warehouse_id)
+    .bind(transfer.quantity)
+    .bind(&transfer.created_by)
+    .bind(&transfer.created_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(fields::reference_gone)?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(transfer)))
+}
+
+async fn list_transfers(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<LedgerQuery>,
+) -> ApiResult<Json<Paginated<Transfer>>> {
+    let (filter, page) = query.filter(
+        &caller.org_id,
+        "item_id",
+        &["from_warehouse_id", "to_warehouse_id"],
+    )?;
+    let columns =
+        "id, item_id, from_warehouse_id, to_warehouse_id, quantity, created_by, created_at";
+    Ok(Json(
+        ledger_page(&state, columns, "stock_transfers", filter, page).await?,
+    ))
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MovementRow {
+    id: String,
+    item_id: String,
+    warehouse_id: String,
+    quantity_delta: i64,
+    source: String,
+    source_id: String,
+    reason: Option<String>,
+    created_by: Option<String>,
+    created_at: String,
+}
+
+async fn list_movements(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<LedgerQuery>,
+) -> ApiResult<Json<Paginated<MovementRow>>> {
+    let (filter, page) = query.filter(&caller.org_id, "item_id", &["warehouse_id"])?;
+    let columns =
+        "id, item_id, warehouse_id, quantity_delta, source, source_id, reason, created_by, created_at";
+    Ok(Json(
+        ledger_page(&state, columns, "stock_movements", filter, page).await?,
+    ))
+}
