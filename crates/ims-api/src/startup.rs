@@ -34,6 +34,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::contacts::router())
         .merge(crate::items::router())
         .merge(crate::inventory::router())
+        .merge(crate::dashboard::router())
+        .merge(crate::reports::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
