@@ -34,6 +34,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::contacts::router())
         .merge(crate::items::router())
         .merge(crate::inventory::router())
+        .merge(crate::sales::router())
+        .merge(crate::purchasing::router())
         .merge(crate::dashboard::router())
         .merge(crate::reports::router())
         .fallback(error::not_found)

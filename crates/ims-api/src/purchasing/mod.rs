@@ -1,0 +1,440 @@
+//! `/purchase-orders`: buying from vendors. An order is `open` until it is received (its
+//! lines' stock enters its warehouse, all in one transaction) or cancelled.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, FromRow};
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db;
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields::{self, Table};
+use crate::inventory::stock::{self, Movement, Source};
+use crate::pagination::{Filter, PageParams, Paginated};
+use crate::period::Period;
+use crate::sales::lines::{self, LineBody};
+use crate::sales::{changed, page_of};
+use crate::state::AppState;
+
+const MAX_NOTES_CHARS: usize = 2000;
+
+/// The purchasing routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/purchase-orders", get(list).post(create))
+        .route("/purchase-orders/{id}", get(read).patch(patch))
+        .route("/purchase-orders/{id}/receive", post(receive))
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderRow {
+    id: String,
+    vendor_id: String,
+    warehouse_id: String,
+    status: String,
+    notes: Option<String>,
+    total_cents: i64,
+    received_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LineRow {
+    id: String,
+    item_id: String,
+    quantity: i64,
+    unit_cost_cents: i64,
+    total_cents: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Order {
+    #[serde(flatten)]
+    order: OrderRow,
+    lines: Vec<LineRow>,
+}
+
+const ORDER_COLUMNS: &str =
+    "id, vendor_id, warehouse_id, status, notes, total_cents, received_at, created_at, updated_at";
+
+async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Order> {
+    let order: OrderRow = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM purchase_orders WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| fields::not_found("purchase order"))?;
+    let lines = sqlx::query_as(
+        "SELECT id, item_id, quantity, unit_cost_cents, total_cents FROM purchase_order_lines
+         WHERE purchase_order_id = $1 AND organization_id = $2 ORDER BY line_no",
+    )
+    .bind(id)
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Order { order, lines })
+}
+
+/// Validates `lines` (a unit cost is required on each) and checks their items exist.
+async fn cost_lines(
+    state: &AppState,
+    org_id: &str,
+    body: &[LineBody],
+    v: &mut Validator,
+) -> ApiResult<(Vec<LineRow>, i64)> {
+    let valid = lines::validate(body, "unitCostCents", true, v);
+    lines::load_items(&state.db, org_id, &valid, v).await?;
+    let rows: Vec<LineRow> = valid
+        .into_iter()
+        .map(|line| {
+            let unit = line.unit_cents.unwrap_or(0);
+            LineRow {
+                id: Uuid::new_v4().to_string(),
+                item_id: line.item_id,
+                quantity: line.quantity,
+                unit_cost_cents: unit,
+                total_cents: unit * line.quantity,
+            }
+        })
+        .collect();
+    let total = rows.iter().map(|l| l.total_cents).sum();
+    Ok((rows, total))
+}
+
+async fn insert_lines(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    order_id: &str,
+    rows: &[LineRow],
+) -> ApiResult<()> {
+    for (line_no, line) in rows.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO purchase_order_lines
+               (id, organization_id, purchase_order_id, line_no, item_id, quantity, unit_cost_cents, total_cents)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&line.id)
+        .bind(org_id)
+        .bind(order_id)
+        .bind(line_no as i64 + 1)
+        .bind(&line.item_id)
+        .bind(line.quantity)
+        .bind(line.unit_cost_cents)
+        .bind(line.total_cents)
+        .execute(&mut *conn)
+        .await
+        .map_err(fields::reference_gone)?;
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    vendor_id: String,
+    warehouse_id: String,
+    lines: Vec<LineBody>,
+    notes: Option<String>,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Order>)> {
+    let mut v = Validator::default();
+    let vendor_id = fields::reference(Some(body.vendor_id), "vendorId", &mut v);
+    let warehouse_id = fields::reference(Some(body.warehouse_id), "warehouseId", &mut v);
+    let notes = fields::optional_text(body.notes, "notes", MAX_NOTES_CHARS, &mut v);
+    fields::check_reference(
+        &state.db,
+        Table::Vendors,
+        &caller.org_id,
+        vendor_id.as_deref(),
+        "vendorId",
+        &mut v,
+    )
+    .await?;
+    fields::check_reference(
+        &state.db,
+        Table::Warehouses,
+        &caller.org_id,
+        warehouse_id.as_deref(),
+        "warehouseId",
+        &mut v,
+    )
+    .await?;
+    let (rows, total) = cost_lines(&state, &caller.org_id, &body.lines, &mut v).await?;
+    v.finish()?;
+
+    let now = db::now();
+    let order = OrderRow {
+        id: Uuid::new_v4().to_string(),
+        vendor_id: vendor_id.unwrap_or_default(),
+        warehouse_id: warehouse_id.unwrap_or_default(),
+        status: "open".into(),
+        notes,
+        total_cents: total,
+        received_at: None,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let mut tx = state.db.begin_write().await?;
+    sqlx::query(
+        "INSERT INTO purchase_orders (id, organization_id, vendor_id, warehouse_id, status, notes, total_cents, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(&order.id)
+    .bind(&caller.org_id)
+    .bind(&order.vendor_id)
+    .bind(&order.warehouse_id)
+    .bind(&order.status)
+    .bind(&order.notes)
+    .bind(order.total_cents)
+    .bind(&order.created_at)
+    .bind(&order.updated_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(fields::reference_gone)?;
+    insert_lines(&mut tx, &caller.org_id, &order.id, &rows).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(Order { order, lines: rows })))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    let id = fields::path_id(&id, "purchase order")?;
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(load(&mut conn, &caller.org_id, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<String>,
+    vendor_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Paginated<OrderRow>>> {
+    let mut v = Validator::default();
+    let page = query.page.parse(&mut v);
+    let vendor_id = fields::reference(query.vendor_id, "vendorId", &mut v);
+    let status = query.status.map(|s| s.trim().to_string());
+    v.check(
+        status
+            .as_deref()
+            .is_none_or(|s| matches!(s, "open" | "received" | "cancelled")),
+        "status",
+        "must be open, received or cancelled",
+    );
+    let period = Period::parse(query.from.as_deref(), query.to.as_deref(), &mut v);
+    v.finish()?;
+    let mut filter = Filter::default();
+    let org = filter.bind(&caller.org_id);
+    filter.and(format!("organization_id = {org}"));
+    if let Some(status) = status {
+        let p = filter.bind(status);
+        filter.and(format!("status = {p}"));
+    }
+    if let Some(vendor_id) = vendor_id {
+        let p = filter.bind(vendor_id);
+        filter.and(format!("vendor_id = {p}"));
+    }
+    period.restrict(&mut filter, "created_at");
+    Ok(Json(
+        page_of(&state, ORDER_COLUMNS, "purchase_orders", filter, page).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchBody {
+    #[serde(default, deserialize_with = "fields::patch")]
+    status: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    notes: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    vendor_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    warehouse_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    lines: Option<Option<Vec<LineBody>>>,
+}
+
+/// Changes an open order (notes, vendor, warehouse, lines) or cancels it. Received and
+/// cancelled orders are history: 409.
+async fn patch(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<PatchBody>,
+) -> ApiResult<Json<Order>> {
+    let id = fields::path_id(&id, "purchase order")?;
+    let mut v = Validator::default();
+    let cancel = match body.status {
+        None => false,
+        Some(Some(s)) if s == "cancelled" => true,
+        Some(_) => {
+            v.check(
+                false,
+                "status",
+                "can only be set to cancelled (receive with POST /purchase-orders/{id}/receive)",
+            );
+            false
+        }
+    };
+    let vendor = changed(body.vendor_id, "vendorId", &mut v)
+        .and_then(|c| fields::reference(Some(c), "vendorId", &mut v));
+    let warehouse = changed(body.warehouse_id, "warehouseId", &mut v)
+        .and_then(|w| fields::reference(Some(w), "warehouseId", &mut v));
+    let notes = body
+        .notes
+        .map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, &mut v));
+    fields::check_reference(
+        &state.db,
+        Table::Vendors,
+        &caller.org_id,
+        vendor.as_deref(),
+        "vendorId",
+        &mut v,
+    )
+    .await?;
+    fields::check_reference(
+        &state.db,
+        Table::Warehouses,
+        &caller.org_id,
+        warehouse.as_deref(),
+        "warehouseId",
+        &mut v,
+    )
+    .await?;
+    let costed = match changed(body.lines, "lines", &mut v) {
+        Some(lines) => Some(cost_lines(&state, &caller.org_id, &lines, &mut v).await?),
+        None => None,
+    };
+    v.finish()?;
+
+    let mut tx = state.db.begin_write().await?;
+    let current = load(&mut tx, &caller.org_id, &id).await?;
+    if current.order.status != "open" {
+        return Err(ApiError::Conflict(format!(
+            "the order is {}; only open orders can change",
+            current.order.status
+        )));
+    }
+    let mut order = current.order;
+    let mut order_lines = current.lines;
+    if let Some(vendor) = vendor {
+        order.vendor_id = vendor;
+    }
+    if let Some(warehouse) = warehouse {
+        order.warehouse_id = warehouse;
+    }
+    if let Some(notes) = notes {
+        order.notes = notes;
+    }
+    if cancel {
+        order.status = "cancelled".into();
+    }
+    if let Some((rows, total)) = costed {
+        sqlx::query("DELETE FROM purchase_order_lines WHERE purchase_order_id = $1 AND organization_id = $2")
+            .bind(&id)
+            .bind(&caller.org_id)
+            .execute(&mut *tx)
+            .await?;
+        insert_lines(&mut tx, &caller.org_id, &id, &rows).await?;
+        order.total_cents = total;
+        order_lines = rows;
+    }
+    order.updated_at = db::now();
+    sqlx::query(
+        "UPDATE purchase_orders SET vendor_id = $1, warehouse_id = $2, notes = $3, status = $4,
+           total_cents = $5, updated_at = $6
+         WHERE organization_id = $7 AND id = $8",
+    )
+    .bind(&order.vendor_id)
+    .bind(&order.warehouse_id)
+    .bind(&order.notes)
+    .bind(&order.status)
+    .bind(order.total_cents)
+    .bind(&order.updated_at)
+    .bind(&caller.org_id)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await
+    .map_err(fields::reference_gone)?;
+    tx.commit().await?;
+    Ok(Json(Order {
+        order,
+        lines: order_lines,
+    }))
+}
+
+/// Puts every line's stock into the order's warehouse and marks the order received; a
+/// second receive is a 409, never a second delivery.
+async fn receive(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    let id = fields::path_id(&id, "purchase order")?;
+    let now = db::now();
+    let mut tx = state.db.begin_write().await?;
+    let claimed = sqlx::query(
+        "UPDATE purchase_orders SET status = 'received', received_at = $1, updated_at = $1
+         WHERE organization_id = $2 AND id = $3 AND status = 'open'",
+    )
+    .bind(&now)
+    .bind(&caller.org_id)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let order = load(&mut tx, &caller.org_id, &id).await?;
+    if claimed == 0 {
+        return Err(ApiError::Conflict(format!(
+            "the order is {}; only open orders can be received",
+            order.order.status
+        )));
+    }
+    let per_item =
+        lines::quantities_by_item(order.lines.iter().map(|l| (l.item_id.as_str(), l.quantity)));
+    for (item_id, quantity) in per_item {
+        stock::apply(
+            &mut tx,
+            &Movement {
+                org_id: &caller.org_id,
+                item_id,
+                warehouse_id: &order.order.warehouse_id,
+                delta: quantity,
+                source: Source::Purchase,
+                source_id: &id,
+                reason: None,
+                user_id: Some(&caller.user_id),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(order))
+}

@@ -1,0 +1,337 @@
+//! `/invoices`: one invoice per sales order, numbered `INV-000001`, `INV-000002`, … per
+//! organization with no gaps and no duplicates, and the payments against it.
+//!
+//! The number comes from a per-organization counter row incremented in the same
+//! transaction that inserts the invoice: a failed insert rolls the increment back (no gap),
+//! and the counter's row lock (PostgreSQL) or the database write lock (SQLite) serialises
+//! concurrent invoices, across any number of API instances sharing the database.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db;
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields;
+use crate::pagination::{Filter, PageParams, Paginated};
+use crate::period::Period;
+use crate::state::AppState;
+
+/// The invoice routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/invoices", get(list).post(create))
+        .route("/invoices/{id}", get(read))
+        .route("/invoices/{id}/payments", post(pay))
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InvoiceRow {
+    id: String,
+    number: String,
+    sales_order_id: String,
+    customer_id: String,
+    status: String,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+    paid_cents: i64,
+    issued_at: String,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentRow {
+    id: String,
+    amount_cents: i64,
+    paid_at: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Invoice {
+    #[serde(flatten)]
+    invoice: InvoiceRow,
+    balance_cents: i64,
+    payments: Vec<PaymentRow>,
+}
+
+const INVOICE_COLUMNS: &str = "id, number, sales_order_id, customer_id, status, subtotal_cents, tax_cents, total_cents, paid_cents, issued_at, created_at, updated_at";
+
+async fn load(conn: &mut sqlx::AnyConnection, org_id: &str, id: &str) -> ApiResult<Invoice> {
+    let invoice: InvoiceRow = sqlx::query_as(&format!(
+        "SELECT {INVOICE_COLUMNS} FROM invoices WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| fields::not_found("invoice"))?;
+    let payments = sqlx::query_as(
+        "SELECT id, amount_cents, paid_at FROM payments
+         WHERE invoice_id = $1 AND organization_id = $2 ORDER BY paid_at, id",
+    )
+    .bind(id)
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Invoice {
+        balance_cents: invoice.total_cents - invoice.paid_cents,
+        invoice,
+        payments,
+    })
+}
+
+/// `INV-000042`.
+fn format_number(sequence: i64) -> String {
+    format!("INV-{sequence:06}")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    sales_order_id: String,
+}
+
+#[derive(Debug, FromRow)]
+struct OrderFacts {
+    customer_id: String,
+    status: String,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Invoice>)> {
+    let mut v = Validator::default();
+    let order_id = fields::reference(Some(body.sales_order_id), "salesOrderId", &mut v);
+    v.finish()?;
+    let order_id = order_id.unwrap_or_default();
+
+    let mut tx = state.db.begin_write().await?;
+    // Counter first: it is the transaction's first write, so on SQLite the write lock is
+    // held from here, and on PostgreSQL the row lock orders concurrent invoices.
+    sqlx::query(
+        "INSERT INTO invoice_counters (organization_id, last_number) VALUES ($1, 0)
+         ON CONFLICT (organization_id) DO NOTHING",
+    )
+    .bind(&caller.org_id)
+    .execute(&mut *tx)
+    .await?;
+    let sequence: i64 = sqlx::query_scalar(
+        "UPDATE invoice_counters SET last_number = last_number + 1
+         WHERE organization_id = $1 RETURNING last_number",
+    )
+    .bind(&caller.org_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    let order: Option<OrderFacts> = sqlx::query_as(
+        "SELECT customer_id, status, subtotal_cents, tax_cents, total_cents
+         FROM sales_orders WHERE organization_id = $1 AND id = $2",
+    )
+    .bind(&caller.org_id)
+    .bind(&order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    // Dropping `tx` on any early return rolls the counter back: no gap.
+    let Some(order) = order else {
+        return Err(ApiError::field("salesOrderId", "does not exist"));
+    };
+    if order.status == "cancelled" {
+        return Err(ApiError::Conflict(
+            "a cancelled order cannot be invoiced".into(),
+        ));
+    }
+    let now = db::now();
+    let invoice = InvoiceRow {
+        id: Uuid::new_v4().to_string(),
+        number: format_number(sequence),
+        sales_order_id: order_id,
+        customer_id: order.customer_id,
+        status: if order.total_cents == 0 {
+            "paid"
+        } else {
+            "unpaid"
+        }
+        .into(),
+        subtotal_cents: order.subtotal_cents,
+        tax_cents: order.tax_cents,
+        total_cents: order.total_cents,
+        paid_cents: 0,
+        issued_at: now.clone(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let inserted = sqlx::query(
+        "INSERT INTO invoices (id, organization_id, number, sequence, sales_order_id, customer_id, status,
+           subtotal_cents, tax_cents, total_cents, paid_cents, issued_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+    )
+    .bind(&invoice.id)
+    .bind(&caller.org_id)
+    .bind(&invoice.number)
+    .bind(sequence)
+    .bind(&invoice.sales_order_id)
+    .bind(&invoice.customer_id)
+    .bind(&invoice.status)
+    .bind(invoice.subtotal_cents)
+    .bind(invoice.tax_cents)
+    .bind(invoice.total_cents)
+    .bind(invoice.paid_cents)
+    .bind(&invoice.issued_at)
+    .bind(&invoice.created_at)
+    .bind(&invoice.updated_at)
+    .execute(&mut *tx)
+    .await;
+    match inserted {
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(ApiError::Conflict(
+                "this sales order is already invoiced".into(),
+            ))
+        }
+        other => other.map_err(fields::reference_gone)?,
+    };
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Invoice {
+            balance_cents: invoice.total_cents,
+            invoice,
+            payments: Vec::new(),
+        }),
+    ))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Invoice>> {
+    let id = fields::path_id(&id, "invoice")?;
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(load(&mut conn, &caller.org_id, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<String>,
+    customer_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Paginated<InvoiceRow>>> {
+    let mut v = Validator::default();
+    let page = query.page.parse(&mut v);
+    let customer_id = fields::reference(query.customer_id, "customerId", &mut v);
+    let status = query.status.map(|s| s.trim().to_string());
+    v.check(
+        status
+            .as_deref()
+            .is_none_or(|s| matches!(s, "unpaid" | "partially_paid" | "paid")),
+        "status",
+        "must be unpaid, partially_paid or paid",
+    );
+    let period = Period::parse(query.from.as_deref(), query.to.as_deref(), &mut v);
+    v.finish()?;
+    let mut filter = Filter::default();
+    let org = filter.bind(&caller.org_id);
+    filter.and(format!("organization_id = {org}"));
+    if let Some(status) = status {
+        let p = filter.bind(status);
+        filter.and(format!("status = {p}"));
+    }
+    if let Some(customer_id) = customer_id {
+        let p = filter.bind(customer_id);
+        filter.and(format!("customer_id = {p}"));
+    }
+    period.restrict(&mut filter, "issued_at");
+    Ok(Json(
+        super::page_of(&state, INVOICE_COLUMNS, "invoices", filter, page).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentBody {
+    amount_cents: i64,
+}
+
+/// Records a payment; it may not exceed the balance. The balance check and the increment
+/// are one conditional statement, so concurrent payments can never overpay.
+async fn pay(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<PaymentBody>,
+) -> ApiResult<(StatusCode, Json<Invoice>)> {
+    let id = fields::path_id(&id, "invoice")?;
+    if body.amount_cents <= 0 {
+        return Err(ApiError::field(
+            "amountCents",
+            "must be a positive number of cents",
+        ));
+    }
+    let now = db::now();
+    let mut tx = state.db.begin_write().await?;
+    let applied = sqlx::query(
+        "UPDATE invoices SET paid_cents = paid_cents + $1,
+           status = CASE WHEN paid_cents + $1 >= total_cents THEN 'paid' ELSE 'partially_paid' END,
+           updated_at = $2
+         WHERE organization_id = $3 AND id = $4 AND paid_cents + $1 <= total_cents",
+    )
+    .bind(body.amount_cents)
+    .bind(&now)
+    .bind(&caller.org_id)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if applied == 0 {
+        let current = load(&mut tx, &caller.org_id, &id).await?;
+        return Err(if current.balance_cents == 0 {
+            ApiError::Conflict("the invoice is already paid in full".into())
+        } else {
+            ApiError::field(
+                "amountCents",
+                &format!(
+                    "must not exceed the balance of {} cents",
+                    current.balance_cents
+                ),
+            )
+        });
+    }
+    sqlx::query(
+        "INSERT INTO payments (id, organization_id, invoice_id, amount_cents, paid_at, created_at)
+         VALUES ($1, $2, $3, $4, $5, $5)",
+    )
+    .bind(Uuid::new_v4().to_string())
+    .bind(&caller.org_id)
+    .bind(&id)
+    .bind(body.amount_cents)
+    .bind(&now)
+    .execute(&mut *tx)
+    .await?;
+    let invoice = load(&mut tx, &caller.org_id, &id).await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(invoice)))
+}

@@ -1,0 +1,529 @@
+//! `/sales-orders` and `/invoices`: selling to customers.
+//!
+//! An order is `open` until it is fulfilled (stock leaves its warehouse, atomically for all
+//! lines) or cancelled. Prices default to the item's price and tax to the item's tax rate,
+//! both captured on the line when the order is written, so later catalog changes do not
+//! rewrite history. Invoices are in [`invoices`].
+
+pub mod invoices;
+pub mod lines;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::{AnyConnection, FromRow};
+use uuid::Uuid;
+
+use crate::auth::AuthUser;
+use crate::db;
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields::{self, Table};
+use crate::inventory::stock::{self, Movement, Source};
+use crate::pagination::{Filter, PageParams, Paginated};
+use crate::period::Period;
+use crate::state::AppState;
+use lines::LineBody;
+
+const MAX_NOTES_CHARS: usize = 2000;
+
+/// The sales routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/sales-orders", get(list).post(create))
+        .route("/sales-orders/{id}", get(read).patch(patch))
+        .route("/sales-orders/{id}/fulfil", post(fulfil))
+        .merge(invoices::router())
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderRow {
+    id: String,
+    customer_id: String,
+    warehouse_id: String,
+    status: String,
+    notes: Option<String>,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+    fulfilled_at: Option<String>,
+    created_at: String,
+    updated_at: String,
+}
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LineRow {
+    id: String,
+    item_id: String,
+    quantity: i64,
+    unit_price_cents: i64,
+    tax_rate_bps: i64,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+}
+
+/// An order with its lines, as `GET /sales-orders/{id}` shows it.
+#[derive(Debug, Serialize)]
+struct Order {
+    #[serde(flatten)]
+    order: OrderRow,
+    lines: Vec<LineRow>,
+}
+
+const ORDER_COLUMNS: &str = "id, customer_id, warehouse_id, status, notes, subtotal_cents, tax_cents, total_cents, fulfilled_at, created_at, updated_at";
+
+async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Order> {
+    let order: OrderRow = sqlx::query_as(&format!(
+        "SELECT {ORDER_COLUMNS} FROM sales_orders WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| fields::not_found("sales order"))?;
+    let lines = sqlx::query_as(
+        "SELECT id, item_id, quantity, unit_price_cents, tax_rate_bps, subtotal_cents, tax_cents, total_cents
+         FROM sales_order_lines WHERE sales_order_id = $1 AND organization_id = $2 ORDER BY line_no",
+    )
+    .bind(id)
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Order { order, lines })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    customer_id: String,
+    warehouse_id: String,
+    lines: Vec<LineBody>,
+    notes: Option<String>,
+}
+
+/// Priced lines of a new or replaced order.
+struct Priced {
+    lines: Vec<LineRow>,
+    subtotal: i64,
+    tax: i64,
+}
+
+/// Validates and prices `lines` (errors into `v`).
+async fn price_lines(
+    state: &AppState,
+    org_id: &str,
+    lines: &[LineBody],
+    v: &mut Validator,
+) -> ApiResult<Priced> {
+    let valid = lines::validate(lines, "unitPriceCents", false, v);
+    let items = lines::load_items(&state.db, org_id, &valid, v).await?;
+    let mut priced = Priced {
+        lines: Vec::new(),
+        subtotal: 0,
+        tax: 0,
+    };
+    for line in valid {
+        let Some(item) = items.get(&line.item_id) else {
+            continue;
+        };
+        let unit = line.unit_cents.unwrap_or(item.price_cents);
+        let subtotal = unit * line.quantity;
+        let tax = lines::tax(subtotal, item.tax_rate_bps);
+        priced.subtotal += subtotal;
+        priced.tax += tax;
+        priced.lines.push(LineRow {
+            id: Uuid::new_v4().to_string(),
+            item_id: line.item_id,
+            quantity: line.quantity,
+            unit_price_cents: unit,
+            tax_rate_bps: item.tax_rate_bps,
+            subtotal_cents: subtotal,
+            tax_cents: tax,
+            total_cents: subtotal + tax,
+        });
+    }
+    Ok(priced)
+}
+
+async fn insert_lines(
+    conn: &mut AnyConnection,
+    org_id: &str,
+    order_id: &str,
+    lines: &[LineRow],
+) -> ApiResult<()> {
+    for (line_no, line) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO sales_order_lines
+               (id, organization_id, sales_order_id, line_no, item_id, quantity, unit_price_cents, tax_rate_bps, subtotal_cents, tax_cents, total_cents)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&line.id)
+        .bind(org_id)
+        .bind(order_id)
+        .bind(line_no as i64 + 1)
+        .bind(&line.item_id)
+        .bind(line.quantity)
+        .bind(line.unit_price_cents)
+        .bind(line.tax_rate_bps)
+        .bind(line.subtotal_cents)
+        .bind(line.tax_cents)
+        .bind(line.total_cents)
+        .execute(&mut *conn)
+        .await
+        .map_err(fields::reference_gone)?;
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Json(body): Json<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Order>)> {
+    let mut v = Validator::default();
+    let customer_id = fields::reference(Some(body.customer_id), "customerId", &mut v);
+    let warehouse_id = fields::reference(Some(body.warehouse_id), "warehouseId", &mut v);
+    let notes = fields::optional_text(body.notes, "notes", MAX_NOTES_CHARS, &mut v);
+    fields::check_reference(
+        &state.db,
+        Table::Customers,
+        &caller.org_id,
+        customer_id.as_deref(),
+        "customerId",
+        &mut v,
+    )
+    .await?;
+    fields::check_reference(
+        &state.db,
+        Table::Warehouses,
+        &caller.org_id,
+        warehouse_id.as_deref(),
+        "warehouseId",
+        &mut v,
+    )
+    .await?;
+    let priced = price_lines(&state, &caller.org_id, &body.lines, &mut v).await?;
+    v.finish()?;
+
+    let now = db::now();
+    let order = OrderRow {
+        id: Uuid::new_v4().to_string(),
+        customer_id: customer_id.unwrap_or_default(),
+        warehouse_id: warehouse_id.unwrap_or_default(),
+        status: "open".into(),
+        notes,
+        subtotal_cents: priced.subtotal,
+        tax_cents: priced.tax,
+        total_cents: priced.subtotal + priced.tax,
+        fulfilled_at: None,
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let mut tx = state.db.begin_write().await?;
+    sqlx::query(
+        "INSERT INTO sales_orders (id, organization_id, customer_id, warehouse_id, status, notes, subtotal_cents, tax_cents, total_cents, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&order.id)
+    .bind(&caller.org_id)
+    .bind(&order.customer_id)
+    .bind(&order.warehouse_id)
+    .bind(&order.status)
+    .bind(&order.notes)
+    .bind(order.subtotal_cents)
+    .bind(order.tax_cents)
+    .bind(order.total_cents)
+    .bind(&order.created_at)
+    .bind(&order.updated_at)
+    .execute(&mut *tx)
+    .await
+    .map_err(fields::reference_gone)?;
+    insert_lines(&mut tx, &caller.org_id, &order.id, &priced.lines).await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Order {
+            order,
+            lines: priced.lines,
+        }),
+    ))
+}
+
+async fn read(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    let id = fields::path_id(&id, "sales order")?;
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(Json(load(&mut conn, &caller.org_id, &id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    status: Option<String>,
+    customer_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Paginated<OrderRow>>> {
+    let mut v = Validator::default();
+    let page = query.page.parse(&mut v);
+    let customer_id = fields::reference(query.customer_id, "customerId", &mut v);
+    let status = query.status.map(|s| s.trim().to_string());
+    v.check(
+        status
+            .as_deref()
+            .is_none_or(|s| matches!(s, "open" | "fulfilled" | "cancelled")),
+        "status",
+        "must be open, fulfilled or cancelled",
+    );
+    let period = Period::parse(query.from.as_deref(), query.to.as_deref(), &mut v);
+    v.finish()?;
+
+    let mut filter = Filter::default();
+    let org = filter.bind(&caller.org_id);
+    filter.and(format!("organization_id = {org}"));
+    if let Some(status) = status {
+        let p = filter.bind(status);
+        filter.and(format!("status = {p}"));
+    }
+    if let Some(customer_id) = customer_id {
+        let p = filter.bind(customer_id);
+        filter.and(format!("customer_id = {p}"));
+    }
+    period.restrict(&mut filter, "created_at");
+    Ok(Json(
+        page_of(&state, ORDER_COLUMNS, "sales_orders", filter, page).await?,
+    ))
+}
+
+/// A newest-first page of `table` rows matching `filter`.
+pub(crate) async fn page_of<T>(
+    state: &AppState,
+    columns: &str,
+    table: &str,
+    filter: Filter,
+    page: crate::pagination::Page,
+) -> ApiResult<Paginated<T>>
+where
+    T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let (limit, offset) = filter.page_placeholders();
+    let sql = format!(
+        "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+        filter.sql()
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM {table} {}", filter.sql());
+    let mut rows = sqlx::query_as::<_, T>(&sql);
+    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+    for b in filter.binds() {
+        rows = rows.bind(b);
+        count = count.bind(b);
+    }
+    let data = rows
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(state.db.pool())
+        .await?;
+    let total = count.fetch_one(state.db.pool()).await?;
+    Ok(page.wrap(data, total))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatchBody {
+    #[serde(default, deserialize_with = "fields::patch")]
+    status: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    notes: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    customer_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    warehouse_id: Option<Option<String>>,
+    #[serde(default, deserialize_with = "fields::patch")]
+    lines: Option<Option<Vec<LineBody>>>,
+}
+
+/// The new value of a PATCH field that cannot be null: `None` when absent (unchanged).
+pub(crate) fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Validator) -> Option<T> {
+    fields::merge_required(patched.map(|p| p.map(Some)), None, field, v)
+}
+
+/// Changes an open order: notes, customer, warehouse, lines (replaced whole, re-priced), or
+/// `status: "cancelled"`. Fulfilled and cancelled orders are history: 409.
+async fn patch(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+    Json(body): Json<PatchBody>,
+) -> ApiResult<Json<Order>> {
+    let id = fields::path_id(&id, "sales order")?;
+    let mut v = Validator::default();
+    let cancel = match body.status {
+        None => false,
+        Some(Some(s)) if s == "cancelled" => true,
+        Some(_) => {
+            v.check(
+                false,
+                "status",
+                "can only be set to cancelled (fulfil with POST /sales-orders/{id}/fulfil)",
+            );
+            false
+        }
+    };
+    let customer = changed(body.customer_id, "customerId", &mut v)
+        .and_then(|c| fields::reference(Some(c), "customerId", &mut v));
+    let warehouse = changed(body.warehouse_id, "warehouseId", &mut v)
+        .and_then(|w| fields::reference(Some(w), "warehouseId", &mut v));
+    let notes = body
+        .notes
+        .map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, &mut v));
+    fields::check_reference(
+        &state.db,
+        Table::Customers,
+        &caller.org_id,
+        customer.as_deref(),
+        "customerId",
+        &mut v,
+    )
+    .await?;
+    fields::check_reference(
+        &state.db,
+        Table::Warehouses,
+        &caller.org_id,
+        warehouse.as_deref(),
+        "warehouseId",
+        &mut v,
+    )
+    .await?;
+    let lines = changed(body.lines, "lines", &mut v);
+    let priced = match &lines {
+        Some(lines) => Some(price_lines(&state, &caller.org_id, lines, &mut v).await?),
+        None => None,
+    };
+    v.finish()?;
+
+    let mut tx = state.db.begin_write().await?;
+    let current = load(&mut tx, &caller.org_id, &id).await?;
+    if current.order.status != "open" {
+        return Err(ApiError::Conflict(format!(
+            "the order is {}; only open orders can change",
+            current.order.status
+        )));
+    }
+    let mut order = current.order;
+    if let Some(customer) = customer {
+        order.customer_id = customer;
+    }
+    if let Some(warehouse) = warehouse {
+        order.warehouse_id = warehouse;
+    }
+    if let Some(notes) = notes {
+        order.notes = notes;
+    }
+    if cancel {
+        order.status = "cancelled".into();
+    }
+    let mut order_lines = current.lines;
+    if let Some(priced) = priced {
+        sqlx::query(
+            "DELETE FROM sales_order_lines WHERE sales_order_id = $1 AND organization_id = $2",
+        )
+        .bind(&id)
+        .bind(&caller.org_id)
+        .execute(&mut *tx)
+        .await?;
+        insert_lines(&mut tx, &caller.org_id, &id, &priced.lines).await?;
+        order.subtotal_cents = priced.subtotal;
+        order.tax_cents = priced.tax;
+        order.total_cents = priced.subtotal + priced.tax;
+        order_lines = priced.lines;
+    }
+    order.updated_at = db::now();
+    sqlx::query(
+        "UPDATE sales_orders SET customer_id = $1, warehouse_id = $2, notes = $3, status = $4,
+           subtotal_cents = $5, tax_cents = $6, total_cents = $7, updated_at = $8
+         WHERE organization_id = $9 AND id = $10",
+    )
+    .bind(&order.customer_id)
+    .bind(&order.warehouse_id)
+    .bind(&order.notes)
+    .bind(&order.status)
+    .bind(order.subtotal_cents)
+    .bind(order.tax_cents)
+    .bind(order.total_cents)
+    .bind(&order.updated_at)
+    .bind(&caller.org_id)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await
+    .map_err(fields::reference_gone)?;
+    tx.commit().await?;
+    Ok(Json(Order {
+        order,
+        lines: order_lines,
+    }))
+}
+
+/// Takes every line's stock out of the order's warehouse, or none of it (409 naming the
+/// short item), and marks the order fulfilled. A second fulfil is a 409, never a second
+/// withdrawal: the status change is the transaction's first write and is conditional.
+async fn fulfil(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Order>> {
+    let id = fields::path_id(&id, "sales order")?;
+    let now = db::now();
+    let mut tx = state.db.begin_write().await?;
+    let claimed = sqlx::query(
+        "UPDATE sales_orders SET status = 'fulfilled', fulfilled_at = $1, updated_at = $1
+         WHERE organization_id = $2 AND id = $3 AND status = 'open'",
+    )
+    .bind(&now)
+    .bind(&caller.org_id)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let order = load(&mut tx, &caller.org_id, &id).await?;
+    if claimed == 0 {
+        return Err(ApiError::Conflict(format!(
+            "the order is {}; only open orders can be fulfilled",
+            order.order.status
+        )));
+    }
+    let per_item =
+        lines::quantities_by_item(order.lines.iter().map(|l| (l.item_id.as_str(), l.quantity)));
+    for (item_id, quantity) in per_item {
+        stock::apply(
+            &mut tx,
+            &Movement {
+                org_id: &caller.org_id,
+                item_id,
+                warehouse_id: &order.order.warehouse_id,
+                delta: -quantity,
+                source: Source::Sale,
+                source_id: &id,
+                reason: None,
+                user_id: Some(&caller.user_id),
+            },
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(Json(order))
+}
