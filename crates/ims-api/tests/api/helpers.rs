@@ -97,6 +97,8 @@ pub struct TestApp {
     pub redis: RedisServer,
     /// The server's state (database and Redis handles), for checks a client cannot make.
     pub state: AppState,
+    /// The database this server uses, so a second server can share it.
+    pub database_url: String,
     shutdown: Option<oneshot::Sender<()>>,
     _db: TestDb,
 }
@@ -119,7 +121,7 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     let redis = RedisServer::start();
     let (database_url, db) = create_database().await;
     let mut env: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".into(), database_url),
+        ("DATABASE_URL".into(), database_url.clone()),
         ("REDIS_URL".into(), redis.url()),
         ("JWT_SECRET".into(), TEST_JWT_SECRET.into()),
         ("IMS_BIND".into(), "127.0.0.1:0".into()),
@@ -149,8 +151,64 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
             .expect("client"),
         redis,
         state,
+        database_url,
         shutdown: Some(tx),
         _db: db,
+    }
+}
+
+/// A second API server in its own OS process (the real binary), sharing a test app's
+/// database, Redis and JWT secret. Killed when dropped.
+pub struct ServerProcess {
+    pub address: String,
+    child: std::process::Child,
+}
+
+impl ServerProcess {
+    /// Starts `ims-api` next to `app` and waits until it answers `/health`.
+    pub async fn beside(app: &TestApp) -> Self {
+        let port = ims_testkit::free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_ims-api"))
+            .env_clear()
+            .current_dir(std::env::temp_dir())
+            .env("IMS_BIND", format!("127.0.0.1:{port}"))
+            .env("DATABASE_URL", &app.database_url)
+            .env("REDIS_URL", app.redis.url())
+            .env("JWT_SECRET", TEST_JWT_SECRET)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn ims-api");
+        let server = Self {
+            address: format!("http://127.0.0.1:{port}"),
+            child,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = app
+                .client
+                .get(format!("{}/health", server.address))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            if ready {
+                return server;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "second server never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

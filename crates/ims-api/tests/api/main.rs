@@ -8,3 +8,4 @@ mod catalog;
 mod health;
 mod helpers;
 mod items;
+mod orders;

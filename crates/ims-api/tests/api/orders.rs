@@ -1,0 +1,855 @@
+//! Stock operations, sales and purchase orders, invoices and payments, over HTTP.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app, ServerProcess, TestApp};
+
+/// A small catalog in a fresh organization.
+struct Shop {
+    token: String,
+    warehouse: String,
+    other_warehouse: String,
+    widget: String, // 1,000 cents, taxed at 8.25 %
+    gadget: String, // 2,500 cents, untaxed
+    customer: String,
+    vendor: String,
+}
+
+async fn created(app: &TestApp, path: &str, body: Value, token: &str) -> Value {
+    let response = app.post(path, body.clone(), Some(token)).await;
+    let status = response.status();
+    let json: Value = response.json().await.expect("json");
+    assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {json}");
+    json
+}
+
+fn id(v: &Value) -> String {
+    v["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("id in {v}"))
+        .to_string()
+}
+
+async fn shop(app: &TestApp, email: &str) -> Shop {
+    let token = app.register(email).await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let tax = created(
+        app,
+        "/tax-rates",
+        json!({"name": "Sales tax", "rateBps": 825}),
+        &token,
+    )
+    .await;
+    let warehouse = created(
+        app,
+        "/warehouses",
+        json!({"name": "Main", "code": "MAIN"}),
+        &token,
+    )
+    .await;
+    let other = created(
+        app,
+        "/warehouses",
+        json!({"name": "Overflow", "code": "OVF"}),
+        &token,
+    )
+    .await;
+    let widget = created(
+        app,
+        "/items",
+        json!({"name": "Widget", "sku": "W-1", "priceCents": 1000, "costCents": 400, "taxRateId": id(&tax), "reorderLevel": 5}),
+        &token,
+    )
+    .await;
+    let gadget = created(
+        app,
+        "/items",
+        json!({"name": "Gadget", "sku": "G-1", "priceCents": 2500, "costCents": 1200}),
+        &token,
+    )
+    .await;
+    let customer = created(
+        app,
+        "/contacts",
+        json!({"type": "customer", "name": "Ann"}),
+        &token,
+    )
+    .await;
+    let vendor = created(
+        app,
+        "/contacts",
+        json!({"type": "vendor", "name": "Supplies Ltd"}),
+        &token,
+    )
+    .await;
+    Shop {
+        token,
+        warehouse: id(&warehouse),
+        other_warehouse: id(&other),
+        widget: id(&widget),
+        gadget: id(&gadget),
+        customer: id(&customer),
+        vendor: id(&vendor),
+    }
+}
+
+impl Shop {
+    async fn adjust(
+        &self,
+        app: &TestApp,
+        item: &str,
+        warehouse: &str,
+        delta: i64,
+    ) -> reqwest::Response {
+        app.post(
+            "/inventory/adjustments",
+            json!({"itemId": item, "warehouseId": warehouse, "quantityDelta": delta, "reason": "count"}),
+            Some(&self.token),
+        )
+        .await
+    }
+
+    async fn level(&self, app: &TestApp, item: &str, warehouse: &str) -> i64 {
+        let body: Value = app
+            .get(
+                &format!("/inventory/stock-levels?itemId={item}&warehouseId={warehouse}"),
+                Some(&self.token),
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        body["data"][0]["quantity"].as_i64().unwrap_or(0)
+    }
+
+    async fn sales_order(&self, app: &TestApp, lines: Value) -> Value {
+        created(
+            app,
+            "/sales-orders",
+            json!({"customerId": self.customer, "warehouseId": self.warehouse, "lines": lines}),
+            &self.token,
+        )
+        .await
+    }
+}
+
+/// Checks the invariant of the ledger: per (item, warehouse), the movements sum to the level.
+async fn assert_ledger_matches_levels(app: &TestApp) {
+    let mismatches: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM stock_levels s WHERE s.quantity <> (
+           SELECT CAST(COALESCE(SUM(m.quantity_delta), 0) AS BIGINT) FROM stock_movements m
+           WHERE m.item_id = s.item_id AND m.warehouse_id = s.warehouse_id)",
+    )
+    .fetch_one(app.state.db.pool())
+    .await
+    .expect("ledger check");
+    assert_eq!(mismatches, 0, "ledger and levels disagree");
+    let negative: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock_levels WHERE quantity < 0")
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("negative check");
+    assert_eq!(negative, 0);
+}
+
+#[tokio::test]
+async fn adjustments_and_transfers_move_stock_and_never_go_negative() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "stock@example.com").await;
+    assert_eq!(
+        shop.adjust(&app, &shop.widget, &shop.warehouse, 10)
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 10);
+
+    // Taking out more than is there: 409, nothing applied.
+    let problem = assert_problem(
+        shop.adjust(&app, &shop.widget, &shop.warehouse, -11).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert!(problem["detail"]
+        .as_str()
+        .expect("detail")
+        .contains("insufficient stock"));
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 10);
+
+    // A transfer moves both sides, or neither.
+    let transfer = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 4});
+    let response = app
+        .post("/inventory/transfers", transfer, Some(&shop.token))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 6);
+    assert_eq!(
+        shop.level(&app, &shop.widget, &shop.other_warehouse).await,
+        4
+    );
+    let too_much = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 7});
+    assert_problem(
+        app.post("/inventory/transfers", too_much, Some(&shop.token))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 6);
+    assert_eq!(
+        shop.level(&app, &shop.widget, &shop.other_warehouse).await,
+        4
+    );
+
+    // Lists and the ledger.
+    let adjustments: Value = app
+        .get("/inventory/adjustments", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(adjustments["total"], 1);
+    let transfers: Value = app
+        .get("/inventory/transfers", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(transfers["total"], 1);
+    assert_eq!(transfers["data"][0]["quantity"], 4);
+    let movements: Value = app
+        .get(
+            &format!("/inventory/movements?itemId={}", shop.widget),
+            Some(&shop.token),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(movements["total"], 3);
+    let item: Value = app
+        .get(&format!("/items/{}", shop.widget), Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(item["stockOnHand"], 10);
+
+    // Low stock: the widget's reorder level is 5; Main has 6, Overflow 4.
+    let low: Value = app
+        .get("/inventory/stock-levels?lowStock=true", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(low["total"], 1);
+    assert_eq!(low["data"][0]["warehouseId"], shop.other_warehouse.as_str());
+    assert_ledger_matches_levels(&app).await;
+}
+
+#[tokio::test]
+async fn bad_stock_requests_are_problems_and_change_nothing() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "badstock@example.com").await;
+    let other = shop_token_of_other_org(&app).await;
+    let cases = [
+        json!({"itemId": shop.widget, "warehouseId": shop.warehouse, "quantityDelta": 0, "reason": "x"}),
+        json!({"itemId": shop.widget, "warehouseId": shop.warehouse, "quantityDelta": 5, "reason": " "}),
+        json!({"itemId": "nope", "warehouseId": shop.warehouse, "quantityDelta": 5, "reason": "x"}),
+        json!({"itemId": shop.widget, "warehouseId": other.1, "quantityDelta": 5, "reason": "x"}),
+        json!({"itemId": shop.widget, "warehouseId": shop.warehouse, "quantityDelta": "5", "reason": "x"}),
+        json!({"itemId": shop.widget, "warehouseId": shop.warehouse}),
+    ];
+    for body in cases {
+        let response = app
+            .post("/inventory/adjustments", body.clone(), Some(&shop.token))
+            .await;
+        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    let same = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.warehouse, "quantity": 1});
+    assert_problem(
+        app.post("/inventory/transfers", same, Some(&shop.token))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let zero = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 0});
+    assert_problem(
+        app.post("/inventory/transfers", zero, Some(&shop.token))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let response = app
+        .client
+        .post(format!("{}/inventory/adjustments", app.address))
+        .bearer_auth(&shop.token)
+        .header("content-type", "application/json")
+        .body("{oops")
+        .send()
+        .await
+        .expect("send");
+    assert_problem(response, StatusCode::BAD_REQUEST).await;
+    assert_problem(
+        app.get("/inventory/stock-levels?lowStock=maybe", Some(&shop.token))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock_movements")
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(rows, 0);
+}
+
+/// Another organization with its own warehouse: (token, warehouse id).
+async fn shop_token_of_other_org(app: &TestApp) -> (String, String) {
+    let token = app.register("other-org@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let warehouse = created(
+        app,
+        "/warehouses",
+        json!({"name": "Theirs", "code": "T"}),
+        &token,
+    )
+    .await;
+    (token, id(&warehouse))
+}
+
+#[tokio::test]
+async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "sales@example.com").await;
+    shop.adjust(&app, &shop.widget, &shop.warehouse, 10).await;
+    shop.adjust(&app, &shop.gadget, &shop.warehouse, 3).await;
+
+    // 3 widgets at list price (tax 8.25 % of 3,000 = 247.5 → 248), 2 gadgets at 2,000 (untaxed).
+    let order = shop
+        .sales_order(
+            &app,
+            json!([{"itemId": shop.widget, "quantity": 3}, {"itemId": shop.gadget, "quantity": 2, "unitPriceCents": 2000}]),
+        )
+        .await;
+    assert_eq!(order["status"], "open");
+    assert_eq!(order["subtotalCents"], 7000);
+    assert_eq!(order["taxCents"], 248);
+    assert_eq!(order["totalCents"], 7248);
+    assert_eq!(order["lines"][0]["unitPriceCents"], 1000);
+    assert_eq!(order["lines"][0]["taxRateBps"], 825);
+    let order_id = id(&order);
+
+    // Creating the order reserves nothing; fulfilling takes the stock.
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 10);
+    let fulfil = format!("/sales-orders/{order_id}/fulfil");
+    let response = app.post(&fulfil, json!({}), Some(&shop.token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let fulfilled: Value = response.json().await.expect("json");
+    assert_eq!(fulfilled["status"], "fulfilled");
+    assert!(fulfilled["fulfilledAt"].is_string());
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 7);
+    assert_eq!(shop.level(&app, &shop.gadget, &shop.warehouse).await, 1);
+    assert_problem(
+        app.post(&fulfil, json!({}), Some(&shop.token)).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 7);
+    let patch = app
+        .request(
+            Method::PATCH,
+            &format!("/sales-orders/{order_id}"),
+            Some(json!({"notes": "late"})),
+            Some(&shop.token),
+        )
+        .await;
+    assert_problem(patch, StatusCode::CONFLICT).await;
+
+    // Invoice and payments.
+    let invoice = created(
+        &app,
+        "/invoices",
+        json!({"salesOrderId": order_id}),
+        &shop.token,
+    )
+    .await;
+    assert_eq!(invoice["number"], "INV-000001");
+    assert_eq!(invoice["totalCents"], 7248);
+    assert_eq!(invoice["status"], "unpaid");
+    let invoice_id = id(&invoice);
+    assert_problem(
+        app.post(
+            "/invoices",
+            json!({"salesOrderId": order_id}),
+            Some(&shop.token),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let pay = format!("/invoices/{invoice_id}/payments");
+    let partial = created(&app, &pay, json!({"amountCents": 5000}), &shop.token).await;
+    assert_eq!(
+        (partial["status"].as_str(), partial["balanceCents"].as_i64()),
+        (Some("partially_paid"), Some(2248))
+    );
+    let over = assert_problem(
+        app.post(&pay, json!({"amountCents": 2249}), Some(&shop.token))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(over["errors"]["amountCents"].is_array());
+    assert_problem(
+        app.post(&pay, json!({"amountCents": 0}), Some(&shop.token))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    let paid = created(&app, &pay, json!({"amountCents": 2248}), &shop.token).await;
+    assert_eq!(paid["status"], "paid");
+    assert_eq!(paid["payments"].as_array().expect("payments").len(), 2);
+    assert_problem(
+        app.post(&pay, json!({"amountCents": 1}), Some(&shop.token))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let list: Value = app
+        .get("/invoices?status=paid", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["total"], 1);
+    let second = shop
+        .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
+        .await;
+    let second_invoice = created(
+        &app,
+        "/invoices",
+        json!({"salesOrderId": id(&second)}),
+        &shop.token,
+    )
+    .await;
+    assert_eq!(second_invoice["number"], "INV-000002");
+    assert_ledger_matches_levels(&app).await;
+}
+
+#[tokio::test]
+async fn an_order_short_of_any_line_takes_nothing() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "short@example.com").await;
+    shop.adjust(&app, &shop.widget, &shop.warehouse, 10).await;
+    shop.adjust(&app, &shop.gadget, &shop.warehouse, 1).await;
+    let order = shop
+        .sales_order(
+            &app,
+            json!([{"itemId": shop.widget, "quantity": 4}, {"itemId": shop.gadget, "quantity": 2}]),
+        )
+        .await;
+    let response = app
+        .post(
+            &format!("/sales-orders/{}/fulfil", id(&order)),
+            json!({}),
+            Some(&shop.token),
+        )
+        .await;
+    let problem = assert_problem(response, StatusCode::CONFLICT).await;
+    assert!(problem["detail"]
+        .as_str()
+        .expect("detail")
+        .contains(&shop.gadget));
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 10);
+    assert_eq!(shop.level(&app, &shop.gadget, &shop.warehouse).await, 1);
+    let current: Value = app
+        .get(&format!("/sales-orders/{}", id(&order)), Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(current["status"], "open");
+    assert_ledger_matches_levels(&app).await;
+}
+
+#[tokio::test]
+async fn open_orders_can_change_and_be_cancelled() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "patch@example.com").await;
+    let order = shop
+        .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
+        .await;
+    let path = format!("/sales-orders/{}", id(&order));
+    let patched: Value = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(json!({"lines": [{"itemId": shop.gadget, "quantity": 2}], "notes": "rush"})),
+            Some(&shop.token),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(patched["totalCents"], 5000);
+    assert_eq!(patched["notes"], "rush");
+    assert_eq!(patched["lines"].as_array().expect("lines").len(), 1);
+    for bad in [
+        json!({"status": "fulfilled"}),
+        json!({"lines": []}),
+        json!({"customerId": shop.vendor}),
+        json!({"lines": null}),
+    ] {
+        let response = app
+            .request(Method::PATCH, &path, Some(bad), Some(&shop.token))
+            .await;
+        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    let cancelled: Value = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(json!({"status": "cancelled"})),
+            Some(&shop.token),
+        )
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(cancelled["status"], "cancelled");
+    assert_problem(
+        app.post(&format!("{path}/fulfil"), json!({}), Some(&shop.token))
+            .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_problem(
+        app.post(
+            "/invoices",
+            json!({"salesOrderId": id(&order)}),
+            Some(&shop.token),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    let open: Value = app
+        .get("/sales-orders?status=open", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(open["total"], 0);
+    let all: Value = app
+        .get("/sales-orders", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(all["total"], 1);
+}
+
+#[tokio::test]
+async fn purchase_orders_put_stock_in_once() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "buy@example.com").await;
+    let order = created(
+        &app,
+        "/purchase-orders",
+        json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [
+            {"itemId": shop.widget, "quantity": 20, "unitCostCents": 350},
+            {"itemId": shop.widget, "quantity": 5, "unitCostCents": 360}
+        ]}),
+        &shop.token,
+    )
+    .await;
+    assert_eq!(order["totalCents"], 20 * 350 + 5 * 360);
+    assert_eq!(order["status"], "open");
+    let receive = format!("/purchase-orders/{}/receive", id(&order));
+    let received: Value = app
+        .post(&receive, json!({}), Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(received["status"], "received");
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 25);
+    assert_problem(
+        app.post(&receive, json!({}), Some(&shop.token)).await,
+        StatusCode::CONFLICT,
+    )
+    .await;
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 25);
+
+    // A purchase order needs a vendor and a unit cost on every line.
+    for bad in [
+        json!({"vendorId": shop.customer, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1, "unitCostCents": 1}]}),
+        json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1}]}),
+        json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": -1, "unitCostCents": 1}]}),
+        json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": []}),
+    ] {
+        assert_problem(
+            app.post("/purchase-orders", bad, Some(&shop.token)).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+    }
+    let list: Value = app
+        .get("/purchase-orders?status=received", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(list["total"], 1);
+    assert_ledger_matches_levels(&app).await;
+}
+
+#[tokio::test]
+async fn bad_sales_orders_are_422_and_write_nothing() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "badsales@example.com").await;
+    let (_, foreign_warehouse) = shop_token_of_other_org(&app).await;
+    let base = |lines: Value| json!({"customerId": shop.customer, "warehouseId": shop.warehouse, "lines": lines});
+    let cases = [
+        base(json!([])),
+        base(json!([{"itemId": shop.widget, "quantity": 0}])),
+        base(json!([{"itemId": shop.widget, "quantity": 1, "unitPriceCents": -5}])),
+        base(json!([{"itemId": "00000000-0000-0000-0000-000000000000", "quantity": 1}])),
+        json!({"customerId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1}]}),
+        json!({"customerId": shop.customer, "warehouseId": foreign_warehouse, "lines": [{"itemId": shop.widget, "quantity": 1}]}),
+        json!({"customerId": shop.customer, "lines": [{"itemId": shop.widget, "quantity": 1}]}),
+        json!({"customerId": shop.customer, "warehouseId": shop.warehouse, "lines": "many"}),
+    ];
+    for body in cases {
+        let response = app
+            .post("/sales-orders", body.clone(), Some(&shop.token))
+            .await;
+        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sales_orders")
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("count");
+    assert_eq!(orders, 0);
+    for path in [
+        "/sales-orders/not-a-uuid",
+        "/invoices/00000000-0000-0000-0000-000000000000",
+    ] {
+        assert_problem(
+            app.get(path, Some(&shop.token)).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+    assert_problem(
+        app.get("/sales-orders?status=shipped", Some(&shop.token))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert_problem(
+        app.get("/sales-orders?from=2026-13-01", Some(&shop.token))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn another_organization_sees_and_touches_nothing() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "owner@example.com").await;
+    shop.adjust(&app, &shop.widget, &shop.warehouse, 5).await;
+    let order = shop
+        .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
+        .await;
+    let invoice = created(
+        &app,
+        "/invoices",
+        json!({"salesOrderId": id(&order)}),
+        &shop.token,
+    )
+    .await;
+    let purchase = created(
+        &app,
+        "/purchase-orders",
+        json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1, "unitCostCents": 1}]}),
+        &shop.token,
+    )
+    .await;
+    let (intruder, _) = shop_token_of_other_org(&app).await;
+    for path in [
+        format!("/sales-orders/{}", id(&order)),
+        format!("/invoices/{}", id(&invoice)),
+        format!("/purchase-orders/{}", id(&purchase)),
+    ] {
+        assert_problem(app.get(&path, Some(&intruder)).await, StatusCode::NOT_FOUND).await;
+    }
+    for path in [
+        format!("/sales-orders/{}/fulfil", id(&order)),
+        format!("/purchase-orders/{}/receive", id(&purchase)),
+    ] {
+        assert_problem(
+            app.post(&path, json!({}), Some(&intruder)).await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+    }
+    let pay = app
+        .post(
+            &format!("/invoices/{}/payments", id(&invoice)),
+            json!({"amountCents": 1}),
+            Some(&intruder),
+        )
+        .await;
+    assert_problem(pay, StatusCode::NOT_FOUND).await;
+    let steal = app
+        .post(
+            "/invoices",
+            json!({"salesOrderId": id(&order)}),
+            Some(&intruder),
+        )
+        .await;
+    assert_problem(steal, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let cancel = app
+        .request(
+            Method::PATCH,
+            &format!("/sales-orders/{}", id(&order)),
+            Some(json!({"status": "cancelled"})),
+            Some(&intruder),
+        )
+        .await;
+    assert_problem(cancel, StatusCode::NOT_FOUND).await;
+    for path in [
+        "/sales-orders",
+        "/invoices",
+        "/purchase-orders",
+        "/inventory/stock-levels",
+        "/inventory/adjustments",
+        "/inventory/movements",
+    ] {
+        let list: Value = app
+            .get(path, Some(&intruder))
+            .await
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(list["total"], 0, "{path}");
+    }
+    // The owner's data is intact, and the intruder's first invoice is its own INV-000001.
+    let mine: Value = app
+        .get(&format!("/sales-orders/{}", id(&order)), Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(mine["status"], "open");
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_fulfilments_and_adjustments_never_oversell() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "race@example.com").await;
+    shop.adjust(&app, &shop.widget, &shop.warehouse, 25).await;
+    // 40 orders of 1 widget compete for 25; 20 withdrawals of 1 compete as well.
+    let mut orders = Vec::new();
+    for _ in 0..40 {
+        orders.push(id(&shop
+            .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
+            .await));
+    }
+    let fulfils = orders.iter().map(|order| {
+        let path = format!("/sales-orders/{order}/fulfil");
+        let app = &app;
+        let token = shop.token.clone();
+        async move { app.post(&path, json!({}), Some(&token)).await.status() }
+    });
+    let withdrawals = (0..20).map(|_| async {
+        shop.adjust(&app, &shop.widget, &shop.warehouse, -1)
+            .await
+            .status()
+    });
+    let (fulfilled, withdrawn) = tokio::join!(
+        futures::future::join_all(fulfils),
+        futures::future::join_all(withdrawals)
+    );
+    let ok = |s: &Vec<StatusCode>, good: StatusCode| s.iter().filter(|s| **s == good).count();
+    let taken = ok(&fulfilled, StatusCode::OK) + ok(&withdrawn, StatusCode::CREATED);
+    assert_eq!(
+        taken, 25,
+        "exactly the stock there was: {fulfilled:?} {withdrawn:?}"
+    );
+    assert!(fulfilled
+        .iter()
+        .chain(withdrawn.iter())
+        .all(|s| s.is_success() || *s == StatusCode::CONFLICT));
+    assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 0);
+    let fulfilled_orders: Value = app
+        .get("/sales-orders?status=fulfilled", Some(&shop.token))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(fulfilled_orders["total"], ok(&fulfilled, StatusCode::OK));
+    assert_ledger_matches_levels(&app).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invoice_numbers_have_no_gaps_or_duplicates_across_two_server_processes() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "numbers@example.com").await;
+    let second = ServerProcess::beside(&app).await;
+    let mut orders = Vec::new();
+    for _ in 0..30 {
+        orders.push(id(&shop
+            .sales_order(&app, json!([{"itemId": shop.gadget, "quantity": 1}]))
+            .await));
+    }
+    // Each order is invoiced twice at once, once through each server: exactly one wins, and
+    // the loser's number is rolled back.
+    let attempts = orders.iter().enumerate().flat_map(|(i, order)| {
+        let bases = if i % 2 == 0 {
+            [app.address.clone(), second.address.clone()]
+        } else {
+            [second.address.clone(), app.address.clone()]
+        };
+        bases.into_iter().map(move |base| (base, order.clone()))
+    });
+    let requests = attempts.map(|(base, order)| {
+        let client = app.client.clone();
+        let token = shop.token.clone();
+        async move {
+            client
+                .post(format!("{base}/invoices"))
+                .bearer_auth(token)
+                .json(&json!({"salesOrderId": order}))
+                .send()
+                .await
+                .expect("send")
+                .status()
+        }
+    });
+    let statuses = futures::future::join_all(requests).await;
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count(),
+        30,
+        "{statuses:?}"
+    );
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    let mut numbers: Vec<String> = sqlx::query_scalar("SELECT number FROM invoices")
+        .fetch_all(app.state.db.pool())
+        .await
+        .expect("numbers");
+    numbers.sort();
+    let expected: Vec<String> = (1..=30).map(|n| format!("INV-{n:06}")).collect();
+    assert_eq!(numbers, expected);
+}
