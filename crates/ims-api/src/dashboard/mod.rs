@@ -1,10 +1,675 @@
-//! `/dashboard`: the organization's key figures (filled in by the dashboard work).
+//! `/dashboard`: the organization's key figures, computed from its own rows on every request.
+//!
+//! # Definitions
+//!
+//! - **Sales** are sales orders with status `fulfilled`, dated by `fulfilled_at`. Open and
+//!   cancelled orders never count, and an order counts on the day it was fulfilled, not the
+//!   day it was entered.
+//! - **Revenue** is the sum of the orders' `subtotal_cents`: before tax, since tax is owed to
+//!   the authorities rather than earned.
+//! - `from`/`to` are optional inclusive dates (`YYYY-MM-DD`, UTC); a bad date, or `to` before
+//!   `from`, is a 422 naming the field. Absent means unbounded on that side, except for the
+//!   sales chart (below). Only dated figures (sales) are restricted; stock and receivables
+//!   are always as of now.
+//! - **Stock on hand** of an item is the sum of its `stock_levels` over all warehouses (0 when
+//!   it has none). An item is **low on stock** when it has a `reorder_level` and its stock on
+//!   hand is at or below it; **out of stock** when its stock on hand is 0 (whether or not it is
+//!   watched). **Inventory value** is the sum of quantity × `cost_cents`, an item without a
+//!   cost counting as 0.
+//! - **Receivables outstanding** is `total_cents - paid_cents` summed over invoices whose
+//!   status is not `paid`, whenever they were issued.
+//!
+//! # Routes
+//!
+//! - `GET /dashboard/kpis?from&to` → `{revenueCents, orderCount, averageOrderCents,
+//!   receivablesOutstandingCents, lowStockCount, inventoryValueCents, from, to}`.
+//!   `averageOrderCents` is revenue ÷ orders rounded to the nearest cent (halves up), 0 when
+//!   there are no orders.
+//! - `GET /dashboard/sales-chart?interval=day|month&from&to` → `{interval, from, to, series:
+//!   [{period, revenueCents, orderCount}]}`. `interval` defaults to `day`. Every day
+//!   (`2026-01-05`) or month (`2026-01`) of the range is present, zero-filled. A missing `to`
+//!   is today (UTC); a missing `from` is 29 days before `to` (30 days in all) for days, or
+//!   the first of the month 11 months before `to`'s month (12 months in all) for months.
+//!   At most 366 days or 120 months, else 422. With months, the first and last month only
+//!   count the days inside the range.
+//! - `GET /dashboard/top-customers?limit&from&to` → `{data: [{customerId, name, revenueCents,
+//!   orderCount}]}`; `limit` 1..=50, default 5.
+//! - `GET /dashboard/top-products?limit&from&to` → `{data: [{itemId, name, sku, quantity,
+//!   revenueCents}]}` from the lines of fulfilled orders (revenue = line subtotals).
+//! - `GET /dashboard/inventory-status` → `{itemCount, totalQuantity, inventoryValueCents,
+//!   lowStockCount, outOfStockCount, warehouses: [{warehouseId, name, code, quantity,
+//!   valueCents}]}`, every warehouse listed (zeros when empty), by name.
+//!
+//! Rankings are by revenue descending, then by name ignoring case, then by id, so equal
+//! figures always come back in the same order.
+//!
+//! Every query is scoped to the caller's organization and starts from an index whose first
+//! column is `organization_id`. Sums are cast to BIGINT: PostgreSQL's `SUM(BIGINT)` is
+//! NUMERIC, which the `Any` driver cannot decode.
 
+use std::collections::HashMap;
+
+use axum::extract::State;
+use axum::routing::get;
 use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use time::{Date, Duration, Month, OffsetDateTime, Time};
 
+use crate::auth::AuthUser;
+use crate::db::{self, Db};
+use crate::error::{ApiResult, Json, Query, Validator};
+use crate::pagination::Filter;
+use crate::period::Period;
 use crate::state::AppState;
+
+/// Ranking size when the client does not ask for one.
+const DEFAULT_TOP: u32 = 5;
+/// Largest ranking a client may ask for.
+const MAX_TOP: u32 = 50;
+/// Longest daily chart: a year, leap years included.
+const MAX_DAYS: i64 = 366;
+/// Longest monthly chart: ten years.
+const MAX_MONTHS: i64 = 120;
+/// Default daily chart: the last 30 days, today included.
+const DEFAULT_DAYS: i64 = 30;
+/// Default monthly chart: the last 12 months, this one included.
+const DEFAULT_MONTHS: i64 = 12;
 
 /// The dashboard routes.
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/dashboard/kpis", get(kpis))
+        .route("/dashboard/sales-chart", get(sales_chart))
+        .route("/dashboard/top-customers", get(top_customers))
+        .route("/dashboard/top-products", get(top_products))
+        .route("/dashboard/inventory-status", get(inventory_status))
+}
+
+/// The query parameters of every dashboard route; each route reads the ones it knows. Kept
+/// as text so a bad value is a 422 naming the parameter rather than a generic query error.
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<String>,
+    interval: Option<String>,
+}
+
+/// A date as `YYYY-MM-DD`, the form `from` and `to` are given and echoed in.
+pub(crate) fn date_text(date: Date) -> String {
+    format!(
+        "{:04}-{:02}-{:02}",
+        date.year(),
+        u8::from(date.month()),
+        date.day()
+    )
+}
+
+/// `WHERE` conditions selecting the caller's sales (fulfilled orders of `org_id` fulfilled in
+/// `period`) from `sales_orders {alias}`. The organization is `$1`. With the
+/// `(organization_id, status, fulfilled_at)` index this is one range scan.
+pub(crate) fn sales_filter(org_id: &str, period: &Period, alias: &str) -> Filter {
+    let mut filter = Filter::default();
+    let org = filter.bind(org_id);
+    filter.and(format!("{alias}.organization_id = {org}"));
+    filter.and(format!("{alias}.status = 'fulfilled'"));
+    period.restrict(&mut filter, &format!("{alias}.fulfilled_at"));
+    filter
+}
+
+/// The placeholder of the first bind after `filter`'s own, for a `LIMIT`.
+pub(crate) fn next_placeholder(filter: &Filter) -> String {
+    format!("${}", filter.binds().len() + 1)
+}
+
+/// Parses `from`/`to` (both optional).
+fn parse_period(params: &Params, v: &mut Validator) -> Period {
+    Period::parse(params.from.as_deref(), params.to.as_deref(), v)
+}
+
+/// Parses `limit` for the rankings.
+fn parse_top(raw: Option<&str>, v: &mut Validator) -> u32 {
+    match raw.map(str::trim) {
+        None | Some("") => DEFAULT_TOP,
+        Some(raw) => {
+            let parsed = raw
+                .parse::<u32>()
+                .ok()
+                .filter(|l| (1..=MAX_TOP).contains(l));
+            v.check(
+                parsed.is_some(),
+                "limit",
+                "must be a whole number from 1 to 50",
+            );
+            parsed.unwrap_or(DEFAULT_TOP)
+        }
+    }
+}
+
+#[derive(Debug, FromRow)]
+struct SalesTotals {
+    revenue_cents: i64,
+    order_count: i64,
+}
+
+/// Revenue and number of orders in `period`.
+async fn sales_totals(db: &Db, org_id: &str, period: &Period) -> ApiResult<SalesTotals> {
+    let filter = sales_filter(org_id, period, "o");
+    let sql = format!(
+        "SELECT CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS revenue_cents,
+                COUNT(*) AS order_count
+         FROM sales_orders o {}",
+        filter.sql()
+    );
+    let mut query = sqlx::query_as::<_, SalesTotals>(&sql);
+    for b in filter.binds() {
+        query = query.bind(b);
+    }
+    Ok(query.fetch_one(db.pool()).await?)
+}
+
+/// Stock figures over all of an organization's items, as of now.
+#[derive(Debug, FromRow)]
+struct StockSummary {
+    item_count: i64,
+    total_quantity: i64,
+    inventory_value_cents: i64,
+    low_stock_count: i64,
+    out_of_stock_count: i64,
+}
+
+/// One pass over the items, each joined to its stock on hand (summed per item first, so an
+/// item with no stock rows is there with 0).
+async fn stock_summary(db: &Db, org_id: &str) -> ApiResult<StockSummary> {
+    let summary = sqlx::query_as::<_, StockSummary>(
+        "SELECT COUNT(*) AS item_count,
+                CAST(COALESCE(SUM(COALESCE(q.on_hand, 0)), 0) AS BIGINT) AS total_quantity,
+                CAST(COALESCE(SUM(COALESCE(q.on_hand, 0) * COALESCE(i.cost_cents, 0)), 0)
+                     AS BIGINT) AS inventory_value_cents,
+                CAST(COALESCE(SUM(CASE WHEN i.reorder_level IS NOT NULL
+                                        AND COALESCE(q.on_hand, 0) <= i.reorder_level
+                                       THEN 1 ELSE 0 END), 0) AS BIGINT) AS low_stock_count,
+                CAST(COALESCE(SUM(CASE WHEN COALESCE(q.on_hand, 0) = 0 THEN 1 ELSE 0 END), 0)
+                     AS BIGINT) AS out_of_stock_count
+         FROM items i
+         LEFT JOIN (SELECT s.item_id, CAST(SUM(s.quantity) AS BIGINT) AS on_hand
+                    FROM stock_levels s
+                    WHERE s.organization_id = $1
+                    GROUP BY s.item_id) q ON q.item_id = i.id
+         WHERE i.organization_id = $1",
+    )
+    .bind(org_id)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(summary)
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Kpis {
+    revenue_cents: i64,
+    order_count: i64,
+    average_order_cents: i64,
+    receivables_outstanding_cents: i64,
+    low_stock_count: i64,
+    inventory_value_cents: i64,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `revenue / orders` rounded to the nearest cent, halves up; 0 without orders. Revenue is
+/// never negative (subtotals are sums of non-negative prices), so integer arithmetic does it.
+fn average(revenue: i64, orders: i64) -> i64 {
+    if orders <= 0 {
+        0
+    } else {
+        (revenue + orders / 2) / orders
+    }
+}
+
+async fn kpis(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<Params>,
+) -> ApiResult<Json<Kpis>> {
+    let mut v = Validator::default();
+    let period = parse_period(&params, &mut v);
+    v.finish()?;
+    let db = &state.db;
+    let sales = sales_totals(db, &caller.org_id, &period).await?;
+    let stock = stock_summary(db, &caller.org_id).await?;
+    // Any unpaid remainder counts, however old: receivables are a balance, not a flow.
+    let receivables: i64 = sqlx::query_scalar(
+        "SELECT CAST(COALESCE(SUM(total_cents - paid_cents), 0) AS BIGINT)
+         FROM invoices WHERE organization_id = $1 AND status <> 'paid'",
+    )
+    .bind(&caller.org_id)
+    .fetch_one(db.pool())
+    .await?;
+    Ok(Json(Kpis {
+        revenue_cents: sales.revenue_cents,
+        order_count: sales.order_count,
+        average_order_cents: average(sales.revenue_cents, sales.order_count),
+        receivables_outstanding_cents: receivables,
+        low_stock_count: stock.low_stock_count,
+        inventory_value_cents: stock.inventory_value_cents,
+        from: period.from.map(date_text),
+        to: period.to.map(date_text),
+    }))
+}
+
+/// Chart buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interval {
+    Day,
+    Month,
+}
+
+impl Interval {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Month => "month",
+        }
+    }
+
+    /// Characters of a stored timestamp that name the bucket: `2026-01-05` or `2026-01`.
+    fn prefix_len(self) -> u32 {
+        match self {
+            Self::Day => 10,
+            Self::Month => 7,
+        }
+    }
+}
+
+/// Months since year 0, so month arithmetic is integer arithmetic.
+fn month_index(date: Date) -> i64 {
+    i64::from(date.year()) * 12 + i64::from(u8::from(date.month())) - 1
+}
+
+/// The first day of the month numbered `index` (see [`month_index`]).
+fn month_start(index: i64) -> Option<Date> {
+    let year = i32::try_from(index.div_euclid(12)).ok()?;
+    let month = Month::try_from(u8::try_from(index.rem_euclid(12) + 1).ok()?).ok()?;
+    Date::from_calendar_date(year, month, 1).ok()
+}
+
+/// The dates a chart covers: the given ones, or the defaults around them.
+fn chart_range(
+    interval: Interval,
+    period: &Period,
+    today: Date,
+    v: &mut Validator,
+) -> Option<(Date, Date)> {
+    let to = period.to.unwrap_or(today);
+    let from = match period.from {
+        Some(from) => from,
+        None => match interval {
+            Interval::Day => to.checked_sub(Duration::days(DEFAULT_DAYS - 1))?,
+            Interval::Month => month_start(month_index(to) - (DEFAULT_MONTHS - 1))?,
+        },
+    };
+    if period.to.is_none() {
+        // Period only compares the two when both were given.
+        v.check(
+            from <= to,
+            "from",
+            "must not be after to (today when to is not given)",
+        );
+    }
+    if from > to {
+        return None;
+    }
+    match interval {
+        Interval::Day => v.check(
+            (to - from).whole_days() < MAX_DAYS,
+            "to",
+            "the range may cover at most 366 days with interval=day",
+        ),
+        Interval::Month => v.check(
+            month_index(to) - month_index(from) < MAX_MONTHS,
+            "to",
+            "the range may cover at most 120 months with interval=month",
+        ),
+    };
+    Some((from, to))
+}
+
+#[derive(Debug, FromRow)]
+struct Bucket {
+    period: String,
+    revenue_cents: i64,
+    order_count: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ChartPoint {
+    period: String,
+    revenue_cents: i64,
+    order_count: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SalesChart {
+    interval: &'static str,
+    from: String,
+    to: String,
+    series: Vec<ChartPoint>,
+}
+
+/// Every bucket label from `from` to `to`, in order.
+fn labels(interval: Interval, from: Date, to: Date) -> Vec<String> {
+    match interval {
+        Interval::Day => {
+            let mut out = Vec::new();
+            let mut day = Some(from);
+            while let Some(d) = day.filter(|d| *d <= to) {
+                out.push(date_text(d));
+                day = d.next_day();
+            }
+            out
+        }
+        Interval::Month => (month_index(from)..=month_index(to))
+            .map(|m| format!("{:04}-{:02}", m.div_euclid(12), m.rem_euclid(12) + 1))
+            .collect(),
+    }
+}
+
+async fn sales_chart(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<Params>,
+) -> ApiResult<Json<SalesChart>> {
+    let mut v = Validator::default();
+    let period = parse_period(&params, &mut v);
+    let interval = match params.interval.as_deref().map(str::trim) {
+        None | Some("") | Some("day") => Interval::Day,
+        Some("month") => Interval::Month,
+        Some(_) => {
+            v.check(false, "interval", "must be day or month");
+            Interval::Day
+        }
+    };
+    v.finish()?;
+    let today = OffsetDateTime::now_utc().date();
+    let range = chart_range(interval, &period, today, &mut v);
+    v.finish()?;
+    let Some((from, to)) = range else {
+        // Without a recorded error this only happens when a default `from` would fall
+        // before the calendar's first year.
+        return Err(crate::error::ApiError::field("from", "is out of range"));
+    };
+    let bounded = Period {
+        start: Some(db::timestamp(OffsetDateTime::new_utc(from, Time::MIDNIGHT))),
+        end: to
+            .next_day()
+            .map(|d| db::timestamp(OffsetDateTime::new_utc(d, Time::MIDNIGHT))),
+        from: Some(from),
+        to: Some(to),
+    };
+
+    let filter = sales_filter(&caller.org_id, &bounded, "o");
+    let len = interval.prefix_len();
+    let sql = format!(
+        "SELECT substr(o.fulfilled_at, 1, {len}) AS period,
+                CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS revenue_cents,
+                COUNT(*) AS order_count
+         FROM sales_orders o {}
+         GROUP BY substr(o.fulfilled_at, 1, {len})",
+        filter.sql()
+    );
+    let mut query = sqlx::query_as::<_, Bucket>(&sql);
+    for b in filter.binds() {
+        query = query.bind(b);
+    }
+    let mut found: HashMap<String, Bucket> = query
+        .fetch_all(state.db.pool())
+        .await?
+        .into_iter()
+        .map(|b| (b.period.clone(), b))
+        .collect();
+    // Zero-filled here rather than in SQL: generating a calendar portably (recursive CTEs
+    // differ in date arithmetic between the engines) is harder than a loop.
+    let series = labels(interval, from, to)
+        .into_iter()
+        .map(|label| match found.remove(&label) {
+            Some(b) => ChartPoint {
+                period: label,
+                revenue_cents: b.revenue_cents,
+                order_count: b.order_count,
+            },
+            None => ChartPoint {
+                period: label,
+                revenue_cents: 0,
+                order_count: 0,
+            },
+        })
+        .collect();
+    Ok(Json(SalesChart {
+        interval: interval.as_str(),
+        from: date_text(from),
+        to: date_text(to),
+        series,
+    }))
+}
+
+/// `{data: [...]}`: rankings are short and unpaginated.
+#[derive(Debug, Serialize)]
+struct Ranking<T> {
+    data: Vec<T>,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TopCustomer {
+    customer_id: String,
+    name: String,
+    revenue_cents: i64,
+    order_count: i64,
+}
+
+async fn top_customers(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<Params>,
+) -> ApiResult<Json<Ranking<TopCustomer>>> {
+    let mut v = Validator::default();
+    let period = parse_period(&params, &mut v);
+    let limit = parse_top(params.limit.as_deref(), &mut v);
+    v.finish()?;
+    let filter = sales_filter(&caller.org_id, &period, "o");
+    let sql = format!(
+        "SELECT o.customer_id, c.name,
+                CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS revenue_cents,
+                COUNT(*) AS order_count
+         FROM sales_orders o
+         JOIN contacts c ON c.organization_id = o.organization_id AND c.id = o.customer_id
+         {}
+         GROUP BY o.customer_id, c.name
+         ORDER BY SUM(o.subtotal_cents) DESC, LOWER(c.name), c.name, o.customer_id
+         LIMIT {}",
+        filter.sql(),
+        next_placeholder(&filter)
+    );
+    let mut query = sqlx::query_as::<_, TopCustomer>(&sql);
+    for b in filter.binds() {
+        query = query.bind(b);
+    }
+    let data = query
+        .bind(i64::from(limit))
+        .fetch_all(state.db.pool())
+        .await?;
+    Ok(Json(Ranking { data }))
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TopProduct {
+    item_id: String,
+    name: String,
+    sku: String,
+    quantity: i64,
+    revenue_cents: i64,
+}
+
+async fn top_products(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Query(params): Query<Params>,
+) -> ApiResult<Json<Ranking<TopProduct>>> {
+    let mut v = Validator::default();
+    let period = parse_period(&params, &mut v);
+    let limit = parse_top(params.limit.as_deref(), &mut v);
+    v.finish()?;
+    let filter = sales_filter(&caller.org_id, &period, "o");
+    let sql = format!(
+        "SELECT l.item_id, i.name, i.sku,
+                CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity,
+                CAST(COALESCE(SUM(l.subtotal_cents), 0) AS BIGINT) AS revenue_cents
+         FROM sales_orders o
+         JOIN sales_order_lines l
+           ON l.organization_id = o.organization_id AND l.sales_order_id = o.id
+         JOIN items i ON i.organization_id = l.organization_id AND i.id = l.item_id
+         {}
+         GROUP BY l.item_id, i.name, i.sku
+         ORDER BY SUM(l.subtotal_cents) DESC, LOWER(i.name), i.name, l.item_id
+         LIMIT {}",
+        filter.sql(),
+        next_placeholder(&filter)
+    );
+    let mut query = sqlx::query_as::<_, TopProduct>(&sql);
+    for b in filter.binds() {
+        query = query.bind(b);
+    }
+    let data = query
+        .bind(i64::from(limit))
+        .fetch_all(state.db.pool())
+        .await?;
+    Ok(Json(Ranking { data }))
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WarehouseStock {
+    warehouse_id: String,
+    name: String,
+    code: String,
+    quantity: i64,
+    value_cents: i64,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct InventoryStatus {
+    item_count: i64,
+    total_quantity: i64,
+    inventory_value_cents: i64,
+    low_stock_count: i64,
+    out_of_stock_count: i64,
+    warehouses: Vec<WarehouseStock>,
+}
+
+async fn inventory_status(
+    State(state): State<AppState>,
+    caller: AuthUser,
+) -> ApiResult<Json<InventoryStatus>> {
+    let stock = stock_summary(&state.db, &caller.org_id).await?;
+    // LEFT JOINs so that an empty warehouse is listed with zeros.
+    let warehouses = sqlx::query_as::<_, WarehouseStock>(
+        "SELECT w.id AS warehouse_id, w.name, w.code,
+                CAST(COALESCE(SUM(s.quantity), 0) AS BIGINT) AS quantity,
+                CAST(COALESCE(SUM(s.quantity * COALESCE(i.cost_cents, 0)), 0) AS BIGINT)
+                    AS value_cents
+         FROM warehouses w
+         LEFT JOIN stock_levels s
+           ON s.organization_id = w.organization_id AND s.warehouse_id = w.id
+         LEFT JOIN items i ON i.organization_id = s.organization_id AND i.id = s.item_id
+         WHERE w.organization_id = $1
+         GROUP BY w.id, w.name, w.code
+         ORDER BY LOWER(w.name), w.name, w.id",
+    )
+    .bind(&caller.org_id)
+    .fetch_all(state.db.pool())
+    .await?;
+    Ok(Json(InventoryStatus {
+        item_count: stock.item_count,
+        total_quantity: stock.total_quantity,
+        inventory_value_cents: stock.inventory_value_cents,
+        low_stock_count: stock.low_stock_count,
+        out_of_stock_count: stock.out_of_stock_count,
+        warehouses,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    #[test]
+    fn averages_round_half_up() {
+        assert_eq!(average(0, 0), 0);
+        assert_eq!(average(10, 4), 3); // 2.5 → 3
+        assert_eq!(average(9, 4), 2); // 2.25 → 2
+        assert_eq!(average(11, 4), 3); // 2.75 → 3
+    }
+
+    #[test]
+    fn month_labels_cross_years() {
+        assert_eq!(
+            labels(
+                Interval::Month,
+                date!(2025 - 11 - 15),
+                date!(2026 - 02 - 01)
+            ),
+            ["2025-11", "2025-12", "2026-01", "2026-02"]
+        );
+        assert_eq!(
+            labels(Interval::Day, date!(2024 - 02 - 28), date!(2024 - 03 - 01)),
+            ["2024-02-28", "2024-02-29", "2024-03-01"]
+        );
+    }
+
+    #[test]
+    fn default_ranges() {
+        let mut v = Validator::default();
+        let today = date!(2026 - 03 - 10);
+        let none = Period::default();
+        assert_eq!(
+            chart_range(Interval::Day, &none, today, &mut v),
+            Some((date!(2026 - 02 - 09), today))
+        );
+        assert_eq!(
+            chart_range(Interval::Month, &none, today, &mut v),
+            Some((date!(2025 - 04 - 01), today))
+        );
+        assert!(v.finish().is_ok());
+    }
+
+    #[test]
+    fn range_limits() {
+        let today = date!(2026 - 03 - 10);
+        let mut v = Validator::default();
+        let mut p = Period::parse(Some("2025-01-01"), Some("2025-12-31"), &mut v);
+        assert!(chart_range(Interval::Day, &p, today, &mut v).is_some());
+        assert!(v.finish().is_ok(), "365 days");
+        p = Period::parse(Some("2024-01-01"), Some("2024-12-31"), &mut v);
+        chart_range(Interval::Day, &p, today, &mut v);
+        assert!(v.finish().is_ok(), "366 days");
+        p = Period::parse(Some("2024-01-01"), Some("2025-01-01"), &mut v);
+        chart_range(Interval::Day, &p, today, &mut v);
+        assert!(v.finish().is_err(), "367 days");
+        p = Period::parse(Some("2016-01-01"), Some("2025-12-31"), &mut v);
+        chart_range(Interval::Month, &p, today, &mut v);
+        assert!(v.finish().is_ok(), "120 months");
+        p = Period::parse(Some("2015-12-31"), Some("2025-12-01"), &mut v);
+        chart_range(Interval::Month, &p, today, &mut v);
+        assert!(v.finish().is_err(), "121 months");
+        p = Period::parse(Some("2026-04-01"), None, &mut v);
+        chart_range(Interval::Day, &p, today, &mut v);
+        assert!(v.finish().is_err(), "from after today without to");
+    }
 }
