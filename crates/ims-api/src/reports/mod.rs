@@ -1,10 +1,462 @@
-//! `/reports/{type}`: date-ranged aggregate reports (filled in by the reports work).
+//! `/reports/{type}`: date-ranged aggregate reports.
+//!
+//! `GET /reports/{type}?from&to` answers `{type, from, to, generatedAt, rows, totals,
+//! truncated}`. An unknown type is a 404. `from`/`to` are optional inclusive dates
+//! (`YYYY-MM-DD`, UTC; see [`crate::period`]); a bad date or `to` before `from` is a 422
+//! naming the field, absent means unbounded on that side.
+//!
+//! # Definitions
+//!
+//! Sales are fulfilled sales orders dated by `fulfilled_at`, as on the dashboard (see
+//! [`crate::dashboard`]); open and cancelled orders never count.
+//!
+//! | type | rows (one per …) | ordered by | totals |
+//! |---|---|---|---|
+//! | `sales-by-item` | item sold: `{itemId, name, sku, quantity, subtotalCents, taxCents, totalCents}` from the lines of sales in the period | `subtotalCents` | the same sums |
+//! | `sales-by-customer` | customer: `{customerId, name, orderCount, subtotalCents, taxCents, totalCents}` from the sales in the period | `subtotalCents` | the same sums |
+//! | `inventory-valuation` | item with stock: `{itemId, name, sku, quantity, unitCostCents, valueCents}` | `valueCents` | `{quantity, valueCents}` |
+//! | `stock-movements` | item moved: `{itemId, name, sku, inQuantity, outQuantity, netQuantity, movementCount}` from the ledger rows created in the period | `netQuantity` | the same sums |
+//! | `purchases-by-vendor` | vendor: `{vendorId, name, orderCount, totalCents}` from purchase orders with status `received`, dated by `received_at` | `totalCents` | the same sums |
+//!
+//! - Ties are broken by name ignoring case, then by id, so the order is stable.
+//! - `inventory-valuation` is as of now: it validates but ignores `from`/`to` and echoes them
+//!   as `null`. `quantity` is stock on hand over all warehouses; `unitCostCents` is the
+//!   item's `costCents`, `null` when it has none, and such stock is valued at 0.
+//! - `stock-movements` sums the whole ledger, so a transfer between two warehouses counts
+//!   once in `inQuantity` and once in `outQuantity` (net 0) and as two movements.
+//! - At most 10,000 rows are returned; `truncated` says whether there were more. `totals`
+//!   always cover every matching row, and rows and totals are read from one snapshot
+//!   (one transaction, REPEATABLE READ on PostgreSQL) so they agree.
 
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use axum::Router;
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, FromRow};
 
+use crate::auth::AuthUser;
+use crate::dashboard::{date_text, next_placeholder, sales_filter};
+use crate::db::{self, Backend, Db};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::pagination::Filter;
+use crate::period::Period;
 use crate::state::AppState;
+
+/// Most rows one report returns; protects the server and the client from unbounded output.
+pub const MAX_ROWS: usize = 10_000;
 
 /// The report routes.
 pub fn router() -> Router<AppState> {
-    Router::new()
+    Router::new().route("/reports/{type}", get(report))
+}
+
+/// The reports there are; a closed set, so only fixed SQL ever runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReportType {
+    SalesByItem,
+    SalesByCustomer,
+    InventoryValuation,
+    StockMovements,
+    PurchasesByVendor,
+}
+
+impl ReportType {
+    const ALL: [Self; 5] = [
+        Self::SalesByItem,
+        Self::SalesByCustomer,
+        Self::InventoryValuation,
+        Self::StockMovements,
+        Self::PurchasesByVendor,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::SalesByItem => "sales-by-item",
+            Self::SalesByCustomer => "sales-by-customer",
+            Self::InventoryValuation => "inventory-valuation",
+            Self::StockMovements => "stock-movements",
+            Self::PurchasesByVendor => "purchases-by-vendor",
+        }
+    }
+
+    fn parse(raw: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == raw)
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Params {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// A report's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Report<R, T> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    from: Option<String>,
+    to: Option<String>,
+    generated_at: String,
+    rows: Vec<R>,
+    totals: T,
+    truncated: bool,
+}
+
+/// The SQL of one report: the grouped rows (without `LIMIT`) and the totals over the same
+/// rows, both using `filter`'s placeholders.
+struct Spec {
+    rows_sql: String,
+    totals_sql: String,
+    filter: Filter,
+}
+
+/// Starts a read-only transaction whose reads all see one snapshot. SQLite in WAL mode gives
+/// that to any transaction; PostgreSQL's default (READ COMMITTED) takes a new snapshot per
+/// statement, so it has to be asked for.
+async fn begin_snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    match db.backend() {
+        Backend::Postgres => {
+            db.pool()
+                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+        }
+        Backend::Sqlite => db.pool().begin().await,
+    }
+}
+
+async fn fetch<R, T>(db: &Db, spec: &Spec) -> ApiResult<(Vec<R>, T, bool)>
+where
+    R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+    T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let mut tx = begin_snapshot(db).await?;
+    let conn: &mut AnyConnection = &mut tx;
+    // One row more than the cap tells whether there were more.
+    let sql = format!("{} LIMIT {}", spec.rows_sql, next_placeholder(&spec.filter));
+    let mut rows = sqlx::query_as::<_, R>(&sql);
+    for b in spec.filter.binds() {
+        rows = rows.bind(b);
+    }
+    let limit = i64::try_from(MAX_ROWS + 1).unwrap_or(i64::MAX);
+    let mut rows = rows.bind(limit).fetch_all(&mut *conn).await?;
+    let truncated = rows.len() > MAX_ROWS;
+    rows.truncate(MAX_ROWS);
+    let mut totals = sqlx::query_as::<_, T>(&spec.totals_sql);
+    for b in spec.filter.binds() {
+        totals = totals.bind(b);
+    }
+    let totals = totals.fetch_one(&mut *conn).await?;
+    tx.commit().await?;
+    Ok((rows, totals, truncated))
+}
+
+/// Runs `spec` and wraps the result.
+async fn run<R, T>(
+    db: &Db,
+    kind: ReportType,
+    period: Option<&Period>,
+    spec: Spec,
+) -> ApiResult<Response>
+where
+    R: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize,
+    T: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize,
+{
+    let generated_at = db::now();
+    let (rows, totals, truncated) = fetch::<R, T>(db, &spec).await?;
+    Ok(Json(Report {
+        kind: kind.as_str(),
+        from: period.and_then(|p| p.from).map(date_text),
+        to: period.and_then(|p| p.to).map(date_text),
+        generated_at,
+        rows,
+        totals,
+        truncated,
+    })
+    .into_response())
+}
+
+async fn report(
+    State(state): State<AppState>,
+    caller: AuthUser,
+    Path(kind): Path<String>,
+    Query(params): Query<Params>,
+) -> ApiResult<Response> {
+    let kind = ReportType::parse(&kind).ok_or_else(|| {
+        let known: Vec<&str> = ReportType::ALL.iter().map(|t| t.as_str()).collect();
+        ApiError::NotFound(format!(
+            "no such report; the reports are {}",
+            known.join(", ")
+        ))
+    })?;
+    let mut v = Validator::default();
+    let period = Period::parse(params.from.as_deref(), params.to.as_deref(), &mut v);
+    v.finish()?;
+    let db = &state.db;
+    let org = caller.org_id.as_str();
+    match kind {
+        ReportType::SalesByItem => {
+            run::<SalesByItem, SalesByItemTotals>(
+                db,
+                kind,
+                Some(&period),
+                sales_by_item(org, &period),
+            )
+            .await
+        }
+        ReportType::SalesByCustomer => {
+            run::<SalesByCustomer, SalesByCustomerTotals>(
+                db,
+                kind,
+                Some(&period),
+                sales_by_customer(org, &period),
+            )
+            .await
+        }
+        ReportType::InventoryValuation => {
+            run::<Valuation, ValuationTotals>(db, kind, None, inventory_valuation(org)).await
+        }
+        ReportType::StockMovements => {
+            run::<Movements, MovementsTotals>(
+                db,
+                kind,
+                Some(&period),
+                stock_movements(org, &period),
+            )
+            .await
+        }
+        ReportType::PurchasesByVendor => {
+            run::<Purchases, PurchasesTotals>(
+                db,
+                kind,
+                Some(&period),
+                purchases_by_vendor(org, &period),
+            )
+            .await
+        }
+    }
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SalesByItem {
+    item_id: String,
+    name: String,
+    sku: String,
+    quantity: i64,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SalesByItemTotals {
+    quantity: i64,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+}
+
+/// Lines of the sales in `period`; joined through the order because the order carries the
+/// status and date (and the `(organization_id, status, fulfilled_at)` index).
+fn sales_by_item(org_id: &str, period: &Period) -> Spec {
+    let filter = sales_filter(org_id, period, "o");
+    let from = "FROM sales_orders o
+         JOIN sales_order_lines l
+           ON l.organization_id = o.organization_id AND l.sales_order_id = o.id";
+    let sums = "CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity,
+                CAST(COALESCE(SUM(l.subtotal_cents), 0) AS BIGINT) AS subtotal_cents,
+                CAST(COALESCE(SUM(l.tax_cents), 0) AS BIGINT) AS tax_cents,
+                CAST(COALESCE(SUM(l.total_cents), 0) AS BIGINT) AS total_cents";
+    let where_sql = filter.sql();
+    Spec {
+        rows_sql: format!(
+            "SELECT l.item_id, i.name, i.sku, {sums}
+             {from}
+             JOIN items i ON i.organization_id = l.organization_id AND i.id = l.item_id
+             {where_sql}
+             GROUP BY l.item_id, i.name, i.sku
+             ORDER BY SUM(l.subtotal_cents) DESC, LOWER(i.name), i.name, l.item_id"
+        ),
+        totals_sql: format!("SELECT {sums} {from} {where_sql}"),
+        filter,
+    }
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SalesByCustomer {
+    customer_id: String,
+    name: String,
+    order_count: i64,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SalesByCustomerTotals {
+    order_count: i64,
+    subtotal_cents: i64,
+    tax_cents: i64,
+    total_cents: i64,
+}
+
+fn sales_by_customer(org_id: &str, period: &Period) -> Spec {
+    let filter = sales_filter(org_id, period, "o");
+    let sums = "COUNT(*) AS order_count,
+                CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS subtotal_cents,
+                CAST(COALESCE(SUM(o.tax_cents), 0) AS BIGINT) AS tax_cents,
+                CAST(COALESCE(SUM(o.total_cents), 0) AS BIGINT) AS total_cents";
+    let where_sql = filter.sql();
+    Spec {
+        rows_sql: format!(
+            "SELECT o.customer_id, c.name, {sums}
+             FROM sales_orders o
+             JOIN contacts c ON c.organization_id = o.organization_id AND c.id = o.customer_id
+             {where_sql}
+             GROUP BY o.customer_id, c.name
+             ORDER BY SUM(o.subtotal_cents) DESC, LOWER(c.name), c.name, o.customer_id"
+        ),
+        totals_sql: format!("SELECT {sums} FROM sales_orders o {where_sql}"),
+        filter,
+    }
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Valuation {
+    item_id: String,
+    name: String,
+    sku: String,
+    quantity: i64,
+    unit_cost_cents: Option<i64>,
+    value_cents: i64,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValuationTotals {
+    quantity: i64,
+    value_cents: i64,
+}
+
+fn inventory_valuation(org_id: &str) -> Spec {
+    let mut filter = Filter::default();
+    let org = filter.bind(org_id);
+    filter.and(format!("s.organization_id = {org}"));
+    let from = "FROM stock_levels s
+         JOIN items i ON i.organization_id = s.organization_id AND i.id = s.item_id";
+    let value = "SUM(s.quantity * COALESCE(i.cost_cents, 0))";
+    let where_sql = filter.sql();
+    Spec {
+        rows_sql: format!(
+            "SELECT s.item_id, i.name, i.sku,
+                    CAST(SUM(s.quantity) AS BIGINT) AS quantity,
+                    i.cost_cents AS unit_cost_cents,
+                    CAST({value} AS BIGINT) AS value_cents
+             {from} {where_sql}
+             GROUP BY s.item_id, i.name, i.sku, i.cost_cents
+             HAVING SUM(s.quantity) > 0
+             ORDER BY {value} DESC, LOWER(i.name), i.name, s.item_id"
+        ),
+        // Items without stock add 0 to both sums, so no HAVING is needed here.
+        totals_sql: format!(
+            "SELECT CAST(COALESCE(SUM(s.quantity), 0) AS BIGINT) AS quantity,
+                    CAST(COALESCE({value}, 0) AS BIGINT) AS value_cents
+             {from} {where_sql}"
+        ),
+        filter,
+    }
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Movements {
+    item_id: String,
+    name: String,
+    sku: String,
+    in_quantity: i64,
+    out_quantity: i64,
+    net_quantity: i64,
+    movement_count: i64,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct MovementsTotals {
+    in_quantity: i64,
+    out_quantity: i64,
+    net_quantity: i64,
+    movement_count: i64,
+}
+
+fn stock_movements(org_id: &str, period: &Period) -> Spec {
+    let mut filter = Filter::default();
+    let org = filter.bind(org_id);
+    filter.and(format!("m.organization_id = {org}"));
+    period.restrict(&mut filter, "m.created_at");
+    let sums = "CAST(COALESCE(SUM(CASE WHEN m.quantity_delta > 0 THEN m.quantity_delta ELSE 0 END), 0)
+                     AS BIGINT) AS in_quantity,
+                CAST(COALESCE(SUM(CASE WHEN m.quantity_delta < 0 THEN -m.quantity_delta ELSE 0 END), 0)
+                     AS BIGINT) AS out_quantity,
+                CAST(COALESCE(SUM(m.quantity_delta), 0) AS BIGINT) AS net_quantity,
+                COUNT(*) AS movement_count";
+    let where_sql = filter.sql();
+    Spec {
+        rows_sql: format!(
+            "SELECT m.item_id, i.name, i.sku, {sums}
+             FROM stock_movements m
+             JOIN items i ON i.organization_id = m.organization_id AND i.id = m.item_id
+             {where_sql}
+             GROUP BY m.item_id, i.name, i.sku
+             ORDER BY SUM(m.quantity_delta) DESC, LOWER(i.name), i.name, m.item_id"
+        ),
+        totals_sql: format!("SELECT {sums} FROM stock_movements m {where_sql}"),
+        filter,
+    }
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Purchases {
+    vendor_id: String,
+    name: String,
+    order_count: i64,
+    total_cents: i64,
+}
+
+#[derive(Debug, FromRow, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PurchasesTotals {
+    order_count: i64,
+    total_cents: i64,
+}
+
+fn purchases_by_vendor(org_id: &str, period: &Period) -> Spec {
+    let mut filter = Filter::default();
+    let org = filter.bind(org_id);
+    filter.and(format!("p.organization_id = {org}"));
+    filter.and("p.status = 'received'");
+    period.restrict(&mut filter, "p.received_at");
+    let sums = "COUNT(*) AS order_count,
+                CAST(COALESCE(SUM(p.total_cents), 0) AS BIGINT) AS total_cents";
+    let where_sql = filter.sql();
+    Spec {
+        rows_sql: format!(
+            "SELECT p.vendor_id, c.name, {sums}
+             FROM purchase_orders p
+             JOIN contacts c ON c.organization_id = p.organization_id AND c.id = p.vendor_id
+             {where_sql}
+             GROUP BY p.vendor_id, c.name
+             ORDER BY SUM(p.total_cents) DESC, LOWER(c.name), c.name, p.vendor_id"
+        ),
+        totals_sql: format!("SELECT {sums} FROM purchase_orders p {where_sql}"),
+        filter,
+    }
 }
