@@ -5,7 +5,9 @@
 mod auth;
 mod binary;
 mod catalog;
+mod dashboard;
 mod health;
 mod helpers;
 mod items;
 mod orders;
+mod reports;

@@ -1,0 +1,302 @@
+//! Reports over the dashboard's fixture (see [`crate::dashboard::fixture`] for how every
+//! expected number follows from its literals), their periods, their errors and the row cap.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::catalog::{assert_field_error, user};
+use crate::dashboard::{fixture, get_ok};
+use crate::helpers::{assert_problem, spawn_app, TestApp};
+
+/// The parts of a report that do not depend on the clock.
+fn body(report: &Value) -> Value {
+    assert!(
+        report["generatedAt"]
+            .as_str()
+            .is_some_and(|g| g.len() == 24 && g.ends_with('Z')),
+        "{report}"
+    );
+    json!({
+        "type": report["type"], "from": report["from"], "to": report["to"],
+        "rows": report["rows"], "totals": report["totals"], "truncated": report["truncated"],
+    })
+}
+
+async fn report(app: &TestApp, token: &str, path: &str) -> Value {
+    body(&get_ok(app, token, path).await)
+}
+
+#[tokio::test]
+async fn sales_reports_by_item_and_customer() {
+    let app = spawn_app().await;
+    let (t, _) = user(&app, "sales-reports@example.com").await;
+    let f = fixture(&app, &t).await;
+
+    assert_eq!(
+        report(&app, &t, "/reports/sales-by-item").await,
+        json!({
+            "type": "sales-by-item", "from": null, "to": null, "truncated": false,
+            "rows": [
+                {"itemId": f.widget, "name": "Widget", "sku": "WID", "quantity": 8,
+                 "subtotalCents": 7700, "taxCents": 770, "totalCents": 8470},
+                {"itemId": f.gadget, "name": "Gadget", "sku": "GAD", "quantity": 2,
+                 "subtotalCents": 5000, "taxCents": 413, "totalCents": 5413},
+                {"itemId": f.doohickey, "name": "Doohickey", "sku": "DOO", "quantity": 15,
+                 "subtotalCents": 4500, "taxCents": 372, "totalCents": 4872},
+            ],
+            "totals": {"quantity": 25, "subtotalCents": 17200, "taxCents": 1555, "totalCents": 18755},
+        })
+    );
+    // January only: SO3 (February) drops out, so Widget is 5 for 5000 and ties with Gadget,
+    // which comes first by name.
+    assert_eq!(
+        report(
+            &app,
+            &t,
+            "/reports/sales-by-item?from=2026-01-01&to=2026-01-31"
+        )
+        .await,
+        json!({
+            "type": "sales-by-item", "from": "2026-01-01", "to": "2026-01-31", "truncated": false,
+            "rows": [
+                {"itemId": f.gadget, "name": "Gadget", "sku": "GAD", "quantity": 2,
+                 "subtotalCents": 5000, "taxCents": 413, "totalCents": 5413},
+                {"itemId": f.widget, "name": "Widget", "sku": "WID", "quantity": 5,
+                 "subtotalCents": 5000, "taxCents": 500, "totalCents": 5500},
+                {"itemId": f.doohickey, "name": "Doohickey", "sku": "DOO", "quantity": 15,
+                 "subtotalCents": 4500, "taxCents": 372, "totalCents": 4872},
+            ],
+            "totals": {"quantity": 22, "subtotalCents": 14500, "taxCents": 1285, "totalCents": 15785},
+        })
+    );
+
+    assert_eq!(
+        report(&app, &t, "/reports/sales-by-customer").await,
+        json!({
+            "type": "sales-by-customer", "from": null, "to": null, "truncated": false,
+            "rows": [
+                {"customerId": f.acme, "name": "Acme", "orderCount": 2,
+                 "subtotalCents": 11500, "taxCents": 1037, "totalCents": 12537},
+                {"customerId": f.bolt, "name": "Bolt", "orderCount": 2,
+                 "subtotalCents": 5700, "taxCents": 518, "totalCents": 6218},
+            ],
+            "totals": {"orderCount": 4, "subtotalCents": 17200, "taxCents": 1555, "totalCents": 18755},
+        })
+    );
+    assert_eq!(
+        report(&app, &t, "/reports/sales-by-customer?from=2026-02-01").await,
+        json!({
+            "type": "sales-by-customer", "from": "2026-02-01", "to": null, "truncated": false,
+            "rows": [
+                {"customerId": f.bolt, "name": "Bolt", "orderCount": 1,
+                 "subtotalCents": 2700, "taxCents": 270, "totalCents": 2970},
+            ],
+            "totals": {"orderCount": 1, "subtotalCents": 2700, "taxCents": 270, "totalCents": 2970},
+        })
+    );
+}
+
+#[tokio::test]
+async fn inventory_valuation_movements_and_purchases() {
+    let app = spawn_app().await;
+    let (t, _) = user(&app, "stock-reports@example.com").await;
+    let f = fixture(&app, &t).await;
+
+    // As of now whatever the dates; Thingamajig (0 on hand) is left out, Gizmo has no cost.
+    let valuation = json!({
+        "type": "inventory-valuation", "from": null, "to": null, "truncated": false,
+        "rows": [
+            {"itemId": f.gadget, "name": "Gadget", "sku": "GAD", "quantity": 28,
+             "unitCostCents": 1500, "valueCents": 42000},
+            {"itemId": f.widget, "name": "Widget", "sku": "WID", "quantity": 52,
+             "unitCostCents": 600, "valueCents": 31200},
+            {"itemId": f.doohickey, "name": "Doohickey", "sku": "DOO", "quantity": 29,
+             "unitCostCents": 100, "valueCents": 2900},
+            {"itemId": f.gizmo, "name": "Gizmo", "sku": "GIZ", "quantity": 7,
+             "unitCostCents": null, "valueCents": 0},
+        ],
+        "totals": {"quantity": 116, "valueCents": 76100},
+    });
+    assert_eq!(
+        report(&app, &t, "/reports/inventory-valuation").await,
+        valuation
+    );
+    assert_eq!(
+        report(
+            &app,
+            &t,
+            "/reports/inventory-valuation?from=2020-01-01&to=2020-01-02"
+        )
+        .await,
+        valuation
+    );
+
+    // Every ledger row, as made by the API (all stamped now).
+    let all = json!({
+        "type": "stock-movements", "from": null, "to": null, "truncated": false,
+        "rows": [
+            {"itemId": f.widget, "name": "Widget", "sku": "WID",
+             "inQuantity": 60, "outQuantity": 8, "netQuantity": 52, "movementCount": 4},
+            {"itemId": f.doohickey, "name": "Doohickey", "sku": "DOO",
+             "inQuantity": 44, "outQuantity": 15, "netQuantity": 29, "movementCount": 4},
+            {"itemId": f.gadget, "name": "Gadget", "sku": "GAD",
+             "inQuantity": 30, "outQuantity": 2, "netQuantity": 28, "movementCount": 3},
+            {"itemId": f.gizmo, "name": "Gizmo", "sku": "GIZ",
+             "inQuantity": 7, "outQuantity": 0, "netQuantity": 7, "movementCount": 1},
+            {"itemId": f.thingamajig, "name": "Thingamajig", "sku": "THI",
+             "inQuantity": 3, "outQuantity": 3, "netQuantity": 0, "movementCount": 2},
+        ],
+        "totals": {"inQuantity": 144, "outQuantity": 28, "netQuantity": 116, "movementCount": 14},
+    });
+    assert_eq!(report(&app, &t, "/reports/stock-movements").await, all);
+
+    // Fixture shortcut: date the ledger like the documents behind it (adjustments in
+    // December, sales when fulfilled, the purchase when received).
+    let pool = app.state.db.pool();
+    for sql in [
+        "UPDATE stock_movements SET created_at = '2025-12-01T09:00:00.000Z'",
+        "UPDATE stock_movements SET created_at = (SELECT o.fulfilled_at FROM sales_orders o
+           WHERE o.id = stock_movements.source_id) WHERE source = 'sale'",
+        "UPDATE stock_movements SET created_at = (SELECT p.received_at FROM purchase_orders p
+           WHERE p.id = stock_movements.source_id) WHERE source = 'purchase'",
+    ] {
+        sqlx::query(sql)
+            .execute(pool)
+            .await
+            .expect("date the ledger");
+    }
+    // January: SO1 (Widget −5, Gadget −2), SO2 (Doohickey −10), SO6 (Doohickey −5),
+    // PO1 (Gadget +10, Doohickey +4).
+    assert_eq!(
+        report(
+            &app,
+            &t,
+            "/reports/stock-movements?from=2026-01-01&to=2026-01-31"
+        )
+        .await,
+        json!({
+            "type": "stock-movements", "from": "2026-01-01", "to": "2026-01-31", "truncated": false,
+            "rows": [
+                {"itemId": f.gadget, "name": "Gadget", "sku": "GAD",
+                 "inQuantity": 10, "outQuantity": 2, "netQuantity": 8, "movementCount": 2},
+                {"itemId": f.widget, "name": "Widget", "sku": "WID",
+                 "inQuantity": 0, "outQuantity": 5, "netQuantity": -5, "movementCount": 1},
+                {"itemId": f.doohickey, "name": "Doohickey", "sku": "DOO",
+                 "inQuantity": 4, "outQuantity": 15, "netQuantity": -11, "movementCount": 3},
+            ],
+            "totals": {"inQuantity": 14, "outQuantity": 22, "netQuantity": -8, "movementCount": 6},
+        })
+    );
+    assert_eq!(
+        report(&app, &t, "/reports/stock-movements").await,
+        all,
+        "unbounded still sees every row"
+    );
+
+    // Only the received order counts (PO2 is open).
+    assert_eq!(
+        report(&app, &t, "/reports/purchases-by-vendor").await,
+        json!({
+            "type": "purchases-by-vendor", "from": null, "to": null, "truncated": false,
+            "rows": [{"vendorId": f.vendco, "name": "Vendco", "orderCount": 1, "totalCents": 14360}],
+            "totals": {"orderCount": 1, "totalCents": 14360},
+        })
+    );
+    assert_eq!(
+        report(
+            &app,
+            &t,
+            "/reports/purchases-by-vendor?from=2026-01-20&to=2026-01-20"
+        )
+        .await["totals"],
+        json!({"orderCount": 1, "totalCents": 14360})
+    );
+    assert_eq!(
+        report(&app, &t, "/reports/purchases-by-vendor?from=2026-01-21").await,
+        json!({
+            "type": "purchases-by-vendor", "from": "2026-01-21", "to": null, "truncated": false,
+            "rows": [], "totals": {"orderCount": 0, "totalCents": 0},
+        })
+    );
+}
+
+#[tokio::test]
+async fn unknown_reports_are_404_and_bad_dates_422() {
+    let app = spawn_app().await;
+    let (t, _) = user(&app, "report-errors@example.com").await;
+    for path in [
+        "/reports/profit",
+        "/reports/SALES-BY-ITEM",
+        "/reports/sales-by-item%20",
+    ] {
+        assert_problem(app.get(path, Some(&t)).await, StatusCode::NOT_FOUND).await;
+    }
+    for (path, field) in [
+        ("/reports/sales-by-item?from=2026-02-30", "from"),
+        ("/reports/sales-by-customer?to=soon", "to"),
+        (
+            "/reports/stock-movements?from=2026-02-01&to=2026-01-31",
+            "to",
+        ),
+        ("/reports/inventory-valuation?from=x", "from"),
+        ("/reports/purchases-by-vendor?to=2026-1-31", "to"),
+    ] {
+        assert_field_error(app.get(path, Some(&t)).await, field).await;
+    }
+    assert_eq!(
+        app.get("/reports/sales-by-item", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Past the cap the rows stop, `truncated` says so, and the totals still cover everything.
+#[tokio::test]
+async fn reports_cap_rows_at_ten_thousand() {
+    let app = spawn_app().await;
+    let (t, org) = user(&app, "big@example.com").await;
+    let warehouse = crate::catalog::create(
+        &app,
+        &t,
+        "/warehouses",
+        json!({"name": "Big", "code": "BIG"}),
+    )
+    .await;
+    let warehouse = crate::catalog::id(&warehouse);
+    // Fixture shortcut: 10,001 items with stock, inserted in two statements rather than
+    // 20,002 requests. Item n costs n cents and has 1 unit, so the value is 1 + … + 10001.
+    let now = ims_api::db::now();
+    let pool = app.state.db.pool();
+    sqlx::query(
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10001)
+         INSERT INTO items (id, organization_id, name, sku, price_cents, cost_cents,
+                            created_at, updated_at)
+         SELECT 'item-' || x, $1, 'Item ' || x, 'SKU-' || x, 100, x, $2, $2 FROM n",
+    )
+    .bind(&org)
+    .bind(&now)
+    .execute(pool)
+    .await
+    .expect("insert items");
+    sqlx::query(
+        "INSERT INTO stock_levels (organization_id, item_id, warehouse_id, quantity, updated_at)
+         SELECT organization_id, id, $1, 1, $2 FROM items WHERE organization_id = $3",
+    )
+    .bind(&warehouse)
+    .bind(&now)
+    .bind(&org)
+    .execute(pool)
+    .await
+    .expect("insert stock");
+
+    let valuation = get_ok(&app, &t, "/reports/inventory-valuation").await;
+    let rows = valuation["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 10_000);
+    assert_eq!(valuation["truncated"], true);
+    // Most valuable first: item 10001 leads, item 1 (the cheapest) is the one cut off.
+    assert_eq!(rows[0]["sku"], "SKU-10001");
+    assert_eq!(rows[9_999]["sku"], "SKU-2");
+    assert_eq!(
+        valuation["totals"],
+        json!({"quantity": 10_001, "valueCents": 10_001 * 10_002 / 2})
+    );
+}
