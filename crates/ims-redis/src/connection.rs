@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::{RedisConfig, RedisError};
@@ -34,6 +35,8 @@ struct Inner {
     closed: AtomicBool,
     /// Number of transitions from up to down, for statistics and tests.
     outages: AtomicU64,
+    /// Publishes every state change, for subsystems that must react to recovery.
+    changes: watch::Sender<bool>,
     command_timeout: Duration,
     /// A ping may have to establish a new connection first, so it gets the connect budget too.
     ping_timeout: Duration,
@@ -80,6 +83,7 @@ impl RedisConnection {
             match connection.ping_inner().await {
                 Ok(_) => {
                     connection.inner.up.store(true, Ordering::Release);
+                    connection.inner.changes.send_replace(true);
                     tracing::info!("Redis connected at {}", connection.inner.redacted_url);
                 }
                 Err(e) => tracing::warn!(
@@ -110,6 +114,7 @@ impl RedisConnection {
                 up: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 outages: AtomicU64::new(0),
+                changes: watch::channel(false).0,
                 command_timeout: config.command_timeout,
                 ping_timeout: config.command_timeout + config.connect_timeout,
                 redacted_url: config.redacted_url(),
@@ -143,6 +148,12 @@ impl RedisConnection {
     /// False when Redis is disabled by configuration.
     pub fn is_enabled(&self) -> bool {
         self.inner.manager.is_some()
+    }
+
+    /// A receiver that sees every change of [`RedisConnection::is_connected`]. Its first
+    /// value is the state at subscription time.
+    pub fn subscribe(&self) -> watch::Receiver<bool> {
+        self.inner.changes.subscribe()
     }
 
     /// How many times the connection went from up to down since start.
@@ -221,6 +232,7 @@ impl RedisConnection {
     fn mark_down(&self, reason: &str) {
         if self.inner.up.swap(false, Ordering::AcqRel) {
             self.inner.outages.fetch_add(1, Ordering::Relaxed);
+            self.inner.changes.send_replace(false);
             tracing::warn!(
                 "Redis connection lost ({reason}); running degraded until it is back ({})",
                 self.inner.redacted_url
@@ -233,6 +245,7 @@ impl RedisConnection {
             return;
         }
         if !self.inner.up.swap(true, Ordering::AcqRel) {
+            self.inner.changes.send_replace(true);
             tracing::info!("Redis connection is back ({})", self.inner.redacted_url);
         }
     }
@@ -242,6 +255,7 @@ impl RedisConnection {
     pub async fn close(&self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.up.store(false, Ordering::Release);
+        self.inner.changes.send_replace(false);
         let probe = self.inner.probe.lock().ok().and_then(|mut p| p.take());
         if let Some(probe) = probe {
             probe.abort();

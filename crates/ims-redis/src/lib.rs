@@ -8,7 +8,9 @@
 //! - [`RedisService`]: typed JSON helpers with key prefixing and degraded defaults
 //!   (a miss, a no-op, zero) instead of errors;
 //! - [`session`]: a refresh-token store keyed by the SHA-256 of the token, with rotation
-//!   tombstones for reuse detection.
+//!   tombstones for reuse detection;
+//! - [`cache`] and [`invalidate`]: tower layers for tenant-scoped response caching with
+//!   race-safe, index-based invalidation, plus cache-aside for non-HTTP code.
 //!
 //! # Example
 //! ```no_run
@@ -26,9 +28,11 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod cache;
 mod config;
 mod connection;
 mod error;
+pub mod invalidate;
 mod service;
 pub mod session;
 

@@ -1,0 +1,309 @@
+//! [`CacheLayer`]: caches a route's `GET` responses through the [`ResponseCache`] found in
+//! the request's extensions.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use tower::{Layer, Service};
+
+use super::{query_hash, Cached, Event, Flight, Lookup, ResponseCache};
+
+/// The body type of responses that went through the cache layer.
+pub type CacheBody = UnsyncBoxBody<Bytes, tower::BoxError>;
+
+/// Caches `GET` responses of the routes it wraps under `key_prefix` for `ttl`.
+///
+/// Only `200` responses of requests with a scope are stored, never with `Set-Cookie`.
+/// Every response of a scoped `GET` carries `X-Cache: HIT|MISS|BYPASS` and `X-Cache-TTL`
+/// (seconds left; 0 when nothing is stored); cached ones carry an `ETag` and answer a
+/// matching `If-None-Match` with `304`. `Cache-Control: no-cache` runs the handler without
+/// reading or writing the cache. Concurrent misses of one key in one process run the
+/// handler once. Without a [`ResponseCache`] extension the layer does nothing.
+#[derive(Debug, Clone)]
+pub struct CacheLayer {
+    policy: Arc<Policy>,
+}
+
+#[derive(Debug)]
+struct Policy {
+    key_prefix: String,
+    ttl: Duration,
+}
+
+impl CacheLayer {
+    /// Caches under `key_prefix` (e.g. `items:list`) for `ttl`.
+    pub fn new(key_prefix: impl Into<String>, ttl: Duration) -> Self {
+        Self {
+            policy: Arc::new(Policy {
+                key_prefix: key_prefix.into(),
+                ttl,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService {
+            inner,
+            policy: self.policy.clone(),
+        }
+    }
+}
+
+/// The service produced by [`CacheLayer`].
+#[derive(Debug, Clone)]
+pub struct CacheService<S> {
+    inner: S,
+    policy: Arc<Policy>,
+}
+
+fn boxed<B>(response: Response<B>) -> Response<CacheBody>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    response.map(|body| body.map_err(Into::into).boxed_unsync())
+}
+
+fn full(bytes: Bytes) -> CacheBody {
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn mark(response: &mut Response<CacheBody>, status: &'static str, ttl: Duration) {
+    let headers = response.headers_mut();
+    headers.insert("x-cache", HeaderValue::from_static(status));
+    let seconds = ttl.as_millis().div_ceil(1000);
+    headers.insert("x-cache-ttl", header_value(&seconds.to_string()));
+}
+
+/// The response for a cached entry: `304` when the client already has it.
+fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<CacheBody> {
+    let matches = if_none_match
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim() == cached.etag || t.trim() == "*")
+        });
+    let mut response = if matches {
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(full(cached.body.clone()));
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, header_value(&cached.content_type));
+        r
+    };
+    response
+        .headers_mut()
+        .insert(header::ETAG, header_value(&cached.etag));
+    response
+}
+
+fn no_cache(request: &http::request::Parts) -> bool {
+    request
+        .headers
+        .get_all(header::CACHE_CONTROL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        })
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tower::BoxError>,
+{
+    type Response = Response<CacheBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The clone that was driven to readiness is the one to call.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let policy = self.policy.clone();
+        Box::pin(handle(inner, policy, request))
+    }
+}
+
+/// Removes a leader's flight when it ends, however it ends (also when the request is
+/// dropped mid-way: followers then see the sender gone and run their own handler).
+struct FlightGuard<'a> {
+    cache: &'a ResponseCache,
+    key: &'a str,
+}
+
+impl Drop for FlightGuard<'_> {
+    fn drop(&mut self) {
+        self.cache.land_flight(self.key);
+    }
+}
+
+/// Buffers a cacheable response (`200`, no `Set-Cookie`); anything else passes through.
+async fn capture<B>(response: Response<B>) -> (Option<Cached>, Response<CacheBody>)
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    if response.status() != StatusCode::OK || response.headers().contains_key(header::SET_COOKIE) {
+        return (None, boxed(response));
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/octet-stream")
+        .to_string();
+    let (parts, body) = response.into_parts();
+    match body.collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            let cached = Cached::new(content_type, bytes.clone());
+            (Some(cached), Response::from_parts(parts, full(bytes)))
+        }
+        Err(e) => {
+            tracing::warn!("response body failed while caching: {}", e.into());
+            let mut failed = Response::new(full(Bytes::new()));
+            *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            (None, failed)
+        }
+    }
+}
+
+async fn handle<S, ReqBody, ResBody>(
+    mut inner: S,
+    policy: Arc<Policy>,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tower::BoxError>,
+{
+    let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
+    let Some(cache) = cache.filter(|_| request.method() == Method::GET) else {
+        return inner.call(request).await.map(boxed);
+    };
+    let (parts, body) = request.into_parts();
+    let Some(scope) = cache.scope_of(&parts) else {
+        return inner
+            .call(Request::from_parts(parts, body))
+            .await
+            .map(boxed);
+    };
+    if no_cache(&parts) {
+        cache.count(Event::Bypass);
+        let mut response = inner
+            .call(Request::from_parts(parts, body))
+            .await
+            .map(boxed)?;
+        mark(&mut response, "BYPASS", Duration::ZERO);
+        return Ok(response);
+    }
+    let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
+    let rest = format!(
+        "{}:{}:{}",
+        parts.method,
+        parts.uri.path(),
+        query_hash(parts.uri.query())
+    );
+    let key_prefix = policy.key_prefix.as_str();
+    let seen = match cache.lookup(&scope, key_prefix, &rest).await {
+        Lookup::Hit(cached, ttl) => {
+            cache.count(Event::Hit);
+            let mut response = replay(&cached, if_none_match.as_ref());
+            mark(&mut response, "HIT", ttl);
+            return Ok(response);
+        }
+        Lookup::Miss(seen) => Some(seen),
+        Lookup::Unavailable => None,
+    };
+    // Only misses that saw the same epoch share a handler run: a miss that started after an
+    // invalidation must not be answered by a run that started before it.
+    let flight = match &seen {
+        Some(seen) => {
+            let key = format!(
+                "{scope}:{key_prefix}:{rest}:{}:{}",
+                seen.epoch, seen.generation
+            );
+            Some((cache.join_flight(&key), key))
+        }
+        None => None,
+    };
+    let (sender, flight_key) = match flight {
+        Some((Flight::Follower(mut receiver), _)) => {
+            let shared = match receiver.changed().await {
+                Ok(()) => receiver.borrow().clone(),
+                Err(_) => None,
+            };
+            if let Some(cached) = shared {
+                cache.count(Event::Coalesced);
+                cache.count(Event::Hit);
+                let mut response = replay(&cached, if_none_match.as_ref());
+                mark(&mut response, "HIT", policy.ttl);
+                return Ok(response);
+            }
+            (None, None)
+        }
+        Some((Flight::Leader(sender), key)) => (Some(sender), Some(key)),
+        Some((Flight::Alone, _)) | None => (None, None),
+    };
+    let _guard = flight_key
+        .as_deref()
+        .map(|key| FlightGuard { cache: &cache, key });
+    cache.count(Event::Miss);
+    let response = inner.call(Request::from_parts(parts, body)).await?;
+    let (cached, response) = capture(response).await;
+    let Some(cached) = cached else {
+        if let Some(sender) = sender {
+            sender.send_replace(None);
+        }
+        let mut response = response;
+        mark(&mut response, "MISS", Duration::ZERO);
+        return Ok(response);
+    };
+    let stored = match &seen {
+        Some(seen) => {
+            cache
+                .store(&scope, key_prefix, &rest, &cached, policy.ttl, seen)
+                .await
+        }
+        None => None,
+    };
+    let cached = Arc::new(cached);
+    if let Some(sender) = sender {
+        sender.send_replace(Some(cached.clone()));
+    }
+    let mut response = replay(&cached, if_none_match.as_ref());
+    mark(&mut response, "MISS", stored.unwrap_or(Duration::ZERO));
+    Ok(response)
+}

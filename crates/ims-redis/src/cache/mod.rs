@@ -1,0 +1,566 @@
+//! Response caching in Redis, scoped per tenant, invalidated by group, safe under races.
+//!
+//! [`ResponseCache`] is the engine; [`CacheLayer`] caches a route's `GET` responses and
+//! [`crate::invalidate::InvalidateLayer`] invalidates groups after a successful write. Both
+//! find the engine in the request's extensions, so routes declare only their policy.
+//!
+//! Keys follow `{prefix}cache:{scope}:{keyPrefix}:{METHOD}:{path}:{queryHash}`; the scope is
+//! whatever the application says identifies a tenant (an organization id).
+//!
+//! # Invalidation without scanning
+//! Every stored entry is also recorded in an index, a sorted set per (scope, group) scored
+//! by expiry time, where the group is the key prefix's first segment (`items:list` →
+//! `items`). Invalidating a group deletes exactly the members of its index in one Lua
+//! script, so its cost follows the number of entries affected, not the size of the
+//! keyspace. Each store trims index members that have expired, and the index expires with
+//! its longest-lived entry, so the bookkeeping cannot outgrow the cache.
+//!
+//! # Race safety
+//! Each (scope, group) has an epoch counter that invalidation increments. A miss reads the
+//! epoch together with the entry (one round trip) before the handler runs; the store is a
+//! script that writes only if the epoch is still the one seen. A response computed before a
+//! concurrent write therefore cannot be stored after that write's invalidation, in the
+//! spirit of memcache leases. A global generation plays the same role for the flush that
+//! follows a Redis outage (writes made while Redis was unreachable could not invalidate).
+//!
+//! # Example
+//! ```no_run
+//! # fn demo(redis: ims_redis::RedisService) {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use ims_redis::cache::{CacheLayer, ResponseCache};
+//! use ims_redis::invalidate::InvalidateLayer;
+//!
+//! // The scope comes from the request: here a tenant header, in practice a verified token.
+//! let scope = Arc::new(|parts: &http::request::Parts| {
+//!     parts.headers.get("x-tenant")?.to_str().ok().map(str::to_string)
+//! });
+//! let cache = ResponseCache::new(redis, scope, 0.05);
+//! let read = CacheLayer::new("items:list", Duration::from_secs(60));
+//! let write = InvalidateLayer::new(&["items", "dashboard"]);
+//! // Router::new().route("/items", get(list).layer(read).post(create).layer(write))
+//! //     .layer(Extension(cache));
+//! # let _ = (cache, read, write);
+//! # }
+//! ```
+
+mod key;
+mod layer;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use redis::Script;
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::sync::watch;
+
+pub use key::{body_tag, group_of, query_hash};
+pub use layer::{CacheBody, CacheLayer, CacheService};
+
+use crate::RedisService;
+
+/// Identifies the tenant of a request, or `None` for requests that must not be cached.
+pub type ScopeFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+/// How long an epoch counter outlives its last bump. Far longer than any request, so a miss
+/// can never see an epoch vanish and reappear.
+const EPOCH_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// A cached response body with the headers needed to replay it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cached {
+    /// `Content-Type` of the response.
+    pub content_type: String,
+    /// Strong `ETag` (quoted MD5 of the body).
+    pub etag: String,
+    /// The body bytes.
+    pub body: Bytes,
+}
+
+impl Cached {
+    /// Builds an entry for `body`, computing its `ETag`.
+    pub fn new(content_type: String, body: Bytes) -> Self {
+        Self {
+            etag: body_tag(&body),
+            content_type,
+            body,
+        }
+    }
+
+    // One line of content type, one of ETag, then the raw body: no escaping, no parsing
+    // cost proportional to the body on a hit.
+    fn encode(&self) -> Vec<u8> {
+        let mut out =
+            Vec::with_capacity(self.content_type.len() + self.etag.len() + 2 + self.body.len());
+        out.extend_from_slice(self.content_type.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(self.etag.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    fn decode(raw: Vec<u8>) -> Option<Self> {
+        let raw = Bytes::from(raw);
+        let first = raw.iter().position(|b| *b == b'\n')?;
+        let second = first + 1 + raw[first + 1..].iter().position(|b| *b == b'\n')?;
+        Some(Self {
+            content_type: std::str::from_utf8(&raw[..first]).ok()?.to_string(),
+            etag: std::str::from_utf8(&raw[first + 1..second])
+                .ok()?
+                .to_string(),
+            body: raw.slice(second + 1..),
+        })
+    }
+}
+
+/// What a miss saw, to be checked again when it stores.
+#[derive(Debug, Clone, Default)]
+pub struct Seen {
+    epoch: String,
+    generation: String,
+}
+
+/// The result of looking a key up.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A live entry and its remaining time to live.
+    Hit(Cached, Duration),
+    /// No entry; store the fresh response with this ticket.
+    Miss(Seen),
+    /// Redis could not be asked, or the cache is being flushed: run the handler, store
+    /// nothing.
+    Unavailable,
+}
+
+/// Counters behind `GET /health/cache`.
+#[derive(Debug, Default)]
+struct Counters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+    bypasses: AtomicU64,
+    coalesced: AtomicU64,
+    stores: AtomicU64,
+    stale_refused: AtomicU64,
+    invalidations: AtomicU64,
+    invalidated_keys: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A snapshot of the cache's counters since start.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheStats {
+    /// Requests answered from Redis (or from a concurrent identical miss).
+    pub hits: u64,
+    /// Requests that ran the handler because nothing was cached.
+    pub misses: u64,
+    /// Requests with `Cache-Control: no-cache`.
+    pub bypasses: u64,
+    /// Misses answered by another request's handler run (stampede protection).
+    pub coalesced: u64,
+    /// `hits / (hits + misses)`, 0 when there were none.
+    pub hit_rate: f64,
+    /// Entries written.
+    pub stores: u64,
+    /// Stores refused because an invalidation happened while the handler ran.
+    pub stale_stores_refused: u64,
+    /// Group invalidations performed.
+    pub invalidations: u64,
+    /// Entries deleted by invalidations.
+    pub invalidated_keys: u64,
+    /// Lookups, stores or invalidations that Redis could not serve.
+    pub errors: u64,
+}
+
+/// Events counted by the layer.
+pub(crate) enum Event {
+    Hit,
+    Miss,
+    Bypass,
+    Coalesced,
+}
+
+/// A request's part in the single flight of its key.
+pub(crate) enum Flight {
+    /// First miss: run the handler, publish the result.
+    Leader(watch::Sender<Option<Arc<Cached>>>),
+    /// A miss for the same key is running: wait for its result.
+    Follower(watch::Receiver<Option<Arc<Cached>>>),
+    /// Coordination unavailable (poisoned lock): run alone.
+    Alone,
+}
+
+/// The response-cache engine shared by every cached route of a process.
+pub struct ResponseCache {
+    redis: RedisService,
+    scope: ScopeFn,
+    /// Fraction of the TTL by which entries are shortened at random, so entries written
+    /// together do not all expire together.
+    jitter: f64,
+    counters: Counters,
+    /// In-process single flight: the receiver of the one running miss per key.
+    inflight: Mutex<HashMap<String, watch::Receiver<Option<Arc<Cached>>>>>,
+    /// False while the cache is flushed after an outage: entries may be stale until then.
+    ready: AtomicBool,
+}
+
+// Writes the entry only if neither the group's epoch nor the global generation moved since
+// the miss read them; records it in the group's index and trims expired index members.
+const STORE_SCRIPT: &str = r"
+if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[3]) or '') ~= ARGV[2] then return 0 end
+local ttl = tonumber(ARGV[4])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
+redis.call('ZADD', KEYS[4], now + ttl, KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
+if redis.call('PTTL', KEYS[4]) < ttl then redis.call('PEXPIRE', KEYS[4], ttl) end
+return 1
+";
+
+// For each (epoch, index) pair: bump the epoch, delete the indexed entries, drop the index.
+const INVALIDATE_SCRIPT: &str = r"
+local removed = 0
+for i = 1, #KEYS, 2 do
+  redis.call('INCR', KEYS[i])
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
+  for j = 1, #members, 1000 do
+    removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
+  end
+  redis.call('DEL', KEYS[i + 1])
+end
+return removed
+";
+
+impl ResponseCache {
+    /// An engine over `redis`, scoping keys with `scope`, shortening each entry's TTL by a
+    /// random fraction up to `jitter` (0.0–0.5; 0.05 means entries live 95–100 % of their
+    /// TTL). Starts a task that flushes the cache whenever Redis comes back after an outage.
+    pub fn new(redis: RedisService, scope: ScopeFn, jitter: f64) -> Arc<Self> {
+        let cache = Arc::new(Self {
+            redis,
+            scope,
+            jitter: jitter.clamp(0.0, 0.5),
+            counters: Counters::default(),
+            inflight: Mutex::new(HashMap::new()),
+            ready: AtomicBool::new(true),
+        });
+        let weak = Arc::downgrade(&cache);
+        let mut changes = cache.redis.connection().subscribe();
+        tokio::spawn(async move {
+            let mut was_up = *changes.borrow_and_update();
+            while changes.changed().await.is_ok() {
+                let up = *changes.borrow_and_update();
+                let Some(cache) = weak.upgrade() else { break };
+                if up && !was_up {
+                    cache.recover().await;
+                } else if !up {
+                    cache.ready.store(false, Ordering::Release);
+                }
+                was_up = up;
+            }
+        });
+        cache
+    }
+
+    /// The tenant of a request, if it may be cached.
+    pub fn scope_of(&self, parts: &http::request::Parts) -> Option<String> {
+        (self.scope)(parts)
+    }
+
+    /// Writes made while Redis was unreachable could not invalidate anything, and Redis may
+    /// have kept its data (a partition rather than a restart). Until every entry is gone,
+    /// reads bypass the cache; the generation bump stops in-flight misses from storing.
+    async fn recover(&self) {
+        self.ready.store(false, Ordering::Release);
+        let bumped = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                redis::cmd("INCR")
+                    .arg(self.redis.key(key::GENERATION))
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if bumped.is_err() {
+            return;
+        }
+        let removed = self.redis.flush_by_prefix("cache:").await
+            + self.redis.flush_by_prefix("cacheidx:").await;
+        if self.redis.is_connected() {
+            tracing::info!(removed, "response cache flushed after the Redis outage");
+            self.ready.store(true, Ordering::Release);
+        }
+    }
+
+    fn ttl_with_jitter(&self, ttl: Duration) -> Duration {
+        if self.jitter <= 0.0 {
+            return ttl;
+        }
+        let cut = rand::random::<f64>() * self.jitter;
+        ttl.mul_f64(1.0 - cut).max(Duration::from_millis(1))
+    }
+
+    /// Looks up an entry (one round trip: the entry, its TTL, the group's epoch and the
+    /// generation).
+    pub async fn lookup(&self, scope: &str, key_prefix: &str, rest: &str) -> Lookup {
+        if !self.ready.load(Ordering::Acquire) {
+            return Lookup::Unavailable;
+        }
+        let entry = self.redis.key(&key::entry(scope, key_prefix, rest));
+        let epoch = self.redis.key(&key::epoch(scope, group_of(key_prefix)));
+        let generation = self.redis.key(key::GENERATION);
+        let reply = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                redis::pipe()
+                    .cmd("MGET")
+                    .arg(&entry)
+                    .arg(&epoch)
+                    .arg(&generation)
+                    .cmd("PTTL")
+                    .arg(&entry)
+                    .query_async::<(Vec<Option<Vec<u8>>>, i64)>(&mut c)
+                    .await
+            })
+            .await;
+        let (mut values, pttl) = match reply {
+            Ok(reply) => reply,
+            Err(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Unavailable;
+            }
+        };
+        let text = |v: Option<Vec<u8>>| {
+            v.and_then(|v| String::from_utf8(v).ok())
+                .unwrap_or_default()
+        };
+        let generation = text(values.pop().flatten());
+        let epoch = text(values.pop().flatten());
+        match values.pop().flatten().and_then(Cached::decode) {
+            Some(cached) if pttl > 0 => Lookup::Hit(cached, Duration::from_millis(pttl as u64)),
+            _ => Lookup::Miss(Seen { epoch, generation }),
+        }
+    }
+
+    /// Stores `cached` if no invalidation of its group happened since `seen` was read.
+    /// Returns the TTL it was stored with, or `None` when it was not stored.
+    pub async fn store(
+        &self,
+        scope: &str,
+        key_prefix: &str,
+        rest: &str,
+        cached: &Cached,
+        ttl: Duration,
+        seen: &Seen,
+    ) -> Option<Duration> {
+        let group = group_of(key_prefix);
+        let ttl = self.ttl_with_jitter(ttl);
+        let keys = [
+            self.redis.key(&key::entry(scope, key_prefix, rest)),
+            self.redis.key(&key::epoch(scope, group)),
+            self.redis.key(key::GENERATION),
+            self.redis.key(&key::index(scope, group)),
+        ];
+        let value = cached.encode();
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        let (epoch, generation) = (seen.epoch.clone(), seen.generation.clone());
+        let stored = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                Script::new(STORE_SCRIPT)
+                    .key(&keys[0])
+                    .key(&keys[1])
+                    .key(&keys[2])
+                    .key(&keys[3])
+                    .arg(epoch)
+                    .arg(generation)
+                    .arg(value)
+                    .arg(ttl_ms)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        match stored {
+            Ok(1) => {
+                self.counters.stores.fetch_add(1, Ordering::Relaxed);
+                Some(ttl)
+            }
+            Ok(_) => {
+                self.counters.stale_refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Err(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Deletes every entry of `groups` (e.g. `["items", "dashboard"]`) in `scope`, and bumps
+    /// their epochs so that no response computed before now can be stored afterwards.
+    /// Returns the number of entries deleted, or `None` if Redis could not be asked.
+    pub async fn invalidate(&self, scope: &str, groups: &[&str]) -> Option<u64> {
+        if groups.is_empty() {
+            return Some(0);
+        }
+        let mut keys = Vec::with_capacity(groups.len() * 2);
+        for group in groups {
+            keys.push(self.redis.key(&key::epoch(scope, group)));
+            keys.push(self.redis.key(&key::index(scope, group)));
+        }
+        let epoch_ttl = EPOCH_TTL.as_millis() as u64;
+        let removed = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                let script = Script::new(INVALIDATE_SCRIPT);
+                let mut invocation = script.prepare_invoke();
+                for key in &keys {
+                    invocation.key(key);
+                }
+                invocation.arg(epoch_ttl).invoke_async::<u64>(&mut c).await
+            })
+            .await;
+        match removed {
+            Ok(n) => {
+                self.counters
+                    .invalidations
+                    .fetch_add(groups.len() as u64, Ordering::Relaxed);
+                self.counters
+                    .invalidated_keys
+                    .fetch_add(n, Ordering::Relaxed);
+                Some(n)
+            }
+            Err(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Cache-aside for code that is not an HTTP handler: returns the cached value of
+    /// `name` under `key_prefix` in `scope`, or computes, stores (with the same race
+    /// protection as responses) and returns it. Redis down: computes every time.
+    pub async fn get_or_set<T, F, Fut>(
+        &self,
+        scope: &str,
+        key_prefix: &str,
+        name: &str,
+        ttl: Duration,
+        compute: F,
+    ) -> T
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = T>,
+    {
+        let seen = match self.lookup(scope, key_prefix, name).await {
+            Lookup::Hit(cached, _) => {
+                if let Ok(value) = serde_json::from_slice(&cached.body) {
+                    self.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    return value;
+                }
+                None
+            }
+            Lookup::Miss(seen) => Some(seen),
+            Lookup::Unavailable => None,
+        };
+        self.counters.misses.fetch_add(1, Ordering::Relaxed);
+        let value = compute().await;
+        if let (Some(seen), Ok(body)) = (seen, serde_json::to_vec(&value)) {
+            let cached = Cached::new("application/json".into(), Bytes::from(body));
+            self.store(scope, key_prefix, name, &cached, ttl, &seen)
+                .await;
+        }
+        value
+    }
+
+    pub(crate) fn count(&self, event: Event) {
+        let counter = match event {
+            Event::Hit => &self.counters.hits,
+            Event::Miss => &self.counters.misses,
+            Event::Bypass => &self.counters.bypasses,
+            Event::Coalesced => &self.counters.coalesced,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Joins the running miss for `key`, or becomes its leader. The leader gets a sender to
+    /// publish its result with (and must keep the guard until then); a follower gets the
+    /// receiver to wait on.
+    pub(crate) fn join_flight(&self, key: &str) -> Flight {
+        let Ok(mut inflight) = self.inflight.lock() else {
+            return Flight::Alone;
+        };
+        if let Some(rx) = inflight.get(key) {
+            return Flight::Follower(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(key.to_string(), rx);
+        Flight::Leader(tx)
+    }
+
+    pub(crate) fn land_flight(&self, key: &str) {
+        if let Ok(mut inflight) = self.inflight.lock() {
+            inflight.remove(key);
+        }
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> CacheStats {
+        let c = &self.counters;
+        let hits = c.hits.load(Ordering::Relaxed);
+        let misses = c.misses.load(Ordering::Relaxed);
+        CacheStats {
+            hits,
+            misses,
+            bypasses: c.bypasses.load(Ordering::Relaxed),
+            coalesced: c.coalesced.load(Ordering::Relaxed),
+            hit_rate: if hits + misses == 0 {
+                0.0
+            } else {
+                hits as f64 / (hits + misses) as f64
+            },
+            stores: c.stores.load(Ordering::Relaxed),
+            stale_stores_refused: c.stale_refused.load(Ordering::Relaxed),
+            invalidations: c.invalidations.load(Ordering::Relaxed),
+            invalidated_keys: c.invalidated_keys.load(Ordering::Relaxed),
+            errors: c.errors.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache")
+            .field("redis", &self.redis)
+            .field("jitter", &self.jitter)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_through_their_encoding() {
+        let cached = Cached::new(
+            "application/json".into(),
+            Bytes::from_static(b"{\"a\":\"x\ny\"}"),
+        );
+        let decoded = Cached::decode(cached.encode()).expect("decodes");
+        assert_eq!(decoded, cached);
+        assert!(Cached::decode(b"no newline".to_vec()).is_none());
+    }
+}
