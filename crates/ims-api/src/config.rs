@@ -43,6 +43,8 @@ pub struct Settings {
     pub trust_proxy: bool,
     /// `LOG_FORMAT=json`: one JSON object per log line.
     pub log_json: bool,
+    /// `CACHE_TTL_JITTER`: entries live between (1 - jitter) and 1 times their TTL.
+    pub cache_ttl_jitter: f64,
 }
 
 impl Settings {
@@ -94,6 +96,17 @@ impl Settings {
             rate_limit_global: rate_limit(&get, "RATE_LIMIT_GLOBAL", 100, 60)?,
             rate_limit_auth: rate_limit(&get, "RATE_LIMIT_AUTH", 5, 900)?,
             trust_proxy: boolean(&get, "TRUST_PROXY", false)?,
+            cache_ttl_jitter: match get("CACHE_TTL_JITTER") {
+                None => 0.05,
+                Some(v) => v
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|j| (0.0..=0.5).contains(j))
+                    .ok_or_else(|| {
+                        ConfigError::new("CACHE_TTL_JITTER", format!("{v:?} (expected 0 to 0.5)"))
+                    })?,
+            },
             log_json: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") | Some("pretty") => false,
                 Some("json") => true,
@@ -205,6 +218,7 @@ mod tests {
             ("TRUST_PROXY", "perhaps"),
             ("JWT_SECRET", "short"),
             ("LOG_FORMAT", "xml"),
+            ("CACHE_TTL_JITTER", "0.9"),
         ] {
             let e = settings(&[(var, value)]).expect_err(var);
             assert_eq!(e.var, var, "{e}");

@@ -17,6 +17,37 @@ use crate::state::AppState;
 /// Longest the database check may take before it counts as down.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `GET /health/cache`: the response cache's counters since start.
+pub fn cache_router() -> Router<AppState> {
+    Router::new().route("/health/cache", get(cache_stats))
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CacheReport {
+    #[serde(flatten)]
+    stats: ims_redis::cache::CacheStats,
+    /// Hits served from process memory: there is no in-process tier yet.
+    l1_hits: u64,
+    /// Hits served from Redis.
+    l2_hits: u64,
+    redis: &'static str,
+}
+
+async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
+    let stats = state.cache.stats();
+    Json(CacheReport {
+        l1_hits: 0,
+        l2_hits: stats.hits - stats.coalesced,
+        redis: if state.redis.is_connected() {
+            "up"
+        } else {
+            "down"
+        },
+        stats,
+    })
+}
+
 /// The health routes.
 pub fn router() -> Router<AppState> {
     Router::new().route("/health", get(health))

@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod items;
 pub mod pagination;
 pub mod period;
+pub mod policy;
 pub mod purchasing;
 pub mod reports;
 pub mod sales;

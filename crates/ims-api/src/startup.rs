@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
-use axum::Router;
+use axum::{Extension, Router};
+use ims_redis::cache::ResponseCache;
 use ims_redis::session::RefreshTokenStore;
 use ims_redis::{RedisConnection, RedisService};
 use tokio::net::TcpListener;
@@ -38,8 +39,10 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::purchasing::router())
         .merge(crate::dashboard::router())
         .merge(crate::reports::router())
+        .merge(health::cache_router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(Extension(state.cache.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -79,11 +82,24 @@ impl Application {
         db.migrate().await?;
         let connection = RedisConnection::connect(settings.redis.clone()).await;
         let redis = RedisService::new(connection, settings.redis.key_prefix.clone());
+        let keys = Arc::new(TokenKeys::new(&settings.jwt_secret));
+        // The cache's tenant is the organization of a valid access token; anything else is
+        // not cached (and the handler answers 401).
+        let scope_keys = keys.clone();
+        let cache = ResponseCache::new(
+            redis.clone(),
+            Arc::new(move |parts: &axum::http::request::Parts| {
+                let token = crate::auth::bearer_token(&parts.headers)?;
+                scope_keys.verify(token).ok().map(|claims| claims.org)
+            }),
+            settings.cache_ttl_jitter,
+        );
         let state = AppState {
             db,
             refresh_tokens: RefreshTokenStore::new(redis.clone()),
+            cache,
             redis,
-            keys: Arc::new(TokenKeys::new(&settings.jwt_secret)),
+            keys,
             settings: Arc::new(settings),
             started_at: Instant::now(),
         };

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use ims_redis::cache::ResponseCache;
 use ims_redis::session::RefreshTokenStore;
 use ims_redis::RedisService;
 
@@ -19,6 +20,8 @@ pub struct AppState {
     pub redis: RedisService,
     /// Refresh tokens in Redis.
     pub refresh_tokens: RefreshTokenStore,
+    /// The response cache behind the routes' `cached`/`invalidates` policies.
+    pub cache: Arc<ResponseCache>,
     /// JWT signing and verification keys.
     pub keys: Arc<TokenKeys>,
     /// The settings the server started with.

@@ -1,7 +1,7 @@
 //! The `AuthUser` extractor: a verified access token, or a 401.
 
 use axum::extract::FromRequestParts;
-use axum::http::{header, request::Parts};
+use axum::http::{header, request::Parts, HeaderMap};
 
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -19,25 +19,31 @@ pub struct AuthUser {
     pub role: String,
 }
 
+/// The token of an `Authorization: Bearer <token>` header, if there is one.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .filter(|t| !t.is_empty())
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer token".into()))?;
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                let (scheme, token) = v.split_once(' ')?;
-                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
-            })
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
-            })?;
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(ApiError::Unauthorized(
+                "missing Authorization: Bearer token".into(),
+            ));
+        }
+        let token = bearer_token(&parts.headers).ok_or_else(|| {
+            ApiError::Unauthorized("expected Authorization: Bearer <token>".into())
+        })?;
         let claims = state.keys.verify(token)?;
         Ok(Self {
             user_id: claims.sub,

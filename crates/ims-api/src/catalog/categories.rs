@@ -13,6 +13,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{PageParams, Paginated};
+use crate::policy::{cached, invalidates};
 use crate::state::AppState;
 
 /// Deepest tree walked when checking a new parent for cycles; trees are shallow in practice,
@@ -21,10 +22,20 @@ const MAX_DEPTH: usize = 1000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/categories", get(list).post(create))
+        .route(
+            "/categories",
+            get(list)
+                .layer(cached("categories:list", 300))
+                .post(create)
+                .layer(invalidates(&["categories", "items"])),
+        )
         .route(
             "/categories/{id}",
-            get(read).put(replace).patch(patch).delete(remove),
+            get(read)
+                .put(replace)
+                .patch(patch)
+                .delete(remove)
+                .layer(invalidates(&["categories", "items"])),
         )
 }
 

@@ -13,6 +13,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
+use crate::policy::{cached, invalidates};
 use crate::state::AppState;
 
 /// Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
@@ -20,10 +21,20 @@ const MAX_RATE_BPS: i64 = 100_000;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/tax-rates", get(list).post(create))
+        .route(
+            "/tax-rates",
+            get(list)
+                .layer(cached("tax:rates", 600))
+                .post(create)
+                .layer(invalidates(&["tax"])),
+        )
         .route(
             "/tax-rates/{id}",
-            get(read).put(replace).patch(patch).delete(remove),
+            get(read)
+                .put(replace)
+                .patch(patch)
+                .delete(remove)
+                .layer(invalidates(&["tax"])),
         )
 }
 

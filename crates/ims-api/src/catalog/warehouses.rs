@@ -14,16 +14,27 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
+use crate::policy::invalidates;
 use crate::state::AppState;
 
 const MAX_CODE_CHARS: usize = 50;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/warehouses", get(list).post(create))
+        // Warehouse names and codes appear in stock levels and the inventory status.
+        .route(
+            "/warehouses",
+            get(list)
+                .post(create)
+                .layer(invalidates(&["stock", "dashboard"])),
+        )
         .route(
             "/warehouses/{id}",
-            get(read).put(replace).patch(patch).delete(remove),
+            get(read)
+                .put(replace)
+                .patch(patch)
+                .delete(remove)
+                .layer(invalidates(&["stock", "dashboard"])),
         )
 }
 

@@ -17,6 +17,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields;
 use crate::pagination::{Filter, PageParams, Paginated};
+use crate::policy::{cached, invalidates};
 use crate::state::AppState;
 
 const MAX_EMAIL_CHARS: usize = 254;
@@ -28,10 +29,21 @@ const TYPES: [&str; 2] = ["customer", "vendor"];
 /// The contact routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/contacts", get(list).post(create))
+        // Contact names appear in the dashboard's top customers and in reports.
+        .route(
+            "/contacts",
+            get(list)
+                .layer(cached("contacts:list", 60))
+                .post(create)
+                .layer(invalidates(&["contacts", "dashboard", "reports"])),
+        )
         .route(
             "/contacts/{id}",
-            get(read).put(replace).patch(patch).delete(remove),
+            get(read)
+                .put(replace)
+                .patch(patch)
+                .delete(remove)
+                .layer(invalidates(&["contacts", "dashboard", "reports"])),
         )
 }
 

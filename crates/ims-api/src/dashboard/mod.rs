@@ -61,6 +61,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::pagination::Filter;
 use crate::period::Period;
+use crate::policy::cached;
 use crate::state::AppState;
 
 /// Ranking size when the client does not ask for one.
@@ -79,11 +80,26 @@ const DEFAULT_MONTHS: i64 = 12;
 /// The dashboard routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/dashboard/kpis", get(kpis))
-        .route("/dashboard/sales-chart", get(sales_chart))
-        .route("/dashboard/top-customers", get(top_customers))
-        .route("/dashboard/top-products", get(top_products))
-        .route("/dashboard/inventory-status", get(inventory_status))
+        .route(
+            "/dashboard/kpis",
+            get(kpis).layer(cached("dashboard:kpis", 300)),
+        )
+        .route(
+            "/dashboard/sales-chart",
+            get(sales_chart).layer(cached("dashboard:sales", 300)),
+        )
+        .route(
+            "/dashboard/top-customers",
+            get(top_customers).layer(cached("dashboard:customers", 300)),
+        )
+        .route(
+            "/dashboard/top-products",
+            get(top_products).layer(cached("dashboard:products", 300)),
+        )
+        .route(
+            "/dashboard/inventory-status",
+            get(inventory_status).layer(cached("dashboard:inventory", 300)),
+        )
 }
 
 /// The query parameters of every dashboard route; each route reads the ones it knows. Kept

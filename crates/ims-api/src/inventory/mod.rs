@@ -19,6 +19,7 @@ use crate::db;
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{Filter, PageParams, Paginated};
+use crate::policy::{cached, invalidates};
 use crate::state::AppState;
 use stock::{Movement, Source};
 
@@ -27,9 +28,28 @@ const MAX_REASON_CHARS: usize = 500;
 /// The inventory routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/inventory/stock-levels", get(stock_levels))
-        .route("/inventory/adjustments", get(list_adjustments).post(adjust))
-        .route("/inventory/transfers", get(list_transfers).post(transfer))
+        .route(
+            "/inventory/stock-levels",
+            get(stock_levels).layer(cached("stock:levels", 30)),
+        )
+        // Stock changes show in item stock-on-hand, the dashboard and the stock reports.
+        .route(
+            "/inventory/adjustments",
+            get(list_adjustments).post(adjust).layer(invalidates(&[
+                "stock",
+                "items",
+                "dashboard",
+                "reports",
+            ])),
+        )
+        .route(
+            "/inventory/transfers",
+            get(list_transfers).post(transfer).layer(invalidates(&[
+                "stock",
+                "dashboard",
+                "reports",
+            ])),
+        )
         .route("/inventory/movements", get(list_movements))
 }
 

@@ -22,6 +22,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{Filter, PageParams, Paginated};
+use crate::policy::{cached, invalidates};
 use crate::state::AppState;
 
 const MAX_SKU_CHARS: usize = 100;
@@ -31,10 +32,23 @@ const MAX_SEARCH_CHARS: usize = 200;
 
 /// The item routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/items", get(list).post(create)).route(
-        "/items/{id}",
-        get(read).put(replace).patch(patch).delete(remove),
-    )
+    Router::new()
+        .route(
+            "/items",
+            get(list)
+                .layer(cached("items:list", 60))
+                .post(create)
+                .layer(invalidates(&["items", "stock", "dashboard", "reports"])),
+        )
+        .route(
+            "/items/{id}",
+            get(read)
+                .layer(cached("items:detail", 120))
+                .put(replace)
+                .patch(patch)
+                .delete(remove)
+                .layer(invalidates(&["items", "stock", "dashboard", "reports"])),
+        )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]

@@ -16,6 +16,7 @@ use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{Filter, PageParams, Paginated};
 use crate::period::Period;
+use crate::policy::invalidates;
 use crate::sales::lines::{self, LineBody};
 use crate::sales::{changed, page_of};
 use crate::state::AppState;
@@ -25,9 +26,23 @@ const MAX_NOTES_CHARS: usize = 2000;
 /// The purchasing routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/purchase-orders", get(list).post(create))
-        .route("/purchase-orders/{id}", get(read).patch(patch))
-        .route("/purchase-orders/{id}/receive", post(receive))
+        .route(
+            "/purchase-orders",
+            get(list)
+                .post(create)
+                .layer(invalidates(&["dashboard", "reports"])),
+        )
+        .route(
+            "/purchase-orders/{id}",
+            get(read)
+                .patch(patch)
+                .layer(invalidates(&["dashboard", "reports"])),
+        )
+        // Receiving puts stock in: stock levels and item stock-on-hand change too.
+        .route(
+            "/purchase-orders/{id}/receive",
+            post(receive).layer(invalidates(&["stock", "items", "dashboard", "reports"])),
+        )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]

@@ -42,6 +42,7 @@ use crate::db::{self, Backend, Db};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::pagination::Filter;
 use crate::period::Period;
+use crate::policy::cached_per_type;
 use crate::state::AppState;
 
 /// Most rows one report returns; protects the server and the client from unbounded output.
@@ -49,7 +50,10 @@ pub const MAX_ROWS: usize = 10_000;
 
 /// The report routes.
 pub fn router() -> Router<AppState> {
-    Router::new().route("/reports/{type}", get(report))
+    Router::new().route(
+        "/reports/{type}",
+        get(report).layer(cached_per_type("reports", 900)),
+    )
 }
 
 /// The reports there are; a closed set, so only fixed SQL ever runs.

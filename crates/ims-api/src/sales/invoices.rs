@@ -20,14 +20,23 @@ use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields;
 use crate::pagination::{Filter, PageParams, Paginated};
 use crate::period::Period;
+use crate::policy::invalidates;
 use crate::state::AppState;
 
 /// The invoice routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/invoices", get(list).post(create))
+        .route(
+            "/invoices",
+            get(list)
+                .post(create)
+                .layer(invalidates(&["dashboard", "reports"])),
+        )
         .route("/invoices/{id}", get(read))
-        .route("/invoices/{id}/payments", post(pay))
+        .route(
+            "/invoices/{id}/payments",
+            post(pay).layer(invalidates(&["dashboard", "reports"])),
+        )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize)]

@@ -23,6 +23,7 @@ use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{Filter, PageParams, Paginated};
 use crate::period::Period;
+use crate::policy::invalidates;
 use crate::state::AppState;
 use lines::LineBody;
 
@@ -31,9 +32,23 @@ const MAX_NOTES_CHARS: usize = 2000;
 /// The sales routes.
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/sales-orders", get(list).post(create))
-        .route("/sales-orders/{id}", get(read).patch(patch))
-        .route("/sales-orders/{id}/fulfil", post(fulfil))
+        .route(
+            "/sales-orders",
+            get(list)
+                .post(create)
+                .layer(invalidates(&["dashboard", "reports"])),
+        )
+        .route(
+            "/sales-orders/{id}",
+            get(read)
+                .patch(patch)
+                .layer(invalidates(&["dashboard", "reports"])),
+        )
+        // Fulfilment takes stock out: stock levels and item stock-on-hand change too.
+        .route(
+            "/sales-orders/{id}/fulfil",
+            post(fulfil).layer(invalidates(&["stock", "items", "dashboard", "reports"])),
+        )
         .merge(invoices::router())
 }
 

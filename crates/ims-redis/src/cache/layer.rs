@@ -36,6 +36,8 @@ pub struct CacheLayer {
 struct Policy {
     key_prefix: String,
     ttl: Duration,
+    /// Append the path's last segment to the key prefix (`reports` → `reports:{type}`).
+    per_last_segment: bool,
 }
 
 impl CacheLayer {
@@ -45,6 +47,20 @@ impl CacheLayer {
             policy: Arc::new(Policy {
                 key_prefix: key_prefix.into(),
                 ttl,
+                per_last_segment: false,
+            }),
+        }
+    }
+
+    /// Caches under `key_prefix:{last path segment}`, for one route serving several kinds
+    /// of response (`/reports/{type}` → `reports:sales-by-item`). Only `200` responses are
+    /// stored, so only segments the handler accepts ever reach a key.
+    pub fn per_last_segment(key_prefix: impl Into<String>, ttl: Duration) -> Self {
+        Self {
+            policy: Arc::new(Policy {
+                key_prefix: key_prefix.into(),
+                ttl,
+                per_last_segment: true,
             }),
         }
     }
@@ -236,7 +252,13 @@ where
         parts.uri.path(),
         query_hash(parts.uri.query())
     );
-    let key_prefix = policy.key_prefix.as_str();
+    let key_prefix = if policy.per_last_segment {
+        let segment = parts.uri.path().rsplit('/').next().unwrap_or_default();
+        format!("{}:{segment}", policy.key_prefix)
+    } else {
+        policy.key_prefix.clone()
+    };
+    let key_prefix = key_prefix.as_str();
     let seen = match cache.lookup(&scope, key_prefix, &rest).await {
         Lookup::Hit(cached, ttl) => {
             cache.count(Event::Hit);

@@ -1,0 +1,23 @@
+//! The response-cache and invalidation policies routes attach where they are declared
+//! (contract §5): `cached("items:list", 60)` on a read, `invalidates(&["items", …])` on
+//! writes. Short names keep each route's policy readable in its router.
+
+use std::time::Duration;
+
+use ims_redis::cache::CacheLayer;
+use ims_redis::invalidate::InvalidateLayer;
+
+/// Caches the route's `GET` responses under `key_prefix` for `seconds`.
+pub fn cached(key_prefix: &str, seconds: u64) -> CacheLayer {
+    CacheLayer::new(key_prefix, Duration::from_secs(seconds))
+}
+
+/// Caches under `key_prefix:{last path segment}` (one key prefix per report type).
+pub fn cached_per_type(key_prefix: &str, seconds: u64) -> CacheLayer {
+    CacheLayer::per_last_segment(key_prefix, Duration::from_secs(seconds))
+}
+
+/// After a successful write, invalidates the caller's cached responses of `groups`.
+pub fn invalidates(groups: &[&str]) -> InvalidateLayer {
+    InvalidateLayer::new(groups)
+}
