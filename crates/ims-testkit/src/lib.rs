@@ -6,6 +6,7 @@
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// A private `redis-server` process. Killed when dropped.
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
-    child: Option<Child>,
+    /// Behind a lock so a test can stop and restart the server through a shared reference
+    /// while other tasks use the app that owns it.
+    child: Mutex<Option<Child>>,
     /// Serve TLS only (no plain-text port), with a certificate from a private test CA.
     tls: bool,
 }
@@ -37,10 +40,10 @@ impl RedisServer {
             let port = free_port();
             let dir = std::env::temp_dir().join(format!("ims-redis-{port}-{}", std::process::id()));
             let _ = std::fs::create_dir_all(&dir);
-            let mut server = Self {
+            let server = Self {
                 port,
                 dir,
-                child: None,
+                child: Mutex::new(None),
                 tls,
             };
             if tls {
@@ -53,7 +56,13 @@ impl RedisServer {
         panic!("could not start redis-server on a free port");
     }
 
-    fn spawn(&mut self) -> bool {
+    fn child(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.child
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn spawn(&self) -> bool {
         let mut command = Command::new("redis-server");
         if self.tls {
             let file = |name: &str| self.dir.join(name).to_string_lossy().into_owned();
@@ -73,14 +82,18 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        self.child = Some(child);
+        *self.child() = Some(child);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return true;
             }
-            if let Some(Ok(Some(_))) = self.child.as_mut().map(|c| c.try_wait()) {
-                self.child = None;
+            let exited = matches!(
+                self.child().as_mut().map(|c| c.try_wait()),
+                Some(Ok(Some(_)))
+            );
+            if exited {
+                *self.child() = None;
                 return false;
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -171,15 +184,15 @@ impl RedisServer {
     }
 
     /// Kills the process (an abrupt outage, like a crash) and waits until the port is closed.
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child().take() {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
     /// Starts it again on the same port, empty (it keeps nothing on disk).
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.stop();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -191,14 +204,36 @@ impl RedisServer {
         panic!("redis-server did not restart on port {}", self.port);
     }
 
+    /// Freezes the process (SIGSTOP): connections stay open but nothing answers, as in a
+    /// network partition. Its data survives, unlike [`RedisServer::stop`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = self.child().as_ref() {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+        }
+    }
+
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.child().is_some()
     }
 }
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        // A paused process ignores SIGKILL until it is continued on some systems' ptrace
+        // setups; continuing first is harmless otherwise.
+        self.resume();
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

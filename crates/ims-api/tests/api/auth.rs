@@ -276,7 +276,7 @@ async fn sessions_are_listed_and_revoked() {
 
 #[tokio::test]
 async fn redis_down_login_and_refresh_use_sql_then_redis_again_when_back() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
     app.register("hal@example.com").await;
     app.redis.stop();
 
@@ -500,7 +500,7 @@ async fn bad_input_on_every_auth_route_is_a_4xx_problem_and_writes_nothing() {
 
 #[tokio::test]
 async fn with_redis_stopped_auth_requests_do_not_wait_on_it() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
     app.register("max@example.com").await;
     app.redis.stop();
     // Whatever the first request pays to discover the outage is bounded by the command
@@ -522,7 +522,7 @@ async fn with_redis_stopped_auth_requests_do_not_wait_on_it() {
 
 #[tokio::test]
 async fn logout_during_a_redis_outage_still_ends_the_session() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
     let pair = app.register("ned@example.com").await;
     let refresh = s(&pair, "refreshToken");
     app.redis.stop();

@@ -27,7 +27,7 @@ async fn health_reports_both_services_with_real_round_trips() {
 
 #[tokio::test]
 async fn redis_down_is_degraded_but_healthy_and_seen_in_one_request() {
-    let mut app = spawn_app().await;
+    let app = spawn_app().await;
     app.redis.stop();
     // The very first request after the crash already reports it.
     let response = app.get("/health", None).await;

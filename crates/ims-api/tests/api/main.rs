@@ -4,6 +4,7 @@
 
 mod auth;
 mod binary;
+mod cache;
 mod catalog;
 mod dashboard;
 mod health;

@@ -1,0 +1,736 @@
+//! The response cache as a client and an operator see it: headers, exact Redis keys,
+//! invalidation per write, tenant isolation, races, and Redis going away.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, TestApp};
+
+/// One organization's catalog: enough rows for every cached read to return 200.
+struct Org {
+    token: String,
+    org_id: String,
+    item: String,
+    warehouse: String,
+    customer: String,
+    vendor: String,
+    category: String,
+    tax: String,
+}
+
+async fn post_created(app: &TestApp, path: &str, body: Value, token: &str) -> String {
+    let response = app.post(path, body, Some(token)).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
+    let value: Value = response.json().await.expect("json");
+    value["id"].as_str().expect("id").to_string()
+}
+
+async fn org(app: &TestApp, email: &str) -> Org {
+    let pair = app.register(email).await;
+    let token = pair["accessToken"].as_str().expect("token").to_string();
+    let org_id = pair["user"]["organizationId"]
+        .as_str()
+        .expect("org")
+        .to_string();
+    let category = post_created(app, "/categories", json!({"name": "Tools"}), &token).await;
+    let tax = post_created(
+        app,
+        "/tax-rates",
+        json!({"name": "VAT", "rateBps": 2000}),
+        &token,
+    )
+    .await;
+    let warehouse = post_created(
+        app,
+        "/warehouses",
+        json!({"name": "Main", "code": "M"}),
+        &token,
+    )
+    .await;
+    let item = post_created(
+        app,
+        "/items",
+        json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500, "costCents": 700, "categoryId": category, "taxRateId": tax}),
+        &token,
+    )
+    .await;
+    let customer = post_created(
+        app,
+        "/contacts",
+        json!({"type": "customer", "name": "Ann"}),
+        &token,
+    )
+    .await;
+    let vendor = post_created(
+        app,
+        "/contacts",
+        json!({"type": "vendor", "name": "Acme"}),
+        &token,
+    )
+    .await;
+    Org {
+        token,
+        org_id,
+        item,
+        warehouse,
+        customer,
+        vendor,
+        category,
+        tax,
+    }
+}
+
+/// The key contract §5 promises, computed here independently of the server.
+fn key(org_id: &str, prefix: &str, path: &str, sorted_query: &str) -> String {
+    let hash = hex::encode(Md5::digest(sorted_query.as_bytes()));
+    format!("ims:cache:{org_id}:{prefix}:GET:{path}:{hash}")
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn exists(app: &TestApp, key: &str) -> bool {
+    let mut conn = app.redis_conn();
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<i64>(&mut conn)
+        .expect("exists")
+        == 1
+}
+
+#[tokio::test]
+async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
+    let app = spawn_app().await;
+    let org = org(&app, "cache@example.com").await;
+    let expected_key = key(&org.org_id, "items:list", "/items", "");
+    assert!(!exists(&app, &expected_key));
+
+    let first = app.get("/items", Some(&org.token)).await;
+    assert_eq!(first.status(), StatusCode::OK);
+    assert_eq!(header(&first, "x-cache"), "MISS");
+    let ttl: u64 = header(&first, "x-cache-ttl").parse().expect("ttl");
+    assert!(
+        (57..=60).contains(&ttl),
+        "jittered TTL within 5 % of 60: {ttl}"
+    );
+    let etag = header(&first, "etag");
+    assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
+    let first_body = first.text().await.expect("body");
+    assert!(exists(&app, &expected_key), "stored at the contract's key");
+    let mut conn = app.redis_conn();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&expected_key)
+        .query(&mut conn)
+        .expect("pttl");
+    assert!(pttl > 56_000 && pttl <= 60_000, "{pttl}");
+
+    let second = app.get("/items", Some(&org.token)).await;
+    assert_eq!(header(&second, "x-cache"), "HIT");
+    let left: u64 = header(&second, "x-cache-ttl").parse().expect("ttl");
+    assert!(
+        left <= ttl && left >= ttl - 2,
+        "real remaining time: {left} vs {ttl}"
+    );
+    assert_eq!(header(&second, "etag"), etag);
+    assert_eq!(header(&second, "content-type"), "application/json");
+    assert_eq!(second.text().await.expect("body"), first_body);
+
+    // A client that has it gets 304 without a body.
+    let revalidate = app
+        .client
+        .get(format!("{}/items", app.address))
+        .bearer_auth(&org.token)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(revalidate.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&revalidate, "x-cache"), "HIT");
+    assert!(revalidate.bytes().await.expect("body").is_empty());
+
+    // no-cache: the handler runs, nothing is read or written.
+    let detail_key = key(
+        &org.org_id,
+        "items:detail",
+        &format!("/items/{}", org.item),
+        "",
+    );
+    let bypass = app
+        .client
+        .get(format!("{}/items/{}", app.address, org.item))
+        .bearer_auth(&org.token)
+        .header("cache-control", "no-cache")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(bypass.status(), StatusCode::OK);
+    assert_eq!(header(&bypass, "x-cache"), "BYPASS");
+    assert!(!exists(&app, &detail_key));
+    let stats: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(stats["hits"], 2);
+    assert_eq!(stats["bypasses"], 1);
+    assert!(stats["hitRate"].as_f64().expect("rate") > 0.0);
+}
+
+#[tokio::test]
+async fn the_query_hash_ignores_parameter_order() {
+    let app = spawn_app().await;
+    let org = org(&app, "order@example.com").await;
+    let a = app
+        .get("/items?limit=5&page=1&sort=name", Some(&org.token))
+        .await;
+    assert_eq!(header(&a, "x-cache"), "MISS");
+    let b = app
+        .get("/items?sort=name&page=1&limit=5", Some(&org.token))
+        .await;
+    assert_eq!(header(&b, "x-cache"), "HIT");
+    assert!(exists(
+        &app,
+        &key(
+            &org.org_id,
+            "items:list",
+            "/items",
+            "limit=5&page=1&sort=name"
+        )
+    ));
+    let c = app
+        .get("/items?limit=6&page=1&sort=name", Some(&org.token))
+        .await;
+    assert_eq!(header(&c, "x-cache"), "MISS");
+}
+
+#[tokio::test]
+async fn only_authenticated_200_gets_are_stored() {
+    let app = spawn_app().await;
+    let org = org(&app, "only200@example.com").await;
+    let unknown = "/items/00000000-0000-0000-0000-000000000000";
+    for _ in 0..2 {
+        let response = app.get(unknown, Some(&org.token)).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(header(&response, "x-cache"), "MISS");
+        assert_eq!(header(&response, "x-cache-ttl"), "0");
+    }
+    let bad = app.get("/items?limit=1000", Some(&org.token)).await;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let anonymous = app.get("/items", None).await;
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let forged = app.get("/items", Some("not.a.token")).await;
+    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        app.redis_keys("ims:cache:*").is_empty(),
+        "{:?}",
+        app.redis_keys("ims:cache:*")
+    );
+    // Writes are never cached, and a write answers without cache headers.
+    let created = app
+        .post("/categories", json!({"name": "New"}), Some(&org.token))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    assert!(created.headers().get("x-cache").is_none());
+    assert!(app.redis_keys("ims:cache:*").is_empty());
+}
+
+#[tokio::test]
+async fn tenants_never_read_write_or_delete_each_others_entries() {
+    let app = spawn_app().await;
+    let a = org(&app, "tenant-a@example.com").await;
+    let b = org(&app, "tenant-b@example.com").await;
+    let adversarial = [
+        "/items?search=*",
+        "/items?search=%3A%2A%3F%5B%7B",
+        "/items?search=a:b&sort=name",
+        "/items?search=%7Bx%7D%5Bx%5D&sort=-name",
+        "/items?search=?",
+    ];
+    for path in adversarial.iter().chain(["/items"].iter()) {
+        for org in [&a, &b] {
+            let response = app.get(path, Some(&org.token)).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            assert_eq!(
+                header(&response, "x-cache"),
+                "MISS",
+                "{path}: never another tenant's entry"
+            );
+        }
+    }
+    let a_keys = app.redis_keys(&format!("ims:cache:{}:*", a.org_id));
+    let b_keys = app.redis_keys(&format!("ims:cache:{}:*", b.org_id));
+    assert_eq!(a_keys.len(), adversarial.len() + 1);
+    assert_eq!(b_keys.len(), adversarial.len() + 1);
+
+    // A's write removes A's item entries only.
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/items/{}", a.item),
+            Some(json!({"name": "Mallet"})),
+            Some(&a.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(app
+        .redis_keys(&format!("ims:cache:{}:*", a.org_id))
+        .is_empty());
+    assert_eq!(
+        app.redis_keys(&format!("ims:cache:{}:*", b.org_id)).len(),
+        b_keys.len()
+    );
+    let b_again = app.get("/items", Some(&b.token)).await;
+    assert_eq!(header(&b_again, "x-cache"), "HIT");
+    let body: Value = b_again.json().await.expect("json");
+    assert_eq!(body["data"][0]["name"], "Hammer", "B never sees A's rename");
+
+    // Ids containing glob and separator characters are just unknown ids (404, not cached).
+    for id in ["*", "a:b", "%7B%7D", "%5B"] {
+        let response = app.get(&format!("/items/{id}"), Some(&b.token)).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    }
+    assert_eq!(
+        app.redis_keys(&format!("ims:cache:{}:*", b.org_id)).len(),
+        b_keys.len()
+    );
+}
+
+/// The cached reads every mapping row is checked against: (name, path, key prefix).
+fn reads(org: &Org) -> Vec<(&'static str, String, &'static str)> {
+    vec![
+        ("items", "/items".into(), "items:list"),
+        ("items", format!("/items/{}", org.item), "items:detail"),
+        ("stock", "/inventory/stock-levels".into(), "stock:levels"),
+        ("dashboard", "/dashboard/kpis".into(), "dashboard:kpis"),
+        (
+            "dashboard",
+            "/dashboard/inventory-status".into(),
+            "dashboard:inventory",
+        ),
+        (
+            "reports",
+            "/reports/sales-by-item".into(),
+            "reports:sales-by-item",
+        ),
+        ("categories", "/categories".into(), "categories:list"),
+        ("contacts", "/contacts".into(), "contacts:list"),
+        ("tax", "/tax-rates".into(), "tax:rates"),
+    ]
+}
+
+async fn prime(app: &TestApp, org: &Org) {
+    for (_, path, _) in reads(org) {
+        let response = app.get(&path, Some(&org.token)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+    }
+    assert_eq!(
+        app.redis_keys(&format!("ims:cache:{}:*", org.org_id)).len(),
+        reads(org).len()
+    );
+}
+
+/// After `write`, exactly the reads of `groups` must be gone (and answer MISS).
+async fn check_row(app: &TestApp, org: &Org, name: &str, groups: &[&str]) {
+    for (group, path, prefix) in reads(org) {
+        let cached = exists(app, &key(&org.org_id, prefix, &path, ""));
+        assert_eq!(
+            cached,
+            !groups.contains(&group),
+            "{name}: {prefix} should be {}",
+            if groups.contains(&group) {
+                "invalidated"
+            } else {
+                "kept"
+            }
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_write_invalidates_its_groups_and_nothing_else() {
+    let app = spawn_app().await;
+    let org = org(&app, "mapping@example.com").await;
+    let t = org.token.clone();
+    // Stock to sell, and an order to fulfil and invoice.
+    let stock = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 50, "reason": "initial"});
+    assert_eq!(
+        app.post("/inventory/adjustments", stock, Some(&t))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let order = post_created(
+        &app,
+        "/sales-orders",
+        json!({"customerId": org.customer, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1}]}),
+        &t,
+    )
+    .await;
+    let purchase = post_created(
+        &app,
+        "/purchase-orders",
+        json!({"vendorId": org.vendor, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 2, "unitCostCents": 500}]}),
+        &t,
+    )
+    .await;
+
+    let all = [
+        "items",
+        "stock",
+        "dashboard",
+        "reports",
+        "categories",
+        "contacts",
+        "tax",
+    ];
+    let _ = all;
+    type Case = (&'static str, Method, String, Value, &'static [&'static str]);
+    let cases: Vec<Case> = vec![
+        (
+            "create item",
+            Method::POST,
+            "/items".into(),
+            json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
+            &["items", "stock", "dashboard", "reports"],
+        ),
+        (
+            "update item",
+            Method::PATCH,
+            format!("/items/{}", org.item),
+            json!({"priceCents": 1600}),
+            &["items", "stock", "dashboard", "reports"],
+        ),
+        (
+            "create contact",
+            Method::POST,
+            "/contacts".into(),
+            json!({"type": "customer", "name": "Bob"}),
+            &["contacts", "dashboard", "reports"],
+        ),
+        (
+            "update contact",
+            Method::PATCH,
+            format!("/contacts/{}", org.customer),
+            json!({"name": "Ann B"}),
+            &["contacts", "dashboard", "reports"],
+        ),
+        (
+            "create sales order",
+            Method::POST,
+            "/sales-orders".into(),
+            json!({"customerId": org.customer, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1}]}),
+            &["dashboard", "reports"],
+        ),
+        (
+            "update sales order",
+            Method::PATCH,
+            format!("/sales-orders/{order}"),
+            json!({"notes": "rush"}),
+            &["dashboard", "reports"],
+        ),
+        (
+            "fulfil sales order",
+            Method::POST,
+            format!("/sales-orders/{order}/fulfil"),
+            json!({}),
+            &["stock", "items", "dashboard", "reports"],
+        ),
+        (
+            "create invoice",
+            Method::POST,
+            "/invoices".into(),
+            json!({"salesOrderId": order}),
+            &["dashboard", "reports"],
+        ),
+        (
+            "create purchase order",
+            Method::POST,
+            "/purchase-orders".into(),
+            json!({"vendorId": org.vendor, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1, "unitCostCents": 1}]}),
+            &["dashboard", "reports"],
+        ),
+        (
+            "update purchase order",
+            Method::PATCH,
+            format!("/purchase-orders/{purchase}"),
+            json!({"notes": "soon"}),
+            &["dashboard", "reports"],
+        ),
+        (
+            "receive purchase order",
+            Method::POST,
+            format!("/purchase-orders/{purchase}/receive"),
+            json!({}),
+            &["stock", "items", "dashboard", "reports"],
+        ),
+        (
+            "stock adjustment",
+            Method::POST,
+            "/inventory/adjustments".into(),
+            json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": -1, "reason": "damaged"}),
+            &["stock", "items", "dashboard", "reports"],
+        ),
+        (
+            "category change",
+            Method::PATCH,
+            format!("/categories/{}", org.category),
+            json!({"name": "Hand tools"}),
+            &["categories", "items"],
+        ),
+        (
+            "tax rate change",
+            Method::PATCH,
+            format!("/tax-rates/{}", org.tax),
+            json!({"rateBps": 2100}),
+            &["tax"],
+        ),
+        (
+            "warehouse change",
+            Method::PATCH,
+            format!("/warehouses/{}", org.warehouse),
+            json!({"name": "Central"}),
+            &["stock", "dashboard"],
+        ),
+    ];
+    for (name, method, path, body, groups) in cases {
+        prime(&app, &org).await;
+        let response = app.request(method, &path, Some(body), Some(&t)).await;
+        assert!(
+            response.status().is_success(),
+            "{name}: {}",
+            response.status()
+        );
+        check_row(&app, &org, name, groups).await;
+        // Clear the rest so the next row starts from a fully primed cache.
+        app.request(
+            Method::PATCH,
+            &format!("/categories/{}", org.category),
+            Some(json!({"name": "Tools"})),
+            Some(&t),
+        )
+        .await;
+        let mut conn = app.redis_conn();
+        let keys = app.redis_keys("ims:cache:*");
+        if !keys.is_empty() {
+            let _: i64 = redis::cmd("DEL").arg(&keys).query(&mut conn).expect("del");
+        }
+    }
+
+    // The transfer needs a second warehouse: stock and dashboard (and reports) change.
+    let other = post_created(
+        &app,
+        "/warehouses",
+        json!({"name": "Side", "code": "S"}),
+        &t,
+    )
+    .await;
+    prime(&app, &org).await;
+    let transfer = json!({"itemId": org.item, "fromWarehouseId": org.warehouse, "toWarehouseId": other, "quantity": 1});
+    assert_eq!(
+        app.post("/inventory/transfers", transfer, Some(&t))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    check_row(&app, &org, "transfer", &["stock", "dashboard", "reports"]).await;
+
+    // A failed write invalidates nothing.
+    prime(&app, &org).await;
+    let refused = app
+        .post("/inventory/adjustments", json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": -100000, "reason": "x"}), Some(&t))
+        .await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    check_row(&app, &org, "refused write", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_misses_of_one_key_run_the_handler_once() {
+    let app = spawn_app().await;
+    let org = org(&app, "stampede@example.com").await;
+    let before: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let requests = (0..24).map(|_| app.get("/dashboard/kpis", Some(&org.token)));
+    let responses = futures::future::join_all(requests).await;
+    let mut bodies = std::collections::HashSet::new();
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::OK);
+        bodies.insert(response.text().await.expect("body"));
+    }
+    assert_eq!(bodies.len(), 1);
+    let after: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let misses =
+        after["misses"].as_u64().expect("misses") - before["misses"].as_u64().expect("misses");
+    let hits = after["hits"].as_u64().expect("hits") - before["hits"].as_u64().expect("hits");
+    assert_eq!(misses, 1, "one handler run for 24 concurrent requests");
+    assert_eq!(hits, 23);
+}
+
+#[tokio::test]
+async fn redis_down_is_a_plain_miss_and_caching_resumes_when_it_is_back() {
+    let app = spawn_app().await;
+    let org = org(&app, "down@example.com").await;
+    app.redis.stop();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let response = app.get("/items", Some(&org.token)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-cache"), "MISS");
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+    // Writes still succeed (their invalidation is skipped).
+    let response = app
+        .request(
+            Method::PATCH,
+            &format!("/items/{}", org.item),
+            Some(json!({"name": "Claw hammer"})),
+            Some(&org.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.redis.restart();
+    app.wait_for_redis(true).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app.get("/items", Some(&org.token)).await;
+        if header(&response, "x-cache") == "HIT" {
+            let body: Value = response.json().await.expect("json");
+            assert_eq!(body["data"][0]["name"], "Claw hammer");
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn writes_during_a_partition_cannot_leave_stale_entries() {
+    let app = spawn_app().await;
+    let org = org(&app, "partition@example.com").await;
+    let path = format!("/items/{}", org.item);
+    let cached = app.get(&path, Some(&org.token)).await;
+    assert_eq!(header(&cached, "x-cache"), "MISS");
+    assert_eq!(
+        header(&app.get(&path, Some(&org.token)).await, "x-cache"),
+        "HIT"
+    );
+
+    // Redis stops answering but keeps its data, like a partition. Once the server has
+    // noticed, a write cannot invalidate anything: no command is even sent.
+    app.redis.pause();
+    app.wait_for_redis(false).await;
+    let response = app
+        .request(
+            Method::PATCH,
+            &path,
+            Some(json!({"name": "Sledgehammer"})),
+            Some(&org.token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    app.redis.resume();
+    app.wait_for_redis(true).await;
+
+    // The entry from before the write must never be served again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app.get(&path, Some(&org.token)).await;
+        let status = header(&response, "x-cache");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(
+            body["name"], "Sledgehammer",
+            "stale entry served ({status})"
+        );
+        if status == "HIT" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "caching never resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_read_started_after_a_write_returned_sees_older_data() {
+    let app = spawn_app().await;
+    let org = org(&app, "linear@example.com").await;
+    let writes_done = AtomicI64::new(0);
+    let stale = AtomicI64::new(0);
+    let reads_done = AtomicI64::new(0);
+    let item_path = format!("/items/{}", org.item);
+    let level_path = format!("/inventory/stock-levels?itemId={}", org.item);
+
+    let writer = async {
+        for i in 0..60 {
+            let body = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 1, "reason": "count"});
+            let response = app
+                .post("/inventory/adjustments", body, Some(&org.token))
+                .await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            writes_done.fetch_add(1, Ordering::SeqCst);
+            if i == 30 {
+                // Redis dies in the middle of the run and comes back.
+                app.redis.stop();
+            }
+            if i == 40 {
+                app.redis.restart();
+            }
+        }
+    };
+    let reader = |path: String| {
+        let (app, org, writes_done, stale, reads_done) =
+            (&app, &org, &writes_done, &stale, &reads_done);
+        async move {
+            while writes_done.load(Ordering::SeqCst) < 60 {
+                let floor = writes_done.load(Ordering::SeqCst);
+                let response = app.get(&path, Some(&org.token)).await;
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: Value = response.json().await.expect("json");
+                let seen = if path.starts_with("/items/") {
+                    body["stockOnHand"].as_i64().expect("stock")
+                } else {
+                    body["data"][0]["quantity"].as_i64().unwrap_or(0)
+                };
+                if seen < floor {
+                    stale.fetch_add(1, Ordering::SeqCst);
+                }
+                reads_done.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    };
+    let readers = (0..6).map(|i| {
+        reader(if i % 2 == 0 {
+            item_path.clone()
+        } else {
+            level_path.clone()
+        })
+    });
+    tokio::join!(writer, futures::future::join_all(readers));
+    assert_eq!(
+        stale.load(Ordering::SeqCst),
+        0,
+        "a read returned data older than a completed write"
+    );
+    assert!(
+        reads_done.load(Ordering::SeqCst) > 60,
+        "the readers actually raced the writer"
+    );
+}

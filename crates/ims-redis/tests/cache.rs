@@ -1,0 +1,219 @@
+//! The response-cache engine against a private redis-server: race protection, index-based
+//! invalidation cost, and bounded bookkeeping.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ims_redis::cache::{Cached, Lookup, ResponseCache};
+use ims_redis::{RedisConfig, RedisConnection, RedisService};
+use ims_testkit::RedisServer;
+
+async fn engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection) {
+    let config = RedisConfig {
+        url: Some(server.url()),
+        probe_interval: Duration::from_millis(100),
+        ..RedisConfig::default()
+    };
+    let connection = RedisConnection::connect(config).await;
+    assert!(connection.is_connected());
+    let redis = RedisService::new(connection, "ims:");
+    // Scope from a header, as an application would from a verified token.
+    let cache = ResponseCache::new(
+        redis,
+        Arc::new(|parts: &http::request::Parts| {
+            parts
+                .headers
+                .get("x-tenant")?
+                .to_str()
+                .ok()
+                .map(str::to_string)
+        }),
+        0.0,
+    );
+    let raw = redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    (cache, raw)
+}
+
+fn body(text: &'static str) -> Cached {
+    Cached::new(
+        "application/json".into(),
+        Bytes::from_static(text.as_bytes()),
+    )
+}
+
+#[tokio::test]
+async fn a_miss_that_began_before_an_invalidation_cannot_store() {
+    let server = RedisServer::start();
+    let (cache, _) = engine(&server).await;
+    let Lookup::Miss(seen) = cache.lookup("org1", "items:list", "GET:/items:x").await else {
+        panic!("empty cache must miss");
+    };
+    // A write lands while the handler runs.
+    cache
+        .invalidate("org1", &["items"])
+        .await
+        .expect("invalidated");
+    let stored = cache
+        .store(
+            "org1",
+            "items:list",
+            "GET:/items:x",
+            &body("old"),
+            Duration::from_secs(60),
+            &seen,
+        )
+        .await;
+    assert_eq!(stored, None, "the older response is refused");
+    assert!(matches!(
+        cache.lookup("org1", "items:list", "GET:/items:x").await,
+        Lookup::Miss(_)
+    ));
+    assert_eq!(cache.stats().stale_stores_refused, 1);
+
+    // Another group's invalidation does not refuse it; the same group's does.
+    let Lookup::Miss(seen) = cache.lookup("org1", "items:list", "GET:/items:x").await else {
+        panic!("miss");
+    };
+    cache
+        .invalidate("org1", &["contacts"])
+        .await
+        .expect("invalidated");
+    cache
+        .invalidate("org2", &["items"])
+        .await
+        .expect("invalidated");
+    let stored = cache
+        .store(
+            "org1",
+            "items:list",
+            "GET:/items:x",
+            &body("new"),
+            Duration::from_secs(60),
+            &seen,
+        )
+        .await;
+    assert_eq!(stored, Some(Duration::from_secs(60)));
+    match cache.lookup("org1", "items:list", "GET:/items:x").await {
+        Lookup::Hit(cached, ttl) => {
+            assert_eq!(cached.body, Bytes::from_static(b"new"));
+            assert!(ttl <= Duration::from_secs(60) && ttl > Duration::from_secs(58));
+        }
+        other => panic!("expected a hit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis() {
+    let server = RedisServer::start();
+    let (cache, mut raw) = engine(&server).await;
+    // 50,000 unrelated keys, some of them looking like cache entries of other tenants.
+    let mut pipe = redis::pipe();
+    for i in 0..50_000 {
+        pipe.cmd("SET")
+            .arg(format!(
+                "ims:cache:other{}:items:list:GET:/items:{i}",
+                i % 7
+            ))
+            .arg(1)
+            .ignore();
+    }
+    let () = pipe.query(&mut raw).expect("fill");
+    for i in 0..20 {
+        let rest = format!("GET:/items:{i}");
+        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest).await else {
+            panic!("miss")
+        };
+        cache
+            .store(
+                "org1",
+                "items:list",
+                &rest,
+                &body("x"),
+                Duration::from_secs(60),
+                &seen,
+            )
+            .await
+            .expect("stored");
+    }
+    let Lookup::Miss(seen) = cache.lookup("org1", "tax:rates", "GET:/tax-rates:h").await else {
+        panic!("miss")
+    };
+    cache
+        .store(
+            "org1",
+            "tax:rates",
+            "GET:/tax-rates:h",
+            &body("t"),
+            Duration::from_secs(60),
+            &seen,
+        )
+        .await
+        .expect("stored");
+
+    let removed = cache
+        .invalidate("org1", &["items"])
+        .await
+        .expect("invalidated");
+    assert_eq!(removed, 20);
+    let size: u64 = redis::cmd("DBSIZE").query(&mut raw).expect("dbsize");
+    // The 50,000 others, the tax entry and its index, and the bumped epoch of items.
+    assert_eq!(size, 50_000 + 2 + 1);
+    assert!(matches!(
+        cache.lookup("org1", "tax:rates", "GET:/tax-rates:h").await,
+        Lookup::Hit(..)
+    ));
+}
+
+#[tokio::test]
+async fn bookkeeping_stays_bounded_under_distinct_misses_without_writes() {
+    let server = RedisServer::start();
+    let (cache, mut raw) = engine(&server).await;
+    let ttl = Duration::from_millis(150);
+    let started = Instant::now();
+    let mut largest_index = 0u64;
+    let mut i = 0;
+    // Distinct misses for a while, with no invalidation ever: entries expire by TTL, and
+    // each store trims the index of members that have expired.
+    while started.elapsed() < Duration::from_millis(1200) {
+        let rest = format!("GET:/items:{i}");
+        i += 1;
+        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest).await else {
+            panic!("miss")
+        };
+        cache
+            .store("org1", "items:list", &rest, &body("x"), ttl, &seen)
+            .await
+            .expect("stored");
+        let size: u64 = redis::cmd("ZCARD")
+            .arg("ims:cacheidx:org1:items")
+            .query(&mut raw)
+            .expect("zcard");
+        largest_index = largest_index.max(size);
+    }
+    assert!(i > 200, "enough distinct misses to matter ({i})");
+    let live: Vec<String> = redis::cmd("KEYS")
+        .arg("ims:cache:*")
+        .query(&mut raw)
+        .expect("keys");
+    let index: u64 = redis::cmd("ZCARD")
+        .arg("ims:cacheidx:org1:items")
+        .query(&mut raw)
+        .expect("zcard");
+    assert!(
+        index <= live.len() as u64 + 50,
+        "index {index} vs {} live entries",
+        live.len()
+    );
+    assert!(
+        largest_index < i / 2,
+        "the index never held most of the {i} entries ({largest_index})"
+    );
+    // Idle, everything goes: entries and the index expire on their own.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // KEYS skips logically expired keys that Redis' active expiry has not reclaimed yet.
+    let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).expect("keys");
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+}
