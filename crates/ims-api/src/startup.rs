@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::dashboard::router())
         .merge(crate::reports::router())
         .merge(health::cache_router())
+        .merge(crate::openapi::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(Extension(state.cache.clone()))
