@@ -22,6 +22,7 @@ pub mod policy;
 pub mod purchasing;
 pub mod reports;
 pub mod sales;
+pub mod seed;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

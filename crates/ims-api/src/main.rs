@@ -18,6 +18,8 @@ enum Command {
     Serve,
     /// Apply database migrations and exit.
     Migrate,
+    /// Apply migrations, then create a demo organization with a realistic history.
+    Seed(ims_api::seed::SeedOptions),
 }
 
 #[tokio::main]
@@ -47,6 +49,12 @@ async fn main() -> anyhow::Result<()> {
             let db = ims_api::db::Db::connect(&settings.database_url).await?;
             db.migrate().await?;
             tracing::info!("migrations applied");
+        }
+        Command::Seed(options) => {
+            if let Err(e) = ims_api::seed::run(&settings, &options).await {
+                eprintln!("ims-api seed: {e}");
+                std::process::exit(1);
+            }
         }
     }
     Ok(())

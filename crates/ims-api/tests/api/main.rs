@@ -12,3 +12,4 @@ mod helpers;
 mod items;
 mod orders;
 mod reports;
+mod seed;
