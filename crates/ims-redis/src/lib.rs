@@ -10,7 +10,9 @@
 //! - [`session`]: a refresh-token store keyed by the SHA-256 of the token, with rotation
 //!   tombstones for reuse detection;
 //! - [`cache`] and [`invalidate`]: tower layers for tenant-scoped response caching with
-//!   race-safe, index-based invalidation, plus cache-aside for non-HTTP code.
+//!   race-safe, index-based invalidation, plus cache-aside for non-HTTP code;
+//! - [`rate_limit`]: a tower layer for distributed sliding-window rate limiting with an
+//!   in-memory fallback.
 //!
 //! # Example
 //! ```no_run
@@ -33,6 +35,7 @@ mod config;
 mod connection;
 mod error;
 pub mod invalidate;
+pub mod rate_limit;
 mod service;
 pub mod session;
 

@@ -140,7 +140,7 @@ async fn flush_by_prefix_removes_only_matching_keys_over_a_large_keyspace() {
 
 #[tokio::test]
 async fn a_stopped_redis_gives_degraded_defaults_quickly_and_reconnects() {
-    let mut server = RedisServer::start();
+    let server = RedisServer::start();
     let redis = service_for(&server).await;
     assert!(redis.set("kept", &"before", None).await);
     server.stop();
@@ -189,7 +189,7 @@ async fn a_stopped_redis_gives_degraded_defaults_quickly_and_reconnects() {
 
 #[tokio::test]
 async fn unreachable_at_start_then_up_later() {
-    let mut server = RedisServer::start();
+    let server = RedisServer::start();
     server.stop();
     let config = config_for(&server);
     let connection = RedisConnection::connect(config.clone()).await;
@@ -256,7 +256,7 @@ async fn one_warning_per_outage_not_one_per_operation() {
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
 
-    let mut server = RedisServer::start();
+    let server = RedisServer::start();
     let redis = service_for(&server).await;
     for outage in 1..=2 {
         server.stop();

@@ -15,6 +15,7 @@ use http_body_util::{BodyExt, Full};
 use tower::{Layer, Service};
 
 use super::{query_hash, Cached, Event, Flight, Lookup, ResponseCache};
+use crate::rate_limit::{Deferred, RateLimiter};
 
 /// The body type of responses that went through the cache layer.
 pub type CacheBody = UnsyncBoxBody<Bytes, tower::BoxError>;
@@ -84,7 +85,7 @@ pub struct CacheService<S> {
     policy: Arc<Policy>,
 }
 
-fn boxed<B>(response: Response<B>) -> Response<CacheBody>
+pub(crate) fn boxed<B>(response: Response<B>) -> Response<CacheBody>
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<tower::BoxError>,
@@ -92,7 +93,7 @@ where
     response.map(|body| body.map_err(Into::into).boxed_unsync())
 }
 
-fn full(bytes: Bytes) -> CacheBody {
+pub(crate) fn full(bytes: Bytes) -> CacheBody {
     Full::new(bytes)
         .map_err(|never| match never {})
         .boxed_unsync()
@@ -225,12 +226,42 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<tower::BoxError>,
 {
+    let mut request = request;
+    // A rate limit handed down by an outer RateLimitLayer is decided here, together with the
+    // lookup, so that a limited cache hit costs one Redis round trip instead of two.
+    let deferred = request.extensions_mut().remove::<Deferred>();
+    let is_get = request.method() == Method::GET;
+    if is_get {
+        if let Some(limiter) = request.extensions().get::<Arc<RateLimiter>>().cloned() {
+            let (parts, body) = request.into_parts();
+            limiter.mark_cached(&parts);
+            request = Request::from_parts(parts, body);
+        }
+    }
+    let refused = || {
+        let mut response = Response::new(full(Bytes::new()));
+        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+        response
+    };
     let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
-    let Some(cache) = cache.filter(|_| request.method() == Method::GET) else {
+    let Some(cache) = cache.filter(|_| is_get) else {
+        if let Some(deferred) = &deferred {
+            if !deferred.decide().await.allowed {
+                return Ok(refused());
+            }
+        }
         return inner.call(request).await.map(boxed);
     };
     let (parts, body) = request.into_parts();
-    let Some(scope) = cache.scope_of(&parts) else {
+    let scope = cache.scope_of(&parts);
+    if scope.is_none() || no_cache(&parts) {
+        if let Some(deferred) = &deferred {
+            if !deferred.decide().await.allowed {
+                return Ok(refused());
+            }
+        }
+    }
+    let Some(scope) = scope else {
         return inner
             .call(Request::from_parts(parts, body))
             .await
@@ -259,7 +290,17 @@ where
         policy.key_prefix.clone()
     };
     let key_prefix = key_prefix.as_str();
-    let seen = match cache.lookup(&scope, key_prefix, &rest).await {
+    let admission = async {
+        match &deferred {
+            Some(deferred) => deferred.decide().await.allowed,
+            None => true,
+        }
+    };
+    let (lookup, admitted) = tokio::join!(cache.lookup(&scope, key_prefix, &rest), admission);
+    if !admitted {
+        return Ok(refused());
+    }
+    let seen = match lookup {
         Lookup::Hit(cached, ttl) => {
             cache.count(Event::Hit);
             let mut response = replay(&cached, if_none_match.as_ref());

@@ -58,6 +58,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
 
 pub use key::{body_tag, group_of, query_hash};
+pub(crate) use layer::{boxed, full};
 pub use layer::{CacheBody, CacheLayer, CacheService};
 
 use crate::RedisService;

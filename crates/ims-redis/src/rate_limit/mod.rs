@@ -1,0 +1,299 @@
+//! Distributed rate limiting: a sliding-window log in Redis shared by every instance, with
+//! the same algorithm in process memory while Redis is unreachable.
+//!
+//! **Algorithm.** Each (client, route) keeps the timestamps of its admitted requests in a
+//! Redis sorted set; a Lua script drops those older than the window, admits the request if
+//! fewer than `limit` remain, and returns the remaining quota and the time until the oldest
+//! one leaves the window — one atomic round trip (`EVALSHA`) using Redis' clock, so all
+//! instances agree. We chose it over GCRA and fixed or sliding-window counters because it
+//! is exact: at most `limit` requests in *any* window of its length, which is what "5 login
+//! attempts per 15 minutes" promises; GCRA would let a sixth through after 3 minutes, and
+//! counters approximate at window edges. Its memory is O(limit) per key, small for the
+//! limits used here (100 and 5). The script is never retried: a second run would count the
+//! request twice.
+//!
+//! **Fallback.** While the connection's breaker is open (or a check fails), the same log is
+//! kept in a bounded [`moka`] map in process memory, so limits still hold per instance;
+//! when Redis is back, checks go to Redis again.
+//!
+//! **Round trips.** On a cached `GET` route the decision is taken together with the cache
+//! lookup: [`RateLimitLayer`] hands the check down ([`Deferred`]) to the
+//! [`crate::cache::CacheLayer`], which issues both concurrently on the multiplexed
+//! connection, so a cache hit costs one round trip, not two. The limiter learns which routes
+//! are cached from the cache layer itself, after the first request of each route.
+//!
+//! # Example
+//! ```no_run
+//! # fn demo(redis: ims_redis::RedisService) {
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//! use ims_redis::rate_limit::{Quota, RateLimitLayer, RateLimiter};
+//!
+//! let limiter = RateLimiter::new(
+//!     redis,
+//!     // Who the client is, and which route this is (e.g. axum's MatchedPath).
+//!     Arc::new(|parts: &http::request::Parts| Some("203.0.113.9".to_string())),
+//!     Arc::new(|parts: &http::request::Parts| Some(parts.uri.path().to_string())),
+//!     100_000,
+//! );
+//! let layer = RateLimitLayer::new(Quota { limit: 5, window: Duration::from_secs(900) });
+//! // router.route_layer(layer).layer(Extension(limiter))
+//! # let _ = (limiter, layer);
+//! # }
+//! ```
+
+mod layer;
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::Script;
+
+pub use layer::{Deferred, RateLimitLayer, RateLimitService};
+
+use crate::RedisService;
+
+/// How many requests a client may make to one route per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests admitted per window.
+    pub limit: u32,
+    /// The window's length.
+    pub window: Duration,
+}
+
+/// Where a decision was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Store {
+    /// Shared by every instance.
+    Redis,
+    /// This process only (Redis unreachable).
+    Memory,
+}
+
+/// The outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The quota's limit.
+    pub limit: u32,
+    /// Requests left in the current window after this one.
+    pub remaining: u32,
+    /// Time until the oldest counted request leaves the window (a slot frees up).
+    pub reset: Duration,
+    /// Which store decided.
+    pub store: Store,
+}
+
+/// Identifies a request's client or route; `None` exempts the request.
+pub type PartsFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+type Log = Arc<Mutex<VecDeque<Instant>>>;
+
+/// The rate-limiting engine shared by every limited route of a process.
+pub struct RateLimiter {
+    redis: RedisService,
+    client: PartsFn,
+    route: PartsFn,
+    /// Per-key logs used while Redis is unreachable; bounded in entries and idle time.
+    memory: moka::sync::Cache<String, Log>,
+    /// `GET` routes known to sit behind a cache layer, which takes the decision itself.
+    cached_routes: RwLock<HashSet<String>>,
+}
+
+// Sliding-window log. Scores are microseconds of Redis' clock; members are made unique by a
+// nonce so two requests in the same microsecond both count.
+const CHECK_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local limit = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local count = redis.call('ZCARD', KEYS[1])
+local allowed = 0
+if count < limit then
+  redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
+  count = count + 1
+  allowed = 1
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+local reset = window
+if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+return {allowed, limit - count, reset}
+";
+
+impl RateLimiter {
+    /// An engine over `redis`. `client` names the caller (an IP address), `route` the route
+    /// (its template); keys are `{prefix}ratelimit:{client}:{route}`. At most
+    /// `max_memory_keys` logs are kept in memory for the fallback.
+    pub fn new(
+        redis: RedisService,
+        client: PartsFn,
+        route: PartsFn,
+        max_memory_keys: u64,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            redis,
+            client,
+            route,
+            memory: moka::sync::Cache::builder()
+                .max_capacity(max_memory_keys)
+                // No quota here is longer than a day; an idle log older than that is empty.
+                .time_to_idle(Duration::from_secs(24 * 3600))
+                .build(),
+            cached_routes: RwLock::new(HashSet::new()),
+        })
+    }
+
+    /// The key of a request, or `None` when it is not limited (no client or route).
+    pub fn key_of(&self, parts: &http::request::Parts) -> Option<String> {
+        let client = (self.client)(parts)?;
+        let route = (self.route)(parts)?;
+        Some(format!("ratelimit:{client}:{route}"))
+    }
+
+    pub(crate) fn route_of(&self, parts: &http::request::Parts) -> Option<String> {
+        (self.route)(parts)
+    }
+
+    /// Records that `GET` requests of this request's route pass a cache layer.
+    pub(crate) fn mark_cached(&self, parts: &http::request::Parts) {
+        let Some(route) = self.route_of(parts) else {
+            return;
+        };
+        let known = self
+            .cached_routes
+            .read()
+            .map(|r| r.contains(&route))
+            .unwrap_or(true);
+        if !known {
+            if let Ok(mut routes) = self.cached_routes.write() {
+                routes.insert(route);
+            }
+        }
+    }
+
+    pub(crate) fn is_cached(&self, route: &str) -> bool {
+        self.cached_routes
+            .read()
+            .map(|r| r.contains(route))
+            .unwrap_or(false)
+    }
+
+    /// Counts one request against `quota` under `key`: in Redis when it answers, else in
+    /// memory.
+    pub async fn check(&self, key: &str, quota: Quota) -> Decision {
+        let full = self.redis.key(key);
+        let window_us = quota.window.as_micros().max(1) as u64;
+        let nonce: u64 = rand::random();
+        let reply = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                Script::new(CHECK_SCRIPT)
+                    .key(full)
+                    .arg(quota.limit)
+                    .arg(window_us)
+                    .arg(nonce)
+                    .invoke_async::<(i64, i64, i64)>(&mut c)
+                    .await
+            })
+            .await;
+        match reply {
+            Ok((allowed, remaining, reset_us)) => Decision {
+                allowed: allowed == 1,
+                limit: quota.limit,
+                remaining: remaining.max(0) as u32,
+                reset: Duration::from_micros(reset_us.max(0) as u64),
+                store: Store::Redis,
+            },
+            Err(_) => self.check_in_memory(key, quota),
+        }
+    }
+
+    fn check_in_memory(&self, key: &str, quota: Quota) -> Decision {
+        let log = self.memory.get_with(key.to_string(), Log::default);
+        let now = Instant::now();
+        let Ok(mut log) = log.lock() else {
+            // A poisoned log means a panic mid-update elsewhere; admitting is the safe
+            // failure for availability, and it cannot happen without a bug.
+            return Decision {
+                allowed: true,
+                limit: quota.limit,
+                remaining: 0,
+                reset: quota.window,
+                store: Store::Memory,
+            };
+        };
+        while log
+            .front()
+            .is_some_and(|t| now.duration_since(*t) >= quota.window)
+        {
+            log.pop_front();
+        }
+        let allowed = (log.len() as u32) < quota.limit;
+        if allowed {
+            log.push_back(now);
+        }
+        let reset = log
+            .front()
+            .map(|oldest| quota.window.saturating_sub(now.duration_since(*oldest)))
+            .unwrap_or(quota.window);
+        Decision {
+            allowed,
+            limit: quota.limit,
+            remaining: quota.limit.saturating_sub(log.len() as u32),
+            reset,
+            store: Store::Memory,
+        }
+    }
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("redis", &self.redis)
+            .field("memory_keys", &self.memory.entry_count())
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RedisConnection;
+
+    fn limiter() -> Arc<RateLimiter> {
+        RateLimiter::new(
+            RedisService::new(RedisConnection::disabled(), "t:"),
+            Arc::new(|_| Some("c".into())),
+            Arc::new(|_| Some("r".into())),
+            1000,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_memory_store_admits_exactly_the_limit_per_window() {
+        let limiter = limiter();
+        let quota = Quota {
+            limit: 3,
+            window: Duration::from_millis(200),
+        };
+        let decisions: Vec<Decision> =
+            futures::future::join_all((0..5).map(|_| limiter.check("k", quota))).await;
+        assert_eq!(decisions.iter().filter(|d| d.allowed).count(), 3);
+        assert!(decisions.iter().all(|d| d.store == Store::Memory));
+        assert_eq!(decisions[2].remaining, 0);
+        assert!(!decisions[4].allowed && decisions[4].reset <= quota.window);
+        // Another key has its own quota.
+        assert!(limiter.check("other", quota).await.allowed);
+        tokio::time::sleep(Duration::from_millis(220)).await;
+        assert!(
+            limiter.check("k", quota).await.allowed,
+            "the window slid on"
+        );
+    }
+}
