@@ -22,10 +22,45 @@ pub fn cache_router() -> Router<AppState> {
     Router::new().route("/health/cache", get(cache_stats))
 }
 
-#[derive(Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(health, cache_stats))]
+pub(crate) struct ApiDoc;
+
+// Documentation only: the fields of `ims_redis::cache::CacheStats`, which is flattened into
+// `CacheReport` (ims-redis does not depend on utoipa).
+/// The response cache's counters since start.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct CacheCounters {
+    /// Requests answered from Redis (or from a concurrent identical miss).
+    hits: u64,
+    /// Requests that ran the handler because nothing was cached.
+    misses: u64,
+    /// Requests with `Cache-Control: no-cache`.
+    bypasses: u64,
+    /// Misses answered by another request's handler run (stampede protection).
+    coalesced: u64,
+    /// `hits / (hits + misses)`, 0 when there were none.
+    hit_rate: f64,
+    /// Entries written.
+    stores: u64,
+    /// Stores refused because an invalidation happened while the handler ran.
+    stale_stores_refused: u64,
+    /// Group invalidations performed.
+    invalidations: u64,
+    /// Entries deleted by invalidations.
+    invalidated_keys: u64,
+    /// Lookups, stores or invalidations that Redis could not serve.
+    errors: u64,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CacheReport {
     #[serde(flatten)]
+    #[schema(value_type = CacheCounters)]
     stats: ims_redis::cache::CacheStats,
     /// Hits served from process memory: there is no in-process tier yet.
     l1_hits: u64,
@@ -34,6 +69,16 @@ struct CacheReport {
     redis: &'static str,
 }
 
+#[utoipa::path(
+    get,
+    path = "/health/cache",
+    tag = "health",
+    operation_id = "getCacheStats",
+    summary = "Response cache counters since start",
+    responses(
+        (status = 200, description = "Hits, misses, hit rate, L1/L2 split, invalidations, errors", body = CacheReport),
+    ),
+)]
 async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     let stats = state.cache.stats();
     Json(CacheReport {
@@ -53,7 +98,7 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/health", get(health))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ServiceHealth {
     status: &'static str,
@@ -63,20 +108,20 @@ struct ServiceHealth {
     error: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Services {
     database: ServiceHealth,
     redis: ServiceHealth,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Memory {
     rss: Option<usize>,
     virtual_size: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct HealthReport {
     status: &'static str,
     timestamp: String,
@@ -90,6 +135,18 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "health",
+    operation_id = "getHealth",
+    summary = "Service health",
+    description = "Real round trips to the database (`SELECT 1`) and Redis (`PING`). Redis down is degraded but healthy.",
+    responses(
+        (status = 200, description = "Healthy (Redis may be down)", body = HealthReport),
+        (status = 503, description = "Unhealthy: the database is down", body = HealthReport),
+    ),
+)]
 async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport>) {
     let database = async {
         let started = std::time::Instant::now();

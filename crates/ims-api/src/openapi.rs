@@ -1,10 +1,177 @@
-//! `GET /openapi.json` and `GET /docs` (filled in by the OpenAPI work).
+//! `GET /openapi.json` (an OpenAPI 3.1 document generated from the code) and `GET /docs`
+//! (a page that renders it).
+//!
+//! Every handler carries a `#[utoipa::path(...)]` attribute next to its code, and each
+//! domain module collects its own in an `ApiDoc`; [`ApiDoc`] here merges them and adds what
+//! is global: the title and version, the tags, and the `bearer` security scheme (the access
+//! token of `POST /auth/login`). Request and response types derive `utoipa::ToSchema`, so a
+//! field added to a type shows up in the document without further work.
+//!
+//! `/openapi.json` is built once, at start, and served from memory; it needs nothing from
+//! outside. `/docs` is one HTML page embedding the same document and rendered by Scalar,
+//! whose script the *browser* loads from a CDN: the page needs internet access in the
+//! browser (the server needs none). `utoipa-swagger-ui` is not used because its build script
+//! downloads Swagger UI at build time.
+//!
+//! Both routes are public and not cached by the response cache: they describe the API, not
+//! an organization's data.
 
+use std::sync::Arc;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
 use axum::Router;
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_scalar::{Scalar, Servable};
 
 use crate::state::AppState;
 
 /// The API description routes.
 pub fn router() -> Router<AppState> {
+    let doc = openapi();
+    // Serialized once: the document is fixed for the life of the process.
+    let json: Arc<str> = match serde_json::to_string(&doc) {
+        Ok(json) => json.into(),
+        Err(e) => {
+            tracing::error!("cannot serialize the OpenAPI document: {e}");
+            "{}".into()
+        }
+    };
+    let docs: Router<AppState> = Scalar::with_url("/docs", doc).custom_html(DOCS_HTML).into();
     Router::new()
+        .route(
+            "/openapi.json",
+            get(move || {
+                let json = json.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        json.to_string(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+        .merge(docs)
 }
+
+/// The whole document: every module's operations, plus the global parts of [`ApiDoc`].
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    for part in [
+        crate::auth::ApiDoc::openapi(),
+        crate::catalog::openapi(),
+        crate::contacts::ApiDoc::openapi(),
+        crate::items::ApiDoc::openapi(),
+        crate::inventory::ApiDoc::openapi(),
+        crate::sales::ApiDoc::openapi(),
+        crate::sales::invoices::ApiDoc::openapi(),
+        crate::purchasing::ApiDoc::openapi(),
+        crate::dashboard::ApiDoc::openapi(),
+        crate::reports::ApiDoc::openapi(),
+        crate::health::ApiDoc::openapi(),
+    ] {
+        doc.merge(part);
+    }
+    doc
+}
+
+/// The global parts of the document; operations come from the modules (see [`openapi`]).
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "IMS API",
+        version = env!("CARGO_PKG_VERSION"),
+        description = "Multi-tenant inventory management. Every route except `/auth/register`, \
+            `/auth/login`, `/auth/refresh` and `/health*` needs `Authorization: Bearer \
+            <accessToken>`, and every query is scoped to the token's organization. Errors are \
+            `application/problem+json` (RFC 9457). Ids are UUID strings, money is integer \
+            minor units (`…Cents`), rates are basis points (`rateBps`), timestamps are RFC 3339 \
+            UTC. Lists take `page` and `limit` (at most 100) and answer `{data, page, limit, \
+            total}`. Cached reads carry `X-Cache`, `X-Cache-TTL` and `ETag`.",
+        license(name = "MIT"),
+    ),
+    components(schemas(Problem)),
+    modifiers(&SecurityAddon),
+    tags(
+        (name = "auth", description = "Registration, login, rotating refresh tokens, sessions"),
+        (name = "catalog", description = "Categories, tax rates and warehouses"),
+        (name = "contacts", description = "Customers and vendors"),
+        (name = "items", description = "Items, with stock on hand over all warehouses"),
+        (name = "inventory", description = "Stock levels, adjustments, transfers and the stock ledger"),
+        (name = "sales", description = "Sales orders and their fulfilment"),
+        (name = "invoices", description = "Invoices of sales orders, and payments"),
+        (name = "purchasing", description = "Purchase orders and their receipt"),
+        (name = "dashboard", description = "Key figures (cached for 300 s)"),
+        (name = "reports", description = "Aggregate reports (cached for 900 s)"),
+        (name = "health", description = "Service and cache health (no authentication)"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Adds the `bearer` scheme the operations' `security(("bearer" = []))` refer to.
+struct SecurityAddon;
+
+impl Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "The `accessToken` of `POST /auth/login`, `/auth/register` or \
+                         `/auth/refresh`",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+// Documentation only: `crate::error::ApiError` renders errors; this is their shape.
+/// An error, as every route sends it: `application/problem+json` (RFC 9457).
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// A stable identifier of the kind of problem, e.g. `/problems/not-found`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The status's reason phrase, e.g. `Not Found`.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a human.
+    pub detail: String,
+    /// Validation failures only (422): field name → messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<std::collections::BTreeMap<String, Vec<String>>>,
+}
+
+/// The `/docs` page: Scalar's API reference with the document embedded (`$spec`), and a
+/// plain link to `/openapi.json` for when the script cannot load.
+const DOCS_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+  <title>IMS API</title>
+  <meta charset="utf-8"/>
+  <meta name="viewport" content="width=device-width, initial-scale=1"/>
+</head>
+<body>
+  <noscript>
+    This page needs JavaScript. The OpenAPI document itself is at
+    <a href="/openapi.json">/openapi.json</a>.
+  </noscript>
+  <!-- The OpenAPI document, also served as /openapi.json -->
+  <script id="api-reference" type="application/json">
+    $spec
+  </script>
+  <!-- Loaded by the browser: rendering this page needs internet access there. -->
+  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+</body>
+</html>
+"#;

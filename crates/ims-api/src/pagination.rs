@@ -14,9 +14,16 @@ pub const DEFAULT_LIMIT: u32 = 20;
 pub const MAX_LIMIT: u32 = 100;
 
 /// The raw `page` and `limit` parameters; flatten into a route's query struct.
-#[derive(Debug, Default, Deserialize)]
+///
+/// Documented as integers (what clients send), though read as text to report bad values.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageParams {
+    /// 1-based page number; default 1.
+    #[param(value_type = Option<u32>, minimum = 1)]
     page: Option<String>,
+    /// Rows per page, 1 to 100; default 20.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     limit: Option<String>,
 }
 
@@ -86,7 +93,7 @@ impl Page {
 }
 
 /// One page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Paginated<T> {
     /// The rows of this page.
     pub data: Vec<T>,

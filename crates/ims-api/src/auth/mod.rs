@@ -43,7 +43,21 @@ pub fn router() -> Router<AppState> {
         .route("/auth/sessions/{id}", delete(revoke_session))
 }
 
-#[derive(Deserialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    register,
+    login,
+    refresh,
+    logout,
+    me,
+    list_sessions,
+    revoke_all_sessions,
+    revoke_session
+))]
+pub(crate) struct ApiDoc;
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RegisterBody {
     email: String,
@@ -52,20 +66,20 @@ struct RegisterBody {
     organization_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
     email: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RefreshBody {
     refresh_token: String,
 }
 
 /// The user as clients see it.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UserView {
     id: String,
@@ -87,7 +101,7 @@ impl From<&UserRow> for UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TokenPair {
     access_token: String,
@@ -165,6 +179,21 @@ fn expiry_after(ttl: Duration) -> String {
     db::timestamp(OffsetDateTime::now_utc() + ttl)
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "auth",
+    operation_id = "register",
+    summary = "Register an organization and its first user",
+    description = "Creates the organization and its first user (role `admin`) and starts a session.",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "The new user and a token pair", body = TokenPair),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The email is already registered", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn register(
     State(state): State<AppState>,
     meta: ClientMeta,
@@ -219,6 +248,20 @@ async fn register(
     Ok((StatusCode::CREATED, Json(pair)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "auth",
+    operation_id = "login",
+    summary = "Log in",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "A token pair for a new session", body = TokenPair),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn login(
     State(state): State<AppState>,
     meta: ClientMeta,
@@ -313,6 +356,21 @@ fn invalid_refresh() -> ApiError {
     ApiError::Unauthorized("the refresh token is invalid or expired".into())
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "auth",
+    operation_id = "refreshTokens",
+    summary = "Rotate a refresh token",
+    description = "Returns a new pair; the presented refresh token is dead from now on. Presenting an already rotated token revokes its whole session.",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A new token pair", body = TokenPair),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The refresh token is invalid, expired or was already used", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+)]
 async fn refresh(
     State(state): State<AppState>,
     Json(body): Json<RefreshBody>,
@@ -389,6 +447,21 @@ async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "auth",
+    operation_id = "logout",
+    summary = "Log out: end the refresh token's session",
+    request_body = RefreshBody,
+    responses(
+        (status = 204, description = "Logged out"),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn logout(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -430,6 +503,18 @@ async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/auth/me",
+    tag = "auth",
+    operation_id = "getMe",
+    summary = "The calling user",
+    responses(
+        (status = 200, description = "The user, with the current session id", body = MeView),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Json<serde_json::Value>> {
     let user = store::find_user(state.db.pool(), &caller.user_id)
         .await?
@@ -441,7 +526,28 @@ async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Json<s
     Ok(Json(view))
 }
 
-#[derive(Serialize)]
+// Documentation only: `me` builds its answer as JSON; this is its shape.
+/// The user, with when it was created and the caller's session.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+struct MeView {
+    #[serde(flatten)]
+    user: UserView,
+    created_at: String,
+    /// The session the access token belongs to.
+    session_id: String,
+}
+
+// Documentation only: `list_sessions` builds its answer as JSON; this is its shape.
+/// The caller's active sessions.
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SessionList {
+    data: Vec<SessionView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SessionView {
     #[serde(flatten)]
@@ -449,6 +555,18 @@ struct SessionView {
     current: bool,
 }
 
+#[utoipa::path(
+    get,
+    path = "/auth/sessions",
+    tag = "auth",
+    operation_id = "listSessions",
+    summary = "The caller's active sessions",
+    responses(
+        (status = 200, description = "Active sessions, the current one marked", body = SessionList),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_sessions(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -464,6 +582,18 @@ async fn list_sessions(
     Ok(Json(serde_json::json!({ "data": sessions })))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/auth/sessions",
+    tag = "auth",
+    operation_id = "revokeAllSessions",
+    summary = "Revoke all of the caller's sessions",
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn revoke_all_sessions(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -472,6 +602,22 @@ async fn revoke_all_sessions(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/auth/sessions/{id}",
+    tag = "auth",
+    operation_id = "revokeSession",
+    summary = "Revoke one of the caller's sessions",
+    params(
+        ("id" = String, Path, description = "Session id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such active session of the caller", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn revoke_session(
     State(state): State<AppState>,
     caller: AuthUser,

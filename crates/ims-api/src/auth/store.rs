@@ -20,7 +20,7 @@ pub struct UserRow {
 }
 
 /// A session as listed to its owner.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SessionRow {
     pub id: String,

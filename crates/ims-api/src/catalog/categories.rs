@@ -39,8 +39,13 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, replace, patch, remove))]
+pub(crate) struct ApiDoc;
+
 /// A category as stored and as clients see it.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Category {
     id: String,
@@ -51,7 +56,7 @@ struct Category {
 }
 
 /// Create and replace body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CategoryBody {
     name: String,
@@ -59,7 +64,7 @@ struct CategoryBody {
     parent_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CategoryPatch {
     #[serde(default, deserialize_with = "fields::patch")]
@@ -147,6 +152,34 @@ struct ListParams {
     page: PageParams,
 }
 
+#[utoipa::path(
+    get,
+    path = "/categories",
+    tag = "catalog",
+    operation_id = "listCategories",
+    summary = "List categories",
+    params(
+        crate::pagination::PageParams,
+    ),
+    responses(
+        (
+            status = 200,
+            description = "One page of categories",
+            body = crate::pagination::Paginated<Category>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -172,6 +205,21 @@ async fn list(
     Ok(Json(page.wrap(rows, total)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/categories",
+    tag = "catalog",
+    operation_id = "createCategory",
+    summary = "Create a category",
+    request_body = CategoryBody,
+    responses(
+        (status = 201, description = "The new category", body = Category),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -202,6 +250,22 @@ async fn create(
     Ok((StatusCode::CREATED, Json(row)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/categories/{id}",
+    tag = "catalog",
+    operation_id = "getCategory",
+    summary = "Get a category",
+    params(
+        ("id" = String, Path, description = "Category id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The category", body = Category),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such category in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -211,6 +275,26 @@ async fn read(
     Ok(Json(find(&state.db, &caller.org_id, &id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/categories/{id}",
+    tag = "catalog",
+    operation_id = "replaceCategory",
+    summary = "Replace a category",
+    description = "Every field of the create body; optional fields left out are cleared.",
+    params(
+        ("id" = String, Path, description = "Category id (UUID)"),
+    ),
+    request_body = CategoryBody,
+    responses(
+        (status = 200, description = "The updated category", body = Category),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such category in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn replace(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -230,6 +314,26 @@ async fn replace(
     update(&state.db, &caller.org_id, &id, input).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/categories/{id}",
+    tag = "catalog",
+    operation_id = "updateCategory",
+    summary = "Update some fields of a category",
+    description = "Fields left out are kept; `null` clears an optional field.",
+    params(
+        ("id" = String, Path, description = "Category id (UUID)"),
+    ),
+    request_body = CategoryPatch,
+    responses(
+        (status = 200, description = "The updated category", body = Category),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such category in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -266,6 +370,23 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
     Ok(Json(find(db, org_id, id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/categories/{id}",
+    tag = "catalog",
+    operation_id = "deleteCategory",
+    summary = "Delete a category",
+    params(
+        ("id" = String, Path, description = "Category id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such category in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The category has subcategories or items", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: AuthUser,

@@ -20,3 +20,11 @@ pub fn router() -> Router<AppState> {
         .merge(tax_rates::router())
         .merge(warehouses::router())
 }
+
+/// The catalog's operations, for the OpenAPI document (`crate::openapi`).
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    categories::ApiDoc::openapi()
+        .merge_from(tax_rates::ApiDoc::openapi())
+        .merge_from(warehouses::ApiDoc::openapi())
+}

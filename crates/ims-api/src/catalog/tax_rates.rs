@@ -38,7 +38,12 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, replace, patch, remove))]
+pub(crate) struct ApiDoc;
+
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TaxRate {
     id: String,
@@ -48,14 +53,14 @@ struct TaxRate {
     updated_at: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TaxRateBody {
     name: String,
     rate_bps: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TaxRatePatch {
     #[serde(default, deserialize_with = "fields::patch")]
@@ -97,6 +102,34 @@ struct ListParams {
     page: PageParams,
 }
 
+#[utoipa::path(
+    get,
+    path = "/tax-rates",
+    tag = "catalog",
+    operation_id = "listTaxRates",
+    summary = "List tax rates",
+    params(
+        crate::pagination::PageParams,
+    ),
+    responses(
+        (
+            status = 200,
+            description = "One page of tax rates",
+            body = crate::pagination::Paginated<TaxRate>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -122,6 +155,21 @@ async fn list(
     Ok(Json(page.wrap(rows, total)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/tax-rates",
+    tag = "catalog",
+    operation_id = "createTaxRate",
+    summary = "Create a tax rate",
+    request_body = TaxRateBody,
+    responses(
+        (status = 201, description = "The new tax rate", body = TaxRate),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -151,6 +199,22 @@ async fn create(
     Ok((StatusCode::CREATED, Json(row)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/tax-rates/{id}",
+    tag = "catalog",
+    operation_id = "getTaxRate",
+    summary = "Get a tax rate",
+    params(
+        ("id" = String, Path, description = "Tax rate id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The tax rate", body = TaxRate),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -160,6 +224,26 @@ async fn read(
     Ok(Json(find(&state.db, &caller.org_id, &id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/tax-rates/{id}",
+    tag = "catalog",
+    operation_id = "replaceTaxRate",
+    summary = "Replace a tax rate",
+    description = "Every field of the create body; optional fields left out are cleared.",
+    params(
+        ("id" = String, Path, description = "Tax rate id (UUID)"),
+    ),
+    request_body = TaxRateBody,
+    responses(
+        (status = 200, description = "The updated tax rate", body = TaxRate),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn replace(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -172,6 +256,26 @@ async fn replace(
     update(&state.db, &caller.org_id, &id, input).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/tax-rates/{id}",
+    tag = "catalog",
+    operation_id = "updateTaxRate",
+    summary = "Update some fields of a tax rate",
+    description = "Fields left out are kept; `null` clears an optional field.",
+    params(
+        ("id" = String, Path, description = "Tax rate id (UUID)"),
+    ),
+    request_body = TaxRatePatch,
+    responses(
+        (status = 200, description = "The updated tax rate", body = TaxRate),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -207,6 +311,23 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
     Ok(Json(find(db, org_id, id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/tax-rates/{id}",
+    tag = "catalog",
+    operation_id = "deleteTaxRate",
+    summary = "Delete a tax rate",
+    params(
+        ("id" = String, Path, description = "Tax rate id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Items use the tax rate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: AuthUser,

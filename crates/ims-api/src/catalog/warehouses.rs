@@ -38,7 +38,12 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, replace, patch, remove))]
+pub(crate) struct ApiDoc;
+
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Warehouse {
     id: String,
@@ -48,13 +53,13 @@ struct Warehouse {
     updated_at: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehouseBody {
     name: String,
     code: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehousePatch {
     #[serde(default, deserialize_with = "fields::patch")]
     name: Option<Option<String>>,
@@ -96,6 +101,22 @@ struct ListParams {
     page: PageParams,
 }
 
+#[utoipa::path(
+    get,
+    path = "/warehouses",
+    tag = "catalog",
+    operation_id = "listWarehouses",
+    summary = "List warehouses",
+    params(
+        crate::pagination::PageParams,
+    ),
+    responses(
+        (status = 200, description = "One page of warehouses", body = crate::pagination::Paginated<Warehouse>),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -121,6 +142,22 @@ async fn list(
     Ok(Json(page.wrap(rows, total)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/warehouses",
+    tag = "catalog",
+    operation_id = "createWarehouse",
+    summary = "Create a warehouse",
+    request_body = WarehouseBody,
+    responses(
+        (status = 201, description = "The new warehouse", body = Warehouse),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another warehouse has this code", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -151,6 +188,22 @@ async fn create(
     Ok((StatusCode::CREATED, Json(row)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/warehouses/{id}",
+    tag = "catalog",
+    operation_id = "getWarehouse",
+    summary = "Get a warehouse",
+    params(
+        ("id" = String, Path, description = "Warehouse id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The warehouse", body = Warehouse),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such warehouse in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -160,6 +213,27 @@ async fn read(
     Ok(Json(find(&state.db, &caller.org_id, &id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/warehouses/{id}",
+    tag = "catalog",
+    operation_id = "replaceWarehouse",
+    summary = "Replace a warehouse",
+    description = "Every field of the create body; optional fields left out are cleared.",
+    params(
+        ("id" = String, Path, description = "Warehouse id (UUID)"),
+    ),
+    request_body = WarehouseBody,
+    responses(
+        (status = 200, description = "The updated warehouse", body = Warehouse),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such warehouse in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another warehouse has this code", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn replace(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -172,6 +246,27 @@ async fn replace(
     update(&state.db, &caller.org_id, &id, input).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/warehouses/{id}",
+    tag = "catalog",
+    operation_id = "updateWarehouse",
+    summary = "Update some fields of a warehouse",
+    description = "Fields left out are kept; `null` clears an optional field.",
+    params(
+        ("id" = String, Path, description = "Warehouse id (UUID)"),
+    ),
+    request_body = WarehousePatch,
+    responses(
+        (status = 200, description = "The updated warehouse", body = Warehouse),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such warehouse in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another warehouse has this code", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -213,6 +308,23 @@ async fn update(
     Ok(Json(find(db, org_id, id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/warehouses/{id}",
+    tag = "catalog",
+    operation_id = "deleteWarehouse",
+    summary = "Delete a warehouse",
+    params(
+        ("id" = String, Path, description = "Warehouse id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such warehouse in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The warehouse holds stock or orders refer to it", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: AuthUser,

@@ -47,7 +47,12 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, replace, patch, remove))]
+pub(crate) struct ApiDoc;
+
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Contact {
     id: String,
@@ -62,7 +67,7 @@ struct Contact {
     updated_at: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ContactBody {
     #[serde(rename = "type")]
     kind: String,
@@ -75,7 +80,7 @@ struct ContactBody {
     address: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ContactPatch {
     #[serde(rename = "type", default, deserialize_with = "fields::patch")]
     kind: Option<Option<String>>,
@@ -155,6 +160,36 @@ struct ListParams {
     search: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/contacts",
+    tag = "contacts",
+    operation_id = "listContacts",
+    summary = "List contacts",
+    params(
+        crate::pagination::PageParams,
+        ("type" = Option<String>, Query, description = "`customer` or `vendor`"),
+        ("search" = Option<String>, Query, description = "Case-insensitive substring of the name or email"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "One page of contacts",
+            body = crate::pagination::Paginated<Contact>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -214,6 +249,21 @@ async fn list(
     Ok(Json(page.wrap(rows, total)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/contacts",
+    tag = "contacts",
+    operation_id = "createContact",
+    summary = "Create a contact",
+    request_body = ContactBody,
+    responses(
+        (status = 201, description = "The new contact", body = Contact),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -250,6 +300,22 @@ async fn create(
     Ok((StatusCode::CREATED, Json(row)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/contacts/{id}",
+    tag = "contacts",
+    operation_id = "getContact",
+    summary = "Get a contact",
+    params(
+        ("id" = String, Path, description = "Contact id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The contact", body = Contact),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -259,6 +325,26 @@ async fn read(
     Ok(Json(find(&state.db, &caller.org_id, &id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/contacts/{id}",
+    tag = "contacts",
+    operation_id = "replaceContact",
+    summary = "Replace a contact",
+    description = "Every field of the create body; optional fields left out are cleared.",
+    params(
+        ("id" = String, Path, description = "Contact id (UUID)"),
+    ),
+    request_body = ContactBody,
+    responses(
+        (status = 200, description = "The updated contact", body = Contact),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn replace(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -271,6 +357,26 @@ async fn replace(
     update(&state.db, &caller.org_id, &id, input).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/contacts/{id}",
+    tag = "contacts",
+    operation_id = "updateContact",
+    summary = "Update some fields of a contact",
+    description = "Fields left out are kept; `null` clears an optional field.",
+    params(
+        ("id" = String, Path, description = "Contact id (UUID)"),
+    ),
+    request_body = ContactPatch,
+    responses(
+        (status = 200, description = "The updated contact", body = Contact),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -313,6 +419,23 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
     Ok(Json(find(db, org_id, id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/contacts/{id}",
+    tag = "contacts",
+    operation_id = "deleteContact",
+    summary = "Delete a contact",
+    params(
+        ("id" = String, Path, description = "Contact id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Orders or invoices refer to the contact", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: AuthUser,

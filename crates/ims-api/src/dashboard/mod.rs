@@ -102,6 +102,11 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(kpis, sales_chart, top_customers, top_products, inventory_status))]
+pub(crate) struct ApiDoc;
+
 /// The query parameters of every dashboard route; each route reads the ones it knows. Kept
 /// as text so a bad value is a 422 naming the parameter rather than a generic query error.
 #[derive(Debug, Default, Deserialize)]
@@ -221,7 +226,7 @@ async fn stock_summary(db: &Db, org_id: &str) -> ApiResult<StockSummary> {
     Ok(summary)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Kpis {
     revenue_cents: i64,
@@ -244,6 +249,35 @@ fn average(revenue: i64, orders: i64) -> i64 {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/dashboard/kpis",
+    tag = "dashboard",
+    operation_id = "getKpis",
+    summary = "Key figures",
+    params(
+        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "Revenue, orders, receivables and stock figures",
+            body = Kpis,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn kpis(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -359,7 +393,7 @@ struct Bucket {
     order_count: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ChartPoint {
     period: String,
@@ -367,7 +401,7 @@ struct ChartPoint {
     order_count: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesChart {
     interval: &'static str,
@@ -394,6 +428,36 @@ fn labels(interval: Interval, from: Date, to: Date) -> Vec<String> {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/dashboard/sales-chart",
+    tag = "dashboard",
+    operation_id = "getSalesChart",
+    summary = "Sales per day or month",
+    params(
+        ("interval" = Option<String>, Query, description = "`day` (default) or `month`"),
+        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "Every day or month of the range, zero-filled",
+            body = SalesChart,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn sales_chart(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -473,12 +537,12 @@ async fn sales_chart(
 }
 
 /// `{data: [...]}`: rankings are short and unpaginated.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Ranking<T> {
     data: Vec<T>,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TopCustomer {
     customer_id: String,
@@ -487,6 +551,36 @@ struct TopCustomer {
     order_count: i64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/dashboard/top-customers",
+    tag = "dashboard",
+    operation_id = "getTopCustomers",
+    summary = "Customers by revenue",
+    params(
+        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Rows, 1 to 50; default 5"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "Customers, highest revenue first",
+            body = Ranking<TopCustomer>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn top_customers(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -521,7 +615,7 @@ async fn top_customers(
     Ok(Json(Ranking { data }))
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TopProduct {
     item_id: String,
@@ -531,6 +625,36 @@ struct TopProduct {
     revenue_cents: i64,
 }
 
+#[utoipa::path(
+    get,
+    path = "/dashboard/top-products",
+    tag = "dashboard",
+    operation_id = "getTopProducts",
+    summary = "Items by revenue",
+    params(
+        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Rows, 1 to 50; default 5"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "Items, highest revenue first",
+            body = Ranking<TopProduct>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn top_products(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -567,7 +691,7 @@ async fn top_products(
     Ok(Json(Ranking { data }))
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct WarehouseStock {
     warehouse_id: String,
@@ -577,7 +701,7 @@ struct WarehouseStock {
     value_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct InventoryStatus {
     item_count: i64,
@@ -588,6 +712,30 @@ struct InventoryStatus {
     warehouses: Vec<WarehouseStock>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/dashboard/inventory-status",
+    tag = "dashboard",
+    operation_id = "getInventoryStatus",
+    summary = "Stock totals, overall and per warehouse",
+    responses(
+        (
+            status = 200,
+            description = "Stock totals",
+            body = InventoryStatus,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn inventory_status(
     State(state): State<AppState>,
     caller: AuthUser,

@@ -53,6 +53,18 @@ pub fn router() -> Router<AppState> {
         .route("/inventory/movements", get(list_movements))
 }
 
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    stock_levels,
+    list_adjustments,
+    adjust,
+    list_transfers,
+    transfer,
+    list_movements
+))]
+pub(crate) struct ApiDoc;
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct StockLevelQuery {
@@ -63,7 +75,7 @@ struct StockLevelQuery {
     page: PageParams,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct StockLevel {
     item_id: String,
@@ -88,6 +100,37 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/inventory/stock-levels",
+    tag = "inventory",
+    operation_id = "listStockLevels",
+    summary = "Stock per item and warehouse",
+    params(
+        crate::pagination::PageParams,
+        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
+        ("itemId" = Option<String>, Query, description = "Only this item"),
+        ("lowStock" = Option<bool>, Query, description = "`true`: only rows at or below the item's reorder level"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "One page of stock levels",
+            body = crate::pagination::Paginated<StockLevel>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn stock_levels(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -140,7 +183,7 @@ async fn stock_levels(
     Ok(Json(page.wrap(data, total)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AdjustmentBody {
     item_id: String,
@@ -149,7 +192,7 @@ struct AdjustmentBody {
     reason: String,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Adjustment {
     id: String,
@@ -192,6 +235,22 @@ async fn check_item_and_warehouses(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/inventory/adjustments",
+    tag = "inventory",
+    operation_id = "createAdjustment",
+    summary = "Adjust the stock of an item in a warehouse",
+    request_body = AdjustmentBody,
+    responses(
+        (status = 201, description = "The recorded adjustment", body = Adjustment),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn adjust(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -341,6 +400,24 @@ where
     Ok(page.wrap(data, total))
 }
 
+#[utoipa::path(
+    get,
+    path = "/inventory/adjustments",
+    tag = "inventory",
+    operation_id = "listAdjustments",
+    summary = "List stock adjustments",
+    params(
+        crate::pagination::PageParams,
+        ("itemId" = Option<String>, Query, description = "Only this item"),
+        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
+    ),
+    responses(
+        (status = 200, description = "One page of adjustments, newest first", body = crate::pagination::Paginated<Adjustment>),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_adjustments(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -353,7 +430,7 @@ async fn list_adjustments(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TransferBody {
     item_id: String,
@@ -362,7 +439,7 @@ struct TransferBody {
     quantity: i64,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Transfer {
     id: String,
@@ -374,6 +451,22 @@ struct Transfer {
     created_at: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/inventory/transfers",
+    tag = "inventory",
+    operation_id = "createTransfer",
+    summary = "Move stock between warehouses",
+    request_body = TransferBody,
+    responses(
+        (status = 201, description = "The recorded transfer", body = Transfer),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn transfer(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -452,6 +545,24 @@ async fn transfer(
     Ok((StatusCode::CREATED, Json(transfer)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/inventory/transfers",
+    tag = "inventory",
+    operation_id = "listTransfers",
+    summary = "List stock transfers",
+    params(
+        crate::pagination::PageParams,
+        ("itemId" = Option<String>, Query, description = "Only this item"),
+        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
+    ),
+    responses(
+        (status = 200, description = "One page of transfers, newest first", body = crate::pagination::Paginated<Transfer>),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_transfers(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -469,7 +580,8 @@ async fn list_transfers(
     ))
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = Movement)]
 #[serde(rename_all = "camelCase")]
 struct MovementRow {
     id: String,
@@ -483,6 +595,24 @@ struct MovementRow {
     created_at: String,
 }
 
+#[utoipa::path(
+    get,
+    path = "/inventory/movements",
+    tag = "inventory",
+    operation_id = "listMovements",
+    summary = "The stock ledger: every change of stock",
+    params(
+        crate::pagination::PageParams,
+        ("itemId" = Option<String>, Query, description = "Only this item"),
+        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
+    ),
+    responses(
+        (status = 200, description = "One page of movements, newest first", body = crate::pagination::Paginated<MovementRow>),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_movements(
     State(state): State<AppState>,
     caller: AuthUser,

@@ -51,7 +51,12 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, replace, patch, remove))]
+pub(crate) struct ApiDoc;
+
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Item {
     id: String,
@@ -69,7 +74,7 @@ struct Item {
     updated_at: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ItemBody {
     name: String,
@@ -89,7 +94,7 @@ struct ItemBody {
     unit: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ItemPatch {
     #[serde(default, deserialize_with = "fields::patch")]
@@ -228,6 +233,38 @@ fn order_by(sort: &str) -> Option<&'static str> {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/items",
+    tag = "items",
+    operation_id = "listItems",
+    summary = "List items",
+    params(
+        crate::pagination::PageParams,
+        ("search" = Option<String>, Query, description = "Case-insensitive match on name or SKU"),
+        ("categoryId" = Option<String>, Query, description = "Only items of this category"),
+        ("sort" = Option<String>, Query, description = "`name`, `sku`, `priceCents` or `createdAt`; a leading `-` sorts descending. Default `name`"),
+        ("lowStock" = Option<bool>, Query, description = "`true`: only items at or below their reorder level"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "One page of items",
+            body = crate::pagination::Paginated<Item>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -304,6 +341,22 @@ async fn list(
     Ok(Json(page.wrap(rows, total)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/items",
+    tag = "items",
+    operation_id = "createItem",
+    summary = "Create a item",
+    request_body = ItemBody,
+    responses(
+        (status = 201, description = "The new item", body = Item),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another item of the organization has this SKU", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -338,6 +391,34 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/items/{id}",
+    tag = "items",
+    operation_id = "getItem",
+    summary = "Get a item",
+    params(
+        ("id" = String, Path, description = "Item id (UUID)"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The item",
+            body = Item,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -347,6 +428,27 @@ async fn read(
     Ok(Json(find(&state.db, &caller.org_id, &id).await?))
 }
 
+#[utoipa::path(
+    put,
+    path = "/items/{id}",
+    tag = "items",
+    operation_id = "replaceItem",
+    summary = "Replace a item",
+    description = "Every field of the create body; optional fields left out are cleared.",
+    params(
+        ("id" = String, Path, description = "Item id (UUID)"),
+    ),
+    request_body = ItemBody,
+    responses(
+        (status = 200, description = "The updated item", body = Item),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another item of the organization has this SKU", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn replace(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -359,6 +461,27 @@ async fn replace(
     update(&state.db, &caller.org_id, &id, input).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/items/{id}",
+    tag = "items",
+    operation_id = "updateItem",
+    summary = "Update some fields of a item",
+    description = "Fields left out are kept; `null` clears an optional field.",
+    params(
+        ("id" = String, Path, description = "Item id (UUID)"),
+    ),
+    request_body = ItemPatch,
+    responses(
+        (status = 200, description = "The updated item", body = Item),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another item of the organization has this SKU", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -416,6 +539,23 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
     Ok(Json(find(db, org_id, id).await?))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/items/{id}",
+    tag = "items",
+    operation_id = "deleteItem",
+    summary = "Delete a item",
+    params(
+        ("id" = String, Path, description = "Item id (UUID)"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Stock, orders or movements refer to the item", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn remove(
     State(state): State<AppState>,
     caller: AuthUser,

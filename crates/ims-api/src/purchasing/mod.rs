@@ -45,7 +45,13 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, patch, receive))]
+pub(crate) struct ApiDoc;
+
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = PurchaseOrderSummary)]
 #[serde(rename_all = "camelCase")]
 struct OrderRow {
     id: String,
@@ -59,7 +65,8 @@ struct OrderRow {
     updated_at: String,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = PurchaseOrderLine)]
 #[serde(rename_all = "camelCase")]
 struct LineRow {
     id: String,
@@ -69,7 +76,8 @@ struct LineRow {
     total_cents: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = PurchaseOrder)]
 struct Order {
     #[serde(flatten)]
     order: OrderRow,
@@ -152,7 +160,8 @@ async fn insert_lines(
     Ok(())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = PurchaseOrderBody)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
     vendor_id: String,
@@ -161,6 +170,21 @@ struct CreateBody {
     notes: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/purchase-orders",
+    tag = "purchasing",
+    operation_id = "createPurchaseOrder",
+    summary = "Create a purchase order",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The new purchase order, status `open`", body = Order),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -225,6 +249,22 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Order { order, lines: rows })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/purchase-orders/{id}",
+    tag = "purchasing",
+    operation_id = "getPurchaseOrder",
+    summary = "Get a purchase order with its lines",
+    params(
+        ("id" = String, Path, description = "Purchase order id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The purchase order", body = Order),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such purchase order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -246,6 +286,26 @@ struct ListQuery {
     page: PageParams,
 }
 
+#[utoipa::path(
+    get,
+    path = "/purchase-orders",
+    tag = "purchasing",
+    operation_id = "listPurchaseOrders",
+    summary = "List purchase orders",
+    params(
+        crate::pagination::PageParams,
+        ("status" = Option<String>, Query, description = "`open`, `received` or `cancelled`"),
+        ("vendorId" = Option<String>, Query, description = "Only this vendor"),
+        ("from" = Option<String>, Query, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
+        ("to" = Option<String>, Query, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
+    ),
+    responses(
+        (status = 200, description = "One page of purchase orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -281,7 +341,8 @@ async fn list(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = PurchaseOrderPatch)]
 #[serde(rename_all = "camelCase")]
 struct PatchBody {
     #[serde(default, deserialize_with = "fields::patch")]
@@ -298,6 +359,27 @@ struct PatchBody {
 
 /// Changes an open order (notes, vendor, warehouse, lines) or cancels it. Received and
 /// cancelled orders are history: 409.
+#[utoipa::path(
+    patch,
+    path = "/purchase-orders/{id}",
+    tag = "purchasing",
+    operation_id = "updatePurchaseOrder",
+    summary = "Update or cancel an open purchase order",
+    description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
+    params(
+        ("id" = String, Path, description = "Purchase order id (UUID)"),
+    ),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The updated purchase order", body = Order),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such purchase order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The purchase order is no longer open", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -407,6 +489,23 @@ async fn patch(
 
 /// Puts every line's stock into the order's warehouse and marks the order received; a
 /// second receive is a 409, never a second delivery.
+#[utoipa::path(
+    post,
+    path = "/purchase-orders/{id}/receive",
+    tag = "purchasing",
+    operation_id = "receivePurchaseOrder",
+    summary = "Receive a purchase order: put its stock in",
+    params(
+        ("id" = String, Path, description = "Purchase order id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The purchase order, with its new status", body = Order),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such purchase order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not open", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn receive(
     State(state): State<AppState>,
     caller: AuthUser,

@@ -56,6 +56,11 @@ pub fn router() -> Router<AppState> {
     )
 }
 
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(report))]
+pub(crate) struct ApiDoc;
+
 /// The reports there are; a closed set, so only fixed SQL ever runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReportType {
@@ -97,7 +102,7 @@ struct Params {
 }
 
 /// A report's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Report<R, T> {
     #[serde(rename = "type")]
@@ -108,6 +113,32 @@ struct Report<R, T> {
     rows: Vec<R>,
     totals: T,
     truncated: bool,
+}
+
+// Documentation only: the rows of each report type, for the OpenAPI document.
+/// A report row; its shape depends on the report type.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ReportRow {
+    SalesByItem(SalesByItem),
+    SalesByCustomer(SalesByCustomer),
+    InventoryValuation(Valuation),
+    StockMovements(Movements),
+    PurchasesByVendor(Purchases),
+}
+
+// Documentation only: the totals of each report type, for the OpenAPI document.
+/// A report's totals; their shape depends on the report type.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum ReportTotals {
+    SalesByItem(SalesByItemTotals),
+    SalesByCustomer(SalesByCustomerTotals),
+    InventoryValuation(ValuationTotals),
+    StockMovements(MovementsTotals),
+    PurchasesByVendor(PurchasesTotals),
 }
 
 /// The SQL of one report: the grouped rows (without `LIMIT`) and the totals over the same
@@ -183,6 +214,38 @@ where
     .into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/reports/{type}",
+    tag = "reports",
+    operation_id = "getReport",
+    summary = "Run a report",
+    description = "At most 10,000 rows (`truncated` says when more matched); `totals` are over all matching rows.",
+    params(
+        ("type" = String, Path, description = "`sales-by-item`, `sales-by-customer`, `inventory-valuation`, `stock-movements` or `purchases-by-vendor`"),
+        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+    ),
+    responses(
+        (
+            status = 200,
+            description = "The report; the shape of `rows` and `totals` depends on the type",
+            body = Report<ReportRow, ReportTotals>,
+            headers(
+                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
+                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
+                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+            ),
+        ),
+        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
+            ("ETag" = String, description = "Tag of the cached body"),
+        )),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No report of this type", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn report(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -244,7 +307,7 @@ async fn report(
     }
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByItem {
     item_id: String,
@@ -256,7 +319,7 @@ struct SalesByItem {
     total_cents: i64,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByItemTotals {
     quantity: i64,
@@ -291,7 +354,7 @@ fn sales_by_item(org_id: &str, period: &Period) -> Spec {
     }
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByCustomer {
     customer_id: String,
@@ -302,7 +365,7 @@ struct SalesByCustomer {
     total_cents: i64,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByCustomerTotals {
     order_count: i64,
@@ -332,7 +395,7 @@ fn sales_by_customer(org_id: &str, period: &Period) -> Spec {
     }
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Valuation {
     item_id: String,
@@ -343,7 +406,7 @@ struct Valuation {
     value_cents: i64,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ValuationTotals {
     quantity: i64,
@@ -379,7 +442,8 @@ fn inventory_valuation(org_id: &str) -> Spec {
     }
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = StockMovements)]
 #[serde(rename_all = "camelCase")]
 struct Movements {
     item_id: String,
@@ -391,7 +455,8 @@ struct Movements {
     movement_count: i64,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = StockMovementsTotals)]
 #[serde(rename_all = "camelCase")]
 struct MovementsTotals {
     in_quantity: i64,
@@ -426,7 +491,8 @@ fn stock_movements(org_id: &str, period: &Period) -> Spec {
     }
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = PurchasesByVendor)]
 #[serde(rename_all = "camelCase")]
 struct Purchases {
     vendor_id: String,
@@ -435,7 +501,8 @@ struct Purchases {
     total_cents: i64,
 }
 
-#[derive(Debug, FromRow, Serialize)]
+#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = PurchasesByVendorTotals)]
 #[serde(rename_all = "camelCase")]
 struct PurchasesTotals {
     order_count: i64,

@@ -39,7 +39,13 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, pay))]
+pub(crate) struct ApiDoc;
+
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = InvoiceSummary)]
 #[serde(rename_all = "camelCase")]
 struct InvoiceRow {
     id: String,
@@ -56,7 +62,8 @@ struct InvoiceRow {
     updated_at: String,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = Payment)]
 #[serde(rename_all = "camelCase")]
 struct PaymentRow {
     id: String,
@@ -64,7 +71,7 @@ struct PaymentRow {
     paid_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Invoice {
     #[serde(flatten)]
@@ -104,7 +111,8 @@ fn format_number(sequence: i64) -> String {
     format!("INV-{sequence:06}")
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = InvoiceBody)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
     sales_order_id: String,
@@ -119,6 +127,23 @@ struct OrderFacts {
     total_cents: i64,
 }
 
+#[utoipa::path(
+    post,
+    path = "/invoices",
+    tag = "invoices",
+    operation_id = "createInvoice",
+    summary = "Invoice a sales order",
+    description = "Numbers (`INV-000001`, …) are sequential per organization, without gaps or duplicates.",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The new invoice", body = Invoice),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is cancelled or already invoiced", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -223,6 +248,22 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/invoices/{id}",
+    tag = "invoices",
+    operation_id = "getInvoice",
+    summary = "Get an invoice with its payments",
+    params(
+        ("id" = String, Path, description = "Invoice id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The invoice", body = Invoice),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such invoice in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -244,6 +285,26 @@ struct ListQuery {
     page: PageParams,
 }
 
+#[utoipa::path(
+    get,
+    path = "/invoices",
+    tag = "invoices",
+    operation_id = "listInvoices",
+    summary = "List invoices",
+    params(
+        crate::pagination::PageParams,
+        ("status" = Option<String>, Query, description = "Invoice status"),
+        ("customerId" = Option<String>, Query, description = "Only this customer"),
+        ("from" = Option<String>, Query, description = "Issued on or after this date (`YYYY-MM-DD`, UTC)"),
+        ("to" = Option<String>, Query, description = "Issued on or before this date (`YYYY-MM-DD`, UTC)"),
+    ),
+    responses(
+        (status = 200, description = "One page of invoices", body = crate::pagination::Paginated<InvoiceRow>),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -279,7 +340,7 @@ async fn list(
     ))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PaymentBody {
     amount_cents: i64,
@@ -287,6 +348,26 @@ struct PaymentBody {
 
 /// Records a payment; it may not exceed the balance. The balance check and the increment
 /// are one conditional statement, so concurrent payments can never overpay.
+#[utoipa::path(
+    post,
+    path = "/invoices/{id}/payments",
+    tag = "invoices",
+    operation_id = "createPayment",
+    summary = "Record a payment",
+    params(
+        ("id" = String, Path, description = "Invoice id (UUID)"),
+    ),
+    request_body = PaymentBody,
+    responses(
+        (status = 201, description = "The invoice with the payment applied", body = Invoice),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such invoice in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The invoice is already paid in full", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The amount is not positive or exceeds the balance", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn pay(
     State(state): State<AppState>,
     caller: AuthUser,

@@ -17,7 +17,8 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 pub const MAX_UNIT_CENTS: i64 = 1_000_000_000;
 
 /// A requested line: `{itemId, quantity, unitPriceCents?}` or `{itemId, quantity, unitCostCents}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = OrderLineBody)]
 #[serde(rename_all = "camelCase")]
 pub struct LineBody {
     pub item_id: String,

@@ -52,7 +52,13 @@ pub fn router() -> Router<AppState> {
         .merge(invoices::router())
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+/// This module's operations, for the OpenAPI document (`crate::openapi`).
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list, create, read, patch, fulfil))]
+pub(crate) struct ApiDoc;
+
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = SalesOrderSummary)]
 #[serde(rename_all = "camelCase")]
 struct OrderRow {
     id: String,
@@ -68,7 +74,8 @@ struct OrderRow {
     updated_at: String,
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[schema(as = SalesOrderLine)]
 #[serde(rename_all = "camelCase")]
 struct LineRow {
     id: String,
@@ -82,7 +89,8 @@ struct LineRow {
 }
 
 /// An order with its lines, as `GET /sales-orders/{id}` shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = SalesOrder)]
 struct Order {
     #[serde(flatten)]
     order: OrderRow,
@@ -111,7 +119,8 @@ async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Ord
     Ok(Order { order, lines })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = SalesOrderBody)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
     customer_id: String,
@@ -194,6 +203,21 @@ async fn insert_lines(
     Ok(())
 }
 
+#[utoipa::path(
+    post,
+    path = "/sales-orders",
+    tag = "sales",
+    operation_id = "createSalesOrder",
+    summary = "Create a sales order",
+    request_body = CreateBody,
+    responses(
+        (status = 201, description = "The new sales order, status `open`", body = Order),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn create(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -268,6 +292,22 @@ async fn create(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/sales-orders/{id}",
+    tag = "sales",
+    operation_id = "getSalesOrder",
+    summary = "Get a sales order with its lines",
+    params(
+        ("id" = String, Path, description = "Sales order id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The sales order", body = Order),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such sales order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn read(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -289,6 +329,26 @@ struct ListQuery {
     page: PageParams,
 }
 
+#[utoipa::path(
+    get,
+    path = "/sales-orders",
+    tag = "sales",
+    operation_id = "listSalesOrders",
+    summary = "List sales orders",
+    params(
+        crate::pagination::PageParams,
+        ("status" = Option<String>, Query, description = "`open`, `fulfilled` or `cancelled`"),
+        ("customerId" = Option<String>, Query, description = "Only this customer"),
+        ("from" = Option<String>, Query, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
+        ("to" = Option<String>, Query, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
+    ),
+    responses(
+        (status = 200, description = "One page of sales orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -357,7 +417,8 @@ where
     Ok(page.wrap(data, total))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = SalesOrderPatch)]
 #[serde(rename_all = "camelCase")]
 struct PatchBody {
     #[serde(default, deserialize_with = "fields::patch")]
@@ -379,6 +440,27 @@ pub(crate) fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Valida
 
 /// Changes an open order: notes, customer, warehouse, lines (replaced whole, re-priced), or
 /// `status: "cancelled"`. Fulfilled and cancelled orders are history: 409.
+#[utoipa::path(
+    patch,
+    path = "/sales-orders/{id}",
+    tag = "sales",
+    operation_id = "updateSalesOrder",
+    summary = "Update or cancel an open sales order",
+    description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
+    params(
+        ("id" = String, Path, description = "Sales order id (UUID)"),
+    ),
+    request_body = PatchBody,
+    responses(
+        (status = 200, description = "The updated sales order", body = Order),
+        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such sales order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The sales order is no longer open", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn patch(
     State(state): State<AppState>,
     caller: AuthUser,
@@ -496,6 +578,23 @@ async fn patch(
 /// Takes every line's stock out of the order's warehouse, or none of it (409 naming the
 /// short item), and marks the order fulfilled. A second fulfil is a 409, never a second
 /// withdrawal: the status change is the transaction's first write and is conditional.
+#[utoipa::path(
+    post,
+    path = "/sales-orders/{id}/fulfil",
+    tag = "sales",
+    operation_id = "fulfilSalesOrder",
+    summary = "Fulfil a sales order: take its stock out",
+    params(
+        ("id" = String, Path, description = "Sales order id (UUID)"),
+    ),
+    responses(
+        (status = 200, description = "The sales order, with its new status", body = Order),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such sales order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not open, or there is not enough stock (nothing is applied)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
 async fn fulfil(
     State(state): State<AppState>,
     caller: AuthUser,
