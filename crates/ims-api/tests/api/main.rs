@@ -10,6 +10,7 @@ mod dashboard;
 mod health;
 mod helpers;
 mod items;
+mod openapi;
 mod orders;
 mod reports;
 mod seed;

@@ -1,0 +1,299 @@
+//! `GET /openapi.json` documents every route the router serves, and `GET /docs` renders it.
+//!
+//! The route list below is written by hand from the contract (§3–§4, §7) on purpose: a route
+//! added to a router without a `#[utoipa::path]` (or listed in no module's `ApiDoc`) fails
+//! here rather than silently missing from the document.
+
+use std::collections::{BTreeSet, HashSet};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+/// Every (path, method) the API serves, except `/openapi.json` and `/docs` themselves.
+const ROUTES: &[(&str, &str)] = &[
+    ("/auth/register", "post"),
+    ("/auth/login", "post"),
+    ("/auth/refresh", "post"),
+    ("/auth/logout", "post"),
+    ("/auth/me", "get"),
+    ("/auth/sessions", "get"),
+    ("/auth/sessions", "delete"),
+    ("/auth/sessions/{id}", "delete"),
+    ("/categories", "get"),
+    ("/categories", "post"),
+    ("/categories/{id}", "get"),
+    ("/categories/{id}", "put"),
+    ("/categories/{id}", "patch"),
+    ("/categories/{id}", "delete"),
+    ("/tax-rates", "get"),
+    ("/tax-rates", "post"),
+    ("/tax-rates/{id}", "get"),
+    ("/tax-rates/{id}", "put"),
+    ("/tax-rates/{id}", "patch"),
+    ("/tax-rates/{id}", "delete"),
+    ("/warehouses", "get"),
+    ("/warehouses", "post"),
+    ("/warehouses/{id}", "get"),
+    ("/warehouses/{id}", "put"),
+    ("/warehouses/{id}", "patch"),
+    ("/warehouses/{id}", "delete"),
+    ("/contacts", "get"),
+    ("/contacts", "post"),
+    ("/contacts/{id}", "get"),
+    ("/contacts/{id}", "put"),
+    ("/contacts/{id}", "patch"),
+    ("/contacts/{id}", "delete"),
+    ("/items", "get"),
+    ("/items", "post"),
+    ("/items/{id}", "get"),
+    ("/items/{id}", "put"),
+    ("/items/{id}", "patch"),
+    ("/items/{id}", "delete"),
+    ("/inventory/stock-levels", "get"),
+    ("/inventory/adjustments", "get"),
+    ("/inventory/adjustments", "post"),
+    ("/inventory/transfers", "get"),
+    ("/inventory/transfers", "post"),
+    ("/inventory/movements", "get"),
+    ("/sales-orders", "get"),
+    ("/sales-orders", "post"),
+    ("/sales-orders/{id}", "get"),
+    ("/sales-orders/{id}", "patch"),
+    ("/sales-orders/{id}/fulfil", "post"),
+    ("/purchase-orders", "get"),
+    ("/purchase-orders", "post"),
+    ("/purchase-orders/{id}", "get"),
+    ("/purchase-orders/{id}", "patch"),
+    ("/purchase-orders/{id}/receive", "post"),
+    ("/invoices", "get"),
+    ("/invoices", "post"),
+    ("/invoices/{id}", "get"),
+    ("/invoices/{id}/payments", "post"),
+    ("/dashboard/kpis", "get"),
+    ("/dashboard/sales-chart", "get"),
+    ("/dashboard/top-customers", "get"),
+    ("/dashboard/top-products", "get"),
+    ("/dashboard/inventory-status", "get"),
+    ("/reports/{type}", "get"),
+    ("/health", "get"),
+    ("/health/cache", "get"),
+];
+
+/// The routes that need no access token.
+const PUBLIC: &[&str] = &[
+    "/auth/register",
+    "/auth/login",
+    "/auth/refresh",
+    "/health",
+    "/health/cache",
+];
+
+/// GET routes behind the response cache (a `cached(...)` layer in their router).
+const CACHED: &[&str] = &[
+    "/categories",
+    "/tax-rates",
+    "/contacts",
+    "/items",
+    "/items/{id}",
+    "/inventory/stock-levels",
+    "/dashboard/kpis",
+    "/dashboard/sales-chart",
+    "/dashboard/top-customers",
+    "/dashboard/top-products",
+    "/dashboard/inventory-status",
+    "/reports/{type}",
+];
+
+const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "patch"];
+
+async fn document() -> Value {
+    let app = spawn_app().await;
+    let response = app.get("/openapi.json", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        content_type.starts_with("application/json"),
+        "{content_type}"
+    );
+    response.json().await.expect("/openapi.json is JSON")
+}
+
+fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut out = Vec::new();
+    for (path, item) in paths {
+        for (method, op) in item.as_object().expect("path item") {
+            if METHODS.contains(&method.as_str()) {
+                out.push((path.clone(), method.clone(), op));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn document_is_openapi_3_and_lists_every_route_with_its_methods() {
+    let doc = document().await;
+    let version = doc["openapi"].as_str().expect("openapi version");
+    assert!(version.starts_with("3."), "{version}");
+    assert_eq!(doc["info"]["title"], "IMS API");
+    assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
+
+    let documented: BTreeSet<(String, String)> = operations(&doc)
+        .into_iter()
+        .map(|(path, method, _)| (path, method))
+        .collect();
+    let expected: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(path, method)| (path.to_string(), method.to_string()))
+        .collect();
+    let missing: Vec<_> = expected.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the document: {missing:?}"
+    );
+    // Nothing documented that the router does not serve.
+    let extra: Vec<_> = documented.difference(&expected).collect();
+    assert!(
+        extra.is_empty(),
+        "documented but not in the route list: {extra:?}"
+    );
+}
+
+#[tokio::test]
+async fn authenticated_operations_require_the_bearer_scheme_and_public_ones_do_not() {
+    let doc = document().await;
+    let scheme = &doc["components"]["securitySchemes"]["bearer"];
+    assert_eq!(scheme["type"], "http", "{scheme}");
+    assert_eq!(scheme["scheme"], "bearer", "{scheme}");
+    for (path, method, op) in operations(&doc) {
+        let names: Vec<&str> = op["security"]
+            .as_array()
+            .map(|reqs| {
+                reqs.iter()
+                    .filter_map(|r| r.as_object())
+                    .flat_map(|r| r.keys().map(String::as_str))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if PUBLIC.contains(&path.as_str()) {
+            assert!(names.is_empty(), "{method} {path} is public: {names:?}");
+        } else {
+            assert_eq!(names, ["bearer"], "{method} {path}");
+            assert!(
+                op["responses"]["401"].is_object(),
+                "{method} {path} documents no 401"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn operations_are_tagged_unique_and_errors_are_problem_json() {
+    let doc = document().await;
+    let mut ids = HashSet::new();
+    for (path, method, op) in operations(&doc) {
+        let id = op["operationId"].as_str().expect("operationId");
+        assert!(ids.insert(id.to_string()), "duplicate operationId {id}");
+        assert!(
+            op["tags"].as_array().is_some_and(|t| !t.is_empty()),
+            "{method} {path} has no tag"
+        );
+        let responses = op["responses"].as_object().expect("responses");
+        assert!(
+            responses.keys().any(|s| s.starts_with('2')),
+            "{method} {path} documents no success"
+        );
+        for (status, response) in responses {
+            if status.starts_with('4') {
+                assert!(
+                    response["content"]["application/problem+json"]["schema"]["$ref"]
+                        == "#/components/schemas/Problem",
+                    "{method} {path} {status}: {response}"
+                );
+            }
+        }
+        // Path parameters are declared.
+        for segment in path.split('/') {
+            if let Some(name) = segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                let declared = op["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == name && p["in"] == "path"));
+                assert!(declared, "{method} {path}: path parameter {name}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn cached_routes_document_the_cache_headers() {
+    let doc = document().await;
+    for path in CACHED {
+        let ok = &doc["paths"][path]["get"]["responses"]["200"];
+        for header in ["X-Cache", "X-Cache-TTL", "ETag"] {
+            assert!(ok["headers"][header].is_object(), "GET {path}: {header}");
+        }
+        assert!(
+            doc["paths"][path]["get"]["responses"]["304"].is_object(),
+            "GET {path}: 304"
+        );
+    }
+    assert!(doc["paths"]["/health"]["get"]["responses"]["503"].is_object());
+}
+
+/// A cheap structural check in place of a full validator: every `$ref` points at a schema
+/// the document defines.
+#[tokio::test]
+async fn every_reference_resolves() {
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref") {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = document().await;
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(!found.is_empty());
+    for r in found {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("unexpected reference {r}"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "dangling reference {r}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn docs_page_is_html_and_points_at_the_document() {
+    let app = spawn_app().await;
+    let response = app.get("/docs", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let body = response.text().await.expect("body");
+    assert!(body.contains("/openapi.json"), "no link to the document");
+    // The document is embedded, so the page shows the same operations.
+    assert!(body.contains("\"IMS API\""));
+    assert!(body.contains("listItems"));
+}
