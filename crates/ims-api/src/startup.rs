@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::extract::DefaultBodyLimit;
 use axum::{Extension, Router};
 use ims_redis::cache::ResponseCache;
+use ims_redis::rate_limit::{Quota, RateLimitLayer, RateLimiter};
 use ims_redis::session::RefreshTokenStore;
 use ims_redis::{RedisConnection, RedisService};
 use tokio::net::TcpListener;
@@ -28,8 +29,12 @@ const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 /// The whole HTTP API. Each area owns its routes; cross-cutting policies are attached where
 /// routes are declared.
 pub fn router(state: AppState) -> Router {
+    let settings = &state.settings;
+    let (global, credentials) = (
+        quota(settings.rate_limit_global),
+        quota(settings.rate_limit_auth),
+    );
     Router::new()
-        .merge(health::router())
         .merge(auth::router())
         .merge(crate::catalog::router())
         .merge(crate::contacts::router())
@@ -39,14 +44,53 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::purchasing::router())
         .merge(crate::dashboard::router())
         .merge(crate::reports::router())
+        // Every route above: RATE_LIMIT_GLOBAL per client IP and route; the credential
+        // routes RATE_LIMIT_AUTH instead (contract §6).
+        .route_layer(
+            RateLimitLayer::new(global)
+                .route("/auth/login", credentials)
+                .route("/auth/register", credentials)
+                .route("/auth/refresh", credentials),
+        )
+        // Not limited: monitoring and the API description must always answer.
+        .merge(health::router())
         .merge(health::cache_router())
         .merge(crate::openapi::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(Extension(state.cache.clone()))
+        .layer(Extension(state.limiter.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+fn quota(limit: crate::config::RateLimit) -> Quota {
+    Quota {
+        limit: limit.requests,
+        window: limit.window,
+    }
+}
+
+/// The client a request is counted against: the socket's peer address, or with
+/// `TRUST_PROXY=true` the first `X-Forwarded-For` entry (set by our own proxy).
+fn client_ip(parts: &axum::http::request::Parts, trust_proxy: bool) -> Option<String> {
+    if trust_proxy {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
+        if let Some(ip) = forwarded {
+            return Some(ip.to_string());
+        }
+    }
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()?;
+    Some(peer.0.ip().to_string())
 }
 
 /// A server that is built (database migrated, Redis connected or degraded, socket bound)
@@ -95,7 +139,20 @@ impl Application {
             }),
             settings.cache_ttl_jitter,
         );
+        let trust_proxy = settings.trust_proxy;
+        let limiter = RateLimiter::new(
+            redis.clone(),
+            Arc::new(move |parts: &axum::http::request::Parts| client_ip(parts, trust_proxy)),
+            Arc::new(|parts: &axum::http::request::Parts| {
+                parts
+                    .extensions
+                    .get::<axum::extract::MatchedPath>()
+                    .map(|path| path.as_str().to_string())
+            }),
+            100_000,
+        );
         let state = AppState {
+            limiter,
             db,
             refresh_tokens: RefreshTokenStore::new(redis.clone()),
             cache,

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ims_redis::cache::ResponseCache;
+use ims_redis::rate_limit::RateLimiter;
 use ims_redis::session::RefreshTokenStore;
 use ims_redis::RedisService;
 
@@ -22,6 +23,8 @@ pub struct AppState {
     pub refresh_tokens: RefreshTokenStore,
     /// The response cache behind the routes' `cached`/`invalidates` policies.
     pub cache: Arc<ResponseCache>,
+    /// The rate limiter behind the router's `RateLimitLayer`.
+    pub limiter: Arc<RateLimiter>,
     /// JWT signing and verification keys.
     pub keys: Arc<TokenKeys>,
     /// The settings the server started with.

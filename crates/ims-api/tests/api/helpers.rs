@@ -125,6 +125,9 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
         ("REDIS_URL".into(), redis.url()),
         ("JWT_SECRET".into(), TEST_JWT_SECRET.into()),
         ("IMS_BIND".into(), "127.0.0.1:0".into()),
+        // Tests hammer routes from one address; the rate-limit tests set real limits.
+        ("RATE_LIMIT_GLOBAL".into(), "1000000/60".into()),
+        ("RATE_LIMIT_AUTH".into(), "1000000/60".into()),
     ]);
     for (k, v) in vars {
         env.insert(k.to_string(), v.to_string());

@@ -22,15 +22,49 @@ use crate::cache::{boxed, full, CacheBody};
 /// `Retry-After` and an `application/problem+json` body, and never reaches the handler.
 /// Without a [`RateLimiter`] extension, or when the limiter cannot identify the client or
 /// route, requests pass untouched.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RateLimitLayer {
-    quota: Quota,
+    quotas: Quotas,
+}
+
+/// The default quota and the routes that have their own.
+#[derive(Debug, Clone)]
+struct Quotas {
+    default: Quota,
+    routes: Arc<[(String, Quota)]>,
+}
+
+impl Quotas {
+    fn for_route(&self, route: Option<&str>) -> Quota {
+        route
+            .and_then(|route| self.routes.iter().find(|(r, _)| r == route))
+            .map(|(_, quota)| *quota)
+            .unwrap_or(self.default)
+    }
 }
 
 impl RateLimitLayer {
-    /// Limits to `quota`.
+    /// Limits every wrapped route to `quota`.
     pub fn new(quota: Quota) -> Self {
-        Self { quota }
+        Self {
+            quotas: Quotas {
+                default: quota,
+                routes: Arc::from(Vec::new()),
+            },
+        }
+    }
+
+    /// Gives `route` (as the limiter's route function names it, e.g. the route template
+    /// `/auth/login`) its own `quota` instead of the default.
+    pub fn route(self, route: &str, quota: Quota) -> Self {
+        let mut routes: Vec<(String, Quota)> = self.quotas.routes.to_vec();
+        routes.push((route.to_string(), quota));
+        Self {
+            quotas: Quotas {
+                default: self.quotas.default,
+                routes: Arc::from(routes),
+            },
+        }
     }
 }
 
@@ -40,7 +74,7 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RateLimitService {
             inner,
-            quota: self.quota,
+            quotas: self.quotas.clone(),
         }
     }
 }
@@ -49,7 +83,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Debug, Clone)]
 pub struct RateLimitService<S> {
     inner: S,
-    quota: Quota,
+    quotas: Quotas,
 }
 
 /// A check handed down to the cache layer of a cached `GET` route, which takes it together
@@ -144,7 +178,7 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let quota = self.quota;
+        let quotas = self.quotas.clone();
         Box::pin(async move {
             let limiter = request.extensions().get::<Arc<RateLimiter>>().cloned();
             let Some(limiter) = limiter else {
@@ -157,10 +191,12 @@ where
                     .await
                     .map(boxed);
             };
+            let route = limiter.route_of(&parts);
+            let quota = quotas.for_route(route.as_deref());
             let cached_route = parts.method == Method::GET
-                && limiter
-                    .route_of(&parts)
-                    .is_some_and(|route| limiter.is_cached(&route));
+                && route
+                    .as_deref()
+                    .is_some_and(|route| limiter.is_cached(route));
             if !cached_route {
                 let decision = limiter.check(&key, quota).await;
                 if !decision.allowed {
