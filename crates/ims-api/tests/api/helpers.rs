@@ -170,9 +170,15 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `ims-api` next to `app` and waits until it answers `/health`.
     pub async fn beside(app: &TestApp) -> Self {
+        Self::beside_with(app, &[]).await
+    }
+
+    /// Like [`ServerProcess::beside`], with extra environment variables.
+    pub async fn beside_with(app: &TestApp, vars: &[(&str, &str)]) -> Self {
         let port = ims_testkit::free_port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ims-api"))
             .env_clear()
+            .envs(vars.iter().copied())
             .current_dir(std::env::temp_dir())
             .env("IMS_BIND", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &app.database_url)

@@ -12,5 +12,6 @@ mod helpers;
 mod items;
 mod openapi;
 mod orders;
+mod rate_limit;
 mod reports;
 mod seed;

@@ -1,0 +1,259 @@
+//! Rate limiting as clients and operators see it (contract §6).
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app_with, ServerProcess, TestApp};
+
+async fn token(app: &TestApp, email: &str) -> String {
+    app.register(email).await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string()
+}
+
+fn number(response: &reqwest::Response, name: &str) -> u64 {
+    response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("number")
+}
+
+async fn burst(
+    base: &str,
+    client: &reqwest::Client,
+    path: &str,
+    token: &str,
+    n: usize,
+) -> Vec<reqwest::Response> {
+    let requests = (0..n).map(|_| {
+        client
+            .get(format!("{base}{path}"))
+            .bearer_auth(token)
+            .send()
+    });
+    futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.expect("send"))
+        .collect()
+}
+
+fn admitted(responses: &[reqwest::Response]) -> usize {
+    responses
+        .iter()
+        .filter(|r| r.status() == StatusCode::OK)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
+    let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "10/60")]).await;
+    let token = token(&app, "burst@example.com").await;
+    // One plain route and one cached route (where the decision rides with the lookup).
+    for path in ["/categories/00000000-0000-0000-0000-000000000000", "/items"] {
+        let responses = burst(&app.address, &app.client, path, &token, 30).await;
+        let ok_status = if path == "/items" {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        let passed = responses.iter().filter(|r| r.status() == ok_status).count();
+        let refused = responses
+            .iter()
+            .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!((passed, refused), (10, 20), "{path}: never 11");
+        for response in &responses {
+            assert_eq!(number(response, "ratelimit-limit"), 10);
+            assert!(number(response, "ratelimit-reset") <= 60);
+        }
+        let mut remaining: Vec<u64> = responses
+            .iter()
+            .filter(|r| r.status() != StatusCode::TOO_MANY_REQUESTS)
+            .map(|r| number(r, "ratelimit-remaining"))
+            .collect();
+        remaining.sort();
+        assert_eq!(remaining, (0..10).collect::<Vec<u64>>());
+        let refused = responses
+            .into_iter()
+            .find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+            .expect("a refusal");
+        let retry = number(&refused, "retry-after");
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(number(&refused, "ratelimit-remaining"), 0);
+        let problem = assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(problem["type"], "/problems/too-many-requests");
+        // The exact key of the contract: ims:ratelimit:{ip}:{route template}.
+        let template = if path == "/items" {
+            "/items"
+        } else {
+            "/categories/{id}"
+        };
+        assert_eq!(
+            app.redis_keys(&format!("ims:ratelimit:127.0.0.1:{template}"))
+                .len(),
+            1
+        );
+    }
+    // Other routes have their own count; health is never limited.
+    let health = burst(&app.address, &app.client, "/health", &token, 15).await;
+    assert_eq!(admitted(&health), 15);
+    assert!(health[0].headers().get("ratelimit-limit").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_server_processes_sharing_redis_admit_the_limit_in_total() {
+    let limit = [("RATE_LIMIT_GLOBAL", "12/60")];
+    let app = spawn_app_with(&limit).await;
+    let token = token(&app, "shared@example.com").await;
+    let second = ServerProcess::beside_with(&app, &limit).await;
+    let third = ServerProcess::beside_with(&app, &limit).await;
+    let bases = [
+        app.address.clone(),
+        second.address.clone(),
+        third.address.clone(),
+    ];
+    let requests = (0..36).map(|i| {
+        let url = format!("{}/categories", bases[i % 3]);
+        app.client.get(url).bearer_auth(&token).send()
+    });
+    let responses: Vec<reqwest::Response> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.expect("send"))
+        .collect();
+    assert_eq!(admitted(&responses), 12, "12 in total, not 36");
+}
+
+#[tokio::test]
+async fn the_window_slides_and_admits_again() {
+    let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/1")]).await;
+    let token = token(&app, "window@example.com").await;
+    let first = burst(&app.address, &app.client, "/categories", &token, 4).await;
+    assert_eq!(admitted(&first), 3);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let again = burst(&app.address, &app.client, "/categories", &token, 4).await;
+    assert_eq!(admitted(&again), 3);
+}
+
+#[tokio::test]
+async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
+    let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/60")]).await;
+    let token = token(&app, "spoof@example.com").await;
+    let send = |ip: &'static str| {
+        app.client
+            .get(format!("{}/categories", app.address))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    let mut statuses = Vec::new();
+    for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"] {
+        statuses.push(send(ip).await.expect("send").status());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        3,
+        "{statuses:?}"
+    );
+    assert!(app.redis_keys("ims:ratelimit:10.*").is_empty());
+
+    let trusted = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/60"), ("TRUST_PROXY", "true")]).await;
+    let token = self::token(&trusted, "proxy@example.com").await;
+    for ip in ["10.0.0.1", "10.0.0.2"] {
+        let responses: Vec<StatusCode> = futures::future::join_all((0..4).map(|_| {
+            trusted
+                .client
+                .get(format!("{}/categories", trusted.address))
+                .bearer_auth(&token)
+                .header("x-forwarded-for", format!("{ip}, 192.0.2.7"))
+                .send()
+        }))
+        .await
+        .into_iter()
+        .map(|r| r.expect("send").status())
+        .collect();
+        assert_eq!(
+            responses.iter().filter(|s| **s == StatusCode::OK).count(),
+            3,
+            "{ip}"
+        );
+        assert_eq!(
+            trusted
+                .redis_keys(&format!("ims:ratelimit:{ip}:/categories"))
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn limits_hold_in_memory_while_redis_is_down_and_go_back_to_redis() {
+    let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "5/60")]).await;
+    let token = token(&app, "fallback@example.com").await;
+    app.redis.stop();
+    let during = burst(&app.address, &app.client, "/categories", &token, 8).await;
+    assert_eq!(admitted(&during), 5, "the in-memory store keeps the limit");
+    assert!(during
+        .iter()
+        .all(|r| r.headers().contains_key("ratelimit-limit")));
+    app.redis.restart();
+    app.wait_for_redis(true).await;
+    let after = burst(&app.address, &app.client, "/tax-rates", &token, 7).await;
+    assert_eq!(admitted(&after), 5);
+    assert_eq!(
+        app.redis_keys("ims:ratelimit:*:/tax-rates").len(),
+        1,
+        "counting in Redis again"
+    );
+}
+
+#[tokio::test]
+async fn credential_routes_allow_five_per_fifteen_minutes() {
+    // The contract's defaults for the credential routes; the rest stays generous.
+    let app = spawn_app_with(&[("RATE_LIMIT_AUTH", "5/900")]).await;
+    let body = json!({"email": "nobody@example.com", "password": "wrong password"});
+    let mut statuses = Vec::new();
+    let mut last = None;
+    for _ in 0..6 {
+        let response = app.post("/auth/login", body.clone(), None).await;
+        statuses.push(response.status());
+        last = Some(response);
+    }
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    let refused = last.expect("sixth");
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(number(&refused, "ratelimit-limit"), 5);
+    let retry = number(&refused, "retry-after");
+    assert!((895..=900).contains(&retry), "{retry}");
+    let mut conn = app.redis_conn();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("ims:ratelimit:127.0.0.1:/auth/login")
+        .query(&mut conn)
+        .expect("ttl");
+    assert!((890..=900).contains(&ttl), "{ttl}");
+    // Registration has its own count; other routes are not affected.
+    let registered = app
+        .post(
+            "/auth/register",
+            json!({"email": "new@example.com", "password": "long enough", "name": "N", "organizationName": "O"}),
+            None,
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let token = registered.json::<Value>().await.expect("json")["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    assert_eq!(
+        app.get("/auth/me", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+}
