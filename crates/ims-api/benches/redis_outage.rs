@@ -37,7 +37,7 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 }
 
 async fn measure(mode: Mode) -> (Stats, Stats) {
-    let mut redis = RedisServer::start();
+    let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let env: HashMap<&str, String> = HashMap::from([
         (

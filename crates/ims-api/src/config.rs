@@ -39,6 +39,9 @@ pub struct Settings {
     pub rate_limit_global: RateLimit,
     /// `RATE_LIMIT_AUTH`.
     pub rate_limit_auth: RateLimit,
+    /// `RATE_LIMIT_ENABLED=false` turns rate limiting off (benchmarks, or a gateway that
+    /// limits already).
+    pub rate_limit_enabled: bool,
     /// `TRUST_PROXY`: take the client IP from `X-Forwarded-For`.
     pub trust_proxy: bool,
     /// `LOG_FORMAT=json`: one JSON object per log line.
@@ -96,6 +99,7 @@ impl Settings {
             rate_limit_global: rate_limit(&get, "RATE_LIMIT_GLOBAL", 100, 60)?,
             rate_limit_auth: rate_limit(&get, "RATE_LIMIT_AUTH", 5, 900)?,
             trust_proxy: boolean(&get, "TRUST_PROXY", false)?,
+            rate_limit_enabled: boolean(&get, "RATE_LIMIT_ENABLED", true)?,
             cache_ttl_jitter: match get("CACHE_TTL_JITTER") {
                 None => 0.05,
                 Some(v) => v

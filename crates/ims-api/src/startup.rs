@@ -34,7 +34,7 @@ pub fn router(state: AppState) -> Router {
         quota(settings.rate_limit_global),
         quota(settings.rate_limit_auth),
     );
-    Router::new()
+    let api = Router::new()
         .merge(auth::router())
         .merge(crate::catalog::router())
         .merge(crate::contacts::router())
@@ -43,15 +43,20 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sales::router())
         .merge(crate::purchasing::router())
         .merge(crate::dashboard::router())
-        .merge(crate::reports::router())
-        // Every route above: RATE_LIMIT_GLOBAL per client IP and route; the credential
-        // routes RATE_LIMIT_AUTH instead (contract §6).
-        .route_layer(
+        .merge(crate::reports::router());
+    // Every API route: RATE_LIMIT_GLOBAL per client IP and route; the credential routes
+    // RATE_LIMIT_AUTH instead (contract §6).
+    let api = if settings.rate_limit_enabled {
+        api.route_layer(
             RateLimitLayer::new(global)
                 .route("/auth/login", credentials)
                 .route("/auth/register", credentials)
                 .route("/auth/refresh", credentials),
         )
+    } else {
+        api
+    };
+    api
         // Not limited: monitoring and the API description must always answer.
         .merge(health::router())
         .merge(health::cache_router())

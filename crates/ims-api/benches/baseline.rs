@@ -1,0 +1,170 @@
+//! Uncached response times of every dashboard and report route on the seeded demo data,
+//! on SQLite and (when IMS_BENCH_POSTGRES_URL names a server, e.g.
+//! postgres://postgres@127.0.0.1:5432/test) on a fresh PostgreSQL database:
+//! `cargo bench -p ims-api --bench baseline`. Sizes: IMS_BENCH_ITEMS (default 10000),
+//! IMS_BENCH_ORDERS (default 100000). Each route runs 7 times with
+//! `Cache-Control: no-cache`, so the handler always runs; the median is reported.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use ims_api::config::Settings;
+use ims_api::startup::Application;
+use serde_json::{json, Value};
+
+const ROUTES: [&str; 10] = [
+    "/dashboard/kpis",
+    "/dashboard/sales-chart",
+    "/dashboard/top-customers",
+    "/dashboard/top-products",
+    "/dashboard/inventory-status",
+    "/reports/sales-by-item",
+    "/reports/sales-by-customer",
+    "/reports/inventory-valuation",
+    "/reports/stock-movements",
+    "/reports/purchases-by-vendor",
+];
+
+fn env_number(name: &str, default: u32) -> u32 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+async fn measure(label: &str, database_url: &str) -> Vec<Duration> {
+    let (items, orders) = (
+        env_number("IMS_BENCH_ITEMS", 10_000),
+        env_number("IMS_BENCH_ORDERS", 100_000),
+    );
+    let started = Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ims-api"))
+        .args([
+            "seed",
+            "--items",
+            &items.to_string(),
+            "--orders",
+            &orders.to_string(),
+        ])
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("seed");
+    assert!(status.success(), "seeding {label} failed");
+    println!(
+        "{label}: seeded {items} items, {orders} orders in {:.1?}",
+        started.elapsed()
+    );
+    let env: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", database_url.to_string()),
+        ("REDIS_ENABLED", "false".into()),
+        (
+            "JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret!!".into(),
+        ),
+        ("IMS_BIND", "127.0.0.1:0".into()),
+        ("RATE_LIMIT_ENABLED", "false".into()),
+    ]);
+    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .expect("bind");
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .expect("build");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{base}/auth/login"))
+        .json(&json!({"email": "demo@ims.example", "password": "demo-password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["accessToken"].as_str().expect("token").to_string();
+    let mut medians = Vec::new();
+    for route in ROUTES {
+        let mut samples = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            let response = client
+                .get(format!("{base}{route}"))
+                .bearer_auth(&token)
+                .header("cache-control", "no-cache")
+                .send()
+                .await
+                .expect("get");
+            assert!(
+                response.status().is_success(),
+                "{route}: {}",
+                response.status()
+            );
+            response.bytes().await.expect("body");
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        medians.push(samples[3]);
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    medians
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("baseline.db").display()
+    );
+    let mut columns = vec![("SQLite", measure("SQLite", &sqlite).await)];
+    if let Ok(admin) = std::env::var("IMS_BENCH_POSTGRES_URL") {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let name = format!("ims_bench_{}", std::process::id());
+        let mut conn = sqlx::AnyConnection::connect(&admin)
+            .await
+            .expect("postgres");
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("drop");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create");
+        let base = admin
+            .rsplit_once('/')
+            .map(|(server, _)| server)
+            .unwrap_or(&admin);
+        columns.push((
+            "PostgreSQL",
+            measure("PostgreSQL", &format!("{base}/{name}")).await,
+        ));
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+            .expect("drop");
+    }
+    print!("\n{:<32}", "route (median of 7, uncached)");
+    for (label, _) in &columns {
+        print!("{label:>14}");
+    }
+    println!();
+    for (i, route) in ROUTES.iter().enumerate() {
+        print!("{route:<32}");
+        for (_, medians) in &columns {
+            print!("{:>14.1?}", medians[i]);
+        }
+        println!();
+    }
+}

@@ -1,0 +1,146 @@
+//! Rate-limiter overhead, in one run: `cargo bench -p ims-api --bench rate_limit`.
+//!
+//! Two servers on the same database and Redis, one with the limiter (limits raised so that
+//! nothing is refused) and one with `RATE_LIMIT_ENABLED=false`; requests per second and
+//! p50/p99 on a plain route and on a cached route that hits.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use ims_api::config::Settings;
+use ims_api::startup::Application;
+use ims_testkit::RedisServer;
+use serde_json::{json, Value};
+
+const REQUESTS: usize = 4000;
+const CONCURRENCY: usize = 8;
+
+struct Run {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+async fn run(client: &reqwest::Client, url: &str, token: &str) -> Run {
+    // Warm up (and, on the cached route, make the entry exist).
+    for _ in 0..50 {
+        let _ = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get")
+            .bytes()
+            .await;
+    }
+    let started = Instant::now();
+    let mut samples: Vec<Duration> = futures::stream::iter(0..REQUESTS)
+        .map(|_| async {
+            let t = Instant::now();
+            let response = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
+            assert!(response.status().is_success(), "{}", response.status());
+            response.bytes().await.expect("body");
+            t.elapsed()
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    Run {
+        rps: REQUESTS as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
+}
+
+async fn server(database_url: &str, redis_url: &str, limiter: bool) -> String {
+    let env: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", database_url.to_string()),
+        ("REDIS_URL", redis_url.to_string()),
+        (
+            "JWT_SECRET",
+            "bench-secret-bench-secret-bench-secret!!".into(),
+        ),
+        ("IMS_BIND", "127.0.0.1:0".into()),
+        ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
+        ("RATE_LIMIT_AUTH", "1000000000/60".into()),
+        ("RATE_LIMIT_ENABLED", limiter.to_string()),
+    ]);
+    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
+    let listener = tokio::net::TcpListener::bind(settings.bind)
+        .await
+        .expect("bind");
+    let app = Application::build_with_listener(settings, listener)
+        .await
+        .expect("build");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until(std::future::pending()));
+    base
+}
+
+#[tokio::main]
+async fn main() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    let with = server(&database_url, &redis.url(), true).await;
+    let without = server(&database_url, &redis.url(), false).await;
+    let client = reqwest::Client::new();
+    let pair: Value = client
+        .post(format!("{with}/auth/register"))
+        .json(&json!({"email": "bench@example.com", "password": "bench password", "name": "B", "organizationName": "B"}))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let token = pair["accessToken"].as_str().expect("token").to_string();
+    let category: Value = client
+        .post(format!("{with}/categories"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Tools"}))
+        .send()
+        .await
+        .expect("category")
+        .json()
+        .await
+        .expect("json");
+    for i in 0..20 {
+        let _ = client
+            .post(format!("{with}/items"))
+            .bearer_auth(&token)
+            .json(&json!({"name": format!("Item {i}"), "sku": format!("SKU-{i}"), "priceCents": 100 + i}))
+            .send()
+            .await
+            .expect("item");
+    }
+    let plain = format!("/categories/{}", category["id"].as_str().expect("id"));
+    println!("route                    limiter   req/s      p50        p99");
+    for (name, path) in [("plain", plain.as_str()), ("cached hit", "/items")] {
+        let off = run(&client, &format!("{without}{path}"), &token).await;
+        let on = run(&client, &format!("{with}{path}"), &token).await;
+        for (label, r) in [("off", &off), ("on", &on)] {
+            println!(
+                "{name:<24} {label:<8} {:>8.0} {:>10.3?} {:>10.3?}",
+                r.rps, r.p50, r.p99
+            );
+        }
+        println!(
+            "{name}: throughput on/off {:.2}, p99 on/off {:.2}",
+            on.rps / off.rps,
+            on.p99.as_secs_f64() / off.p99.as_secs_f64()
+        );
+    }
+}
