@@ -147,6 +147,39 @@ impl Filter {
     }
 }
 
+/// A newest-first page (by `created_at`, then `id`) of `table` rows matching `filter`, with
+/// the total count. `columns` and `table` are fixed SQL from the caller, never input.
+pub async fn newest_first<T>(
+    db: &crate::db::Db,
+    columns: &str,
+    table: &str,
+    filter: Filter,
+    page: Page,
+) -> crate::error::ApiResult<Paginated<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
+    let (limit, offset) = filter.page_placeholders();
+    let sql = format!(
+        "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+        filter.sql()
+    );
+    let count_sql = format!("SELECT COUNT(*) FROM {table} {}", filter.sql());
+    let mut rows = sqlx::query_as::<_, T>(&sql);
+    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+    for b in filter.binds() {
+        rows = rows.bind(b);
+        count = count.bind(b);
+    }
+    let data = rows
+        .bind(page.limit())
+        .bind(page.offset())
+        .fetch_all(db.pool())
+        .await?;
+    let total = count.fetch_one(db.pool()).await?;
+    Ok(page.wrap(data, total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,3 +217,45 @@ async fn bookkeeping_stays_bounded_under_distinct_misses_without_writes() {
     let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).expect("keys");
     assert!(left.is_empty(), "nothing left behind: {left:?}");
 }
+
+#[tokio::test]
+async fn get_or_set_computes_once_then_serves_until_invalidated() {
+    let server = RedisServer::start();
+    let (cache, _) = engine(&server).await;
+    let runs = std::sync::atomic::AtomicU32::new(0);
+    let compute = || async {
+        runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        vec![1, 2, 3]
+    };
+    let ttl = Duration::from_secs(60);
+    let first: Vec<i32> = cache
+        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .await;
+    let second: Vec<i32> = cache
+        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .await;
+    assert_eq!((first, second), (vec![1, 2, 3], vec![1, 2, 3]));
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Other tenants compute their own; invalidating the group recomputes.
+    let _: Vec<i32> = cache
+        .get_or_set("org2", "reports:nightly", "totals", ttl, compute)
+        .await;
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    cache
+        .invalidate("org1", &["reports"])
+        .await
+        .expect("invalidated");
+    let _: Vec<i32> = cache
+        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .await;
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // Redis gone: computed every time, never an error.
+    server.stop();
+    let _: Vec<i32> = cache
+        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .await;
+    let _: Vec<i32> = cache
+        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .await;
+    assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 5);
+}

@@ -368,38 +368,6 @@ impl LedgerQuery {
     }
 }
 
-/// Runs a newest-first page query over `table` with `filter`.
-async fn ledger_page<T>(
-    state: &AppState,
-    columns: &str,
-    table: &str,
-    filter: Filter,
-    page: crate::pagination::Page,
-) -> ApiResult<Paginated<T>>
-where
-    T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
-{
-    let (limit, offset) = filter.page_placeholders();
-    let sql = format!(
-        "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
-        filter.sql()
-    );
-    let count_sql = format!("SELECT COUNT(*) FROM {table} {}", filter.sql());
-    let mut rows = sqlx::query_as::<_, T>(&sql);
-    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-    for b in filter.binds() {
-        rows = rows.bind(b);
-        count = count.bind(b);
-    }
-    let data = rows
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(state.db.pool())
-        .await?;
-    let total = count.fetch_one(state.db.pool()).await?;
-    Ok(page.wrap(data, total))
-}
-
 #[utoipa::path(
     get,
     path = "/inventory/adjustments",
@@ -426,7 +394,8 @@ async fn list_adjustments(
     let (filter, page) = query.filter(&caller.org_id, "item_id", &["warehouse_id"])?;
     let columns = "id, item_id, warehouse_id, quantity_delta, reason, created_by, created_at";
     Ok(Json(
-        ledger_page(&state, columns, "stock_adjustments", filter, page).await?,
+        crate::pagination::newest_first(&state.db, columns, "stock_adjustments", filter, page)
+            .await?,
     ))
 }
 
@@ -576,7 +545,8 @@ async fn list_transfers(
     let columns =
         "id, item_id, from_warehouse_id, to_warehouse_id, quantity, created_by, created_at";
     Ok(Json(
-        ledger_page(&state, columns, "stock_transfers", filter, page).await?,
+        crate::pagination::newest_first(&state.db, columns, "stock_transfers", filter, page)
+            .await?,
     ))
 }
 
@@ -622,6 +592,7 @@ async fn list_movements(
     let columns =
         "id, item_id, warehouse_id, quantity_delta, source, source_id, reason, created_by, created_at";
     Ok(Json(
-        ledger_page(&state, columns, "stock_movements", filter, page).await?,
+        crate::pagination::newest_first(&state.db, columns, "stock_movements", filter, page)
+            .await?,
     ))
 }

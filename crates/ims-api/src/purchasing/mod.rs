@@ -17,8 +17,8 @@ use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{Filter, PageParams, Paginated};
 use crate::period::Period;
 use crate::policy::invalidates;
+use crate::sales::changed;
 use crate::sales::lines::{self, LineBody};
-use crate::sales::{changed, page_of};
 use crate::state::AppState;
 
 const MAX_NOTES_CHARS: usize = 2000;
@@ -337,7 +337,8 @@ async fn list(
     }
     period.restrict(&mut filter, "created_at");
     Ok(Json(
-        page_of(&state, ORDER_COLUMNS, "purchase_orders", filter, page).await?,
+        crate::pagination::newest_first(&state.db, ORDER_COLUMNS, "purchase_orders", filter, page)
+            .await?,
     ))
 }
 

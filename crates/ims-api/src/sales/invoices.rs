@@ -336,7 +336,8 @@ async fn list(
     }
     period.restrict(&mut filter, "issued_at");
     Ok(Json(
-        super::page_of(&state, INVOICE_COLUMNS, "invoices", filter, page).await?,
+        crate::pagination::newest_first(&state.db, INVOICE_COLUMNS, "invoices", filter, page)
+            .await?,
     ))
 }
 
@@ -403,7 +404,7 @@ async fn pay(
         } else {
             ApiError::field(
                 "amountCents",
-                &format!(
+                format!(
                     "must not exceed the balance of {} cents",
                     current.balance_cents
                 ),

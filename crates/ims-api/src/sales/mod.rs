@@ -381,40 +381,9 @@ async fn list(
     }
     period.restrict(&mut filter, "created_at");
     Ok(Json(
-        page_of(&state, ORDER_COLUMNS, "sales_orders", filter, page).await?,
+        crate::pagination::newest_first(&state.db, ORDER_COLUMNS, "sales_orders", filter, page)
+            .await?,
     ))
-}
-
-/// A newest-first page of `table` rows matching `filter`.
-pub(crate) async fn page_of<T>(
-    state: &AppState,
-    columns: &str,
-    table: &str,
-    filter: Filter,
-    page: crate::pagination::Page,
-) -> ApiResult<Paginated<T>>
-where
-    T: for<'r> FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
-{
-    let (limit, offset) = filter.page_placeholders();
-    let sql = format!(
-        "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
-        filter.sql()
-    );
-    let count_sql = format!("SELECT COUNT(*) FROM {table} {}", filter.sql());
-    let mut rows = sqlx::query_as::<_, T>(&sql);
-    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-    for b in filter.binds() {
-        rows = rows.bind(b);
-        count = count.bind(b);
-    }
-    let data = rows
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(state.db.pool())
-        .await?;
-    let total = count.fetch_one(state.db.pool()).await?;
-    Ok(page.wrap(data, total))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
