@@ -17,6 +17,53 @@ use crate::state::AppState;
 /// Longest the database check may take before it counts as down.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// `GET /metrics`: Prometheus text format.
+pub fn metrics_router() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics_text))
+}
+
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    operation_id = "getMetrics",
+    summary = "Prometheus metrics",
+    description = "Requests and latency by route and status, response-cache counters, Redis state and database pool, in the Prometheus text format.",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")),
+)]
+async fn metrics_text(State(state): State<AppState>) -> impl axum::response::IntoResponse {
+    // Counters kept elsewhere are copied in at scrape time, so the request path pays nothing.
+    let stats = state.cache.stats();
+    for (name, value) in [
+        ("ims_cache_hits_total", stats.hits),
+        ("ims_cache_misses_total", stats.misses),
+        ("ims_cache_bypasses_total", stats.bypasses),
+        ("ims_cache_coalesced_total", stats.coalesced),
+        ("ims_cache_stores_total", stats.stores),
+        (
+            "ims_cache_stale_stores_refused_total",
+            stats.stale_stores_refused,
+        ),
+        ("ims_cache_invalidations_total", stats.invalidations),
+        ("ims_cache_invalidated_keys_total", stats.invalidated_keys),
+        ("ims_cache_errors_total", stats.errors),
+    ] {
+        metrics::counter!(name).absolute(value);
+    }
+    metrics::counter!("ims_redis_outages_total").absolute(state.redis.connection().outages());
+    metrics::gauge!("ims_redis_up").set(if state.redis.is_connected() { 1.0 } else { 0.0 });
+    metrics::gauge!("ims_db_pool_connections").set(f64::from(state.db.pool().size()));
+    metrics::gauge!("ims_db_pool_idle_connections").set(state.db.pool().num_idle() as f64);
+    metrics::gauge!("ims_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::telemetry::prometheus().render(),
+    )
+}
+
 /// `GET /health/cache`: the response cache's counters since start.
 pub fn cache_router() -> Router<AppState> {
     Router::new().route("/health/cache", get(cache_stats))
@@ -24,7 +71,7 @@ pub fn cache_router() -> Router<AppState> {
 
 /// This module's operations, for the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(health, cache_stats))]
+#[openapi(paths(health, cache_stats, metrics_text))]
 pub(crate) struct ApiDoc;
 
 // Documentation only: the fields of `ims_redis::cache::CacheStats`, which is flattened into

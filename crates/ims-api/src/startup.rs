@@ -60,12 +60,14 @@ pub fn router(state: AppState) -> Router {
         // Not limited: monitoring and the API description must always answer.
         .merge(health::router())
         .merge(health::cache_router())
+        .merge(health::metrics_router())
         .merge(crate::openapi::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(Extension(state.cache.clone()))
         .layer(Extension(state.limiter.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(crate::telemetry::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -126,6 +128,7 @@ impl Application {
                  (at least 32 characters) in production."
             );
         }
+        crate::telemetry::prometheus();
         let db = Db::connect(&settings.database_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;

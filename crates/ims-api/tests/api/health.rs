@@ -75,3 +75,46 @@ async fn unknown_routes_and_methods_are_problems() {
         .await;
     crate::helpers::assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
 }
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_labelled_by_route_template() {
+    let app = spawn_app().await;
+    let pair = app.register("metrics@example.com").await;
+    let token = pair["accessToken"].as_str().expect("token");
+    for _ in 0..3 {
+        assert_eq!(
+            app.get("/items", Some(token)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let unknown = "/items/00000000-0000-0000-0000-000000000000";
+    assert_eq!(
+        app.get(unknown, Some(token)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let response = app.get("/metrics", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain")));
+    let text = response.text().await.expect("text");
+    let line = |needle: &str| {
+        text.lines()
+            .find(|l| l.starts_with(needle))
+            .unwrap_or_else(|| panic!("no {needle} in\n{text}"))
+            .to_string()
+    };
+    // The route template, not the raw path: ids never become label values.
+    let items = line(r#"ims_http_requests_total{method="GET",route="/items",status="200"}"#);
+    assert!(items.ends_with(" 3"), "{items}");
+    line(r#"ims_http_requests_total{method="GET",route="/items/{id}",status="404"}"#);
+    assert!(!text.contains("00000000-0000-0000-0000-000000000000"));
+    line("ims_http_request_duration_seconds_bucket");
+    assert!(line("ims_cache_hits_total").ends_with(" 2"));
+    // The list (first request) and the unknown item (a 404 is never stored).
+    assert!(line("ims_cache_misses_total").ends_with(" 2"));
+    assert!(line("ims_redis_up").ends_with(" 1"));
+    line("ims_db_pool_connections");
+}

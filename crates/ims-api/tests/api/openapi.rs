@@ -79,6 +79,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/reports/{type}", "get"),
     ("/health", "get"),
     ("/health/cache", "get"),
+    ("/metrics", "get"),
 ];
 
 /// The routes that need no access token.
@@ -88,6 +89,7 @@ const PUBLIC: &[&str] = &[
     "/auth/refresh",
     "/health",
     "/health/cache",
+    "/metrics",
 ];
 
 /// GET routes behind the response cache (a `cached(...)` layer in their router).
