@@ -665,17 +665,21 @@ async fn top_products(
     let limit = parse_top(params.limit.as_deref(), &mut v);
     v.finish()?;
     let filter = sales_filter(&caller.org_id, &period, "o");
+    // Aggregate the lines of the period's orders first, then name the items. CROSS JOIN
+    // fixes SQLite's loop order (orders by the status/date index, then their lines); left to
+    // itself it starts from items and looks up every line and its order, 4x slower on the
+    // 100,000-order demo data. PostgreSQL plans it like the inner join it is.
     let sql = format!(
-        "SELECT l.item_id, i.name, i.sku,
-                CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity,
-                CAST(COALESCE(SUM(l.subtotal_cents), 0) AS BIGINT) AS revenue_cents
-         FROM sales_orders o
-         JOIN sales_order_lines l
-           ON l.organization_id = o.organization_id AND l.sales_order_id = o.id
-         JOIN items i ON i.organization_id = l.organization_id AND i.id = l.item_id
-         {}
-         GROUP BY l.item_id, i.name, i.sku
-         ORDER BY SUM(l.subtotal_cents) DESC, LOWER(i.name), i.name, l.item_id
+        "SELECT t.item_id, i.name, i.sku, t.quantity, t.revenue_cents
+         FROM (SELECT l.item_id,
+                      CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity,
+                      CAST(COALESCE(SUM(l.subtotal_cents), 0) AS BIGINT) AS revenue_cents
+               FROM sales_orders o
+               CROSS JOIN sales_order_lines l
+               {} AND l.organization_id = o.organization_id AND l.sales_order_id = o.id
+               GROUP BY l.item_id) t
+         JOIN items i ON i.id = t.item_id
+         ORDER BY t.revenue_cents DESC, LOWER(i.name), i.name, t.item_id
          LIMIT {}",
         filter.sql(),
         next_placeholder(&filter)

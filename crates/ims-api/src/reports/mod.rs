@@ -332,22 +332,24 @@ struct SalesByItemTotals {
 /// status and date (and the `(organization_id, status, fulfilled_at)` index).
 fn sales_by_item(org_id: &str, period: &Period) -> Spec {
     let filter = sales_filter(org_id, period, "o");
-    let from = "FROM sales_orders o
-         JOIN sales_order_lines l
-           ON l.organization_id = o.organization_id AND l.sales_order_id = o.id";
+    // CROSS JOIN fixes SQLite's loop order: orders by the status/date index, then their
+    // lines, aggregated before the items are named (see `dashboard::top_products`, 4x faster
+    // on the demo data). PostgreSQL plans it like the inner join it is.
+    let from = "FROM sales_orders o CROSS JOIN sales_order_lines l";
     let sums = "CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity,
                 CAST(COALESCE(SUM(l.subtotal_cents), 0) AS BIGINT) AS subtotal_cents,
                 CAST(COALESCE(SUM(l.tax_cents), 0) AS BIGINT) AS tax_cents,
                 CAST(COALESCE(SUM(l.total_cents), 0) AS BIGINT) AS total_cents";
-    let where_sql = filter.sql();
+    let where_sql = format!(
+        "{} AND l.organization_id = o.organization_id AND l.sales_order_id = o.id",
+        filter.sql()
+    );
     Spec {
         rows_sql: format!(
-            "SELECT l.item_id, i.name, i.sku, {sums}
-             {from}
-             JOIN items i ON i.organization_id = l.organization_id AND i.id = l.item_id
-             {where_sql}
-             GROUP BY l.item_id, i.name, i.sku
-             ORDER BY SUM(l.subtotal_cents) DESC, LOWER(i.name), i.name, l.item_id"
+            "SELECT t.item_id, i.name, i.sku, t.quantity, t.subtotal_cents, t.tax_cents, t.total_cents
+             FROM (SELECT l.item_id, {sums} {from} {where_sql} GROUP BY l.item_id) t
+             JOIN items i ON i.id = t.item_id
+             ORDER BY t.subtotal_cents DESC, LOWER(i.name), i.name, t.item_id"
         ),
         totals_sql: format!("SELECT {sums} {from} {where_sql}"),
         filter,
