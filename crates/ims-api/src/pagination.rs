@@ -147,6 +147,56 @@ impl Filter {
     }
 }
 
+/// The shape shared by the order-like lists (sales orders, purchase orders, invoices): the
+/// caller's organization, an optional `status` out of a fixed set, an optional
+/// counterparty id, and a `from`/`to` period on one date column.
+pub struct DocumentFilter<'a> {
+    /// Accepted `status` values.
+    pub statuses: &'a [&'a str],
+    /// Query parameter and column of the counterparty (`customerId`, `customer_id`).
+    pub party: (&'a str, &'a str),
+    /// Column the period restricts.
+    pub date_column: &'a str,
+}
+
+impl DocumentFilter<'_> {
+    /// Validates the parameters (every problem goes into one 422) and builds the filter.
+    pub fn build(
+        &self,
+        org_id: &str,
+        page: &PageParams,
+        status: Option<String>,
+        party: Option<String>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> crate::error::ApiResult<(Filter, Page)> {
+        let mut v = Validator::default();
+        let page = page.parse(&mut v);
+        let party = crate::fields::reference(party, self.party.0, &mut v);
+        let status = status.map(|s| s.trim().to_string());
+        v.check(
+            status.as_deref().is_none_or(|s| self.statuses.contains(&s)),
+            "status",
+            &format!("must be one of {}", self.statuses.join(", ")),
+        );
+        let period = crate::period::Period::parse(from, to, &mut v);
+        v.finish()?;
+        let mut filter = Filter::default();
+        let org = filter.bind(org_id);
+        filter.and(format!("organization_id = {org}"));
+        if let Some(status) = status {
+            let p = filter.bind(status);
+            filter.and(format!("status = {p}"));
+        }
+        if let Some(party) = party {
+            let p = filter.bind(party);
+            filter.and(format!("{} = {p}", self.party.1));
+        }
+        period.restrict(&mut filter, self.date_column);
+        Ok((filter, page))
+    }
+}
+
 /// A newest-first page (by `created_at`, then `id`) of `table` rows matching `filter`, with
 /// the total count. `columns` and `table` are fixed SQL from the caller, never input.
 pub async fn newest_first<T>(

@@ -18,8 +18,7 @@ use crate::auth::AuthUser;
 use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields;
-use crate::pagination::{Filter, PageParams, Paginated};
-use crate::period::Period;
+use crate::pagination::{DocumentFilter, PageParams, Paginated};
 use crate::policy::invalidates;
 use crate::state::AppState;
 
@@ -310,31 +309,19 @@ async fn list(
     caller: AuthUser,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Paginated<InvoiceRow>>> {
-    let mut v = Validator::default();
-    let page = query.page.parse(&mut v);
-    let customer_id = fields::reference(query.customer_id, "customerId", &mut v);
-    let status = query.status.map(|s| s.trim().to_string());
-    v.check(
-        status
-            .as_deref()
-            .is_none_or(|s| matches!(s, "unpaid" | "partially_paid" | "paid")),
-        "status",
-        "must be unpaid, partially_paid or paid",
-    );
-    let period = Period::parse(query.from.as_deref(), query.to.as_deref(), &mut v);
-    v.finish()?;
-    let mut filter = Filter::default();
-    let org = filter.bind(&caller.org_id);
-    filter.and(format!("organization_id = {org}"));
-    if let Some(status) = status {
-        let p = filter.bind(status);
-        filter.and(format!("status = {p}"));
+    let (filter, page) = DocumentFilter {
+        statuses: &["unpaid", "partially_paid", "paid"],
+        party: ("customerId", "customer_id"),
+        date_column: "issued_at",
     }
-    if let Some(customer_id) = customer_id {
-        let p = filter.bind(customer_id);
-        filter.and(format!("customer_id = {p}"));
-    }
-    period.restrict(&mut filter, "issued_at");
+    .build(
+        &caller.org_id,
+        &query.page,
+        query.status,
+        query.customer_id,
+        query.from.as_deref(),
+        query.to.as_deref(),
+    )?;
     Ok(Json(
         crate::pagination::newest_first(&state.db, INVOICE_COLUMNS, "invoices", filter, page)
             .await?,

@@ -21,8 +21,7 @@ use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
-use crate::pagination::{Filter, PageParams, Paginated};
-use crate::period::Period;
+use crate::pagination::{DocumentFilter, PageParams, Paginated};
 use crate::policy::invalidates;
 use crate::state::AppState;
 use lines::LineBody;
@@ -354,32 +353,19 @@ async fn list(
     caller: AuthUser,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Paginated<OrderRow>>> {
-    let mut v = Validator::default();
-    let page = query.page.parse(&mut v);
-    let customer_id = fields::reference(query.customer_id, "customerId", &mut v);
-    let status = query.status.map(|s| s.trim().to_string());
-    v.check(
-        status
-            .as_deref()
-            .is_none_or(|s| matches!(s, "open" | "fulfilled" | "cancelled")),
-        "status",
-        "must be open, fulfilled or cancelled",
-    );
-    let period = Period::parse(query.from.as_deref(), query.to.as_deref(), &mut v);
-    v.finish()?;
-
-    let mut filter = Filter::default();
-    let org = filter.bind(&caller.org_id);
-    filter.and(format!("organization_id = {org}"));
-    if let Some(status) = status {
-        let p = filter.bind(status);
-        filter.and(format!("status = {p}"));
+    let (filter, page) = DocumentFilter {
+        statuses: &["open", "fulfilled", "cancelled"],
+        party: ("customerId", "customer_id"),
+        date_column: "created_at",
     }
-    if let Some(customer_id) = customer_id {
-        let p = filter.bind(customer_id);
-        filter.and(format!("customer_id = {p}"));
-    }
-    period.restrict(&mut filter, "created_at");
+    .build(
+        &caller.org_id,
+        &query.page,
+        query.status,
+        query.customer_id,
+        query.from.as_deref(),
+        query.to.as_deref(),
+    )?;
     Ok(Json(
         crate::pagination::newest_first(&state.db, ORDER_COLUMNS, "sales_orders", filter, page)
             .await?,
