@@ -49,7 +49,7 @@ mod layer;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -239,6 +239,10 @@ end
 return removed
 ";
 
+// Hashed once per process (for EVALSHA), not once per request.
+static STORE: LazyLock<Script> = LazyLock::new(|| Script::new(STORE_SCRIPT));
+static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
+
 impl ResponseCache {
     /// An engine over `redis`, scoping keys with `scope`, shortening each entry's TTL by a
     /// random fraction up to `jitter` (0.0–0.5; 0.05 means entries live 95–100 % of their
@@ -378,7 +382,7 @@ impl ResponseCache {
             .redis
             .connection()
             .run(|mut c| async move {
-                Script::new(STORE_SCRIPT)
+                STORE
                     .key(&keys[0])
                     .key(&keys[1])
                     .key(&keys[2])
@@ -424,8 +428,7 @@ impl ResponseCache {
             .redis
             .connection()
             .run(|mut c| async move {
-                let script = Script::new(INVALIDATE_SCRIPT);
-                let mut invocation = script.prepare_invoke();
+                let mut invocation = INVALIDATE.prepare_invoke();
                 for key in &keys {
                     invocation.key(key);
                 }

@@ -45,7 +45,7 @@
 mod layer;
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::Script;
@@ -125,6 +125,9 @@ if oldest[2] then reset = tonumber(oldest[2]) + window - now end
 return {allowed, limit - count, reset}
 ";
 
+// Hashing the script (for EVALSHA) once per process, not once per request.
+static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(CHECK_SCRIPT));
+
 impl RateLimiter {
     /// An engine over `redis`. `client` names the caller (an IP address), `route` the route
     /// (its template); keys are `{prefix}ratelimit:{client}:{route}`. At most
@@ -193,7 +196,7 @@ impl RateLimiter {
             .redis
             .connection()
             .run(|mut c| async move {
-                Script::new(CHECK_SCRIPT)
+                CHECK
                     .key(full)
                     .arg(quota.limit)
                     .arg(window_us)

@@ -29,6 +29,7 @@
 //! # }
 //! ```
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::Script;
@@ -73,6 +74,9 @@ if record then
 end
 return record
 ";
+
+// Hashed once per process (for EVALSHA), not once per call.
+static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_SCRIPT));
 
 impl RefreshTokenStore {
     /// A store writing through `redis` (and so under its key prefix).
@@ -119,8 +123,7 @@ impl RefreshTokenStore {
             .redis
             .connection()
             .run(|mut c| async move {
-                Script::new(TAKE_SCRIPT)
-                    .key(live)
+                TAKE.key(live)
                     .key(tombstone)
                     .arg(ttl_ms)
                     .invoke_async::<Option<String>>(&mut c)
