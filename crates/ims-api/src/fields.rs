@@ -185,6 +185,29 @@ pub async fn check_reference(
     Ok(())
 }
 
+/// Deletes the row named by the path id `raw_id` with `delete_sql` (fixed SQL of the form
+/// `DELETE FROM t WHERE organization_id = $1 AND id = $2`): 404 when it is not the caller's,
+/// 409 when other rows still refer to it.
+pub async fn delete_owned(
+    db: &Db,
+    delete_sql: &'static str,
+    org_id: &str,
+    raw_id: &str,
+    what: &str,
+) -> ApiResult<()> {
+    let id = path_id(raw_id, what)?;
+    let deleted = sqlx::query(delete_sql)
+        .bind(org_id)
+        .bind(&id)
+        .execute(db.pool())
+        .await
+        .map_err(|e| in_use(e, what))?;
+    if deleted.rows_affected() == 0 {
+        return Err(not_found(what));
+    }
+    Ok(())
+}
+
 /// A 409 for a delete that others still depend on, when `e` is a foreign-key violation.
 pub fn in_use(e: sqlx::Error, what: &str) -> ApiError {
     if crate::db::is_foreign_key_violation(&e) {

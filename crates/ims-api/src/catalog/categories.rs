@@ -392,15 +392,13 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = fields::path_id(&id, "category")?;
-    let deleted = sqlx::query("DELETE FROM categories WHERE organization_id = $1 AND id = $2")
-        .bind(&caller.org_id)
-        .bind(&id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| fields::in_use(e, "category"))?;
-    if deleted.rows_affected() == 0 {
-        return Err(fields::not_found("category"));
-    }
+    fields::delete_owned(
+        &state.db,
+        "DELETE FROM categories WHERE organization_id = $1 AND id = $2",
+        &caller.org_id,
+        &id,
+        "category",
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -333,15 +333,13 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = fields::path_id(&id, "tax rate")?;
-    let deleted = sqlx::query("DELETE FROM tax_rates WHERE organization_id = $1 AND id = $2")
-        .bind(&caller.org_id)
-        .bind(&id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| fields::in_use(e, "tax rate"))?;
-    if deleted.rows_affected() == 0 {
-        return Err(fields::not_found("tax rate"));
-    }
+    fields::delete_owned(
+        &state.db,
+        "DELETE FROM tax_rates WHERE organization_id = $1 AND id = $2",
+        &caller.org_id,
+        &id,
+        "tax rate",
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

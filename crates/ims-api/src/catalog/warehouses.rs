@@ -330,15 +330,13 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = fields::path_id(&id, "warehouse")?;
-    let deleted = sqlx::query("DELETE FROM warehouses WHERE organization_id = $1 AND id = $2")
-        .bind(&caller.org_id)
-        .bind(&id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| fields::in_use(e, "warehouse"))?;
-    if deleted.rows_affected() == 0 {
-        return Err(fields::not_found("warehouse"));
-    }
+    fields::delete_owned(
+        &state.db,
+        "DELETE FROM warehouses WHERE organization_id = $1 AND id = $2",
+        &caller.org_id,
+        &id,
+        "warehouse",
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

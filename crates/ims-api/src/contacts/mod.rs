@@ -441,15 +441,13 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = fields::path_id(&id, "contact")?;
-    let deleted = sqlx::query("DELETE FROM contacts WHERE organization_id = $1 AND id = $2")
-        .bind(&caller.org_id)
-        .bind(&id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| fields::in_use(e, "contact"))?;
-    if deleted.rows_affected() == 0 {
-        return Err(fields::not_found("contact"));
-    }
+    fields::delete_owned(
+        &state.db,
+        "DELETE FROM contacts WHERE organization_id = $1 AND id = $2",
+        &caller.org_id,
+        &id,
+        "contact",
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -561,15 +561,13 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let id = fields::path_id(&id, "item")?;
-    let deleted = sqlx::query("DELETE FROM items WHERE organization_id = $1 AND id = $2")
-        .bind(&caller.org_id)
-        .bind(&id)
-        .execute(state.db.pool())
-        .await
-        .map_err(|e| fields::in_use(e, "item"))?;
-    if deleted.rows_affected() == 0 {
-        return Err(fields::not_found("item"));
-    }
+    fields::delete_owned(
+        &state.db,
+        "DELETE FROM items WHERE organization_id = $1 AND id = $2",
+        &caller.org_id,
+        &id,
+        "item",
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
