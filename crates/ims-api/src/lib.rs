@@ -15,6 +15,7 @@ pub mod fields;
 pub mod health;
 pub mod inventory;
 pub mod items;
+pub mod money;
 pub mod openapi;
 pub mod pagination;
 pub mod period;

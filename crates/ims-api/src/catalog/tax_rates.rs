@@ -17,7 +17,7 @@ use crate::policy::{cached, invalidates};
 use crate::state::AppState;
 
 /// Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
-const MAX_RATE_BPS: i64 = 100_000;
+use crate::money::MAX_RATE_BPS;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -57,6 +57,7 @@ struct TaxRate {
 #[serde(rename_all = "camelCase")]
 struct TaxRateBody {
     name: String,
+    #[schema(minimum = 0, maximum = 100_000)]
     rate_bps: i64,
 }
 
@@ -66,6 +67,7 @@ struct TaxRatePatch {
     #[serde(default, deserialize_with = "fields::patch")]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(minimum = 0, maximum = 100_000)]
     rate_bps: Option<Option<i64>>,
 }
 

@@ -59,6 +59,7 @@ use time::{Date, Duration, Month, OffsetDateTime, Time};
 use crate::auth::AuthUser;
 use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Query, Validator};
+use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
 use crate::policy::cached;
@@ -170,7 +171,8 @@ fn parse_top(raw: Option<&str>, v: &mut Validator) -> u32 {
 
 #[derive(Debug, FromRow)]
 struct SalesTotals {
-    revenue_cents: i64,
+    #[sqlx(try_from = "String")]
+    revenue_cents: Cents,
     order_count: i64,
 }
 
@@ -178,9 +180,8 @@ struct SalesTotals {
 async fn sales_totals(db: &Db, org_id: &str, period: &Period) -> ApiResult<SalesTotals> {
     let filter = sales_filter(org_id, period, "o");
     let sql = format!(
-        "SELECT CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS revenue_cents,
-                COUNT(*) AS order_count
-         FROM sales_orders o {}",
+        "SELECT {}, COUNT(*) AS order_count FROM sales_orders o {}",
+        ExactSum("o.subtotal_cents").select("revenue_cents"),
         filter.sql()
     );
     let mut query = sqlx::query_as::<_, SalesTotals>(&sql);
@@ -195,7 +196,6 @@ async fn sales_totals(db: &Db, org_id: &str, period: &Period) -> ApiResult<Sales
 struct StockSummary {
     item_count: i64,
     total_quantity: i64,
-    inventory_value_cents: i64,
     low_stock_count: i64,
     out_of_stock_count: i64,
 }
@@ -206,8 +206,6 @@ async fn stock_summary(db: &Db, org_id: &str) -> ApiResult<StockSummary> {
     let summary = sqlx::query_as::<_, StockSummary>(
         "SELECT COUNT(*) AS item_count,
                 CAST(COALESCE(SUM(COALESCE(q.on_hand, 0)), 0) AS BIGINT) AS total_quantity,
-                CAST(COALESCE(SUM(COALESCE(q.on_hand, 0) * COALESCE(i.cost_cents, 0)), 0)
-                     AS BIGINT) AS inventory_value_cents,
                 CAST(COALESCE(SUM(CASE WHEN i.reorder_level IS NOT NULL
                                         AND COALESCE(q.on_hand, 0) <= i.reorder_level
                                        THEN 1 ELSE 0 END), 0) AS BIGINT) AS low_stock_count,
@@ -226,26 +224,53 @@ async fn stock_summary(db: &Db, org_id: &str) -> ApiResult<StockSummary> {
     Ok(summary)
 }
 
+#[derive(Debug, FromRow)]
+struct Value {
+    #[sqlx(try_from = "String")]
+    value_cents: Cents,
+}
+
+/// Stock on hand valued at cost, exactly: summed per stock level (whose quantity is
+/// bounded), not per item (whose total over warehouses is not).
+async fn inventory_value(db: &Db, org_id: &str) -> ApiResult<Cents> {
+    let sql = format!(
+        "SELECT {} FROM stock_levels s
+         JOIN items i ON i.organization_id = s.organization_id AND i.id = s.item_id
+         WHERE s.organization_id = $1",
+        ExactProductSum {
+            quantity: "s.quantity",
+            cents: "COALESCE(i.cost_cents, 0)"
+        }
+        .select("value_cents")
+    );
+    let value: Value = sqlx::query_as(&sql)
+        .bind(org_id)
+        .fetch_one(db.pool())
+        .await?;
+    Ok(value.value_cents)
+}
+
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Kpis {
-    revenue_cents: i64,
+    revenue_cents: Cents,
     order_count: i64,
-    average_order_cents: i64,
-    receivables_outstanding_cents: i64,
+    average_order_cents: Cents,
+    receivables_outstanding_cents: Cents,
     low_stock_count: i64,
-    inventory_value_cents: i64,
+    inventory_value_cents: Cents,
     from: Option<String>,
     to: Option<String>,
 }
 
 /// `revenue / orders` rounded to the nearest cent, halves up; 0 without orders. Revenue is
 /// never negative (subtotals are sums of non-negative prices), so integer arithmetic does it.
-fn average(revenue: i64, orders: i64) -> i64 {
+fn average(revenue: Cents, orders: i64) -> Cents {
     if orders <= 0 {
-        0
+        Cents(0)
     } else {
-        (revenue + orders / 2) / orders
+        let orders = i128::from(orders);
+        Cents((revenue.0 + orders / 2) / orders)
     }
 }
 
@@ -290,10 +315,10 @@ async fn kpis(
     let sales = sales_totals(db, &caller.org_id, &period).await?;
     let stock = stock_summary(db, &caller.org_id).await?;
     // Any unpaid remainder counts, however old: receivables are a balance, not a flow.
-    let receivables: i64 = sqlx::query_scalar(
-        "SELECT CAST(COALESCE(SUM(total_cents - paid_cents), 0) AS BIGINT)
-         FROM invoices WHERE organization_id = $1 AND status <> 'paid'",
-    )
+    let receivables: Value = sqlx::query_as(&format!(
+        "SELECT {} FROM invoices WHERE organization_id = $1 AND status <> 'paid'",
+        ExactSum("total_cents - paid_cents").select("value_cents")
+    ))
     .bind(&caller.org_id)
     .fetch_one(db.pool())
     .await?;
@@ -301,9 +326,9 @@ async fn kpis(
         revenue_cents: sales.revenue_cents,
         order_count: sales.order_count,
         average_order_cents: average(sales.revenue_cents, sales.order_count),
-        receivables_outstanding_cents: receivables,
+        receivables_outstanding_cents: receivables.value_cents,
         low_stock_count: stock.low_stock_count,
-        inventory_value_cents: stock.inventory_value_cents,
+        inventory_value_cents: inventory_value(db, &caller.org_id).await?,
         from: period.from.map(date_text),
         to: period.to.map(date_text),
     }))
@@ -389,7 +414,8 @@ fn chart_range(
 #[derive(Debug, FromRow)]
 struct Bucket {
     period: String,
-    revenue_cents: i64,
+    #[sqlx(try_from = "String")]
+    revenue_cents: Cents,
     order_count: i64,
 }
 
@@ -397,7 +423,7 @@ struct Bucket {
 #[serde(rename_all = "camelCase")]
 struct ChartPoint {
     period: String,
-    revenue_cents: i64,
+    revenue_cents: Cents,
     order_count: i64,
 }
 
@@ -494,11 +520,10 @@ async fn sales_chart(
     let filter = sales_filter(&caller.org_id, &bounded, "o");
     let len = interval.prefix_len();
     let sql = format!(
-        "SELECT substr(o.fulfilled_at, 1, {len}) AS period,
-                CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS revenue_cents,
-                COUNT(*) AS order_count
+        "SELECT substr(o.fulfilled_at, 1, {len}) AS period, {}, COUNT(*) AS order_count
          FROM sales_orders o {}
          GROUP BY substr(o.fulfilled_at, 1, {len})",
+        ExactSum("o.subtotal_cents").select("revenue_cents"),
         filter.sql()
     );
     let mut query = sqlx::query_as::<_, Bucket>(&sql);
@@ -523,7 +548,7 @@ async fn sales_chart(
             },
             None => ChartPoint {
                 period: label,
-                revenue_cents: 0,
+                revenue_cents: Cents(0),
                 order_count: 0,
             },
         })
@@ -547,7 +572,8 @@ struct Ranking<T> {
 struct TopCustomer {
     customer_id: String,
     name: String,
-    revenue_cents: i64,
+    #[sqlx(try_from = "String")]
+    revenue_cents: Cents,
     order_count: i64,
 }
 
@@ -591,17 +617,18 @@ async fn top_customers(
     let limit = parse_top(params.limit.as_deref(), &mut v);
     v.finish()?;
     let filter = sales_filter(&caller.org_id, &period, "o");
+    let revenue = ExactSum("o.subtotal_cents");
     let sql = format!(
-        "SELECT o.customer_id, c.name,
-                CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS revenue_cents,
-                COUNT(*) AS order_count
+        "SELECT o.customer_id, c.name, {}, COUNT(*) AS order_count
          FROM sales_orders o
          JOIN contacts c ON c.organization_id = o.organization_id AND c.id = o.customer_id
          {}
          GROUP BY o.customer_id, c.name
-         ORDER BY SUM(o.subtotal_cents) DESC, LOWER(c.name), c.name, o.customer_id
+         ORDER BY {}, LOWER(c.name), c.name, o.customer_id
          LIMIT {}",
+        revenue.select("revenue_cents"),
         filter.sql(),
+        revenue.order_desc(),
         next_placeholder(&filter)
     );
     let mut query = sqlx::query_as::<_, TopCustomer>(&sql);
@@ -622,7 +649,8 @@ struct TopProduct {
     name: String,
     sku: String,
     quantity: i64,
-    revenue_cents: i64,
+    #[sqlx(try_from = "String")]
+    revenue_cents: Cents,
 }
 
 #[utoipa::path(
@@ -669,18 +697,21 @@ async fn top_products(
     // fixes SQLite's loop order (orders by the status/date index, then their lines); left to
     // itself it starts from items and looks up every line and its order, 4x slower on the
     // 100,000-order demo data. PostgreSQL plans it like the inner join it is.
+    let revenue = ExactSum("l.subtotal_cents");
     let sql = format!(
         "SELECT t.item_id, i.name, i.sku, t.quantity, t.revenue_cents
          FROM (SELECT l.item_id,
                       CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity,
-                      CAST(COALESCE(SUM(l.subtotal_cents), 0) AS BIGINT) AS revenue_cents
+                      {}, {}
                FROM sales_orders o
                CROSS JOIN sales_order_lines l
                {} AND l.organization_id = o.organization_id AND l.sales_order_id = o.id
                GROUP BY l.item_id) t
          JOIN items i ON i.id = t.item_id
-         ORDER BY t.revenue_cents DESC, LOWER(i.name), i.name, t.item_id
+         ORDER BY t.revenue_k1 DESC, t.revenue_k2 DESC, LOWER(i.name), i.name, t.item_id
          LIMIT {}",
+        revenue.select("revenue_cents"),
+        revenue.order_keys("revenue"),
         filter.sql(),
         next_placeholder(&filter)
     );
@@ -702,7 +733,8 @@ struct WarehouseStock {
     name: String,
     code: String,
     quantity: i64,
-    value_cents: i64,
+    #[sqlx(try_from = "String")]
+    value_cents: Cents,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -710,7 +742,7 @@ struct WarehouseStock {
 struct InventoryStatus {
     item_count: i64,
     total_quantity: i64,
-    inventory_value_cents: i64,
+    inventory_value_cents: Cents,
     low_stock_count: i64,
     out_of_stock_count: i64,
     warehouses: Vec<WarehouseStock>,
@@ -746,11 +778,9 @@ async fn inventory_status(
 ) -> ApiResult<Json<InventoryStatus>> {
     let stock = stock_summary(&state.db, &caller.org_id).await?;
     // LEFT JOINs so that an empty warehouse is listed with zeros.
-    let warehouses = sqlx::query_as::<_, WarehouseStock>(
+    let sql = format!(
         "SELECT w.id AS warehouse_id, w.name, w.code,
-                CAST(COALESCE(SUM(s.quantity), 0) AS BIGINT) AS quantity,
-                CAST(COALESCE(SUM(s.quantity * COALESCE(i.cost_cents, 0)), 0) AS BIGINT)
-                    AS value_cents
+                CAST(COALESCE(SUM(s.quantity), 0) AS BIGINT) AS quantity, {}
          FROM warehouses w
          LEFT JOIN stock_levels s
            ON s.organization_id = w.organization_id AND s.warehouse_id = w.id
@@ -758,14 +788,20 @@ async fn inventory_status(
          WHERE w.organization_id = $1
          GROUP BY w.id, w.name, w.code
          ORDER BY LOWER(w.name), w.name, w.id",
-    )
-    .bind(&caller.org_id)
-    .fetch_all(state.db.pool())
-    .await?;
+        ExactProductSum {
+            quantity: "COALESCE(s.quantity, 0)",
+            cents: "COALESCE(i.cost_cents, 0)"
+        }
+        .select("value_cents")
+    );
+    let warehouses = sqlx::query_as::<_, WarehouseStock>(&sql)
+        .bind(&caller.org_id)
+        .fetch_all(state.db.pool())
+        .await?;
     Ok(Json(InventoryStatus {
         item_count: stock.item_count,
         total_quantity: stock.total_quantity,
-        inventory_value_cents: stock.inventory_value_cents,
+        inventory_value_cents: inventory_value(&state.db, &caller.org_id).await?,
         low_stock_count: stock.low_stock_count,
         out_of_stock_count: stock.out_of_stock_count,
         warehouses,
@@ -779,10 +815,12 @@ mod tests {
 
     #[test]
     fn averages_round_half_up() {
+        let average = |revenue: i128, orders| average(Cents(revenue), orders).0;
         assert_eq!(average(0, 0), 0);
         assert_eq!(average(10, 4), 3); // 2.5 → 3
         assert_eq!(average(9, 4), 2); // 2.25 → 2
         assert_eq!(average(11, 4), 3); // 2.75 → 3
+        assert_eq!(average(i128::from(i64::MAX) * 3, 3), i128::from(i64::MAX));
     }
 
     #[test]

@@ -188,6 +188,8 @@ async fn stock_levels(
 struct AdjustmentBody {
     item_id: String,
     warehouse_id: String,
+    /// Non-zero; at most 10^9 either way.
+    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
     quantity_delta: i64,
     reason: String,
 }
@@ -405,6 +407,7 @@ struct TransferBody {
     item_id: String,
     from_warehouse_id: String,
     to_warehouse_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,
 }
 

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::money::MAX_STOCK;
 
 /// What caused a movement; stored in the ledger's `source` column.
 #[derive(Debug, Clone, Copy)]
@@ -83,19 +84,30 @@ pub async fn apply(conn: &mut AnyConnection, movement: &Movement<'_>) -> ApiResu
             )));
         }
     } else {
-        sqlx::query(
+        // The bound is part of the statement for the same reason as the decrement's
+        // condition; a level can never pass it, so `quantity + $4` never overflows.
+        let put = sqlx::query(
             "INSERT INTO stock_levels (organization_id, item_id, warehouse_id, quantity, updated_at)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (item_id, warehouse_id)
-             DO UPDATE SET quantity = stock_levels.quantity + excluded.quantity, updated_at = excluded.updated_at",
+             DO UPDATE SET quantity = stock_levels.quantity + excluded.quantity, updated_at = excluded.updated_at
+             WHERE stock_levels.quantity <= $6 - excluded.quantity",
         )
         .bind(movement.org_id)
         .bind(movement.item_id)
         .bind(movement.warehouse_id)
         .bind(movement.delta)
         .bind(&now)
+        .bind(MAX_STOCK)
         .execute(&mut *conn)
-        .await?;
+        .await?
+        .rows_affected();
+        if put == 0 {
+            return Err(ApiError::Conflict(format!(
+                "stock of item {} in warehouse {} would exceed the largest level of {MAX_STOCK}",
+                movement.item_id, movement.warehouse_id
+            )));
+        }
     }
     sqlx::query(
         "INSERT INTO stock_movements

@@ -21,6 +21,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
+use crate::money;
 use crate::pagination::{Filter, PageParams, Paginated};
 use crate::policy::{cached, invalidates};
 use crate::state::AppState;
@@ -79,8 +80,10 @@ struct Item {
 struct ItemBody {
     name: String,
     sku: String,
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     price_cents: i64,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     cost_cents: Option<i64>,
     #[serde(default)]
     description: Option<String>,
@@ -89,6 +92,7 @@ struct ItemBody {
     #[serde(default)]
     tax_rate_id: Option<String>,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     reorder_level: Option<i64>,
     #[serde(default)]
     unit: Option<String>,
@@ -102,8 +106,10 @@ struct ItemPatch {
     #[serde(default, deserialize_with = "fields::patch")]
     sku: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     price_cents: Option<Option<i64>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     cost_cents: Option<Option<i64>>,
     #[serde(default, deserialize_with = "fields::patch")]
     description: Option<Option<String>>,
@@ -112,6 +118,7 @@ struct ItemPatch {
     #[serde(default, deserialize_with = "fields::patch")]
     tax_rate_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     reorder_level: Option<Option<i64>>,
     #[serde(default, deserialize_with = "fields::patch")]
     unit: Option<Option<String>>,
@@ -129,17 +136,13 @@ const SELECT: &str = "SELECT i.id, i.name, i.sku, i.description, i.price_cents, 
 async fn validate(db: &Db, org_id: &str, body: ItemBody, mut v: Validator) -> ApiResult<ItemBody> {
     let name = fields::name(&body.name, "name", &mut v);
     let sku = fields::required_text(&body.sku, "sku", MAX_SKU_CHARS, &mut v);
-    v.check(body.price_cents >= 0, "priceCents", "must not be negative");
-    v.check(
-        body.cost_cents.is_none_or(|c| c >= 0),
-        "costCents",
-        "must not be negative",
-    );
-    v.check(
-        body.reorder_level.is_none_or(|r| r >= 0),
-        "reorderLevel",
-        "must not be negative",
-    );
+    money::check_cents(body.price_cents, "priceCents", &mut v);
+    if let Some(cost) = body.cost_cents {
+        money::check_cents(cost, "costCents", &mut v);
+    }
+    if let Some(level) = body.reorder_level {
+        money::check_stock(level, "reorderLevel", &mut v);
+    }
     let description = fields::optional_text(
         body.description,
         "description",

@@ -117,18 +117,19 @@ async fn cost_lines(
     lines::load_items(&state.db, org_id, &valid, v).await?;
     let rows: Vec<LineRow> = valid
         .into_iter()
-        .map(|line| {
+        .enumerate()
+        .map(|(i, line)| {
             let unit = line.unit_cents.unwrap_or(0);
             LineRow {
                 id: Uuid::new_v4().to_string(),
                 item_id: line.item_id,
                 quantity: line.quantity,
                 unit_cost_cents: unit,
-                total_cents: unit * line.quantity,
+                total_cents: lines::amounts(i, line.quantity, unit, 0, v).total,
             }
         })
         .collect();
-    let total = rows.iter().map(|l| l.total_cents).sum();
+    let total = lines::order_total(rows.iter().map(|l| l.total_cents), v);
     Ok((rows, total))
 }
 

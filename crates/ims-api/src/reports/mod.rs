@@ -40,6 +40,7 @@ use crate::auth::AuthUser;
 use crate::dashboard::{date_text, next_placeholder, sales_filter};
 use crate::db::{self, Backend, Db};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
 use crate::policy::cached_per_type;
@@ -143,10 +144,13 @@ enum ReportTotals {
 
 /// The SQL of one report: the grouped rows (without `LIMIT`) and the totals over the same
 /// rows, both using `filter`'s placeholders.
-struct Spec {
+struct Spec<R> {
     rows_sql: String,
     totals_sql: String,
     filter: Filter,
+    /// For an order SQL cannot compute exactly: every row is read and this stable sort
+    /// puts them in order (ties keep the SQL's order) before the cap is applied.
+    sort: Option<fn(&mut [R])>,
 }
 
 /// Starts a read-only transaction whose reads all see one snapshot. SQLite in WAL mode gives
@@ -163,21 +167,34 @@ async fn begin_snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>
     }
 }
 
-async fn fetch<R, T>(db: &Db, spec: &Spec) -> ApiResult<(Vec<R>, T, bool)>
+async fn fetch<R, T>(db: &Db, spec: &Spec<R>) -> ApiResult<(Vec<R>, T, bool)>
 where
     R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
     T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
 {
     let mut tx = begin_snapshot(db).await?;
     let conn: &mut AnyConnection = &mut tx;
-    // One row more than the cap tells whether there were more.
-    let sql = format!("{} LIMIT {}", spec.rows_sql, next_placeholder(&spec.filter));
-    let mut rows = sqlx::query_as::<_, R>(&sql);
-    for b in spec.filter.binds() {
-        rows = rows.bind(b);
-    }
-    let limit = i64::try_from(MAX_ROWS + 1).unwrap_or(i64::MAX);
-    let mut rows = rows.bind(limit).fetch_all(&mut *conn).await?;
+    let mut rows = match spec.sort {
+        Some(sort) => {
+            let mut query = sqlx::query_as::<_, R>(&spec.rows_sql);
+            for b in spec.filter.binds() {
+                query = query.bind(b);
+            }
+            let mut rows = query.fetch_all(&mut *conn).await?;
+            sort(&mut rows);
+            rows
+        }
+        None => {
+            // One row more than the cap tells whether there were more.
+            let sql = format!("{} LIMIT {}", spec.rows_sql, next_placeholder(&spec.filter));
+            let mut query = sqlx::query_as::<_, R>(&sql);
+            for b in spec.filter.binds() {
+                query = query.bind(b);
+            }
+            let limit = i64::try_from(MAX_ROWS + 1).unwrap_or(i64::MAX);
+            query.bind(limit).fetch_all(&mut *conn).await?
+        }
+    };
     let truncated = rows.len() > MAX_ROWS;
     rows.truncate(MAX_ROWS);
     let mut totals = sqlx::query_as::<_, T>(&spec.totals_sql);
@@ -194,7 +211,7 @@ async fn run<R, T>(
     db: &Db,
     kind: ReportType,
     period: Option<&Period>,
-    spec: Spec,
+    spec: Spec<R>,
 ) -> ApiResult<Response>
 where
     R: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize,
@@ -314,32 +331,46 @@ struct SalesByItem {
     name: String,
     sku: String,
     quantity: i64,
-    subtotal_cents: i64,
-    tax_cents: i64,
-    total_cents: i64,
+    #[sqlx(try_from = "String")]
+    subtotal_cents: Cents,
+    #[sqlx(try_from = "String")]
+    tax_cents: Cents,
+    #[sqlx(try_from = "String")]
+    total_cents: Cents,
 }
 
 #[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByItemTotals {
     quantity: i64,
-    subtotal_cents: i64,
-    tax_cents: i64,
-    total_cents: i64,
+    #[sqlx(try_from = "String")]
+    subtotal_cents: Cents,
+    #[sqlx(try_from = "String")]
+    tax_cents: Cents,
+    #[sqlx(try_from = "String")]
+    total_cents: Cents,
+}
+
+/// The exact sums of a sales report: subtotal, tax and total of `alias`'s rows.
+fn sales_sums(alias: &str) -> String {
+    ["subtotal_cents", "tax_cents", "total_cents"]
+        .map(|column| ExactSum(&format!("{alias}.{column}")).select(column))
+        .join(", ")
 }
 
 /// Lines of the sales in `period`; joined through the order because the order carries the
 /// status and date (and the `(organization_id, status, fulfilled_at)` index).
-fn sales_by_item(org_id: &str, period: &Period) -> Spec {
+fn sales_by_item(org_id: &str, period: &Period) -> Spec<SalesByItem> {
     let filter = sales_filter(org_id, period, "o");
     // CROSS JOIN fixes SQLite's loop order: orders by the status/date index, then their
     // lines, aggregated before the items are named (see `dashboard::top_products`, 4x faster
     // on the demo data). PostgreSQL plans it like the inner join it is.
     let from = "FROM sales_orders o CROSS JOIN sales_order_lines l";
-    let sums = "CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity,
-                CAST(COALESCE(SUM(l.subtotal_cents), 0) AS BIGINT) AS subtotal_cents,
-                CAST(COALESCE(SUM(l.tax_cents), 0) AS BIGINT) AS tax_cents,
-                CAST(COALESCE(SUM(l.total_cents), 0) AS BIGINT) AS total_cents";
+    let sums = format!(
+        "CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) AS quantity, {}",
+        sales_sums("l")
+    );
+    let order_keys = ExactSum("l.subtotal_cents").order_keys("subtotal");
     let where_sql = format!(
         "{} AND l.organization_id = o.organization_id AND l.sales_order_id = o.id",
         filter.sql()
@@ -347,12 +378,13 @@ fn sales_by_item(org_id: &str, period: &Period) -> Spec {
     Spec {
         rows_sql: format!(
             "SELECT t.item_id, i.name, i.sku, t.quantity, t.subtotal_cents, t.tax_cents, t.total_cents
-             FROM (SELECT l.item_id, {sums} {from} {where_sql} GROUP BY l.item_id) t
+             FROM (SELECT l.item_id, {sums}, {order_keys} {from} {where_sql} GROUP BY l.item_id) t
              JOIN items i ON i.id = t.item_id
-             ORDER BY t.subtotal_cents DESC, LOWER(i.name), i.name, t.item_id"
+             ORDER BY t.subtotal_k1 DESC, t.subtotal_k2 DESC, LOWER(i.name), i.name, t.item_id"
         ),
         totals_sql: format!("SELECT {sums} {from} {where_sql}"),
         filter,
+        sort: None,
     }
 }
 
@@ -362,26 +394,30 @@ struct SalesByCustomer {
     customer_id: String,
     name: String,
     order_count: i64,
-    subtotal_cents: i64,
-    tax_cents: i64,
-    total_cents: i64,
+    #[sqlx(try_from = "String")]
+    subtotal_cents: Cents,
+    #[sqlx(try_from = "String")]
+    tax_cents: Cents,
+    #[sqlx(try_from = "String")]
+    total_cents: Cents,
 }
 
 #[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByCustomerTotals {
     order_count: i64,
-    subtotal_cents: i64,
-    tax_cents: i64,
-    total_cents: i64,
+    #[sqlx(try_from = "String")]
+    subtotal_cents: Cents,
+    #[sqlx(try_from = "String")]
+    tax_cents: Cents,
+    #[sqlx(try_from = "String")]
+    total_cents: Cents,
 }
 
-fn sales_by_customer(org_id: &str, period: &Period) -> Spec {
+fn sales_by_customer(org_id: &str, period: &Period) -> Spec<SalesByCustomer> {
     let filter = sales_filter(org_id, period, "o");
-    let sums = "COUNT(*) AS order_count,
-                CAST(COALESCE(SUM(o.subtotal_cents), 0) AS BIGINT) AS subtotal_cents,
-                CAST(COALESCE(SUM(o.tax_cents), 0) AS BIGINT) AS tax_cents,
-                CAST(COALESCE(SUM(o.total_cents), 0) AS BIGINT) AS total_cents";
+    let sums = format!("COUNT(*) AS order_count, {}", sales_sums("o"));
+    let order = ExactSum("o.subtotal_cents").order_desc();
     let where_sql = filter.sql();
     Spec {
         rows_sql: format!(
@@ -390,10 +426,11 @@ fn sales_by_customer(org_id: &str, period: &Period) -> Spec {
              JOIN contacts c ON c.organization_id = o.organization_id AND c.id = o.customer_id
              {where_sql}
              GROUP BY o.customer_id, c.name
-             ORDER BY SUM(o.subtotal_cents) DESC, LOWER(c.name), c.name, o.customer_id"
+             ORDER BY {order}, LOWER(c.name), c.name, o.customer_id"
         ),
         totals_sql: format!("SELECT {sums} FROM sales_orders o {where_sql}"),
         filter,
+        sort: None,
     }
 }
 
@@ -405,42 +442,50 @@ struct Valuation {
     sku: String,
     quantity: i64,
     unit_cost_cents: Option<i64>,
-    value_cents: i64,
+    #[sqlx(try_from = "String")]
+    value_cents: Cents,
 }
 
 #[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ValuationTotals {
     quantity: i64,
-    value_cents: i64,
+    #[sqlx(try_from = "String")]
+    value_cents: Cents,
 }
 
-fn inventory_valuation(org_id: &str) -> Spec {
+/// Values are exact sums of products (see [`ExactProductSum`]), which SQL cannot order
+/// exactly, so the rows come in name order and are sorted by value here, stably.
+fn inventory_valuation(org_id: &str) -> Spec<Valuation> {
     let mut filter = Filter::default();
     let org = filter.bind(org_id);
     filter.and(format!("s.organization_id = {org}"));
     let from = "FROM stock_levels s
          JOIN items i ON i.organization_id = s.organization_id AND i.id = s.item_id";
-    let value = "SUM(s.quantity * COALESCE(i.cost_cents, 0))";
+    let value = ExactProductSum {
+        quantity: "s.quantity",
+        cents: "COALESCE(i.cost_cents, 0)",
+    }
+    .select("value_cents");
     let where_sql = filter.sql();
     Spec {
         rows_sql: format!(
             "SELECT s.item_id, i.name, i.sku,
                     CAST(SUM(s.quantity) AS BIGINT) AS quantity,
                     i.cost_cents AS unit_cost_cents,
-                    CAST({value} AS BIGINT) AS value_cents
+                    {value}
              {from} {where_sql}
              GROUP BY s.item_id, i.name, i.sku, i.cost_cents
              HAVING SUM(s.quantity) > 0
-             ORDER BY {value} DESC, LOWER(i.name), i.name, s.item_id"
+             ORDER BY LOWER(i.name), i.name, s.item_id"
         ),
         // Items without stock add 0 to both sums, so no HAVING is needed here.
         totals_sql: format!(
-            "SELECT CAST(COALESCE(SUM(s.quantity), 0) AS BIGINT) AS quantity,
-                    CAST(COALESCE({value}, 0) AS BIGINT) AS value_cents
+            "SELECT CAST(COALESCE(SUM(s.quantity), 0) AS BIGINT) AS quantity, {value}
              {from} {where_sql}"
         ),
         filter,
+        sort: Some(|rows| rows.sort_by(|a, b| b.value_cents.cmp(&a.value_cents))),
     }
 }
 
@@ -467,7 +512,7 @@ struct MovementsTotals {
     movement_count: i64,
 }
 
-fn stock_movements(org_id: &str, period: &Period) -> Spec {
+fn stock_movements(org_id: &str, period: &Period) -> Spec<Movements> {
     let mut filter = Filter::default();
     let org = filter.bind(org_id);
     filter.and(format!("m.organization_id = {org}"));
@@ -490,6 +535,7 @@ fn stock_movements(org_id: &str, period: &Period) -> Spec {
         ),
         totals_sql: format!("SELECT {sums} FROM stock_movements m {where_sql}"),
         filter,
+        sort: None,
     }
 }
 
@@ -500,7 +546,8 @@ struct Purchases {
     vendor_id: String,
     name: String,
     order_count: i64,
-    total_cents: i64,
+    #[sqlx(try_from = "String")]
+    total_cents: Cents,
 }
 
 #[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -508,17 +555,19 @@ struct Purchases {
 #[serde(rename_all = "camelCase")]
 struct PurchasesTotals {
     order_count: i64,
-    total_cents: i64,
+    #[sqlx(try_from = "String")]
+    total_cents: Cents,
 }
 
-fn purchases_by_vendor(org_id: &str, period: &Period) -> Spec {
+fn purchases_by_vendor(org_id: &str, period: &Period) -> Spec<Purchases> {
     let mut filter = Filter::default();
     let org = filter.bind(org_id);
     filter.and(format!("p.organization_id = {org}"));
     filter.and("p.status = 'received'");
     period.restrict(&mut filter, "p.received_at");
-    let sums = "COUNT(*) AS order_count,
-                CAST(COALESCE(SUM(p.total_cents), 0) AS BIGINT) AS total_cents";
+    let total = ExactSum("p.total_cents");
+    let sums = format!("COUNT(*) AS order_count, {}", total.select("total_cents"));
+    let order = total.order_desc();
     let where_sql = filter.sql();
     Spec {
         rows_sql: format!(
@@ -527,9 +576,10 @@ fn purchases_by_vendor(org_id: &str, period: &Period) -> Spec {
              JOIN contacts c ON c.organization_id = p.organization_id AND c.id = p.vendor_id
              {where_sql}
              GROUP BY p.vendor_id, c.name
-             ORDER BY SUM(p.total_cents) DESC, LOWER(c.name), c.name, p.vendor_id"
+             ORDER BY {order}, LOWER(c.name), c.name, p.vendor_id"
         ),
         totals_sql: format!("SELECT {sums} FROM purchase_orders p {where_sql}"),
         filter,
+        sort: None,
     }
 }

@@ -18,6 +18,7 @@ use crate::auth::AuthUser;
 use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::money::MAX_CENTS;
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
 use crate::policy::invalidates;
 use crate::state::AppState;
@@ -331,6 +332,7 @@ async fn list(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct PaymentBody {
+    #[schema(minimum = 1, maximum = 10_000_000_000_000_i64)]
     amount_cents: i64,
 }
 
@@ -363,10 +365,10 @@ async fn pay(
     Json(body): Json<PaymentBody>,
 ) -> ApiResult<(StatusCode, Json<Invoice>)> {
     let id = fields::path_id(&id, "invoice")?;
-    if body.amount_cents <= 0 {
+    if !(1..=MAX_CENTS).contains(&body.amount_cents) {
         return Err(ApiError::field(
             "amountCents",
-            "must be a positive number of cents",
+            format!("must be a positive number of cents, at most {MAX_CENTS}"),
         ));
     }
     let now = db::now();

@@ -8,13 +8,12 @@ use serde::Deserialize;
 use crate::db::Db;
 use crate::error::{ApiResult, Validator};
 use crate::fields;
+use crate::money::{self, LineAmounts, MAX_CENTS};
 
 /// Most lines one order may have.
 pub const MAX_LINES: usize = 500;
 /// Largest quantity on one line.
 pub const MAX_QUANTITY: i64 = 1_000_000;
-/// Largest unit price or cost, in cents (ten million currency units).
-pub const MAX_UNIT_CENTS: i64 = 1_000_000_000;
 
 /// A requested line: `{itemId, quantity, unitPriceCents?}` or `{itemId, quantity, unitCostCents}`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -22,8 +21,13 @@ pub const MAX_UNIT_CENTS: i64 = 1_000_000_000;
 #[serde(rename_all = "camelCase")]
 pub struct LineBody {
     pub item_id: String,
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,
+    /// Sales orders only; default: the item's price.
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     pub unit_price_cents: Option<i64>,
+    /// Purchase orders only; required there.
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     pub unit_cost_cents: Option<i64>,
 }
 
@@ -80,9 +84,9 @@ pub fn validate(
                 "is required",
             );
             v.check(
-                unit.is_none_or(|u| (0..=MAX_UNIT_CENTS).contains(&u)),
+                unit.is_none_or(|u| (0..=MAX_CENTS).contains(&u)),
                 &format!("lines[{i}].{unit_field}"),
-                &format!("must be from 0 to {MAX_UNIT_CENTS}"),
+                &format!("must be from 0 to {MAX_CENTS}"),
             );
             Some(Line {
                 item_id: item_id?,
@@ -132,9 +136,31 @@ pub async fn load_items(
     Ok(found)
 }
 
-/// Tax on `subtotal` at `bps` basis points, rounded half up to the cent.
-pub fn tax(subtotal_cents: i64, bps: i64) -> i64 {
-    (subtotal_cents * bps + 5_000).div_euclid(10_000)
+/// The amounts of line `i` (`quantity × unit`, taxed at `bps`); a line whose amounts would
+/// not fit is recorded in `v` against `lines[i]`.
+pub fn amounts(i: usize, quantity: i64, unit: i64, bps: i64, v: &mut Validator) -> LineAmounts {
+    let amounts = money::line_amounts(quantity, unit, bps);
+    v.check(
+        amounts.is_some(),
+        &format!("lines[{i}]"),
+        &format!("the line's total would exceed {MAX_CENTS} cents"),
+    );
+    amounts.unwrap_or(LineAmounts {
+        subtotal: 0,
+        tax: 0,
+        total: 0,
+    })
+}
+
+/// The order total over `amounts`; one that would not fit is recorded in `v` against `lines`.
+pub fn order_total(amounts: impl IntoIterator<Item = i64>, v: &mut Validator) -> i64 {
+    let total = money::total(amounts);
+    v.check(
+        total.is_some(),
+        "lines",
+        &format!("the order's total would exceed {MAX_CENTS} cents"),
+    );
+    total.unwrap_or(0)
 }
 
 /// Total quantity per item, so each item's stock is checked once however many lines name it.
@@ -155,14 +181,6 @@ pub fn quantities_by_item<'a>(lines: impl Iterator<Item = (&'a str, i64)>) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tax_rounds_half_up() {
-        assert_eq!(tax(1000, 825), 83); // 82.5 → 83
-        assert_eq!(tax(999, 825), 82); // 82.4175 → 82
-        assert_eq!(tax(0, 825), 0);
-        assert_eq!(tax(12345, 0), 0);
-    }
 
     #[test]
     fn quantities_are_summed_and_sorted() {

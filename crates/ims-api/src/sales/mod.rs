@@ -133,6 +133,7 @@ struct Priced {
     lines: Vec<LineRow>,
     subtotal: i64,
     tax: i64,
+    total: i64,
 }
 
 /// Validates and prices `lines` (errors into `v`).
@@ -148,27 +149,29 @@ async fn price_lines(
         lines: Vec::new(),
         subtotal: 0,
         tax: 0,
+        total: 0,
     };
-    for line in valid {
+    for (i, line) in valid.into_iter().enumerate() {
         let Some(item) = items.get(&line.item_id) else {
             continue;
         };
         let unit = line.unit_cents.unwrap_or(item.price_cents);
-        let subtotal = unit * line.quantity;
-        let tax = lines::tax(subtotal, item.tax_rate_bps);
-        priced.subtotal += subtotal;
-        priced.tax += tax;
+        let amounts = lines::amounts(i, line.quantity, unit, item.tax_rate_bps, v);
         priced.lines.push(LineRow {
             id: Uuid::new_v4().to_string(),
             item_id: line.item_id,
             quantity: line.quantity,
             unit_price_cents: unit,
             tax_rate_bps: item.tax_rate_bps,
-            subtotal_cents: subtotal,
-            tax_cents: tax,
-            total_cents: subtotal + tax,
+            subtotal_cents: amounts.subtotal,
+            tax_cents: amounts.tax,
+            total_cents: amounts.total,
         });
     }
+    // Each of the three order figures must fit, the total (the largest) included.
+    priced.subtotal = lines::order_total(priced.lines.iter().map(|l| l.subtotal_cents), v);
+    priced.tax = lines::order_total(priced.lines.iter().map(|l| l.tax_cents), v);
+    priced.total = lines::order_total(priced.lines.iter().map(|l| l.total_cents), v);
     Ok(priced)
 }
 
@@ -256,7 +259,7 @@ async fn create(
         notes,
         subtotal_cents: priced.subtotal,
         tax_cents: priced.tax,
-        total_cents: priced.subtotal + priced.tax,
+        total_cents: priced.total,
         fulfilled_at: None,
         created_at: now.clone(),
         updated_at: now,
@@ -501,7 +504,7 @@ async fn patch(
         insert_lines(&mut tx, &caller.org_id, &id, &priced.lines).await?;
         order.subtotal_cents = priced.subtotal;
         order.tax_cents = priced.tax;
-        order.total_cents = priced.subtotal + priced.tax;
+        order.total_cents = priced.total;
         order_lines = priced.lines;
     }
     order.updated_at = db::now();
