@@ -12,6 +12,9 @@ use crate::error::Validator;
 pub const DEFAULT_LIMIT: u32 = 20;
 /// Largest page a client may ask for.
 pub const MAX_LIMIT: u32 = 100;
+/// Highest page number: the largest 32-bit signed integer, the most clients generated from
+/// the document's `int32` can send. `OFFSET` then stays far inside `i64`.
+pub const MAX_PAGE: u32 = i32::MAX as u32;
 
 /// The raw `page` and `limit` parameters; flatten into a route's query struct.
 ///
@@ -19,8 +22,8 @@ pub const MAX_LIMIT: u32 = 100;
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
-    /// 1-based page number; default 1.
-    #[param(value_type = Option<u32>, minimum = 1)]
+    /// 1-based page number, at most 2147483647; default 1.
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 2147483647)]
     page: Option<String>,
     /// Rows per page, 1 to 100; default 20.
     #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
@@ -42,11 +45,14 @@ impl PageParams {
         let page = match self.page.as_deref().map(str::trim) {
             None => 1,
             Some(raw) => {
-                let parsed = raw.parse::<u32>().ok().filter(|p| *p >= 1);
+                let parsed = raw
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|p| (1..=MAX_PAGE).contains(p));
                 v.check(
                     parsed.is_some(),
                     "page",
-                    "must be a whole number of at least 1",
+                    &format!("must be a whole number from 1 to {MAX_PAGE}"),
                 );
                 parsed.unwrap_or(1)
             }

@@ -10,6 +10,7 @@ mod dashboard;
 mod health;
 mod helpers;
 mod items;
+mod money;
 mod openapi;
 mod orders;
 mod rate_limit;
