@@ -15,3 +15,4 @@ mod orders;
 mod rate_limit;
 mod reports;
 mod seed;
+mod text;
