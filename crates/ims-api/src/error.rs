@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 
 use axum::body::Bytes;
-use axum::extract::rejection::{JsonRejection, MissingJsonContentType, QueryRejection};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{
+    JsonRejection, MissingJsonContentType, PathRejection, QueryRejection,
+};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -306,6 +309,43 @@ where
         }
         let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
         Ok(Self(value))
+    }
+}
+
+/// `axum::extract::Path` whose rejections are problem+json [`ApiError`]s. A segment that
+/// cannot be read as the parameter (`%FF` percent-decodes to bytes that are not UTF-8) names
+/// no row, so it is the 404 of any other id that is not a UUID, not axum's text/plain 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.kind() {
+                ErrorKind::InvalidUtf8InPathParam { .. }
+                | ErrorKind::ParseError { .. }
+                | ErrorKind::ParseErrorAtKey { .. }
+                | ErrorKind::ParseErrorAtIndex { .. } => {
+                    Err(ApiError::NotFound("no such resource".into()))
+                }
+                // The route and the handler's parameters disagree: a bug, not the client's.
+                _ => Err(ApiError::Internal(anyhow::anyhow!(
+                    "path: {}",
+                    e.body_text()
+                ))),
+            },
+            Err(other) => Err(ApiError::Internal(anyhow::anyhow!(
+                "path: {}",
+                other.body_text()
+            ))),
+        }
     }
 }
 

@@ -12,7 +12,7 @@ pub mod tokens;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -25,7 +25,7 @@ pub use extract::{bearer_token, AuthUser};
 use store::UserRow;
 
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Validator};
 use crate::fields;
 use crate::state::AppState;
 

@@ -566,7 +566,7 @@ async fn nul_in_any_query_parameter_is_422_naming_it() {
 }
 
 #[tokio::test]
-async fn nul_in_a_path_segment_is_a_404() {
+async fn nul_or_non_utf8_in_a_path_segment_is_a_404() {
     let app = spawn_app().await;
     let w = world(&app).await;
     let reads = reads(&w);
@@ -585,6 +585,13 @@ async fn nul_in_a_path_segment_is_a_404() {
         (Method::DELETE, "/auth/sessions/%00".to_string()),
         (Method::GET, "/invoices/%00".to_string()),
         (Method::GET, "/reports/sales-by-item%00".to_string()),
+        // Segments that do not even decode to UTF-8 (a lone byte, an overlong NUL, an encoded
+        // surrogate) name no row either: the same 404 problem, not axum's text/plain 400.
+        (Method::GET, "/items/%FF".to_string()),
+        (Method::GET, "/items/%C0%80".to_string()),
+        (Method::PUT, "/categories/%ED%A0%80".to_string()),
+        (Method::DELETE, "/auth/sessions/%FF".to_string()),
+        (Method::GET, "/reports/%FF".to_string()),
     ];
     for (method, path) in cases {
         let body = matches!(method, Method::PUT | Method::PATCH).then(|| valid.clone());
