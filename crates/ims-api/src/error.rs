@@ -5,11 +5,19 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::body::Bytes;
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{
+    JsonRejection, MissingJsonContentType, PathRejection, QueryRejection,
+};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use crate::fields;
 
 /// Field name → messages, as sent in a validation problem's `errors`.
 pub type FieldErrors = BTreeMap<String, Vec<String>>;
@@ -185,10 +193,85 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// `axum::Json` whose rejections are problem+json [`ApiError`]s.
-#[derive(Debug, Clone, Copy, Default, FromRequest)]
-#[from_request(via(axum::Json), rejection(ApiError))]
+/// `axum::Json` whose rejections are problem+json [`ApiError`]s, and which refuses text that
+/// an engine cannot store: a NUL in any string of the body is a 422 naming the field
+/// ([`fields::NUL_MESSAGE`]), before the handler runs, so no handler has to remember it.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        // axum's `Json` in three steps, so the raw bytes can be looked at in between; the
+        // content-type check comes first, as there, so a non-JSON body is a 415 unread.
+        if !json_content_type(req.headers()) {
+            return Err(JsonRejection::from(MissingJsonContentType::default()).into());
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(JsonRejection::from)?;
+        // Almost every body has no `\u0000`; only those that may are parsed a second time.
+        let nul = if fields::json_may_contain_nul(&bytes) {
+            nul_in_body(&bytes)
+        } else {
+            Nul::None
+        };
+        if let Nul::In(errors) = nul {
+            return Err(ApiError::Validation(errors));
+        }
+        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        if let Nul::Unplaced = nul {
+            return Err(ApiError::field("body", fields::NUL_MESSAGE));
+        }
+        Ok(Self(value))
+    }
+}
+
+/// What the NUL check of a body found.
+enum Nul {
+    /// No string contains NUL.
+    None,
+    /// These fields contain NUL.
+    In(FieldErrors),
+    /// The body may hold a `\u0000` but does not parse as a `serde_json::Value`. Usually it is
+    /// not JSON at all, and the typed parse reports that. But `Value` refuses a lone surrogate
+    /// escape anywhere, while a typed parse skips unknown fields unchecked, so such a body can
+    /// still parse as the handler's type. There is no tree to name the field, so the whole
+    /// body is refused rather than let the NUL through.
+    Unplaced,
+}
+
+fn nul_in_body(body: &[u8]) -> Nul {
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => {
+            let errors = fields::json_nul_errors(&value);
+            if errors.is_empty() {
+                Nul::None
+            } else {
+                Nul::In(errors)
+            }
+        }
+        Err(_) => Nul::Unplaced,
+    }
+}
+
+/// The check axum's `Json` makes (`application/json`, or any `application/*+json`), with the
+/// same `mime` parse, so both accept exactly the same requests.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<mime::Mime>().ok())
+        .is_some_and(|mime| {
+            mime.type_() == "application"
+                && (mime.subtype() == "json" || mime.suffix().is_some_and(|name| name == "json"))
+        })
+}
 
 impl<T: Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> Response {
@@ -207,10 +290,64 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// `axum::extract::Query` whose rejections are problem+json [`ApiError`]s.
-#[derive(Debug, Clone, Copy, Default, FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
+/// `axum::extract::Query` whose rejections are problem+json [`ApiError`]s, and which refuses
+/// a NUL in any parameter's value with a 422 naming the parameter, like [`Json`] for bodies.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let errors = fields::query_nul_errors(parts.uri.query().unwrap_or_default());
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        let axum::extract::Query(value) = axum::extract::Query::<T>::try_from_uri(&parts.uri)?;
+        Ok(Self(value))
+    }
+}
+
+/// `axum::extract::Path` whose rejections are problem+json [`ApiError`]s. A segment that
+/// cannot be read as the parameter (`%FF` percent-decodes to bytes that are not UTF-8) names
+/// no row, so it is the 404 of any other id that is not a UUID, not axum's text/plain 400.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(e)) => match e.kind() {
+                ErrorKind::InvalidUtf8InPathParam { .. }
+                | ErrorKind::ParseError { .. }
+                | ErrorKind::ParseErrorAtKey { .. }
+                | ErrorKind::ParseErrorAtIndex { .. } => {
+                    Err(ApiError::NotFound("no such resource".into()))
+                }
+                // The route and the handler's parameters disagree: a bug, not the client's.
+                _ => Err(ApiError::Internal(anyhow::anyhow!(
+                    "path: {}",
+                    e.body_text()
+                ))),
+            },
+            Err(other) => Err(ApiError::Internal(anyhow::anyhow!(
+                "path: {}",
+                other.body_text()
+            ))),
+        }
+    }
+}
 
 /// Collects field errors so a handler can report all of them at once.
 #[derive(Debug, Default)]
@@ -248,4 +385,29 @@ pub async fn not_found() -> ApiError {
 /// Fallback for known paths with another method: 405 problem+json.
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types_are_axums() {
+        let accepts = |value: &str| {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            json_content_type(&headers)
+        };
+        assert!(accepts("application/json"));
+        assert!(accepts("application/json; charset=utf-8"));
+        assert!(accepts("application/json;charset=utf-8"));
+        assert!(accepts("Application/JSON"));
+        assert!(accepts("application/cloudevents+json"));
+        assert!(!accepts("text/json"));
+        assert!(!accepts("application/jsonx"));
+        assert!(!accepts(""));
+        assert!(!json_content_type(&HeaderMap::new()));
+    }
 }

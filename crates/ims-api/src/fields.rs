@@ -2,10 +2,11 @@
 //! names and optional text, and PATCH bodies where an absent field and `null` differ.
 
 use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult, Validator};
+use crate::error::{ApiError, ApiResult, FieldErrors, Validator};
 
 /// Longest name (after trimming) of any catalog row.
 pub const MAX_NAME_CHARS: usize = 200;
@@ -121,6 +122,92 @@ pub fn like_pattern(search: &str) -> String {
     }
     pattern.push('%');
     pattern
+}
+
+/// The 422 message for text containing U+0000. PostgreSQL cannot store NUL in `TEXT` (its
+/// UTF-8 accepts every other code point, and Rust strings cannot hold lone surrogates), while
+/// SQLite would; refusing it up front gives one answer on both engines instead of a 500 on one.
+pub const NUL_MESSAGE: &str = "must not contain NUL characters";
+
+/// Whether a JSON text may carry a NUL. Valid JSON can write U+0000 only as the escape
+/// `\u0000`: raw control characters are a syntax error, and `0` has no upper case. The escape
+/// is real only after an odd run of backslashes; `\\u0000` is an escaped backslash followed
+/// by the text `u0000`. Backslashes occur only inside strings, so for valid JSON the answer
+/// is exact; for invalid JSON it does not matter, since the parse refuses the body anyway.
+/// Linear: each hit's backward scan stops at the previous hit's last `0`.
+pub fn json_may_contain_nul(body: &[u8]) -> bool {
+    memchr::memmem::find_iter(body, br"\u0000").any(|at| {
+        let run = body[..=at]
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\\')
+            .count();
+        run % 2 == 1
+    })
+}
+
+/// Every string in `value` that contains NUL, keyed by its path spelled as validation errors
+/// spell body fields (`name`, `lines[0].itemId`; `body` for a top-level string). Object keys
+/// are not checked: an unknown key is ignored and no known key contains NUL.
+pub fn json_nul_errors(value: &Value) -> FieldErrors {
+    fn walk(value: &Value, path: &mut String, errors: &mut FieldErrors) {
+        let len = path.len();
+        match value {
+            Value::String(text) if text.contains('\0') => {
+                let field = if path.is_empty() { "body" } else { path };
+                record_nul(errors, field);
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    if path.is_empty() {
+                        path.push_str("body");
+                    }
+                    path.push_str(&format!("[{i}]"));
+                    walk(item, path, errors);
+                    path.truncate(len);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    if !path.is_empty() {
+                        path.push('.');
+                    }
+                    path.push_str(key);
+                    walk(item, path, errors);
+                    path.truncate(len);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut errors = FieldErrors::new();
+    walk(value, &mut String::new(), &mut errors);
+    errors
+}
+
+/// Every query parameter whose decoded value contains NUL, by its decoded name. A URI cannot
+/// carry a raw NUL (hyper refuses control characters in the request target), so without
+/// `%00` there is nothing to decode. Names are not checked, like body keys.
+pub fn query_nul_errors(query: &str) -> FieldErrors {
+    let mut errors = FieldErrors::new();
+    if !query.contains("%00") {
+        return errors;
+    }
+    // The same decoding axum's `Query` (serde_urlencoded) applies, so the names match the
+    // parameters the handler sees.
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        if value.contains('\0') {
+            record_nul(&mut errors, &name);
+        }
+    }
+    errors
+}
+
+fn record_nul(errors: &mut FieldErrors, field: &str) {
+    let messages = errors.entry(field.to_string()).or_default();
+    if messages.is_empty() {
+        messages.push(NUL_MESSAGE.to_string());
+    }
 }
 
 /// Tables a body may refer to; a closed set, so a table name is never built from input.
@@ -248,6 +335,67 @@ mod tests {
     #[test]
     fn like_patterns_escape_wildcards() {
         assert_eq!(like_pattern("a%b_c\\"), "%a\\%b\\_c\\\\%");
+    }
+
+    #[test]
+    fn nul_escapes_are_found_and_escaped_backslashes_are_not() {
+        assert!(json_may_contain_nul(br#"{"a":"x\u0000y"}"#));
+        assert!(json_may_contain_nul(br#"\u0000"#));
+        // An escaped backslash, then the text "u0000": no NUL.
+        assert!(!json_may_contain_nul(br#"{"a":"x\\u0000y"}"#));
+        // An escaped backslash, then a real escape.
+        assert!(json_may_contain_nul(br#"{"a":"\\\u0000"}"#));
+        assert!(!json_may_contain_nul(br#"{"a":"\\\\u0000"}"#));
+        // A later real escape after an escaped one still counts.
+        assert!(json_may_contain_nul(br#"{"a":"\\u0000","b":"\u0000"}"#));
+        assert!(!json_may_contain_nul(br#"{"a":"u0000 \u0001 \u0010"}"#));
+        assert!(!json_may_contain_nul(b""));
+        // The claims the scan rests on: serde_json decodes only the odd-run form to NUL and
+        // refuses a raw NUL.
+        let decoded = |s: &str| serde_json::from_str::<String>(s).ok();
+        assert_eq!(decoded(r#""\u0000""#).as_deref(), Some("\0"));
+        assert_eq!(decoded(r#""\\u0000""#).as_deref(), Some("\\u0000"));
+        assert_eq!(decoded("\"\0\""), None);
+    }
+
+    #[test]
+    fn nul_paths_are_named_like_validation_fields() {
+        let body = serde_json::json!({
+            "name": "a\0b",
+            "notes": "fine",
+            "lines": [{"itemId": "ok"}, {"itemId": "x\0", "n": ["\0"]}],
+            "nested": {"deep": "\0"},
+            "a\0key": "fine",
+        });
+        let errors = json_nul_errors(&body);
+        let fields: Vec<&str> = errors.keys().map(String::as_str).collect();
+        assert_eq!(
+            fields,
+            ["lines[1].itemId", "lines[1].n[0]", "name", "nested.deep"]
+        );
+        assert_eq!(errors["name"], [NUL_MESSAGE]);
+        assert_eq!(
+            json_nul_errors(&serde_json::json!("\0"))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["body"]
+        );
+        assert_eq!(
+            json_nul_errors(&serde_json::json!(["\0"]))
+                .keys()
+                .collect::<Vec<_>>(),
+            ["body[0]"]
+        );
+    }
+
+    #[test]
+    fn nul_query_values_are_named_by_parameter() {
+        let errors = query_nul_errors("search=a%00b&sort=name&type=%00&type=%00&x%00=1");
+        let fields: Vec<&str> = errors.keys().map(String::as_str).collect();
+        assert_eq!(fields, ["search", "type"]);
+        assert_eq!(errors["type"], [NUL_MESSAGE]);
+        assert!(query_nul_errors("search=a%2500b").is_empty());
+        assert!(query_nul_errors("").is_empty());
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod tokens;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
 use axum::routing::{delete, get, post};
 use axum::Router;
@@ -25,7 +25,8 @@ pub use extract::{bearer_token, AuthUser};
 use store::UserRow;
 
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Validator};
+use crate::fields;
 use crate::state::AppState;
 
 /// The auth routes. Register, login and refresh are public; the rest need a bearer token.
@@ -623,10 +624,14 @@ async fn revoke_session(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    let not_found = || ApiError::NotFound("no such active session".into());
+    // Session ids are UUIDs. Parsing first keeps arbitrary path text (`%00`, which PostgreSQL
+    // cannot even compare) out of SQL, and gives the same 404 as an unknown id.
+    let id = fields::path_id(&id, "session").map_err(|_| not_found())?;
     let revoked =
         store::revoke_sessions(&state.db, &caller.user_id, Some(&id), "revoked by user").await?;
     if revoked == 0 {
-        return Err(ApiError::NotFound("no such active session".into()));
+        return Err(not_found());
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,6 +1,6 @@
 //! `/categories`: `{name, parentId?}`, a tree per organization.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db::{self, Db};
-use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates};

@@ -1,6 +1,6 @@
 //! `/tax-rates`: `{name, rateBps}`, in basis points (825 = 8.25 %).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db::{self, Db};
-use crate::error::{ApiResult, Json, Query, Validator};
+use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates};

@@ -1,7 +1,7 @@
 //! `/warehouses`: `{name, code}`. The code is the short handle people use on labels and in
 //! transfers, so it is unique within an organization (another organization may reuse it).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db::{self, Db};
-use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::invalidates;

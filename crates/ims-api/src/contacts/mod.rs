@@ -4,7 +4,7 @@
 //! customers and purchase orders to vendors. The list filters by `type` and `search`
 //! (case-insensitive substring of name or email).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db::{self, Db};
-use crate::error::{ApiResult, Json, Query, Validator};
+use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{Filter, PageParams, Paginated};
 use crate::policy::{cached, invalidates};

@@ -9,7 +9,7 @@
 //! and `lowStock=true` (items with a reorder level whose stock is at or below it), and sorts
 //! by a fixed set of keys.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db::{self, Db};
-use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::money;
 use crate::pagination::{Filter, PageParams, Paginated};

@@ -1,7 +1,7 @@
 //! `/purchase-orders`: buying from vendors. An order is `open` until it is received (its
 //! lines' stock enters its warehouse, all in one transaction) or cancelled.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};

@@ -28,7 +28,7 @@
 //!   always cover every matching row, and rows and totals are read from one snapshot
 //!   (one transaction, REPEATABLE READ on PostgreSQL) so they agree.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -39,7 +39,7 @@ use sqlx::{AnyConnection, FromRow};
 use crate::auth::AuthUser;
 use crate::dashboard::{date_text, next_placeholder, sales_filter};
 use crate::db::{self, Backend, Db};
-use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;

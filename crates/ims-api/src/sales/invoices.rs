@@ -6,7 +6,7 @@
 //! and the counter's row lock (PostgreSQL) or the database write lock (SQLite) serialises
 //! concurrent invoices, across any number of API instances sharing the database.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::money::MAX_CENTS;
 use crate::pagination::{DocumentFilter, PageParams, Paginated};

@@ -8,7 +8,7 @@
 pub mod invoices;
 pub mod lines;
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::Router;
@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};

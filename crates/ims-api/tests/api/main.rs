@@ -16,3 +16,4 @@ mod orders;
 mod rate_limit;
 mod reports;
 mod seed;
+mod text;
