@@ -9,6 +9,13 @@ pub use ims_redis::ConfigError;
 use ims_redis::RedisConfig;
 use rand::RngCore;
 
+/// Upper bound of `HTTP_HEADER_TIMEOUT_MS` (one hour): a longer time-out defeats its purpose,
+/// and hyper adds it to `Instant::now()`, which must not overflow.
+const MAX_HEADER_TIMEOUT_MS: u64 = 3_600_000;
+
+/// Upper bound of `HTTP_MAX_CONNECTIONS`; far above what a file-descriptor limit allows.
+const MAX_CONNECTIONS: usize = 1_000_000;
+
 /// A `requests/seconds` limit, as in `RATE_LIMIT_GLOBAL=100/60`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RateLimit {
@@ -48,6 +55,13 @@ pub struct Settings {
     pub log_json: bool,
     /// `CACHE_TTL_JITTER`: entries live between (1 - jitter) and 1 times their TTL.
     pub cache_ttl_jitter: f64,
+    /// `HTTP_HEADER_TIMEOUT_MS`: how long a connection may take to send a request's headers,
+    /// and how long a keep-alive connection may sit idle between requests (one timer in
+    /// hyper; see `docs/http.md`).
+    pub http_header_timeout: Duration,
+    /// `HTTP_MAX_CONNECTIONS`: open connections at most. `None` (unset): derived at start from
+    /// the file-descriptor limit, see [`crate::serve::max_connections`].
+    pub http_max_connections: Option<usize>,
 }
 
 impl Settings {
@@ -110,6 +124,36 @@ impl Settings {
                     .ok_or_else(|| {
                         ConfigError::new("CACHE_TTL_JITTER", format!("{v:?} (expected 0 to 0.5)"))
                     })?,
+            },
+            http_header_timeout: match get("HTTP_HEADER_TIMEOUT_MS") {
+                None => Duration::from_secs(10),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|ms| (1..=MAX_HEADER_TIMEOUT_MS).contains(ms))
+                    .map(Duration::from_millis)
+                    .ok_or_else(|| {
+                        ConfigError::new(
+                            "HTTP_HEADER_TIMEOUT_MS",
+                            format!("{v:?} (expected milliseconds, 1 to {MAX_HEADER_TIMEOUT_MS})"),
+                        )
+                    })?,
+            },
+            http_max_connections: match get("HTTP_MAX_CONNECTIONS") {
+                None => None,
+                Some(v) => Some(
+                    v.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=MAX_CONNECTIONS).contains(n))
+                        .ok_or_else(|| {
+                            ConfigError::new(
+                                "HTTP_MAX_CONNECTIONS",
+                                format!("{v:?} (expected a number, 1 to {MAX_CONNECTIONS})"),
+                            )
+                        })?,
+                ),
             },
             log_json: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") | Some("pretty") => false,
@@ -207,6 +251,19 @@ mod tests {
         assert_eq!(s.rate_limit_auth.window, Duration::from_secs(900));
         assert!(s.jwt_secret_generated && s.jwt_secret.len() == 64);
         assert!(!s.trust_proxy);
+        assert_eq!(s.http_header_timeout, Duration::from_secs(10));
+        assert_eq!(s.http_max_connections, None);
+    }
+
+    #[test]
+    fn http_settings_parse() {
+        let s = settings(&[
+            ("HTTP_HEADER_TIMEOUT_MS", "1500"),
+            ("HTTP_MAX_CONNECTIONS", "20"),
+        ])
+        .expect("parses");
+        assert_eq!(s.http_header_timeout, Duration::from_millis(1500));
+        assert_eq!(s.http_max_connections, Some(20));
     }
 
     #[test]
@@ -223,6 +280,12 @@ mod tests {
             ("JWT_SECRET", "short"),
             ("LOG_FORMAT", "xml"),
             ("CACHE_TTL_JITTER", "0.9"),
+            ("HTTP_HEADER_TIMEOUT_MS", "0"),
+            ("HTTP_HEADER_TIMEOUT_MS", "10s"),
+            ("HTTP_HEADER_TIMEOUT_MS", "18446744073709551615"),
+            ("HTTP_MAX_CONNECTIONS", "0"),
+            ("HTTP_MAX_CONNECTIONS", "-1"),
+            ("HTTP_MAX_CONNECTIONS", "many"),
         ] {
             let e = settings(&[(var, value)]).expect_err(var);
             assert_eq!(e.var, var, "{e}");

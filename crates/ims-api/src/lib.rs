@@ -24,6 +24,7 @@ pub mod purchasing;
 pub mod reports;
 pub mod sales;
 pub mod seed;
+pub mod serve;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -11,12 +11,13 @@ use ims_redis::cache::ResponseCache;
 use ims_redis::rate_limit::{Quota, RateLimitLayer, RateLimiter};
 use ims_redis::session::RefreshTokenStore;
 use ims_redis::{RedisConnection, RedisService};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::serve::ServeOptions;
 use crate::state::AppState;
 use crate::{auth, error, health};
 
@@ -100,18 +101,39 @@ fn client_ip(parts: &axum::http::request::Parts, trust_proxy: bool) -> Option<St
     Some(peer.0.ip().to_string())
 }
 
+/// Listen backlog. Past the connection cap, new connections wait here (see
+/// `docs/http.md`), so it is larger than the 128 that `TcpListener::bind` asks for; the kernel
+/// caps it at `net.core.somaxconn`.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds `addr` as `TcpListener::bind` does, with a longer backlog.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    // Restarting must not wait for the old socket's TIME_WAIT (as `TcpListener::bind`).
+    #[cfg(not(windows))]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// A server that is built (database migrated, Redis connected or degraded, socket bound)
 /// and ready to run.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    /// The connection cap in force (`HTTP_MAX_CONNECTIONS` or derived from the descriptor
+    /// limit).
+    max_connections: usize,
 }
 
 impl Application {
     /// Binds `settings.bind` and builds.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let listener = TcpListener::bind(settings.bind)
-            .await
+        let listener = listen(settings.bind)
             .map_err(|e| anyhow::anyhow!("cannot listen on {} (IMS_BIND): {e}", settings.bind))?;
         Self::build_with_listener(settings, listener).await
     }
@@ -129,6 +151,9 @@ impl Application {
             );
         }
         crate::telemetry::prometheus();
+        // Here rather than in `main`, so tests, which run the server in their own process,
+        // get the same raised limit and derived cap.
+        let max_connections = crate::serve::max_connections(settings.http_max_connections);
         let db = Db::connect(&settings.database_url)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;
@@ -169,7 +194,11 @@ impl Application {
             settings: Arc::new(settings),
             started_at: Instant::now(),
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            state,
+            max_connections,
+        })
     }
 
     /// The bound port.
@@ -195,21 +224,29 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let Self { listener, state } = self;
-        tracing::info!("IMS API listening on http://{}", listener.local_addr()?);
+        let Self {
+            listener,
+            state,
+            max_connections,
+        } = self;
+        let options = ServeOptions {
+            header_timeout: state.settings.http_header_timeout,
+            max_connections,
+        };
+        tracing::info!(
+            "IMS API listening on http://{} (at most {} connections, header time-out {} ms)",
+            listener.local_addr()?,
+            options.max_connections,
+            options.header_timeout.as_millis()
+        );
         let purge = tokio::spawn(purge_expired_tokens(state.clone()));
         let app = router(state.clone());
-        let served = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(shutdown)
-        .await;
+        crate::serve::serve(listener, app, options, shutdown).await;
         purge.abort();
         state.redis.connection().close().await;
         state.db.close().await;
         tracing::info!("IMS API stopped");
-        served
+        Ok(())
     }
 }
 
