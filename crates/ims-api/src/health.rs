@@ -114,6 +114,22 @@ struct CacheReport {
     /// Hits served from Redis.
     l2_hits: u64,
     redis: &'static str,
+    /// Redis Cluster mode only: each master and whether it answered a `PING` now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterReport>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ClusterReport {
+    masters: Vec<MasterReport>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct MasterReport {
+    /// `host:port`, as the cluster announces it.
+    address: String,
+    /// `up` when it answered a `PING` within the command time-out, else `down`.
+    status: &'static str,
 }
 
 #[utoipa::path(
@@ -128,7 +144,23 @@ struct CacheReport {
 )]
 async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     let stats = state.cache.stats();
+    let connection = state.redis.connection();
+    let cluster = if connection.is_cluster() {
+        let masters = connection
+            .cluster_masters()
+            .await
+            .into_iter()
+            .map(|(address, answered)| MasterReport {
+                address,
+                status: if answered { "up" } else { "down" },
+            })
+            .collect();
+        Some(ClusterReport { masters })
+    } else {
+        None
+    };
     Json(CacheReport {
+        cluster,
         l1_hits: 0,
         l2_hits: stats.hits - stats.coalesced,
         redis: if state.redis.is_connected() {

@@ -339,7 +339,7 @@ mod tests {
         #[test]
         fn totals_match_the_reference(amounts in proptest::collection::vec(0i64..=i64::MAX, 0..20)) {
             let sum: i128 = amounts.iter().copied().map(i128::from).sum();
-            let expected = (sum <= i128::from(MAX_CENTS)).then(|| sum as i64);
+            let expected = (sum <= i128::from(MAX_CENTS)).then_some(sum as i64);
             prop_assert_eq!(total(amounts), expected);
         }
 

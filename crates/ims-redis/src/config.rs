@@ -141,8 +141,50 @@ impl RedisConfig {
         format!("redis://{auth}{}:{}/{}", self.host, self.port, self.db)
     }
 
+    /// True when [`cluster_nodes`](Self::cluster_nodes) selects Redis Cluster mode.
+    pub fn is_cluster(&self) -> bool {
+        !self.cluster_nodes.is_empty()
+    }
+
+    /// The URLs of the cluster's seed nodes. An entry that is already a `redis://` or
+    /// `rediss://` URL is used as it is; a bare `host:port` takes the scheme of `REDIS_URL`
+    /// (so `REDIS_URL=rediss://…` turns TLS on for the whole cluster) and the password of
+    /// `REDIS_URL` or `REDIS_PASSWORD`. Cluster nodes have no databases, so none is set.
+    pub fn cluster_urls(&self) -> Vec<String> {
+        let (scheme, auth) = match &self.url {
+            Some(url) => {
+                let scheme = url.split("://").next().unwrap_or("redis").to_string();
+                let auth = url
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.rsplit_once('@'))
+                    .map(|(auth, _)| format!("{auth}@"))
+                    .unwrap_or_default();
+                (scheme, auth)
+            }
+            None => ("redis".to_string(), String::new()),
+        };
+        let auth = if auth.is_empty() && !self.password.is_empty() {
+            format!(":{}@", percent_encode(&self.password))
+        } else {
+            auth
+        };
+        self.cluster_nodes
+            .iter()
+            .map(|node| {
+                if node.contains("://") {
+                    node.clone()
+                } else {
+                    format!("{scheme}://{auth}{node}")
+                }
+            })
+            .collect()
+    }
+
     /// The connection URL with any password replaced by `***`, safe to log.
     pub fn redacted_url(&self) -> String {
+        if self.is_cluster() {
+            return format!("cluster {}", self.cluster_nodes.join(","));
+        }
         let url = self.connection_url();
         match (url.find("://"), url.rfind('@')) {
             (Some(scheme_end), Some(at)) if at > scheme_end => {
@@ -228,6 +270,16 @@ mod tests {
         .expect("parses");
         assert_eq!(c.connection_url(), "redis://:p%40ss%3Aw%2Frd@cache:6380/2");
         assert_eq!(c.redacted_url(), "redis://***@cache:6380/2");
+        let c = config(&[
+            ("REDIS_URL", "rediss://:p%40ss@h:1/3"),
+            ("REDIS_CLUSTER_NODES", "a:1, redis://b:2 ,"),
+        ])
+        .expect("parses");
+        assert_eq!(c.cluster_urls(), ["rediss://:p%40ss@a:1", "redis://b:2"]);
+        let c =
+            config(&[("REDIS_CLUSTER_NODES", "a:1"), ("REDIS_PASSWORD", "pw")]).expect("parses");
+        assert_eq!(c.cluster_urls(), ["redis://:pw@a:1"]);
+        assert_eq!(c.redacted_url(), "cluster a:1");
         let c = config(&[("REDIS_URL", "rediss://h:1/3"), ("REDIS_HOST", "x")]).expect("parses");
         assert_eq!(c.connection_url(), "rediss://h:1/3");
     }

@@ -8,17 +8,122 @@
 //! in microseconds; a probe task pings Redis in the background and closes the breaker as soon
 //! as Redis answers again. Commands are never retried here, so a non-idempotent command
 //! (`INCR`, `EVAL`) is never applied twice.
+//!
+//! With `REDIS_CLUSTER_NODES` the same wrapper holds redis-rs' async cluster connection
+//! instead ([`RedisLink::Cluster`]), built with no retries and the same time-outs, so the
+//! breaker, the log-once rule and the time-out bound are identical in both modes. In
+//! cluster mode the probe also asks `CLUSTER INFO`: Redis counts as up only while the
+//! cluster reports `cluster_state:ok` (every slot served).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::{RedisConfig, RedisError};
+
+/// The multiplexed connection commands run on: one server, or a cluster. Cheap to clone;
+/// implements [`ConnectionLike`], so commands, pipelines and scripts take it as they are.
+#[derive(Clone)]
+pub enum RedisLink {
+    /// One Redis server (or its TLS endpoint).
+    Single(ConnectionManager),
+    /// A Redis Cluster; commands are routed by their keys' slots.
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for RedisLink {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+impl RedisLink {
+    /// The `host:port` of every master of the cluster, from `CLUSTER NODES`, and whether
+    /// the cluster has marked it failed; `None` on a single server.
+    pub async fn masters(&mut self) -> Option<redis::RedisResult<Vec<((String, u16), bool)>>> {
+        let Self::Cluster(cluster) = self else {
+            return None;
+        };
+        let nodes = cluster
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into));
+        Some(nodes.map(|text| parse_masters(&text)))
+    }
+
+    /// Sends `cmd` to `node` (`host:port` of a cluster node), or to the server (`None`, or a
+    /// single-server link).
+    pub async fn on_node(
+        &mut self,
+        cmd: redis::Cmd,
+        node: Option<&(String, u16)>,
+    ) -> redis::RedisResult<redis::Value> {
+        match (self, node) {
+            (Self::Cluster(c), Some((host, port))) => {
+                let route = SingleNodeRoutingInfo::ByAddress {
+                    host: host.clone(),
+                    port: *port,
+                };
+                c.route_command(cmd, RoutingInfo::SingleNode(route)).await
+            }
+            (link, _) => cmd.query_async(link).await,
+        }
+    }
+}
+
+/// The masters, from `CLUSTER NODES` text (lines
+/// `<id> <ip:port@bus[,host]> <flags> <master> <ping> <pong> <epoch> <state> <slots…>`),
+/// each with whether it is flagged failed (`fail` or `fail?`).
+fn parse_masters(text: &str) -> Vec<((String, u16), bool)> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            if !flags.split(',').any(|f| f == "master") {
+                return None;
+            }
+            let failed = flags.split(',').any(|f| f.starts_with("fail"));
+            let address = fields.get(1)?.split('@').next()?;
+            let (host, port) = address.rsplit_once(':')?;
+            Some(((host.to_string(), port.parse().ok()?), failed))
+        })
+        .collect()
+}
 
 /// A cheaply clonable handle to one multiplexed Redis connection with a circuit breaker.
 #[derive(Clone)]
@@ -27,8 +132,12 @@ pub struct RedisConnection {
 }
 
 struct Inner {
-    /// `None` when Redis is disabled or the URL could not be turned into a client.
-    manager: Option<ConnectionManager>,
+    /// `None` when Redis is disabled or the URL could not be turned into a client. Behind a
+    /// lock because a cluster link is replaced when it stops answering (see `ping`).
+    manager: Option<RwLock<RedisLink>>,
+    cluster: bool,
+    /// The settings, to build a fresh cluster link.
+    config: RedisConfig,
     /// The breaker: commands are only sent while this is true.
     up: AtomicBool,
     /// Set by `close`: the probe stops and every operation degrades.
@@ -55,31 +164,16 @@ impl RedisConnection {
             tracing::info!("Redis disabled (REDIS_ENABLED=false): using in-process fallbacks");
             return Self::from_parts(None, &config);
         }
-        if !config.cluster_nodes.is_empty() {
-            tracing::warn!(
-                "REDIS_CLUSTER_NODES is set but cluster mode is not supported yet; connecting to {}",
-                config.redacted_url()
-            );
-        }
         // rustls needs a process-wide crypto provider for rediss:// URLs; another part of the
         // program may have installed one already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let manager = redis::Client::open(config.connection_url())
-            .and_then(|client| {
-                let manager_config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(config.connect_timeout))
-                    .set_response_timeout(Some(config.command_timeout))
-                    // Reconnection is driven by the probe; a long retry schedule inside the
-                    // manager would only make callers wait.
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(200));
-                ConnectionManager::new_lazy_with_config(client, manager_config)
-            })
-            .map_err(|e| tracing::error!("Redis client could not be created: {e}"))
-            .ok();
+        let manager = if config.is_cluster() {
+            cluster_link(&config)
+        } else {
+            single_link(&config)
+        };
         let connection = Self::from_parts(manager, &config);
-        if connection.inner.manager.is_some() {
+        if connection.is_enabled() {
             match connection.ping_inner().await {
                 Ok(_) => {
                     connection.inner.up.store(true, Ordering::Release);
@@ -107,10 +201,12 @@ impl RedisConnection {
         )
     }
 
-    fn from_parts(manager: Option<ConnectionManager>, config: &RedisConfig) -> Self {
+    fn from_parts(manager: Option<RedisLink>, config: &RedisConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
-                manager,
+                cluster: matches!(manager, Some(RedisLink::Cluster(_))),
+                manager: manager.map(RwLock::new),
+                config: config.clone(),
                 up: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 outages: AtomicU64::new(0),
@@ -145,6 +241,60 @@ impl RedisConnection {
         self.inner.up.load(Ordering::Acquire)
     }
 
+    /// True in Redis Cluster mode (`REDIS_CLUSTER_NODES`).
+    pub fn is_cluster(&self) -> bool {
+        self.inner.cluster
+    }
+
+    /// The `host:port` of every master and whether it answers a `PING` within the command
+    /// time-out; empty on a single server or when the cluster cannot be asked.
+    pub async fn cluster_masters(&self) -> Vec<(String, bool)> {
+        let Ok(Some(masters)) = self
+            .run(|mut c| async move { c.masters().await.transpose() })
+            .await
+        else {
+            return Vec::new();
+        };
+        let checks = masters.into_iter().map(|(node, _)| async move {
+            let name = format!("{}:{}", node.0, node.1);
+            // Not through `run`: one dead master must not open the breaker for all.
+            let answered = match self.link() {
+                Some(mut link) => matches!(
+                    tokio::time::timeout(
+                        self.inner.command_timeout,
+                        link.on_node(redis::cmd("PING"), Some(&node)),
+                    )
+                    .await,
+                    Ok(Ok(_))
+                ),
+                None => false,
+            };
+            (name, answered)
+        });
+        futures::future::join_all(checks).await
+    }
+
+    /// The current link (a cheap clone), or `None` when Redis is disabled.
+    fn link(&self) -> Option<RedisLink> {
+        let lock = self.inner.manager.as_ref()?;
+        lock.read().ok().map(|link| link.clone())
+    }
+
+    /// Replaces the cluster link with a fresh one that discovers the topology from the seed
+    /// nodes again. redis-rs refreshes its slot map after `MOVED` replies and during its
+    /// retries, but with retries off (fail fast) a link whose master died can keep trying
+    /// that node and never learn that a replica took over; a new link asks the survivors.
+    fn rebuild_cluster_link(&self) {
+        if !self.inner.cluster {
+            return;
+        }
+        if let (Some(lock), Some(fresh)) = (&self.inner.manager, cluster_link(&self.inner.config)) {
+            if let Ok(mut link) = lock.write() {
+                *link = fresh;
+            }
+        }
+    }
+
     /// False when Redis is disabled by configuration.
     pub fn is_enabled(&self) -> bool {
         self.inner.manager.is_some()
@@ -171,14 +321,14 @@ impl RedisConnection {
     /// the command is not retried.
     pub async fn run<T, F, Fut>(&self, command: F) -> Result<T, RedisError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(RedisLink) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let manager = self.inner.manager.as_ref().ok_or(RedisError::Disabled)?;
+        let manager = self.link().ok_or(RedisError::Disabled)?;
         if !self.is_connected() || self.inner.closed.load(Ordering::Acquire) {
             return Err(RedisError::Unavailable);
         }
-        match tokio::time::timeout(self.inner.command_timeout, command(manager.clone())).await {
+        match tokio::time::timeout(self.inner.command_timeout, command(manager)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) if is_connection_error(&e) => {
                 self.mark_down(&e.to_string());
@@ -203,6 +353,7 @@ impl RedisConnection {
             Err(e) => {
                 if e.is_unavailable() {
                     self.mark_down(&e.to_string());
+                    self.rebuild_cluster_link();
                 }
                 Err(e)
             }
@@ -210,19 +361,22 @@ impl RedisConnection {
     }
 
     async fn ping_inner(&self) -> Result<Duration, RedisError> {
-        let manager = self.inner.manager.as_ref().ok_or(RedisError::Disabled)?;
+        let mut conn = self.link().ok_or(RedisError::Disabled)?;
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(RedisError::Unavailable);
         }
-        let mut conn = manager.clone();
         let started = Instant::now();
-        let reply = tokio::time::timeout(
-            self.inner.ping_timeout,
-            redis::cmd("PING").query_async::<String>(&mut conn),
-        )
+        let reply = tokio::time::timeout(self.inner.ping_timeout, async {
+            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            let elapsed = started.elapsed();
+            if let RedisLink::Cluster(cluster) = &mut conn {
+                cluster_usable(cluster).await?;
+            }
+            Ok::<_, redis::RedisError>(elapsed)
+        })
         .await;
         match reply {
-            Ok(Ok(_)) => Ok(started.elapsed()),
+            Ok(Ok(elapsed)) => Ok(elapsed),
             Ok(Err(e)) if is_connection_error(&e) => Err(RedisError::Connection(e)),
             Ok(Err(e)) => Err(RedisError::Command(e)),
             Err(_) => Err(RedisError::Timeout),
@@ -264,6 +418,43 @@ impl RedisConnection {
     }
 }
 
+/// A lazily connecting single-server link.
+fn single_link(config: &RedisConfig) -> Option<RedisLink> {
+    redis::Client::open(config.connection_url())
+        .and_then(|client| {
+            let manager_config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout))
+                .set_response_timeout(Some(config.command_timeout))
+                // Reconnection is driven by the probe; a long retry schedule inside the
+                // manager would only make callers wait.
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(200));
+            ConnectionManager::new_lazy_with_config(client, manager_config)
+        })
+        .map_err(|e| tracing::error!("Redis client could not be created: {e}"))
+        .ok()
+        .map(RedisLink::Single)
+}
+
+/// A lazily connecting cluster link. No retries: redis-rs would otherwise retry a command
+/// against a dead master (up to 16 times, with back-off) while the request waits; here it
+/// fails at once, the breaker opens, and the request degrades. Slot maps are refreshed by
+/// redis-rs after connection errors and `MOVED` replies, so a promoted replica is found
+/// without restarting.
+fn cluster_link(config: &RedisConfig) -> Option<RedisLink> {
+    let cluster_config = redis::cluster::ClusterConfig::new()
+        .set_connection_timeout(config.connect_timeout)
+        .set_response_timeout(config.command_timeout);
+    redis::cluster::ClusterClientBuilder::new(config.cluster_urls())
+        .retries(0)
+        .build()
+        .map(|client| client.get_pending_async_connection_with_config(cluster_config))
+        .map_err(|e| tracing::error!("Redis Cluster client could not be created: {e}"))
+        .ok()
+        .map(RedisLink::Cluster)
+}
+
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnection")
@@ -274,10 +465,55 @@ impl std::fmt::Debug for RedisConnection {
     }
 }
 
+/// Fails unless the cluster (asked at a random node) reports `cluster_state:ok`: with a
+/// slot unserved, Redis Cluster refuses commands anyway, and answering them as misses at
+/// once beats trying each against a dead master.
+async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<()> {
+    let info: String = redis::from_redis_value(
+        cluster
+            .route_command(
+                redis::cmd("CLUSTER").arg("INFO").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?,
+    )?;
+    if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+        Ok(())
+    } else {
+        Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "the cluster reports cluster_state:fail",
+        )))
+    }
+}
+
 fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masters_are_read_from_cluster_nodes() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected
+c3 127.0.0.1:7002@17002,host.example master - 0 0 3 connected 5461-10922
+d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+";
+        assert_eq!(
+            parse_masters(text),
+            [
+                (("127.0.0.1".to_string(), 7000), false),
+                (("127.0.0.1".to_string(), 7001), true),
+                (("127.0.0.1".to_string(), 7002), false),
+            ]
+        );
+    }
 }

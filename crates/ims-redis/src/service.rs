@@ -139,25 +139,52 @@ impl RedisService {
             .unwrap_or(false)
     }
 
-    /// Keys matching the glob `pattern` (prefix added), found with `SCAN` so Redis is never
-    /// blocked the way `KEYS` would block it, and returned without the prefix.
-    /// Degraded default: empty.
+    /// The nodes a walk over the keyspace must visit: the server (`None`), or every master
+    /// of the cluster, since each holds only its own slots' keys.
+    async fn nodes(&self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
+        let masters = self
+            .connection
+            .run(|mut c| async move { c.masters().await.transpose() })
+            .await?;
+        Ok(match masters {
+            None => vec![None],
+            // A failed master's slots are served by its promoted replica, listed too.
+            Some(masters) => masters
+                .into_iter()
+                .filter(|(_, failed)| !*failed)
+                .map(|(node, _)| Some(node))
+                .collect(),
+        })
+    }
+
+    /// Keys matching the glob `pattern` (prefix added), found with `SCAN` (on every master
+    /// in cluster mode) so Redis is never blocked the way `KEYS` would block it, and
+    /// returned without the prefix. Degraded default: empty.
     pub async fn keys(&self, pattern: &str) -> Vec<String> {
         let full_pattern = format!("{}{pattern}", escape_glob(&self.prefix));
         let mut found = Vec::new();
-        let mut cursor = 0;
-        loop {
-            match self.scan_step(cursor, &full_pattern).await {
-                Ok((next, batch)) => {
-                    found.extend(batch);
-                    if next == 0 {
-                        break;
+        let nodes = match self.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                log_failure("keys", pattern, &e);
+                return Vec::new();
+            }
+        };
+        for node in &nodes {
+            let mut cursor = 0;
+            loop {
+                match self.scan_step(node.as_ref(), cursor, &full_pattern).await {
+                    Ok((next, batch)) => {
+                        found.extend(batch);
+                        if next == 0 {
+                            break;
+                        }
+                        cursor = next;
                     }
-                    cursor = next;
-                }
-                Err(e) => {
-                    log_failure("keys", pattern, &e);
-                    return Vec::new();
+                    Err(e) => {
+                        log_failure("keys", pattern, &e);
+                        return Vec::new();
+                    }
                 }
             }
         }
@@ -172,15 +199,37 @@ impl RedisService {
     }
 
     /// Deletes every key starting with `prefix` (after the service prefix) with `SCAN` and
-    /// `UNLINK`, batch by batch, and returns how many were removed. Glob characters in
-    /// `prefix` are escaped, so `a*` removes keys that start with the literal `a*`.
-    /// Degraded default: `0` (or the count removed before Redis went away).
+    /// `UNLINK`, batch by batch (on every master in cluster mode), and returns how many were
+    /// removed. Glob characters in `prefix` are escaped, so `a*` removes keys that start with
+    /// the literal `a*`. Degraded default: `0` (or the count removed before Redis went away).
     pub async fn flush_by_prefix(&self, prefix: &str) -> u64 {
         let full_pattern = format!("{}{}*", escape_glob(&self.prefix), escape_glob(prefix));
         let mut removed = 0u64;
+        let nodes = match self.nodes().await {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                log_failure("flush_by_prefix", prefix, &e);
+                return 0;
+            }
+        };
+        for node in &nodes {
+            removed += self.flush_node(node.as_ref(), prefix, &full_pattern).await;
+        }
+        removed
+    }
+
+    /// [`flush_by_prefix`](Self::flush_by_prefix) on one node. The keys of one `SCAN` step
+    /// may lie in many slots; redis-rs splits a cluster `UNLINK` by slot.
+    async fn flush_node(
+        &self,
+        node: Option<&(String, u16)>,
+        prefix: &str,
+        full_pattern: &str,
+    ) -> u64 {
+        let mut removed = 0u64;
         let mut cursor = 0;
         loop {
-            let step = match self.scan_step(cursor, &full_pattern).await {
+            let step = match self.scan_step(node, cursor, full_pattern).await {
                 Ok((next, batch)) if batch.is_empty() => Ok(next),
                 Ok((next, batch)) => self
                     .connection
@@ -213,20 +262,20 @@ impl RedisService {
     /// so a large keyspace never turns into one long blocking call.
     async fn scan_step(
         &self,
+        node: Option<&(String, u16)>,
         cursor: u64,
         pattern: &str,
     ) -> Result<(u64, Vec<String>), RedisError> {
-        let pattern = pattern.to_string();
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(SCAN_BATCH);
         self.connection
             .run(|mut c| async move {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(pattern)
-                    .arg("COUNT")
-                    .arg(SCAN_BATCH)
-                    .query_async(&mut c)
-                    .await
+                let reply = c.on_node(scan, node).await?;
+                Ok(redis::from_redis_value(reply)?)
             })
             .await
     }

@@ -2,6 +2,11 @@
 //!
 //! Each test gets its own `redis-server` process on a free loopback port, so tests can stop,
 //! restart and flush it without disturbing one another or the machine's shared Redis.
+//! [`RedisCluster`] runs a whole local Redis Cluster (3 masters, 3 replicas) the same way.
+
+mod cluster;
+
+pub use cluster::RedisCluster;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -485,7 +485,7 @@ fn inventory_valuation(org_id: &str) -> Spec<Valuation> {
              {from} {where_sql}"
         ),
         filter,
-        sort: Some(|rows| rows.sort_by(|a, b| b.value_cents.cmp(&a.value_cents))),
+        sort: Some(|rows| rows.sort_by_key(|row| std::cmp::Reverse(row.value_cents))),
     }
 }
 

@@ -6,6 +6,7 @@ mod auth;
 mod binary;
 mod cache;
 mod catalog;
+mod cluster;
 mod connections;
 mod dashboard;
 mod health;

@@ -25,23 +25,107 @@ pub fn group_of(key_prefix: &str) -> &str {
     key_prefix.split(':').next().unwrap_or(key_prefix)
 }
 
-/// The entry key, after the service prefix: `cache:{scope}:{keyPrefix}:{rest}`.
-pub fn entry(scope: &str, key_prefix: &str, rest: &str) -> String {
-    format!("cache:{scope}:{key_prefix}:{rest}")
+/// Where a cache's keys live. On one server they follow contract §5
+/// (`cache:<scope>:<keyPrefix>:…`). On a cluster, every key of a scope carries the scope as
+/// its hash tag (`cache:{<scope>}:…`), so the entry, its group's epoch and index, which the
+/// store and invalidation scripts touch together, share one slot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Layout {
+    /// Keys for Redis Cluster.
+    pub cluster: bool,
 }
 
-/// The epoch counter of a (scope, group): bumped by every invalidation of the group.
-pub fn epoch(scope: &str, group: &str) -> String {
-    format!("cacheepoch:{scope}:{group}")
+impl Layout {
+    fn scope(self, scope: &str) -> String {
+        if self.cluster {
+            format!("{{{scope}}}")
+        } else {
+            scope.to_string()
+        }
+    }
+
+    /// The entry key, after the service prefix: `cache:{scope}:{keyPrefix}:{rest}`.
+    pub fn entry(self, scope: &str, key_prefix: &str, rest: &str) -> String {
+        format!("cache:{}:{key_prefix}:{rest}", self.scope(scope))
+    }
+
+    /// The epoch counter of a (scope, group): bumped by every invalidation of the group.
+    pub fn epoch(self, scope: &str, group: &str) -> String {
+        format!("cacheepoch:{}:{group}", self.scope(scope))
+    }
+
+    /// The index of a (scope, group): a sorted set of its entry keys scored by expiry time.
+    pub fn index(self, scope: &str, group: &str) -> String {
+        format!("cacheidx:{}:{group}", self.scope(scope))
+    }
+
+    /// The generation that guards `full_entry` (the entry's whole key, prefix included),
+    /// bumped when the cache is flushed after a Redis outage. One global key on a server; on
+    /// a cluster one per slot, in the entry's slot, because a script may only touch keys of
+    /// one slot. Per slot rather than per scope: the flush must bump every generation, and
+    /// the slots are a fixed, known set (16,384 keys) where scopes are not.
+    pub fn generation(self, full_entry: &str) -> String {
+        if self.cluster {
+            format!(
+                "cachegen:{{{}}}",
+                slot_tags()[usize::from(slot(full_entry))]
+            )
+        } else {
+            GENERATION.to_string()
+        }
+    }
+
+    /// Every generation key (see [`generation`](Self::generation)).
+    pub fn generations(self) -> Vec<String> {
+        if self.cluster {
+            slot_tags()
+                .iter()
+                .map(|tag| format!("cachegen:{{{tag}}}"))
+                .collect()
+        } else {
+            vec![GENERATION.to_string()]
+        }
+    }
 }
 
-/// The index of a (scope, group): a sorted set of its entry keys scored by expiry time.
-pub fn index(scope: &str, group: &str) -> String {
-    format!("cacheidx:{scope}:{group}")
+/// The global generation of a single server.
+const GENERATION: &str = "cachegen";
+
+/// Slots of a Redis Cluster.
+const SLOTS: u16 = 16_384;
+
+/// The slot of `key` by Redis Cluster's rule: CRC16 of the hash tag (the text between the
+/// first `{` and the next `}`, when not empty), or of the whole key.
+pub fn slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    crc16::State::<crc16::XMODEM>::calculate(tagged.unwrap_or(bytes)) % SLOTS
 }
 
-/// The global generation, bumped when the cache is flushed after a Redis outage.
-pub const GENERATION: &str = "cachegen";
+/// For each slot, a short hash tag that lands in it (the first decimal number that does).
+/// Found once per process: about 160,000 CRC16s.
+fn slot_tags() -> &'static [String] {
+    static TAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let mut tags = vec![String::new(); usize::from(SLOTS)];
+        let mut missing = usize::from(SLOTS);
+        let mut n: u64 = 0;
+        while missing > 0 {
+            let tag = n.to_string();
+            let slot =
+                usize::from(crc16::State::<crc16::XMODEM>::calculate(tag.as_bytes()) % SLOTS);
+            if tags[slot].is_empty() {
+                tags[slot] = tag;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        tags
+    });
+    &TAGS
+}
 
 #[cfg(test)]
 mod tests {
@@ -61,6 +145,45 @@ mod tests {
         assert_ne!(query_hash(Some("a=1")), query_hash(Some("a=2")));
         // Encoding differences of the same value do not matter.
         assert_eq!(query_hash(Some("q=a%20b")), query_hash(Some("q=a+b")));
+    }
+
+    #[test]
+    fn slots_follow_the_cluster_rule() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot("123456789"), 12739);
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("user1000"));
+        assert_eq!(slot("foo{}{bar}"), slot("foo{}{bar}"));
+        assert_ne!(slot("foo{}{bar}"), slot("bar"));
+    }
+
+    #[test]
+    fn cluster_keys_of_a_scope_share_a_slot_with_their_generation() {
+        let layout = Layout { cluster: true };
+        let entry = format!(
+            "ims:{}",
+            layout.entry("org-1", "items:list", "GET:/items:x")
+        );
+        assert_eq!(entry, "ims:cache:{org-1}:items:list:GET:/items:x");
+        let slot_of = slot(&entry);
+        assert_eq!(
+            slot(&format!("ims:{}", layout.epoch("org-1", "items"))),
+            slot_of
+        );
+        assert_eq!(
+            slot(&format!("ims:{}", layout.index("org-1", "items"))),
+            slot_of
+        );
+        assert_eq!(slot(&format!("ims:{}", layout.generation(&entry))), slot_of);
+        let generations = layout.generations();
+        assert_eq!(generations.len(), 16_384);
+        let mut slots: Vec<u16> = generations.iter().map(|g| slot(g)).collect();
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(slots.len(), 16_384, "one generation per slot");
+        let single = Layout { cluster: false };
+        assert_eq!(single.entry("o", "items:list", "r"), "cache:o:items:list:r");
+        assert_eq!(single.generation("anything"), "cachegen");
     }
 
     #[test]

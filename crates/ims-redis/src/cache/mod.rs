@@ -57,7 +57,7 @@ use redis::Script;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
 
-pub use key::{body_tag, group_of, query_hash};
+pub use key::{body_tag, group_of, query_hash, slot, Layout};
 pub(crate) use layer::{boxed, full};
 pub use layer::{CacheBody, CacheLayer, CacheService};
 
@@ -69,6 +69,9 @@ pub type ScopeFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + 
 /// How long an epoch counter outlives its last bump. Far longer than any request, so a miss
 /// can never see an epoch vanish and reappear.
 const EPOCH_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Pause between attempts to flush the cache after an outage.
+const RECOVERY_RETRY: Duration = Duration::from_millis(200);
 
 /// A cached response body with the headers needed to replay it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +201,7 @@ pub(crate) enum Flight {
 /// The response-cache engine shared by every cached route of a process.
 pub struct ResponseCache {
     redis: RedisService,
+    layout: Layout,
     scope: ScopeFn,
     /// Fraction of the TTL by which entries are shortened at random, so entries written
     /// together do not all expire together.
@@ -248,8 +252,12 @@ impl ResponseCache {
     /// random fraction up to `jitter` (0.0–0.5; 0.05 means entries live 95–100 % of their
     /// TTL). Starts a task that flushes the cache whenever Redis comes back after an outage.
     pub fn new(redis: RedisService, scope: ScopeFn, jitter: f64) -> Arc<Self> {
+        let layout = Layout {
+            cluster: redis.connection().is_cluster(),
+        };
         let cache = Arc::new(Self {
             redis,
+            layout,
             scope,
             jitter: jitter.clamp(0.0, 0.5),
             counters: Counters::default(),
@@ -282,27 +290,51 @@ impl ResponseCache {
     /// Writes made while Redis was unreachable could not invalidate anything, and Redis may
     /// have kept its data (a partition rather than a restart). Until every entry is gone,
     /// reads bypass the cache; the generation bump stops in-flight misses from storing.
+    /// Retried until it succeeds while Redis is up: on a cluster, a slot whose master just
+    /// died fails the bump until its replica takes over, and the cache must then come back
+    /// by itself.
     async fn recover(&self) {
         self.ready.store(false, Ordering::Release);
-        let bumped = self
-            .redis
-            .connection()
-            .run(|mut c| async move {
-                redis::cmd("INCR")
-                    .arg(self.redis.key(key::GENERATION))
-                    .query_async::<i64>(&mut c)
-                    .await
+        while self.redis.is_connected() {
+            if self.flush_all().await {
+                self.ready.store(true, Ordering::Release);
+                return;
+            }
+            tokio::time::sleep(RECOVERY_RETRY).await;
+        }
+    }
+
+    /// Bumps every generation, then deletes every entry and index; true when all of it
+    /// succeeded.
+    async fn flush_all(&self) -> bool {
+        use futures::StreamExt;
+        // One key on a server, one per slot (16,384) on a cluster, sent a few hundred at a
+        // time over the multiplexed connections: each stays far inside the command time-out.
+        let generations = self.layout.generations();
+        let failed = futures::stream::iter(generations)
+            .map(|generation| {
+                let generation = self.redis.key(&generation);
+                self.redis.connection().run(|mut c| async move {
+                    redis::cmd("INCR")
+                        .arg(generation)
+                        .query_async::<i64>(&mut c)
+                        .await
+                })
             })
+            .buffer_unordered(256)
+            .filter(|bumped| std::future::ready(bumped.is_err()))
+            .count()
             .await;
-        if bumped.is_err() {
-            return;
+        if failed > 0 {
+            return false;
         }
         let removed = self.redis.flush_by_prefix("cache:").await
             + self.redis.flush_by_prefix("cacheidx:").await;
-        if self.redis.is_connected() {
-            tracing::info!(removed, "response cache flushed after the Redis outage");
-            self.ready.store(true, Ordering::Release);
+        if !self.redis.is_connected() {
+            return false;
         }
+        tracing::info!(removed, "response cache flushed after the Redis outage");
+        true
     }
 
     fn ttl_with_jitter(&self, ttl: Duration) -> Duration {
@@ -319,9 +351,11 @@ impl ResponseCache {
         if !self.ready.load(Ordering::Acquire) {
             return Lookup::Unavailable;
         }
-        let entry = self.redis.key(&key::entry(scope, key_prefix, rest));
-        let epoch = self.redis.key(&key::epoch(scope, group_of(key_prefix)));
-        let generation = self.redis.key(key::GENERATION);
+        let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
+        let epoch = self
+            .redis
+            .key(&self.layout.epoch(scope, group_of(key_prefix)));
+        let generation = self.redis.key(&self.layout.generation(&entry));
         let reply = self
             .redis
             .connection()
@@ -369,11 +403,13 @@ impl ResponseCache {
     ) -> Option<Duration> {
         let group = group_of(key_prefix);
         let ttl = self.ttl_with_jitter(ttl);
+        let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
+        let generation = self.redis.key(&self.layout.generation(&entry));
         let keys = [
-            self.redis.key(&key::entry(scope, key_prefix, rest)),
-            self.redis.key(&key::epoch(scope, group)),
-            self.redis.key(key::GENERATION),
-            self.redis.key(&key::index(scope, group)),
+            entry,
+            self.redis.key(&self.layout.epoch(scope, group)),
+            generation,
+            self.redis.key(&self.layout.index(scope, group)),
         ];
         let value = cached.encode();
         let ttl_ms = ttl.as_millis().max(1) as u64;
@@ -420,8 +456,8 @@ impl ResponseCache {
         }
         let mut keys = Vec::with_capacity(groups.len() * 2);
         for group in groups {
-            keys.push(self.redis.key(&key::epoch(scope, group)));
-            keys.push(self.redis.key(&key::index(scope, group)));
+            keys.push(self.redis.key(&self.layout.epoch(scope, group)));
+            keys.push(self.redis.key(&self.layout.index(scope, group)));
         }
         let epoch_ttl = EPOCH_TTL.as_millis() as u64;
         let removed = self

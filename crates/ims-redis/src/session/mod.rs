@@ -79,6 +79,26 @@ return record
 static TAKE: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_SCRIPT));
 
 impl RefreshTokenStore {
+    /// The live token's key, after the service prefix. On a cluster the hash is the key's
+    /// hash tag (`session:refresh:{<hash>}`), so it shares a slot with its tombstone and the
+    /// rotation script may touch both; on a server it is contract §3's format.
+    fn live_key(&self, token_hash: &str) -> String {
+        format!("{REFRESH_NAMESPACE}{}", self.tagged(token_hash))
+    }
+
+    /// The rotation tombstone's key (see [`live_key`](Self::live_key)).
+    fn tombstone_key(&self, token_hash: &str) -> String {
+        format!("{ROTATED_NAMESPACE}{}", self.tagged(token_hash))
+    }
+
+    fn tagged(&self, token_hash: &str) -> String {
+        if self.redis.connection().is_cluster() {
+            format!("{{{token_hash}}}")
+        } else {
+            token_hash.to_string()
+        }
+    }
+
     /// A store writing through `redis` (and so under its key prefix).
     pub fn new(redis: RedisService) -> Self {
         Self { redis }
@@ -93,20 +113,14 @@ impl RefreshTokenStore {
     /// Returns `false` when Redis did not take it, so the caller can store it elsewhere.
     pub async fn put<T: Serialize>(&self, token_hash: &str, record: &T, ttl: Duration) -> bool {
         self.redis
-            .set(
-                &format!("{REFRESH_NAMESPACE}{token_hash}"),
-                record,
-                Some(ttl),
-            )
+            .set(&self.live_key(token_hash), record, Some(ttl))
             .await
     }
 
     /// Reads the record of a live token without consuming it. `None` when it is missing or
     /// Redis is down.
     pub async fn get<T: DeserializeOwned>(&self, token_hash: &str) -> Option<T> {
-        self.redis
-            .get(&format!("{REFRESH_NAMESPACE}{token_hash}"))
-            .await
+        self.redis.get(&self.live_key(token_hash)).await
     }
 
     /// Atomically deletes a live token and leaves a tombstone with its record for
@@ -116,8 +130,8 @@ impl RefreshTokenStore {
         token_hash: &str,
         tombstone_ttl: Duration,
     ) -> Taken<T> {
-        let live = self.redis.key(&format!("{REFRESH_NAMESPACE}{token_hash}"));
-        let tombstone = self.redis.key(&format!("{ROTATED_NAMESPACE}{token_hash}"));
+        let live = self.redis.key(&self.live_key(token_hash));
+        let tombstone = self.redis.key(&self.tombstone_key(token_hash));
         let ttl_ms = tombstone_ttl.as_millis().max(1) as u64;
         let reply = self
             .redis
@@ -149,17 +163,12 @@ impl RefreshTokenStore {
 
     /// The record of a token that was rotated away, if its tombstone is still there.
     pub async fn rotated<T: DeserializeOwned>(&self, token_hash: &str) -> Option<T> {
-        self.redis
-            .get(&format!("{ROTATED_NAMESPACE}{token_hash}"))
-            .await
+        self.redis.get(&self.tombstone_key(token_hash)).await
     }
 
     /// Deletes a live token (logout). Returns whether it existed.
     pub async fn remove(&self, token_hash: &str) -> bool {
-        self.redis
-            .del(&[&format!("{REFRESH_NAMESPACE}{token_hash}")])
-            .await
-            > 0
+        self.redis.del(&[&self.live_key(token_hash)]).await > 0
     }
 }
 

@@ -1,0 +1,505 @@
+//! The API on a real Redis Cluster (3 masters, 3 replicas, started per test): sessions,
+//! the response cache with its cluster key layout, exact rate limits across processes, a
+//! prefix flush over every master, `/health`, and a master killed under load.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ims_testkit::RedisCluster;
+use md5::{Digest, Md5};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{sha256, spawn_app_with, ServerProcess, TestApp};
+
+/// A server on `cluster`, with `vars` on top.
+async fn spawn_on(cluster: &RedisCluster, vars: &[(&str, &str)]) -> TestApp {
+    let seeds = cluster.seeds();
+    let mut all = vec![("REDIS_CLUSTER_NODES", seeds.as_str())];
+    all.extend_from_slice(vars);
+    let app = spawn_app_with(&all).await;
+    assert!(app.state.redis.connection().is_cluster());
+    wait_until_up(&app).await;
+    app
+}
+
+async fn wait_until_up(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !app.state.redis.is_connected() {
+        assert!(Instant::now() < deadline, "the cluster never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A synchronous cluster client for looking at keys the way an operator would.
+fn cluster_conn(cluster: &RedisCluster) -> redis::cluster::ClusterConnection {
+    let nodes: Vec<String> = cluster
+        .seeds()
+        .split(',')
+        .map(|node| format!("redis://{node}"))
+        .collect();
+    redis::cluster::ClusterClient::new(nodes)
+        .expect("cluster client")
+        .get_connection()
+        .expect("cluster connection")
+}
+
+fn exists(cluster: &RedisCluster, key: &str) -> bool {
+    redis::cmd("EXISTS")
+        .arg(key)
+        .query::<i64>(&mut cluster_conn(cluster))
+        .expect("exists")
+        == 1
+}
+
+/// Keys matching `pattern` on each master, by port.
+fn keys_per_master(cluster: &RedisCluster, pattern: &str) -> Vec<(u16, usize)> {
+    cluster
+        .masters()
+        .into_iter()
+        .map(|port| {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("client");
+            let mut conn = client.get_connection().expect("connection");
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(pattern)
+                .query(&mut conn)
+                .expect("keys");
+            (port, keys.len())
+        })
+        .collect()
+}
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+struct Org {
+    token: String,
+    org_id: String,
+    item: String,
+    warehouse: String,
+}
+
+async fn created(app: &TestApp, path: &str, body: Value, token: &str) -> String {
+    let response = app.post(path, body, Some(token)).await;
+    assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
+    let value: Value = response.json().await.expect("json");
+    value["id"].as_str().expect("id").to_string()
+}
+
+async fn org(app: &TestApp, email: &str) -> Org {
+    let pair = app.register(email).await;
+    let token = pair["accessToken"].as_str().expect("token").to_string();
+    let org_id = pair["user"]["organizationId"]
+        .as_str()
+        .expect("org")
+        .to_string();
+    let warehouse = created(
+        app,
+        "/warehouses",
+        json!({"name": "Main", "code": "M"}),
+        &token,
+    )
+    .await;
+    let item = created(
+        app,
+        "/items",
+        json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500}),
+        &token,
+    )
+    .await;
+    Org {
+        token,
+        org_id,
+        item,
+        warehouse,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_rotate_detect_reuse_and_log_out_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let pair = app.register("session@example.com").await;
+    let first = pair["refreshToken"].as_str().expect("refresh").to_string();
+    // The hash is the key's hash tag, so the token and its tombstone share a slot.
+    let live = format!("ims:session:refresh:{{{}}}", sha256(&first));
+    assert!(exists(&cluster, &live), "{live}");
+
+    let rotated = app.refresh(&first).await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    let second: Value = rotated.json().await.expect("json");
+    let second = second["refreshToken"]
+        .as_str()
+        .expect("refresh")
+        .to_string();
+    assert!(!exists(&cluster, &live), "the old token is dead");
+    assert!(exists(
+        &cluster,
+        &format!("ims:session:rotated:{{{}}}", sha256(&first))
+    ));
+
+    // Replaying the rotated token revokes the whole session: the new one dies too.
+    assert_eq!(app.refresh(&first).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.refresh(&second).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    let pair = app.login("session@example.com").await;
+    let token = pair["refreshToken"].as_str().expect("refresh").to_string();
+    let access = pair["accessToken"].as_str().expect("access").to_string();
+    let out = app
+        .post(
+            "/auth/logout",
+            json!({"refreshToken": token}),
+            Some(&access),
+        )
+        .await;
+    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.refresh(&token).await.status(), StatusCode::UNAUTHORIZED);
+    assert!(!exists(
+        &cluster,
+        &format!("ims:session:refresh:{{{}}}", sha256(&token))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apart() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let a = org(&app, "a@example.com").await;
+    let b = org(&app, "b@example.com").await;
+
+    let empty = hex::encode(Md5::digest(b""));
+    let key_of = |org: &Org| format!("ims:cache:{{{}}}:items:list:GET:/items:{empty}", org.org_id);
+    for org in [&a, &b] {
+        let first = app.get("/items", Some(&org.token)).await;
+        assert_eq!(header(&first, "x-cache"), "MISS");
+        let second = app.get("/items", Some(&org.token)).await;
+        assert_eq!(header(&second, "x-cache"), "HIT");
+        let ttl: u64 = header(&second, "x-cache-ttl").parse().expect("ttl");
+        assert!((1..=60).contains(&ttl), "{ttl}");
+        assert!(!header(&second, "etag").is_empty());
+        assert!(exists(&cluster, &key_of(org)), "{}", key_of(org));
+    }
+    // The two organizations' entries live wherever their tags hash; each group's epoch
+    // and index are in its entry's slot, or the store script would have been refused.
+    let slot = |key: &str| -> i64 {
+        redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut cluster_conn(&cluster))
+            .expect("keyslot")
+    };
+    assert_eq!(
+        slot(&key_of(&a)),
+        slot(&format!("ims:cacheidx:{{{}}}:items", a.org_id))
+    );
+
+    // A write in A invalidates A's list and nothing of B's.
+    created(
+        &app,
+        "/items",
+        json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
+        &a.token,
+    )
+    .await;
+    assert!(!exists(&cluster, &key_of(&a)));
+    assert!(exists(&cluster, &key_of(&b)));
+    let after = app.get("/items", Some(&a.token)).await;
+    assert_eq!(header(&after, "x-cache"), "MISS");
+    let body: Value = after.json().await.expect("json");
+    assert_eq!(body["total"], 2, "the new item is there");
+    let other = app.get("/items", Some(&b.token)).await;
+    assert_eq!(header(&other, "x-cache"), "HIT");
+    let body: Value = other.json().await.expect("json");
+    assert_eq!(body["total"], 1, "B never sees A's item");
+
+    // `/health` and `/health/cache` see the cluster.
+    let health: Value = app.get("/health", None).await.json().await.expect("json");
+    assert_eq!(health["services"]["redis"]["status"], "up", "{health}");
+    let stats: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let masters = stats["cluster"]["masters"].as_array().expect("masters");
+    assert_eq!(masters.len(), 3, "{stats}");
+    assert!(masters.iter().all(|m| m["status"] == "up"), "{stats}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_read_started_after_a_write_returned_sees_older_data_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let second = ServerProcess::beside_with(
+        &app,
+        &[
+            ("REDIS_CLUSTER_NODES", cluster.seeds().as_str()),
+            ("RATE_LIMIT_GLOBAL", "1000000/60"),
+        ],
+    )
+    .await;
+    let org = org(&app, "linear@example.com").await;
+    let writes_done = AtomicI64::new(0);
+    let stale = AtomicI64::new(0);
+    let reads = AtomicI64::new(0);
+    let path = format!("/items/{}", org.item);
+    let writer = async {
+        for _ in 0..40 {
+            let body = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 1, "reason": "count"});
+            let response = app
+                .post("/inventory/adjustments", body, Some(&org.token))
+                .await;
+            assert_eq!(response.status(), StatusCode::CREATED);
+            writes_done.fetch_add(1, Ordering::SeqCst);
+        }
+    };
+    let reader = |base: String| {
+        let (app, org, path, writes_done, stale, reads) =
+            (&app, &org, &path, &writes_done, &stale, &reads);
+        async move {
+            while writes_done.load(Ordering::SeqCst) < 40 {
+                let floor = writes_done.load(Ordering::SeqCst);
+                let response = app
+                    .client
+                    .get(format!("{base}{path}"))
+                    .bearer_auth(&org.token)
+                    .send()
+                    .await
+                    .expect("read");
+                assert_eq!(response.status(), StatusCode::OK);
+                let body: Value = response.json().await.expect("json");
+                if body["stockOnHand"].as_i64().expect("stock") < floor {
+                    stale.fetch_add(1, Ordering::SeqCst);
+                }
+                reads.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    };
+    let readers = (0..4).map(|i| {
+        reader(if i % 2 == 0 {
+            app.address.clone()
+        } else {
+            second.address.clone()
+        })
+    });
+    tokio::join!(writer, futures::future::join_all(readers));
+    assert_eq!(
+        stale.load(Ordering::SeqCst),
+        0,
+        "a read returned older data"
+    );
+    assert!(
+        reads.load(Ordering::SeqCst) > 40,
+        "the readers raced the writer"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rate_limits_are_exact_across_three_processes_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seeds();
+    let vars = [
+        ("REDIS_CLUSTER_NODES", seeds.as_str()),
+        ("RATE_LIMIT_GLOBAL", "10/60"),
+    ];
+    let app = spawn_on(&cluster, &vars[1..]).await;
+    let token = app.register("limits@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let others = [
+        ServerProcess::beside_with(&app, &vars).await,
+        ServerProcess::beside_with(&app, &vars).await,
+    ];
+    let bases = [
+        app.address.clone(),
+        others[0].address.clone(),
+        others[1].address.clone(),
+    ];
+    let requests = (0..30).map(|i| {
+        app.client
+            .get(format!("{}/items", bases[i % 3]))
+            .bearer_auth(&token)
+            .send()
+    });
+    let statuses: Vec<StatusCode> = futures::future::join_all(requests)
+        .await
+        .into_iter()
+        .map(|r| r.expect("send").status())
+        .collect();
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!((ok, refused), (10, 20), "{statuses:?}");
+    let mut conn = cluster_conn(&cluster);
+    let count: i64 = redis::cmd("ZCARD")
+        .arg("ims:ratelimit:127.0.0.1:/items")
+        .query(&mut conn)
+        .expect("zcard");
+    assert_eq!(count, 10, "one shared log on the cluster");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prefix_flush_visits_every_master() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let redis = &app.state.redis;
+    // A few hundred at a time, as a real writer would: all at once would queue past the
+    // command time-out on this small machine.
+    for chunk in (0..12_000).collect::<Vec<u32>>().chunks(300) {
+        let writes = chunk.iter().map(|i| async move {
+            assert!(
+                redis
+                    .set(&format!("flushme:{i}"), i, Some(Duration::from_secs(600)))
+                    .await
+            );
+        });
+        futures::future::join_all(writes).await;
+    }
+    redis.set("keepme:1", &1, None).await;
+    let spread = keys_per_master(&cluster, "ims:flushme:*");
+    assert_eq!(spread.len(), 3);
+    assert!(spread.iter().all(|(_, n)| *n > 1_000), "{spread:?}");
+    assert_eq!(spread.iter().map(|(_, n)| n).sum::<usize>(), 12_000);
+    assert_eq!(redis.keys("flushme:*").await.len(), 12_000);
+
+    assert_eq!(redis.flush_by_prefix("flushme:").await, 12_000);
+    assert!(keys_per_master(&cluster, "ims:flushme:*")
+        .iter()
+        .all(|(_, n)| *n == 0));
+    assert!(redis.keys("flushme:*").await.is_empty());
+    assert_eq!(redis.keys("keepme:*").await, ["keepme:1"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_a_master_under_load_fails_no_request_and_caching_resumes() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let second = ServerProcess::beside_with(
+        &app,
+        &[
+            ("REDIS_CLUSTER_NODES", cluster.seeds().as_str()),
+            ("RATE_LIMIT_GLOBAL", "1000000/60"),
+        ],
+    )
+    .await;
+    // Several organizations, so their keys spread over every master.
+    let mut orgs = Vec::new();
+    for i in 0..6 {
+        orgs.push(org(&app, &format!("load{i}@example.com")).await);
+    }
+    let stop = AtomicBool::new(false);
+    let failed = AtomicU64::new(0);
+    let requests = AtomicU64::new(0);
+    let misses_after_kill = AtomicU64::new(0);
+    let killed_at: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+    let slowest = std::sync::Mutex::new(Duration::ZERO);
+    let worker = |n: usize| {
+        let (app, orgs, stop, failed, requests, misses, killed_at, slowest) = (
+            &app,
+            &orgs,
+            &stop,
+            &failed,
+            &requests,
+            &misses_after_kill,
+            &killed_at,
+            &slowest,
+        );
+        let base = if n.is_multiple_of(2) {
+            app.address.clone()
+        } else {
+            second.address.clone()
+        };
+        async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let org = &orgs[(n + i) % orgs.len()];
+                i += 1;
+                let started = Instant::now();
+                let response = if i.is_multiple_of(10) {
+                    app.client
+                        .patch(format!("{base}/items/{}", org.item))
+                        .bearer_auth(&org.token)
+                        .json(&json!({"priceCents": 1000 + i}))
+                        .send()
+                        .await
+                } else {
+                    app.client
+                        .get(format!("{base}/items"))
+                        .bearer_auth(&org.token)
+                        .send()
+                        .await
+                };
+                requests.fetch_add(1, Ordering::SeqCst);
+                match response {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        if header(&r, "x-cache") == "MISS"
+                            && killed_at.lock().map(|k| k.is_some()).unwrap_or(false)
+                        {
+                            misses.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    _ => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                // Reads only: writes also wait for SQLite's write lock, shared by two
+                // processes, which says nothing about Redis.
+                let took = started.elapsed();
+                if !i.is_multiple_of(10) {
+                    if let Ok(mut slowest) = slowest.lock() {
+                        *slowest = (*slowest).max(took);
+                    }
+                }
+            }
+        }
+    };
+    let chaos = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let killed = cluster.kill_master();
+        if let Ok(mut at) = killed_at.lock() {
+            *at = Some(Instant::now());
+        }
+        let cluster_ref = &cluster;
+        let took = tokio::task::block_in_place(|| cluster_ref.wait_for_failover(killed));
+        eprintln!("failover took {took:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::SeqCst);
+    };
+    tokio::join!(chaos, futures::future::join_all((0..8).map(worker)));
+    let total = requests.load(Ordering::SeqCst);
+    eprintln!(
+        "{total} requests, {} misses after the kill, slowest read {:?}",
+        misses_after_kill.load(Ordering::SeqCst),
+        slowest.lock().map(|s| *s).unwrap_or_default()
+    );
+    assert!(total > 100, "the load ran ({total})");
+    assert_eq!(failed.load(Ordering::SeqCst), 0, "no request failed");
+
+    // Caching resumes by itself on every organization, whatever slot it lives in.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut hit: HashSet<usize> = HashSet::new();
+    while hit.len() < orgs.len() {
+        assert!(Instant::now() < deadline, "caching never resumed: {hit:?}");
+        for (i, org) in orgs.iter().enumerate() {
+            let response = app.get("/items", Some(&org.token)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            if header(&response, "x-cache") == "HIT" {
+                hit.insert(i);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
