@@ -202,8 +202,11 @@ async fn bookkeeping_stays_bounded_under_distinct_misses_without_writes() {
         .arg("ims:cacheidx:org1:items")
         .query(&mut raw)
         .expect("zcard");
+    // Entries keep expiring between the last store (which trims) and these reads; at
+    // thousands of stores a second that is more than a fixed handful, hence the 10 %.
+    let live_count = live.len() as u64;
     assert!(
-        index <= live.len() as u64 + 50,
+        index <= live_count + 50 + live_count / 10,
         "index {index} vs {} live entries",
         live.len()
     );
