@@ -62,6 +62,35 @@ pub struct Settings {
     /// `HTTP_MAX_CONNECTIONS`: open connections at most. `None` (unset): derived at start from
     /// the file-descriptor limit, see [`crate::serve::max_connections`].
     pub http_max_connections: Option<usize>,
+    /// `CACHE_L1_MAX_BYTES` and `CACHE_L1_MAX_STALE_MS`: the in-process cache tier.
+    pub cache_l1: ims_redis::cache::L1Settings,
+}
+
+/// Parses a whole number of `var` within `range`, or the default when unset.
+fn bounded(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                ConfigError::new(
+                    var,
+                    format!(
+                        "{v:?} (expected a whole number, {} to {})",
+                        range.start(),
+                        range.end()
+                    ),
+                )
+            }),
+    }
 }
 
 impl Settings {
@@ -139,6 +168,15 @@ impl Settings {
                             format!("{v:?} (expected milliseconds, 1 to {MAX_HEADER_TIMEOUT_MS})"),
                         )
                     })?,
+            },
+            cache_l1: ims_redis::cache::L1Settings {
+                max_bytes: bounded(&get, "CACHE_L1_MAX_BYTES", 64 * 1024 * 1024, 0..=(1 << 40))?,
+                max_stale: Duration::from_millis(bounded(
+                    &get,
+                    "CACHE_L1_MAX_STALE_MS",
+                    1000,
+                    0..=3_600_000,
+                )?),
             },
             http_max_connections: match get("HTTP_MAX_CONNECTIONS") {
                 None => None,
@@ -286,6 +324,8 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "0"),
             ("HTTP_MAX_CONNECTIONS", "-1"),
             ("HTTP_MAX_CONNECTIONS", "many"),
+            ("CACHE_L1_MAX_BYTES", "-1"),
+            ("CACHE_L1_MAX_STALE_MS", "1s"),
         ] {
             let e = settings(&[(var, value)]).expect_err(var);
             assert_eq!(e.var, var, "{e}");

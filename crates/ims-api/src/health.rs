@@ -109,10 +109,19 @@ struct CacheReport {
     #[serde(flatten)]
     #[schema(value_type = CacheCounters)]
     stats: ims_redis::cache::CacheStats,
-    /// Hits served from process memory: there is no in-process tier yet.
+    /// Hits served from process memory.
     l1_hits: u64,
-    /// Hits served from Redis.
+    /// Hits served from Redis (and misses answered by a concurrent identical miss).
     l2_hits: u64,
+    /// Entries in process memory now.
+    l1_entries: u64,
+    /// Bytes in process memory now.
+    l1_bytes: u64,
+    /// Invalidation messages published / received over Redis pub/sub.
+    invalidations_published: u64,
+    invalidations_received: u64,
+    /// Times the in-process tier was dropped whole (a lost message or subscription).
+    l1_flushes: u64,
     redis: &'static str,
     /// Redis Cluster mode only: each master and whether it answered a `PING` now.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -161,8 +170,13 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     };
     Json(CacheReport {
         cluster,
-        l1_hits: 0,
-        l2_hits: stats.hits - stats.coalesced,
+        l1_hits: stats.l1.hits,
+        l2_hits: stats.hits.saturating_sub(stats.l1.hits),
+        l1_entries: stats.l1.entries,
+        l1_bytes: stats.l1.bytes,
+        invalidations_published: stats.l1.invalidations_published,
+        invalidations_received: stats.l1.invalidations_received,
+        l1_flushes: stats.l1.flushes,
         redis: if state.redis.is_connected() {
             "up"
         } else {

@@ -17,6 +17,18 @@ pub fn cached_per_type(key_prefix: &str, seconds: u64) -> CacheLayer {
     CacheLayer::per_last_segment(key_prefix, Duration::from_secs(seconds))
 }
 
+/// Like [`cached`], and also served from process memory (L1) for at most
+/// `CACHE_L1_MAX_STALE_MS` after it was read from Redis: for reads that change rarely or
+/// cost much, where another instance's write may show up that much later (contract §5).
+pub fn cached_l1(key_prefix: &str, seconds: u64) -> CacheLayer {
+    cached(key_prefix, seconds).with_l1()
+}
+
+/// Like [`cached_per_type`], with the L1 tier of [`cached_l1`].
+pub fn cached_per_type_l1(key_prefix: &str, seconds: u64) -> CacheLayer {
+    cached_per_type(key_prefix, seconds).with_l1()
+}
+
 /// After a successful write, invalidates the caller's cached responses of `groups`.
 pub fn invalidates(groups: &[&str]) -> InvalidateLayer {
     InvalidateLayer::new(groups)

@@ -164,13 +164,14 @@ impl Application {
         // The cache's tenant is the organization of a valid access token; anything else is
         // not cached (and the handler answers 401).
         let scope_keys = keys.clone();
-        let cache = ResponseCache::new(
+        let cache = ResponseCache::with_l1(
             redis.clone(),
             Arc::new(move |parts: &axum::http::request::Parts| {
                 let token = crate::auth::bearer_token(&parts.headers)?;
                 scope_keys.verify(token).ok().map(|claims| claims.org)
             }),
             settings.cache_ttl_jitter,
+            settings.cache_l1,
         );
         let trust_proxy = settings.trust_proxy;
         let limiter = RateLimiter::new(

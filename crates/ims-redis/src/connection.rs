@@ -274,6 +274,32 @@ impl RedisConnection {
         futures::future::join_all(checks).await
     }
 
+    /// A dedicated pub/sub connection (to the server, or to the first cluster seed that
+    /// answers: cluster pub/sub reaches every node), bounded by the connect time-out.
+    /// `None` when Redis is disabled, closed or unreachable.
+    pub async fn pubsub(&self) -> Option<redis::aio::PubSub> {
+        if !self.is_enabled() || self.inner.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let urls = if self.inner.cluster {
+            self.inner.config.cluster_urls()
+        } else {
+            vec![self.inner.config.connection_url()]
+        };
+        for url in urls {
+            let Ok(client) = redis::Client::open(url) else {
+                continue;
+            };
+            if let Ok(Ok(pubsub)) =
+                tokio::time::timeout(self.inner.config.connect_timeout, client.get_async_pubsub())
+                    .await
+            {
+                return Some(pubsub);
+            }
+        }
+        None
+    }
+
     /// The current link (a cheap clone), or `None` when Redis is disabled.
     fn link(&self) -> Option<RedisLink> {
         let lock = self.inner.manager.as_ref()?;

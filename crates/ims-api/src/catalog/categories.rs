@@ -13,7 +13,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{PageParams, Paginated};
-use crate::policy::{cached, invalidates};
+use crate::policy::{cached_l1, invalidates};
 use crate::state::AppState;
 
 /// Deepest tree walked when checking a new parent for cycles; trees are shallow in practice,
@@ -25,7 +25,7 @@ pub fn router() -> Router<AppState> {
         .route(
             "/categories",
             get(list)
-                .layer(cached("categories:list", 300))
+                .layer(cached_l1("categories:list", 300))
                 .post(create)
                 .layer(invalidates(&["categories", "items"])),
         )

@@ -13,10 +13,10 @@ use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
-use crate::policy::{cached, invalidates};
+use crate::policy::{cached_l1, invalidates};
 use crate::state::AppState;
 
-/// Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
+// Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
 use crate::money::MAX_RATE_BPS;
 
 pub fn router() -> Router<AppState> {
@@ -24,7 +24,7 @@ pub fn router() -> Router<AppState> {
         .route(
             "/tax-rates",
             get(list)
-                .layer(cached("tax:rates", 600))
+                .layer(cached_l1("tax:rates", 600))
                 .post(create)
                 .layer(invalidates(&["tax"])),
         )

@@ -33,12 +33,15 @@ pub struct CacheLayer {
     policy: Arc<Policy>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Policy {
     key_prefix: String,
     ttl: Duration,
     /// Append the path's last segment to the key prefix (`reports` → `reports:{type}`).
     per_last_segment: bool,
+    /// Served from the in-process tier too, at most this stale (capped by the engine's
+    /// `CACHE_L1_MAX_STALE_MS`); `None`: Redis only.
+    l1_max_stale: Option<Duration>,
 }
 
 impl CacheLayer {
@@ -49,7 +52,25 @@ impl CacheLayer {
                 key_prefix: key_prefix.into(),
                 ttl,
                 per_last_segment: false,
+                l1_max_stale: None,
             }),
+        }
+    }
+
+    /// Also serves the route from the in-process tier (L1), at most as stale as the
+    /// engine's bound (`CACHE_L1_MAX_STALE_MS`). For reads that change rarely or cost much,
+    /// where a user accepts that another instance's write shows up within that bound.
+    pub fn with_l1(self) -> Self {
+        self.with_l1_max_stale(Duration::MAX)
+    }
+
+    /// Like [`with_l1`](Self::with_l1), at most `max_stale` stale (and never more than the
+    /// engine's bound).
+    pub fn with_l1_max_stale(self, max_stale: Duration) -> Self {
+        let mut policy = (*self.policy).clone();
+        policy.l1_max_stale = Some(max_stale);
+        Self {
+            policy: Arc::new(policy),
         }
     }
 
@@ -62,6 +83,7 @@ impl CacheLayer {
                 key_prefix: key_prefix.into(),
                 ttl,
                 per_last_segment: true,
+                l1_max_stale: None,
             }),
         }
     }
@@ -101,6 +123,13 @@ pub(crate) fn full(bytes: Bytes) -> CacheBody {
 
 fn header_value(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// `X-Cache-Tier` of a hit: `L1` (process memory) or `L2` (Redis).
+fn tier(response: &mut Response<CacheBody>, tier: &'static str) {
+    response
+        .headers_mut()
+        .insert("x-cache-tier", HeaderValue::from_static(tier));
 }
 
 fn mark(response: &mut Response<CacheBody>, status: &'static str, ttl: Duration) {
@@ -290,6 +319,25 @@ where
         policy.key_prefix.clone()
     };
     let key_prefix = key_prefix.as_str();
+    let l1 = policy
+        .l1_max_stale
+        .map(|bound| (format!("{scope}\n{key_prefix}\n{rest}"), bound));
+    if let Some((key, bound)) = &l1 {
+        if let Some((cached, ttl)) = cache.l1_get(key, *bound) {
+            if let Some(deferred) = &deferred {
+                if !deferred.decide().await.allowed {
+                    return Ok(refused());
+                }
+            }
+            cache.count(Event::Hit);
+            let mut response = replay(&cached, if_none_match.as_ref());
+            mark(&mut response, "HIT", ttl);
+            tier(&mut response, "L1");
+            return Ok(response);
+        }
+    }
+    // What L1 records below was current no later than now: staleness counts from here.
+    let fresh_at = std::time::Instant::now();
     let admission = async {
         match &deferred {
             Some(deferred) => deferred.decide().await.allowed,
@@ -305,6 +353,10 @@ where
             cache.count(Event::Hit);
             let mut response = replay(&cached, if_none_match.as_ref());
             mark(&mut response, "HIT", ttl);
+            tier(&mut response, "L2");
+            if let Some((key, _)) = l1 {
+                cache.l1_insert(key, &scope, key_prefix, Arc::new(cached), fresh_at, ttl);
+            }
             return Ok(response);
         }
         Lookup::Miss(seen) => Some(seen),
@@ -365,6 +417,9 @@ where
     let cached = Arc::new(cached);
     if let Some(sender) = sender {
         sender.send_replace(Some(cached.clone()));
+    }
+    if let (Some((key, _)), Some(ttl)) = (l1, stored) {
+        cache.l1_insert(key, &scope, key_prefix, cached.clone(), fresh_at, ttl);
     }
     let mut response = replay(&cached, if_none_match.as_ref());
     mark(&mut response, "MISS", stored.unwrap_or(Duration::ZERO));

@@ -45,6 +45,7 @@
 //! ```
 
 mod key;
+mod l1;
 mod layer;
 
 use std::collections::HashMap;
@@ -128,6 +129,63 @@ pub struct Seen {
     generation: String,
 }
 
+/// Size and staleness bound of the in-process tier (`CACHE_L1_MAX_BYTES`,
+/// `CACHE_L1_MAX_STALE_MS`).
+#[derive(Debug, Clone, Copy)]
+pub struct L1Settings {
+    /// Bytes of responses (and their keys) kept in process at most.
+    pub max_bytes: u64,
+    /// The most an L1 entry may lag behind Redis; routes may declare less.
+    pub max_stale: Duration,
+}
+
+impl Default for L1Settings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            max_stale: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Keeps `cache`'s L1 subscribed to invalidations for as long as the cache lives: while
+/// not subscribed, the tier is empty and serves nothing.
+async fn subscribe(cache: std::sync::Weak<ResponseCache>) {
+    use futures::StreamExt;
+    loop {
+        let Some(engine) = cache.upgrade() else {
+            return;
+        };
+        let connection = engine.redis.connection().clone();
+        let channel = engine.channel();
+        drop(engine);
+        if let Some(mut pubsub) = connection.pubsub().await {
+            if pubsub.subscribe(&channel).await.is_ok() {
+                if let Some(engine) = cache.upgrade() {
+                    engine.l1.set_subscribed(true);
+                }
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(engine) = cache.upgrade() else {
+                        return;
+                    };
+                    let payload: Option<String> = message.get_payload().ok();
+                    match payload.as_deref().and_then(l1::Message::decode) {
+                        Some(message) => engine.l1.receive(&message),
+                        None => engine.l1.flush(),
+                    }
+                }
+            }
+        }
+        let Some(engine) = cache.upgrade() else {
+            return;
+        };
+        engine.l1.set_subscribed(false);
+        drop(engine);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// The result of looking a key up.
 #[derive(Debug)]
 pub enum Lookup {
@@ -178,6 +236,28 @@ pub struct CacheStats {
     pub invalidated_keys: u64,
     /// Lookups, stores or invalidations that Redis could not serve.
     pub errors: u64,
+    /// The in-process tier (not serialized: applications report it as they see fit).
+    #[serde(skip)]
+    pub l1: L1Stats,
+}
+
+/// Counters of the in-process tier.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct L1Stats {
+    /// Requests answered from process memory (part of `hits`).
+    pub hits: u64,
+    /// Entries held now.
+    pub entries: u64,
+    /// Bytes held now (bodies, keys and bookkeeping).
+    pub bytes: u64,
+    /// Invalidation messages this instance published.
+    pub invalidations_published: u64,
+    /// Invalidation messages received from other instances.
+    pub invalidations_received: u64,
+    /// Times the whole tier was dropped: a gap in a sender's sequence, or a lost
+    /// subscription.
+    pub flushes: u64,
 }
 
 /// Events counted by the layer.
@@ -202,6 +282,8 @@ pub(crate) enum Flight {
 pub struct ResponseCache {
     redis: RedisService,
     layout: Layout,
+    /// The in-process tier, for routes that opt in.
+    l1: l1::L1,
     scope: ScopeFn,
     /// Fraction of the TTL by which entries are shortened at random, so entries written
     /// together do not all expire together.
@@ -252,12 +334,19 @@ impl ResponseCache {
     /// random fraction up to `jitter` (0.0–0.5; 0.05 means entries live 95–100 % of their
     /// TTL). Starts a task that flushes the cache whenever Redis comes back after an outage.
     pub fn new(redis: RedisService, scope: ScopeFn, jitter: f64) -> Arc<Self> {
+        Self::with_l1(redis, scope, jitter, L1Settings::default())
+    }
+
+    /// Like [`new`](Self::new), with the in-process tier sized and bounded by `l1`. Starts
+    /// the subscriber that keeps it coherent with other instances.
+    pub fn with_l1(redis: RedisService, scope: ScopeFn, jitter: f64, l1: L1Settings) -> Arc<Self> {
         let layout = Layout {
             cluster: redis.connection().is_cluster(),
         };
         let cache = Arc::new(Self {
             redis,
             layout,
+            l1: l1::L1::new(l1.max_bytes, l1.max_stale),
             scope,
             jitter: jitter.clamp(0.0, 0.5),
             counters: Counters::default(),
@@ -279,7 +368,32 @@ impl ResponseCache {
                 was_up = up;
             }
         });
+        tokio::spawn(subscribe(Arc::downgrade(&cache)));
         cache
+    }
+
+    /// The pub/sub channel of invalidations.
+    fn channel(&self) -> String {
+        self.redis.key("cache:invalidate")
+    }
+
+    /// An L1 hit for `key` on a route whose bound is `max_stale`.
+    pub(crate) fn l1_get(&self, key: &str, max_stale: Duration) -> Option<(Arc<Cached>, Duration)> {
+        self.l1.get(key, max_stale, self.redis.is_connected())
+    }
+
+    /// Records an entry in L1 whose content was current at `fresh_at`.
+    pub(crate) fn l1_insert(
+        &self,
+        key: String,
+        scope: &str,
+        key_prefix: &str,
+        cached: Arc<Cached>,
+        fresh_at: std::time::Instant,
+        ttl: Duration,
+    ) {
+        self.l1
+            .insert(key, scope, group_of(key_prefix), cached, fresh_at, ttl);
     }
 
     /// The tenant of a request, if it may be cached.
@@ -454,6 +568,12 @@ impl ResponseCache {
         if groups.is_empty() {
             return Some(0);
         }
+        // This instance's L1 first, so the writer's own next read is current; then Redis;
+        // then the other instances' L1, through the channel.
+        let owned: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        self.l1.invalidate(scope, &owned);
+        let message = self.l1.message(scope, groups).encode();
+        let channel = self.channel();
         let mut keys = Vec::with_capacity(groups.len() * 2);
         for group in groups {
             keys.push(self.redis.key(&self.layout.epoch(scope, group)));
@@ -471,6 +591,20 @@ impl ResponseCache {
                 invocation.arg(epoch_ttl).invoke_async::<u64>(&mut c).await
             })
             .await;
+        let published = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(message)
+                    .query_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if published.is_ok() {
+            self.l1.published.fetch_add(1, Ordering::Relaxed);
+        }
         match removed {
             Ok(n) => {
                 self.counters
@@ -576,6 +710,17 @@ impl ResponseCache {
             invalidations: c.invalidations.load(Ordering::Relaxed),
             invalidated_keys: c.invalidated_keys.load(Ordering::Relaxed),
             errors: c.errors.load(Ordering::Relaxed),
+            l1: {
+                let (entries, bytes) = self.l1.size();
+                L1Stats {
+                    hits: self.l1.hits.load(Ordering::Relaxed),
+                    entries,
+                    bytes,
+                    invalidations_published: self.l1.published.load(Ordering::Relaxed),
+                    invalidations_received: self.l1.received.load(Ordering::Relaxed),
+                    flushes: self.l1.flushes.load(Ordering::Relaxed),
+                }
+            },
         }
     }
 }

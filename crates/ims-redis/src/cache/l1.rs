@@ -1,0 +1,327 @@
+//! The in-process tier (L1) in front of Redis, kept coherent across instances.
+//!
+//! An L1 hit costs no Redis round trip, so it is reserved for routes that declare how stale
+//! they may be (`CacheLayer::with_l1`). Three rules bound that staleness, also when
+//! invalidation messages are lost:
+//!
+//! - every entry is served for at most `max_stale` after the moment its content was read
+//!   from Redis or computed (the start of the lookup, not the insert, so a read that raced a
+//!   write counts from before the write); after that the next request revalidates it
+//!   against Redis;
+//! - invalidations are applied to the local L1 before the write's response is sent, and
+//!   published on `{prefix}cache:invalidate` with a per-instance sequence number; a
+//!   subscriber that sees a gap in a sender's sequence, or loses its subscription, drops its
+//!   whole L1 and serves nothing from it until it is subscribed again;
+//! - while Redis is unreachable the L1 serves nothing (another instance may be writing).
+//!
+//! moka bounds the tier in bytes (`CACHE_L1_MAX_BYTES`) with its TinyLFU eviction; this
+//! module adds only the freshness and coherence rules, which no crate offers.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Cached;
+
+/// One L1 entry.
+#[derive(Debug)]
+struct Entry {
+    cached: Arc<Cached>,
+    scope: String,
+    group: String,
+    /// When the content was read from Redis or computed (before, to be safe).
+    fresh_at: Instant,
+    /// When the Redis entry expires.
+    expires_at: Instant,
+}
+
+/// An invalidation message: `<instance>:<seq>:<scope>:<group>,<group>…`. The scope comes
+/// before the groups and may itself contain `:`, so it is parsed from both ends.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub instance: u64,
+    pub seq: u64,
+    pub scope: String,
+    pub groups: Vec<String>,
+}
+
+impl Message {
+    pub fn encode(&self) -> String {
+        format!(
+            "{}:{}:{}:{}",
+            self.instance,
+            self.seq,
+            self.scope,
+            self.groups.join(",")
+        )
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (instance, rest) = text.split_once(':')?;
+        let (seq, rest) = rest.split_once(':')?;
+        let (scope, groups) = rest.rsplit_once(':')?;
+        Some(Self {
+            instance: instance.parse().ok()?,
+            seq: seq.parse().ok()?,
+            scope: scope.to_string(),
+            groups: groups.split(',').map(str::to_string).collect(),
+        })
+    }
+}
+
+/// The in-process tier.
+pub(crate) struct L1 {
+    entries: moka::sync::Cache<String, Arc<Entry>>,
+    max_stale: Duration,
+    /// True while subscribed to invalidations (and nothing was missed since).
+    subscribed: AtomicBool,
+    /// This process's id in invalidation messages.
+    pub instance: u64,
+    seq: AtomicU64,
+    /// The last sequence number seen from each other instance.
+    last_seen: Mutex<HashMap<u64, u64>>,
+    pub hits: AtomicU64,
+    pub flushes: AtomicU64,
+    pub published: AtomicU64,
+    pub received: AtomicU64,
+}
+
+impl L1 {
+    pub fn new(max_bytes: u64, max_stale: Duration) -> Self {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(max_bytes)
+            // Body plus key plus bookkeeping; a zero weight would escape the bound.
+            .weigher(|key: &String, entry: &Arc<Entry>| {
+                let bytes = key.len()
+                    + entry.cached.body.len()
+                    + entry.cached.etag.len()
+                    + entry.cached.content_type.len()
+                    + entry.scope.len()
+                    + entry.group.len()
+                    + 128;
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .support_invalidation_closures()
+            .build();
+        Self {
+            entries,
+            max_stale,
+            subscribed: AtomicBool::new(false),
+            instance: rand::random::<u64>() >> 1,
+            seq: AtomicU64::new(0),
+            last_seen: Mutex::new(HashMap::new()),
+            hits: AtomicU64::new(0),
+            flushes: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// A fresh entry for `key` and its remaining TTL, if the tier may serve at all
+    /// (`usable`: subscribed and Redis reachable, decided by the caller).
+    pub fn get(
+        &self,
+        key: &str,
+        max_stale: Duration,
+        usable: bool,
+    ) -> Option<(Arc<Cached>, Duration)> {
+        if !usable || !self.subscribed.load(Ordering::Acquire) {
+            return None;
+        }
+        let bound = max_stale.min(self.max_stale);
+        if bound.is_zero() {
+            return None;
+        }
+        let entry = self.entries.get(key)?;
+        let now = Instant::now();
+        if now.duration_since(entry.fresh_at) > bound || now >= entry.expires_at {
+            return None;
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some((entry.cached.clone(), entry.expires_at - now))
+    }
+
+    /// Records `cached`, whose content was current at `fresh_at`, living `ttl` in Redis.
+    pub fn insert(
+        &self,
+        key: String,
+        scope: &str,
+        group: &str,
+        cached: Arc<Cached>,
+        fresh_at: Instant,
+        ttl: Duration,
+    ) {
+        if self.max_stale.is_zero() || !self.subscribed.load(Ordering::Acquire) {
+            return;
+        }
+        let entry = Entry {
+            cached,
+            scope: scope.to_string(),
+            group: group.to_string(),
+            fresh_at,
+            expires_at: Instant::now() + ttl,
+        };
+        self.entries.insert(key, Arc::new(entry));
+    }
+
+    /// Drops the entries of `groups` in `scope`.
+    pub fn invalidate(&self, scope: &str, groups: &[String]) {
+        let (scope, groups) = (scope.to_string(), groups.to_vec());
+        // Applied to every later read at once; moka removes the entries in the background.
+        let _ = self.entries.invalidate_entries_if(move |_, entry| {
+            entry.scope == scope && groups.contains(&entry.group)
+        });
+    }
+
+    /// Drops everything.
+    pub fn flush(&self) {
+        self.entries.invalidate_all();
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The next message to publish for an invalidation of `groups` in `scope`.
+    pub fn message(&self, scope: &str, groups: &[&str]) -> Message {
+        Message {
+            instance: self.instance,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            scope: scope.to_string(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    /// Subscribed (`true`) or not: losing the subscription empties the tier, since whatever
+    /// was published meanwhile is lost.
+    pub fn set_subscribed(&self, subscribed: bool) {
+        let was = self.subscribed.swap(subscribed, Ordering::AcqRel);
+        if was && !subscribed {
+            self.flush();
+        }
+        if subscribed {
+            if let Ok(mut seen) = self.last_seen.lock() {
+                seen.clear();
+            }
+        }
+    }
+
+    /// Applies a received message. A gap in a sender's sequence means messages were lost:
+    /// the whole tier is dropped.
+    pub fn receive(&self, message: &Message) {
+        if message.instance == self.instance {
+            return;
+        }
+        self.received.fetch_add(1, Ordering::Relaxed);
+        let gap = match self.last_seen.lock() {
+            Ok(mut seen) => {
+                let previous = seen.insert(message.instance, message.seq);
+                previous.is_some_and(|p| message.seq != p + 1)
+            }
+            Err(_) => true,
+        };
+        if gap {
+            self.flush();
+        } else {
+            self.invalidate(&message.scope, &message.groups);
+        }
+    }
+
+    /// Entries and weighed bytes (approximate until moka's pending tasks run).
+    pub fn size(&self) -> (u64, u64) {
+        self.entries.run_pending_tasks();
+        (self.entries.entry_count(), self.entries.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn cached(body: &str) -> Arc<Cached> {
+        Arc::new(Cached::new(
+            "text/plain".into(),
+            Bytes::from(body.to_string()),
+        ))
+    }
+
+    fn tier() -> L1 {
+        let l1 = L1::new(1 << 20, Duration::from_millis(200));
+        l1.set_subscribed(true);
+        l1
+    }
+
+    #[test]
+    fn messages_round_trip_with_colons_in_the_scope() {
+        let m = Message {
+            instance: 7,
+            seq: 3,
+            scope: "a:b".into(),
+            groups: vec!["items".into(), "dashboard".into()],
+        };
+        assert_eq!(Message::decode(&m.encode()), Some(m));
+        assert_eq!(Message::decode("x:1:s:g"), None);
+    }
+
+    #[test]
+    fn entries_are_served_only_while_fresh_and_usable() {
+        let l1 = tier();
+        let fresh = Instant::now();
+        l1.insert(
+            "k".into(),
+            "o",
+            "tax",
+            cached("a"),
+            fresh,
+            Duration::from_secs(60),
+        );
+        assert!(l1.get("k", Duration::from_secs(1), true).is_some());
+        assert!(
+            l1.get("k", Duration::from_secs(1), false).is_none(),
+            "Redis down"
+        );
+        let old = Instant::now() - Duration::from_millis(300);
+        l1.insert(
+            "old".into(),
+            "o",
+            "tax",
+            cached("a"),
+            old,
+            Duration::from_secs(60),
+        );
+        assert!(
+            l1.get("old", Duration::from_secs(1), true).is_none(),
+            "past max_stale"
+        );
+        l1.set_subscribed(false);
+        assert!(
+            l1.get("k", Duration::from_secs(1), true).is_none(),
+            "unsubscribed"
+        );
+    }
+
+    #[test]
+    fn invalidations_hit_their_scope_and_groups_and_gaps_flush_everything() {
+        let l1 = tier();
+        let now = Instant::now();
+        let ttl = Duration::from_secs(60);
+        l1.insert("a1".into(), "a", "tax", cached("1"), now, ttl);
+        l1.insert("a2".into(), "a", "categories", cached("2"), now, ttl);
+        l1.insert("b1".into(), "b", "tax", cached("3"), now, ttl);
+        let other = |seq| Message {
+            instance: l1.instance + 1,
+            seq,
+            scope: "a".into(),
+            groups: vec!["tax".into()],
+        };
+        l1.receive(&other(1));
+        let bound = Duration::from_secs(1);
+        assert!(l1.get("a1", bound, true).is_none());
+        assert!(l1.get("a2", bound, true).is_some());
+        assert!(l1.get("b1", bound, true).is_some());
+        // Message 2 was lost: 3 arrives, the whole tier goes.
+        l1.receive(&other(3));
+        assert!(l1.get("a2", bound, true).is_none());
+        assert!(l1.get("b1", bound, true).is_none());
+        assert_eq!(l1.flushes.load(Ordering::Relaxed), 1);
+    }
+}
