@@ -12,6 +12,7 @@ mod dashboard;
 mod health;
 mod helpers;
 mod items;
+mod l1;
 mod money;
 mod openapi;
 mod orders;

@@ -144,8 +144,11 @@ fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<Cach
     let matches = if_none_match
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| {
+            // Weak comparison (RFC 9110 §13.1.2): `W/"x"` matches `"x"`.
+            let ours = cached.etag.trim_start_matches("W/");
             v.split(',')
-                .any(|t| t.trim() == cached.etag || t.trim() == "*")
+                .map(str::trim)
+                .any(|t| t == "*" || t.trim_start_matches("W/") == ours)
         });
     let mut response = if matches {
         let mut r = Response::new(full(Bytes::new()));

@@ -1,0 +1,242 @@
+//! The in-process tier (L1) across instances sharing one Redis: hits that touch no Redis,
+//! invalidations reaching the other instance, and the staleness bound when messages are lost
+//! (subscription killed) or Redis is paused.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, ServerProcess, TestApp};
+
+/// `CACHE_L1_MAX_STALE_MS` of these tests.
+const BOUND: Duration = Duration::from_millis(1000);
+
+fn header(response: &reqwest::Response, name: &str) -> String {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Calls of each Redis command so far, from `INFO commandstats`.
+fn command_calls(app: &TestApp) -> std::collections::HashMap<String, u64> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut app.redis_conn())
+        .expect("info");
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').next()?.strip_prefix("calls=")?;
+            Some((name.to_string(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The server under test (in process, so its Redis can be paused) and a second instance
+/// (the real binary) that writes.
+async fn two_instances() -> (TestApp, ServerProcess, String, String) {
+    let app = spawn_app_with(&[("RATE_LIMIT_ENABLED", "false")]).await;
+    let writer = ServerProcess::beside_with(&app, &[("RATE_LIMIT_ENABLED", "false")]).await;
+    let token = app.register("l1@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let response = app
+        .post(
+            "/tax-rates",
+            json!({"name": "v0", "rateBps": 100}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let rate: Value = response.json().await.expect("json");
+    let rate = rate["id"].as_str().expect("id").to_string();
+    (app, writer, token, rate)
+}
+
+/// Renames the tax rate on the writer instance; returns when its response arrived.
+async fn rename_on(
+    writer: &ServerProcess,
+    app: &TestApp,
+    token: &str,
+    rate: &str,
+    name: &str,
+) -> Instant {
+    let response = app
+        .client
+        .patch(format!("{}/tax-rates/{rate}", writer.address))
+        .bearer_auth(token)
+        .json(&json!({"name": name}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(response.status(), StatusCode::OK);
+    Instant::now()
+}
+
+async fn name_on(app: &TestApp, token: &str) -> (String, String) {
+    let response = app.get("/tax-rates", Some(token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let tier = header(&response, "x-cache-tier");
+    let body: Value = response.json().await.expect("json");
+    (
+        body["data"][0]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        tier,
+    )
+}
+
+/// Reads until the new name shows; returns how long after the write's response it did.
+async fn visible_after(app: &TestApp, token: &str, name: &str, written: Instant) -> Duration {
+    loop {
+        let (seen, _) = name_on(app, token).await;
+        if seen == name {
+            return written.elapsed();
+        }
+        assert!(
+            written.elapsed() < BOUND * 5,
+            "{name} never showed up ({seen})"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_l1_hit_sends_nothing_to_redis() {
+    let (app, _writer, token, _) = two_instances().await;
+    let first = app.get("/tax-rates", Some(&token)).await;
+    assert_eq!(header(&first, "x-cache"), "MISS");
+    let second = app.get("/tax-rates", Some(&token)).await;
+    assert_eq!(header(&second, "x-cache"), "HIT");
+    assert_eq!(header(&second, "x-cache-tier"), "L1");
+    let ttl: u64 = header(&second, "x-cache-ttl").parse().expect("ttl");
+    assert!((1..=600).contains(&ttl), "{ttl}");
+    let etag = header(&second, "etag");
+    let before = command_calls(&app);
+    for _ in 0..20 {
+        let hit = app.get("/tax-rates", Some(&token)).await;
+        assert_eq!(header(&hit, "x-cache-tier"), "L1");
+    }
+    let not_modified = app
+        .client
+        .get(format!("{}/tax-rates", app.address))
+        .bearer_auth(&token)
+        .header("If-None-Match", format!("W/{etag}"))
+        .send()
+        .await
+        .expect("conditional");
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    let after = command_calls(&app);
+    for command in ["get", "mget", "pttl", "evalsha", "eval"] {
+        assert_eq!(
+            before.get(command),
+            after.get(command),
+            "{command}: an L1 hit must not reach Redis"
+        );
+    }
+    let stats: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(stats["l1Hits"].as_u64().expect("l1Hits") >= 21, "{stats}");
+    assert!(
+        stats["l1Entries"].as_u64().expect("l1Entries") >= 1,
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_on_one_instance_reaches_the_others_l1_within_the_bound() {
+    let (app, writer, token, rate) = two_instances().await;
+    let mut lags = Vec::new();
+    for i in 1..=20 {
+        // B holds the current name in L1.
+        name_on(&app, &token).await;
+        let (_, tier) = name_on(&app, &token).await;
+        assert_eq!(tier, "L1");
+        let name = format!("v{i}");
+        let written = rename_on(&writer, &app, &token, &rate, &name).await;
+        let lag = visible_after(&app, &token, &name, written).await;
+        assert!(lag <= BOUND, "write {i} showed after {lag:?}");
+        lags.push(lag);
+    }
+    lags.sort();
+    eprintln!(
+        "L1 staleness with pub/sub healthy: p50 {:?}, max {:?}",
+        lags[lags.len() / 2],
+        lags[lags.len() - 1]
+    );
+    let stats: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        stats["invalidationsReceived"].as_u64().expect("received") >= 20,
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bound_holds_when_the_subscription_is_killed() {
+    let (app, writer, token, rate) = two_instances().await;
+    for i in 1..=5 {
+        name_on(&app, &token).await;
+        let (_, tier) = name_on(&app, &token).await;
+        assert_eq!(tier, "L1");
+        // Every subscriber connection goes, with whatever would have been delivered.
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut app.redis_conn())
+            .expect("client kill");
+        let name = format!("k{i}");
+        let written = rename_on(&writer, &app, &token, &rate, &name).await;
+        let lag = visible_after(&app, &token, &name, written).await;
+        assert!(lag <= BOUND, "write {i} showed after {lag:?}");
+        // The tier comes back once subscribed again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (_, tier) = name_on(&app, &token).await;
+            if tier == "L1" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "L1 never came back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let stats: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        stats["l1Flushes"].as_u64().expect("flushes") >= 5,
+        "{stats}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_bound_holds_while_redis_is_paused() {
+    let (app, writer, token, rate) = two_instances().await;
+    name_on(&app, &token).await;
+    let (_, tier) = name_on(&app, &token).await;
+    assert_eq!(tier, "L1");
+    // Redis hangs: no message can be delivered, and the writer cannot invalidate.
+    app.redis.pause();
+    let written = rename_on(&writer, &app, &token, &rate, "paused").await;
+    let lag = visible_after(&app, &token, "paused", written).await;
+    app.redis.resume();
+    assert!(lag <= BOUND, "showed after {lag:?}");
+}
