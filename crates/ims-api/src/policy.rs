@@ -24,9 +24,17 @@ pub fn cached_l1(key_prefix: &str, seconds: u64) -> CacheLayer {
     cached(key_prefix, seconds).with_l1()
 }
 
-/// Like [`cached_per_type`], with the L1 tier of [`cached_l1`].
-pub fn cached_per_type_l1(key_prefix: &str, seconds: u64) -> CacheLayer {
-    cached_per_type(key_prefix, seconds).with_l1()
+/// For the expensive aggregates (dashboards): [`cached_l1`], and concurrent misses of one
+/// key run the handler once across all instances (the others wait for its result).
+pub fn cached_expensive(key_prefix: &str, seconds: u64) -> CacheLayer {
+    cached_l1(key_prefix, seconds).with_cluster_single_flight()
+}
+
+/// [`cached_expensive`] under `key_prefix:{last path segment}` (reports).
+pub fn cached_per_type_expensive(key_prefix: &str, seconds: u64) -> CacheLayer {
+    cached_per_type(key_prefix, seconds)
+        .with_l1()
+        .with_cluster_single_flight()
 }
 
 /// After a successful write, invalidates the caller's cached responses of `groups`.

@@ -11,6 +11,7 @@
 //!   tombstones for reuse detection;
 //! - [`cache`] and [`invalidate`]: tower layers for tenant-scoped response caching with
 //!   race-safe, index-based invalidation, plus cache-aside for non-HTTP code;
+//! - [`lock`]: distributed locks with leases and fencing tokens;
 //! - [`rate_limit`]: a tower layer for distributed sliding-window rate limiting with an
 //!   in-memory fallback.
 //!
@@ -35,12 +36,13 @@ mod config;
 mod connection;
 mod error;
 pub mod invalidate;
+pub mod lock;
 pub mod rate_limit;
 mod service;
 pub mod session;
 
 pub use config::{ConfigError, RedisConfig};
-pub use connection::RedisConnection;
+pub use connection::{RedisConnection, RedisLink};
 pub use error::RedisError;
 pub use service::RedisService;
 

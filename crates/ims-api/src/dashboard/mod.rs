@@ -62,7 +62,7 @@ use crate::error::{ApiResult, Json, Query, Validator};
 use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
-use crate::policy::cached_l1;
+use crate::policy::cached_expensive;
 use crate::state::AppState;
 
 /// Ranking size when the client does not ask for one.
@@ -83,23 +83,23 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route(
             "/dashboard/kpis",
-            get(kpis).layer(cached_l1("dashboard:kpis", 300)),
+            get(kpis).layer(cached_expensive("dashboard:kpis", 300)),
         )
         .route(
             "/dashboard/sales-chart",
-            get(sales_chart).layer(cached_l1("dashboard:sales", 300)),
+            get(sales_chart).layer(cached_expensive("dashboard:sales", 300)),
         )
         .route(
             "/dashboard/top-customers",
-            get(top_customers).layer(cached_l1("dashboard:customers", 300)),
+            get(top_customers).layer(cached_expensive("dashboard:customers", 300)),
         )
         .route(
             "/dashboard/top-products",
-            get(top_products).layer(cached_l1("dashboard:products", 300)),
+            get(top_products).layer(cached_expensive("dashboard:products", 300)),
         )
         .route(
             "/dashboard/inventory-status",
-            get(inventory_status).layer(cached_l1("dashboard:inventory", 300)),
+            get(inventory_status).layer(cached_expensive("dashboard:inventory", 300)),
         )
 }
 

@@ -43,7 +43,7 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
-use crate::policy::cached_per_type_l1;
+use crate::policy::cached_per_type_expensive;
 use crate::state::AppState;
 
 /// Most rows one report returns; protects the server and the client from unbounded output.
@@ -53,7 +53,7 @@ pub const MAX_ROWS: usize = 10_000;
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/reports/{type}",
-        get(report).layer(cached_per_type_l1("reports", 900)),
+        get(report).layer(cached_per_type_expensive("reports", 900)),
     )
 }
 

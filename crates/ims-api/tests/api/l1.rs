@@ -240,3 +240,64 @@ async fn the_bound_holds_while_redis_is_paused() {
     app.redis.resume();
     assert!(lag <= BOUND, "showed after {lag:?}");
 }
+
+async fn misses(app: &TestApp, base: &str) -> u64 {
+    let stats: Value = app
+        .client
+        .get(format!("{base}/health/cache"))
+        .send()
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    stats["misses"].as_u64().expect("misses")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_concurrent_misses_of_one_report_over_three_processes_run_it_once() {
+    let app = spawn_app_with(&[("RATE_LIMIT_ENABLED", "false")]).await;
+    let others = [
+        ServerProcess::beside_with(&app, &[("RATE_LIMIT_ENABLED", "false")]).await,
+        ServerProcess::beside_with(&app, &[("RATE_LIMIT_ENABLED", "false")]).await,
+    ];
+    let token = app.register("flight@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let bases = [
+        app.address.clone(),
+        others[0].address.clone(),
+        others[1].address.clone(),
+    ];
+    for round in 0..3 {
+        let path = format!("/reports/sales-by-customer?from=2020-01-0{}", round + 1);
+        let mut before = 0;
+        for base in &bases {
+            before += misses(&app, base).await;
+        }
+        let requests = (0..30).map(|i| {
+            app.client
+                .get(format!("{}{path}", bases[i % 3]))
+                .bearer_auth(&token)
+                .send()
+        });
+        let mut bodies = std::collections::HashSet::new();
+        for response in futures::future::join_all(requests).await {
+            let response = response.expect("send");
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.expect("json");
+            bodies.insert(body["generatedAt"].to_string());
+        }
+        let mut after = 0;
+        for base in &bases {
+            after += misses(&app, base).await;
+        }
+        assert_eq!(
+            after - before,
+            1,
+            "round {round}: the report ran once in total"
+        );
+        assert_eq!(bodies.len(), 1, "everyone got that one run's answer");
+    }
+}

@@ -85,6 +85,8 @@ pub(crate) struct L1 {
     pub flushes: AtomicU64,
     pub published: AtomicU64,
     pub received: AtomicU64,
+    /// Kept here with the other per-engine counters of the cluster features.
+    pub lock_waits: AtomicU64,
 }
 
 impl L1 {
@@ -115,6 +117,7 @@ impl L1 {
             flushes: AtomicU64::new(0),
             published: AtomicU64::new(0),
             received: AtomicU64::new(0),
+            lock_waits: AtomicU64::new(0),
         }
     }
 

@@ -42,6 +42,8 @@ struct Policy {
     /// Served from the in-process tier too, at most this stale (capped by the engine's
     /// `CACHE_L1_MAX_STALE_MS`); `None`: Redis only.
     l1_max_stale: Option<Duration>,
+    /// Concurrent misses of one key run the handler once across all instances.
+    cluster_single_flight: bool,
 }
 
 impl CacheLayer {
@@ -53,6 +55,7 @@ impl CacheLayer {
                 ttl,
                 per_last_segment: false,
                 l1_max_stale: None,
+                cluster_single_flight: false,
             }),
         }
     }
@@ -62,6 +65,18 @@ impl CacheLayer {
     /// where a user accepts that another instance's write shows up within that bound.
     pub fn with_l1(self) -> Self {
         self.with_l1_max_stale(Duration::MAX)
+    }
+
+    /// Concurrent misses of one key run the handler once across every instance sharing the
+    /// Redis: one takes a lock (`lock::Locks`), the others wait for its stored result, up
+    /// to a 15 s lease after which another takes over. For handlers expensive enough that
+    /// running them once matters more than the extra round trips of a miss.
+    pub fn with_cluster_single_flight(self) -> Self {
+        let mut policy = (*self.policy).clone();
+        policy.cluster_single_flight = true;
+        Self {
+            policy: Arc::new(policy),
+        }
     }
 
     /// Like [`with_l1`](Self::with_l1), at most `max_stale` stale (and never more than the
@@ -84,6 +99,7 @@ impl CacheLayer {
                 ttl,
                 per_last_segment: true,
                 l1_max_stale: None,
+                cluster_single_flight: false,
             }),
         }
     }
@@ -398,12 +414,42 @@ where
     let _guard = flight_key
         .as_deref()
         .map(|key| FlightGuard { cache: &cache, key });
+    let mut seen = seen;
+    let mut lock = None;
+    if policy.cluster_single_flight {
+        if let Some(first) = seen.take() {
+            match cache.cluster_flight(&scope, key_prefix, &rest, first).await {
+                super::Shared::Hit(cached, ttl) => {
+                    let cached = Arc::new(cached);
+                    if let Some(sender) = sender {
+                        sender.send_replace(Some(cached.clone()));
+                    }
+                    if let Some((key, _)) = l1 {
+                        cache.l1_insert(key, &scope, key_prefix, cached.clone(), fresh_at, ttl);
+                    }
+                    cache.count(Event::Hit);
+                    let mut response = replay(&cached, if_none_match.as_ref());
+                    mark(&mut response, "HIT", ttl);
+                    tier(&mut response, "L2");
+                    return Ok(response);
+                }
+                super::Shared::Run(guard, latest) => {
+                    lock = guard;
+                    seen = latest;
+                }
+            }
+        }
+    }
     cache.count(Event::Miss);
     let response = inner.call(Request::from_parts(parts, body)).await?;
     let (cached, response) = capture(response).await;
     let Some(cached) = cached else {
         if let Some(sender) = sender {
             sender.send_replace(None);
+        }
+        // Nothing to wait for: the next instance in line runs its own handler now.
+        if let Some(lock) = lock {
+            lock.release().await;
         }
         let mut response = response;
         mark(&mut response, "MISS", Duration::ZERO);
@@ -423,6 +469,10 @@ where
     }
     if let (Some((key, _)), Some(ttl)) = (l1, stored) {
         cache.l1_insert(key, &scope, key_prefix, cached.clone(), fresh_at, ttl);
+    }
+    // After the store, so that an instance that takes the lock next finds the entry.
+    if let Some(lock) = lock {
+        lock.release().await;
     }
     let mut response = replay(&cached, if_none_match.as_ref());
     mark(&mut response, "MISS", stored.unwrap_or(Duration::ZERO));

@@ -186,6 +186,23 @@ async fn subscribe(cache: std::sync::Weak<ResponseCache>) {
     }
 }
 
+/// How long a cluster-wide single flight holds its lock at most (a holder that dies frees
+/// it then), and how long the others wait for its result before running the handler
+/// themselves.
+const FLIGHT_LEASE: Duration = Duration::from_secs(15);
+
+/// How often an instance waiting on another's flight looks for the stored result.
+const FLIGHT_POLL: Duration = Duration::from_millis(25);
+
+/// What a miss of a route with cluster-wide single flight does.
+pub(crate) enum Shared {
+    /// Another instance computed it meanwhile.
+    Hit(Cached, Duration),
+    /// Run the handler: with the lock (released after the store), or alone (the wait ran
+    /// out, or Redis cannot be asked), storing against `Seen` if there is one.
+    Run(Option<crate::lock::Guard>, Option<Seen>),
+}
+
 /// The result of looking a key up.
 #[derive(Debug)]
 pub enum Lookup {
@@ -258,6 +275,8 @@ pub struct L1Stats {
     /// Times the whole tier was dropped: a gap in a sender's sequence, or a lost
     /// subscription.
     pub flushes: u64,
+    /// Polls by misses waiting for another instance's run of the same key.
+    pub lock_waits: u64,
 }
 
 /// Events counted by the layer.
@@ -284,6 +303,8 @@ pub struct ResponseCache {
     layout: Layout,
     /// The in-process tier, for routes that opt in.
     l1: l1::L1,
+    /// Cluster-wide single flight of expensive misses.
+    locks: crate::lock::Locks,
     scope: ScopeFn,
     /// Fraction of the TTL by which entries are shortened at random, so entries written
     /// together do not all expire together.
@@ -344,6 +365,7 @@ impl ResponseCache {
             cluster: redis.connection().is_cluster(),
         };
         let cache = Arc::new(Self {
+            locks: crate::lock::Locks::new(redis.clone()),
             redis,
             layout,
             l1: l1::L1::new(l1.max_bytes, l1.max_stale),
@@ -370,6 +392,40 @@ impl ResponseCache {
         });
         tokio::spawn(subscribe(Arc::downgrade(&cache)));
         cache
+    }
+
+    /// Makes one instance of the cluster run the handler for a missed key while the others
+    /// wait (bounded) for its stored result. After taking the lock the key is looked up
+    /// again: the previous holder may have stored it between our miss and our lock.
+    pub(crate) async fn cluster_flight(
+        &self,
+        scope: &str,
+        key_prefix: &str,
+        rest: &str,
+        seen: Seen,
+    ) -> Shared {
+        let name = format!("flight:{scope}:{key_prefix}:{rest}");
+        let deadline = std::time::Instant::now() + FLIGHT_LEASE;
+        loop {
+            if let Some(guard) = self.locks.try_acquire(&name, FLIGHT_LEASE).await {
+                return match self.lookup(scope, key_prefix, rest).await {
+                    Lookup::Hit(cached, ttl) => {
+                        guard.release().await;
+                        Shared::Hit(cached, ttl)
+                    }
+                    Lookup::Miss(seen) => Shared::Run(Some(guard), Some(seen)),
+                    Lookup::Unavailable => Shared::Run(Some(guard), None),
+                };
+            }
+            if !self.redis.is_connected() || std::time::Instant::now() >= deadline {
+                return Shared::Run(None, Some(seen));
+            }
+            self.l1.lock_waits.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(FLIGHT_POLL).await;
+            if let Lookup::Hit(cached, ttl) = self.lookup(scope, key_prefix, rest).await {
+                return Shared::Hit(cached, ttl);
+            }
+        }
     }
 
     /// The pub/sub channel of invalidations.
@@ -719,6 +775,7 @@ impl ResponseCache {
                     invalidations_published: self.l1.published.load(Ordering::Relaxed),
                     invalidations_received: self.l1.received.load(Ordering::Relaxed),
                     flushes: self.l1.flushes.load(Ordering::Relaxed),
+                    lock_waits: self.l1.lock_waits.load(Ordering::Relaxed),
                 }
             },
         }
