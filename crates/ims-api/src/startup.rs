@@ -251,10 +251,22 @@ impl Application {
     }
 }
 
+/// Purges expired fallback tokens once per interval across all instances: the first to
+/// take the job's lock runs it, and the lock is left to expire with the interval, so the
+/// others skip. Without Redis every instance purges; the `DELETE` is idempotent.
 async fn purge_expired_tokens(state: AppState) {
+    let locks = ims_redis::lock::Locks::new(state.redis.clone());
     loop {
-        if let Err(e) = crate::auth::purge_expired_tokens(&state).await {
-            tracing::warn!("purging expired refresh tokens failed: {e}");
+        let lease = TOKEN_PURGE_INTERVAL.saturating_sub(Duration::from_secs(1));
+        let ours = !state.redis.is_connected()
+            || locks
+                .try_acquire("job:purge-expired-tokens", lease)
+                .await
+                .is_some();
+        if ours {
+            if let Err(e) = crate::auth::purge_expired_tokens(&state).await {
+                tracing::warn!("purging expired refresh tokens failed: {e}");
+            }
         }
         tokio::time::sleep(TOKEN_PURGE_INTERVAL).await;
     }

@@ -411,6 +411,8 @@ impl RedisConnection {
 
     fn mark_down(&self, reason: &str) {
         if self.inner.up.swap(false, Ordering::AcqRel) {
+            // A command failed against the cluster: its slot map may point at a dead master.
+            self.rebuild_cluster_link();
             self.inner.outages.fetch_add(1, Ordering::Relaxed);
             self.inner.changes.send_replace(false);
             tracing::warn!(
@@ -491,10 +493,29 @@ impl std::fmt::Debug for RedisConnection {
     }
 }
 
-/// Fails unless the cluster (asked at a random node) reports `cluster_state:ok`: with a
-/// slot unserved, Redis Cluster refuses commands anyway, and answering them as misses at
-/// once beats trying each against a dead master.
+/// Fails unless the cluster (asked at a random node) reports `cluster_state:ok` and every
+/// master it lists as healthy answers a `PING`: with a slot unserved, Redis Cluster refuses
+/// commands anyway, and answering them as misses at once beats sending each to a dead
+/// master and waiting out the command time-out. The second check matters in the first
+/// `cluster-node-timeout` after a master dies, while the survivors still report `ok`.
 async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<()> {
+    let nodes: String = redis::from_redis_value(
+        cluster
+            .route_command(
+                redis::cmd("CLUSTER").arg("NODES").clone(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await?,
+    )?;
+    for ((host, port), failed) in parse_masters(&nodes) {
+        if failed {
+            continue;
+        }
+        let route = SingleNodeRoutingInfo::ByAddress { host, port };
+        cluster
+            .route_command(redis::cmd("PING"), RoutingInfo::SingleNode(route))
+            .await?;
+    }
     let info: String = redis::from_redis_value(
         cluster
             .route_command(

@@ -301,3 +301,63 @@ async fn thirty_concurrent_misses_of_one_report_over_three_processes_run_it_once
         assert_eq!(bodies.len(), 1, "everyone got that one run's answer");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_redis_the_whole_cache_runs_in_process() {
+    let app = spawn_app_with(&[("REDIS_ENABLED", "false")]).await;
+    let token = app.register("local@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let created = app
+        .post(
+            "/items",
+            json!({"name": "Hammer", "sku": "H-1", "priceCents": 100}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    // Every cached route, not only the L1 ones: items is a Redis-only route otherwise.
+    let first = app.get("/items", Some(&token)).await;
+    assert_eq!(header(&first, "x-cache"), "MISS");
+    let ttl: u64 = header(&first, "x-cache-ttl").parse().expect("ttl");
+    assert!(
+        (55..=60).contains(&ttl),
+        "stored with the route's TTL: {ttl}"
+    );
+    let second = app.get("/items", Some(&token)).await;
+    assert_eq!(header(&second, "x-cache"), "HIT");
+    assert_eq!(header(&second, "x-cache-tier"), "L1");
+    let etag = header(&second, "etag");
+    let not_modified = app
+        .client
+        .get(format!("{}/items", app.address))
+        .bearer_auth(&token)
+        .header("If-None-Match", etag)
+        .send()
+        .await
+        .expect("conditional");
+    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    // The invalidation mapping holds: a write drops the list, the next read is current.
+    let saw = app
+        .post(
+            "/items",
+            json!({"name": "Saw", "sku": "S-1", "priceCents": 200}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(saw.status(), StatusCode::CREATED);
+    let after = app.get("/items", Some(&token)).await;
+    assert_eq!(header(&after, "x-cache"), "MISS");
+    let body: Value = after.json().await.expect("json");
+    assert_eq!(body["total"], 2);
+    // Another organization never sees this one's entry.
+    let other = app.register("other-local@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let theirs = app.get("/items", Some(&other)).await;
+    assert_eq!(header(&theirs, "x-cache"), "MISS");
+    let body: Value = theirs.json().await.expect("json");
+    assert_eq!(body["total"], 0);
+}

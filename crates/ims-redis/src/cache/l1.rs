@@ -168,6 +168,38 @@ impl L1 {
         self.entries.insert(key, Arc::new(entry));
     }
 
+    /// An entry of the process-only cache (`REDIS_ENABLED=false`): there is no other
+    /// instance, so only its TTL limits it.
+    pub fn get_local(&self, key: &str) -> Option<(Arc<Cached>, Duration)> {
+        let entry = self.entries.get(key)?;
+        let left = entry.expires_at.checked_duration_since(Instant::now())?;
+        if left.is_zero() {
+            return None;
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        Some((entry.cached.clone(), left))
+    }
+
+    /// Stores into the process-only cache (see [`get_local`](Self::get_local)).
+    pub fn insert_local(
+        &self,
+        key: String,
+        scope: &str,
+        group: &str,
+        cached: Arc<Cached>,
+        ttl: Duration,
+    ) {
+        let now = Instant::now();
+        let entry = Entry {
+            cached,
+            scope: scope.to_string(),
+            group: group.to_string(),
+            fresh_at: now,
+            expires_at: now + ttl,
+        };
+        self.entries.insert(key, Arc::new(entry));
+    }
+
     /// Drops the entries of `groups` in `scope`.
     pub fn invalidate(&self, scope: &str, groups: &[String]) {
         let (scope, groups) = (scope.to_string(), groups.to_vec());

@@ -340,7 +340,8 @@ where
     let key_prefix = key_prefix.as_str();
     let l1 = policy
         .l1_max_stale
-        .map(|bound| (format!("{scope}\n{key_prefix}\n{rest}"), bound));
+        .filter(|_| !cache.is_local())
+        .map(|bound| (super::l1_key(&scope, key_prefix, &rest), bound));
     if let Some((key, bound)) = &l1 {
         if let Some((cached, ttl)) = cache.l1_get(key, *bound) {
             if let Some(deferred) = &deferred {
@@ -372,7 +373,7 @@ where
             cache.count(Event::Hit);
             let mut response = replay(&cached, if_none_match.as_ref());
             mark(&mut response, "HIT", ttl);
-            tier(&mut response, "L2");
+            tier(&mut response, if cache.is_local() { "L1" } else { "L2" });
             if let Some((key, _)) = l1 {
                 cache.l1_insert(key, &scope, key_prefix, Arc::new(cached), fresh_at, ttl);
             }

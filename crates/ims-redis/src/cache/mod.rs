@@ -129,6 +129,11 @@ pub struct Seen {
     generation: String,
 }
 
+/// The key of a response in process memory (L1, or the whole cache without Redis).
+pub(crate) fn l1_key(scope: &str, key_prefix: &str, rest: &str) -> String {
+    format!("{scope}\n{key_prefix}\n{rest}")
+}
+
 /// Size and staleness bound of the in-process tier (`CACHE_L1_MAX_BYTES`,
 /// `CACHE_L1_MAX_STALE_MS`).
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +310,9 @@ pub struct ResponseCache {
     l1: l1::L1,
     /// Cluster-wide single flight of expensive misses.
     locks: crate::lock::Locks,
+    /// Invalidation epochs of the process-only cache (`REDIS_ENABLED=false`), by
+    /// `scope\ngroup`: the same race protection as the Redis epochs.
+    local_epochs: Mutex<HashMap<String, u64>>,
     scope: ScopeFn,
     /// Fraction of the TTL by which entries are shortened at random, so entries written
     /// together do not all expire together.
@@ -369,6 +377,7 @@ impl ResponseCache {
             redis,
             layout,
             l1: l1::L1::new(l1.max_bytes, l1.max_stale),
+            local_epochs: Mutex::new(HashMap::new()),
             scope,
             jitter: jitter.clamp(0.0, 0.5),
             counters: Counters::default(),
@@ -426,6 +435,24 @@ impl ResponseCache {
                 return Shared::Hit(cached, ttl);
             }
         }
+    }
+
+    /// True with `REDIS_ENABLED=false`: the whole cache lives in this process, for a
+    /// deployment of one instance.
+    pub fn is_local(&self) -> bool {
+        !self.redis.connection().is_enabled()
+    }
+
+    fn local_epoch(&self, scope: &str, group: &str) -> u64 {
+        self.local_epochs
+            .lock()
+            .map(|epochs| {
+                epochs
+                    .get(&format!("{scope}\n{group}"))
+                    .copied()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
     }
 
     /// The pub/sub channel of invalidations.
@@ -518,6 +545,16 @@ impl ResponseCache {
     /// Looks up an entry (one round trip: the entry, its TTL, the group's epoch and the
     /// generation).
     pub async fn lookup(&self, scope: &str, key_prefix: &str, rest: &str) -> Lookup {
+        if self.is_local() {
+            if let Some((cached, ttl)) = self.l1.get_local(&l1_key(scope, key_prefix, rest)) {
+                return Lookup::Hit((*cached).clone(), ttl);
+            }
+            let epoch = self.local_epoch(scope, group_of(key_prefix)).to_string();
+            return Lookup::Miss(Seen {
+                epoch,
+                generation: String::new(),
+            });
+        }
         if !self.ready.load(Ordering::Acquire) {
             return Lookup::Unavailable;
         }
@@ -573,6 +610,31 @@ impl ResponseCache {
     ) -> Option<Duration> {
         let group = group_of(key_prefix);
         let ttl = self.ttl_with_jitter(ttl);
+        if self.is_local() {
+            // The epoch check and the insert under one lock: an invalidation is either
+            // before both (the store is refused) or after both (it removes the entry).
+            let Ok(epochs) = self.local_epochs.lock() else {
+                return None;
+            };
+            let current = epochs
+                .get(&format!("{scope}\n{group}"))
+                .copied()
+                .unwrap_or(0);
+            if current.to_string() != seen.epoch {
+                self.counters.stale_refused.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            self.l1.insert_local(
+                l1_key(scope, key_prefix, rest),
+                scope,
+                group,
+                Arc::new(cached.clone()),
+                ttl,
+            );
+            drop(epochs);
+            self.counters.stores.fetch_add(1, Ordering::Relaxed);
+            return Some(ttl);
+        }
         let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
         let keys = [
@@ -627,6 +689,18 @@ impl ResponseCache {
         // This instance's L1 first, so the writer's own next read is current; then Redis;
         // then the other instances' L1, through the channel.
         let owned: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
+        if self.is_local() {
+            if let Ok(mut epochs) = self.local_epochs.lock() {
+                for group in groups {
+                    *epochs.entry(format!("{scope}\n{group}")).or_insert(0) += 1;
+                }
+                self.l1.invalidate(scope, &owned);
+            }
+            self.counters
+                .invalidations
+                .fetch_add(groups.len() as u64, Ordering::Relaxed);
+            return Some(0);
+        }
         self.l1.invalidate(scope, &owned);
         let message = self.l1.message(scope, groups).encode();
         let channel = self.channel();
