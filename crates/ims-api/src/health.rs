@@ -69,10 +69,70 @@ pub fn cache_router() -> Router<AppState> {
     Router::new().route("/health/cache", get(cache_stats))
 }
 
+/// `GET /cache/stats`: the caller's organization's share of the cache (authenticated, rate
+/// limited like every API route).
+pub fn organization_cache_router() -> Router<AppState> {
+    Router::new().route("/cache/stats", get(organization_cache_stats))
+}
+
 /// This module's operations, for the OpenAPI document (`crate::openapi`).
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(health, cache_stats, metrics_text))]
+#[openapi(paths(health, cache_stats, organization_cache_stats, metrics_text))]
 pub(crate) struct ApiDoc;
+
+/// The caller's organization's cache figures.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct OrganizationCacheStats {
+    /// Requests of the organization answered from the cache, on this instance.
+    hits: u64,
+    /// Requests of the organization that ran the handler, on this instance.
+    misses: u64,
+    /// `hits / (hits + misses)`, 0 when there were none.
+    hit_rate: f64,
+    /// Entries the organization has cached now.
+    entries: u64,
+}
+
+#[utoipa::path(
+    get,
+    path = "/cache/stats",
+    tag = "health",
+    operation_id = "getOrganizationCacheStats",
+    summary = "The caller's organization's cache figures",
+    description = "Hits and misses on this instance since start, and entries cached now. Never another organization's.",
+    responses(
+        (status = 200, description = "The organization's figures", body = OrganizationCacheStats),
+        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn organization_cache_stats(
+    State(state): State<AppState>,
+    caller: crate::auth::AuthUser,
+) -> Json<OrganizationCacheStats> {
+    let stats = state.cache.scope_stats(&caller.org_id).await;
+    Json(OrganizationCacheStats {
+        hits: stats.hits,
+        misses: stats.misses,
+        hit_rate: stats.hit_rate,
+        entries: stats.entries,
+    })
+}
+
+/// Redis' own figures (`INFO`; summed over the masters of a cluster).
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct RedisFigures {
+    /// Keys in every database.
+    keys: u64,
+    /// Bytes Redis uses.
+    used_memory: u64,
+    /// Keys evicted since Redis started (`maxmemory`).
+    evicted_keys: u64,
+    /// Client connections.
+    connected_clients: u64,
+}
 
 // Documentation only: the fields of `ims_redis::cache::CacheStats`, which is flattened into
 // `CacheReport` (ims-redis does not depend on utoipa).
@@ -123,6 +183,11 @@ struct CacheReport {
     /// Times the in-process tier was dropped whole (a lost message or subscription).
     l1_flushes: u64,
     redis: &'static str,
+    /// Redis' own figures; absent when Redis cannot be asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_info: Option<RedisFigures>,
+    /// Cluster-wide single flight: polls by misses waiting for another instance's run.
+    lock_waits: u64,
     /// Redis Cluster mode only: each master and whether it answered a `PING` now.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterReport>,
@@ -168,7 +233,15 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     } else {
         None
     };
+    let redis_info = connection.info().await.map(|info| RedisFigures {
+        keys: info.keys,
+        used_memory: info.used_memory,
+        evicted_keys: info.evicted_keys,
+        connected_clients: info.connected_clients,
+    });
     Json(CacheReport {
+        redis_info,
+        lock_waits: stats.l1.lock_waits,
         cluster,
         l1_hits: stats.l1.hits,
         l2_hits: stats.hits.saturating_sub(stats.l1.hits),

@@ -44,7 +44,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::sales::router())
         .merge(crate::purchasing::router())
         .merge(crate::dashboard::router())
-        .merge(crate::reports::router());
+        .merge(crate::reports::router())
+        .merge(health::organization_cache_router());
     // Every API route: RATE_LIMIT_GLOBAL per client IP and route; the credential routes
     // RATE_LIMIT_AUTH instead (contract §6).
     let api = if settings.rate_limit_enabled {

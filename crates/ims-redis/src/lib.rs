@@ -42,7 +42,7 @@ mod service;
 pub mod session;
 
 pub use config::{ConfigError, RedisConfig};
-pub use connection::{RedisConnection, RedisLink};
+pub use connection::{RedisConnection, RedisInfo, RedisLink};
 pub use error::RedisError;
 pub use service::RedisService;
 

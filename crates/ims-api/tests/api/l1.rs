@@ -361,3 +361,61 @@ async fn without_redis_the_whole_cache_runs_in_process() {
     let body: Value = theirs.json().await.expect("json");
     assert_eq!(body["total"], 0);
 }
+
+#[tokio::test]
+async fn cache_stats_are_per_organization_and_redis_figures_are_reported() {
+    let app = crate::helpers::spawn_app().await;
+    let token = |pair: Value| pair["accessToken"].as_str().expect("token").to_string();
+    let a = token(app.register("stats-a@example.com").await);
+    let b = token(app.register("stats-b@example.com").await);
+    for path in ["/tax-rates", "/tax-rates", "/items"] {
+        assert_eq!(app.get(path, Some(&a)).await.status(), StatusCode::OK);
+    }
+    let stats = |token: String| {
+        let app = &app;
+        async move {
+            let response = app.get("/cache/stats", Some(&token)).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let mine = stats(a).await;
+    assert_eq!(
+        (
+            mine["hits"].clone(),
+            mine["misses"].clone(),
+            mine["entries"].clone()
+        ),
+        (json!(1), json!(2), json!(2)),
+        "{mine}"
+    );
+    assert_eq!(mine["hitRate"].as_f64(), Some(1.0 / 3.0));
+    let theirs = stats(b).await;
+    assert_eq!(
+        (
+            theirs["hits"].clone(),
+            theirs["misses"].clone(),
+            theirs["entries"].clone()
+        ),
+        (json!(0), json!(0), json!(0)),
+        "another organization's figures never show: {theirs}"
+    );
+    assert_eq!(
+        app.get("/cache/stats", None).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let health: Value = app
+        .get("/health/cache", None)
+        .await
+        .json()
+        .await
+        .expect("json");
+    let info = &health["redisInfo"];
+    assert!(info["keys"].as_u64().expect("keys") >= 2, "{health}");
+    assert!(info["usedMemory"].as_u64().expect("memory") > 0, "{health}");
+    assert!(
+        info["connectedClients"].as_u64().expect("clients") >= 1,
+        "{health}"
+    );
+    assert!(info["evictedKeys"].is_u64(), "{health}");
+}

@@ -79,6 +79,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("/reports/{type}", "get"),
     ("/health", "get"),
     ("/health/cache", "get"),
+    ("/cache/stats", "get"),
     ("/metrics", "get"),
 ];
 

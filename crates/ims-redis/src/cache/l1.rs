@@ -260,6 +260,15 @@ impl L1 {
         }
     }
 
+    /// Entries of `scope` now (a walk over the tier: for statistics, not hot paths).
+    pub fn count_scope(&self, scope: &str) -> u64 {
+        let now = Instant::now();
+        self.entries
+            .iter()
+            .filter(|(_, entry)| entry.scope == scope && entry.expires_at > now)
+            .count() as u64
+    }
+
     /// Entries and weighed bytes (approximate until moka's pending tasks run).
     pub fn size(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();

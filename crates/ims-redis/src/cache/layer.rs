@@ -316,7 +316,7 @@ where
             .map(boxed);
     };
     if no_cache(&parts) {
-        cache.count(Event::Bypass);
+        cache.count(&scope, Event::Bypass);
         let mut response = inner
             .call(Request::from_parts(parts, body))
             .await
@@ -349,7 +349,7 @@ where
                     return Ok(refused());
                 }
             }
-            cache.count(Event::Hit);
+            cache.count(&scope, Event::Hit);
             let mut response = replay(&cached, if_none_match.as_ref());
             mark(&mut response, "HIT", ttl);
             tier(&mut response, "L1");
@@ -370,7 +370,7 @@ where
     }
     let seen = match lookup {
         Lookup::Hit(cached, ttl) => {
-            cache.count(Event::Hit);
+            cache.count(&scope, Event::Hit);
             let mut response = replay(&cached, if_none_match.as_ref());
             mark(&mut response, "HIT", ttl);
             tier(&mut response, if cache.is_local() { "L1" } else { "L2" });
@@ -401,8 +401,8 @@ where
                 Err(_) => None,
             };
             if let Some(cached) = shared {
-                cache.count(Event::Coalesced);
-                cache.count(Event::Hit);
+                cache.count(&scope, Event::Coalesced);
+                cache.count(&scope, Event::Hit);
                 let mut response = replay(&cached, if_none_match.as_ref());
                 mark(&mut response, "HIT", policy.ttl);
                 return Ok(response);
@@ -428,7 +428,7 @@ where
                     if let Some((key, _)) = l1 {
                         cache.l1_insert(key, &scope, key_prefix, cached.clone(), fresh_at, ttl);
                     }
-                    cache.count(Event::Hit);
+                    cache.count(&scope, Event::Hit);
                     let mut response = replay(&cached, if_none_match.as_ref());
                     mark(&mut response, "HIT", ttl);
                     tier(&mut response, "L2");
@@ -441,7 +441,7 @@ where
             }
         }
     }
-    cache.count(Event::Miss);
+    cache.count(&scope, Event::Miss);
     let response = inner.call(Request::from_parts(parts, body)).await?;
     let (cached, response) = capture(response).await;
     let Some(cached) = cached else {

@@ -263,6 +263,27 @@ pub struct CacheStats {
     pub l1: L1Stats,
 }
 
+/// One scope's share of the counters.
+#[derive(Debug, Default)]
+struct ScopeCounters {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// One scope's (organization's) view of the cache.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScopeStats {
+    /// Requests of this scope answered from the cache, on this instance.
+    pub hits: u64,
+    /// Requests of this scope that ran the handler, on this instance.
+    pub misses: u64,
+    /// `hits / (hits + misses)`, 0 when there were none.
+    pub hit_rate: f64,
+    /// Entries the scope has cached now (across instances when in Redis).
+    pub entries: u64,
+}
+
 /// Counters of the in-process tier.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -310,6 +331,10 @@ pub struct ResponseCache {
     l1: l1::L1,
     /// Cluster-wide single flight of expensive misses.
     locks: crate::lock::Locks,
+    /// Hits and misses per scope, for [`ResponseCache::scope_stats`]; bounded.
+    per_scope: moka::sync::Cache<String, Arc<ScopeCounters>>,
+    /// The groups entries were stored under, to count a scope's entries by their indexes.
+    groups_seen: Mutex<std::collections::BTreeSet<String>>,
     /// Invalidation epochs of the process-only cache (`REDIS_ENABLED=false`), by
     /// `scope\ngroup`: the same race protection as the Redis epochs.
     local_epochs: Mutex<HashMap<String, u64>>,
@@ -378,6 +403,8 @@ impl ResponseCache {
             layout,
             l1: l1::L1::new(l1.max_bytes, l1.max_stale),
             local_epochs: Mutex::new(HashMap::new()),
+            per_scope: moka::sync::Cache::new(100_000),
+            groups_seen: Mutex::new(std::collections::BTreeSet::new()),
             scope,
             jitter: jitter.clamp(0.0, 0.5),
             counters: Counters::default(),
@@ -610,6 +637,11 @@ impl ResponseCache {
     ) -> Option<Duration> {
         let group = group_of(key_prefix);
         let ttl = self.ttl_with_jitter(ttl);
+        if let Ok(mut groups) = self.groups_seen.lock() {
+            if !groups.contains(group) {
+                groups.insert(group.to_string());
+            }
+        }
         if self.is_local() {
             // The epoch check and the insert under one lock: an invalidation is either
             // before both (the store is refused) or after both (it removes the entry).
@@ -789,7 +821,7 @@ impl ResponseCache {
         value
     }
 
-    pub(crate) fn count(&self, event: Event) {
+    pub(crate) fn count(&self, scope: &str, event: Event) {
         let counter = match event {
             Event::Hit => &self.counters.hits,
             Event::Miss => &self.counters.misses,
@@ -797,6 +829,64 @@ impl ResponseCache {
             Event::Coalesced => &self.counters.coalesced,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if matches!(event, Event::Hit | Event::Miss) {
+            let counters = self.per_scope.get_with_by_ref(scope, Default::default);
+            let counter = if matches!(event, Event::Hit) {
+                &counters.hits
+            } else {
+                &counters.misses
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// This instance's hits and misses for `scope` since start (or since the scope was
+    /// last among the 100,000 most recently counted), and the entries `scope` has cached
+    /// now: live members of its groups' indexes in Redis, or its entries in process memory
+    /// without Redis.
+    pub async fn scope_stats(&self, scope: &str) -> ScopeStats {
+        let counters = self.per_scope.get(scope).unwrap_or_default();
+        let hits = counters.hits.load(Ordering::Relaxed);
+        let misses = counters.misses.load(Ordering::Relaxed);
+        let entries = if self.is_local() {
+            self.l1.count_scope(scope)
+        } else {
+            let groups: Vec<String> = self
+                .groups_seen
+                .lock()
+                .map(|g| g.iter().cloned().collect())
+                .unwrap_or_default();
+            let keys: Vec<String> = groups
+                .iter()
+                .map(|group| self.redis.key(&self.layout.index(scope, group)))
+                .collect();
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            self.redis
+                .connection()
+                .run(|mut c| async move {
+                    let mut pipe = redis::pipe();
+                    for key in &keys {
+                        pipe.cmd("ZCOUNT").arg(key).arg(now_ms).arg("+inf");
+                    }
+                    pipe.query_async::<Vec<u64>>(&mut c).await
+                })
+                .await
+                .map(|counts| counts.into_iter().sum())
+                .unwrap_or(0)
+        };
+        ScopeStats {
+            hits,
+            misses,
+            hit_rate: if hits + misses == 0 {
+                0.0
+            } else {
+                hits as f64 / (hits + misses) as f64
+            },
+            entries,
+        }
     }
 
     /// Joins the running miss for `key`, or becomes its leader. The leader gets a sender to
