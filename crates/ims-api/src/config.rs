@@ -64,6 +64,9 @@ pub struct Settings {
     pub http_max_connections: Option<usize>,
     /// `CACHE_L1_MAX_BYTES` and `CACHE_L1_MAX_STALE_MS`: the in-process cache tier.
     pub cache_l1: ims_redis::cache::L1Settings,
+    /// `CACHE_WARM_INTERVAL` (seconds; `None` for `0`, the default): how often one
+    /// instance warms recently active organizations' dashboards.
+    pub cache_warm_interval: Option<Duration>,
 }
 
 /// Parses a whole number of `var` within `range`, or the default when unset.
@@ -168,6 +171,10 @@ impl Settings {
                             format!("{v:?} (expected milliseconds, 1 to {MAX_HEADER_TIMEOUT_MS})"),
                         )
                     })?,
+            },
+            cache_warm_interval: match bounded(&get, "CACHE_WARM_INTERVAL", 0, 0..=86_400)? {
+                0 => None,
+                seconds => Some(Duration::from_secs(seconds)),
             },
             cache_l1: ims_redis::cache::L1Settings {
                 max_bytes: bounded(&get, "CACHE_L1_MAX_BYTES", 64 * 1024 * 1024, 0..=(1 << 40))?,
@@ -326,6 +333,7 @@ mod tests {
             ("HTTP_MAX_CONNECTIONS", "many"),
             ("CACHE_L1_MAX_BYTES", "-1"),
             ("CACHE_L1_MAX_STALE_MS", "1s"),
+            ("CACHE_WARM_INTERVAL", "-5"),
         ] {
             let e = settings(&[(var, value)]).expect_err(var);
             assert_eq!(e.var, var, "{e}");

@@ -188,6 +188,8 @@ struct CacheReport {
     redis_info: Option<RedisFigures>,
     /// Cluster-wide single flight: polls by misses waiting for another instance's run.
     lock_waits: u64,
+    /// Scheduled warm-ups this instance ran (`CACHE_WARM_INTERVAL`).
+    warmups: u64,
     /// Redis Cluster mode only: each master and whether it answered a `PING` now.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterReport>,
@@ -242,6 +244,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     Json(CacheReport {
         redis_info,
         lock_waits: stats.l1.lock_waits,
+        warmups: crate::warmup::WARMUPS.load(std::sync::atomic::Ordering::Relaxed),
         cluster,
         l1_hits: stats.l1.hits,
         l2_hits: stats.hits.saturating_sub(stats.l1.hits),

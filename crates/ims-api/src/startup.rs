@@ -243,8 +243,15 @@ impl Application {
         );
         let purge = tokio::spawn(purge_expired_tokens(state.clone()));
         let app = router(state.clone());
+        let warmup = state
+            .settings
+            .cache_warm_interval
+            .map(|interval| tokio::spawn(crate::warmup::run(state.clone(), app.clone(), interval)));
         crate::serve::serve(listener, app, options, shutdown).await;
         purge.abort();
+        if let Some(warmup) = warmup {
+            warmup.abort();
+        }
         state.redis.connection().close().await;
         state.db.close().await;
         tracing::info!("IMS API stopped");

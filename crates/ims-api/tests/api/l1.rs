@@ -419,3 +419,65 @@ async fn cache_stats_are_per_organization_and_redis_figures_are_reported() {
     );
     assert!(info["evictedKeys"].is_u64(), "{health}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn warm_up_runs_once_per_interval_across_three_instances_and_refills_dashboards() {
+    let vars = [
+        ("RATE_LIMIT_ENABLED", "false"),
+        ("CACHE_WARM_INTERVAL", "1"),
+    ];
+    let app = spawn_app_with(&vars).await;
+    let others = [
+        ServerProcess::beside_with(&app, &vars).await,
+        ServerProcess::beside_with(&app, &vars).await,
+    ];
+    let token = app.register("warm@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let warmups = |base: String| {
+        let app = &app;
+        async move {
+            let stats: Value = app
+                .client
+                .get(format!("{base}/health/cache"))
+                .send()
+                .await
+                .expect("stats")
+                .json()
+                .await
+                .expect("json");
+            stats["warmups"].as_u64().expect("warmups")
+        }
+    };
+    let bases = [
+        app.address.clone(),
+        others[0].address.clone(),
+        others[1].address.clone(),
+    ];
+    let total = |bases: [String; 3]| async move {
+        let mut sum = 0;
+        for base in bases {
+            sum += warmups(base).await;
+        }
+        sum
+    };
+    let before = total(bases.clone()).await;
+    let started = Instant::now();
+    // A write: the organization is active, its dashboard invalidated.
+    let created = app
+        .post("/categories", json!({"name": "Tools"}), Some(&token))
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let runs = total(bases.clone()).await - before;
+    let intervals = started.elapsed().as_secs();
+    assert!(
+        (intervals.saturating_sub(1)..=intervals + 1).contains(&runs),
+        "{runs} warm-ups in {intervals} intervals over three instances: once per interval"
+    );
+    // Nobody read the dashboard since the write, yet it is cached.
+    let kpis = app.get("/dashboard/kpis", Some(&token)).await;
+    assert_eq!(kpis.status(), StatusCode::OK);
+    assert_eq!(header(&kpis, "x-cache"), "HIT");
+}

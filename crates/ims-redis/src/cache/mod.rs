@@ -129,6 +129,16 @@ pub struct Seen {
     generation: String,
 }
 
+/// The sorted set of scopes by their last write (milliseconds since the epoch).
+const ACTIVE: &str = "cache:active";
+
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// The key of a response in process memory (L1, or the whole cache without Redis).
 pub(crate) fn l1_key(scope: &str, key_prefix: &str, rest: &str) -> String {
     format!("{scope}\n{key_prefix}\n{rest}")
@@ -482,6 +492,38 @@ impl ResponseCache {
             .unwrap_or(0)
     }
 
+    /// Scopes that wrote (invalidated anything) within `window`, most recent first; older
+    /// records are trimmed on the way. Empty when Redis cannot be asked.
+    pub async fn active_scopes(&self, window: Duration) -> Vec<String> {
+        let key = self.redis.key(ACTIVE);
+        let since = unix_millis().saturating_sub(window.as_millis() as u64);
+        self.redis
+            .connection()
+            .run(|mut c| async move {
+                redis::pipe()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&key)
+                    .arg("-inf")
+                    .arg(format!("({since}"))
+                    .ignore()
+                    .cmd("ZREVRANGE")
+                    .arg(&key)
+                    .arg(0)
+                    .arg(-1)
+                    .query_async::<(Vec<String>,)>(&mut c)
+                    .await
+            })
+            .await
+            .map(|(scopes,)| scopes)
+            .unwrap_or_default()
+    }
+
+    /// Whether `scope` has a live entry under `key_prefix` and `rest` (as built by the
+    /// layer: `GET:{path}:{queryHash}`).
+    pub async fn is_cached(&self, scope: &str, key_prefix: &str, rest: &str) -> bool {
+        matches!(self.lookup(scope, key_prefix, rest).await, Lookup::Hit(..))
+    }
+
     /// The pub/sub channel of invalidations.
     fn channel(&self) -> String {
         self.redis.key("cache:invalidate")
@@ -753,14 +795,22 @@ impl ResponseCache {
                 invocation.arg(epoch_ttl).invoke_async::<u64>(&mut c).await
             })
             .await;
+        let active = self.redis.key(ACTIVE);
+        let (scope_owned, now_ms) = (scope.to_string(), unix_millis());
         let published = self
             .redis
             .connection()
             .run(|mut c| async move {
-                redis::cmd("PUBLISH")
+                // The activity record rides along: scheduled warm-ups read it.
+                redis::pipe()
+                    .cmd("PUBLISH")
                     .arg(channel)
                     .arg(message)
-                    .query_async::<i64>(&mut c)
+                    .cmd("ZADD")
+                    .arg(active)
+                    .arg(now_ms)
+                    .arg(scope_owned)
+                    .query_async::<(i64, i64)>(&mut c)
                     .await
             })
             .await;
@@ -860,10 +910,7 @@ impl ResponseCache {
                 .iter()
                 .map(|group| self.redis.key(&self.layout.index(scope, group)))
                 .collect();
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
+            let now_ms = unix_millis();
             self.redis
                 .connection()
                 .run(|mut c| async move {
