@@ -47,9 +47,26 @@ async fn metrics_text(State(state): State<AppState>) -> impl axum::response::Int
         ("ims_cache_invalidations_total", stats.invalidations),
         ("ims_cache_invalidated_keys_total", stats.invalidated_keys),
         ("ims_cache_errors_total", stats.errors),
+        ("ims_cache_l1_hits_total", stats.l1.hits),
+        (
+            "ims_cache_invalidations_published_total",
+            stats.l1.invalidations_published,
+        ),
+        (
+            "ims_cache_invalidations_received_total",
+            stats.l1.invalidations_received,
+        ),
+        ("ims_cache_l1_flushes_total", stats.l1.flushes),
+        ("ims_cache_lock_waits_total", stats.l1.lock_waits),
+        (
+            "ims_cache_warmups_total",
+            crate::warmup::WARMUPS.load(std::sync::atomic::Ordering::Relaxed),
+        ),
     ] {
         metrics::counter!(name).absolute(value);
     }
+    metrics::gauge!("ims_cache_l1_entries").set(stats.l1.entries as f64);
+    metrics::gauge!("ims_cache_l1_bytes").set(stats.l1.bytes as f64);
     metrics::counter!("ims_redis_outages_total").absolute(state.redis.connection().outages());
     metrics::gauge!("ims_redis_up").set(if state.redis.is_connected() { 1.0 } else { 0.0 });
     metrics::gauge!("ims_db_pool_connections").set(f64::from(state.db.pool().size()));

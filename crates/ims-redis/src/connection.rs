@@ -368,21 +368,27 @@ impl RedisConnection {
         }
     }
 
-    /// Redis' own figures from `INFO` (summed over the masters of a cluster); `None` when
-    /// Redis cannot be asked.
-    pub async fn info(&self) -> Option<RedisInfo> {
-        let nodes: Vec<Option<(String, u16)>> = match self
+    /// The nodes that hold data: the server (`None`), or every healthy master of the
+    /// cluster (a failed master's slots are served by its promoted replica, listed too).
+    /// What a walk over the keyspace or a sum of per-node figures must visit.
+    pub async fn data_nodes(&self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
+        let masters = self
             .run(|mut c| async move { c.masters().await.transpose() })
-            .await
-            .ok()?
-        {
+            .await?;
+        Ok(match masters {
             None => vec![None],
             Some(masters) => masters
                 .into_iter()
                 .filter(|(_, failed)| !*failed)
                 .map(|(node, _)| Some(node))
                 .collect(),
-        };
+        })
+    }
+
+    /// Redis' own figures from `INFO` (summed over the masters of a cluster); `None` when
+    /// Redis cannot be asked.
+    pub async fn info(&self) -> Option<RedisInfo> {
+        let nodes = self.data_nodes().await.ok()?;
         let mut total = RedisInfo::default();
         for node in nodes {
             let text = self

@@ -139,31 +139,13 @@ impl RedisService {
             .unwrap_or(false)
     }
 
-    /// The nodes a walk over the keyspace must visit: the server (`None`), or every master
-    /// of the cluster, since each holds only its own slots' keys.
-    async fn nodes(&self) -> Result<Vec<Option<(String, u16)>>, RedisError> {
-        let masters = self
-            .connection
-            .run(|mut c| async move { c.masters().await.transpose() })
-            .await?;
-        Ok(match masters {
-            None => vec![None],
-            // A failed master's slots are served by its promoted replica, listed too.
-            Some(masters) => masters
-                .into_iter()
-                .filter(|(_, failed)| !*failed)
-                .map(|(node, _)| Some(node))
-                .collect(),
-        })
-    }
-
     /// Keys matching the glob `pattern` (prefix added), found with `SCAN` (on every master
     /// in cluster mode) so Redis is never blocked the way `KEYS` would block it, and
     /// returned without the prefix. Degraded default: empty.
     pub async fn keys(&self, pattern: &str) -> Vec<String> {
         let full_pattern = format!("{}{pattern}", escape_glob(&self.prefix));
         let mut found = Vec::new();
-        let nodes = match self.nodes().await {
+        let nodes = match self.connection.data_nodes().await {
             Ok(nodes) => nodes,
             Err(e) => {
                 log_failure("keys", pattern, &e);
@@ -205,7 +187,7 @@ impl RedisService {
     pub async fn flush_by_prefix(&self, prefix: &str) -> u64 {
         let full_pattern = format!("{}{}*", escape_glob(&self.prefix), escape_glob(prefix));
         let mut removed = 0u64;
-        let nodes = match self.nodes().await {
+        let nodes = match self.connection.data_nodes().await {
             Ok(nodes) => nodes,
             Err(e) => {
                 log_failure("flush_by_prefix", prefix, &e);

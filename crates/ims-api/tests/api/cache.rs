@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{header, spawn_app, spawn_app_with, TestApp};
 
 /// One organization's catalog: enough rows for every cached read to return 200.
 struct Org {
@@ -88,15 +88,6 @@ async fn org(app: &TestApp, email: &str) -> Org {
 fn key(org_id: &str, prefix: &str, path: &str, sorted_query: &str) -> String {
     let hash = hex::encode(Md5::digest(sorted_query.as_bytes()));
     format!("ims:cache:{org_id}:{prefix}:GET:{path}:{hash}")
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }
 
 fn exists(app: &TestApp, key: &str) -> bool {

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{sha256, spawn_app_with, ServerProcess, TestApp};
+use crate::helpers::{header, sha256, spawn_app_with, ServerProcess, TestApp};
 
 /// A server on `cluster`, with `vars` on top.
 async fn spawn_on(cluster: &RedisCluster, vars: &[(&str, &str)]) -> TestApp {
@@ -68,15 +68,6 @@ fn keys_per_master(cluster: &RedisCluster, pattern: &str) -> Vec<(u16, usize)> {
             (port, keys.len())
         })
         .collect()
-}
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
 }
 
 struct Org {

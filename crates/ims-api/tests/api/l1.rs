@@ -7,19 +7,10 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, ServerProcess, TestApp};
+use crate::helpers::{header, spawn_app_with, ServerProcess, TestApp};
 
 /// `CACHE_L1_MAX_STALE_MS` of these tests.
 const BOUND: Duration = Duration::from_millis(1000);
-
-fn header(response: &reqwest::Response, name: &str) -> String {
-    response
-        .headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string()
-}
 
 /// Calls of each Redis command so far, from `INFO commandstats`.
 fn command_calls(app: &TestApp) -> std::collections::HashMap<String, u64> {

@@ -129,8 +129,9 @@ pub struct Seen {
     generation: String,
 }
 
-/// The sorted set of scopes by their last write (milliseconds since the epoch).
-const ACTIVE: &str = "cache:active";
+/// The sorted set of scopes by their last write (milliseconds since the epoch). Outside
+/// `cache:`, which holds entries only (and is flushed after an outage).
+const ACTIVE: &str = "cacheactive";
 
 fn unix_millis() -> u64 {
     std::time::SystemTime::now()

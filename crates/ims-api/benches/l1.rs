@@ -1,0 +1,559 @@
+//! The in-process cache tier (L1) against its ceilings, in one run:
+//! `cargo bench -p ims-api --bench l1`.
+//!
+//! One SQLite file and one private `redis-server`; four in-process servers on them:
+//! rate limiter off or on (limits nothing here reaches), each with the L1 tier on
+//! (`CACHE_L1_MAX_STALE_MS` default, 1000 ms) or off (`CACHE_L1_MAX_STALE_MS=0`, so the same
+//! route is served from Redis: an L2 hit). Every request carries the same access token and
+//! asks for the same ~2 KB body, `GET /tax-rates?limit=100`. Two ceilings, bare axum
+//! handlers that verify the token as the server does (`TokenKeys::verify`): the same bytes
+//! from memory, and the same bytes after one Redis `GET`.
+//!
+//! Cases run with 16 requests in flight, in rounds of rotating order; each row is the
+//! round with the median throughput. The servers run on their own runtime (threads
+//! `ims-srv`), the load generator on another (`ims-load`), so CPU per request is reported
+//! apart for the servers, the load generator and redis-server (`/proc/.../schedstat`).
+//! Every response's `X-Cache-Tier` is checked: L1 cases must answer L1 (bar the
+//! once-per-second revalidations, which go to Redis), L2 cases L2.
+//! Sizes: IMS_BENCH_REQUESTS (default 20000 per case and round), IMS_BENCH_ROUNDS (default 3).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use futures::StreamExt;
+use ims_api::auth::bearer_token;
+use ims_api::auth::tokens::TokenKeys;
+use ims_api::config::Settings;
+use ims_api::startup::Application;
+use ims_testkit::RedisServer;
+use serde_json::{json, Value};
+
+const CONCURRENCY: usize = 16;
+const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
+const ROUTE: &str = "/tax-rates?limit=100";
+/// The body size aimed at.
+const BODY_BYTES: usize = 2048;
+const CEILING_KEY: &str = "bench:l1:body";
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Expect {
+    L1,
+    L2,
+    Bare,
+}
+
+struct Case {
+    name: &'static str,
+    url: String,
+    expect: Expect,
+}
+
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    /// Responses that carried the expected tier (all of them for a ceiling).
+    as_expected: usize,
+    /// CPU µs per request: server runtime threads, everything else in this process (the
+    /// load generator), redis-server.
+    cpu_server: f64,
+    cpu_load: f64,
+    cpu_redis: f64,
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// CPU time of a thread in ns: `schedstat` (ns), else `stat` utime + stime (10 ms ticks).
+fn task_cpu_ns(task: &std::path::Path) -> u64 {
+    if let Some(ns) = std::fs::read_to_string(task.join("schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+    {
+        return ns;
+    }
+    let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
+        return 0;
+    };
+    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 2..]) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+    (field(11).unwrap_or(0) + field(12).unwrap_or(0)) * 10_000_000
+}
+
+/// CPU ns of the threads of `pid`, split by whether their name starts with `prefix`.
+fn cpu_split(pid: &str, prefix: &str) -> (u64, u64) {
+    let (mut matching, mut other) = (0, 0);
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return (0, 0);
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let ns = task_cpu_ns(&path);
+        if name.starts_with(prefix) {
+            matching += ns;
+        } else {
+            other += ns;
+        }
+    }
+    (matching, other)
+}
+
+/// The redis-server child of this process listening on `port`.
+fn redis_pid(port: u16) -> Option<u32> {
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        if name != "redis-server" || rest.split_whitespace().nth(1) != Some(me.as_str()) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        if cmdline.contains(&format!(":{port}")) || cmdline.contains(&format!("--port {port}")) {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+/// An IMS server on the server runtime; returns its base URL once Redis is connected.
+async fn server(
+    srv: &tokio::runtime::Handle,
+    database_url: &str,
+    redis_url: &str,
+    limiter: bool,
+    l1: bool,
+) -> String {
+    let mut env: HashMap<&str, String> = HashMap::from([
+        ("DATABASE_URL", database_url.to_string()),
+        ("REDIS_URL", redis_url.to_string()),
+        ("JWT_SECRET", SECRET.into()),
+        ("IMS_BIND", "127.0.0.1:0".into()),
+        ("CACHE_TTL_JITTER", "0".into()),
+        ("RATE_LIMIT_ENABLED", limiter.to_string()),
+        // On, with limits nothing here reaches (as benches/rate_limit.rs).
+        ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
+        ("RATE_LIMIT_AUTH", "1000000000/60".into()),
+        ("RUST_LOG", "warn".into()),
+    ]);
+    if !l1 {
+        env.insert("CACHE_L1_MAX_STALE_MS", "0".into());
+    }
+    srv.spawn(async move {
+        let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
+        let listener = tokio::net::TcpListener::bind(settings.bind)
+            .await
+            .expect("bind");
+        let app = Application::build_with_listener(settings, listener)
+            .await
+            .expect("build");
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let state = app.state().clone();
+        tokio::spawn(app.run_until(std::future::pending()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !state.redis.is_connected() {
+            assert!(Instant::now() < deadline, "Redis never came up");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        base
+    })
+    .await
+    .expect("server")
+}
+
+/// The ceilings: the same bytes from memory, and after one Redis GET; both verify the
+/// bearer token first, as the cache layer does before a hit.
+async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) -> String {
+    srv.spawn(async move {
+        let keys = Arc::new(TokenKeys::new(SECRET));
+        let conn = redis::Client::open(redis_url)
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis");
+        let authorized = move |headers: &HeaderMap| {
+            bearer_token(headers).is_some_and(|token| keys.verify(token).is_ok())
+        };
+        let memory = {
+            let authorized = authorized.clone();
+            move |headers: HeaderMap| {
+                let body = body.clone();
+                let ok = authorized(&headers);
+                async move {
+                    if !ok {
+                        return StatusCode::UNAUTHORIZED.into_response();
+                    }
+                    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+            }
+        };
+        let one_get = move |headers: HeaderMap| {
+            let mut conn = conn.clone();
+            let ok = authorized(&headers);
+            async move {
+                if !ok {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                let bytes: Vec<u8> = redis::cmd("GET")
+                    .arg(CEILING_KEY)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or_default();
+                ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+            }
+        };
+        let router = axum::Router::new()
+            .route("/memory", get(memory))
+            .route("/get", get(one_get));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        base
+    })
+    .await
+    .expect("ceilings")
+}
+
+async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
+    let mut request = client.post(&url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("post");
+    assert!(
+        response.status().is_success(),
+        "POST {url}: {}",
+        response.status()
+    );
+    response.json().await.expect("json")
+}
+
+/// `count` GETs of `case.url`, `CONCURRENCY` in flight.
+async fn measure(
+    client: &reqwest::Client,
+    case: &Case,
+    token: &str,
+    body: &Bytes,
+    count: usize,
+    redis: Option<u32>,
+) -> Run {
+    let me = std::process::id().to_string();
+    let redis_cpu = || redis.map(|p| cpu_split(&p.to_string(), "").0).unwrap_or(0);
+    let ((srv_before, load_before), redis_before) = (cpu_split(&me, "ims-srv"), redis_cpu());
+    let started = Instant::now();
+    let results: Vec<(Duration, bool)> = futures::stream::iter(0..count)
+        .map(|_| async {
+            let t = Instant::now();
+            let response = client
+                .get(&case.url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
+            assert!(
+                response.status().is_success(),
+                "{}: {}",
+                case.url,
+                response.status()
+            );
+            let tier = response
+                .headers()
+                .get("x-cache-tier")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let hit = response
+                .headers()
+                .get("x-cache")
+                .is_some_and(|v| v == "HIT");
+            let got = response.bytes().await.expect("body");
+            assert_eq!(got.len(), body.len(), "{}: another body", case.url);
+            let expected = match case.expect {
+                Expect::L1 => hit && tier.as_deref() == Some("L1"),
+                Expect::L2 => hit && tier.as_deref() == Some("L2"),
+                Expect::Bare => tier.is_none(),
+            };
+            (t.elapsed(), expected)
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let ((srv_after, load_after), redis_after) = (cpu_split(&me, "ims-srv"), redis_cpu());
+    let as_expected = results.iter().filter(|(_, ok)| *ok).count();
+    let mut samples: Vec<Duration> = results.into_iter().map(|(d, _)| d).collect();
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    let per_request = |ns: u64| ns as f64 / 1000.0 / count as f64;
+    Run {
+        rps: count as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+        as_expected,
+        cpu_server: per_request(srv_after.saturating_sub(srv_before)),
+        cpu_load: per_request(load_after.saturating_sub(load_before)),
+        cpu_redis: per_request(redis_after.saturating_sub(redis_before)),
+    }
+}
+
+async fn bench(srv: tokio::runtime::Handle) {
+    let requests = env_number("IMS_BENCH_REQUESTS", 20_000);
+    let rounds = env_number("IMS_BENCH_ROUNDS", 3).max(1);
+    let started = Instant::now();
+    let redis = RedisServer::start();
+    let redis_pid = redis_pid(redis.port());
+    if redis_pid.is_none() {
+        println!("(redis-server pid not found: no Redis CPU figures)");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let database_url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    let off_l1 = server(&srv, &database_url, &redis.url(), false, true).await;
+    let off_l2 = server(&srv, &database_url, &redis.url(), false, false).await;
+    let on_l1 = server(&srv, &database_url, &redis.url(), true, true).await;
+    let on_l2 = server(&srv, &database_url, &redis.url(), true, false).await;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
+
+    let pair = post(
+        &client,
+        format!("{off_l1}/auth/register"),
+        None,
+        json!({"email": "bench@example.com", "password": "bench password",
+               "name": "Bench", "organizationName": "Bench"}),
+    )
+    .await;
+    let token = pair["accessToken"].as_str().expect("token").to_string();
+    // Tax rates until the page is about 2 KB.
+    let fetch = |base: String, no_cache: bool| {
+        let (client, token) = (client.clone(), token.clone());
+        async move {
+            let mut request = client.get(format!("{base}{ROUTE}")).bearer_auth(&token);
+            if no_cache {
+                request = request.header(header::CACHE_CONTROL, "no-cache");
+            }
+            let response = request.send().await.expect("get");
+            assert!(response.status().is_success(), "{}", response.status());
+            let tier = response
+                .headers()
+                .get("x-cache-tier")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string();
+            (tier, response.bytes().await.expect("body"))
+        }
+    };
+    let mut rates = 0;
+    while fetch(off_l1.clone(), true).await.1.len() < BODY_BYTES - 100 {
+        post(
+            &client,
+            format!("{off_l1}/tax-rates"),
+            Some(&token),
+            json!({"name": format!("Bench tax rate {rates:03}"), "rateBps": 500 + rates}),
+        )
+        .await;
+        rates += 1;
+    }
+    // Stored in Redis, then in each L1-serving server's memory.
+    let mut body = Bytes::new();
+    for base in [&off_l1, &off_l2, &on_l1, &on_l2] {
+        let want = if base == &off_l2 || base == &on_l2 {
+            "L2"
+        } else {
+            "L1"
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (tier, bytes) = fetch(base.clone(), false).await;
+            if tier == want {
+                body = bytes;
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base}: never an {want} hit");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let mut conn = redis::Client::open(redis.url())
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("redis");
+    let () = redis::cmd("SET")
+        .arg(CEILING_KEY)
+        .arg(body.as_ref())
+        .query_async(&mut conn)
+        .await
+        .expect("set");
+    let ceiling = ceilings(&srv, redis.url(), body.clone()).await;
+    println!(
+        "GET {ROUTE}: {} tax rates, body {} bytes; setup {:.1?}",
+        rates,
+        body.len(),
+        started.elapsed()
+    );
+
+    let cases = [
+        Case {
+            name: "L1 hit, limiter off",
+            url: format!("{off_l1}{ROUTE}"),
+            expect: Expect::L1,
+        },
+        Case {
+            name: "L2 hit, limiter off",
+            url: format!("{off_l2}{ROUTE}"),
+            expect: Expect::L2,
+        },
+        Case {
+            name: "ceiling: memory",
+            url: format!("{ceiling}/memory"),
+            expect: Expect::Bare,
+        },
+        Case {
+            name: "ceiling: one GET",
+            url: format!("{ceiling}/get"),
+            expect: Expect::Bare,
+        },
+        Case {
+            name: "L1 hit, limiter on",
+            url: format!("{on_l1}{ROUTE}"),
+            expect: Expect::L1,
+        },
+        Case {
+            name: "L2 hit, limiter on",
+            url: format!("{on_l2}{ROUTE}"),
+            expect: Expect::L2,
+        },
+    ];
+    // Warm-up: connections open, code paths hot.
+    for case in &cases {
+        measure(&client, case, &token, &body, 1000, redis_pid).await;
+    }
+    let mut runs: Vec<Vec<Run>> = vec![Vec::new(); cases.len()];
+    for round in 0..rounds {
+        for k in 0..cases.len() {
+            let c = (k + round) % cases.len();
+            runs[c].push(measure(&client, &cases[c], &token, &body, requests, redis_pid).await);
+        }
+    }
+    let median: Vec<Run> = runs
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            r[r.len() / 2]
+        })
+        .collect();
+    println!(
+        "\n{requests} requests x {rounds} rounds, {CONCURRENCY} in flight, JWT on every request; median round"
+    );
+    println!(
+        "{:<22} {:>8} {:>9} {:>9} {:>13} {:>10} {:>10} {:>10}",
+        "case", "req/s", "p50", "p99", "tier as meant", "srv us/req", "load us/rq", "redis us/r"
+    );
+    for (case, run) in cases.iter().zip(&median) {
+        println!(
+            "{:<22} {:>8.0} {:>9.3?} {:>9.3?} {:>13} {:>10.1} {:>10.1} {:>10.1}",
+            case.name,
+            run.rps,
+            run.p50,
+            run.p99,
+            format!("{}/{}", run.as_expected, requests),
+            run.cpu_server,
+            run.cpu_load,
+            run.cpu_redis
+        );
+    }
+    let ratio = |a: usize, b: usize| {
+        let per_round: Vec<String> = (0..rounds)
+            .map(|r| format!("{:.2}", runs[a][r].rps / runs[b][r].rps))
+            .collect();
+        format!(
+            "{:.2} (rounds {}; server CPU/req {:.2})",
+            median[a].rps / median[b].rps,
+            per_round.join(" "),
+            median[b].cpu_server / median[a].cpu_server
+        )
+    };
+    let verdict = |a: usize, b: usize| {
+        if median[a].rps / median[b].rps >= 0.85 {
+            "ok"
+        } else {
+            "BELOW 0.85"
+        }
+    };
+    println!(
+        "L1(off) / memory ceiling:  req/s {} {}",
+        ratio(0, 2),
+        verdict(0, 2)
+    );
+    println!(
+        "L1(on)  / one-GET ceiling: req/s {} {}",
+        ratio(4, 3),
+        verdict(4, 3)
+    );
+    println!("L2(off) / one-GET ceiling: req/s {}", ratio(1, 3));
+    println!("L2(on)  / one-GET ceiling: req/s {}", ratio(5, 3));
+    println!("total {:.1?}", started.elapsed());
+
+    // Tiers as intended: L2 cases all from Redis; L1 cases from memory but for the
+    // revalidation once per CACHE_L1_MAX_STALE_MS (up to CONCURRENCY requests each).
+    for (case, runs) in cases.iter().zip(&runs) {
+        for run in runs {
+            let allowed = match case.expect {
+                Expect::L1 => requests / 100,
+                Expect::L2 | Expect::Bare => 0,
+            };
+            assert!(
+                requests - run.as_expected <= allowed,
+                "{}: {} of {requests} answers not from the intended tier",
+                case.name,
+                requests - run.as_expected
+            );
+        }
+    }
+}
+
+fn main() {
+    let srv = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ims-srv")
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let load = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("ims-load")
+        .enable_all()
+        .build()
+        .expect("load runtime");
+    load.block_on(bench(srv.handle().clone()));
+    srv.shutdown_background();
+}
