@@ -186,7 +186,7 @@ impl Application {
             }),
             100_000,
         );
-        let state = AppState {
+        let state = AppState::new(crate::state::Services {
             limiter,
             db,
             refresh_tokens: RefreshTokenStore::new(redis.clone()),
@@ -195,7 +195,7 @@ impl Application {
             keys,
             settings: Arc::new(settings),
             started_at: Instant::now(),
-        };
+        });
         Ok(Self {
             listener,
             state,

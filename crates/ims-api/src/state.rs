@@ -12,9 +12,29 @@ use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
 
-/// Shared, cheaply clonable application state.
+/// Shared application state: one pointer, so the clones axum and the layers make per
+/// request cost an atomic increment rather than copying every handle (the Redis service
+/// alone carries a `String`). Fields are reached through `Deref`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Services>);
+
+impl AppState {
+    /// Wraps the services.
+    pub fn new(services: Services) -> Self {
+        Self(Arc::new(services))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+pub struct Services {
     /// The SQL store.
     pub db: Db,
     /// Typed Redis access (degrades, never fails).

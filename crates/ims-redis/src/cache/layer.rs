@@ -325,12 +325,6 @@ where
         return Ok(response);
     }
     let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
-    let rest = format!(
-        "{}:{}:{}",
-        parts.method,
-        parts.uri.path(),
-        query_hash(parts.uri.query())
-    );
     let key_prefix = if policy.per_last_segment {
         let segment = parts.uri.path().rsplit('/').next().unwrap_or_default();
         format!("{}:{segment}", policy.key_prefix)
@@ -338,10 +332,16 @@ where
         policy.key_prefix.clone()
     };
     let key_prefix = key_prefix.as_str();
+    // The L1 key is the request's path and query as sent: no hashing on the hit path. The
+    // same query in another order is another L1 entry of the same Redis entry; invalidation
+    // goes by scope and group, so both are dropped alike.
     let l1 = policy
         .l1_max_stale
         .filter(|_| !cache.is_local())
-        .map(|bound| (super::l1_key(&scope, key_prefix, &rest), bound));
+        .map(|bound| {
+            let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
+            (super::l1_key(&scope, key_prefix, target), bound)
+        });
     if let Some((key, bound)) = &l1 {
         if let Some((cached, ttl)) = cache.l1_get(key, *bound) {
             if let Some(deferred) = &deferred {
@@ -358,6 +358,12 @@ where
     }
     // What L1 records below was current no later than now: staleness counts from here.
     let fresh_at = std::time::Instant::now();
+    let rest = format!(
+        "{}:{}:{}",
+        parts.method,
+        parts.uri.path(),
+        query_hash(parts.uri.query())
+    );
     let admission = async {
         match &deferred {
             Some(deferred) => deferred.decide().await.allowed,
