@@ -64,6 +64,10 @@ pub struct Settings {
     pub http_max_connections: Option<usize>,
     /// `CACHE_L1_MAX_BYTES` and `CACHE_L1_MAX_STALE_MS`: the in-process cache tier.
     pub cache_l1: ims_redis::cache::L1Settings,
+    /// `CACHE_OUTBOX` (default `true`): record invalidations in SQL so none is lost to a
+    /// crash or a partition (`docs/caching.md`); `false` for a single instance that wants
+    /// no extra insert per write.
+    pub cache_outbox: bool,
     /// `CACHE_WARM_INTERVAL` (seconds; `None` for `0`, the default): how often one
     /// instance warms recently active organizations' dashboards.
     pub cache_warm_interval: Option<Duration>,
@@ -172,6 +176,7 @@ impl Settings {
                         )
                     })?,
             },
+            cache_outbox: boolean(&get, "CACHE_OUTBOX", true)?,
             cache_warm_interval: match bounded(&get, "CACHE_WARM_INTERVAL", 0, 0..=86_400)? {
                 0 => None,
                 seconds => Some(Duration::from_secs(seconds)),

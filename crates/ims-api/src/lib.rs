@@ -17,6 +17,7 @@ pub mod inventory;
 pub mod items;
 pub mod money;
 pub mod openapi;
+pub mod outbox;
 pub mod pagination;
 pub mod period;
 pub mod policy;

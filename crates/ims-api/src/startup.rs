@@ -46,6 +46,12 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::dashboard::router())
         .merge(crate::reports::router())
         .merge(health::organization_cache_router());
+    // The outbox: the `invalidates` policies find the journal here (contract §5).
+    let api = if settings.cache_outbox {
+        api.layer(Extension(state.journal.clone()))
+    } else {
+        api
+    };
     // Every API route: RATE_LIMIT_GLOBAL per client IP and route; the credential routes
     // RATE_LIMIT_AUTH instead (contract §6).
     let api = if settings.rate_limit_enabled {
@@ -186,7 +192,10 @@ impl Application {
             }),
             100_000,
         );
+        let journal: ims_redis::invalidate::Journal =
+            Arc::new(crate::outbox::SqlJournal::new(db.clone()));
         let state = AppState::new(crate::state::Services {
+            journal,
             limiter,
             db,
             refresh_tokens: RefreshTokenStore::new(redis.clone()),
@@ -242,6 +251,10 @@ impl Application {
             options.header_timeout.as_millis()
         );
         let purge = tokio::spawn(purge_expired_tokens(state.clone()));
+        let outbox = state
+            .settings
+            .cache_outbox
+            .then(|| tokio::spawn(crate::outbox::run(state.clone())));
         let app = router(state.clone());
         let warmup = state
             .settings
@@ -249,6 +262,9 @@ impl Application {
             .map(|interval| tokio::spawn(crate::warmup::run(state.clone(), app.clone(), interval)));
         crate::serve::serve(listener, app, options, shutdown).await;
         purge.abort();
+        if let Some(outbox) = outbox {
+            outbox.abort();
+        }
         if let Some(warmup) = warmup {
             warmup.abort();
         }

@@ -43,6 +43,8 @@ pub struct Services {
     pub refresh_tokens: RefreshTokenStore,
     /// The response cache behind the routes' `cached`/`invalidates` policies.
     pub cache: Arc<ResponseCache>,
+    /// The invalidation outbox the routes' `invalidates` policies record in.
+    pub journal: ims_redis::invalidate::Journal,
     /// The rate limiter behind the router's `RateLimitLayer`.
     pub limiter: Arc<RateLimiter>,
     /// JWT signing and verification keys.

@@ -188,13 +188,14 @@ impl ServerProcess {
         let port = ims_testkit::free_port();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_ims-api"))
             .env_clear()
-            .envs(vars.iter().copied())
             .current_dir(std::env::temp_dir())
             .env("IMS_BIND", format!("127.0.0.1:{port}"))
             .env("DATABASE_URL", &app.database_url)
             .env("REDIS_URL", app.redis.url())
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "warn")
+            // Last, so a test can override any of the above (a Redis behind a proxy, say).
+            .envs(vars.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -16,6 +16,7 @@ mod l1;
 mod money;
 mod openapi;
 mod orders;
+mod outbox;
 mod rate_limit;
 mod reports;
 mod seed;

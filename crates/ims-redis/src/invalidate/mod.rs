@@ -7,6 +7,14 @@
 //! without a [`ResponseCache`] extension pass through untouched. If Redis cannot be asked
 //! the response is still sent; the cache is flushed when Redis comes back.
 //!
+//! # Not losing an invalidation
+//! The in-request invalidation is lost if the instance dies between the write and the
+//! invalidation, or cannot reach Redis while others can. An application can close that gap
+//! with an [`InvalidationJournal`] in the request's extensions (a durable outbox): the
+//! layer records the invalidation *before* the write runs, so a committed write always has
+//! a record, and marks it done once Redis has applied it; whatever is not done, the
+//! application re-applies from the journal (on any instance).
+//!
 //! # Example
 //! ```
 //! use ims_redis::invalidate::InvalidateLayer;
@@ -24,6 +32,28 @@ use http::{Method, Request, Response};
 use tower::{Layer, Service};
 
 use crate::cache::{group_of, ResponseCache};
+
+/// What [`InvalidationJournal`]'s methods return.
+pub type JournalFuture<'a, T> = BoxFuture<'a, T>;
+
+/// A durable record of invalidations (an outbox), kept by the application, e.g. in SQL.
+pub trait InvalidationJournal: Send + Sync {
+    /// Records that `groups` of `scope` are about to be written; returns the record's id,
+    /// or `None` if it could not be recorded (the write then proceeds without it).
+    fn record<'a>(&'a self, scope: &'a str, groups: &'a [String]) -> BoxFuture<'a, Option<String>>;
+
+    /// The write succeeded and Redis has not been told yet (a fault point for tests).
+    fn committed<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async {})
+    }
+
+    /// The record is applied (or its write failed before changing anything): it needs no
+    /// re-applying.
+    fn done<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// The journal as found in request extensions.
+pub type Journal = Arc<dyn InvalidationJournal>;
 
 /// Invalidates cache groups (key-prefix first segments, e.g. `items`) after a 2xx write.
 #[derive(Debug, Clone)]
@@ -53,6 +83,14 @@ impl<S> Layer<S> for InvalidateLayer {
             inner,
             groups: self.groups.clone(),
         }
+    }
+}
+
+/// Marks `record` done off the request path: the response does not wait for it, and a
+/// record left undone only costs a redundant invalidation later.
+fn mark_done(journal: Option<Journal>, record: Option<String>) {
+    if let (Some(journal), Some(id)) = (journal, record) {
+        tokio::spawn(async move { journal.done(&id).await });
     }
 }
 
@@ -87,6 +125,7 @@ where
             Method::GET | Method::HEAD | Method::OPTIONS
         );
         let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
+        let journal = request.extensions().get::<Journal>().cloned();
         let target = match cache {
             Some(cache) if !is_read => {
                 let (parts, body) = request.into_parts();
@@ -98,12 +137,29 @@ where
         };
         Box::pin(async move {
             let (target, request) = target;
+            let Some((cache, scope)) = target else {
+                return inner.call(request).await;
+            };
+            // Recorded before the write: once the write has committed, so has its record.
+            let record = match &journal {
+                Some(journal) => journal.record(&scope, &groups).await,
+                None => None,
+            };
             let response = inner.call(request).await?;
-            if let Some((cache, scope)) = target {
-                if response.status().is_success() {
-                    let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
-                    cache.invalidate(&scope, &groups).await;
+            let status = response.status();
+            if status.is_success() {
+                if let (Some(journal), Some(id)) = (&journal, &record) {
+                    journal.committed(id).await;
                 }
+                let names: Vec<&str> = groups.iter().map(String::as_str).collect();
+                let applied = cache.invalidate(&scope, &names).await.is_some();
+                if applied {
+                    mark_done(journal, record);
+                }
+            } else if status.is_client_error() {
+                // Refused before writing anything; a 5xx may have committed, so its record
+                // stays for the journal's re-application.
+                mark_done(journal, record);
             }
             Ok(response)
         })

@@ -1,0 +1,177 @@
+//! The invalidation outbox: no acknowledged write is hidden behind a stale cache entry for
+//! longer than about a second on any instance that can reach Redis, whatever happens to the
+//! instance that wrote it.
+//!
+//! The in-request invalidation (`ims_redis::invalidate`) is the fast path. It is lost when
+//! the writer dies between its commit and the invalidation, or cannot reach Redis while
+//! other instances can. So every invalidating write first records what it invalidates in
+//! SQL ([`SqlJournal::record`], committed before the write starts: a committed write always
+//! has its record), and the writer marks the record done once Redis applied it. Every
+//! instance polls for records left undone ([`run`]) and applies them: once when they are
+//! [`APPLY_DELAY`] old (the fast path normally won by then) and once more when no write can
+//! still be running ([`MAX_WRITE`], the request time-out), which covers a slow write that
+//! committed after the first application and whose writer then died. Applying twice is
+//! harmless: invalidation bumps epochs and deletes, nothing else.
+
+use std::time::Duration;
+
+use ims_redis::invalidate::{InvalidationJournal, JournalFuture as BoxFuture};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::db::{self, Db};
+use crate::state::AppState;
+
+/// Records younger than this are left to their writer's fast path.
+pub const APPLY_DELAY: Duration = Duration::from_millis(250);
+
+/// How often every instance looks for records left undone.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// No write runs longer (the request time-out): a record this old is applied a last time
+/// and done.
+pub const MAX_WRITE: Duration = Duration::from_secs(30);
+
+/// Done records are kept this long, then pruned.
+const KEEP_DONE: Duration = Duration::from_secs(60);
+
+/// Records applied per poll at most.
+const BATCH: i64 = 500;
+
+/// The outbox in the application's SQL database.
+pub struct SqlJournal {
+    db: Db,
+    /// Test fault point (`IMS_FAULT_ABORT_AFTER_COMMIT=1`): abort the process after a
+    /// write committed and before Redis hears of it, as a crash would.
+    abort_after_commit: bool,
+}
+
+impl SqlJournal {
+    /// The journal over `db`.
+    pub fn new(db: Db) -> Self {
+        let abort_after_commit =
+            std::env::var("IMS_FAULT_ABORT_AFTER_COMMIT").is_ok_and(|v| v == "1");
+        Self {
+            db,
+            abort_after_commit,
+        }
+    }
+}
+
+impl InvalidationJournal for SqlJournal {
+    fn record<'a>(&'a self, scope: &'a str, groups: &'a [String]) -> BoxFuture<'a, Option<String>> {
+        Box::pin(async move {
+            let id = Uuid::new_v4().to_string();
+            let recorded = sqlx::query(
+                "INSERT INTO cache_outbox (id, organization_id, cache_groups, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&id)
+            .bind(scope)
+            .bind(groups.join(","))
+            .bind(db::now())
+            .execute(self.db.pool())
+            .await;
+            match recorded {
+                Ok(_) => Some(id),
+                Err(e) => {
+                    tracing::warn!("invalidation outbox: cannot record: {e}");
+                    None
+                }
+            }
+        })
+    }
+
+    fn committed<'a>(&'a self, _id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if self.abort_after_commit {
+                tracing::error!("IMS_FAULT_ABORT_AFTER_COMMIT: aborting after a commit");
+                std::process::abort();
+            }
+        })
+    }
+
+    fn done<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            let _ = sqlx::query("UPDATE cache_outbox SET done_at = $1 WHERE id = $2")
+                .bind(db::now())
+                .bind(id)
+                .execute(self.db.pool())
+                .await;
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Pending {
+    id: String,
+    organization_id: String,
+    cache_groups: String,
+    created_at: String,
+}
+
+fn ago(duration: Duration) -> String {
+    db::timestamp(OffsetDateTime::now_utc() - duration)
+}
+
+/// Applies records left undone, every [`POLL_INTERVAL`], while Redis is reachable; prunes
+/// done records now and then. Runs on every instance until the process ends.
+pub async fn run(state: AppState) {
+    let mut polls: u64 = 0;
+    loop {
+        tokio::time::sleep(POLL_INTERVAL).await;
+        polls += 1;
+        if !state.redis.is_connected() {
+            continue;
+        }
+        if let Err(e) = apply_pending(&state).await {
+            tracing::warn!("invalidation outbox: {e}");
+        }
+        if polls.is_multiple_of(40) {
+            let _ =
+                sqlx::query("DELETE FROM cache_outbox WHERE done_at IS NOT NULL AND done_at < $1")
+                    .bind(ago(KEEP_DONE))
+                    .execute(state.db.pool())
+                    .await;
+        }
+    }
+}
+
+async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
+    let (first, last) = (ago(APPLY_DELAY), ago(MAX_WRITE));
+    let pending: Vec<Pending> = sqlx::query_as(
+        "SELECT id, organization_id, cache_groups, created_at FROM cache_outbox
+         WHERE done_at IS NULL
+           AND ((applied_at IS NULL AND created_at < $1) OR created_at < $2)
+         ORDER BY created_at
+         LIMIT $3",
+    )
+    .bind(&first)
+    .bind(&last)
+    .bind(BATCH)
+    .fetch_all(state.db.pool())
+    .await?;
+    for record in pending {
+        let groups: Vec<&str> = record.cache_groups.split(',').collect();
+        if state
+            .cache
+            .invalidate(&record.organization_id, &groups)
+            .await
+            .is_none()
+        {
+            // Redis went away: the record stays for the next poll.
+            return Ok(());
+        }
+        let sql = if record.created_at < last {
+            "UPDATE cache_outbox SET done_at = $1 WHERE id = $2"
+        } else {
+            "UPDATE cache_outbox SET applied_at = $1 WHERE id = $2"
+        };
+        sqlx::query(sql)
+            .bind(db::now())
+            .bind(&record.id)
+            .execute(state.db.pool())
+            .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,226 @@
+//! The invalidation outbox over HTTP with two server processes: a write whose writer cannot
+//! reach Redis, or dies right after its commit, still reaches every other instance's cache
+//! within about a second.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::helpers::{header, spawn_app, ServerProcess, TestApp};
+
+/// The bound the outbox promises: its delay plus a poll, with room for a loaded machine.
+const BOUND: Duration = Duration::from_millis(1500);
+
+/// A TCP proxy to Redis whose link the test can cut: open connections are dropped and new
+/// ones are closed at once, like a partition seen from one instance.
+struct CuttableProxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    links: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl CuttableProxy {
+    async fn start(target: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let links: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (cut_flag, registry) = (cut.clone(), links.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if cut_flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection closes at once
+                }
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                if let Ok(mut links) = registry.lock() {
+                    links.push(link.abort_handle());
+                }
+            }
+        });
+        Self { port, cut, links }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        if let Ok(mut links) = self.links.lock() {
+            for link in links.drain(..) {
+                link.abort();
+            }
+        }
+    }
+}
+
+struct Fixture {
+    token: String,
+    item: String,
+}
+
+async fn fixture(app: &TestApp) -> Fixture {
+    let token = app.register("outbox@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let created = app
+        .post(
+            "/items",
+            json!({"name": "Hammer", "sku": "H-1", "priceCents": 100}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let item: Value = created.json().await.expect("json");
+    Fixture {
+        token,
+        item: item["id"].as_str().expect("id").to_string(),
+    }
+}
+
+/// The price the reader instance serves for the item, and its `X-Cache`.
+async fn price_on(app: &TestApp, f: &Fixture) -> (i64, String) {
+    let response = app.get(&format!("/items/{}", f.item), Some(&f.token)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cache = header(&response, "x-cache");
+    let body: Value = response.json().await.expect("json");
+    (body["priceCents"].as_i64().expect("price"), cache)
+}
+
+/// Caches the item on the reader, checking that it is a hit.
+async fn cache_on_reader(app: &TestApp, f: &Fixture) {
+    price_on(app, f).await;
+    let (price, cache) = price_on(app, f).await;
+    assert_eq!((price, cache.as_str()), (100, "HIT"));
+}
+
+async fn shows_within_bound(app: &TestApp, f: &Fixture, price: i64, since: Instant) -> Duration {
+    loop {
+        let (seen, _) = price_on(app, f).await;
+        if seen == price {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < BOUND * 10,
+            "the reader kept serving {seen} long after the write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_by_an_instance_cut_off_from_redis_reaches_the_others_within_the_bound() {
+    let reader = spawn_app().await;
+    let proxy = CuttableProxy::start(reader.redis.port()).await;
+    let redis_via_proxy = format!("redis://127.0.0.1:{}", proxy.port);
+    let writer =
+        ServerProcess::beside_with(&reader, &[("REDIS_URL", redis_via_proxy.as_str())]).await;
+    let f = fixture(&reader).await;
+    cache_on_reader(&reader, &f).await;
+
+    proxy.cut();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health: Value = reader
+            .client
+            .get(format!("{}/health", writer.address))
+            .send()
+            .await
+            .expect("health")
+            .json()
+            .await
+            .expect("json");
+        if health["services"]["redis"]["status"] == "down" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the writer never saw Redis go");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let patched = reader
+        .client
+        .patch(format!("{}/items/{}", writer.address, f.item))
+        .bearer_auth(&f.token)
+        .json(&json!({"priceCents": 200}))
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(patched.status(), StatusCode::OK);
+    let written = Instant::now();
+    let lag = shows_within_bound(&reader, &f, 200, written).await;
+    eprintln!("partitioned writer: the reader served the new price {lag:?} after the write");
+    assert!(lag <= BOUND, "stale for {lag:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_whose_writer_dies_after_committing_reaches_the_others_within_the_bound() {
+    let reader = spawn_app().await;
+    let writer =
+        ServerProcess::beside_with(&reader, &[("IMS_FAULT_ABORT_AFTER_COMMIT", "1")]).await;
+    let f = fixture(&reader).await;
+    cache_on_reader(&reader, &f).await;
+
+    // The writer commits, then dies before telling Redis: no response comes back.
+    let patched = reader
+        .client
+        .patch(format!("{}/items/{}", writer.address, f.item))
+        .bearer_auth(&f.token)
+        .json(&json!({"priceCents": 300}))
+        .send()
+        .await;
+    let died = Instant::now();
+    assert!(patched.is_err(), "the writer should have died: {patched:?}");
+    let committed = reader
+        .client
+        .get(format!("{}/items/{}", reader.address, f.item))
+        .bearer_auth(&f.token)
+        .header("Cache-Control", "no-cache")
+        .send()
+        .await
+        .expect("read")
+        .json::<Value>()
+        .await
+        .expect("json");
+    assert_eq!(committed["priceCents"], 300, "the write committed");
+    let lag = shows_within_bound(&reader, &f, 300, died).await;
+    eprintln!("dead writer: the reader served the new price {lag:?} after the crash");
+    assert!(lag <= BOUND, "stale for {lag:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_cluster_a_write_whose_writer_dies_after_committing_reaches_the_others() {
+    let cluster = ims_testkit::RedisCluster::start();
+    let seeds = cluster.seeds();
+    let reader = crate::helpers::spawn_app_with(&[("REDIS_CLUSTER_NODES", seeds.as_str())]).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reader.state.redis.is_connected() {
+        assert!(Instant::now() < deadline, "the cluster never came up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let writer = ServerProcess::beside_with(
+        &reader,
+        &[
+            ("REDIS_CLUSTER_NODES", seeds.as_str()),
+            ("IMS_FAULT_ABORT_AFTER_COMMIT", "1"),
+        ],
+    )
+    .await;
+    let f = fixture(&reader).await;
+    cache_on_reader(&reader, &f).await;
+    let patched = reader
+        .client
+        .patch(format!("{}/items/{}", writer.address, f.item))
+        .bearer_auth(&f.token)
+        .json(&json!({"priceCents": 400}))
+        .send()
+        .await;
+    let died = Instant::now();
+    assert!(patched.is_err(), "the writer should have died");
+    let lag = shows_within_bound(&reader, &f, 400, died).await;
+    eprintln!("dead writer on a cluster: new price served {lag:?} after the crash");
+    assert!(lag <= BOUND, "stale for {lag:?}");
+}
