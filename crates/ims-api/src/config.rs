@@ -49,8 +49,9 @@ pub struct Settings {
     /// `RATE_LIMIT_ENABLED=false` turns rate limiting off (benchmarks, or a gateway that
     /// limits already).
     pub rate_limit_enabled: bool,
-    /// `TRUST_PROXY`: take the client IP from `X-Forwarded-For`.
-    pub trust_proxy: bool,
+    /// `TRUST_PROXY` and `TRUSTED_PROXIES`: how far `X-Forwarded-For` is trusted (see
+    /// [`crate::client_ip`]).
+    pub proxy_trust: crate::client_ip::ProxyTrust,
     /// `LOG_FORMAT=json`: one JSON object per log line.
     pub log_json: bool,
     /// `CACHE_TTL_JITTER`: entries live between (1 - jitter) and 1 times their TTL.
@@ -148,7 +149,36 @@ impl Settings {
             refresh_token_ttl: seconds(&get, "REFRESH_TOKEN_TTL", 604_800)?,
             rate_limit_global: rate_limit(&get, "RATE_LIMIT_GLOBAL", 100, 60)?,
             rate_limit_auth: rate_limit(&get, "RATE_LIMIT_AUTH", 5, 900)?,
-            trust_proxy: boolean(&get, "TRUST_PROXY", false)?,
+            proxy_trust: crate::client_ip::ProxyTrust {
+                hops: match get("TRUST_PROXY").map(|v| v.trim().to_ascii_lowercase()) {
+                    None => 0,
+                    Some(v) => match v.as_str() {
+                        "true" | "yes" | "on" => 1,
+                        "false" | "no" | "off" => 0,
+                        n => n.parse::<usize>().ok().filter(|n| *n <= 16).ok_or_else(|| {
+                            ConfigError::new(
+                                "TRUST_PROXY",
+                                format!("{v:?} (expected true, false or a number of proxies, 0 to 16)"),
+                            )
+                        })?,
+                    },
+                },
+                networks: match get("TRUSTED_PROXIES") {
+                    None => Vec::new(),
+                    Some(list) => list
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|n| !n.is_empty())
+                        .map(|n| {
+                            n.parse::<ipnet::IpNet>()
+                                .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                                .map_err(|_| {
+                                    ConfigError::new("TRUSTED_PROXIES", format!("{n:?} is not a CIDR network or address"))
+                                })
+                        })
+                        .collect::<Result<_, _>>()?,
+                },
+            },
             rate_limit_enabled: boolean(&get, "RATE_LIMIT_ENABLED", true)?,
             cache_ttl_jitter: match get("CACHE_TTL_JITTER") {
                 None => 0.05,
@@ -300,7 +330,7 @@ mod tests {
         assert_eq!(s.rate_limit_global.requests, 100);
         assert_eq!(s.rate_limit_auth.window, Duration::from_secs(900));
         assert!(s.jwt_secret_generated && s.jwt_secret.len() == 64);
-        assert!(!s.trust_proxy);
+        assert_eq!(s.proxy_trust, crate::client_ip::ProxyTrust::default());
         assert_eq!(s.http_header_timeout, Duration::from_secs(10));
         assert_eq!(s.http_max_connections, None);
     }
@@ -327,6 +357,8 @@ mod tests {
             ("RATE_LIMIT_GLOBAL", "100"),
             ("RATE_LIMIT_AUTH", "5/0"),
             ("TRUST_PROXY", "perhaps"),
+            ("TRUST_PROXY", "17"),
+            ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("JWT_SECRET", "short"),
             ("LOG_FORMAT", "xml"),
             ("CACHE_TTL_JITTER", "0.9"),

@@ -87,27 +87,6 @@ fn quota(limit: crate::config::RateLimit) -> Quota {
     }
 }
 
-/// The client a request is counted against: the socket's peer address, or with
-/// `TRUST_PROXY=true` the first `X-Forwarded-For` entry (set by our own proxy).
-fn client_ip(parts: &axum::http::request::Parts, trust_proxy: bool) -> Option<String> {
-    if trust_proxy {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| v.parse::<std::net::IpAddr>().is_ok());
-        if let Some(ip) = forwarded {
-            return Some(ip.to_string());
-        }
-    }
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()?;
-    Some(peer.0.ip().to_string())
-}
-
 /// Listen backlog. Past the connection cap, new connections wait here (see
 /// `docs/http.md`), so it is larger than the 128 that `TcpListener::bind` asks for; the kernel
 /// caps it at `net.core.somaxconn`.
@@ -180,10 +159,16 @@ impl Application {
             settings.cache_ttl_jitter,
             settings.cache_l1,
         );
-        let trust_proxy = settings.trust_proxy;
+        let trust = settings.proxy_trust.clone();
         let limiter = RateLimiter::new(
             redis.clone(),
-            Arc::new(move |parts: &axum::http::request::Parts| client_ip(parts, trust_proxy)),
+            Arc::new(move |parts: &axum::http::request::Parts| {
+                let peer = parts
+                    .extensions
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip());
+                trust.client(peer, &parts.headers).map(|ip| ip.to_string())
+            }),
             Arc::new(|parts: &axum::http::request::Parts| {
                 parts
                     .extensions

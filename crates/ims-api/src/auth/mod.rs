@@ -141,20 +141,16 @@ impl axum::extract::FromRequestParts<AppState> for ClientMeta {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0);
-        let forwarded = state
+        let client = state
             .settings
-            .trust_proxy
-            .then(|| headers.get("x-forwarded-for")?.to_str().ok())
-            .flatten()
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_string())
-            .filter(|v| !v.is_empty());
+            .proxy_trust
+            .client(peer.map(|p| p.ip()), headers);
         Ok(Self {
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(256).collect()),
-            ip: forwarded.or_else(|| peer.map(|p| p.ip().to_string())),
+            ip: client.map(|ip| ip.to_string()),
         })
     }
 }

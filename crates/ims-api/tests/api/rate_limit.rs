@@ -143,6 +143,12 @@ async fn the_window_slides_and_admits_again() {
     assert_eq!(admitted(&again), 3);
 }
 
+fn rand_octet() -> u8 {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 #[tokio::test]
 async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/60")]).await;
@@ -173,7 +179,8 @@ async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
                 .client
                 .get(format!("{}/categories", trusted.address))
                 .bearer_auth(&token)
-                .header("x-forwarded-for", format!("{ip}, 192.0.2.7"))
+                // The proxy appends what it saw; the left part is the client's own text.
+                .header("x-forwarded-for", format!("192.0.2.{}, {ip}", rand_octet()))
                 .send()
         }))
         .await
@@ -256,4 +263,88 @@ async fn credential_routes_allow_five_per_fifteen_minutes() {
         app.get("/auth/me", Some(&token)).await.status(),
         StatusCode::OK
     );
+}
+
+/// Logs in `n` times from behind a proxy, with `forwarded` as `X-Forwarded-For` for try `i`;
+/// returns the statuses.
+async fn logins_via_proxy(
+    app: &TestApp,
+    n: usize,
+    forwarded: impl Fn(usize) -> String,
+) -> Vec<StatusCode> {
+    let mut statuses = Vec::new();
+    for i in 0..n {
+        let response = app
+            .client
+            .post(format!("{}/auth/login", app.address))
+            .header("x-forwarded-for", forwarded(i))
+            .json(&json!({"email": "nobody@example.com", "password": "wrong"}))
+            .send()
+            .await
+            .expect("send");
+        statuses.push(response.status());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_client_rotating_the_left_of_forwarded_for_stays_limited() {
+    // One proxy appends what it saw (203.0.113.5); the client writes a new left part each
+    // time. The credential limit (5 per 15 minutes) must hold.
+    let app = spawn_app_with(&[("TRUST_PROXY", "true"), ("RATE_LIMIT_AUTH", "5/900")]).await;
+    let statuses = logins_via_proxy(&app, 8, |i| format!("198.51.100.{i}, 203.0.113.5")).await;
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(
+        statuses[5..],
+        [StatusCode::TOO_MANY_REQUESTS; 3],
+        "{statuses:?}"
+    );
+    assert_eq!(app.redis_keys("ims:ratelimit:203.0.113.5:*").len(), 1);
+    assert!(app.redis_keys("ims:ratelimit:198.51.100.*").is_empty());
+    // Garbage never becomes the client: the proxy's own address is counted instead.
+    let garbage = logins_via_proxy(&app, 1, |_| "not-an-address".into()).await;
+    assert_eq!(garbage, [StatusCode::UNAUTHORIZED]);
+    assert_eq!(app.redis_keys("ims:ratelimit:127.0.0.1:*").len(), 1);
+}
+
+#[tokio::test]
+async fn n_hops_and_trusted_networks_find_the_client_from_the_right() {
+    let two_hops = spawn_app_with(&[("TRUST_PROXY", "2"), ("RATE_LIMIT_AUTH", "5/900")]).await;
+    let statuses = logins_via_proxy(&two_hops, 6, |i| {
+        format!("198.51.100.{i}, 203.0.113.7, 10.0.0.2")
+    })
+    .await;
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    assert_eq!(two_hops.redis_keys("ims:ratelimit:203.0.113.7:*").len(), 1);
+
+    let networks = spawn_app_with(&[
+        ("TRUSTED_PROXIES", "127.0.0.0/8, 10.0.0.0/8"),
+        ("RATE_LIMIT_AUTH", "5/900"),
+    ])
+    .await;
+    let statuses = logins_via_proxy(&networks, 6, |i| {
+        format!("198.51.100.{i}, 203.0.113.9, 10.1.2.3, 10.0.0.2")
+    })
+    .await;
+    assert_eq!(statuses[5], StatusCode::TOO_MANY_REQUESTS, "{statuses:?}");
+    assert_eq!(networks.redis_keys("ims:ratelimit:203.0.113.9:*").len(), 1);
+
+    // The session remembers the same address the limits count.
+    let response = networks
+        .client
+        .post(format!("{}/auth/register", networks.address))
+        .header("x-forwarded-for", "6.6.6.6, 203.0.113.10, 10.9.9.9")
+        .json(&json!({"email": "who@example.com", "password": "correct horse battery", "name": "W", "organizationName": "O"}))
+        .send()
+        .await
+        .expect("register");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let pair: Value = response.json().await.expect("json");
+    let sessions: Value = networks
+        .get("/auth/sessions", pair["accessToken"].as_str())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(sessions["data"][0]["ip"], "203.0.113.10", "{sessions}");
 }

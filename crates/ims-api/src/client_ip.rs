@@ -1,0 +1,174 @@
+//! Which address a request comes from: one rule, used by the rate limits and by the IP
+//! recorded on sessions.
+//!
+//! Behind proxies that append to `X-Forwarded-For` (nginx, load balancers), only the
+//! entries those proxies added can be trusted; everything to their left was written by the
+//! client, who can put anything there. So the client is found from the **right**:
+//!
+//! - `TRUST_PROXY=false` (default): the header is ignored, the client is the socket's peer;
+//! - `TRUST_PROXY=true` (one proxy) or `TRUST_PROXY=<n>` (n proxies): the n-th entry from
+//!   the right, the address the outermost trusted proxy saw;
+//! - `TRUSTED_PROXIES=<CIDR list>`: from the right, starting with the peer, every address in
+//!   those networks is a proxy and skipped; the first one outside them is the client (if the
+//!   peer is not a known proxy, the header is ignored). Takes precedence over `TRUST_PROXY`.
+//!
+//! An entry that is not an IP address never becomes the client: the rule then falls back to
+//! the last address it could trust (the peer, or the proxy to the entry's right), so a
+//! garbled header costs its sender the proxy's shared limit instead of a fresh one.
+//! (`axum-client-ip` offers the rightmost entry, but neither n hops nor CIDR skipping, so
+//! this is written by hand; `ipnet` parses the networks.)
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::http::HeaderMap;
+use ipnet::IpNet;
+
+/// How far `X-Forwarded-For` is trusted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyTrust {
+    /// Proxies in front (`TRUST_PROXY`); 0: the header is ignored.
+    pub hops: usize,
+    /// Known proxy networks (`TRUSTED_PROXIES`); when set, they decide.
+    pub networks: Vec<IpNet>,
+}
+
+/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`.
+fn parse(entry: &str) -> Option<IpAddr> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+}
+
+impl ProxyTrust {
+    /// The client address of a request that came from `peer` with `headers`.
+    pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        if self.hops == 0 && self.networks.is_empty() {
+            return peer;
+        }
+        // Every X-Forwarded-For header, in order, as one list; read from the right.
+        let entries: Vec<&str> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect();
+        let mut from_right = entries.iter().rev();
+        if !self.networks.is_empty() {
+            let mut client = peer?;
+            while self.networks.iter().any(|net| net.contains(&client)) {
+                match from_right.next() {
+                    Some(entry) => match parse(entry) {
+                        Some(address) => client = address,
+                        None => return Some(client),
+                    },
+                    None => return Some(client),
+                }
+            }
+            return Some(client);
+        }
+        match entries.len().checked_sub(self.hops) {
+            Some(index) => entries.get(index).and_then(|e| parse(e)).or(peer),
+            None => peer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append("x-forwarded-for", HeaderValue::from_str(v).expect("header"));
+        }
+        map
+    }
+
+    fn ip(s: &str) -> Option<IpAddr> {
+        s.parse().ok()
+    }
+
+    #[test]
+    fn without_trust_the_header_is_ignored() {
+        let trust = ProxyTrust::default();
+        assert_eq!(
+            trust.client(ip("10.0.0.1"), &headers(&["1.1.1.1"])),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn one_proxy_means_the_rightmost_entry_whatever_the_client_wrote() {
+        let trust = ProxyTrust {
+            hops: 1,
+            networks: vec![],
+        };
+        let peer = ip("10.0.0.9");
+        assert_eq!(
+            trust.client(peer, &headers(&["6.6.6.6, 203.0.113.5"])),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            trust.client(peer, &headers(&["7.7.7.7", "203.0.113.5"])),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            trust.client(peer, &headers(&["203.0.113.5:4711"])),
+            ip("203.0.113.5")
+        );
+        assert_eq!(
+            trust.client(peer, &headers(&["[2001:db8::1]:80"])),
+            ip("2001:db8::1")
+        );
+        // Garbage, or no header: the proxy's own address.
+        assert_eq!(trust.client(peer, &headers(&["1.1.1.1, nonsense"])), peer);
+        assert_eq!(trust.client(peer, &headers(&[])), peer);
+    }
+
+    #[test]
+    fn n_hops_take_the_nth_entry_from_the_right() {
+        let trust = ProxyTrust {
+            hops: 2,
+            networks: vec![],
+        };
+        let peer = ip("10.0.0.9");
+        let chain = headers(&["6.6.6.6, 203.0.113.5, 10.0.0.2"]);
+        assert_eq!(trust.client(peer, &chain), ip("203.0.113.5"));
+        assert_eq!(
+            trust.client(peer, &headers(&["10.0.0.2"])),
+            peer,
+            "too short"
+        );
+    }
+
+    #[test]
+    fn known_proxy_networks_are_skipped_from_the_right() {
+        let trust = ProxyTrust {
+            hops: 0,
+            networks: vec![
+                "10.0.0.0/8".parse().expect("net"),
+                "127.0.0.1/32".parse().expect("net"),
+            ],
+        };
+        let chain = headers(&["6.6.6.6, 203.0.113.5, 10.1.2.3"]);
+        assert_eq!(trust.client(ip("127.0.0.1"), &chain), ip("203.0.113.5"));
+        // A peer outside the networks is the client: its header is not trusted.
+        assert_eq!(trust.client(ip("198.51.100.1"), &chain), ip("198.51.100.1"));
+        // Garbage right behind a proxy: that proxy.
+        assert_eq!(
+            trust.client(ip("127.0.0.1"), &headers(&["x, 10.1.2.3"])),
+            ip("10.1.2.3")
+        );
+        // All proxies: the leftmost of them.
+        assert_eq!(
+            trust.client(ip("127.0.0.1"), &headers(&["10.9.9.9"])),
+            ip("10.9.9.9")
+        );
+    }
+}
