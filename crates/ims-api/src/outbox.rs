@@ -41,6 +41,9 @@ const BATCH: i64 = 500;
 /// The outbox in the application's SQL database.
 pub struct SqlJournal {
     db: Db,
+    /// Records this instance's writers applied, marked done in one statement per poll
+    /// rather than one commit per write (SQLite has one write lock).
+    completed: std::sync::Mutex<Vec<String>>,
     /// Test fault point (`IMS_FAULT_ABORT_AFTER_COMMIT=1`): abort the process after a
     /// write committed and before Redis hears of it, as a crash would.
     abort_after_commit: bool,
@@ -53,6 +56,7 @@ impl SqlJournal {
             std::env::var("IMS_FAULT_ABORT_AFTER_COMMIT").is_ok_and(|v| v == "1");
         Self {
             db,
+            completed: std::sync::Mutex::new(Vec::new()),
             abort_after_commit,
         }
     }
@@ -93,12 +97,37 @@ impl InvalidationJournal for SqlJournal {
 
     fn done<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()> {
         Box::pin(async move {
-            let _ = sqlx::query("UPDATE cache_outbox SET done_at = $1 WHERE id = $2")
-                .bind(db::now())
-                .bind(id)
-                .execute(self.db.pool())
-                .await;
+            if let Ok(mut completed) = self.completed.lock() {
+                completed.push(id.to_string());
+            }
         })
+    }
+}
+
+impl SqlJournal {
+    /// Marks the records completed since the last call done, a few hundred per statement.
+    /// Runs at the start of every poll, so a record applied by its writer is done before
+    /// any instance would consider re-applying it.
+    async fn flush_completed(&self) -> Result<(), sqlx::Error> {
+        let ids = match self.completed.lock() {
+            Ok(mut completed) => std::mem::take(&mut *completed),
+            Err(_) => return Ok(()),
+        };
+        let now = db::now();
+        for chunk in ids.chunks(200) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE cache_outbox SET done_at = $1 WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(&now);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(self.db.pool()).await?;
+        }
+        Ok(())
     }
 }
 
@@ -116,11 +145,14 @@ fn ago(duration: Duration) -> String {
 
 /// Applies records left undone, every [`POLL_INTERVAL`], while Redis is reachable; prunes
 /// done records now and then. Runs on every instance until the process ends.
-pub async fn run(state: AppState) {
+pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
     let mut polls: u64 = 0;
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
         polls += 1;
+        if let Err(e) = journal.flush_completed().await {
+            tracing::warn!("invalidation outbox: marking records done: {e}");
+        }
         if !state.redis.is_connected() {
             continue;
         }

@@ -177,9 +177,10 @@ impl Application {
             }),
             100_000,
         );
-        let journal: ims_redis::invalidate::Journal =
-            Arc::new(crate::outbox::SqlJournal::new(db.clone()));
+        let outbox = Arc::new(crate::outbox::SqlJournal::new(db.clone()));
+        let journal: ims_redis::invalidate::Journal = outbox.clone();
         let state = AppState::new(crate::state::Services {
+            outbox,
             journal,
             limiter,
             db,
@@ -239,7 +240,7 @@ impl Application {
         let outbox = state
             .settings
             .cache_outbox
-            .then(|| tokio::spawn(crate::outbox::run(state.clone())));
+            .then(|| tokio::spawn(crate::outbox::run(state.clone(), state.outbox.clone())));
         let app = router(state.clone());
         let warmup = state
             .settings

@@ -45,6 +45,8 @@ pub struct Services {
     pub cache: Arc<ResponseCache>,
     /// The invalidation outbox the routes' `invalidates` policies record in.
     pub journal: ims_redis::invalidate::Journal,
+    /// The same outbox, as itself, for its poller.
+    pub outbox: Arc<crate::outbox::SqlJournal>,
     /// The rate limiter behind the router's `RateLimitLayer`.
     pub limiter: Arc<RateLimiter>,
     /// JWT signing and verification keys.
