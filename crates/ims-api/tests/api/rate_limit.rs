@@ -14,6 +14,30 @@ async fn token(app: &TestApp, email: &str) -> String {
         .to_string()
 }
 
+/// Parses an RFC 8941 list of one item: a string with integer parameters,
+/// `"name";a=1;b=2`.
+fn structured(response: &reqwest::Response, name: &str) -> (String, Vec<(String, u64)>) {
+    let text = response
+        .headers()
+        .get(name)
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .to_str()
+        .expect("ascii");
+    let mut parts = text.split(';');
+    let item = parts.next().expect("item");
+    let item = item
+        .strip_prefix('"')
+        .and_then(|i| i.strip_suffix('"'))
+        .unwrap_or_else(|| panic!("{name}: {text:?} is not a string item"));
+    let params = parts
+        .map(|p| {
+            let (key, value) = p.split_once('=').expect("key=value");
+            (key.to_string(), value.parse().expect("integer"))
+        })
+        .collect();
+    (item.to_string(), params)
+}
+
 fn number(response: &reqwest::Response, name: &str) -> u64 {
     response
         .headers()
@@ -73,6 +97,25 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
         for response in &responses {
             assert_eq!(number(response, "ratelimit-limit"), 10);
             assert!(number(response, "ratelimit-reset") <= 60);
+            // The IETF draft's structured fields (RFC 8941 lists of one item).
+            let policy = structured(response, "ratelimit-policy");
+            assert_eq!(
+                policy,
+                (
+                    "ip-route".to_string(),
+                    vec![("q".into(), 10), ("w".into(), 60)]
+                )
+            );
+            let state = structured(response, "ratelimit");
+            assert_eq!(state.0, "ip-route");
+            assert_eq!(
+                state.1[0],
+                ("r".into(), number(response, "ratelimit-remaining"))
+            );
+            assert_eq!(
+                state.1[1],
+                ("t".into(), number(response, "ratelimit-reset"))
+            );
         }
         let mut remaining: Vec<u64> = responses
             .iter()

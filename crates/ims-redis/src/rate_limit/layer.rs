@@ -130,6 +130,9 @@ fn set(response: &mut Response<CacheBody>, name: &'static str, value: u64) {
     }
 }
 
+/// The policy's name in the IETF draft's structured fields.
+const POLICY: &str = "ip-route";
+
 fn decorate(mut response: Response<CacheBody>, decision: &Decision) -> Response<CacheBody> {
     set(&mut response, "ratelimit-limit", u64::from(decision.limit));
     set(
@@ -138,6 +141,31 @@ fn decorate(mut response: Response<CacheBody>, decision: &Decision) -> Response<
         u64::from(decision.remaining),
     );
     set(&mut response, "ratelimit-reset", seconds(decision.reset));
+    // draft-ietf-httpapi-ratelimit-headers: the policy (quota, window) and its state
+    // (remaining, seconds to reset), as RFC 8941 lists of one item.
+    let fields = [
+        (
+            "ratelimit-policy",
+            format!(
+                "\"{POLICY}\";q={};w={}",
+                decision.limit,
+                seconds(decision.window)
+            ),
+        ),
+        (
+            "ratelimit",
+            format!(
+                "\"{POLICY}\";r={};t={}",
+                decision.remaining,
+                seconds(decision.reset)
+            ),
+        ),
+    ];
+    for (name, value) in fields {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
     response
 }
 

@@ -83,6 +83,8 @@ pub struct Decision {
     pub remaining: u32,
     /// Time until the oldest counted request leaves the window (a slot frees up).
     pub reset: Duration,
+    /// The quota's window.
+    pub window: Duration,
     /// Which store decided.
     pub store: Store,
 }
@@ -213,6 +215,7 @@ impl RateLimiter {
             Ok((allowed, remaining, reset_us)) => Decision {
                 allowed: allowed == 1,
                 limit: quota.limit,
+                window: quota.window,
                 remaining: remaining.max(0) as u32,
                 reset: Duration::from_micros(reset_us.max(0) as u64),
                 store: Store::Redis,
@@ -230,6 +233,7 @@ impl RateLimiter {
             return Decision {
                 allowed: true,
                 limit: quota.limit,
+                window: quota.window,
                 remaining: 0,
                 reset: quota.window,
                 store: Store::Memory,
@@ -252,6 +256,7 @@ impl RateLimiter {
         Decision {
             allowed,
             limit: quota.limit,
+            window: quota.window,
             remaining: quota.limit.saturating_sub(log.len() as u32),
             reset,
             store: Store::Memory,
