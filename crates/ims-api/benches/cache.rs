@@ -131,6 +131,7 @@ async fn main() {
         ("CACHE_TTL_JITTER", "0".into()),
         // The limiter stays on (as in production) with limits nothing here reaches.
         ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
+        ("RATE_LIMIT_USER", "1000000000/60".into()),
         ("RUST_LOG", "warn".into()),
     ]);
     let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");

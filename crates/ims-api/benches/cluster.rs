@@ -155,6 +155,7 @@ async fn server(database_url: &str, redis_var: &str, redis_value: String) -> (St
         ("CACHE_TTL_JITTER", "0".into()),
         // The limiter stays on (as in production) with limits nothing here reaches.
         ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
+        ("RATE_LIMIT_USER", "1000000000/60".into()),
         ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("RUST_LOG", "warn".into()),
     ]);

@@ -158,6 +158,7 @@ async fn server(
         ("RATE_LIMIT_ENABLED", limiter.to_string()),
         // On, with limits nothing here reaches (as benches/rate_limit.rs).
         ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
+        ("RATE_LIMIT_USER", "1000000000/60".into()),
         ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("RUST_LOG", "warn".into()),
     ]);

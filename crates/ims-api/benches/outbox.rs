@@ -112,6 +112,7 @@ async fn server(
         ("IMS_BIND", "127.0.0.1:0".into()),
         ("CACHE_OUTBOX", outbox.to_string()),
         ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
+        ("RATE_LIMIT_USER", "1000000000/60".into()),
         ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("RUST_LOG", "warn".into()),
     ]);

@@ -71,6 +71,7 @@ async fn server(database_url: &str, redis_url: &str, limiter: bool) -> String {
         ),
         ("IMS_BIND", "127.0.0.1:0".into()),
         ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
+        ("RATE_LIMIT_USER", "1000000000/60".into()),
         ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("RATE_LIMIT_ENABLED", limiter.to_string()),
     ]);

@@ -46,6 +46,8 @@ pub struct Settings {
     pub rate_limit_global: RateLimit,
     /// `RATE_LIMIT_AUTH`.
     pub rate_limit_auth: RateLimit,
+    /// `RATE_LIMIT_USER`: per authenticated user, over all routes and addresses.
+    pub rate_limit_user: RateLimit,
     /// `RATE_LIMIT_ENABLED=false` turns rate limiting off (benchmarks, or a gateway that
     /// limits already).
     pub rate_limit_enabled: bool,
@@ -149,6 +151,7 @@ impl Settings {
             refresh_token_ttl: seconds(&get, "REFRESH_TOKEN_TTL", 604_800)?,
             rate_limit_global: rate_limit(&get, "RATE_LIMIT_GLOBAL", 100, 60)?,
             rate_limit_auth: rate_limit(&get, "RATE_LIMIT_AUTH", 5, 900)?,
+            rate_limit_user: rate_limit(&get, "RATE_LIMIT_USER", 1000, 3600)?,
             proxy_trust: crate::client_ip::ProxyTrust {
                 hops: match get("TRUST_PROXY").map(|v| v.trim().to_ascii_lowercase()) {
                     None => 0,
@@ -329,6 +332,10 @@ mod tests {
         assert_eq!(s.refresh_token_ttl, Duration::from_secs(604_800));
         assert_eq!(s.rate_limit_global.requests, 100);
         assert_eq!(s.rate_limit_auth.window, Duration::from_secs(900));
+        assert_eq!(
+            (s.rate_limit_user.requests, s.rate_limit_user.window),
+            (1000, Duration::from_secs(3600))
+        );
         assert!(s.jwt_secret_generated && s.jwt_secret.len() == 64);
         assert_eq!(s.proxy_trust, crate::client_ip::ProxyTrust::default());
         assert_eq!(s.http_header_timeout, Duration::from_secs(10));

@@ -54,12 +54,20 @@ pub fn router(state: AppState) -> Router {
     };
     // Every API route: RATE_LIMIT_GLOBAL per client IP and route; the credential routes
     // RATE_LIMIT_AUTH instead (contract §6).
+    // And RATE_LIMIT_USER per authenticated user (the access token's subject), over all
+    // routes and addresses.
     let api = if settings.rate_limit_enabled {
+        let keys = state.keys.clone();
+        let user = Arc::new(move |parts: &axum::http::request::Parts| {
+            let token = crate::auth::bearer_token(&parts.headers)?;
+            keys.verify(token).ok().map(|claims| claims.sub)
+        });
         api.route_layer(
             RateLimitLayer::new(global)
                 .route("/auth/login", credentials)
                 .route("/auth/register", credentials)
-                .route("/auth/refresh", credentials),
+                .route("/auth/refresh", credentials)
+                .per_user(quota(settings.rate_limit_user), user),
         )
     } else {
         api

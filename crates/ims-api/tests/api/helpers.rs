@@ -138,6 +138,7 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
         // Tests hammer routes from one address; the rate-limit tests set real limits.
         ("RATE_LIMIT_GLOBAL".into(), "1000000/60".into()),
         ("RATE_LIMIT_AUTH".into(), "1000000/60".into()),
+        ("RATE_LIMIT_USER".into(), "1000000/60".into()),
     ]);
     for (k, v) in vars {
         env.insert(k.to_string(), v.to_string());
@@ -194,6 +195,8 @@ impl ServerProcess {
             .env("REDIS_URL", app.redis.url())
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "warn")
+            // Load tests send thousands of requests per user; the user-tier tests set their own.
+            .env("RATE_LIMIT_USER", "1000000/60")
             // Last, so a test can override any of the above (a Redis behind a proxy, say).
             .envs(vars.iter().copied())
             .stdout(std::process::Stdio::null())

@@ -14,8 +14,8 @@ async fn token(app: &TestApp, email: &str) -> String {
         .to_string()
 }
 
-/// Parses an RFC 8941 list of one item: a string with integer parameters,
-/// `"name";a=1;b=2`.
+/// Parses the first member of an RFC 8941 list: a string with integer parameters,
+/// `"name";a=1;b=2` (members are separated by `,` and optional spaces).
 fn structured(response: &reqwest::Response, name: &str) -> (String, Vec<(String, u64)>) {
     let text = response
         .headers()
@@ -23,7 +23,8 @@ fn structured(response: &reqwest::Response, name: &str) -> (String, Vec<(String,
         .unwrap_or_else(|| panic!("{name} missing"))
         .to_str()
         .expect("ascii");
-    let mut parts = text.split(';');
+    let first = text.split(',').next().unwrap_or_default().trim();
+    let mut parts = first.split(';');
     let item = parts.next().expect("item");
     let item = item
         .strip_prefix('"')
@@ -390,4 +391,90 @@ async fn n_hops_and_trusted_networks_find_the_client_from_the_right() {
         .await
         .expect("json");
     assert_eq!(sessions["data"][0]["ip"], "203.0.113.10", "{sessions}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume_nothing_else() {
+    let vars = [
+        ("RATE_LIMIT_GLOBAL", "1000/60"),
+        ("RATE_LIMIT_USER", "6/60"),
+        ("TRUST_PROXY", "true"),
+    ];
+    let app = spawn_app_with(&vars).await;
+    let other = ServerProcess::beside_with(&app, &vars).await;
+    let token = token(&app, "tier@example.com").await;
+    let bases = [app.address.clone(), other.address.clone()];
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        // Two processes, two client addresses: one user.
+        let response = app
+            .client
+            .get(format!("{}/categories", bases[i % 2]))
+            .bearer_auth(&token)
+            .header("x-forwarded-for", format!("203.0.113.{}", i % 2 + 1))
+            .send()
+            .await
+            .expect("send");
+        if i == 0 {
+            let policy = structured(&response, "ratelimit-policy");
+            assert_eq!(policy.0, "ip-route");
+            let all = response
+                .headers()
+                .get("ratelimit-policy")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            assert_eq!(all, "\"ip-route\";q=1000;w=60, \"user\";q=6;w=60");
+            // The binding policy is the one closest to its limit: the user's.
+            assert_eq!(structured(&response, "ratelimit").0, "user");
+        }
+        statuses.push(response.status());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == StatusCode::OK).count(),
+        6,
+        "{statuses:?}"
+    );
+    let user_keys = app.redis_keys("ims:ratelimit:user:*");
+    assert_eq!(user_keys.len(), 1, "{user_keys:?}");
+    // The four refused requests were taken back from the per-address logs.
+    let mut conn = app.redis_conn();
+    let mut counted = 0;
+    for ip in ["203.0.113.1", "203.0.113.2"] {
+        let n: i64 = redis::cmd("LLEN")
+            .arg(format!("ims:ratelimit:{ip}:/categories"))
+            .query(&mut conn)
+            .expect("llen");
+        counted += n;
+    }
+    assert_eq!(counted, 6, "only admitted requests are counted per address");
+
+    // An address-refused request consumes nothing of the user's quota.
+    let strict =
+        spawn_app_with(&[("RATE_LIMIT_GLOBAL", "2/60"), ("RATE_LIMIT_USER", "100/60")]).await;
+    let token = self::token(&strict, "strict@example.com").await;
+    for _ in 0..5 {
+        strict.get("/categories", Some(&token)).await;
+    }
+    let user_key = strict.redis_keys("ims:ratelimit:user:*");
+    let n: i64 = redis::cmd("LLEN")
+        .arg(&user_key[0])
+        .query(&mut strict.redis_conn())
+        .expect("llen");
+    assert_eq!(
+        n, 2,
+        "three refused requests never reached the user's count"
+    );
+
+    // Redis down: every tier keeps its limit in memory.
+    app.redis.stop();
+    app.wait_for_redis(false).await;
+    let fresh = self::token(&app, "tier2@example.com").await;
+    let mut admitted = 0;
+    for _ in 0..9 {
+        if app.get("/categories", Some(&fresh)).await.status() == StatusCode::OK {
+            admitted += 1;
+        }
+    }
+    assert_eq!(admitted, 6, "the user tier holds in memory");
 }

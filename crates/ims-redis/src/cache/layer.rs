@@ -294,7 +294,7 @@ where
     let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
     let Some(cache) = cache.filter(|_| is_get) else {
         if let Some(deferred) = &deferred {
-            if !deferred.decide().await.allowed {
+            if !deferred.decide().await {
                 return Ok(refused());
             }
         }
@@ -304,7 +304,7 @@ where
     let scope = cache.scope_of(&parts);
     if scope.is_none() || no_cache(&parts) {
         if let Some(deferred) = &deferred {
-            if !deferred.decide().await.allowed {
+            if !deferred.decide().await {
                 return Ok(refused());
             }
         }
@@ -345,7 +345,7 @@ where
     if let Some((key, bound)) = &l1 {
         if let Some((cached, ttl)) = cache.l1_get(key, *bound) {
             if let Some(deferred) = &deferred {
-                if !deferred.decide().await.allowed {
+                if !deferred.decide().await {
                     return Ok(refused());
                 }
             }
@@ -366,7 +366,7 @@ where
     );
     let admission = async {
         match &deferred {
-            Some(deferred) => deferred.decide().await.allowed,
+            Some(deferred) => deferred.decide().await,
             None => true,
         }
     };

@@ -12,7 +12,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
 use tower::{Layer, Service};
 
-use super::{Decision, Quota, RateLimiter};
+use super::{Decision, PartsFn, Quota, RateLimiter};
 use crate::cache::{boxed, full, CacheBody};
 
 /// Limits the routes it wraps to `quota` per client and route.
@@ -27,11 +27,23 @@ pub struct RateLimitLayer {
     quotas: Quotas,
 }
 
-/// The default quota and the routes that have their own.
-#[derive(Debug, Clone)]
+/// The default quota, the routes that have their own, and the per-user tier.
+#[derive(Clone)]
 struct Quotas {
     default: Quota,
     routes: Arc<[(String, Quota)]>,
+    /// Names a request's user (`None`: anonymous, not in this tier) and the user's quota.
+    user: Option<(Quota, PartsFn)>,
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas")
+            .field("default", &self.default)
+            .field("routes", &self.routes)
+            .field("user", &self.user.as_ref().map(|(quota, _)| quota))
+            .finish()
+    }
 }
 
 impl Quotas {
@@ -50,6 +62,7 @@ impl RateLimitLayer {
             quotas: Quotas {
                 default: quota,
                 routes: Arc::from(Vec::new()),
+                user: None,
             },
         }
     }
@@ -61,8 +74,20 @@ impl RateLimitLayer {
         routes.push((route.to_string(), quota));
         Self {
             quotas: Quotas {
-                default: self.quotas.default,
                 routes: Arc::from(routes),
+                ..self.quotas
+            },
+        }
+    }
+
+    /// Adds a per-user tier (seed 003's API tier): every request that `user` names a user
+    /// for is also counted against `quota` under `ratelimit:user:{user}`, across routes and
+    /// client addresses. A request must pass both; one refused by either counts in neither.
+    pub fn per_user(self, quota: Quota, user: PartsFn) -> Self {
+        Self {
+            quotas: Quotas {
+                user: Some((quota, user)),
+                ..self.quotas
             },
         }
     }
@@ -90,34 +115,64 @@ pub struct RateLimitService<S> {
 /// with its lookup (one round trip) and leaves the decision for the limiter's headers.
 #[derive(Clone)]
 pub struct Deferred {
-    key: String,
-    quota: Quota,
+    checks: Arc<Checks>,
     limiter: Arc<RateLimiter>,
-    decision: Arc<Mutex<Option<Decision>>>,
+    decisions: Arc<Mutex<Option<Decisions>>>,
 }
 
 impl Deferred {
-    /// Takes the decision (once) and records it for the limiter.
-    pub(crate) async fn decide(&self) -> Decision {
-        let decision = self.limiter.check(&self.key, self.quota).await;
-        if let Ok(mut slot) = self.decision.lock() {
-            *slot = Some(decision);
+    /// Takes the decisions (once) and records them for the limiter; true when admitted.
+    pub(crate) async fn decide(&self) -> bool {
+        let decisions = decide(&self.limiter, &self.checks).await;
+        let allowed = decisions.allowed();
+        if let Ok(mut slot) = self.decisions.lock() {
+            *slot = Some(decisions);
         }
-        decision
+        allowed
     }
 
-    fn taken(&self) -> Option<Decision> {
-        self.decision.lock().ok().and_then(|mut slot| slot.take())
+    fn taken(&self) -> Option<Decisions> {
+        self.decisions.lock().ok().and_then(|mut slot| slot.take())
     }
 }
 
 impl std::fmt::Debug for Deferred {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Deferred")
-            .field("key", &self.key)
-            .field("quota", &self.quota)
+            .field("checks", &self.checks.keys)
             .finish()
     }
+}
+
+/// The policies a request is counted against: (name, key, quota).
+#[derive(Debug)]
+struct Checks {
+    names: Vec<&'static str>,
+    keys: Vec<(String, Quota)>,
+}
+
+/// The decisions of every policy, in the order of [`Checks`].
+#[derive(Debug, Clone)]
+pub(crate) struct Decisions(Vec<(&'static str, Decision)>);
+
+impl Decisions {
+    fn allowed(&self) -> bool {
+        self.0.iter().all(|(_, d)| d.allowed)
+    }
+
+    /// The policy that refused, else the one closest to its limit: the one whose
+    /// `RateLimit-*` figures the client should heed.
+    fn binding(&self) -> Option<&(&'static str, Decision)> {
+        self.0
+            .iter()
+            .find(|(_, d)| !d.allowed)
+            .or_else(|| self.0.iter().min_by_key(|(_, d)| d.remaining))
+    }
+}
+
+async fn decide(limiter: &RateLimiter, checks: &Checks) -> Decisions {
+    let decisions = limiter.check_all(&checks.keys).await;
+    Decisions(checks.names.iter().copied().zip(decisions).collect())
 }
 
 fn seconds(d: Duration) -> u64 {
@@ -130,10 +185,10 @@ fn set(response: &mut Response<CacheBody>, name: &'static str, value: u64) {
     }
 }
 
-/// The policy's name in the IETF draft's structured fields.
-const POLICY: &str = "ip-route";
-
-fn decorate(mut response: Response<CacheBody>, decision: &Decision) -> Response<CacheBody> {
+fn decorate(mut response: Response<CacheBody>, decisions: &Decisions) -> Response<CacheBody> {
+    let Some((name, decision)) = decisions.binding() else {
+        return response;
+    };
     set(&mut response, "ratelimit-limit", u64::from(decision.limit));
     set(
         &mut response,
@@ -141,21 +196,19 @@ fn decorate(mut response: Response<CacheBody>, decision: &Decision) -> Response<
         u64::from(decision.remaining),
     );
     set(&mut response, "ratelimit-reset", seconds(decision.reset));
-    // draft-ietf-httpapi-ratelimit-headers: the policy (quota, window) and its state
-    // (remaining, seconds to reset), as RFC 8941 lists of one item.
+    // draft-ietf-httpapi-ratelimit-headers: every policy (quota, window), and the state of
+    // the binding one (remaining, seconds to reset), as RFC 8941 lists.
+    let policies: Vec<String> = decisions
+        .0
+        .iter()
+        .map(|(name, d)| format!("\"{name}\";q={};w={}", d.limit, seconds(d.window)))
+        .collect();
     let fields = [
-        (
-            "ratelimit-policy",
-            format!(
-                "\"{POLICY}\";q={};w={}",
-                decision.limit,
-                seconds(decision.window)
-            ),
-        ),
+        ("ratelimit-policy", policies.join(", ")),
         (
             "ratelimit",
             format!(
-                "\"{POLICY}\";r={};t={}",
+                "\"{name}\";r={};t={}",
                 decision.remaining,
                 seconds(decision.reset)
             ),
@@ -170,7 +223,10 @@ fn decorate(mut response: Response<CacheBody>, decision: &Decision) -> Response<
 }
 
 /// The `429` for a refused request (RFC 9457 problem, `Retry-After`).
-pub(crate) fn too_many(decision: &Decision) -> Response<CacheBody> {
+pub(crate) fn too_many(decisions: &Decisions) -> Response<CacheBody> {
+    let Some((_, decision)) = decisions.binding() else {
+        return Response::new(full(Bytes::new()));
+    };
     let retry = seconds(decision.reset).max(1);
     let body = format!(
         r#"{{"type":"/problems/too-many-requests","title":"Too Many Requests","status":429,"detail":"rate limit of {} requests exceeded; retry in {} s"}}"#,
@@ -183,7 +239,7 @@ pub(crate) fn too_many(decision: &Decision) -> Response<CacheBody> {
         HeaderValue::from_static("application/problem+json"),
     );
     set(&mut response, "retry-after", retry);
-    decorate(response, decision)
+    decorate(response, decisions)
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
@@ -220,37 +276,45 @@ where
                     .map(boxed);
             };
             let route = limiter.route_of(&parts);
-            let quota = quotas.for_route(route.as_deref());
+            let mut checks = Checks {
+                names: vec!["ip-route"],
+                keys: vec![(key, quotas.for_route(route.as_deref()))],
+            };
+            if let Some((quota, user)) = &quotas.user {
+                if let Some(user) = user(&parts) {
+                    checks.names.push("user");
+                    checks.keys.push((format!("ratelimit:user:{user}"), *quota));
+                }
+            }
             let cached_route = parts.method == Method::GET
                 && route
                     .as_deref()
                     .is_some_and(|route| limiter.is_cached(route));
             if !cached_route {
-                let decision = limiter.check(&key, quota).await;
-                if !decision.allowed {
-                    return Ok(too_many(&decision));
+                let decisions = decide(&limiter, &checks).await;
+                if !decisions.allowed() {
+                    return Ok(too_many(&decisions));
                 }
                 let response = inner.call(Request::from_parts(parts, body)).await?;
-                return Ok(decorate(boxed(response), &decision));
+                return Ok(decorate(boxed(response), &decisions));
             }
             let deferred = Deferred {
-                key,
-                quota,
+                checks: Arc::new(checks),
                 limiter: limiter.clone(),
-                decision: Arc::new(Mutex::new(None)),
+                decisions: Arc::new(Mutex::new(None)),
             };
             parts.extensions.insert(deferred.clone());
             let response = inner.call(Request::from_parts(parts, body)).await?;
-            let decision = match deferred.taken() {
-                Some(decision) => decision,
+            let decisions = match deferred.taken() {
+                Some(decisions) => decisions,
                 // The cache layer always decides; this only runs if a route's layers changed
                 // at runtime, and then counting late beats not counting.
-                None => deferred.decide().await,
+                None => decide(&limiter, &deferred.checks).await,
             };
-            if !decision.allowed {
-                return Ok(too_many(&decision));
+            if !decisions.allowed() {
+                return Ok(too_many(&decisions));
             }
-            Ok(decorate(boxed(response), &decision))
+            Ok(decorate(boxed(response), &decisions))
         })
     }
 }

@@ -87,6 +87,19 @@ pub struct Decision {
     pub window: Duration,
     /// Which store decided.
     pub store: Store,
+    /// What to take back if another policy refuses the same request.
+    pub(crate) admission: Admission,
+}
+
+/// The log entry an admission added, so that it can be taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    /// Refused: nothing was added.
+    None,
+    /// The time (Redis' clock, µs) pushed onto the Redis log.
+    Redis(i64),
+    /// The instant pushed onto the in-memory log.
+    Memory(Instant),
 }
 
 /// Identifies a request's client or route; `None` exempts the request.
@@ -130,7 +143,7 @@ if count < limit then
   allowed = 1
   if not oldest then oldest = now end
 end
-return {allowed, limit - count, tonumber(oldest) + window - now}
+return {allowed, limit - count, tonumber(oldest) + window - now, now}
 ";
 
 // Hashing the script (for EVALSHA) once per process, not once per request.
@@ -207,18 +220,23 @@ impl RateLimiter {
                     .key(full)
                     .arg(quota.limit)
                     .arg(window_us)
-                    .invoke_async::<(i64, i64, i64)>(&mut c)
+                    .invoke_async::<(i64, i64, i64, i64)>(&mut c)
                     .await
             })
             .await;
         match reply {
-            Ok((allowed, remaining, reset_us)) => Decision {
+            Ok((allowed, remaining, reset_us, now)) => Decision {
                 allowed: allowed == 1,
                 limit: quota.limit,
                 window: quota.window,
                 remaining: remaining.max(0) as u32,
                 reset: Duration::from_micros(reset_us.max(0) as u64),
                 store: Store::Redis,
+                admission: if allowed == 1 {
+                    Admission::Redis(now)
+                } else {
+                    Admission::None
+                },
             },
             Err(_) => self.check_in_memory(key, quota),
         }
@@ -237,6 +255,7 @@ impl RateLimiter {
                 remaining: 0,
                 reset: quota.window,
                 store: Store::Memory,
+                admission: Admission::None,
             };
         };
         while log
@@ -260,6 +279,61 @@ impl RateLimiter {
             remaining: quota.limit.saturating_sub(log.len() as u32),
             reset,
             store: Store::Memory,
+            admission: if allowed {
+                Admission::Memory(now)
+            } else {
+                Admission::None
+            },
+        }
+    }
+
+    /// Counts one request against every `(key, quota)` at once, concurrently: admitted only
+    /// if every one admits it, and then counted by all of them; a request one policy
+    /// refuses is taken back from the others, so it consumes none of their quota.
+    pub async fn check_all(&self, checks: &[(String, Quota)]) -> Vec<Decision> {
+        let decisions: Vec<Decision> =
+            futures::future::join_all(checks.iter().map(|(key, quota)| self.check(key, *quota)))
+                .await;
+        if decisions.iter().any(|d| !d.allowed) {
+            let refunds = checks
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, d)| d.allowed)
+                .map(|((key, _), d)| self.refund(key, d.admission));
+            futures::future::join_all(refunds).await;
+        }
+        decisions
+    }
+
+    /// Takes back an admission (see [`check_all`](Self::check_all)). Until it is taken back
+    /// the slot counts, so the limit errs on the strict side, never the lenient one.
+    async fn refund(&self, key: &str, admission: Admission) {
+        match admission {
+            Admission::None => {}
+            Admission::Redis(at) => {
+                let full = self.redis.key(key);
+                let _ = self
+                    .redis
+                    .connection()
+                    .run(|mut c| async move {
+                        redis::cmd("LREM")
+                            .arg(full)
+                            .arg(-1)
+                            .arg(at)
+                            .query_async::<i64>(&mut c)
+                            .await
+                    })
+                    .await;
+            }
+            Admission::Memory(at) => {
+                if let Some(log) = self.memory.get(key) {
+                    if let Ok(mut log) = log.lock() {
+                        if let Some(i) = log.iter().rposition(|t| *t == at) {
+                            log.remove(i);
+                        }
+                    }
+                }
+            }
         }
     }
 }
