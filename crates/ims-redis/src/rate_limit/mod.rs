@@ -146,8 +146,49 @@ end
 return {allowed, limit - count, tonumber(oldest) + window - now, now}
 ";
 
-// Hashing the script (for EVALSHA) once per process, not once per request.
+// Every policy of one request in one call (one server: the keys may be in any slot there).
+// ARGV holds limit and window per key. Admitted only if every log has room; then every log
+// counts it. Returns admitted, then per key: room (0/1), remaining, reset.
+const CHECK_ALL_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local counts, oldest, room = {}, {}, {}
+local admit = 1
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i - 1])
+  local window = tonumber(ARGV[2 * i])
+  local o = redis.call('LINDEX', KEYS[i], 0)
+  while o and tonumber(o) <= now - window do
+    redis.call('LPOP', KEYS[i])
+    o = redis.call('LINDEX', KEYS[i], 0)
+  end
+  oldest[i] = o
+  counts[i] = redis.call('LLEN', KEYS[i])
+  room[i] = 1
+  if counts[i] >= limit then room[i] = 0; admit = 0 end
+end
+local out = {admit}
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[2 * i - 1])
+  local window = tonumber(ARGV[2 * i])
+  if admit == 1 then
+    redis.call('RPUSH', KEYS[i], now)
+    redis.call('PEXPIRE', KEYS[i], math.ceil(window / 1000))
+    counts[i] = counts[i] + 1
+    if not oldest[i] then oldest[i] = now end
+  end
+  local reset = window
+  if oldest[i] then reset = tonumber(oldest[i]) + window - now end
+  out[#out + 1] = room[i]
+  out[#out + 1] = limit - counts[i]
+  out[#out + 1] = reset
+end
+return out
+";
+
+// Hashing the scripts (for EVALSHA) once per process, not once per request.
 static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(CHECK_SCRIPT));
+static CHECK_ALL: LazyLock<Script> = LazyLock::new(|| Script::new(CHECK_ALL_SCRIPT));
 
 impl RateLimiter {
     /// An engine over `redis`. `client` names the caller (an IP address), `route` the route
@@ -291,6 +332,11 @@ impl RateLimiter {
     /// if every one admits it, and then counted by all of them; a request one policy
     /// refuses is taken back from the others, so it consumes none of their quota.
     pub async fn check_all(&self, checks: &[(String, Quota)]) -> Vec<Decision> {
+        if checks.len() > 1 && !self.redis.connection().is_cluster() {
+            if let Some(decisions) = self.check_all_at_once(checks).await {
+                return decisions;
+            }
+        }
         let decisions: Vec<Decision> =
             futures::future::join_all(checks.iter().map(|(key, quota)| self.check(key, *quota)))
                 .await;
@@ -303,6 +349,48 @@ impl RateLimiter {
             futures::future::join_all(refunds).await;
         }
         decisions
+    }
+
+    /// [`check_all`](Self::check_all) on one server: one script, atomic over all keys, so
+    /// nothing needs taking back. `None` when Redis could not be asked.
+    async fn check_all_at_once(&self, checks: &[(String, Quota)]) -> Option<Vec<Decision>> {
+        let keys: Vec<String> = checks.iter().map(|(key, _)| self.redis.key(key)).collect();
+        let args: Vec<u64> = checks
+            .iter()
+            .flat_map(|(_, q)| [u64::from(q.limit), q.window.as_micros().max(1) as u64])
+            .collect();
+        let reply = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                let mut invocation = CHECK_ALL.prepare_invoke();
+                for key in &keys {
+                    invocation.key(key);
+                }
+                for arg in &args {
+                    invocation.arg(*arg);
+                }
+                invocation.invoke_async::<Vec<i64>>(&mut c).await
+            })
+            .await
+            .ok()?;
+        let admitted = *reply.first()? == 1;
+        let decisions = checks
+            .iter()
+            .zip(reply[1..].chunks(3))
+            .map(|((_, quota), fields)| Decision {
+                allowed: fields.first() == Some(&1),
+                limit: quota.limit,
+                window: quota.window,
+                remaining: fields.get(1).copied().unwrap_or(0).max(0) as u32,
+                reset: Duration::from_micros(fields.get(2).copied().unwrap_or(0).max(0) as u64),
+                store: Store::Redis,
+                // Atomic: a refused request was counted nowhere.
+                admission: Admission::None,
+            })
+            .collect::<Vec<_>>();
+        (decisions.len() == checks.len() && admitted == decisions.iter().all(|d| d.allowed))
+            .then_some(decisions)
     }
 
     /// Takes back an admission (see [`check_all`](Self::check_all)). Until it is taken back
