@@ -57,10 +57,8 @@ pub fn router(state: AppState) -> Router {
     // And RATE_LIMIT_USER per authenticated user (the access token's subject), over all
     // routes and addresses.
     let api = if settings.rate_limit_enabled {
-        let keys = state.keys.clone();
-        let user = Arc::new(move |parts: &axum::http::request::Parts| {
-            let token = crate::auth::bearer_token(&parts.headers)?;
-            keys.verify(token).ok().map(|claims| claims.sub)
+        let user = Arc::new(|parts: &axum::http::request::Parts| {
+            crate::auth::verified(parts).map(|claims| claims.sub.clone())
         });
         api.route_layer(
             RateLimitLayer::new(global)
@@ -83,6 +81,11 @@ pub fn router(state: AppState) -> Router {
         .layer(Extension(state.cache.clone()))
         .layer(Extension(state.limiter.clone()))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Outside every route layer: the token is verified once, for all of them.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::verify_once,
+        ))
         .layer(axum::middleware::from_fn(crate::telemetry::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -157,12 +160,10 @@ impl Application {
         let keys = Arc::new(TokenKeys::new(&settings.jwt_secret));
         // The cache's tenant is the organization of a valid access token; anything else is
         // not cached (and the handler answers 401).
-        let scope_keys = keys.clone();
         let cache = ResponseCache::with_l1(
             redis.clone(),
-            Arc::new(move |parts: &axum::http::request::Parts| {
-                let token = crate::auth::bearer_token(&parts.headers)?;
-                scope_keys.verify(token).ok().map(|claims| claims.org)
+            Arc::new(|parts: &axum::http::request::Parts| {
+                crate::auth::verified(parts).map(|claims| claims.org.clone())
             }),
             settings.cache_ttl_jitter,
             settings.cache_l1,

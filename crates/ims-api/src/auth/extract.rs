@@ -32,10 +32,48 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The claims of a request's valid access token, verified once per request by
+/// [`verify_once`] for every part that needs them (the cache's scope, the per-user rate
+/// limit, [`AuthUser`]): each HMAC check costs about 2 µs, a third of a cached hit.
+#[derive(Debug, Clone)]
+pub struct VerifiedClaims(pub std::sync::Arc<super::tokens::Claims>);
+
+/// Middleware: verifies the bearer token, if any, and records its claims in the request's
+/// extensions. An invalid token is left for [`AuthUser`] to refuse with its usual 401.
+pub async fn verify_once(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let claims = bearer_token(request.headers()).and_then(|token| state.keys.verify(token).ok());
+    if let Some(claims) = claims {
+        request
+            .extensions_mut()
+            .insert(VerifiedClaims(std::sync::Arc::new(claims)));
+    }
+    next.run(request).await
+}
+
+/// The verified claims of a request, if its token was valid (see [`verify_once`]).
+pub fn verified(parts: &Parts) -> Option<&super::tokens::Claims> {
+    parts
+        .extensions
+        .get::<VerifiedClaims>()
+        .map(|claims| claims.0.as_ref())
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if let Some(claims) = verified(parts) {
+            return Ok(Self {
+                user_id: claims.sub.clone(),
+                org_id: claims.org.clone(),
+                session_id: claims.sid.clone(),
+                role: claims.role.clone(),
+            });
+        }
         if !parts.headers.contains_key(header::AUTHORIZATION) {
             return Err(ApiError::Unauthorized(
                 "missing Authorization: Bearer token".into(),

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use time::OffsetDateTime;
 
-pub use extract::{bearer_token, AuthUser};
+pub use extract::{bearer_token, verified, verify_once, AuthUser, VerifiedClaims};
 use store::UserRow;
 
 use crate::db;
