@@ -24,7 +24,7 @@ use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::state::AppState;
@@ -76,7 +76,88 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ] {
         doc.merge(part);
     }
+    document_rate_limits(&mut doc);
     doc
+}
+
+/// Paths the rate limiter does not cover (monitoring and the API description).
+const UNLIMITED: [&str; 5] = [
+    "/health",
+    "/health/cache",
+    "/metrics",
+    "/openapi.json",
+    "/docs",
+];
+
+/// Every limited operation gets the `429` answer and every answer of it the rate-limit
+/// headers (contract §6): added here once rather than in each of the ~60 operations.
+fn document_rate_limits(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let integer = |description: &str| {
+        HeaderBuilder::new()
+            .schema(u64::schema())
+            .description(Some(description))
+            .build()
+    };
+    let text = |description: &str| {
+        HeaderBuilder::new()
+            .schema(String::schema())
+            .description(Some(description))
+            .build()
+    };
+    let headers = [
+        ("RateLimit-Limit", integer("The binding policy's quota")),
+        ("RateLimit-Remaining", integer("Requests left in its window after this one")),
+        ("RateLimit-Reset", integer("Seconds until a slot frees up")),
+        (
+            "RateLimit-Policy",
+            text("Every policy that applies (RFC 8941 list), e.g. `\"ip-route\";q=100;w=60, \"user\";q=1000;w=3600`"),
+        ),
+        (
+            "RateLimit",
+            text("The binding policy's state (RFC 8941 list), e.g. `\"ip-route\";r=57;t=42`"),
+        ),
+    ];
+    let mut too_many = ResponseBuilder::new()
+        .description("Rate limit exceeded (contract §6); retry after `Retry-After` seconds")
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .header("Retry-After", integer("Seconds to wait"));
+    for (name, header) in &headers {
+        too_many = too_many.header(*name, header.clone());
+    }
+    let too_many = too_many.build();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if UNLIMITED.contains(&path.as_str()) {
+            continue;
+        }
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            for response in operation.responses.responses.values_mut() {
+                if let utoipa::openapi::RefOr::T(response) = response {
+                    for (name, header) in &headers {
+                        response.headers.insert(name.to_string(), header.clone());
+                    }
+                }
+            }
+            operation
+                .responses
+                .responses
+                .insert("429".into(), too_many.clone().into());
+        }
+    }
 }
 
 /// The global parts of the document; operations come from the modules (see [`openapi`]).

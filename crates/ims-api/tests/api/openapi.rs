@@ -300,3 +300,41 @@ async fn docs_page_is_html_and_points_at_the_document() {
     assert!(body.contains("\"IMS API\""));
     assert!(body.contains("listItems"));
 }
+
+#[tokio::test]
+async fn limited_operations_document_the_429_and_the_rate_limit_headers() {
+    let doc = document().await;
+    let unlimited = ["/health", "/health/cache", "/metrics"];
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut limited = 0;
+    for (path, item) in paths {
+        for method in METHODS {
+            let Some(operation) = item.get(*method) else {
+                continue;
+            };
+            let too_many = &operation["responses"]["429"];
+            if unlimited.contains(&path.as_str()) {
+                assert!(too_many.is_null(), "{method} {path} is not limited");
+                continue;
+            }
+            limited += 1;
+            assert!(
+                too_many["content"]["application/problem+json"].is_object(),
+                "{method} {path}: {too_many}"
+            );
+            assert!(
+                too_many["headers"]["Retry-After"].is_object(),
+                "{method} {path}"
+            );
+            for (status, response) in operation["responses"].as_object().expect("responses") {
+                for header in ["RateLimit-Policy", "RateLimit", "RateLimit-Remaining"] {
+                    assert!(
+                        response["headers"][header].is_object(),
+                        "{method} {path} {status}: no {header}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(limited > 40, "{limited} limited operations");
+}
