@@ -592,6 +592,14 @@ async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<(
             )
             .await?,
     )?;
+    // Every slot must be served by a master not flagged failed: between a master's `fail`
+    // flag and its replica's promotion, some survivors may still report `cluster_state:ok`.
+    if served_slots(&nodes) < 16_384 {
+        return Err(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::NotConnected,
+            "not every slot has a healthy master",
+        )));
+    }
     for ((host, port), failed) in parse_masters(&nodes) {
         if failed {
             continue;
@@ -617,6 +625,30 @@ async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<(
             "the cluster reports cluster_state:fail",
         )))
     }
+}
+
+/// How many slots masters not flagged failed serve, from `CLUSTER NODES` text (slot fields
+/// `0-5460` or `5461`; migration markers `[…]` are not ownership).
+fn served_slots(text: &str) -> u32 {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags = fields.get(2)?;
+            let healthy_master = flags.split(',').any(|f| f == "master")
+                && !flags.split(',').any(|f| f.starts_with("fail"));
+            healthy_master.then(|| {
+                fields
+                    .iter()
+                    .skip(8)
+                    .filter(|f| !f.starts_with('['))
+                    .filter_map(|range| match range.split_once('-') {
+                        Some((a, b)) => Some(b.parse::<u32>().ok()? + 1 - a.parse::<u32>().ok()?),
+                        None => range.parse::<u32>().ok().map(|_| 1),
+                    })
+                    .sum::<u32>()
+            })
+        })
+        .sum()
 }
 
 fn is_connection_error(e: &redis::RedisError) -> bool {
@@ -648,6 +680,19 @@ mod tests {
         );
         info.add(&RedisInfo::parse(text));
         assert_eq!(info.keys, 30);
+    }
+
+    #[test]
+    fn only_healthy_masters_count_towards_served_slots() {
+        let whole = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+c3 127.0.0.1:7002@17002 master - 0 0 3 connected 5461-10922 [10923->-x]
+e5 127.0.0.1:7004@17004 master - 0 0 5 connected 10923-16383
+d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+";
+        assert_eq!(served_slots(whole), 16_384);
+        let failing = whole.replace("master - 0 0 5", "master,fail - 0 0 5");
+        assert_eq!(served_slots(&failing), 10_923);
     }
 
     #[test]
