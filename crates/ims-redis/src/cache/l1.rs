@@ -276,6 +276,63 @@ impl L1 {
     }
 }
 
+/// Size and staleness bound of the in-process tier (`CACHE_L1_MAX_BYTES`,
+/// `CACHE_L1_MAX_STALE_MS`).
+#[derive(Debug, Clone, Copy)]
+pub struct L1Settings {
+    /// Bytes of responses (and their keys) kept in process at most.
+    pub max_bytes: u64,
+    /// The most an L1 entry may lag behind Redis; routes may declare less.
+    pub max_stale: Duration,
+}
+
+impl Default for L1Settings {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024 * 1024,
+            max_stale: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Keeps `cache`'s L1 subscribed to invalidations for as long as the cache lives: while
+/// not subscribed, the tier is empty and serves nothing.
+pub(super) async fn subscribe(cache: std::sync::Weak<super::ResponseCache>) {
+    use futures::StreamExt;
+    loop {
+        let Some(engine) = cache.upgrade() else {
+            return;
+        };
+        let connection = engine.redis.connection().clone();
+        let channel = engine.channel();
+        drop(engine);
+        if let Some(mut pubsub) = connection.pubsub().await {
+            if pubsub.subscribe(&channel).await.is_ok() {
+                if let Some(engine) = cache.upgrade() {
+                    engine.l1.set_subscribed(true);
+                }
+                let mut messages = pubsub.on_message();
+                while let Some(message) = messages.next().await {
+                    let Some(engine) = cache.upgrade() else {
+                        return;
+                    };
+                    let payload: Option<String> = message.get_payload().ok();
+                    match payload.as_deref().and_then(Message::decode) {
+                        Some(message) => engine.l1.receive(&message),
+                        None => engine.l1.flush(),
+                    }
+                }
+            }
+        }
+        let Some(engine) = cache.upgrade() else {
+            return;
+        };
+        engine.l1.set_subscribed(false);
+        drop(engine);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -44,12 +44,14 @@
 //! # }
 //! ```
 
+mod flight;
 mod key;
 mod l1;
 mod layer;
+mod stats;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -58,9 +60,14 @@ use redis::Script;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
 
+pub(crate) use flight::{Flight, Shared};
 pub use key::{body_tag, group_of, query_hash, slot, Layout};
+pub use l1::L1Settings;
 pub(crate) use layer::{boxed, full};
 pub use layer::{CacheBody, CacheLayer, CacheService};
+pub(crate) use stats::Event;
+pub use stats::{CacheStats, L1Stats, ScopeStats};
+use stats::{Counters, ScopeCounters};
 
 use crate::RedisService;
 
@@ -145,80 +152,6 @@ pub(crate) fn l1_key(scope: &str, key_prefix: &str, rest: &str) -> String {
     format!("{scope}\n{key_prefix}\n{rest}")
 }
 
-/// Size and staleness bound of the in-process tier (`CACHE_L1_MAX_BYTES`,
-/// `CACHE_L1_MAX_STALE_MS`).
-#[derive(Debug, Clone, Copy)]
-pub struct L1Settings {
-    /// Bytes of responses (and their keys) kept in process at most.
-    pub max_bytes: u64,
-    /// The most an L1 entry may lag behind Redis; routes may declare less.
-    pub max_stale: Duration,
-}
-
-impl Default for L1Settings {
-    fn default() -> Self {
-        Self {
-            max_bytes: 64 * 1024 * 1024,
-            max_stale: Duration::from_millis(1000),
-        }
-    }
-}
-
-/// Keeps `cache`'s L1 subscribed to invalidations for as long as the cache lives: while
-/// not subscribed, the tier is empty and serves nothing.
-async fn subscribe(cache: std::sync::Weak<ResponseCache>) {
-    use futures::StreamExt;
-    loop {
-        let Some(engine) = cache.upgrade() else {
-            return;
-        };
-        let connection = engine.redis.connection().clone();
-        let channel = engine.channel();
-        drop(engine);
-        if let Some(mut pubsub) = connection.pubsub().await {
-            if pubsub.subscribe(&channel).await.is_ok() {
-                if let Some(engine) = cache.upgrade() {
-                    engine.l1.set_subscribed(true);
-                }
-                let mut messages = pubsub.on_message();
-                while let Some(message) = messages.next().await {
-                    let Some(engine) = cache.upgrade() else {
-                        return;
-                    };
-                    let payload: Option<String> = message.get_payload().ok();
-                    match payload.as_deref().and_then(l1::Message::decode) {
-                        Some(message) => engine.l1.receive(&message),
-                        None => engine.l1.flush(),
-                    }
-                }
-            }
-        }
-        let Some(engine) = cache.upgrade() else {
-            return;
-        };
-        engine.l1.set_subscribed(false);
-        drop(engine);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// How long a cluster-wide single flight holds its lock at most (a holder that dies frees
-/// it then), and how long the others wait for its result before running the handler
-/// themselves.
-const FLIGHT_LEASE: Duration = Duration::from_secs(15);
-
-/// How often an instance waiting on another's flight looks for the stored result.
-const FLIGHT_POLL: Duration = Duration::from_millis(25);
-
-/// What a miss of a route with cluster-wide single flight does.
-pub(crate) enum Shared {
-    /// Another instance computed it meanwhile.
-    Hit(Cached, Duration),
-    /// Run the handler: with the lock (released after the store), or alone (the wait ran
-    /// out, or Redis cannot be asked), storing against `Seen` if there is one.
-    Run(Option<crate::lock::Guard>, Option<Seen>),
-}
-
 /// The result of looking a key up.
 #[derive(Debug)]
 pub enum Lookup {
@@ -229,109 +162,6 @@ pub enum Lookup {
     /// Redis could not be asked, or the cache is being flushed: run the handler, store
     /// nothing.
     Unavailable,
-}
-
-/// Counters behind `GET /health/cache`.
-#[derive(Debug, Default)]
-struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-    bypasses: AtomicU64,
-    coalesced: AtomicU64,
-    stores: AtomicU64,
-    stale_refused: AtomicU64,
-    invalidations: AtomicU64,
-    invalidated_keys: AtomicU64,
-    errors: AtomicU64,
-}
-
-/// A snapshot of the cache's counters since start.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CacheStats {
-    /// Requests answered from Redis (or from a concurrent identical miss).
-    pub hits: u64,
-    /// Requests that ran the handler because nothing was cached.
-    pub misses: u64,
-    /// Requests with `Cache-Control: no-cache`.
-    pub bypasses: u64,
-    /// Misses answered by another request's handler run (stampede protection).
-    pub coalesced: u64,
-    /// `hits / (hits + misses)`, 0 when there were none.
-    pub hit_rate: f64,
-    /// Entries written.
-    pub stores: u64,
-    /// Stores refused because an invalidation happened while the handler ran.
-    pub stale_stores_refused: u64,
-    /// Group invalidations performed.
-    pub invalidations: u64,
-    /// Entries deleted by invalidations.
-    pub invalidated_keys: u64,
-    /// Lookups, stores or invalidations that Redis could not serve.
-    pub errors: u64,
-    /// The in-process tier (not serialized: applications report it as they see fit).
-    #[serde(skip)]
-    pub l1: L1Stats,
-}
-
-/// One scope's share of the counters.
-#[derive(Debug, Default)]
-struct ScopeCounters {
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-/// One scope's (organization's) view of the cache.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ScopeStats {
-    /// Requests of this scope answered from the cache, on this instance.
-    pub hits: u64,
-    /// Requests of this scope that ran the handler, on this instance.
-    pub misses: u64,
-    /// `hits / (hits + misses)`, 0 when there were none.
-    pub hit_rate: f64,
-    /// Entries the scope has cached now (across instances when in Redis).
-    pub entries: u64,
-}
-
-/// Counters of the in-process tier.
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct L1Stats {
-    /// Requests answered from process memory (part of `hits`).
-    pub hits: u64,
-    /// Entries held now.
-    pub entries: u64,
-    /// Bytes held now (bodies, keys and bookkeeping).
-    pub bytes: u64,
-    /// Invalidation messages this instance published.
-    pub invalidations_published: u64,
-    /// Invalidation messages received from other instances.
-    pub invalidations_received: u64,
-    /// Times the whole tier was dropped: a gap in a sender's sequence, or a lost
-    /// subscription.
-    pub flushes: u64,
-    /// Polls by misses waiting for another instance's run of the same key.
-    pub lock_waits: u64,
-}
-
-/// Events counted by the layer.
-pub(crate) enum Event {
-    Hit,
-    Miss,
-    Bypass,
-    Coalesced,
-}
-
-/// A request's part in the single flight of its key.
-pub(crate) enum Flight {
-    /// First miss: run the handler, publish the result.
-    Leader(watch::Sender<Option<Arc<Cached>>>),
-    /// A miss for the same key is running: wait for its result.
-    Follower(watch::Receiver<Option<Arc<Cached>>>),
-    /// Coordination unavailable (poisoned lock): run alone.
-    Alone,
 }
 
 /// The response-cache engine shared by every cached route of a process.
@@ -437,42 +267,8 @@ impl ResponseCache {
                 was_up = up;
             }
         });
-        tokio::spawn(subscribe(Arc::downgrade(&cache)));
+        tokio::spawn(l1::subscribe(Arc::downgrade(&cache)));
         cache
-    }
-
-    /// Makes one instance of the cluster run the handler for a missed key while the others
-    /// wait (bounded) for its stored result. After taking the lock the key is looked up
-    /// again: the previous holder may have stored it between our miss and our lock.
-    pub(crate) async fn cluster_flight(
-        &self,
-        scope: &str,
-        key_prefix: &str,
-        rest: &str,
-        seen: Seen,
-    ) -> Shared {
-        let name = format!("flight:{scope}:{key_prefix}:{rest}");
-        let deadline = std::time::Instant::now() + FLIGHT_LEASE;
-        loop {
-            if let Some(guard) = self.locks.try_acquire(&name, FLIGHT_LEASE).await {
-                return match self.lookup(scope, key_prefix, rest).await {
-                    Lookup::Hit(cached, ttl) => {
-                        guard.release().await;
-                        Shared::Hit(cached, ttl)
-                    }
-                    Lookup::Miss(seen) => Shared::Run(Some(guard), Some(seen)),
-                    Lookup::Unavailable => Shared::Run(Some(guard), None),
-                };
-            }
-            if !self.redis.is_connected() || std::time::Instant::now() >= deadline {
-                return Shared::Run(None, Some(seen));
-            }
-            self.l1.lock_waits.fetch_add(1, Ordering::Relaxed);
-            tokio::time::sleep(FLIGHT_POLL).await;
-            if let Lookup::Hit(cached, ttl) = self.lookup(scope, key_prefix, rest).await {
-                return Shared::Hit(cached, ttl);
-            }
-        }
     }
 
     /// True with `REDIS_ENABLED=false`: the whole cache lives in this process, for a
@@ -870,127 +666,6 @@ impl ResponseCache {
                 .await;
         }
         value
-    }
-
-    pub(crate) fn count(&self, scope: &str, event: Event) {
-        let counter = match event {
-            Event::Hit => &self.counters.hits,
-            Event::Miss => &self.counters.misses,
-            Event::Bypass => &self.counters.bypasses,
-            Event::Coalesced => &self.counters.coalesced,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if matches!(event, Event::Hit | Event::Miss) {
-            let counters = self.per_scope.get_with_by_ref(scope, Default::default);
-            let counter = if matches!(event, Event::Hit) {
-                &counters.hits
-            } else {
-                &counters.misses
-            };
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// This instance's hits and misses for `scope` since start (or since the scope was
-    /// last among the 100,000 most recently counted), and the entries `scope` has cached
-    /// now: live members of its groups' indexes in Redis, or its entries in process memory
-    /// without Redis.
-    pub async fn scope_stats(&self, scope: &str) -> ScopeStats {
-        let counters = self.per_scope.get(scope).unwrap_or_default();
-        let hits = counters.hits.load(Ordering::Relaxed);
-        let misses = counters.misses.load(Ordering::Relaxed);
-        let entries = if self.is_local() {
-            self.l1.count_scope(scope)
-        } else {
-            let groups: Vec<String> = self
-                .groups_seen
-                .lock()
-                .map(|g| g.iter().cloned().collect())
-                .unwrap_or_default();
-            let keys: Vec<String> = groups
-                .iter()
-                .map(|group| self.redis.key(&self.layout.index(scope, group)))
-                .collect();
-            let now_ms = unix_millis();
-            self.redis
-                .connection()
-                .run(|mut c| async move {
-                    let mut pipe = redis::pipe();
-                    for key in &keys {
-                        pipe.cmd("ZCOUNT").arg(key).arg(now_ms).arg("+inf");
-                    }
-                    pipe.query_async::<Vec<u64>>(&mut c).await
-                })
-                .await
-                .map(|counts| counts.into_iter().sum())
-                .unwrap_or(0)
-        };
-        ScopeStats {
-            hits,
-            misses,
-            hit_rate: if hits + misses == 0 {
-                0.0
-            } else {
-                hits as f64 / (hits + misses) as f64
-            },
-            entries,
-        }
-    }
-
-    /// Joins the running miss for `key`, or becomes its leader. The leader gets a sender to
-    /// publish its result with (and must keep the guard until then); a follower gets the
-    /// receiver to wait on.
-    pub(crate) fn join_flight(&self, key: &str) -> Flight {
-        let Ok(mut inflight) = self.inflight.lock() else {
-            return Flight::Alone;
-        };
-        if let Some(rx) = inflight.get(key) {
-            return Flight::Follower(rx.clone());
-        }
-        let (tx, rx) = watch::channel(None);
-        inflight.insert(key.to_string(), rx);
-        Flight::Leader(tx)
-    }
-
-    pub(crate) fn land_flight(&self, key: &str) {
-        if let Ok(mut inflight) = self.inflight.lock() {
-            inflight.remove(key);
-        }
-    }
-
-    /// Counters since start.
-    pub fn stats(&self) -> CacheStats {
-        let c = &self.counters;
-        let hits = c.hits.load(Ordering::Relaxed);
-        let misses = c.misses.load(Ordering::Relaxed);
-        CacheStats {
-            hits,
-            misses,
-            bypasses: c.bypasses.load(Ordering::Relaxed),
-            coalesced: c.coalesced.load(Ordering::Relaxed),
-            hit_rate: if hits + misses == 0 {
-                0.0
-            } else {
-                hits as f64 / (hits + misses) as f64
-            },
-            stores: c.stores.load(Ordering::Relaxed),
-            stale_stores_refused: c.stale_refused.load(Ordering::Relaxed),
-            invalidations: c.invalidations.load(Ordering::Relaxed),
-            invalidated_keys: c.invalidated_keys.load(Ordering::Relaxed),
-            errors: c.errors.load(Ordering::Relaxed),
-            l1: {
-                let (entries, bytes) = self.l1.size();
-                L1Stats {
-                    hits: self.l1.hits.load(Ordering::Relaxed),
-                    entries,
-                    bytes,
-                    invalidations_published: self.l1.published.load(Ordering::Relaxed),
-                    invalidations_received: self.l1.received.load(Ordering::Relaxed),
-                    flushes: self.l1.flushes.load(Ordering::Relaxed),
-                    lock_waits: self.l1.lock_waits.load(Ordering::Relaxed),
-                }
-            },
-        }
     }
 }
 

@@ -1,0 +1,95 @@
+//! Single flight: concurrent misses of one key run the handler once, in the process (a
+//! `watch` channel per in-flight key) and, for routes that ask for it, across every
+//! instance (a lock in Redis, the others polling for the stored result).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{Cached, Lookup, ResponseCache, Seen};
+
+/// How long a cluster-wide single flight holds its lock at most (a holder that dies frees
+/// it then), and how long the others wait for its result before running the handler
+/// themselves.
+const FLIGHT_LEASE: Duration = Duration::from_secs(15);
+
+/// How often an instance waiting on another's flight looks for the stored result.
+const FLIGHT_POLL: Duration = Duration::from_millis(25);
+
+/// What a miss of a route with cluster-wide single flight does.
+pub(crate) enum Shared {
+    /// Another instance computed it meanwhile.
+    Hit(Cached, Duration),
+    /// Run the handler: with the lock (released after the store), or alone (the wait ran
+    /// out, or Redis cannot be asked), storing against `Seen` if there is one.
+    Run(Option<crate::lock::Guard>, Option<Seen>),
+}
+
+/// A request's part in the single flight of its key.
+pub(crate) enum Flight {
+    /// First miss: run the handler, publish the result.
+    Leader(watch::Sender<Option<Arc<Cached>>>),
+    /// A miss for the same key is running: wait for its result.
+    Follower(watch::Receiver<Option<Arc<Cached>>>),
+    /// Coordination unavailable (poisoned lock): run alone.
+    Alone,
+}
+
+impl ResponseCache {
+    /// Makes one instance of the cluster run the handler for a missed key while the others
+    /// wait (bounded) for its stored result. After taking the lock the key is looked up
+    /// again: the previous holder may have stored it between our miss and our lock.
+    pub(crate) async fn cluster_flight(
+        &self,
+        scope: &str,
+        key_prefix: &str,
+        rest: &str,
+        seen: Seen,
+    ) -> Shared {
+        let name = format!("flight:{scope}:{key_prefix}:{rest}");
+        let deadline = std::time::Instant::now() + FLIGHT_LEASE;
+        loop {
+            if let Some(guard) = self.locks.try_acquire(&name, FLIGHT_LEASE).await {
+                return match self.lookup(scope, key_prefix, rest).await {
+                    Lookup::Hit(cached, ttl) => {
+                        guard.release().await;
+                        Shared::Hit(cached, ttl)
+                    }
+                    Lookup::Miss(seen) => Shared::Run(Some(guard), Some(seen)),
+                    Lookup::Unavailable => Shared::Run(Some(guard), None),
+                };
+            }
+            if !self.redis.is_connected() || std::time::Instant::now() >= deadline {
+                return Shared::Run(None, Some(seen));
+            }
+            self.l1.lock_waits.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(FLIGHT_POLL).await;
+            if let Lookup::Hit(cached, ttl) = self.lookup(scope, key_prefix, rest).await {
+                return Shared::Hit(cached, ttl);
+            }
+        }
+    }
+
+    /// Joins the running miss for `key`, or becomes its leader. The leader gets a sender to
+    /// publish its result with (and must keep the guard until then); a follower gets the
+    /// receiver to wait on.
+    pub(crate) fn join_flight(&self, key: &str) -> Flight {
+        let Ok(mut inflight) = self.inflight.lock() else {
+            return Flight::Alone;
+        };
+        if let Some(rx) = inflight.get(key) {
+            return Flight::Follower(rx.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        inflight.insert(key.to_string(), rx);
+        Flight::Leader(tx)
+    }
+
+    pub(crate) fn land_flight(&self, key: &str) {
+        if let Ok(mut inflight) = self.inflight.lock() {
+            inflight.remove(key);
+        }
+    }
+}
