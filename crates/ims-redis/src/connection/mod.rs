@@ -12,165 +12,27 @@
 //! With `REDIS_CLUSTER_NODES` the same wrapper holds redis-rs' async cluster connection
 //! instead ([`RedisLink::Cluster`]), built with no retries and the same time-outs, so the
 //! breaker, the log-once rule and the time-out bound are identical in both modes. In
-//! cluster mode the probe also asks `CLUSTER INFO`: Redis counts as up only while the
-//! cluster reports `cluster_state:ok` (every slot served).
+//! cluster mode Redis counts as up only while every slot has a healthy master that answers
+//! (see `link::cluster_usable`), and the link is rebuilt from the seed nodes when it stops
+//! answering or the cluster is whole again. The link itself is in `link.rs`, Redis' `INFO`
+//! figures in `info.rs`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::{RedisConfig, RedisError};
 
-/// The multiplexed connection commands run on: one server, or a cluster. Cheap to clone;
-/// implements [`ConnectionLike`], so commands, pipelines and scripts take it as they are.
-#[derive(Clone)]
-pub enum RedisLink {
-    /// One Redis server (or its TLS endpoint).
-    Single(ConnectionManager),
-    /// A Redis Cluster; commands are routed by their keys' slots.
-    Cluster(ClusterConnection),
-}
+mod info;
+mod link;
 
-impl ConnectionLike for RedisLink {
-    fn req_packed_command<'a>(
-        &'a mut self,
-        cmd: &'a redis::Cmd,
-    ) -> redis::RedisFuture<'a, redis::Value> {
-        match self {
-            Self::Single(c) => c.req_packed_command(cmd),
-            Self::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        cmd: &'a redis::Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
-        match self {
-            Self::Single(c) => c.req_packed_commands(cmd, offset, count),
-            Self::Cluster(c) => c.req_packed_commands(cmd, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Self::Single(c) => c.get_db(),
-            Self::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-impl RedisLink {
-    /// The `host:port` of every master of the cluster, from `CLUSTER NODES`, and whether
-    /// the cluster has marked it failed; `None` on a single server.
-    pub async fn masters(&mut self) -> Option<redis::RedisResult<Vec<((String, u16), bool)>>> {
-        let Self::Cluster(cluster) = self else {
-            return None;
-        };
-        let nodes = cluster
-            .route_command(
-                redis::cmd("CLUSTER").arg("NODES").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
-            .await
-            .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into));
-        Some(nodes.map(|text| parse_masters(&text)))
-    }
-
-    /// Sends `cmd` to `node` (`host:port` of a cluster node), or to the server (`None`, or a
-    /// single-server link).
-    pub async fn on_node(
-        &mut self,
-        cmd: redis::Cmd,
-        node: Option<&(String, u16)>,
-    ) -> redis::RedisResult<redis::Value> {
-        match (self, node) {
-            (Self::Cluster(c), Some((host, port))) => {
-                let route = SingleNodeRoutingInfo::ByAddress {
-                    host: host.clone(),
-                    port: *port,
-                };
-                c.route_command(cmd, RoutingInfo::SingleNode(route)).await
-            }
-            (link, _) => cmd.query_async(link).await,
-        }
-    }
-}
-
-/// The masters, from `CLUSTER NODES` text (lines
-/// `<id> <ip:port@bus[,host]> <flags> <master> <ping> <pong> <epoch> <state> <slots…>`),
-/// each with whether it is flagged failed (`fail` or `fail?`).
-fn parse_masters(text: &str) -> Vec<((String, u16), bool)> {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            if !flags.split(',').any(|f| f == "master") {
-                return None;
-            }
-            let failed = flags.split(',').any(|f| f.starts_with("fail"));
-            let address = fields.get(1)?.split('@').next()?;
-            let (host, port) = address.rsplit_once(':')?;
-            Some(((host.to_string(), port.parse().ok()?), failed))
-        })
-        .collect()
-}
-
-/// Figures from Redis' `INFO`, as operators read them (seed 003's statistics).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct RedisInfo {
-    /// Keys in every database (`# Keyspace`).
-    pub keys: u64,
-    /// `used_memory`, bytes.
-    pub used_memory: u64,
-    /// `evicted_keys` since the server started.
-    pub evicted_keys: u64,
-    /// `connected_clients`.
-    pub connected_clients: u64,
-}
-
-impl RedisInfo {
-    fn parse(text: &str) -> Self {
-        let mut info = Self::default();
-        for line in text.lines() {
-            let Some((name, value)) = line.trim().split_once(':') else {
-                continue;
-            };
-            let number = || value.trim().parse::<u64>().unwrap_or(0);
-            match name {
-                "used_memory" => info.used_memory = number(),
-                "evicted_keys" => info.evicted_keys = number(),
-                "connected_clients" => info.connected_clients = number(),
-                db if db.starts_with("db") => {
-                    info.keys += value
-                        .split(',')
-                        .find_map(|field| field.strip_prefix("keys="))
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .unwrap_or(0);
-                }
-                _ => {}
-            }
-        }
-        info
-    }
-
-    fn add(&mut self, other: &Self) {
-        self.keys += other.keys;
-        self.used_memory += other.used_memory;
-        self.evicted_keys += other.evicted_keys;
-        self.connected_clients += other.connected_clients;
-    }
-}
+pub use info::RedisInfo;
+pub use link::RedisLink;
+use link::{cluster_link, cluster_usable, single_link};
 
 /// A cheaply clonable handle to one multiplexed Redis connection with a circuit breaker.
 #[derive(Clone)]
@@ -531,43 +393,6 @@ impl RedisConnection {
     }
 }
 
-/// A lazily connecting single-server link.
-fn single_link(config: &RedisConfig) -> Option<RedisLink> {
-    redis::Client::open(config.connection_url())
-        .and_then(|client| {
-            let manager_config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(config.connect_timeout))
-                .set_response_timeout(Some(config.command_timeout))
-                // Reconnection is driven by the probe; a long retry schedule inside the
-                // manager would only make callers wait.
-                .set_number_of_retries(1)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_millis(200));
-            ConnectionManager::new_lazy_with_config(client, manager_config)
-        })
-        .map_err(|e| tracing::error!("Redis client could not be created: {e}"))
-        .ok()
-        .map(RedisLink::Single)
-}
-
-/// A lazily connecting cluster link. No retries: redis-rs would otherwise retry a command
-/// against a dead master (up to 16 times, with back-off) while the request waits; here it
-/// fails at once, the breaker opens, and the request degrades. Slot maps are refreshed by
-/// redis-rs after connection errors and `MOVED` replies, so a promoted replica is found
-/// without restarting.
-fn cluster_link(config: &RedisConfig) -> Option<RedisLink> {
-    let cluster_config = redis::cluster::ClusterConfig::new()
-        .set_connection_timeout(config.connect_timeout)
-        .set_response_timeout(config.command_timeout);
-    redis::cluster::ClusterClientBuilder::new(config.cluster_urls())
-        .retries(0)
-        .build()
-        .map(|client| client.get_pending_async_connection_with_config(cluster_config))
-        .map_err(|e| tracing::error!("Redis Cluster client could not be created: {e}"))
-        .ok()
-        .map(RedisLink::Cluster)
-}
-
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnection")
@@ -578,138 +403,10 @@ impl std::fmt::Debug for RedisConnection {
     }
 }
 
-/// Fails unless the cluster (asked at a random node) reports `cluster_state:ok` and every
-/// master it lists as healthy answers a `PING`: with a slot unserved, Redis Cluster refuses
-/// commands anyway, and answering them as misses at once beats sending each to a dead
-/// master and waiting out the command time-out. The second check matters in the first
-/// `cluster-node-timeout` after a master dies, while the survivors still report `ok`.
-async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<()> {
-    let nodes: String = redis::from_redis_value(
-        cluster
-            .route_command(
-                redis::cmd("CLUSTER").arg("NODES").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
-            .await?,
-    )?;
-    // Every slot must be served by a master not flagged failed: between a master's `fail`
-    // flag and its replica's promotion, some survivors may still report `cluster_state:ok`.
-    if served_slots(&nodes) < 16_384 {
-        return Err(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            "not every slot has a healthy master",
-        )));
-    }
-    for ((host, port), failed) in parse_masters(&nodes) {
-        if failed {
-            continue;
-        }
-        let route = SingleNodeRoutingInfo::ByAddress { host, port };
-        cluster
-            .route_command(redis::cmd("PING"), RoutingInfo::SingleNode(route))
-            .await?;
-    }
-    let info: String = redis::from_redis_value(
-        cluster
-            .route_command(
-                redis::cmd("CLUSTER").arg("INFO").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
-            .await?,
-    )?;
-    if info.lines().any(|l| l.trim() == "cluster_state:ok") {
-        Ok(())
-    } else {
-        Err(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            "the cluster reports cluster_state:fail",
-        )))
-    }
-}
-
-/// How many slots masters not flagged failed serve, from `CLUSTER NODES` text (slot fields
-/// `0-5460` or `5461`; migration markers `[…]` are not ownership).
-fn served_slots(text: &str) -> u32 {
-    text.lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            let healthy_master = flags.split(',').any(|f| f == "master")
-                && !flags.split(',').any(|f| f.starts_with("fail"));
-            healthy_master.then(|| {
-                fields
-                    .iter()
-                    .skip(8)
-                    .filter(|f| !f.starts_with('['))
-                    .filter_map(|range| match range.split_once('-') {
-                        Some((a, b)) => Some(b.parse::<u32>().ok()? + 1 - a.parse::<u32>().ok()?),
-                        None => range.parse::<u32>().ok().map(|_| 1),
-                    })
-                    .sum::<u32>()
-            })
-        })
-        .sum()
-}
-
 fn is_connection_error(e: &redis::RedisError) -> bool {
     e.is_io_error()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
         || e.is_timeout()
         || e.is_unrecoverable_error()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn info_figures_are_read_and_summed() {
-        let text = "# Clients\r\nconnected_clients:7\r\n# Memory\r\nused_memory:1024\r\n\
-                    # Stats\r\nevicted_keys:3\r\n# Keyspace\r\ndb0:keys=10,expires=2,avg_ttl=0\r\n\
-                    db1:keys=5,expires=0,avg_ttl=0\r\n";
-        let mut info = RedisInfo::parse(text);
-        assert_eq!(
-            info,
-            RedisInfo {
-                keys: 15,
-                used_memory: 1024,
-                evicted_keys: 3,
-                connected_clients: 7
-            }
-        );
-        info.add(&RedisInfo::parse(text));
-        assert_eq!(info.keys, 30);
-    }
-
-    #[test]
-    fn only_healthy_masters_count_towards_served_slots() {
-        let whole = "\
-a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
-c3 127.0.0.1:7002@17002 master - 0 0 3 connected 5461-10922 [10923->-x]
-e5 127.0.0.1:7004@17004 master - 0 0 5 connected 10923-16383
-d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
-";
-        assert_eq!(served_slots(whole), 16_384);
-        let failing = whole.replace("master - 0 0 5", "master,fail - 0 0 5");
-        assert_eq!(served_slots(&failing), 10_923);
-    }
-
-    #[test]
-    fn masters_are_read_from_cluster_nodes() {
-        let text = "\
-a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
-b2 127.0.0.1:7001@17001 master,fail - 0 0 2 disconnected
-c3 127.0.0.1:7002@17002,host.example master - 0 0 3 connected 5461-10922
-d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
-";
-        assert_eq!(
-            parse_masters(text),
-            [
-                (("127.0.0.1".to_string(), 7000), false),
-                (("127.0.0.1".to_string(), 7001), true),
-                (("127.0.0.1".to_string(), 7002), false),
-            ]
-        );
-    }
 }
