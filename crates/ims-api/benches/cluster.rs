@@ -15,6 +15,10 @@
 //! requests before, during and after the failover.
 //! Sizes: IMS_BENCH_REQUESTS (default 10000 per case and round), IMS_BENCH_ROUNDS (default 3).
 
+mod support;
+
+use support::env_number;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,13 +76,6 @@ struct Sample {
     cache: String,
     ttl: u64,
     note: String,
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// utime + stime of a process, in ticks.

@@ -19,6 +19,10 @@
 //! short rounds, so that a burst of other work on the machine skews few of them).
 //! IMS_BENCH_ONLY=<part of a case name> runs only the matching cases (for profiling).
 
+mod support;
+
+use support::{env_number, task_cpu_ns};
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,32 +71,6 @@ struct Run {
     cpu_server: f64,
     cpu_load: f64,
     cpu_redis: f64,
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU time of a thread in ns: `schedstat` (ns), else `stat` utime + stime (10 ms ticks).
-fn task_cpu_ns(task: &std::path::Path) -> u64 {
-    if let Some(ns) = std::fs::read_to_string(task.join("schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-    {
-        return ns;
-    }
-    let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
-        return 0;
-    };
-    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 2..]) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    (field(11).unwrap_or(0) + field(12).unwrap_or(0)) * 10_000_000
 }
 
 /// CPU ns of the threads of `pid`, split by whether their name starts with `prefix`.

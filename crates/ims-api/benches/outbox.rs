@@ -18,6 +18,10 @@
 //! it holds every background task of both servers).
 //! Sizes: IMS_BENCH_REQUESTS (default 2000 per case and round), IMS_BENCH_ROUNDS (default 5).
 
+mod support;
+
+use support::{env_number, task_cpu_ns};
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -47,32 +51,6 @@ struct Run {
     p99: Duration,
     /// CPU µs per request of this process outside the load generator.
     cpu: f64,
-}
-
-fn env_number(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU time of a thread in ns: `schedstat` (ns), else `stat` utime + stime (10 ms ticks).
-fn task_cpu_ns(task: &std::path::Path) -> u64 {
-    if let Some(ns) = std::fs::read_to_string(task.join("schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-    {
-        return ns;
-    }
-    let Ok(stat) = std::fs::read_to_string(task.join("stat")) else {
-        return 0;
-    };
-    let Some(rest) = stat.rfind(')').map(|at| &stat[at + 2..]) else {
-        return 0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-    (field(11).unwrap_or(0) + field(12).unwrap_or(0)) * 10_000_000
 }
 
 /// CPU ns of this process's threads whose name does not start with `ims-load`.
