@@ -167,12 +167,7 @@ async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
     assert_eq!(bypass.status(), StatusCode::OK);
     assert_eq!(header(&bypass, "x-cache"), "BYPASS");
     assert!(!exists(&app, &detail_key));
-    let stats: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = app.cache_stats().await;
     assert_eq!(stats["hits"], 2);
     assert_eq!(stats["bypasses"], 1);
     assert!(stats["hitRate"].as_f64().expect("rate") > 0.0);
@@ -552,12 +547,7 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
 async fn concurrent_misses_of_one_key_run_the_handler_once() {
     let app = spawn_app().await;
     let org = org(&app, "stampede@example.com").await;
-    let before: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let before: Value = app.cache_stats().await;
     let requests = (0..24).map(|_| app.get("/dashboard/kpis", Some(&org.token)));
     let responses = futures::future::join_all(requests).await;
     let mut bodies = std::collections::HashSet::new();
@@ -566,12 +556,7 @@ async fn concurrent_misses_of_one_key_run_the_handler_once() {
         bodies.insert(response.text().await.expect("body"));
     }
     assert_eq!(bodies.len(), 1);
-    let after: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let after: Value = app.cache_stats().await;
     let misses =
         after["misses"].as_u64().expect("misses") - before["misses"].as_u64().expect("misses");
     let hits = after["hits"].as_u64().expect("hits") - before["hits"].as_u64().expect("hits");

@@ -216,12 +216,7 @@ async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apar
     // `/health` and `/health/cache` see the cluster.
     let health: Value = app.get("/health", None).await.json().await.expect("json");
     assert_eq!(health["services"]["redis"]["status"], "up", "{health}");
-    let stats: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = app.cache_stats().await;
     let masters = stats["cluster"]["masters"].as_array().expect("masters");
     assert_eq!(masters.len(), 3, "{stats}");
     assert!(masters.iter().all(|m| m["status"] == "up"), "{stats}");

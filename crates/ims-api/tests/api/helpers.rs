@@ -256,6 +256,23 @@ impl TestApp {
         request.send().await.expect("request")
     }
 
+    /// `GET /health/cache` of the server at `base` (this one or another process), as JSON.
+    pub async fn cache_stats_at(&self, base: &str) -> Value {
+        self.client
+            .get(format!("{base}/health/cache"))
+            .send()
+            .await
+            .expect("/health/cache")
+            .json()
+            .await
+            .expect("json")
+    }
+
+    /// `GET /health/cache` of this server, as JSON.
+    pub async fn cache_stats(&self) -> Value {
+        self.cache_stats_at(&self.address).await
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
         self.request(Method::GET, path, None, token).await
     }

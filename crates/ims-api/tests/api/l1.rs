@@ -131,12 +131,7 @@ async fn an_l1_hit_sends_nothing_to_redis() {
             "{command}: an L1 hit must not reach Redis"
         );
     }
-    let stats: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = app.cache_stats().await;
     assert!(stats["l1Hits"].as_u64().expect("l1Hits") >= 21, "{stats}");
     assert!(
         stats["l1Entries"].as_u64().expect("l1Entries") >= 1,
@@ -165,12 +160,7 @@ async fn a_write_on_one_instance_reaches_the_others_l1_within_the_bound() {
         lags[lags.len() / 2],
         lags[lags.len() - 1]
     );
-    let stats: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = app.cache_stats().await;
     assert!(
         stats["invalidationsReceived"].as_u64().expect("received") >= 20,
         "{stats}"
@@ -206,12 +196,7 @@ async fn the_bound_holds_when_the_subscription_is_killed() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let stats: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = app.cache_stats().await;
     assert!(
         stats["l1Flushes"].as_u64().expect("flushes") >= 5,
         "{stats}"
@@ -233,15 +218,7 @@ async fn the_bound_holds_while_redis_is_paused() {
 }
 
 async fn misses(app: &TestApp, base: &str) -> u64 {
-    let stats: Value = app
-        .client
-        .get(format!("{base}/health/cache"))
-        .send()
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = app.cache_stats_at(base).await;
     stats["misses"].as_u64().expect("misses")
 }
 
@@ -395,12 +372,7 @@ async fn cache_stats_are_per_organization_and_redis_figures_are_reported() {
         app.get("/cache/stats", None).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let health: Value = app
-        .get("/health/cache", None)
-        .await
-        .json()
-        .await
-        .expect("json");
+    let health: Value = app.cache_stats().await;
     let info = &health["redisInfo"];
     assert!(info["keys"].as_u64().expect("keys") >= 2, "{health}");
     assert!(info["usedMemory"].as_u64().expect("memory") > 0, "{health}");
@@ -429,15 +401,7 @@ async fn warm_up_runs_once_per_interval_across_three_instances_and_refills_dashb
     let warmups = |base: String| {
         let app = &app;
         async move {
-            let stats: Value = app
-                .client
-                .get(format!("{base}/health/cache"))
-                .send()
-                .await
-                .expect("stats")
-                .json()
-                .await
-                .expect("json");
+            let stats: Value = app.cache_stats_at(&base).await;
             stats["warmups"].as_u64().expect("warmups")
         }
     };
