@@ -48,7 +48,8 @@ pub trait InvalidationJournal: Send + Sync {
     }
 
     /// The record is applied (or its write failed before changing anything): it needs no
-    /// re-applying.
+    /// re-applying. Called on the request path, so it should only note the id and leave
+    /// its own I/O for later (the SQL outbox marks ids done in batches).
     fn done<'a>(&'a self, id: &'a str) -> BoxFuture<'a, ()>;
 }
 
@@ -86,11 +87,11 @@ impl<S> Layer<S> for InvalidateLayer {
     }
 }
 
-/// Marks `record` done off the request path: the response does not wait for it, and a
-/// record left undone only costs a redundant invalidation later.
-fn mark_done(journal: Option<Journal>, record: Option<String>) {
+/// Marks `record` done (cheap by the journal's contract; a record left undone only costs
+/// a redundant invalidation later).
+async fn mark_done(journal: Option<Journal>, record: Option<String>) {
     if let (Some(journal), Some(id)) = (journal, record) {
-        tokio::spawn(async move { journal.done(&id).await });
+        journal.done(&id).await;
     }
 }
 
@@ -154,12 +155,12 @@ where
                 let names: Vec<&str> = groups.iter().map(String::as_str).collect();
                 let applied = cache.invalidate(&scope, &names).await.is_some();
                 if applied {
-                    mark_done(journal, record);
+                    mark_done(journal, record).await;
                 }
             } else if status.is_client_error() {
                 // Refused before writing anything; a 5xx may have committed, so its record
                 // stays for the journal's re-application.
-                mark_done(journal, record);
+                mark_done(journal, record).await;
             }
             Ok(response)
         })
