@@ -38,11 +38,10 @@ const ITEMS: usize = 20;
 const POLLS: usize = 200;
 const IDLE: Duration = Duration::from_secs(5);
 /// The poll's query, as in `src/outbox.rs` (`apply_pending`).
-const POLL_SQL: &str = "SELECT id, organization_id, cache_groups, created_at FROM cache_outbox
-         WHERE done_at IS NULL
-           AND ((applied_at IS NULL AND created_at < $1) OR created_at < $2)
+const POLL_SQL: &str = "SELECT id, organization_id, cache_groups FROM cache_outbox
+         WHERE done_at IS NULL AND created_at < $1
          ORDER BY created_at
-         LIMIT $3";
+         LIMIT $2";
 
 #[derive(Clone, Copy)]
 struct Run {
@@ -399,9 +398,8 @@ async fn engine(
     let cpu_before = server_cpu_ns();
     for _ in 0..POLLS {
         let t = Instant::now();
-        let found: Vec<(String, String, String, String)> = sqlx::query_as(POLL_SQL)
+        let found: Vec<(String, String, String)> = sqlx::query_as(POLL_SQL)
             .bind(ago(Duration::from_millis(250)))
-            .bind(ago(Duration::from_secs(30)))
             .bind(500_i64)
             .fetch_all(&pool)
             .await
@@ -438,7 +436,6 @@ async fn engine(
     };
     let plan = sqlx::query(&plan_sql)
         .bind(ago(Duration::from_millis(250)))
-        .bind(ago(Duration::from_secs(30)))
         .bind(500_i64)
         .fetch_all(&pool)
         .await;

@@ -92,11 +92,36 @@ impl Db {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes can fail with
     /// SQLITE_BUSY_SNAPSHOT under concurrency, which no busy time-out cures. PostgreSQL's row
     /// locks make a plain `BEGIN` right there.
+    ///
+    /// When the request runs under an `invalidates` policy with the outbox on, the
+    /// transaction starts by recording the invalidation (`crate::outbox`): the record
+    /// commits with the write, or neither does.
     pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
-            Backend::Postgres => self.pool.begin().await,
+        let mut tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        if let Some(pending) = ims_redis::invalidate::pending() {
+            if pending.mark_recorded() {
+                crate::outbox::record_in(&mut tx, &pending).await?;
+            }
         }
+        Ok(tx)
+    }
+
+    /// Runs one writing statement: alone (autocommit) when there is nothing to record, else
+    /// in a [`Self::begin_write`] transaction with the invalidation's record.
+    pub async fn execute_write<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
+        if ims_redis::invalidate::pending().is_none() {
+            return query.execute(&self.pool).await;
+        }
+        let mut tx = self.begin_write().await?;
+        let done = query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 
     /// The engine behind the pool.

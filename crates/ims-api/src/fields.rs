@@ -283,10 +283,8 @@ pub async fn delete_owned(
     what: &str,
 ) -> ApiResult<()> {
     let id = path_id(raw_id, what)?;
-    let deleted = sqlx::query(delete_sql)
-        .bind(org_id)
-        .bind(&id)
-        .execute(db.pool())
+    let deleted = db
+        .execute_write(sqlx::query(delete_sql).bind(org_id).bind(&id))
         .await
         .map_err(|e| in_use(e, what))?;
     if deleted.rows_affected() == 0 {

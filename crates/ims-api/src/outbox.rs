@@ -4,18 +4,18 @@
 //!
 //! The in-request invalidation (`ims_redis::invalidate`) is the fast path. It is lost when
 //! the writer dies between its commit and the invalidation, or cannot reach Redis while
-//! other instances can. So every invalidating write first records what it invalidates in
-//! SQL ([`SqlJournal::record`], committed before the write starts: a committed write always
-//! has its record), and the writer marks the record done once Redis applied it. Every
-//! instance polls for records left undone ([`run`]) and applies them: once when they are
-//! [`APPLY_DELAY`] old (the fast path normally won by then) and once more when no write can
-//! still be running ([`MAX_WRITE`], the request time-out), which covers a slow write that
-//! committed after the first application and whose writer then died. Applying twice is
+//! other instances can. So every invalidating write records what it invalidates in SQL,
+//! inside its own transaction ([`record_in`], called by `Db::begin_write`): the record
+//! commits with the write or not at all, at the price of one small `INSERT` and no extra
+//! commit. The writer marks the record done once Redis applied it. Every instance polls for
+//! records left undone ([`run`]) and applies them once they are [`APPLY_DELAY`] old (the
+//! fast path normally won by then). A record is visible only once its write has committed,
+//! so one application after that suffices; applying twice (the writer and a poll) is
 //! harmless: invalidation bumps epochs and deletes, nothing else.
 
 use std::time::Duration;
 
-use ims_redis::invalidate::{InvalidationJournal, JournalFuture as BoxFuture};
+use ims_redis::invalidate::{InvalidationJournal, JournalFuture as BoxFuture, PendingInvalidation};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -27,10 +27,6 @@ pub const APPLY_DELAY: Duration = Duration::from_millis(250);
 
 /// How often every instance looks for records left undone.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// No write runs longer (the request time-out): a record this old is applied a last time
-/// and done.
-pub const MAX_WRITE: Duration = Duration::from_secs(30);
 
 /// Done records are kept this long, then pruned.
 const KEEP_DONE: Duration = Duration::from_secs(60);
@@ -62,7 +58,30 @@ impl SqlJournal {
     }
 }
 
+/// Records `pending` in the write transaction `tx`.
+pub async fn record_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    pending: &PendingInvalidation,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO cache_outbox (id, organization_id, cache_groups, created_at)
+         VALUES ($1, $2, $3, $4)",
+    )
+    .bind(pending.id())
+    .bind(pending.scope())
+    .bind(pending.groups().join(","))
+    .bind(db::now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 impl InvalidationJournal for SqlJournal {
+    fn records_in_write(&self) -> bool {
+        true
+    }
+
+    /// The fallback for a write that opened no recording transaction: its own commit.
     fn record<'a>(&'a self, scope: &'a str, groups: &'a [String]) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
             let id = Uuid::new_v4().to_string();
@@ -136,7 +155,6 @@ struct Pending {
     id: String,
     organization_id: String,
     cache_groups: String,
-    created_at: String,
 }
 
 fn ago(duration: Duration) -> String {
@@ -170,16 +188,13 @@ pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
 }
 
 async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
-    let (first, last) = (ago(APPLY_DELAY), ago(MAX_WRITE));
     let pending: Vec<Pending> = sqlx::query_as(
-        "SELECT id, organization_id, cache_groups, created_at FROM cache_outbox
-         WHERE done_at IS NULL
-           AND ((applied_at IS NULL AND created_at < $1) OR created_at < $2)
+        "SELECT id, organization_id, cache_groups FROM cache_outbox
+         WHERE done_at IS NULL AND created_at < $1
          ORDER BY created_at
-         LIMIT $3",
+         LIMIT $2",
     )
-    .bind(&first)
-    .bind(&last)
+    .bind(ago(APPLY_DELAY))
     .bind(BATCH)
     .fetch_all(state.db.pool())
     .await?;
@@ -194,12 +209,7 @@ async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
             // Redis went away: the record stays for the next poll.
             return Ok(());
         }
-        let sql = if record.created_at < last {
-            "UPDATE cache_outbox SET done_at = $1 WHERE id = $2"
-        } else {
-            "UPDATE cache_outbox SET applied_at = $1 WHERE id = $2"
-        };
-        sqlx::query(sql)
+        sqlx::query("UPDATE cache_outbox SET done_at = $1 WHERE id = $2")
             .bind(db::now())
             .bind(&record.id)
             .execute(state.db.pool())

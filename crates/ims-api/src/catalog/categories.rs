@@ -234,7 +234,7 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    sqlx::query(
+    let write = sqlx::query(
         "INSERT INTO categories (id, organization_id, name, parent_id, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -243,10 +243,12 @@ async fn create(
     .bind(&row.name)
     .bind(&row.parent_id)
     .bind(&row.created_at)
-    .bind(&row.updated_at)
-    .execute(state.db.pool())
-    .await
-    .map_err(fields::reference_gone)?;
+    .bind(&row.updated_at);
+    state
+        .db
+        .execute_write(write)
+        .await
+        .map_err(fields::reference_gone)?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -352,18 +354,20 @@ async fn patch(
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json<Category>> {
-    let updated = sqlx::query(
-        "UPDATE categories SET name = $1, parent_id = $2, updated_at = $3
+    let updated = db
+        .execute_write(
+            sqlx::query(
+                "UPDATE categories SET name = $1, parent_id = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
-    )
-    .bind(&input.name)
-    .bind(&input.parent_id)
-    .bind(db::now())
-    .bind(org_id)
-    .bind(id)
-    .execute(db.pool())
-    .await
-    .map_err(fields::reference_gone)?;
+            )
+            .bind(&input.name)
+            .bind(&input.parent_id)
+            .bind(db::now())
+            .bind(org_id)
+            .bind(id),
+        )
+        .await
+        .map_err(fields::reference_gone)?;
     if updated.rows_affected() == 0 {
         return Err(fields::not_found("category"));
     }

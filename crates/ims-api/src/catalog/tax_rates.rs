@@ -186,7 +186,7 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    sqlx::query(
+    let write = sqlx::query(
         "INSERT INTO tax_rates (id, organization_id, name, rate_bps, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -195,9 +195,8 @@ async fn create(
     .bind(&row.name)
     .bind(row.rate_bps)
     .bind(&row.created_at)
-    .bind(&row.updated_at)
-    .execute(state.db.pool())
-    .await?;
+    .bind(&row.updated_at);
+    state.db.execute_write(write).await?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -296,17 +295,19 @@ async fn patch(
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResult<Json<TaxRate>> {
-    let updated = sqlx::query(
-        "UPDATE tax_rates SET name = $1, rate_bps = $2, updated_at = $3
+    let updated = db
+        .execute_write(
+            sqlx::query(
+                "UPDATE tax_rates SET name = $1, rate_bps = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
-    )
-    .bind(&input.name)
-    .bind(input.rate_bps)
-    .bind(db::now())
-    .bind(org_id)
-    .bind(id)
-    .execute(db.pool())
-    .await?;
+            )
+            .bind(&input.name)
+            .bind(input.rate_bps)
+            .bind(db::now())
+            .bind(org_id)
+            .bind(id),
+        )
+        .await?;
     if updated.rows_affected() == 0 {
         return Err(fields::not_found("tax rate"));
     }

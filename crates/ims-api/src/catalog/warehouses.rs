@@ -172,19 +172,22 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    sqlx::query(
-        "INSERT INTO warehouses (id, organization_id, name, code, created_at, updated_at)
+    state
+        .db
+        .execute_write(
+            sqlx::query(
+                "INSERT INTO warehouses (id, organization_id, name, code, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&row.id)
-    .bind(&caller.org_id)
-    .bind(&row.name)
-    .bind(&row.code)
-    .bind(&row.created_at)
-    .bind(&row.updated_at)
-    .execute(state.db.pool())
-    .await
-    .map_err(duplicate_code)?;
+            )
+            .bind(&row.id)
+            .bind(&caller.org_id)
+            .bind(&row.name)
+            .bind(&row.code)
+            .bind(&row.created_at)
+            .bind(&row.updated_at),
+        )
+        .await
+        .map_err(duplicate_code)?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -290,18 +293,20 @@ async fn update(
     id: &str,
     input: WarehouseBody,
 ) -> ApiResult<Json<Warehouse>> {
-    let updated = sqlx::query(
-        "UPDATE warehouses SET name = $1, code = $2, updated_at = $3
+    let updated = db
+        .execute_write(
+            sqlx::query(
+                "UPDATE warehouses SET name = $1, code = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
-    )
-    .bind(&input.name)
-    .bind(&input.code)
-    .bind(db::now())
-    .bind(org_id)
-    .bind(id)
-    .execute(db.pool())
-    .await
-    .map_err(duplicate_code)?;
+            )
+            .bind(&input.name)
+            .bind(&input.code)
+            .bind(db::now())
+            .bind(org_id)
+            .bind(id),
+        )
+        .await
+        .map_err(duplicate_code)?;
     if updated.rows_affected() == 0 {
         return Err(fields::not_found("warehouse"));
     }

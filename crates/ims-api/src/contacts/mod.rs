@@ -281,22 +281,25 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    sqlx::query(
-        "INSERT INTO contacts
+    state
+        .db
+        .execute_write(
+            sqlx::query(
+                "INSERT INTO contacts
            (id, organization_id, contact_type, name, email, phone, address, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&row.id)
-    .bind(&caller.org_id)
-    .bind(&row.kind)
-    .bind(&row.name)
-    .bind(&row.email)
-    .bind(&row.phone)
-    .bind(&row.address)
-    .bind(&row.created_at)
-    .bind(&row.updated_at)
-    .execute(state.db.pool())
-    .await?;
+            )
+            .bind(&row.id)
+            .bind(&caller.org_id)
+            .bind(&row.kind)
+            .bind(&row.name)
+            .bind(&row.email)
+            .bind(&row.phone)
+            .bind(&row.address)
+            .bind(&row.created_at)
+            .bind(&row.updated_at),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -398,7 +401,7 @@ async fn patch(
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResult<Json<Contact>> {
-    let updated = sqlx::query(
+    let write = sqlx::query(
         "UPDATE contacts SET contact_type = $1, name = $2, email = $3, phone = $4, address = $5,
            updated_at = $6
          WHERE organization_id = $7 AND id = $8",
@@ -410,9 +413,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
     .bind(&input.address)
     .bind(db::now())
     .bind(org_id)
-    .bind(id)
-    .execute(db.pool())
-    .await?;
+    .bind(id);
+    let updated = db.execute_write(write).await?;
     if updated.rows_affected() == 0 {
         return Err(fields::not_found("contact"));
     }

@@ -368,7 +368,7 @@ async fn create(
     let input = validate(&state.db, &caller.org_id, body, Validator::default()).await?;
     let id = Uuid::new_v4().to_string();
     let now = db::now();
-    sqlx::query(
+    let write = sqlx::query(
         "INSERT INTO items (id, organization_id, name, sku, description, price_cents, cost_cents,
            category_id, tax_rate_id, reorder_level, unit, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
@@ -384,10 +384,8 @@ async fn create(
     .bind(&input.tax_rate_id)
     .bind(input.reorder_level)
     .bind(&input.unit)
-    .bind(&now)
-    .execute(state.db.pool())
-    .await
-    .map_err(write_error)?;
+    .bind(&now);
+    state.db.execute_write(write).await.map_err(write_error)?;
     Ok((
         StatusCode::CREATED,
         Json(find(&state.db, &caller.org_id, &id).await?),
@@ -515,27 +513,29 @@ async fn patch(
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<Json<Item>> {
-    let updated = sqlx::query(
-        "UPDATE items SET name = $1, sku = $2, description = $3, price_cents = $4,
+    let updated = db
+        .execute_write(
+            sqlx::query(
+                "UPDATE items SET name = $1, sku = $2, description = $3, price_cents = $4,
            cost_cents = $5, category_id = $6, tax_rate_id = $7, reorder_level = $8, unit = $9,
            updated_at = $10
          WHERE organization_id = $11 AND id = $12",
-    )
-    .bind(&input.name)
-    .bind(&input.sku)
-    .bind(&input.description)
-    .bind(input.price_cents)
-    .bind(input.cost_cents)
-    .bind(&input.category_id)
-    .bind(&input.tax_rate_id)
-    .bind(input.reorder_level)
-    .bind(&input.unit)
-    .bind(db::now())
-    .bind(org_id)
-    .bind(id)
-    .execute(db.pool())
-    .await
-    .map_err(write_error)?;
+            )
+            .bind(&input.name)
+            .bind(&input.sku)
+            .bind(&input.description)
+            .bind(input.price_cents)
+            .bind(input.cost_cents)
+            .bind(&input.category_id)
+            .bind(&input.tax_rate_id)
+            .bind(input.reorder_level)
+            .bind(&input.unit)
+            .bind(db::now())
+            .bind(org_id)
+            .bind(id),
+        )
+        .await
+        .map_err(write_error)?;
     if updated.rows_affected() == 0 {
         return Err(fields::not_found("item"));
     }

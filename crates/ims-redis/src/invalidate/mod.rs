@@ -10,10 +10,14 @@
 //! # Not losing an invalidation
 //! The in-request invalidation is lost if the instance dies between the write and the
 //! invalidation, or cannot reach Redis while others can. An application can close that gap
-//! with an [`InvalidationJournal`] in the request's extensions (a durable outbox): the
-//! layer records the invalidation *before* the write runs, so a committed write always has
-//! a record, and marks it done once Redis has applied it; whatever is not done, the
-//! application re-applies from the journal (on any instance).
+//! with an [`InvalidationJournal`] in the request's extensions (a durable outbox), so that
+//! a committed write always has a record. The best place for the record is the write's own
+//! transaction (one commit, and a record is visible only once its write is): a journal that
+//! says so ([`InvalidationJournal::records_in_write`]) gets a [`PendingInvalidation`] that
+//! the application's transaction code finds with [`pending`] while the handler runs.
+//! Otherwise the layer records the invalidation *before* the write runs, in its own commit.
+//! Either way the layer marks the record done once Redis has applied it; whatever is not
+//! done, the application re-applies from the journal (on any instance).
 //!
 //! # Example
 //! ```
@@ -24,6 +28,7 @@
 //! assert_eq!(layer.groups(), ["stock", "items", "dashboard"]);
 //! ```
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -38,6 +43,14 @@ pub type JournalFuture<'a, T> = BoxFuture<'a, T>;
 
 /// A durable record of invalidations (an outbox), kept by the application, e.g. in SQL.
 pub trait InvalidationJournal: Send + Sync {
+    /// True when the application records invalidations inside the write's own transaction
+    /// (it calls [`pending`] when it opens one and marks the record with
+    /// [`PendingInvalidation::mark_recorded`]); then [`Self::record`] is only the fallback
+    /// for a successful write that opened no such transaction.
+    fn records_in_write(&self) -> bool {
+        false
+    }
+
     /// Records that `groups` of `scope` are about to be written; returns the record's id,
     /// or `None` if it could not be recorded (the write then proceeds without it).
     fn record<'a>(&'a self, scope: &'a str, groups: &'a [String]) -> BoxFuture<'a, Option<String>>;
@@ -55,6 +68,55 @@ pub trait InvalidationJournal: Send + Sync {
 
 /// The journal as found in request extensions.
 pub type Journal = Arc<dyn InvalidationJournal>;
+
+/// The invalidation a write that is running will need, for a journal that records it in
+/// the write's own transaction.
+#[derive(Debug)]
+pub struct PendingInvalidation {
+    id: String,
+    scope: String,
+    groups: Arc<[String]>,
+    recorded: AtomicBool,
+}
+
+impl PendingInvalidation {
+    /// The record's id (random, 128 bits as hex).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The scope (e.g. the organization) whose entries the write invalidates.
+    pub fn scope(&self) -> &str {
+        &self.scope
+    }
+
+    /// The groups the write invalidates.
+    pub fn groups(&self) -> &[String] {
+        &self.groups
+    }
+
+    /// Claims the recording: true the first time (the caller then writes the record in its
+    /// transaction), false afterwards, so a second transaction of the same request does
+    /// not write it twice.
+    pub fn mark_recorded(&self) -> bool {
+        !self.recorded.swap(true, Ordering::AcqRel)
+    }
+
+    fn is_recorded(&self) -> bool {
+        self.recorded.load(Ordering::Acquire)
+    }
+}
+
+tokio::task_local! {
+    static PENDING: Arc<PendingInvalidation>;
+}
+
+/// The invalidation pending for the write the current task is running, if its
+/// [`InvalidateLayer`] has a journal that records in the write's transaction. The task is
+/// the request's: work spawned onto other tasks does not see it.
+pub fn pending() -> Option<Arc<PendingInvalidation>> {
+    PENDING.try_with(Arc::clone).ok()
+}
 
 /// Invalidates cache groups (key-prefix first segments, e.g. `items`) after a 2xx write.
 #[derive(Debug, Clone)]
@@ -141,12 +203,36 @@ where
             let Some((cache, scope)) = target else {
                 return inner.call(request).await;
             };
-            // Recorded before the write: once the write has committed, so has its record.
-            let record = match &journal {
-                Some(journal) => journal.record(&scope, &groups).await,
-                None => None,
+            let in_write = journal.as_ref().is_some_and(|j| j.records_in_write());
+            let (response, record) = if in_write {
+                let pending = Arc::new(PendingInvalidation {
+                    id: format!("{:032x}", rand::random::<u128>()),
+                    scope: scope.clone(),
+                    groups: groups.clone(),
+                    recorded: AtomicBool::new(false),
+                });
+                let response = PENDING.scope(pending.clone(), inner.call(request)).await?;
+                let mut record = pending.is_recorded().then(|| pending.id.clone());
+                if response.status().is_success() && record.is_none() {
+                    // The handler wrote without opening a recording transaction: a defect
+                    // (tests run with debug assertions); record late rather than never.
+                    tracing::error!("a successful write recorded no invalidation");
+                    if cfg!(debug_assertions) {
+                        panic!("a successful write recorded no invalidation");
+                    }
+                    if let Some(journal) = &journal {
+                        record = journal.record(&scope, &groups).await;
+                    }
+                }
+                (response, record)
+            } else {
+                // Recorded before the write: once the write has committed, so has its record.
+                let record = match &journal {
+                    Some(journal) => journal.record(&scope, &groups).await,
+                    None => None,
+                };
+                (inner.call(request).await?, record)
             };
-            let response = inner.call(request).await?;
             let status = response.status();
             if status.is_success() {
                 if let (Some(journal), Some(id)) = (&journal, &record) {
