@@ -12,6 +12,11 @@
 //! limits used here (100 and 5). The script is never retried: a second run would count the
 //! request twice.
 //!
+//! **Leases.** A busy key reserves several entries of its log in one call and admits with
+//! them in process for up to a second ([`lease`] explains why that stays exact), so a hot
+//! client costs a script call every few dozen requests, not every request. Small limits
+//! (under [`lease::MIN_LEASED_LIMIT`]) are checked in Redis request by request.
+//!
 //! **Fallback.** While the connection's breaker is open (or a check fails), the same log is
 //! kept in a bounded [`moka`] map in process memory, so limits still hold per instance;
 //! when Redis is back, checks go to Redis again.
@@ -43,12 +48,15 @@
 //! ```
 
 mod layer;
+pub mod lease;
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::Script;
+
+use lease::{Ask, LeaseCell};
 
 pub use layer::{Deferred, RateLimitLayer, RateLimitService};
 
@@ -94,18 +102,21 @@ pub struct Decision {
 /// The log entry an admission added, so that it can be taken back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// Refused: nothing was added.
+    /// Refused, or counted atomically with every other policy: nothing to take back.
     None,
-    /// The time (Redis' clock, µs) pushed onto the Redis log.
-    Redis(i64),
+    /// Entries pushed onto the Redis log: their stamp (µs) and how many (a reservation).
+    Redis(i64, u32),
     /// The instant pushed onto the in-memory log.
     Memory(Instant),
+    /// A slot of this instance's lease.
+    Lease(lease::Taken),
 }
 
 /// Identifies a request's client or route; `None` exempts the request.
 pub type PartsFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
 type Log = Arc<Mutex<VecDeque<Instant>>>;
+type SharedLease = Arc<LeaseCell>;
 
 /// The rate-limiting engine shared by every limited route of a process.
 pub struct RateLimiter {
@@ -116,47 +127,33 @@ pub struct RateLimiter {
     memory: moka::sync::Cache<String, Log>,
     /// `GET` routes known to sit behind a cache layer, which takes the decision itself.
     cached_routes: RwLock<HashSet<String>>,
+    /// This instance's leases on busy keys' Redis logs.
+    leases: moka::sync::Cache<String, SharedLease>,
 }
 
-// Sliding-window log of admission times (microseconds of Redis' clock), oldest first, in a
-// list: expired times are popped from the front (each once, so O(1) amortized), the rest
-// are the admissions within the window, and a request is admitted while they are fewer
-// than the limit. The same exact rule as a sorted set of every request, with O(1) list
-// commands, no member nonces and no range scans: less Redis CPU than the sorted-set script
-// it replaced (13.2 -> 11.3 us per limited hit in benches/l1.rs).
-const CHECK_SCRIPT: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local limit = tonumber(ARGV[1])
-local window = tonumber(ARGV[2])
-local oldest = redis.call('LINDEX', KEYS[1], 0)
-while oldest and tonumber(oldest) <= now - window do
-  redis.call('LPOP', KEYS[1])
-  oldest = redis.call('LINDEX', KEYS[1], 0)
-end
-local count = redis.call('LLEN', KEYS[1])
-local allowed = 0
-if count < limit then
-  redis.call('RPUSH', KEYS[1], now)
-  redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000))
-  count = count + 1
-  allowed = 1
-  if not oldest then oldest = now end
-end
-return {allowed, limit - count, tonumber(oldest) + window - now, now}
-";
-
-// Every policy of one request in one call (one server: the keys may be in any slot there).
-// ARGV holds limit and window per key. Admitted only if every log has room; then every log
-// counts it. Returns admitted, then per key: room (0/1), remaining, reset.
-const CHECK_ALL_SCRIPT: &str = r"
+// Sliding-window log of admission stamps (microseconds of Redis' clock), oldest first, in
+// a list: expired stamps are popped from the front (each once, so O(1) amortized), the
+// rest are the admissions within the window, and a request is admitted while they are
+// fewer than the limit. The same exact rule as a sorted set of every request, with O(1)
+// list commands, no member nonces and no range scans.
+//
+// Every policy of one request in one call: admitted only if every log has room, and then
+// counted by all. Per key ARGV holds: limit, window (µs), entries wanted (a lease, see
+// lease.rs; 1 = this request only), how far past now to stamp them (µs), and unused
+// entries to give back first (count, stamp). Stamps never decrease along a list (a stamp
+// below the tail is raised to it: the entry then only counts longer). Returns admitted,
+// now, then per key: room (0/1), remaining, reset (µs), entries pushed, their stamp.
+// One server takes all keys at once; a cluster calls it per key (each key its own slot).
+const RESERVE_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local counts, oldest, room = {}, {}, {}
 local admit = 1
 for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i - 1])
-  local window = tonumber(ARGV[2 * i])
+  local a = 6 * (i - 1)
+  local limit, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local back = tonumber(ARGV[a + 5])
+  if back > 0 then redis.call('LREM', KEYS[i], -back, ARGV[a + 6]) end
   local o = redis.call('LINDEX', KEYS[i], 0)
   while o and tonumber(o) <= now - window do
     redis.call('LPOP', KEYS[i])
@@ -167,28 +164,67 @@ for i = 1, #KEYS do
   room[i] = 1
   if counts[i] >= limit then room[i] = 0; admit = 0 end
 end
-local out = {admit}
+local out = {admit, now}
 for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i - 1])
-  local window = tonumber(ARGV[2 * i])
+  local a = 6 * (i - 1)
+  local limit, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local got, stamp = 0, now
   if admit == 1 then
-    redis.call('RPUSH', KEYS[i], now)
-    redis.call('PEXPIRE', KEYS[i], math.ceil(window / 1000))
-    counts[i] = counts[i] + 1
-    if not oldest[i] then oldest[i] = now end
+    got = math.min(tonumber(ARGV[a + 3]), limit - counts[i])
+    stamp = now + tonumber(ARGV[a + 4])
+    if counts[i] > 0 then
+      local tail = tonumber(redis.call('LINDEX', KEYS[i], -1))
+      if tail > stamp then stamp = tail end
+    end
+    local entries = {}
+    for j = 1, got do entries[j] = stamp end
+    redis.call('RPUSH', KEYS[i], unpack(entries))
+    redis.call('PEXPIRE', KEYS[i], math.ceil((stamp - now + window) / 1000))
+    counts[i] = counts[i] + got
+    if not oldest[i] then oldest[i] = stamp end
   end
   local reset = window
   if oldest[i] then reset = tonumber(oldest[i]) + window - now end
   out[#out + 1] = room[i]
   out[#out + 1] = limit - counts[i]
   out[#out + 1] = reset
+  out[#out + 1] = got
+  out[#out + 1] = stamp
 end
 return out
 ";
 
-// Hashing the scripts (for EVALSHA) once per process, not once per request.
-static CHECK: LazyLock<Script> = LazyLock::new(|| Script::new(CHECK_SCRIPT));
-static CHECK_ALL: LazyLock<Script> = LazyLock::new(|| Script::new(CHECK_ALL_SCRIPT));
+/// How long a request waits for its key's reservation in flight before asking Redis itself
+/// (the reservation normally answers within one round trip).
+const LEASE_WAIT: Duration = Duration::from_millis(250);
+
+// Hashing the script (for EVALSHA) once per process, not once per request.
+static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_SCRIPT));
+
+/// Reservations sent and not answered yet: if the request is dropped meanwhile (its client
+/// went away), they are settled as failed, so the next request of the key reserves again
+/// and nobody waits for an answer that will not come.
+struct Unsettled<'a>(Vec<(&'a LeaseCell, Ask)>);
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        for (lease, ask) in self.0.drain(..) {
+            lease.settle(|lease| lease.failed(ask));
+        }
+    }
+}
+
+/// Redis' answer for one key of a [`RESERVE_SCRIPT`] call.
+#[derive(Debug, Clone, Copy)]
+struct Reply {
+    /// Whether the whole call admitted the request (all its keys had room).
+    admitted: bool,
+    room: bool,
+    remaining: u32,
+    reset: Duration,
+    got: u32,
+    stamp: i64,
+}
 
 impl RateLimiter {
     /// An engine over `redis`. `client` names the caller (an IP address), `route` the route
@@ -210,6 +246,12 @@ impl RateLimiter {
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
             cached_routes: RwLock::new(HashSet::new()),
+            leases: moka::sync::Cache::builder()
+                .max_capacity(max_memory_keys)
+                // A lease is usable for a second; an idle one holds at most a give-back,
+                // which the log's own expiry makes unnecessary after a while.
+                .time_to_idle(Duration::from_secs(60))
+                .build(),
         })
     }
 
@@ -248,39 +290,20 @@ impl RateLimiter {
             .unwrap_or(false)
     }
 
-    /// Counts one request against `quota` under `key`: in Redis when it answers, else in
-    /// memory.
+    /// Counts one request against `quota` under `key`: in Redis when it answers (or with a
+    /// slot this instance reserved there), else in memory.
     pub async fn check(&self, key: &str, quota: Quota) -> Decision {
-        let full = self.redis.key(key);
-        let window_us = quota.window.as_micros().max(1) as u64;
-        let reply = self
-            .redis
-            .connection()
-            .run(|mut c| async move {
-                CHECK
-                    .key(full)
-                    .arg(quota.limit)
-                    .arg(window_us)
-                    .invoke_async::<(i64, i64, i64, i64)>(&mut c)
-                    .await
-            })
-            .await;
-        match reply {
-            Ok((allowed, remaining, reset_us, now)) => Decision {
-                allowed: allowed == 1,
-                limit: quota.limit,
-                window: quota.window,
-                remaining: remaining.max(0) as u32,
-                reset: Duration::from_micros(reset_us.max(0) as u64),
-                store: Store::Redis,
-                admission: if allowed == 1 {
-                    Admission::Redis(now)
-                } else {
-                    Admission::None
-                },
-            },
-            Err(_) => self.check_in_memory(key, quota),
-        }
+        let checks = [(key.to_string(), quota)];
+        let mut decisions = self.check_all(&checks).await;
+        decisions.pop().unwrap_or(Decision {
+            allowed: true,
+            limit: quota.limit,
+            remaining: quota.limit,
+            reset: quota.window,
+            window: quota.window,
+            store: Store::Memory,
+            admission: Admission::None,
+        })
     }
 
     fn check_in_memory(&self, key: &str, quota: Quota) -> Decision {
@@ -328,43 +351,173 @@ impl RateLimiter {
         }
     }
 
-    /// Counts one request against every `(key, quota)` at once, concurrently: admitted only
-    /// if every one admits it, and then counted by all of them; a request one policy
-    /// refuses is taken back from the others, so it consumes none of their quota.
+    /// Counts one request against every `(key, quota)` at once: admitted only if every one
+    /// admits it, and then counted by all of them; a request one policy refuses consumes
+    /// none of the others' quota. Slots of this instance's leases are used first; the keys
+    /// without one are asked in Redis, in one atomic call on one server or concurrently on
+    /// a cluster (then an admission refused elsewhere is taken back).
     pub async fn check_all(&self, checks: &[(String, Quota)]) -> Vec<Decision> {
-        if checks.len() > 1 && !self.redis.connection().is_cluster() {
-            if let Some(decisions) = self.check_all_at_once(checks).await {
-                return decisions;
+        let mut leases: Vec<Option<SharedLease>> = Vec::with_capacity(checks.len());
+        let mut decisions: Vec<Option<Decision>> = Vec::with_capacity(checks.len());
+        let mut asks: Vec<Ask> = Vec::new();
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, (key, quota)) in checks.iter().enumerate() {
+            let lease = (quota.limit >= lease::MIN_LEASED_LIMIT)
+                .then(|| self.leases.get_with_by_ref(key, SharedLease::default));
+            let taken = match &lease {
+                Some(lease) => lease.take_or_ask(*quota, LEASE_WAIT).await,
+                None => Err(Ask::single()),
+            };
+            decisions.push(match taken {
+                Ok(taken) => Some(Decision {
+                    allowed: true,
+                    limit: quota.limit,
+                    remaining: taken.remaining,
+                    reset: taken.reset,
+                    window: quota.window,
+                    store: Store::Redis,
+                    admission: Admission::Lease(taken),
+                }),
+                Err(ask) => {
+                    asks.push(ask);
+                    missing.push(i);
+                    None
+                }
+            });
+            leases.push(lease);
+        }
+        if !missing.is_empty() {
+            let mut unsettled = Unsettled(
+                missing
+                    .iter()
+                    .zip(&asks)
+                    .filter_map(|(&i, ask)| Some((leases[i].as_deref()?, *ask)))
+                    .collect(),
+            );
+            let sent = Instant::now();
+            let replies = self.reserve(checks, &missing, &asks).await;
+            unsettled.0.clear();
+            for ((&i, ask), reply) in missing.iter().zip(&asks).zip(replies) {
+                let (key, quota) = &checks[i];
+                let decision = match reply {
+                    Some(reply) => Decision {
+                        allowed: reply.room && reply.admitted,
+                        limit: quota.limit,
+                        remaining: reply.remaining + reply.got.saturating_sub(1),
+                        reset: reply.reset,
+                        window: quota.window,
+                        store: Store::Redis,
+                        admission: if reply.got > 0 {
+                            Admission::Redis(reply.stamp, reply.got)
+                        } else {
+                            Admission::None
+                        },
+                    },
+                    None => {
+                        if let Some(lease) = &leases[i] {
+                            lease.settle(|lease| lease.failed(*ask));
+                        }
+                        self.check_in_memory(key, *quota)
+                    }
+                };
+                decisions[i] = Some(decision);
+            }
+            let admitted = decisions.iter().flatten().all(|d| d.allowed);
+            for (&i, ask) in missing.iter().zip(&asks) {
+                let (Some(lease), Some(decision)) = (&leases[i], decisions[i]) else {
+                    continue;
+                };
+                if decision.store != Store::Redis {
+                    continue;
+                }
+                let (got, stamp) = match decision.admission {
+                    Admission::Redis(stamp, got) => (got, stamp),
+                    _ => (0, 0),
+                };
+                // Refused by another key: this key's entries are taken back below.
+                lease.settle(|lease| {
+                    lease.answered(
+                        *ask,
+                        sent,
+                        admitted,
+                        got,
+                        stamp,
+                        decision.remaining.saturating_sub(got.saturating_sub(1)),
+                        decision.reset,
+                    )
+                });
             }
         }
-        let decisions: Vec<Decision> =
-            futures::future::join_all(checks.iter().map(|(key, quota)| self.check(key, *quota)))
-                .await;
+        let mut decisions: Vec<Decision> = decisions.into_iter().flatten().collect();
         if decisions.iter().any(|d| !d.allowed) {
             let refunds = checks
                 .iter()
-                .zip(&decisions)
+                .zip(&leases)
+                .zip(decisions.iter_mut())
                 .filter(|(_, d)| d.allowed)
-                .map(|((key, _), d)| self.refund(key, d.admission));
+                .map(|(((key, _), lease), d)| {
+                    let admission = std::mem::replace(&mut d.admission, Admission::None);
+                    self.refund(key, lease.as_ref(), admission, Instant::now())
+                });
             futures::future::join_all(refunds).await;
         }
         decisions
     }
 
-    /// [`check_all`](Self::check_all) on one server: one script, atomic over all keys, so
-    /// nothing needs taking back. `None` when Redis could not be asked.
-    async fn check_all_at_once(&self, checks: &[(String, Quota)]) -> Option<Vec<Decision>> {
-        let keys: Vec<String> = checks.iter().map(|(key, _)| self.redis.key(key)).collect();
-        let args: Vec<u64> = checks
+    /// Asks Redis for the keys `missing` (indexes into `checks`), one reply per key; `None`
+    /// where Redis could not be asked.
+    async fn reserve(
+        &self,
+        checks: &[(String, Quota)],
+        missing: &[usize],
+        asks: &[Ask],
+    ) -> Vec<Option<Reply>> {
+        if missing.len() > 1 && !self.redis.connection().is_cluster() {
+            let keys: Vec<&(String, Quota)> = missing.iter().map(|&i| &checks[i]).collect();
+            return match self.call(&keys, asks).await {
+                // Atomic over all keys: a refusal counted nowhere.
+                Some(replies) if replies.len() == missing.len() => {
+                    replies.into_iter().map(Some).collect()
+                }
+                _ => vec![None; missing.len()],
+            };
+        }
+        futures::future::join_all(missing.iter().zip(asks).map(|(&i, ask)| async move {
+            let replies = self.call(&[&checks[i]], std::slice::from_ref(ask)).await?;
+            replies.into_iter().next().map(|reply| Reply {
+                // One key per call: the request is admitted by this key alone; another
+                // key's refusal takes it back.
+                admitted: reply.room,
+                ..reply
+            })
+        }))
+        .await
+    }
+
+    /// One [`RESERVE_SCRIPT`] call over `keys` (all in one slot on a cluster).
+    async fn call(&self, keys: &[&(String, Quota)], asks: &[Ask]) -> Option<Vec<Reply>> {
+        let full: Vec<String> = keys.iter().map(|(key, _)| self.redis.key(key)).collect();
+        let args: Vec<i64> = keys
             .iter()
-            .flat_map(|(_, q)| [u64::from(q.limit), q.window.as_micros().max(1) as u64])
+            .zip(asks)
+            .flat_map(|((_, quota), ask)| {
+                let (stamp, back) = ask.give_back.unwrap_or((0, 0));
+                [
+                    i64::from(quota.limit),
+                    quota.window.as_micros().max(1) as i64,
+                    i64::from(ask.want),
+                    ask.term.as_micros() as i64,
+                    i64::from(back),
+                    stamp,
+                ]
+            })
             .collect();
         let reply = self
             .redis
             .connection()
             .run(|mut c| async move {
-                let mut invocation = CHECK_ALL.prepare_invoke();
-                for key in &keys {
+                let mut invocation = RESERVE.prepare_invoke();
+                for key in &full {
                     invocation.key(key);
                 }
                 for arg in &args {
@@ -375,30 +528,41 @@ impl RateLimiter {
             .await
             .ok()?;
         let admitted = *reply.first()? == 1;
-        let decisions = checks
-            .iter()
-            .zip(reply[1..].chunks(3))
-            .map(|((_, quota), fields)| Decision {
-                allowed: fields.first() == Some(&1),
-                limit: quota.limit,
-                window: quota.window,
-                remaining: fields.get(1).copied().unwrap_or(0).max(0) as u32,
-                reset: Duration::from_micros(fields.get(2).copied().unwrap_or(0).max(0) as u64),
-                store: Store::Redis,
-                // Atomic: a refused request was counted nowhere.
-                admission: Admission::None,
+        let replies: Vec<Reply> = reply
+            .get(2..)?
+            .chunks(5)
+            .map(|fields| {
+                let field = |n: usize| fields.get(n).copied().unwrap_or(0);
+                Reply {
+                    admitted,
+                    room: field(0) == 1,
+                    remaining: field(1).clamp(0, i64::from(u32::MAX)) as u32,
+                    reset: Duration::from_micros(field(2).max(0) as u64),
+                    got: field(3).clamp(0, i64::from(u32::MAX)) as u32,
+                    stamp: field(4),
+                }
             })
-            .collect::<Vec<_>>();
-        (decisions.len() == checks.len() && admitted == decisions.iter().all(|d| d.allowed))
-            .then_some(decisions)
+            .collect();
+        (replies.len() == keys.len()).then_some(replies)
     }
 
     /// Takes back an admission (see [`check_all`](Self::check_all)). Until it is taken back
     /// the slot counts, so the limit errs on the strict side, never the lenient one.
-    async fn refund(&self, key: &str, admission: Admission) {
+    async fn refund(
+        &self,
+        key: &str,
+        lease: Option<&SharedLease>,
+        admission: Admission,
+        now: Instant,
+    ) {
         match admission {
             Admission::None => {}
-            Admission::Redis(at) => {
+            Admission::Lease(taken) => {
+                if let Some(mut lease) = lease.and_then(|l| l.lock()) {
+                    lease.untake(taken, now);
+                }
+            }
+            Admission::Redis(stamp, count) => {
                 let full = self.redis.key(key);
                 let _ = self
                     .redis
@@ -406,8 +570,8 @@ impl RateLimiter {
                     .run(|mut c| async move {
                         redis::cmd("LREM")
                             .arg(full)
-                            .arg(-1)
-                            .arg(at)
+                            .arg(-i64::from(count))
+                            .arg(stamp)
                             .query_async::<i64>(&mut c)
                             .await
                     })

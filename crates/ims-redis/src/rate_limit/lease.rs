@@ -1,0 +1,384 @@
+//! Local leases on a Redis sliding log: a busy key's admissions reserved a few at a time,
+//! so that most requests of a hot client are decided in process, without losing exactness.
+//!
+//! **Why it stays exact.** The limit promises at most `limit` admissions in any window.
+//! The Redis log holds one entry per admission; an entry stamped `s` counts until
+//! `s + window`. A reservation made when Redis' clock reads `now` pushes `n` entries
+//! stamped `now + term` and hands them to this instance, which admits with them only until
+//! `term` has passed since it *sent* the reservation (so before `now + term` on any clock).
+//! Each admission therefore has an entry that was pushed before it happened and counts for
+//! at least a whole window after it, so at every moment the admissions of the last window
+//! are at most the live entries, which the script keeps at or below `limit`. Unused
+//! entries only make the limit stricter until they are given back (with the key's next
+//! reservation) or expire.
+//!
+//! **Why it pays.** A reservation costs one script call whatever its size; a client
+//! sending a hundred requests a second to a route pays for a few calls, not a hundred.
+//! Sizes adapt per key: one (no lease, the plain exact check) for a client slower than one
+//! request per term, doubling while reservations are used up within their term, and shrunk
+//! by what is handed back. Only quotas of at least [`MIN_LEASED_LIMIT`] lease at all, and
+//! never more than a sixteenth of the limit at once, so a small limit (5 logins per 15
+//! minutes) is always checked in Redis, request by request.
+//!
+//! No crate offers this (rate-limit crates keep either local or per-request remote state),
+//! so it is written here.
+
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::Quota;
+
+/// Quotas below this limit never lease: every request is its own check.
+pub const MIN_LEASED_LIMIT: u32 = 32;
+
+/// The largest reservation.
+const MAX_LEASE: u32 = 64;
+
+/// How long a reservation may be used (and how much longer its entries count), at most.
+const MAX_TERM: Duration = Duration::from_secs(1);
+
+/// What to ask Redis for on one key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ask {
+    /// Entries to reserve, this request's included (at least 1).
+    pub want: u32,
+    /// How far past Redis' clock the entries are stamped (zero for a single entry).
+    pub term: Duration,
+    /// Unused entries to give back first: (their stamp, how many).
+    pub give_back: Option<(i64, u32)>,
+    /// This is the key's one reservation in flight (not a request asking for itself).
+    leader: bool,
+}
+
+impl Ask {
+    /// This request only, stamped now: the plain exact check.
+    pub fn single() -> Self {
+        Self {
+            want: 1,
+            term: Duration::ZERO,
+            give_back: None,
+            leader: false,
+        }
+    }
+}
+
+/// The local state of one key.
+#[derive(Debug)]
+pub struct Lease {
+    /// Reserved entries not used yet.
+    slots: u32,
+    /// Their stamp in the Redis log.
+    stamp: i64,
+    /// When they stop being usable (the reservation's sending time plus its term).
+    usable_until: Instant,
+    /// What Redis had left after the reservation (our slots excluded).
+    remaining: u32,
+    /// When the oldest entry of the log leaves the window.
+    reset_at: Instant,
+    /// When the last reservation was sent, and whether its slots were all used.
+    reserved_at: Option<Instant>,
+    /// The size the next reservation asks for.
+    want: u32,
+    /// A reservation is in flight (others meanwhile ask for themselves only).
+    reserving: bool,
+    /// Unused entries of earlier reservations, to give back with the next one.
+    give_back: Option<(i64, u32)>,
+}
+
+impl Default for Lease {
+    fn default() -> Self {
+        let now = Instant::now();
+        Self {
+            slots: 0,
+            stamp: 0,
+            usable_until: now,
+            remaining: 0,
+            reset_at: now,
+            reserved_at: None,
+            want: 1,
+            reserving: false,
+            give_back: None,
+        }
+    }
+}
+
+/// A slot taken from a lease: enough to take it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The stamp of the entry the slot stands for.
+    pub stamp: i64,
+    /// Requests the instance may still admit without asking Redis, and Redis' own remainder.
+    pub remaining: u32,
+    /// Until the oldest entry leaves the window.
+    pub reset: Duration,
+}
+
+/// The term of `quota`'s leases: a sixtieth of the window, at most [`MAX_TERM`].
+pub fn term(quota: Quota) -> Duration {
+    (quota.window / 60).min(MAX_TERM)
+}
+
+fn cap(quota: Quota) -> u32 {
+    if quota.limit < MIN_LEASED_LIMIT {
+        1
+    } else {
+        (quota.limit / 16).min(MAX_LEASE)
+    }
+}
+
+/// A key's lease as shared by the requests of one instance: the state, and a signal for
+/// the requests that wait for a reservation in flight instead of asking Redis themselves
+/// (waiting costs at most the round trip they would have made).
+#[derive(Debug, Default)]
+pub struct LeaseCell {
+    state: Mutex<Lease>,
+    ready: Notify,
+}
+
+impl LeaseCell {
+    /// A usable slot, waiting (at most `wait`) for a reservation in flight if there is
+    /// none; else what to ask Redis for (decided under the same lock, so that only one
+    /// request becomes the reserving one).
+    pub async fn take_or_ask(&self, quota: Quota, wait: Duration) -> Result<Taken, Ask> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let reserved = {
+                let Ok(mut lease) = self.state.lock() else {
+                    return Err(Ask::single());
+                };
+                let now = Instant::now();
+                if let Some(taken) = lease.take(now) {
+                    return Ok(taken);
+                }
+                if !lease.reserving || tokio::time::Instant::now() >= deadline {
+                    return Err(lease.ask(quota, now));
+                }
+                // Registered before the lock is released: the answer cannot slip by.
+                self.ready.notified()
+            };
+            // Others may use up that reservation first; then wait for the next one, until
+            // the deadline.
+            let _ = tokio::time::timeout_at(deadline, reserved).await;
+        }
+    }
+
+    /// The state, to ask or give back.
+    pub fn lock(&self) -> Option<MutexGuard<'_, Lease>> {
+        self.state.lock().ok()
+    }
+
+    /// Applies a reservation's outcome and wakes the requests waiting for it.
+    pub fn settle(&self, outcome: impl FnOnce(&mut Lease)) {
+        if let Some(mut lease) = self.lock() {
+            outcome(&mut lease);
+        }
+        self.ready.notify_waiters();
+    }
+}
+
+impl Lease {
+    /// Admits with a reserved slot if one is usable at `now`; else notes the expired
+    /// leftovers for giving back and returns `None` (ask Redis).
+    pub fn take(&mut self, now: Instant) -> Option<Taken> {
+        if self.slots > 0 && now < self.usable_until {
+            self.slots -= 1;
+            return Some(Taken {
+                stamp: self.stamp,
+                remaining: self.remaining + self.slots,
+                reset: self.reset_at.saturating_duration_since(now),
+            });
+        }
+        if self.slots > 0 {
+            self.hand_back(self.stamp, self.slots);
+            // Not used up within its term: the next one is smaller.
+            self.want = self.want.saturating_sub(self.slots).max(1);
+            self.slots = 0;
+        }
+        None
+    }
+
+    /// Returns a slot taken with [`take`](Self::take) (another policy refused the request).
+    pub fn untake(&mut self, taken: Taken, now: Instant) {
+        if taken.stamp == self.stamp && now < self.usable_until {
+            self.slots += 1;
+        } else {
+            self.hand_back(taken.stamp, 1);
+        }
+    }
+
+    fn hand_back(&mut self, stamp: i64, n: u32) {
+        self.give_back = match self.give_back {
+            Some((s, m)) if s == stamp => Some((s, m + n)),
+            // One pending give-back at a time: an older one is left to expire (the limit
+            // is only stricter meanwhile).
+            _ => Some((stamp, n)),
+        };
+    }
+
+    /// What to ask Redis for, sent at `now`. Only one request at a time asks for more than
+    /// itself.
+    pub fn ask(&mut self, quota: Quota, now: Instant) -> Ask {
+        let cap = cap(quota);
+        let term = term(quota);
+        if self.reserving || cap <= 1 {
+            return Ask::single();
+        }
+        match self.reserved_at {
+            // Used up within its term: busier than the lease, double it.
+            Some(at) if now.duration_since(at) <= term => {
+                self.want = (self.want * 2).min(cap);
+            }
+            // Idle longer than a term since: start again from one.
+            Some(at) if now.duration_since(at) > term * 2 => self.want = 1,
+            _ => {}
+        }
+        self.reserving = true;
+        self.reserved_at = Some(now);
+        let want = self.want.clamp(1, cap);
+        Ask {
+            want,
+            term: if want > 1 { term } else { Duration::ZERO },
+            give_back: self.give_back.take(),
+            leader: true,
+        }
+    }
+
+    /// Installs Redis' answer to `ask` (sent at `sent`): `got` entries stamped `stamp`, one
+    /// of them for the asking request. `admitted` false: refused (or not counted).
+    #[allow(clippy::too_many_arguments)]
+    pub fn answered(
+        &mut self,
+        ask: Ask,
+        sent: Instant,
+        admitted: bool,
+        got: u32,
+        stamp: i64,
+        remaining: u32,
+        reset: Duration,
+    ) {
+        if ask.leader {
+            self.reserving = false;
+        }
+        self.remaining = remaining;
+        self.reset_at = sent + reset;
+        if !admitted {
+            self.want = 1;
+            return;
+        }
+        if got > 1 {
+            if self.slots > 0 && Instant::now() < self.usable_until {
+                // A concurrent reservation's slots are still usable: give them back with
+                // the next one rather than track two stamps.
+                self.hand_back(self.stamp, self.slots);
+            }
+            self.slots = got - 1;
+            self.stamp = stamp;
+            self.usable_until = sent + ask.term;
+        }
+    }
+
+    /// A reservation that never got an answer: let the next request try again.
+    pub fn failed(&mut self, ask: Ask) {
+        if ask.leader {
+            self.reserving = false;
+            if let Some((stamp, n)) = ask.give_back {
+                self.hand_back(stamp, n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUOTA: Quota = Quota {
+        limit: 1000,
+        window: Duration::from_secs(60),
+    };
+
+    #[test]
+    fn small_limits_never_lease() {
+        let mut lease = Lease::default();
+        let quota = Quota {
+            limit: 5,
+            window: Duration::from_secs(900),
+        };
+        for _ in 0..10 {
+            let now = Instant::now();
+            let ask = lease.ask(quota, now);
+            assert_eq!(ask.want, 1);
+            assert_eq!(ask.term, Duration::ZERO);
+            lease.answered(ask, now, true, 1, 7, 3, Duration::from_secs(1));
+            assert!(lease.take(now).is_none());
+        }
+    }
+
+    #[test]
+    fn a_busy_key_doubles_its_reservations_up_to_a_sixteenth_of_the_limit() {
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        let mut sizes = Vec::new();
+        for round in 0..8 {
+            let ask = lease.ask(QUOTA, now);
+            sizes.push(ask.want);
+            lease.answered(ask, now, true, ask.want, round, 500, Duration::from_secs(60));
+            while lease.take(now).is_some() {}
+        }
+        assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 62, 62]);
+    }
+
+    #[test]
+    fn slots_expire_with_their_term_and_are_given_back_once() {
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        lease.want = 8;
+        lease.reserved_at = Some(now - Duration::from_millis(1500));
+        let ask = lease.ask(QUOTA, now);
+        assert_eq!((ask.want, ask.term), (8, Duration::from_secs(1)));
+        lease.answered(ask, now, true, 8, 42, 900, Duration::from_secs(60));
+        let taken = lease.take(now).expect("a reserved slot");
+        assert_eq!((taken.stamp, taken.remaining), (42, 906));
+        let later = now + Duration::from_millis(1001);
+        assert!(lease.take(later).is_none(), "past its term");
+        let next = lease.ask(QUOTA, later);
+        assert_eq!(next.give_back, Some((42, 6)));
+        assert_eq!(next.want, 2, "shrunk by what was not used");
+        lease.failed(next);
+        assert_eq!(lease.give_back, Some((42, 6)), "kept for the next try");
+    }
+
+    #[test]
+    fn an_untaken_slot_is_reused_or_given_back() {
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        lease.want = 4;
+        lease.reserved_at = Some(now - Duration::from_millis(1500));
+        let ask = lease.ask(QUOTA, now);
+        lease.answered(ask, now, true, 2, 9, 10, Duration::from_secs(60));
+        let taken = lease.take(now).expect("slot");
+        lease.untake(taken, now);
+        assert_eq!(lease.slots, 1);
+        let taken = lease.take(now).expect("slot");
+        lease.untake(taken, now + Duration::from_secs(2));
+        assert_eq!(lease.give_back, Some((9, 1)));
+    }
+
+    #[test]
+    fn while_one_reserves_the_others_ask_for_themselves() {
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        lease.want = 8;
+        lease.reserved_at = Some(now - Duration::from_millis(1500));
+        let first = lease.ask(QUOTA, now);
+        let second = lease.ask(QUOTA, now);
+        assert_eq!((first.want, second.want), (8, 1));
+        lease.answered(second, now, true, 1, 5, 10, Duration::from_secs(60));
+        assert!(lease.reserving, "the single check does not end the reservation");
+        lease.answered(first, now, false, 0, 5, 0, Duration::from_secs(60));
+        assert!(!lease.reserving);
+        assert_eq!(lease.want, 1, "refused: back to single checks");
+    }
+}
