@@ -237,6 +237,25 @@ async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: 
     response.json().await.expect("json")
 }
 
+/// Commands Redis has served so far: (scripts, all commands).
+fn script_calls(url: &str) -> (u64, u64) {
+    let Ok(mut conn) = redis::Client::open(url).and_then(|c| c.get_connection()) else {
+        return (0, 0);
+    };
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut conn)
+        .unwrap_or_default();
+    let calls = |l: &str| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok();
+    let all = info.lines().filter_map(calls).sum();
+    let scripts = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(calls)
+        .sum();
+    (scripts, all)
+}
+
 /// `count` GETs of `case.url`, `CONCURRENCY` in flight.
 async fn measure(
     client: &reqwest::Client,
@@ -449,11 +468,28 @@ async fn bench(srv: tokio::runtime::Handle) {
         measure(&client, &cases[c], &token, &body, 1000, redis_pid).await;
     }
     let mut runs: Vec<Vec<Run>> = vec![Vec::new(); cases.len()];
+    // Redis scripts (the limiter's reservations; cache stores would be scripts too, but
+    // every case here hits) per request, over all rounds.
+    let mut scripts = vec![(0u64, 0u64); cases.len()];
     for round in 0..rounds {
         for k in 0..active.len() {
             let c = active[(k + round) % active.len()];
+            let before = script_calls(&redis.url());
             runs[c].push(measure(&client, &cases[c], &token, &body, requests, redis_pid).await);
+            let after = script_calls(&redis.url());
+            scripts[c].0 += after.0.saturating_sub(before.0);
+            // Less this INFO call itself.
+            scripts[c].1 += after.1.saturating_sub(before.1 + 1);
         }
+    }
+    for &c in &active {
+        let per_request = |n: u64| n as f64 / (rounds * requests) as f64;
+        println!(
+            "{:<24} Redis commands per request: {:.3}, of which scripts {:.4}",
+            cases[c].name,
+            per_request(scripts[c].1),
+            per_request(scripts[c].0)
+        );
     }
     let median: Vec<Option<Run>> = runs
         .iter()
