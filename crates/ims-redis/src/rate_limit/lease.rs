@@ -39,6 +39,12 @@ const MAX_LEASE: u32 = 64;
 /// How long a reservation may be used (and how much longer its entries count), at most.
 const MAX_TERM: Duration = Duration::from_secs(1);
 
+/// Above this limit unused entries are not given back but left to expire: giving back is
+/// an `LREM` scanning the log from its newest end, and a log this long can hold many
+/// newer entries; the at most [`MAX_LEASE`] entries left are a small part of such a
+/// limit, for one window.
+const MAX_GIVE_BACK_LIMIT: u32 = 4096;
+
 /// What to ask Redis for on one key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ask {
@@ -237,10 +243,11 @@ impl Lease {
         self.reserving = true;
         self.reserved_at = Some(now);
         let want = self.want.clamp(1, cap);
+        let give_back = self.give_back.take();
         Ask {
             want,
             term: if want > 1 { term } else { Duration::ZERO },
-            give_back: self.give_back.take(),
+            give_back: give_back.filter(|_| quota.limit <= MAX_GIVE_BACK_LIMIT),
             leader: true,
         }
     }
@@ -348,6 +355,20 @@ mod tests {
         assert_eq!(next.want, 2, "shrunk by what was not used");
         lease.failed(next);
         assert_eq!(lease.give_back, Some((42, 6)), "kept for the next try");
+    }
+
+    #[test]
+    fn leftovers_of_very_large_limits_are_left_to_expire() {
+        let big = Quota {
+            limit: 1_000_000,
+            window: Duration::from_secs(60),
+        };
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        lease.give_back = Some((42, 6));
+        let ask = lease.ask(big, now);
+        assert_eq!(ask.give_back, None);
+        assert_eq!(lease.give_back, None, "dropped, not kept");
     }
 
     #[test]
