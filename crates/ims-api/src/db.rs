@@ -4,6 +4,7 @@
 //! and the schema uses only portable types (TEXT ids and timestamps, BIGINT numbers), so the
 //! same migrations and queries run on both and the same test suite covers both.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::any::{AnyPoolOptions, AnyQueryResult};
@@ -37,6 +38,38 @@ impl Backend {
 pub struct Db {
     pool: AnyPool,
     backend: Backend,
+    /// SQLite only: write transactions queue here, in order, instead of polling the file
+    /// lock (SQLite's busy handler sleeps up to 100 ms between tries, which made the
+    /// slowest writes under concurrency tens of milliseconds).
+    writers: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// A write transaction from [`Db::begin_write`]: use it as the connection (`&mut *tx`) and
+/// end it with [`commit`](Self::commit); dropped, it rolls back.
+pub struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    /// Commits; the next writer's turn comes after.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
 }
 
 impl Db {
@@ -75,7 +108,12 @@ impl Db {
                 .execute(&pool)
                 .await?;
         }
-        Ok(Self { pool, backend })
+        let writers = (backend == Backend::Sqlite).then(Arc::default);
+        Ok(Self {
+            pool,
+            backend,
+            writers,
+        })
     }
 
     /// Applies the embedded migrations that have not run yet.
@@ -96,7 +134,11 @@ impl Db {
     /// When the request runs under an `invalidates` policy with the outbox on, the
     /// transaction starts by recording the invalidation (`crate::outbox`): the record
     /// commits with the write, or neither does.
-    pub async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let turn = match &self.writers {
+            Some(writers) => Some(writers.clone().lock_owned().await),
+            None => None,
+        };
         let mut tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -106,7 +148,7 @@ impl Db {
                 crate::outbox::record_in(&mut tx, &pending).await?;
             }
         }
-        Ok(tx)
+        Ok(WriteTx { tx, _turn: turn })
     }
 
     /// Runs one writing statement: alone (autocommit) when there is nothing to record, else

@@ -28,9 +28,6 @@ pub const APPLY_DELAY: Duration = Duration::from_millis(250);
 /// How often every instance looks for records left undone.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-/// Done records are kept this long, then pruned.
-const KEEP_DONE: Duration = Duration::from_secs(60);
-
 /// Records applied per poll at most.
 const BATCH: i64 = 500;
 
@@ -124,23 +121,22 @@ impl InvalidationJournal for SqlJournal {
 }
 
 impl SqlJournal {
-    /// Marks the records completed since the last call done, a few hundred per statement.
-    /// Runs at the start of every poll, so a record applied by its writer is done before
+    /// Deletes the records completed since the last call, a few hundred per statement.
+    /// Runs at the start of every poll, so a record applied by its writer is gone before
     /// any instance would consider re-applying it.
     async fn flush_completed(&self) -> Result<(), sqlx::Error> {
         let ids = match self.completed.lock() {
             Ok(mut completed) => std::mem::take(&mut *completed),
             Err(_) => return Ok(()),
         };
-        let now = db::now();
         for chunk in ids.chunks(200) {
             let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+                (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
             let sql = format!(
-                "UPDATE cache_outbox SET done_at = $1 WHERE id IN ({})",
+                "DELETE FROM cache_outbox WHERE id IN ({})",
                 placeholders.join(", ")
             );
-            let mut query = sqlx::query(&sql).bind(&now);
+            let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(id);
             }
@@ -161,13 +157,11 @@ fn ago(duration: Duration) -> String {
     db::timestamp(OffsetDateTime::now_utc() - duration)
 }
 
-/// Applies records left undone, every [`POLL_INTERVAL`], while Redis is reachable; prunes
-/// done records now and then. Runs on every instance until the process ends.
+/// Applies records left undone, every [`POLL_INTERVAL`], while Redis is reachable. Runs on
+/// every instance until the process ends.
 pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
-    let mut polls: u64 = 0;
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
-        polls += 1;
         if let Err(e) = journal.flush_completed().await {
             tracing::warn!("invalidation outbox: marking records done: {e}");
         }
@@ -177,20 +171,13 @@ pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
         if let Err(e) = apply_pending(&state).await {
             tracing::warn!("invalidation outbox: {e}");
         }
-        if polls.is_multiple_of(40) {
-            let _ =
-                sqlx::query("DELETE FROM cache_outbox WHERE done_at IS NOT NULL AND done_at < $1")
-                    .bind(ago(KEEP_DONE))
-                    .execute(state.db.pool())
-                    .await;
-        }
     }
 }
 
 async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
     let pending: Vec<Pending> = sqlx::query_as(
         "SELECT id, organization_id, cache_groups FROM cache_outbox
-         WHERE done_at IS NULL AND created_at < $1
+         WHERE created_at < $1
          ORDER BY created_at
          LIMIT $2",
     )
@@ -209,8 +196,7 @@ async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
             // Redis went away: the record stays for the next poll.
             return Ok(());
         }
-        sqlx::query("UPDATE cache_outbox SET done_at = $1 WHERE id = $2")
-            .bind(db::now())
+        sqlx::query("DELETE FROM cache_outbox WHERE id = $1")
             .bind(&record.id)
             .execute(state.db.pool())
             .await?;

@@ -501,7 +501,7 @@ fn invoice_number(sequence: i64) -> String {
 }
 
 async fn write(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut crate::db::WriteTx,
     backend: Backend,
     plan: &Plan,
     email: &str,

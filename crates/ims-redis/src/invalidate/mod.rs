@@ -107,6 +107,15 @@ impl PendingInvalidation {
     }
 }
 
+/// A record id: microseconds since the Unix epoch, then random bits (32 hex digits in
+/// all), so that ids sort by time and a table keyed by them grows at one end.
+fn record_id() -> String {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    format!("{micros:016x}{:016x}", rand::random::<u64>())
+}
+
 tokio::task_local! {
     static PENDING: Arc<PendingInvalidation>;
 }
@@ -206,7 +215,7 @@ where
             let in_write = journal.as_ref().is_some_and(|j| j.records_in_write());
             let (response, record) = if in_write {
                 let pending = Arc::new(PendingInvalidation {
-                    id: format!("{:032x}", rand::random::<u128>()),
+                    id: record_id(),
                     scope: scope.clone(),
                     groups: groups.clone(),
                     recorded: AtomicBool::new(false),
