@@ -246,7 +246,14 @@ fn script_calls(url: &str) -> (u64, u64) {
         .arg("commandstats")
         .query(&mut conn)
         .unwrap_or_default();
-    let calls = |l: &str| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok();
+    let calls = |l: &str| {
+        l.split("calls=")
+            .nth(1)?
+            .split(',')
+            .next()?
+            .parse::<u64>()
+            .ok()
+    };
     let all = info.lines().filter_map(calls).sum();
     let scripts = info
         .lines()
@@ -277,7 +284,10 @@ async fn measure(
                 .bearer_auth(token)
                 // Many clients behind one trusted proxy: each address has its own
                 // per-route log (the user's log is shared by all).
-                .header("x-forwarded-for", format!("198.51.100.{}", i % ADDRESSES + 1))
+                .header(
+                    "x-forwarded-for",
+                    format!("198.51.100.{}", i % ADDRESSES + 1),
+                )
                 .send()
                 .await
                 .expect("get");

@@ -74,6 +74,17 @@ pub struct Settings {
     /// `CACHE_WARM_INTERVAL` (seconds; `None` for `0`, the default): how often one
     /// instance warms recently active organizations' dashboards.
     pub cache_warm_interval: Option<Duration>,
+    /// `REQUEST_TIMEOUT_MS`: a request running longer is answered 503.
+    pub request_timeout: Duration,
+    /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call the API (none by default).
+    pub cors_allowed_origins: Vec<String>,
+    /// `MIGRATE_ON_START`: apply migrations when the server starts (else `ims-api migrate`).
+    pub migrate_on_start: bool,
+    /// `DATABASE_MAX_CONNECTIONS`: the pool size (engine default when unset).
+    pub database_max_connections: Option<u32>,
+    /// `SHUTDOWN_DELAY_MS`: after SIGTERM, keep serving (with `/health/ready` at 503) this
+    /// long before closing the listener, so a load balancer stops sending first.
+    pub shutdown_delay: Duration,
 }
 
 /// Parses a whole number of `var` within `range`, or the default when unset.
@@ -238,6 +249,45 @@ impl Settings {
                         })?,
                 ),
             },
+            request_timeout: Duration::from_millis(bounded(
+                &get,
+                "REQUEST_TIMEOUT_MS",
+                30_000,
+                1..=3_600_000,
+            )?),
+            cors_allowed_origins: match get("CORS_ALLOWED_ORIGINS") {
+                None => Vec::new(),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|o| !o.is_empty())
+                    .map(|o| {
+                        let origin = o.trim_end_matches('/');
+                        let valid = (origin.starts_with("http://")
+                            || origin.starts_with("https://"))
+                            && axum::http::HeaderValue::from_str(origin).is_ok();
+                        if valid {
+                            Ok(origin.to_string())
+                        } else {
+                            Err(ConfigError::new(
+                                "CORS_ALLOWED_ORIGINS",
+                                format!("{o:?} is not an origin (e.g. https://app.example.com)"),
+                            ))
+                        }
+                    })
+                    .collect::<Result<_, _>>()?,
+            },
+            migrate_on_start: boolean(&get, "MIGRATE_ON_START", true)?,
+            database_max_connections: match get("DATABASE_MAX_CONNECTIONS") {
+                None => None,
+                Some(_) => Some(bounded(&get, "DATABASE_MAX_CONNECTIONS", 8, 1..=1000)? as u32),
+            },
+            shutdown_delay: Duration::from_millis(bounded(
+                &get,
+                "SHUTDOWN_DELAY_MS",
+                0,
+                0..=600_000,
+            )?),
             log_json: match get("LOG_FORMAT").as_deref() {
                 None | Some("text") | Some("pretty") => false,
                 Some("json") => true,

@@ -73,16 +73,26 @@ impl std::ops::DerefMut for WriteTx {
 }
 
 impl Db {
-    /// Connects to `url` (creating the SQLite file when the URL says `mode=rwc`).
+    /// Connects to `url` (creating the SQLite file when the URL says `mode=rwc`) with the
+    /// engine's default pool size.
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
+        Self::connect_with(url, None).await
+    }
+
+    /// Connects with at most `max_connections` (`DATABASE_MAX_CONNECTIONS`; `None`: 8 for
+    /// SQLite, 16 for PostgreSQL).
+    pub async fn connect_with(
+        url: &str,
+        max_connections: Option<u32>,
+    ) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)
             .ok_or_else(|| sqlx::Error::Configuration(format!("unsupported URL {url}").into()))?;
-        let max_connections = match backend {
+        let max_connections = max_connections.unwrap_or(match backend {
             // SQLite serialises writers anyway; a few readers in WAL mode are plenty.
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
-        };
+        });
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(3))
@@ -117,8 +127,23 @@ impl Db {
     }
 
     /// Applies the embedded migrations that have not run yet.
+    ///
+    /// PostgreSQL serialises concurrent migrators with an advisory lock. sqlx takes no lock
+    /// on SQLite, so several processes starting at once on a new file race: the losers
+    /// fail on a table the winner just created (each migration is its own transaction, so
+    /// nothing half-applied stays). They try again, and find the migrations applied.
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
-        sqlx::migrate!("./migrations").run(&self.pool).await
+        let mut attempt = 0;
+        loop {
+            match sqlx::migrate!("./migrations").run(&self.pool).await {
+                Err(e) if self.backend == Backend::Sqlite && attempt < 20 => {
+                    attempt += 1;
+                    tracing::debug!("migration attempt {attempt} failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt.min(5))).await;
+                }
+                result => return result,
+            }
+        }
     }
 
     /// The pool, for queries.

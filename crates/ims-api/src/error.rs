@@ -151,6 +151,39 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// Answers 503 when the request runs longer than `REQUEST_TIMEOUT_MS` (the handler is
+/// dropped: a transaction it held rolls back).
+pub async fn request_timeout(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let limit = state.settings.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!("request timed out after {} ms", limit.as_millis());
+            metrics::counter!("ims_http_request_timeouts_total").increment(1);
+            ApiError::Unavailable(format!(
+                "the request took longer than {} ms and was abandoned; try again",
+                limit.as_millis()
+            ))
+            .into_response()
+        }
+    }
+}
+
+/// A handler that panicked: 500 problem+json instead of a dropped connection.
+pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    metrics::counter!("ims_http_panics_total").increment(1);
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match e {

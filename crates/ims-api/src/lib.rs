@@ -29,6 +29,7 @@ pub mod period;
 pub mod policy;
 pub mod purchasing;
 pub mod reports;
+pub mod request_id;
 pub mod sales;
 pub mod seed;
 pub mod serve;

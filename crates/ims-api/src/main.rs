@@ -20,6 +20,9 @@ enum Command {
     Migrate,
     /// Apply migrations, then create a demo organization with a realistic history.
     Seed(ims_api::seed::SeedOptions),
+    /// Exit 0 if the server at IMS_BIND answers `GET /health/live` with 200, else 1 (for a
+    /// container's HEALTHCHECK: the runtime image has no curl).
+    Healthcheck,
 }
 
 #[tokio::main]
@@ -44,6 +47,10 @@ async fn main() -> anyhow::Result<()> {
                 let _ = signal.await;
             })
             .await?;
+        }
+        Command::Healthcheck => {
+            let healthy = ims_api::health::probe_live(settings.bind).await;
+            std::process::exit(if healthy { 0 } else { 1 });
         }
         Command::Migrate => {
             let db = ims_api::db::Db::connect(&settings.database_url).await?;

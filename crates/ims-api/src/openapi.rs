@@ -81,8 +81,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Paths the rate limiter does not cover (monitoring and the API description).
-const UNLIMITED: [&str; 5] = [
+const UNLIMITED: [&str; 7] = [
     "/health",
+    "/health/live",
+    "/health/ready",
     "/health/cache",
     "/metrics",
     "/openapi.json",

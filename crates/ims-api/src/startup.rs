@@ -12,7 +12,8 @@ use ims_redis::rate_limit::{Quota, RateLimitLayer, RateLimiter};
 use ims_redis::session::RefreshTokenStore;
 use ims_redis::{RedisConnection, RedisService};
 use tokio::net::{TcpListener, TcpSocket};
-use tower_http::trace::TraceLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
@@ -87,8 +88,62 @@ pub fn router(state: AppState) -> Router {
             crate::auth::verify_once,
         ))
         .layer(axum::middleware::from_fn(crate::telemetry::track))
-        .layer(TraceLayer::new_for_http())
+        // A request running longer than REQUEST_TIMEOUT_MS is answered 503; a panic in a
+        // handler 500; both as problem+json, logged and with the request id (outer layers).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            error::request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(error::panicked))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::request_id::access_log,
+        ))
+        .layer(axum::middleware::from_fn(crate::request_id::assign))
+        .layer(cors(&state.settings.cors_allowed_origins))
         .with_state(state)
+}
+
+/// CORS for `CORS_ALLOWED_ORIGINS` (none: no CORS headers, browsers keep the same-origin
+/// rule). Bearer tokens, not cookies, so credentials are not allowed.
+fn cors(origins: &[String]) -> CorsLayer {
+    use axum::http::{header, HeaderName, HeaderValue, Method};
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(allowed))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+            Method::HEAD,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+            header::CACHE_CONTROL,
+            HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::RETRY_AFTER,
+            HeaderName::from_static("x-cache"),
+            HeaderName::from_static("x-cache-ttl"),
+            HeaderName::from_static("x-cache-tier"),
+            HeaderName::from_static("x-request-id"),
+            HeaderName::from_static("ratelimit-limit"),
+            HeaderName::from_static("ratelimit-remaining"),
+            HeaderName::from_static("ratelimit-reset"),
+            HeaderName::from_static("ratelimit-policy"),
+            HeaderName::from_static("ratelimit"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 fn quota(limit: crate::config::RateLimit) -> Quota {
@@ -151,10 +206,12 @@ impl Application {
         // Here rather than in `main`, so tests, which run the server in their own process,
         // get the same raised limit and derived cap.
         let max_connections = crate::serve::max_connections(settings.http_max_connections);
-        let db = Db::connect(&settings.database_url)
+        let db = Db::connect_with(&settings.database_url, settings.database_max_connections)
             .await
             .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;
-        db.migrate().await?;
+        if settings.migrate_on_start {
+            db.migrate().await?;
+        }
         let connection = RedisConnection::connect(settings.redis.clone()).await;
         let redis = RedisService::new(connection, settings.redis.key_prefix.clone());
         let keys = Arc::new(TokenKeys::new(&settings.jwt_secret));
@@ -199,6 +256,7 @@ impl Application {
             keys,
             settings: Arc::new(settings),
             started_at: Instant::now(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         });
         Ok(Self {
             listener,
@@ -255,6 +313,16 @@ impl Application {
             .settings
             .cache_warm_interval
             .map(|interval| tokio::spawn(crate::warmup::run(state.clone(), app.clone(), interval)));
+        // Not ready from the signal on; still serving for SHUTDOWN_DELAY_MS, so a load
+        // balancer polling /health/ready stops sending before the listener closes.
+        let draining = state.clone();
+        let shutdown = async move {
+            shutdown.await;
+            draining
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
+            tokio::time::sleep(draining.settings.shutdown_delay).await;
+        };
         crate::serve::serve(listener, app, options, shutdown).await;
         purge.abort();
         if let Some(outbox) = outbox {

@@ -55,4 +55,6 @@ pub struct Services {
     pub settings: Arc<Settings>,
     /// When the process started, for `uptime`.
     pub started_at: Instant,
+    /// Set once shutdown has begun: `/health/ready` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }

@@ -15,6 +15,7 @@ mod items;
 mod l1;
 mod money;
 mod openapi;
+mod operations;
 mod orders;
 mod outbox;
 mod rate_limit;

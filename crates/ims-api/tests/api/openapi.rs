@@ -79,6 +79,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("/reports/{type}", "get"),
     ("/health", "get"),
     ("/health/cache", "get"),
+    ("/health/live", "get"),
+    ("/health/ready", "get"),
     ("/cache/stats", "get"),
     ("/metrics", "get"),
 ];
@@ -89,6 +91,8 @@ const PUBLIC: &[&str] = &[
     "/auth/login",
     "/auth/refresh",
     "/health",
+    "/health/live",
+    "/health/ready",
     "/health/cache",
     "/metrics",
 ];
@@ -304,7 +308,13 @@ async fn docs_page_is_html_and_points_at_the_document() {
 #[tokio::test]
 async fn limited_operations_document_the_429_and_the_rate_limit_headers() {
     let doc = document().await;
-    let unlimited = ["/health", "/health/cache", "/metrics"];
+    let unlimited = [
+        "/health",
+        "/health/live",
+        "/health/ready",
+        "/health/cache",
+        "/metrics",
+    ];
     let paths = doc["paths"].as_object().expect("paths");
     let mut limited = 0;
     for (path, item) in paths {

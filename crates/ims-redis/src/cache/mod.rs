@@ -112,7 +112,11 @@ impl Cached {
         let mut out = Vec::with_capacity(
             self.content_type.len() + self.etag.len() + expires.len() + 3 + self.body.len(),
         );
-        for line in [self.content_type.as_bytes(), self.etag.as_bytes(), expires.as_bytes()] {
+        for line in [
+            self.content_type.as_bytes(),
+            self.etag.as_bytes(),
+            expires.as_bytes(),
+        ] {
             out.extend_from_slice(line);
             out.push(b'\n');
         }

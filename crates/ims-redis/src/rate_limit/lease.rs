@@ -331,7 +331,15 @@ mod tests {
         for round in 0..8 {
             let ask = lease.ask(QUOTA, now);
             sizes.push(ask.want);
-            lease.answered(ask, now, true, ask.want, round, 500, Duration::from_secs(60));
+            lease.answered(
+                ask,
+                now,
+                true,
+                ask.want,
+                round,
+                500,
+                Duration::from_secs(60),
+            );
             while lease.take(now).is_some() {}
         }
         assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 62, 62]);
@@ -397,7 +405,10 @@ mod tests {
         let second = lease.ask(QUOTA, now);
         assert_eq!((first.want, second.want), (8, 1));
         lease.answered(second, now, true, 1, 5, 10, Duration::from_secs(60));
-        assert!(lease.reserving, "the single check does not end the reservation");
+        assert!(
+            lease.reserving,
+            "the single check does not end the reservation"
+        );
         lease.answered(first, now, false, 0, 5, 0, Duration::from_secs(60));
         assert!(!lease.reserving);
         assert_eq!(lease.want, 1, "refused: back to single checks");

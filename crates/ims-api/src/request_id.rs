@@ -1,0 +1,143 @@
+//! Request ids and the access log: every request gets an id that an operator can follow
+//! from a client's report to the log lines of that request.
+//!
+//! [`assign`] keeps the client's `X-Request-Id` when it is sane (1 to 128 characters of
+//! letters, digits, `-`, `_`, `.`, `:`), else makes a UUID; it puts the id on the response,
+//! into a tracing span around the request (so every log line of the request carries it) and
+//! into problem+json bodies as `requestId`. [`access_log`] writes one `info` line per
+//! request. Two middlewares, one job each; the id reaches the access log as a request
+//! extension.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use axum::middleware::Next;
+use axum::response::Response;
+use tracing::Instrument;
+
+use crate::state::AppState;
+
+/// The header, in both directions.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Problem bodies are small; a larger one is passed on untouched.
+const MAX_PROBLEM_BYTES: usize = 64 * 1024;
+
+/// The id of the request being served, as an extension.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+fn sane(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    (1..=128).contains(&bytes.len())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Assigns the request id (see the module docs).
+pub async fn assign(mut request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .filter(|v| sane(v))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .unwrap_or(HeaderValue::from_static("-"))
+        });
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), id.clone());
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let span = tracing::info_span!("request", id = %id.to_str().unwrap_or_default());
+    let response = next.run(request).instrument(span).await;
+    let mut response = with_request_id(response, &id).await;
+    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+    response
+}
+
+/// Adds `requestId` to a problem+json body.
+async fn with_request_id(response: Response, id: &HeaderValue) -> Response {
+    let is_problem = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    if !is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_PROBLEM_BYTES).await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut problem)) => {
+            problem.insert(
+                "requestId".into(),
+                serde_json::Value::String(id.to_str().unwrap_or_default().into()),
+            );
+            let text = serde_json::Value::Object(problem).to_string();
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            Body::from(text)
+        }
+        _ => Body::from(bytes),
+    };
+    Response::from_parts(parts, body)
+}
+
+/// One `info` line per request: method, route template, path, status, latency, request id
+/// and client address (as the proxy settings decide it).
+pub async fn access_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string());
+    let id = request.extensions().get::<RequestId>().cloned();
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = state.settings.proxy_trust.client(peer, request.headers());
+    let response = next.run(request).await;
+    tracing::info!(
+        target: "ims_api::access",
+        method = %method,
+        route = route.as_deref().unwrap_or("-"),
+        path = %path,
+        status = response.status().as_u16(),
+        latency_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
+        request_id = id.as_ref().map_or("-", RequestId::as_str),
+        client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        "request"
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sane_ids_are_short_and_plain() {
+        assert!(sane(&HeaderValue::from_static("abc-123_x.y:z")));
+        assert!(!sane(&HeaderValue::from_static("")));
+        assert!(!sane(&HeaderValue::from_static("has space")));
+        assert!(!sane(&HeaderValue::from_static("quote\"d")));
+        assert!(!sane(
+            &HeaderValue::from_str(&"a".repeat(129)).expect("value")
+        ));
+    }
+}

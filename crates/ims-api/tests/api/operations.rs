@@ -1,0 +1,297 @@
+//! What an operator relies on, over HTTP: probes (also while draining and with the database
+//! down), request ids in responses, problem bodies and the access log, CORS, the request
+//! time-out, the container health check, and several instances migrating one new SQLite
+//! file at once.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ims_testkit::{free_port, RedisServer};
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn live_is_always_200_and_ready_follows_the_database() {
+    let app = spawn_app().await;
+    for path in ["/health/live", "/health/ready"] {
+        let response = app.get(path, None).await;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        assert!(response.headers().get("ratelimit-limit").is_none());
+    }
+    // Redis down: still ready (the API degrades without it).
+    app.redis.stop();
+    assert_eq!(
+        app.get("/health/ready", None).await.status(),
+        StatusCode::OK
+    );
+    app.state.db.close().await;
+    let ready = app.get("/health/ready", None).await;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json().await.expect("json");
+    assert_eq!(body["status"], "database unavailable");
+    assert_eq!(app.get("/health/live", None).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_response_has_a_request_id_and_problems_carry_it() {
+    let app = spawn_app().await;
+    // A sane incoming id is kept.
+    let response = app
+        .client
+        .get(format!("{}/items", app.address))
+        .header("x-request-id", "client-abc.123")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        crate::helpers::header(&response, "x-request-id"),
+        "client-abc.123"
+    );
+    let problem = assert_problem(response, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(problem["requestId"], "client-abc.123");
+    // Anything else is replaced by a fresh UUID.
+    for bad in ["has space", &"x".repeat(200)] {
+        let response = app
+            .client
+            .get(format!("{}/health/live", app.address))
+            .header("x-request-id", bad)
+            .send()
+            .await
+            .expect("send");
+        let id = crate::helpers::header(&response, "x-request-id");
+        assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    }
+    // Successful responses have one too, a different one each time.
+    let a = crate::helpers::header(&app.get("/health", None).await, "x-request-id");
+    let b = crate::helpers::header(&app.get("/health", None).await, "x-request-id");
+    assert!(!a.is_empty() && a != b);
+}
+
+#[tokio::test]
+async fn cors_answers_preflights_for_configured_origins_only() {
+    let app = spawn_app_with(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com")]).await;
+    let preflight = |origin: &'static str| {
+        app.client
+            .request(reqwest::Method::OPTIONS, format!("{}/items", app.address))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.expect("send");
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert_eq!(
+        crate::helpers::header(&allowed, "access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    let methods = crate::helpers::header(&allowed, "access-control-allow-methods");
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = crate::helpers::header(&allowed, "access-control-allow-headers").to_lowercase();
+    assert!(headers.contains("authorization"), "{headers}");
+    assert!(allowed
+        .headers()
+        .get("access-control-allow-credentials")
+        .is_none());
+    let other = preflight("https://evil.example.net").await.expect("send");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // A simple request from the allowed origin sees the cache and rate-limit headers.
+    let response = app
+        .client
+        .get(format!("{}/health", app.address))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .expect("send");
+    let exposed = crate::helpers::header(&response, "access-control-expose-headers").to_lowercase();
+    for name in [
+        "x-cache",
+        "x-cache-ttl",
+        "etag",
+        "ratelimit-remaining",
+        "retry-after",
+        "x-request-id",
+    ] {
+        assert!(exposed.contains(name), "{name} not in {exposed}");
+    }
+    // No origins configured: no CORS headers at all.
+    let plain = spawn_app().await;
+    let response = plain
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/items", plain.address))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .expect("send");
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}
+
+#[tokio::test]
+async fn a_request_over_the_time_out_is_a_503_problem() {
+    // Registering hashes a password with argon2: far longer than a millisecond.
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_MS", "1")]).await;
+    let response = app
+        .client
+        .post(format!("{}/auth/register", app.address))
+        .json(&json!({
+            "email": "slow@example.com",
+            "password": "correct horse battery",
+            "name": "Slow User",
+            "organizationName": "Slow"
+        }))
+        .send()
+        .await
+        .expect("send");
+    let id = crate::helpers::header(&response, "x-request-id");
+    let problem = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(problem["requestId"], id.as_str());
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("1 ms"),
+        "{problem}"
+    );
+}
+
+fn ims_api() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ims-api"));
+    command.env_clear().current_dir(std::env::temp_dir());
+    command
+}
+
+fn get(port: u16, path: &str, request_id: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Request-Id: {request_id}\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.get(9..12)?.parse().ok()
+}
+
+fn wait_until_live(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(port, "/health/live", "wait") != Some(200) {
+        assert!(Instant::now() < deadline, "server on {port} never answered");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn draining_is_not_ready_but_live_and_the_access_log_has_the_request_id() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut child = ims_api()
+        .env("IMS_BIND", &bind)
+        .env(
+            "DATABASE_URL",
+            format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display()),
+        )
+        .env("REDIS_URL", redis.url())
+        .env("LOG_FORMAT", "json")
+        .env("SHUTDOWN_DELAY_MS", "1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ims-api");
+    wait_until_live(port);
+    // The container health check.
+    let healthcheck = || {
+        ims_api()
+            .arg("healthcheck")
+            .env("IMS_BIND", &bind)
+            .status()
+            .expect("healthcheck")
+    };
+    assert!(healthcheck().success());
+    assert_eq!(get(port, "/health/ready", "ready-before"), Some(200));
+    assert_eq!(get(port, "/categories", "logged-request-1"), Some(401));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(get(port, "/health/ready", "ready-draining"), Some(503));
+    assert_eq!(get(port, "/health/live", "live-draining"), Some(200));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(!healthcheck().success(), "nothing answers any more");
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut logs)
+        .expect("read logs");
+    let access: Vec<Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| line["target"] == "ims_api::access")
+        .collect();
+    let line = access
+        .iter()
+        .find(|line| line["request_id"] == "logged-request-1")
+        .unwrap_or_else(|| panic!("no access line for the request: {logs}"));
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["route"], "/categories");
+    assert_eq!(line["path"], "/categories");
+    assert_eq!(line["status"], 401);
+    assert_eq!(line["client"], "127.0.0.1");
+    assert!(line["latency_ms"].is_string() || line["latency_ms"].is_number());
+    assert!(access
+        .iter()
+        .any(|line| line["request_id"] == "ready-draining" && line["status"] == 503));
+}
+
+#[test]
+fn three_instances_starting_together_on_a_new_sqlite_file_all_come_up() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}?mode=rwc", dir.path().join("new.db").display());
+    let ports = [free_port(), free_port(), free_port()];
+    let mut children: Vec<_> = ports
+        .iter()
+        .map(|port| {
+            ims_api()
+                .env("IMS_BIND", format!("127.0.0.1:{port}"))
+                .env("DATABASE_URL", &url)
+                .env("REDIS_URL", redis.url())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for port in ports {
+        wait_until_live(port);
+        assert_eq!(get(port, "/health/ready", "ready"), Some(200));
+    }
+    for child in &mut children {
+        assert!(
+            child.try_wait().expect("wait").is_none(),
+            "an instance died"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
