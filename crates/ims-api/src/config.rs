@@ -74,6 +74,9 @@ pub struct Settings {
     /// `CACHE_WARM_INTERVAL` (seconds; `None` for `0`, the default): how often one
     /// instance warms recently active organizations' dashboards.
     pub cache_warm_interval: Option<Duration>,
+    /// `REDIS_CACHE_URL`: a separate Redis for response-cache entries (run it
+    /// `allkeys-lru`); `None`: the main Redis holds them.
+    pub redis_cache: Option<RedisConfig>,
     /// `REQUEST_TIMEOUT_MS`: a request running longer is answered 503.
     pub request_timeout: Duration,
     /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call the API (none by default).
@@ -150,6 +153,24 @@ impl Settings {
                 let mut bytes = [0u8; 32];
                 rand::thread_rng().fill_bytes(&mut bytes);
                 (hex::encode(bytes), true)
+            }
+        };
+        let redis_cache = match get("REDIS_CACHE_URL") {
+            None => None,
+            Some(url) => {
+                let url = url.trim().to_string();
+                let scheme = url.split("://").next().unwrap_or_default();
+                if !matches!(scheme, "redis" | "rediss") || !url.contains("://") {
+                    return Err(ConfigError::new(
+                        "REDIS_CACHE_URL",
+                        format!("unknown scheme in {url:?} (expected redis:// or rediss://)"),
+                    ));
+                }
+                Some(RedisConfig {
+                    url: Some(url),
+                    cluster_nodes: Vec::new(),
+                    ..redis.clone()
+                })
             }
         };
         Ok(Self {
@@ -249,6 +270,7 @@ impl Settings {
                         })?,
                 ),
             },
+            redis_cache,
             request_timeout: Duration::from_millis(bounded(
                 &get,
                 "REQUEST_TIMEOUT_MS",

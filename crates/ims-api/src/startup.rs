@@ -215,10 +215,22 @@ impl Application {
         let connection = RedisConnection::connect(settings.redis.clone()).await;
         let redis = RedisService::new(connection, settings.redis.key_prefix.clone());
         let keys = Arc::new(TokenKeys::new(&settings.jwt_secret));
+        // Cache entries in their own Redis when REDIS_CACHE_URL says so (run it allkeys-lru;
+        // sessions, limits and locks stay on the main one).
+        let cache_redis = match &settings.redis_cache {
+            Some(config) => RedisService::new(
+                RedisConnection::connect(config.clone()).await,
+                config.key_prefix.clone(),
+            ),
+            None => {
+                warn_if_evicting(&redis).await;
+                redis.clone()
+            }
+        };
         // The cache's tenant is the organization of a valid access token; anything else is
         // not cached (and the handler answers 401).
         let cache = ResponseCache::with_l1(
-            redis.clone(),
+            cache_redis.clone(),
             Arc::new(|parts: &axum::http::request::Parts| {
                 crate::auth::verified(parts).map(|claims| claims.org.clone())
             }),
@@ -335,6 +347,20 @@ impl Application {
         state.db.close().await;
         tracing::info!("IMS API stopped");
         Ok(())
+    }
+}
+
+/// One warning at start when the cache shares a Redis whose `maxmemory-policy` may evict
+/// keys other than cache entries: rate-limit logs and locks (sessions survive eviction:
+/// their SQL rows vouch for them). Silent when Redis refuses `CONFIG GET` (managed
+/// services often do) or is down.
+async fn warn_if_evicting(redis: &RedisService) {
+    if let Some(policy) = redis.config_get("maxmemory-policy").await {
+        if policy != "noeviction" {
+            tracing::warn!(
+                "Redis maxmemory-policy is {policy} and the response cache shares it with rate                  limits and locks: filling the cache can evict them (limits reset). Run a                  separate cache Redis (REDIS_CACHE_URL, allkeys-lru) and keep this one                  noeviction; see docs/redis.md"
+            );
+        }
     }
 }
 

@@ -291,6 +291,24 @@ impl RedisService {
             .unwrap_or(false)
     }
 
+    /// A server setting (`CONFIG GET parameter`), or `None` when Redis is unreachable or
+    /// refuses the command (managed services often do).
+    pub async fn config_get(&self, parameter: &str) -> Option<String> {
+        let parameter = parameter.to_string();
+        let reply = self
+            .connection
+            .run(|mut c| async move {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg(&parameter)
+                    .query_async::<Vec<String>>(&mut c)
+                    .await
+            })
+            .await
+            .ok()?;
+        reply.into_iter().nth(1)
+    }
+
     /// A real `PING` round trip (sent even while the breaker is open). Degraded: `None`.
     pub async fn ping(&self) -> Option<Duration> {
         self.connection.ping().await.ok()

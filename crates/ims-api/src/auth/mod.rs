@@ -336,6 +336,9 @@ async fn issue_pair(
         created_at: db::now(),
         expires_at: expires_at.clone(),
     };
+    // The session row keeps the live token's hash: if Redis evicts the key, the token
+    // still refreshes (see `refresh`).
+    store::set_session_token(&mut *conn, session_id, &token_hash).await?;
     if !state.refresh_tokens.put(&token_hash, &record, ttl).await {
         store::insert_refresh_token(&mut *conn, &token_hash, &user.id, session_id, &expires_at)
             .await?;
@@ -393,11 +396,22 @@ async fn refresh(
             match store::consume_refresh_token(&mut *tx, &token_hash).await? {
                 Some(row) if row.expires_at > db::now() => (row.user_id, row.session_id),
                 Some(_) => return Err(invalid_refresh()),
-                None => {
-                    // Release the write lock before the reuse check writes elsewhere.
-                    tx.rollback().await?;
-                    return Err(reject_unknown(&state, &token_hash, redis_answered).await);
-                }
+                // Not in Redis, not in the fallback table: the live token of a session
+                // whose Redis key was evicted?
+                None => match store::claim_session_by_token(&mut *tx, &token_hash).await? {
+                    Some(found) => {
+                        tracing::info!(
+                            session_id = %found.1,
+                            "refresh token not in Redis (evicted?); the session row vouches for it"
+                        );
+                        found
+                    }
+                    None => {
+                        // Release the write lock before the reuse check writes elsewhere.
+                        tx.rollback().await?;
+                        return Err(reject_unknown(&state, &token_hash, redis_answered).await);
+                    }
+                },
             }
         }
     };

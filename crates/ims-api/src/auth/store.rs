@@ -163,6 +163,39 @@ pub async fn touch_session<'c>(
     Ok(result.rows_affected() == 1)
 }
 
+/// Records `token_hash` as the session's live refresh token (the durable copy of what
+/// Redis holds).
+pub async fn set_session_token<'c>(
+    db: impl Executor<'c, Database = Any>,
+    session_id: &str,
+    token_hash: &str,
+) -> ApiResult<()> {
+    sqlx::query("UPDATE sessions SET token_hash = $1 WHERE id = $2")
+        .bind(token_hash)
+        .bind(session_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Claims the live session whose current refresh token is `token_hash` (its Redis key is
+/// gone: evicted, or Redis was flushed): clears the hash so a concurrent refresh of the
+/// same token finds nothing, and returns (user id, session id).
+pub async fn claim_session_by_token<'c>(
+    db: impl Executor<'c, Database = Any>,
+    token_hash: &str,
+) -> ApiResult<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "UPDATE sessions SET token_hash = NULL
+         WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2
+         RETURNING user_id, id",
+    )
+    .bind(token_hash)
+    .bind(db::now())
+    .fetch_optional(db)
+    .await?)
+}
+
 /// Revokes the user's live sessions (all of them, or only `session_id`) and drops their
 /// fallback tokens; returns how many sessions were revoked.
 pub async fn revoke_sessions(

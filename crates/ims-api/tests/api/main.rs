@@ -9,6 +9,7 @@ mod catalog;
 mod cluster;
 mod connections;
 mod dashboard;
+mod eviction;
 mod health;
 mod helpers;
 mod items;

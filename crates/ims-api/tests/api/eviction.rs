@@ -1,0 +1,124 @@
+//! Sessions against a Redis that evicts (`maxmemory` + `allkeys-lru`, as the seeds
+//! recommend for a cache): a refresh token whose key was evicted still refreshes, once, and
+//! the cache can live in its own Redis (`REDIS_CACHE_URL`).
+
+use ims_testkit::RedisServer;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+
+/// Fills the app's Redis with ordinary keys until `key` has been evicted.
+fn flood_until_evicted(app: &TestApp, key: &str) {
+    let mut conn = app.redis_conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("4mb")
+        .query(&mut conn)
+        .expect("maxmemory");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .query(&mut conn)
+        .expect("policy");
+    let filler = "x".repeat(1024);
+    for batch in 0..200 {
+        let mut pipe = redis::pipe();
+        for i in 0..200 {
+            pipe.cmd("SET")
+                .arg(format!("flood:{batch}:{i}"))
+                .arg(&filler)
+                .ignore();
+        }
+        let _: () = pipe.query(&mut conn).expect("flood");
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(key)
+            .query(&mut conn)
+            .expect("exists");
+        if !exists {
+            return;
+        }
+    }
+    panic!("{key} was never evicted");
+}
+
+fn token_key(refresh_token: &str) -> String {
+    format!(
+        "ims:session:refresh:{}",
+        ims_redis::session::hash_token(refresh_token)
+    )
+}
+
+async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
+    app.post("/auth/refresh", json!({ "refreshToken": token }), None)
+        .await
+}
+
+#[tokio::test]
+async fn refresh_tokens_evicted_from_redis_still_refresh_once() {
+    let app = spawn_app().await;
+    let pair = app.register("evicted@example.com").await;
+    let first = pair["refreshToken"].as_str().expect("token").to_string();
+    assert!(
+        !app.redis_keys(&token_key(&first)).is_empty(),
+        "in Redis first"
+    );
+    flood_until_evicted(&app, &token_key(&first));
+
+    let response = refresh(&app, &first).await;
+    assert_eq!(response.status(), StatusCode::OK, "the session row vouches");
+    let second: Value = response.json().await.expect("pair");
+    let second = second["refreshToken"].as_str().expect("token").to_string();
+    // The new token is the session's live one; evicted in turn, it refreshes too.
+    flood_until_evicted(&app, &token_key(&second));
+    let response = refresh(&app, &second).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    // A rotated token never refreshes again.
+    assert_eq!(
+        refresh(&app, &first).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn the_cache_can_live_in_its_own_redis() {
+    let cache = RedisServer::start();
+    let app = spawn_app_with(&[("REDIS_CACHE_URL", &cache.url())]).await;
+    let pair = app.register("split@example.com").await;
+    let token = pair["accessToken"].as_str().expect("token").to_string();
+    for _ in 0..2 {
+        assert_eq!(
+            app.get("/items", Some(&token)).await.status(),
+            StatusCode::OK
+        );
+    }
+    let hit = app.get("/items", Some(&token)).await;
+    assert_eq!(crate::helpers::header(&hit, "x-cache"), "HIT");
+    let mut cache_conn = redis::Client::open(cache.url())
+        .expect("client")
+        .get_connection()
+        .expect("connection");
+    let entries: Vec<String> = redis::cmd("KEYS")
+        .arg("ims:cache:*")
+        .query(&mut cache_conn)
+        .expect("keys");
+    assert!(!entries.is_empty(), "entries in the cache Redis");
+    assert!(
+        app.redis_keys("ims:cache:*").is_empty(),
+        "none in the main one"
+    );
+    assert!(
+        !app.redis_keys("ims:session:refresh:*").is_empty(),
+        "sessions stay in the main Redis"
+    );
+    // Losing the cache Redis loses nothing else.
+    cache.stop();
+    let response = refresh(&app, pair["refreshToken"].as_str().expect("token")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        app.get("/items", Some(&token)).await.status(),
+        StatusCode::OK
+    );
+}
