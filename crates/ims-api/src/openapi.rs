@@ -41,6 +41,10 @@ pub fn router() -> Router<AppState> {
         }
     };
     let docs: Router<AppState> = Scalar::with_url("/docs", doc).custom_html(DOCS_HTML).into();
+    let docs = docs.route(
+        &format!("/docs/scalar-{SCALAR_VERSION}.js"),
+        axum::routing::get(scalar_js),
+    );
     Router::new()
         .route(
             "/openapi.json",
@@ -81,7 +85,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Paths the rate limiter does not cover (monitoring and the API description).
-const UNLIMITED: [&str; 7] = [
+const UNLIMITED: [&str; 8] = [
     "/health",
     "/health/live",
     "/health/ready",
@@ -89,6 +93,7 @@ const UNLIMITED: [&str; 7] = [
     "/metrics",
     "/openapi.json",
     "/docs",
+    "/docs/scalar-1.46.4.js",
 ];
 
 /// Every limited operation gets the `429` answer and every answer of it the rate-limit
@@ -235,6 +240,31 @@ pub struct Problem {
     pub errors: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
+/// The version of the vendored Scalar bundle (`assets/scalar`).
+const SCALAR_VERSION: &str = "1.46.4";
+
+/// Scalar's standalone browser bundle, unmodified from the npm package (see
+/// `assets/scalar/README.md`).
+static SCALAR_JS: &[u8] = include_bytes!("../assets/scalar/api-reference-1.46.4.js");
+
+/// `GET /docs/scalar-{version}.js`: the bundle, cacheable for good (the URL names the
+/// version).
+async fn scalar_js() -> impl axum::response::IntoResponse {
+    (
+        [
+            (
+                axum::http::header::CONTENT_TYPE,
+                "text/javascript; charset=utf-8",
+            ),
+            (
+                axum::http::header::CACHE_CONTROL,
+                "public, max-age=31536000, immutable",
+            ),
+        ],
+        SCALAR_JS,
+    )
+}
+
 /// The `/docs` page: Scalar's API reference with the document embedded (`$spec`), and a
 /// plain link to `/openapi.json` for when the script cannot load.
 const DOCS_HTML: &str = r#"<!doctype html>
@@ -253,8 +283,13 @@ const DOCS_HTML: &str = r#"<!doctype html>
   <script id="api-reference" type="application/json">
     $spec
   </script>
-  <!-- Loaded by the browser: rendering this page needs internet access there. -->
-  <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
+  <!-- Served by this server (vendored, see assets/scalar): no internet access needed.
+       No default fonts: they would come from Scalar's font host. -->
+  <script>
+    document.getElementById('api-reference').dataset.configuration =
+      JSON.stringify({ withDefaultFonts: false });
+  </script>
+  <script src="/docs/scalar-1.46.4.js"></script>
 </body>
 </html>
 "#;

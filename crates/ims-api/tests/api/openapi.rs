@@ -303,6 +303,24 @@ async fn docs_page_is_html_and_points_at_the_document() {
     // The document is embedded, so the page shows the same operations.
     assert!(body.contains("\"IMS API\""));
     assert!(body.contains("listItems"));
+    // Works offline: every script and link the page loads comes from this server.
+    let mut scripts = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        for (i, _) in body.match_indices(attribute) {
+            let rest = &body[i + attribute.len()..];
+            let target = &rest[..rest.find('"').expect("closing quote")];
+            assert!(target.starts_with('/'), "external reference {target:?}");
+            if attribute == "src=\"" {
+                scripts.push(target.to_string());
+            }
+        }
+    }
+    assert_eq!(scripts.len(), 1, "{scripts:?}");
+    let script = app.get(&scripts[0], None).await;
+    assert_eq!(script.status(), StatusCode::OK);
+    assert!(crate::helpers::header(&script, "content-type").starts_with("text/javascript"));
+    assert!(crate::helpers::header(&script, "cache-control").contains("immutable"));
+    assert!(script.bytes().await.expect("script").len() > 1_000_000);
 }
 
 #[tokio::test]
