@@ -72,6 +72,7 @@ async fn metrics_text(State(state): State<AppState>) -> impl axum::response::Int
     metrics::gauge!("ims_db_pool_connections").set(f64::from(state.db.pool().size()));
     metrics::gauge!("ims_db_pool_idle_connections").set(state.db.pool().num_idle() as f64);
     metrics::gauge!("ims_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
+    crate::telemetry::process_collector().collect();
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -45,8 +45,119 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; metrics then go there.
         let _ = metrics::set_global_recorder(recorder);
+        describe();
         handle
     })
+}
+
+/// The standard `process_*` metrics (CPU, memory, descriptors, threads), read from the OS
+/// at scrape time.
+pub fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| {
+        let collector = metrics_process::Collector::default();
+        collector.describe();
+        collector
+    })
+}
+
+/// `# HELP` lines: what each of our metrics means.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        "ims_http_requests_total",
+        "HTTP requests by method, route template and status"
+    );
+    describe_histogram!(
+        "ims_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency by method and route template"
+    );
+    describe_counter!(
+        "ims_http_request_timeouts_total",
+        "Requests answered 503 after REQUEST_TIMEOUT_MS"
+    );
+    describe_counter!(
+        "ims_http_panics_total",
+        "Handlers that panicked (answered 500)"
+    );
+    describe_counter!(
+        "ims_http_header_timeouts_total",
+        "Connections closed for not sending a request head in time"
+    );
+    describe_gauge!("ims_http_connections_open", "Open client connections");
+    describe_gauge!(
+        "ims_http_connections_max",
+        "The connection cap (HTTP_MAX_CONNECTIONS)"
+    );
+    describe_counter!("ims_cache_hits_total", "Response-cache hits (L1 and L2)");
+    describe_counter!(
+        "ims_cache_misses_total",
+        "Response-cache misses (the handler ran)"
+    );
+    describe_counter!(
+        "ims_cache_bypasses_total",
+        "Requests that skipped the cache (Cache-Control: no-cache)"
+    );
+    describe_counter!(
+        "ims_cache_coalesced_total",
+        "Misses answered by another request's handler run"
+    );
+    describe_counter!("ims_cache_stores_total", "Responses stored");
+    describe_counter!(
+        "ims_cache_stale_stores_refused_total",
+        "Stores refused because an invalidation happened while the handler ran"
+    );
+    describe_counter!(
+        "ims_cache_invalidations_total",
+        "Group invalidations performed"
+    );
+    describe_counter!(
+        "ims_cache_invalidated_keys_total",
+        "Entries deleted by invalidations"
+    );
+    describe_counter!(
+        "ims_cache_errors_total",
+        "Lookups, stores or invalidations Redis could not serve"
+    );
+    describe_counter!(
+        "ims_cache_l1_hits_total",
+        "Hits served from process memory (L1)"
+    );
+    describe_counter!(
+        "ims_cache_invalidations_published_total",
+        "Invalidation messages published to other instances"
+    );
+    describe_counter!(
+        "ims_cache_invalidations_received_total",
+        "Invalidation messages received from other instances"
+    );
+    describe_counter!(
+        "ims_cache_l1_flushes_total",
+        "Whole-L1 flushes (a gap in a sender's sequence or a lost subscription)"
+    );
+    describe_counter!(
+        "ims_cache_lock_waits_total",
+        "Misses that waited for another instance's run of the same handler"
+    );
+    describe_counter!(
+        "ims_cache_warmups_total",
+        "Dashboard entries stored by the warm-up"
+    );
+    describe_gauge!("ims_cache_l1_entries", "Entries in the L1 tier");
+    describe_gauge!("ims_cache_l1_bytes", Unit::Bytes, "Bytes in the L1 tier");
+    describe_counter!(
+        "ims_redis_outages_total",
+        "Times the Redis connection was lost"
+    );
+    describe_gauge!("ims_redis_up", "1 while Redis answers, else 0");
+    describe_gauge!("ims_db_pool_connections", "Open database connections");
+    describe_gauge!("ims_db_pool_idle_connections", "Idle database connections");
+    describe_gauge!(
+        "ims_uptime_seconds",
+        Unit::Seconds,
+        "Seconds since the server started"
+    );
 }
 
 /// Counts every request and its latency by method, matched route template (never the raw

@@ -117,4 +117,26 @@ async fn metrics_are_prometheus_text_labelled_by_route_template() {
     assert!(line("ims_cache_misses_total").ends_with(" 2"));
     assert!(line("ims_redis_up").ends_with(" 1"));
     line("ims_db_pool_connections");
+    // Described metrics, and the standard process metrics.
+    line("# HELP ims_http_requests_total ");
+    line("# HELP ims_cache_hits_total ");
+    line("# TYPE ims_http_request_duration_seconds histogram");
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_threads",
+    ] {
+        line(&format!("# HELP {name} "));
+        let value: f64 = line(&format!("{name} "))
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("a number");
+        // CPU seconds are a whole-second counter: 0 this early.
+        assert!(
+            value > 0.0 || name == "process_cpu_seconds_total",
+            "{name} {value}"
+        );
+    }
 }
