@@ -77,6 +77,12 @@ pub struct Settings {
     /// `REDIS_CACHE_URL`: a separate Redis for response-cache entries (run it
     /// `allkeys-lru`); `None`: the main Redis holds them.
     pub redis_cache: Option<RedisConfig>,
+    /// `REFRESH_REUSE_GRACE`: a rotated refresh token presented again this soon (and
+    /// before its successor is used) gets the same new pair instead of revoking the
+    /// session. Zero: off.
+    pub refresh_reuse_grace: Duration,
+    /// `SESSION_MAX_AGE`: a session ends this long after login, however often refreshed.
+    pub session_max_age: Duration,
     /// `REQUEST_TIMEOUT_MS`: a request running longer is answered 503.
     pub request_timeout: Duration,
     /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call the API (none by default).
@@ -271,6 +277,18 @@ impl Settings {
                 ),
             },
             redis_cache,
+            refresh_reuse_grace: Duration::from_secs(bounded(
+                &get,
+                "REFRESH_REUSE_GRACE",
+                10,
+                0..=300,
+            )?),
+            session_max_age: Duration::from_secs(bounded(
+                &get,
+                "SESSION_MAX_AGE",
+                30 * 24 * 3600,
+                1..=10 * 365 * 24 * 3600,
+            )?),
             request_timeout: Duration::from_millis(bounded(
                 &get,
                 "REQUEST_TIMEOUT_MS",

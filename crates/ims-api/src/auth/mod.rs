@@ -80,7 +80,7 @@ struct RefreshBody {
 }
 
 /// The user as clients see it.
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct UserView {
     id: String,
@@ -102,12 +102,12 @@ impl From<&UserRow> for UserView {
     }
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TokenPair {
     access_token: String,
     refresh_token: String,
-    token_type: &'static str,
+    token_type: String,
     expires_in: u64,
     user: UserView,
 }
@@ -121,6 +121,10 @@ struct TokenRecord {
     session_id: String,
     created_at: String,
     expires_at: String,
+    /// The hash of the token this one replaced, whose reuse grace period ends when this
+    /// one is used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    replaces: Option<String>,
 }
 
 /// Who is logging in from where, remembered on the session.
@@ -303,7 +307,7 @@ async fn start_session(
         meta.ip.as_deref(),
     )
     .await?;
-    let pair = issue_pair(state, &mut tx, user, &session_id).await?;
+    let pair = issue_pair(state, &mut tx, user, &session_id, None).await?;
     tx.commit().await?;
     Ok(pair)
 }
@@ -316,6 +320,7 @@ async fn issue_pair(
     conn: &mut AnyConnection,
     user: &UserRow,
     session_id: &str,
+    replaces: Option<&str>,
 ) -> ApiResult<TokenPair> {
     let ttl = state.settings.refresh_token_ttl;
     let claims = tokens::claims_for(
@@ -335,6 +340,7 @@ async fn issue_pair(
         session_id: session_id.to_string(),
         created_at: db::now(),
         expires_at: expires_at.clone(),
+        replaces: replaces.map(str::to_string),
     };
     // The session row keeps the live token's hash: if Redis evicts the key, the token
     // still refreshes (see `refresh`).
@@ -346,7 +352,7 @@ async fn issue_pair(
     Ok(TokenPair {
         access_token,
         refresh_token,
-        token_type: "Bearer",
+        token_type: "Bearer".into(),
         expires_in: state.settings.access_token_ttl.as_secs(),
         user: UserView::from(user),
     })
@@ -390,40 +396,118 @@ async fn refresh(
         .await;
     let redis_answered = matches!(taken, Taken::Missing);
     let mut tx = state.db.pool().begin().await?;
-    let (user_id, session_id) = match taken {
-        Taken::Found(record) => (record.user_id, record.session_id),
+    // `presented`: the token must still be its session's live one (the row is the
+    // authority; a claim below has already checked and cleared it).
+    let (user_id, session_id, presented) = match taken {
+        Taken::Found(record) => {
+            // The token this one replaced may no longer be presented, even within its
+            // grace period: its successor (this token) is in use.
+            if let Some(replaced) = &record.replaces {
+                state.refresh_tokens.forget_successor(replaced).await;
+            }
+            (record.user_id, record.session_id, Some(token_hash.as_str()))
+        }
         Taken::Missing | Taken::Unavailable => {
             match store::consume_refresh_token(&mut *tx, &token_hash).await? {
-                Some(row) if row.expires_at > db::now() => (row.user_id, row.session_id),
+                Some(row) if row.expires_at > db::now() => {
+                    (row.user_id, row.session_id, Some(token_hash.as_str()))
+                }
                 Some(_) => return Err(invalid_refresh()),
-                // Not in Redis, not in the fallback table: the live token of a session
-                // whose Redis key was evicted?
-                None => match store::claim_session_by_token(&mut *tx, &token_hash).await? {
-                    Some(found) => {
-                        tracing::info!(
-                            session_id = %found.1,
-                            "refresh token not in Redis (evicted?); the session row vouches for it"
-                        );
-                        found
+                None => {
+                    // Not in Redis, not in the fallback table: the live token of a session
+                    // whose Redis key was evicted? Not if Redis holds its tombstone: then
+                    // Redis rotated it, and this is a second presentation.
+                    let rotated = redis_answered
+                        && state
+                            .refresh_tokens
+                            .rotated::<TokenRecord>(&token_hash)
+                            .await
+                            .is_some();
+                    let claimed = if rotated {
+                        None
+                    } else {
+                        store::claim_session_by_token(&mut *tx, &token_hash).await?
+                    };
+                    match claimed {
+                        Some((user_id, session_id)) => {
+                            tracing::info!(
+                                %session_id,
+                                "refresh token not in Redis (evicted?); the session row vouches for it"
+                            );
+                            (user_id, session_id, None)
+                        }
+                        None => {
+                            // Release the write lock before the reuse check writes elsewhere.
+                            tx.rollback().await?;
+                            if let Some(pair) = within_grace(&state, &token_hash).await {
+                                return Ok(Json(pair));
+                            }
+                            return Err(reject_unknown(&state, &token_hash, redis_answered).await);
+                        }
                     }
-                    None => {
-                        // Release the write lock before the reuse check writes elsewhere.
-                        tx.rollback().await?;
-                        return Err(reject_unknown(&state, &token_hash, redis_answered).await);
-                    }
-                },
+                }
             }
         }
     };
-    if !store::touch_session(&mut *tx, &session_id, &user_id, &expiry_after(ttl)).await? {
+    // SESSION_MAX_AGE: however often it is refreshed, a session ends this long after login.
+    let started_after = db::timestamp(
+        time::OffsetDateTime::now_utc() - state.settings.session_max_age,
+    );
+    if !store::touch_session(
+        &mut *tx,
+        &session_id,
+        &user_id,
+        &expiry_after(ttl),
+        &started_after,
+        presented,
+    )
+    .await?
+    {
         return Err(invalid_refresh());
     }
     let user = store::find_user(&mut *tx, &user_id)
         .await?
         .ok_or_else(invalid_refresh)?;
-    let pair = issue_pair(&state, &mut tx, &user, &session_id).await?;
+    let pair = issue_pair(&state, &mut tx, &user, &session_id, Some(&token_hash)).await?;
     tx.commit().await?;
+    let grace = state.settings.refresh_reuse_grace;
+    if !grace.is_zero() {
+        state
+            .refresh_tokens
+            .remember_successor(&token_hash, &pair, grace)
+            .await;
+    }
     Ok(Json(pair))
+}
+
+/// The pair a rotated token was answered with, if it is presented again within
+/// `REFRESH_REUSE_GRACE` of its rotation and its successor is unused (a browser with two
+/// tabs refreshing at once): both get the same pair. The rotation may still be finishing
+/// when the second request sees the token gone, so a tombstone without a remembered pair
+/// is given a moment before it counts as reuse.
+async fn within_grace(state: &AppState, token_hash: &str) -> Option<TokenPair> {
+    if state.settings.refresh_reuse_grace.is_zero() {
+        return None;
+    }
+    let tokens = &state.refresh_tokens;
+    // Only while the successor is unused: still its session's live token (the session row
+    // is the authority, whichever way the successor was rotated since).
+    let unused = |pair: TokenPair| async move {
+        let live = store::is_live_token(&state.db, &hash_token(&pair.refresh_token)).await;
+        live.unwrap_or(false).then_some(pair)
+    };
+    if let Some(pair) = tokens.successor::<TokenPair>(token_hash).await {
+        return unused(pair).await;
+    }
+    tokens.rotated::<TokenRecord>(token_hash).await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if let Some(pair) = tokens.successor::<TokenPair>(token_hash).await {
+            return unused(pair).await;
+        }
+    }
+    None
 }
 
 /// The answer to a refresh token that is live nowhere. If it was live once, this is a replay

@@ -141,25 +141,36 @@ pub async fn create_session<'c>(
 }
 
 /// Marks a live session as used now and slides its expiry; `false` when the session is
-/// revoked, expired or unknown. Checking and touching in one statement means a revocation
-/// that commits first always wins.
+/// revoked, expired, older than its absolute lifetime (started before `started_after`),
+/// unknown, or when `presented` (the refresh token's hash) is no longer the session's live
+/// token (rows from before that column existed have none and pass). Checking and touching
+/// in one statement means a revocation that commits first always wins.
 pub async fn touch_session<'c>(
     db: impl Executor<'c, Database = Any>,
     session_id: &str,
     user_id: &str,
     expires_at: &str,
+    started_after: &str,
+    presented: Option<&str>,
 ) -> ApiResult<bool> {
+    const LIVE: &str = "UPDATE sessions SET last_used_at = $1, expires_at = $2
+         WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL AND expires_at > $1
+           AND created_at > $5";
     let now = db::now();
-    let result = sqlx::query(
-        "UPDATE sessions SET last_used_at = $1, expires_at = $2
-         WHERE id = $3 AND user_id = $4 AND revoked_at IS NULL AND expires_at > $1",
-    )
-    .bind(&now)
-    .bind(expires_at)
-    .bind(session_id)
-    .bind(user_id)
-    .execute(db)
-    .await?;
+    let sql = match presented {
+        Some(_) => format!("{LIVE} AND (token_hash IS NULL OR token_hash = $6)"),
+        None => LIVE.to_string(),
+    };
+    let mut query = sqlx::query(&sql)
+        .bind(&now)
+        .bind(expires_at)
+        .bind(session_id)
+        .bind(user_id)
+        .bind(started_after);
+    if let Some(hash) = presented {
+        query = query.bind(hash);
+    }
+    let result = query.execute(db).await?;
     Ok(result.rows_affected() == 1)
 }
 
@@ -176,6 +187,18 @@ pub async fn set_session_token<'c>(
         .execute(db)
         .await?;
     Ok(())
+}
+
+/// Whether `token_hash` is the live refresh token of a live session.
+pub async fn is_live_token(db: &Db, token_hash: &str) -> ApiResult<bool> {
+    let found: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM sessions WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2",
+    )
+    .bind(token_hash)
+    .bind(db::now())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(found.is_some())
 }
 
 /// Claims the live session whose current refresh token is `token_hash` (its Redis key is

@@ -89,7 +89,8 @@ async fn login_me_and_wrong_credentials() {
 
 #[tokio::test]
 async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
-    let app = spawn_app().await;
+    // Strict reuse detection: no grace period for a second presentation.
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "0")]).await;
     let first = app.register("carol@example.com").await;
     let old = s(&first, "refreshToken");
 
@@ -134,7 +135,7 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_refreshes_of_one_token_never_fork_the_session() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "0")]).await;
     let pair = app.register("race@example.com").await;
     let token = s(&pair, "refreshToken");
     let attempts = (0..8).map(|_| app.refresh(&token));
@@ -561,4 +562,71 @@ async fn logout_during_a_redis_outage_still_ends_the_session() {
         .await
         .expect("json");
     assert_eq!(list["data"].as_array().expect("data").len(), 0);
+}
+
+#[tokio::test]
+async fn two_tabs_refreshing_at_once_get_the_same_pair_within_the_grace_period() {
+    let app = spawn_app().await; // REFRESH_REUSE_GRACE defaults to 10 s
+    let pair = app.register("tabs@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let attempts = (0..6).map(|_| app.refresh(&token));
+    let responses = futures::future::join_all(attempts).await;
+    let mut issued = Vec::new();
+    for response in responses {
+        assert_eq!(response.status(), StatusCode::OK);
+        let pair: Value = response.json().await.expect("pair");
+        issued.push((s(&pair, "refreshToken"), s(&pair, "accessToken")));
+    }
+    issued.dedup();
+    assert_eq!(issued.len(), 1, "one new pair for every tab: {issued:?}");
+    let (next, access) = issued.remove(0);
+    // The session lives on: the new token refreshes, and then the old one is a replay
+    // (its successor was used), which revokes the session.
+    let third = app.refresh(&next).await;
+    assert_eq!(third.status(), StatusCode::OK);
+    let third: Value = third.json().await.expect("pair");
+    assert_problem(app.refresh(&token).await, StatusCode::UNAUTHORIZED).await;
+    assert_problem(
+        app.refresh(&s(&third, "refreshToken")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+    let sessions = app.get("/auth/sessions", Some(&access)).await;
+    let sessions: Value = sessions.json().await.expect("json");
+    assert_eq!(sessions["data"].as_array().expect("data").len(), 0, "revoked");
+}
+
+#[tokio::test]
+async fn a_replay_after_the_grace_period_revokes_the_session() {
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "1")]).await;
+    let pair = app.register("late@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let next = app.refresh(&token).await;
+    assert_eq!(next.status(), StatusCode::OK);
+    let next: Value = next.json().await.expect("pair");
+    // Within the second: the same pair again.
+    let again: Value = app.refresh(&token).await.json().await.expect("pair");
+    assert_eq!(s(&again, "refreshToken"), s(&next, "refreshToken"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_problem(app.refresh(&token).await, StatusCode::UNAUTHORIZED).await;
+    assert_problem(
+        app.refresh(&s(&next, "refreshToken")).await,
+        StatusCode::UNAUTHORIZED,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn sessions_end_at_their_absolute_age_however_often_refreshed() {
+    let app = spawn_app_with(&[("SESSION_MAX_AGE", "2")]).await;
+    let pair = app.register("aged@example.com").await;
+    let mut token = s(&pair, "refreshToken");
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let next = app.refresh(&token).await;
+        assert_eq!(next.status(), StatusCode::OK);
+        token = s(&next.json::<Value>().await.expect("pair"), "refreshToken");
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_problem(app.refresh(&token).await, StatusCode::UNAUTHORIZED).await;
 }

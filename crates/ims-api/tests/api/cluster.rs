@@ -116,7 +116,7 @@ async fn org(app: &TestApp, email: &str) -> Org {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sessions_rotate_detect_reuse_and_log_out_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let app = spawn_on(&cluster, &[]).await;
+    let app = spawn_on(&cluster, &[("REFRESH_REUSE_GRACE", "0")]).await;
     let pair = app.register("session@example.com").await;
     let first = pair["refreshToken"].as_str().expect("refresh").to_string();
     // The hash is the key's hash tag, so the token and its tombstone share a slot.

@@ -42,6 +42,9 @@ use crate::RedisService;
 pub const REFRESH_NAMESPACE: &str = "session:refresh:";
 /// Key namespace of rotation tombstones, after the service prefix.
 pub const ROTATED_NAMESPACE: &str = "session:rotated:";
+/// Key namespace of the answers a rotated token may be given again within the reuse grace
+/// period, after the service prefix.
+pub const GRACE_NAMESPACE: &str = "session:grace:";
 
 /// Lower-case hex SHA-256 of `token`: the only form in which a token is stored.
 pub fn hash_token(token: &str) -> String {
@@ -164,6 +167,35 @@ impl RefreshTokenStore {
     /// The record of a token that was rotated away, if its tombstone is still there.
     pub async fn rotated<T: DeserializeOwned>(&self, token_hash: &str) -> Option<T> {
         self.redis.get(&self.tombstone_key(token_hash)).await
+    }
+
+    /// Remembers, for `grace`, the answer that rotating the token `token_hash` produced, so
+    /// that a second presentation of it within that time (a browser with two tabs) gets the
+    /// same answer instead of counting as reuse. The answer holds the successor token in
+    /// clear for that long: keep `grace` short.
+    pub async fn remember_successor<T: Serialize>(
+        &self,
+        token_hash: &str,
+        answer: &T,
+        grace: Duration,
+    ) -> bool {
+        self.redis
+            .set(&self.grace_key(token_hash), answer, Some(grace))
+            .await
+    }
+
+    /// The answer remembered for a rotated token, if its grace period is still running.
+    pub async fn successor<T: DeserializeOwned>(&self, token_hash: &str) -> Option<T> {
+        self.redis.get(&self.grace_key(token_hash)).await
+    }
+
+    /// Ends a rotated token's grace period early (its successor has been used).
+    pub async fn forget_successor(&self, token_hash: &str) {
+        self.redis.del(&[&self.grace_key(token_hash)]).await;
+    }
+
+    fn grace_key(&self, token_hash: &str) -> String {
+        format!("{GRACE_NAMESPACE}{}", self.tagged(token_hash))
     }
 
     /// Deletes a live token (logout). Returns whether it existed.
