@@ -99,8 +99,9 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::request_id::access_log,
         ))
-        .layer(axum::middleware::from_fn(crate::request_id::assign))
         .layer(cors(&state.settings.cors_allowed_origins))
+        // Outermost: every response has an id, preflights answered by CORS included.
+        .layer(axum::middleware::from_fn(crate::request_id::assign))
         .with_state(state)
 }
 

@@ -450,9 +450,8 @@ async fn refresh(
         }
     };
     // SESSION_MAX_AGE: however often it is refreshed, a session ends this long after login.
-    let started_after = db::timestamp(
-        time::OffsetDateTime::now_utc() - state.settings.session_max_age,
-    );
+    let started_after =
+        db::timestamp(time::OffsetDateTime::now_utc() - state.settings.session_max_age);
     if !store::touch_session(
         &mut *tx,
         &session_id,

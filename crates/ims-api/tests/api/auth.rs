@@ -593,7 +593,11 @@ async fn two_tabs_refreshing_at_once_get_the_same_pair_within_the_grace_period()
     .await;
     let sessions = app.get("/auth/sessions", Some(&access)).await;
     let sessions: Value = sessions.json().await.expect("json");
-    assert_eq!(sessions["data"].as_array().expect("data").len(), 0, "revoked");
+    assert_eq!(
+        sessions["data"].as_array().expect("data").len(),
+        0,
+        "revoked"
+    );
 }
 
 #[tokio::test]

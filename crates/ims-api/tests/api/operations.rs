@@ -85,6 +85,7 @@ async fn cors_answers_preflights_for_configured_origins_only() {
     };
     let allowed = preflight("https://app.example.com").await.expect("send");
     assert!(allowed.status().is_success(), "{}", allowed.status());
+    assert!(!crate::helpers::header(&allowed, "x-request-id").is_empty());
     assert_eq!(
         crate::helpers::header(&allowed, "access-control-allow-origin"),
         "https://app.example.com"
