@@ -83,6 +83,8 @@ pub struct Settings {
     pub refresh_reuse_grace: Duration,
     /// `SESSION_MAX_AGE`: a session ends this long after login, however often refreshed.
     pub session_max_age: Duration,
+    /// `CACHE_MAX_ENTRY_BYTES`: responses larger than this are served but not cached.
+    pub cache_max_entry_bytes: usize,
     /// `REQUEST_TIMEOUT_MS`: a request running longer is answered 503.
     pub request_timeout: Duration,
     /// `CORS_ALLOWED_ORIGINS`: browser origins allowed to call the API (none by default).
@@ -277,6 +279,12 @@ impl Settings {
                 ),
             },
             redis_cache,
+            cache_max_entry_bytes: bounded(
+                &get,
+                "CACHE_MAX_ENTRY_BYTES",
+                ims_redis::cache::DEFAULT_MAX_ENTRY_BYTES as u64,
+                1..=(1 << 30),
+            )? as usize,
             refresh_reuse_grace: Duration::from_secs(bounded(
                 &get,
                 "REFRESH_REUSE_GRACE",

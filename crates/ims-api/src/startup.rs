@@ -238,6 +238,7 @@ impl Application {
             settings.cache_ttl_jitter,
             settings.cache_l1,
         );
+        cache.set_max_entry_bytes(settings.cache_max_entry_bytes);
         let trust = settings.proxy_trust.clone();
         let limiter = RateLimiter::new(
             redis.clone(),

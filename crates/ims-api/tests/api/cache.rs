@@ -713,3 +713,29 @@ async fn no_read_started_after_a_write_returned_sees_older_data() {
         "the readers actually raced the writer"
     );
 }
+
+#[tokio::test]
+async fn cached_responses_are_private_and_large_ones_are_served_but_not_stored() {
+    let app = spawn_app().await;
+    let org = org(&app, "private@example.com").await;
+    for expected in ["MISS", "HIT"] {
+        let response = app.get("/items", Some(&org.token)).await;
+        assert_eq!(header(&response, "x-cache"), expected);
+        // Per tenant: never for a shared cache; revalidate (ETag) before reuse.
+        assert_eq!(header(&response, "cache-control"), "private, no-cache");
+    }
+    // CACHE_MAX_ENTRY_BYTES: the item list (well over 64 bytes) is served every time and
+    // never stored.
+    let small = spawn_app_with(&[("CACHE_MAX_ENTRY_BYTES", "64")]).await;
+    let org = self::org(&small, "large@example.com").await;
+    for _ in 0..3 {
+        let response = small.get("/items", Some(&org.token)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(header(&response, "x-cache"), "MISS");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["data"].as_array().expect("data").len(), 1);
+    }
+    assert!(small
+        .redis_keys(&format!("ims:cache:{}:items:*", org.org_id))
+        .is_empty());
+}

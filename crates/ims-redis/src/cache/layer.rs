@@ -150,6 +150,14 @@ fn tier(response: &mut Response<CacheBody>, tier: &'static str) {
 
 fn mark(response: &mut Response<CacheBody>, status: &'static str, ttl: Duration) {
     let headers = response.headers_mut();
+    // Per tenant, so never for a shared cache; the client may keep it but must revalidate
+    // (its ETag makes that a 304). A handler's own Cache-Control wins.
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("private, no-cache"),
+        );
+    }
     headers.insert("x-cache", HeaderValue::from_static(status));
     let seconds = ttl.as_millis().div_ceil(1000);
     headers.insert("x-cache-ttl", header_value(&seconds.to_string()));
@@ -172,8 +180,16 @@ fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<Cach
         r
     } else {
         let mut r = Response::new(full(cached.body.clone()));
-        r.headers_mut()
-            .insert(header::CONTENT_TYPE, header_value(&cached.content_type));
+        let headers = r.headers_mut();
+        headers.insert(header::CONTENT_TYPE, header_value(&cached.content_type));
+        for (name, value) in &cached.headers {
+            if let (Ok(name), Ok(value)) = (
+                header::HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.append(name, value);
+            }
+        }
         r
     };
     response
@@ -233,8 +249,29 @@ impl Drop for FlightGuard<'_> {
     }
 }
 
-/// Buffers a cacheable response (`200`, no `Set-Cookie`); anything else passes through.
-async fn capture<B>(response: Response<B>) -> (Option<Cached>, Response<CacheBody>)
+/// Headers an entry does not keep: its own lines (type, tag), framing, per-response ones,
+/// and those the cache and outer layers set on every answer.
+const NOT_STORED: [&str; 12] = [
+    "content-type",
+    "etag",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "date",
+    "age",
+    "set-cookie",
+    "x-cache",
+    "x-cache-ttl",
+    "x-cache-tier",
+    "x-request-id",
+];
+
+/// Buffers a cacheable response (`200`, no `Set-Cookie`, a body of at most `max_bytes`);
+/// anything else passes through.
+async fn capture<B>(
+    response: Response<B>,
+    max_bytes: usize,
+) -> (Option<Cached>, Response<CacheBody>)
 where
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<tower::BoxError>,
@@ -242,6 +279,21 @@ where
     if response.status() != StatusCode::OK || response.headers().contains_key(header::SET_COOKIE) {
         return (None, boxed(response));
     }
+    let declared = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max_bytes) {
+        return (None, boxed(response));
+    }
+    let kept: Vec<(String, String)> = response
+        .headers()
+        .iter()
+        .filter(|(name, _)| !NOT_STORED.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
     let content_type = response
         .headers()
         .get(header::CONTENT_TYPE)
@@ -252,7 +304,11 @@ where
     match body.collect().await {
         Ok(collected) => {
             let bytes = collected.to_bytes();
-            let cached = Cached::new(content_type, bytes.clone());
+            if bytes.len() > max_bytes {
+                // Served, not stored (CACHE_MAX_ENTRY_BYTES).
+                return (None, Response::from_parts(parts, full(bytes)));
+            }
+            let cached = Cached::new(content_type, bytes.clone()).with_headers(kept);
             (Some(cached), Response::from_parts(parts, full(bytes)))
         }
         Err(e) => {
@@ -449,7 +505,7 @@ where
     }
     cache.count(&scope, Event::Miss);
     let response = inner.call(Request::from_parts(parts, body)).await?;
-    let (cached, response) = capture(response).await;
+    let (cached, response) = capture(response, cache.max_entry_bytes()).await;
     let Some(cached) = cached else {
         if let Some(sender) = sender {
             sender.send_replace(None);
@@ -484,4 +540,41 @@ where
     let mut response = replay(&cached, if_none_match.as_ref());
     mark(&mut response, "MISS", stored.unwrap_or(Duration::ZERO));
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn entries_keep_the_handlers_headers_and_large_bodies_are_not_stored() {
+        let response = Response::builder()
+            .header(header::CONTENT_TYPE, "text/csv")
+            .header("content-disposition", "attachment; filename=\"r.csv\"")
+            .header("x-total-count", "7")
+            .header("x-request-id", "not-kept")
+            .body(full(Bytes::from_static(b"a,b\n1,2\n")))
+            .expect("response");
+        let (cached, _) = capture(response, 1024).await;
+        let cached = cached.expect("stored");
+        assert_eq!(cached.content_type, "text/csv");
+        let replayed = replay(&cached, None);
+        let headers = replayed.headers();
+        assert_eq!(
+            headers["content-disposition"],
+            "attachment; filename=\"r.csv\""
+        );
+        assert_eq!(headers["x-total-count"], "7");
+        assert!(headers.get("x-request-id").is_none());
+        // A 304 carries the validator, not the body's headers.
+        let tag = HeaderValue::from_str(&cached.etag).expect("tag");
+        let not_modified = replay(&cached, Some(&tag));
+        assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+
+        let big = Response::new(full(Bytes::from(vec![b'x'; 2048])));
+        let (cached, served) = capture(big, 1024).await;
+        assert!(cached.is_none(), "over the cap: not stored");
+        let body = served.into_body().collect().await.expect("body").to_bytes();
+        assert_eq!(body.len(), 2048, "but served whole");
+    }
 }

@@ -78,6 +78,10 @@ pub type ScopeFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + 
 /// can never see an epoch vanish and reappear.
 const EPOCH_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// Responses above this many bytes are served but not stored, unless
+/// [`ResponseCache::set_max_entry_bytes`] says otherwise.
+pub const DEFAULT_MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
+
 /// Pause between attempts to flush the cache after an outage.
 const RECOVERY_RETRY: Duration = Duration::from_millis(200);
 
@@ -90,6 +94,8 @@ pub struct Cached {
     pub etag: String,
     /// The body bytes.
     pub body: Bytes,
+    /// Every other header the handler set (names lower-case), replayed on a hit.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Cached {
@@ -99,23 +105,38 @@ impl Cached {
             etag: body_tag(&body),
             content_type,
             body,
+            headers: Vec::new(),
         }
     }
 
+    /// The entry with the handler's other headers.
+    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
+        self.headers = headers;
+        self
+    }
+
     // One line of content type, one of ETag, one of the expiry (milliseconds since the
-    // Unix epoch), then the raw body: no escaping, no parsing cost proportional to the
-    // body on a hit. The expiry in the value spares a hit the `PTTL` it would need for
+    // Unix epoch), one of the other headers (a JSON array of pairs; JSON escapes any line
+    // break), then the raw body: no escaping, no parsing cost proportional to the body on
+    // a hit. The expiry in the value spares a hit the `PTTL` it would need for
     // `X-Cache-TTL`: a hit is one `MGET`, like a bare `GET`. (Instances' clocks differ by
     // their NTP error at most, which is all the header can be off by.)
     fn encode(&self, expires_ms: u64) -> Vec<u8> {
         let expires = expires_ms.to_string();
+        let headers = serde_json::to_string(&self.headers).unwrap_or_else(|_| "[]".into());
         let mut out = Vec::with_capacity(
-            self.content_type.len() + self.etag.len() + expires.len() + 3 + self.body.len(),
+            self.content_type.len()
+                + self.etag.len()
+                + expires.len()
+                + headers.len()
+                + 4
+                + self.body.len(),
         );
         for line in [
             self.content_type.as_bytes(),
             self.etag.as_bytes(),
             expires.as_bytes(),
+            headers.as_bytes(),
         ] {
             out.extend_from_slice(line);
             out.push(b'\n');
@@ -134,17 +155,21 @@ impl Cached {
         let first = line(0)?;
         let second = line(first + 1)?;
         let third = line(second + 1)?;
+        let fourth = line(third + 1)?;
         let expires = std::str::from_utf8(&raw[second + 1..third])
             .ok()?
             .parse::<u64>()
             .ok()?;
+        let headers: Vec<(String, String)> =
+            serde_json::from_slice(&raw[third + 1..fourth]).ok()?;
         Some((
             Self {
                 content_type: std::str::from_utf8(&raw[..first]).ok()?.to_string(),
                 etag: std::str::from_utf8(&raw[first + 1..second])
                     .ok()?
                     .to_string(),
-                body: raw.slice(third + 1..),
+                body: raw.slice(fourth + 1..),
+                headers,
             },
             expires,
         ))
@@ -189,6 +214,8 @@ pub enum Lookup {
 /// The response-cache engine shared by every cached route of a process.
 pub struct ResponseCache {
     redis: RedisService,
+    /// Responses larger than this are served but not stored.
+    max_entry_bytes: std::sync::atomic::AtomicUsize,
     layout: Layout,
     /// The in-process tier, for routes that opt in.
     l1: l1::L1,
@@ -254,6 +281,16 @@ impl ResponseCache {
         Self::with_l1(redis, scope, jitter, L1Settings::default())
     }
 
+    /// Stores no response body larger than `bytes` (they are still served).
+    pub fn set_max_entry_bytes(&self, bytes: usize) {
+        self.max_entry_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// The size above which responses are not stored.
+    pub fn max_entry_bytes(&self) -> usize {
+        self.max_entry_bytes.load(Ordering::Relaxed)
+    }
+
     /// Like [`new`](Self::new), with the in-process tier sized and bounded by `l1`. Starts
     /// the subscriber that keeps it coherent with other instances.
     pub fn with_l1(redis: RedisService, scope: ScopeFn, jitter: f64, l1: L1Settings) -> Arc<Self> {
@@ -261,6 +298,7 @@ impl ResponseCache {
             cluster: redis.connection().is_cluster(),
         };
         let cache = Arc::new(Self {
+            max_entry_bytes: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_ENTRY_BYTES),
             locks: crate::lock::Locks::new(redis.clone()),
             redis,
             layout,
@@ -710,11 +748,13 @@ mod tests {
             "application/json".into(),
             Bytes::from_static(b"{\"a\":\"x\ny\"}"),
         );
+        let cached = cached.with_headers(vec![("x-total".into(), "7".into())]);
         let (decoded, expires) = Cached::decode(cached.encode(1234)).expect("decodes");
         assert_eq!(expires, 1234);
         assert_eq!(decoded, cached);
         assert!(Cached::decode(b"no newline".to_vec()).is_none());
-        // The format before the expiry line: a miss, not a garbled hit.
+        // Older formats (no expiry line, no header line): a miss, not a garbled hit.
         assert!(Cached::decode(b"application/json\n\"tag\"\n{\"a\":1}".to_vec()).is_none());
+        assert!(Cached::decode(b"application/json\n\"tag\"\n99\n{\"a\":1}".to_vec()).is_none());
     }
 }
