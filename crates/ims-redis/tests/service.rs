@@ -333,3 +333,88 @@ async fn rediss_urls_speak_tls_and_verify_the_server() {
     assert!(redis.set("secure", &"yes", None).await);
     assert_eq!(redis.get::<String>("secure").await.as_deref(), Some("yes"));
 }
+
+async fn exercise_batches(redis: &RedisService) {
+    // Keys chosen to fall in different cluster slots.
+    let keys = ["batch:alpha", "batch:beta", "batch:gamma", "batch:delta"];
+    let values = [1u32, 2, 3, 4];
+    let entries: Vec<(&str, &u32)> = keys.iter().copied().zip(values.iter()).collect();
+    assert!(
+        redis
+            .set_many(&entries, Some(Duration::from_secs(60)))
+            .await
+    );
+    let mut wanted: Vec<&str> = keys.to_vec();
+    wanted.push("batch:missing");
+    let got: Vec<Option<u32>> = redis.get_many(&wanted).await;
+    assert_eq!(got, vec![Some(1), Some(2), Some(3), Some(4), None]);
+    assert!(
+        redis.ttl("batch:gamma").await > 0,
+        "the TTL applies to each"
+    );
+
+    assert_eq!(redis.incr_by("counter", 5).await, Some(5));
+    assert_eq!(redis.incr_by("counter", -7).await, Some(-2));
+    assert_eq!(redis.decr("counter").await, Some(-3));
+
+    assert_eq!(redis.set_nx("once", &"first", None).await, Some(true));
+    assert_eq!(redis.set_nx("once", &"second", None).await, Some(false));
+    assert_eq!(redis.get::<String>("once").await.as_deref(), Some("first"));
+
+    assert_eq!(redis.version("catalog").await, Some(0));
+    let old = redis.versioned_key("catalog", "item:1").await.expect("key");
+    assert_eq!(old, "catalog:v0:item:1");
+    assert!(redis.set(&old, &"old value", None).await);
+    assert_eq!(redis.bump_version("catalog").await, Some(1));
+    let new = redis.versioned_key("catalog", "item:1").await.expect("key");
+    assert_eq!(new, "catalog:v1:item:1");
+    assert_eq!(
+        redis.get::<String>(&new).await,
+        None,
+        "the old value is unreachable"
+    );
+}
+
+#[tokio::test]
+async fn batches_counters_set_nx_and_versions_on_one_server_and_degrade_without_it() {
+    let server = RedisServer::start();
+    let redis = service_for(&server).await;
+    exercise_batches(&redis).await;
+    // Keys carry the prefix like every other method.
+    let raw_value: Option<String> = redis::cmd("GET")
+        .arg("test:batch:alpha")
+        .query(&mut raw(&server))
+        .expect("raw get");
+    assert_eq!(raw_value.as_deref(), Some("1"));
+
+    server.stop();
+    let started = Instant::now();
+    assert_eq!(
+        redis.get_many::<u32>(&["batch:alpha", "batch:beta"]).await,
+        vec![None, None]
+    );
+    assert!(!redis.set_many(&[("batch:alpha", &9)], None).await);
+    assert_eq!(redis.incr_by("counter", 1).await, None);
+    assert_eq!(redis.set_nx("once", &"x", None).await, None);
+    assert_eq!(redis.versioned_key("catalog", "item:1").await, None);
+    assert_eq!(redis.bump_version("catalog").await, None);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "degraded answers are quick"
+    );
+}
+
+#[tokio::test]
+async fn batches_span_slots_on_a_cluster() {
+    let cluster = ims_testkit::RedisCluster::start();
+    let config = RedisConfig {
+        cluster_nodes: cluster.seeds().split(',').map(String::from).collect(),
+        key_prefix: "test:".into(),
+        probe_interval: Duration::from_millis(100),
+        ..RedisConfig::default()
+    };
+    let connection = RedisConnection::connect(config.clone()).await;
+    assert!(connection.is_connected() && connection.is_cluster());
+    let redis = RedisService::new(connection, config.key_prefix);
+    exercise_batches(&redis).await;
+}

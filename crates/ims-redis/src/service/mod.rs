@@ -13,6 +13,8 @@ use serde::{de::DeserializeOwned, Serialize};
 
 use crate::{RedisConnection, RedisError};
 
+mod batch;
+
 /// How many keys one `SCAN` step asks for and one `UNLINK` removes.
 const SCAN_BATCH: usize = 1000;
 
