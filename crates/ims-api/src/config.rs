@@ -83,6 +83,9 @@ pub struct Settings {
     pub refresh_reuse_grace: Duration,
     /// `SESSION_MAX_AGE`: a session ends this long after login, however often refreshed.
     pub session_max_age: Duration,
+    /// `CACHE_GRACE`: how long past its TTL a cached entry is kept to answer when the
+    /// handler fails with a 5xx (`X-Cache: STALE`); zero: off.
+    pub cache_grace: Duration,
     /// `CACHE_MAX_ENTRY_BYTES`: responses larger than this are served but not cached.
     pub cache_max_entry_bytes: usize,
     /// `REQUEST_TIMEOUT_MS`: a request running longer is answered 503.
@@ -279,6 +282,7 @@ impl Settings {
                 ),
             },
             redis_cache,
+            cache_grace: Duration::from_secs(bounded(&get, "CACHE_GRACE", 3600, 0..=7 * 86_400)?),
             cache_max_entry_bytes: bounded(
                 &get,
                 "CACHE_MAX_ENTRY_BYTES",

@@ -95,7 +95,9 @@ impl Db {
         });
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(3))
+            // A database that refuses connections is noticed within two seconds (and cached
+            // routes may then answer stale, see CACHE_GRACE), not after sqlx's default 30 s.
+            .acquire_timeout(Duration::from_secs(2))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {

@@ -184,15 +184,31 @@ pub fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
+/// True when `e` says the database is away rather than that the query is wrong: the pool
+/// cannot hand out a connection, the socket failed, or PostgreSQL refuses or ended the
+/// session (SQLSTATE class 08 connection exception, 57 operator intervention such as a
+/// terminated backend or a shutdown, 53 insufficient resources, and 55000 for a database
+/// that does not accept connections).
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || code.starts_with("57")
+                || code.starts_with("53")
+                || code == "55000"
+        }),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                tracing::error!("database unavailable: {e}");
-                Self::Unavailable("the database is unavailable; try again shortly".into())
-            }
-            other => Self::Internal(other.into()),
+        if is_unavailable(&e) {
+            tracing::error!("database unavailable: {e}");
+            return Self::Unavailable("the database is unavailable; try again shortly".into());
         }
+        Self::Internal(e.into())
     }
 }
 

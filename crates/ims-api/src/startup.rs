@@ -239,6 +239,7 @@ impl Application {
             settings.cache_l1,
         );
         cache.set_max_entry_bytes(settings.cache_max_entry_bytes);
+        cache.set_grace(settings.cache_grace);
         let trust = settings.proxy_trust.clone();
         let limiter = RateLimiter::new(
             redis.clone(),

@@ -739,3 +739,135 @@ async fn cached_responses_are_private_and_large_ones_are_served_but_not_stored()
         .redis_keys(&format!("ims:cache:{}:items:*", org.org_id))
         .is_empty());
 }
+
+/// Makes a stored entry look `age` old and past its freshness, as if its TTL had run out
+/// (the entry's value carries `expires:stored` in ms on its third line).
+fn expire_entry(app: &TestApp, pattern: &str, age: Duration) -> usize {
+    let mut conn = app.redis_conn();
+    let keys = app.redis_keys(pattern);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    for key in &keys {
+        let raw: Vec<u8> = redis::cmd("GET").arg(key).query(&mut conn).expect("get");
+        let mut lines = raw.splitn(4, |b| *b == b'\n');
+        let (ty, tag, _stamp, rest) = (
+            lines.next().expect("type"),
+            lines.next().expect("tag"),
+            lines.next().expect("stamp"),
+            lines.next().expect("rest"),
+        );
+        let stamp = format!("{}:{}", now - 1000, now - age.as_millis() as u64);
+        let value = [ty, tag, stamp.as_bytes(), rest].join(&b'\n');
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("KEEPTTL")
+            .query(&mut conn)
+            .expect("set");
+    }
+    keys.len()
+}
+
+/// Takes the app's database away: on PostgreSQL it refuses new connections and its
+/// backends are terminated; on SQLite the pool is closed.
+async fn database_down(app: &TestApp) {
+    if app.database_url.starts_with("postgres") {
+        use sqlx::Connection;
+        let admin = std::env::var("IMS_TEST_POSTGRES_URL").expect("admin url");
+        let name = app
+            .database_url
+            .rsplit('/')
+            .next()
+            .and_then(|n| n.split('?').next())
+            .expect("name")
+            .to_string();
+        let mut conn = sqlx::AnyConnection::connect(&admin).await.expect("admin");
+        sqlx::query(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+            .execute(&mut conn)
+            .await
+            .expect("refuse connections");
+        sqlx::query(&format!(
+            "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity WHERE datname = '{name}'"
+        ))
+        .fetch_all(&mut conn)
+        .await
+        .expect("terminate");
+    } else {
+        app.state.db.close().await;
+    }
+}
+
+#[tokio::test]
+async fn with_the_database_down_cached_routes_answer_stale_within_the_grace_period() {
+    let app = spawn_app().await; // CACHE_GRACE defaults to 3600 s
+    let kept = org(&app, "stale@example.com").await;
+    let invalidated = org(&app, "fresh@example.com").await;
+    for org in [&kept, &invalidated] {
+        assert_eq!(
+            header(&app.get("/items", Some(&org.token)).await, "x-cache"),
+            "MISS"
+        );
+    }
+    let pattern = |org: &Org| format!("ims:cache:{}:items:list:*", org.org_id);
+    assert_eq!(
+        expire_entry(&app, &pattern(&kept), Duration::from_secs(90)),
+        1
+    );
+    // An expired entry is a miss while the database answers: freshness is unchanged.
+    let response = app.get("/items", Some(&kept.token)).await;
+    assert_eq!(header(&response, "x-cache"), "MISS");
+    assert_eq!(
+        expire_entry(&app, &pattern(&kept), Duration::from_secs(90)),
+        1
+    );
+    // The other organization writes: its entry is invalidated (deleted), never stale.
+    assert_eq!(
+        expire_entry(&app, &pattern(&invalidated), Duration::from_secs(90)),
+        1
+    );
+    let created = app
+        .post(
+            "/items",
+            json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
+            Some(&invalidated.token),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+
+    database_down(&app).await;
+    let started = Instant::now();
+    let response = app.get("/items", Some(&kept.token)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "noticed quickly"
+    );
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(header(&response, "x-cache"), "STALE");
+    let age: u64 = header(&response, "age").parse().expect("age");
+    assert!((90..100).contains(&age), "{age}");
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["data"][0]["name"], "Hammer");
+    // Invalidated: the error, not stale data.
+    let response = app.get("/items", Some(&invalidated.token)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // A route with nothing cached: the error too.
+    let response = app.get("/contacts", Some(&kept.token)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn without_a_grace_period_the_error_is_passed_on() {
+    let app = spawn_app_with(&[("CACHE_GRACE", "0")]).await;
+    let org = org(&app, "nograce@example.com").await;
+    assert_eq!(
+        header(&app.get("/items", Some(&org.token)).await, "x-cache"),
+        "MISS"
+    );
+    let pattern = format!("ims:cache:{}:items:list:*", org.org_id);
+    assert_eq!(expire_entry(&app, &pattern, Duration::from_secs(90)), 1);
+    database_down(&app).await;
+    let response = app.get("/items", Some(&org.token)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -505,6 +505,29 @@ where
     }
     cache.count(&scope, Event::Miss);
     let response = inner.call(Request::from_parts(parts, body)).await?;
+    if response.status().is_server_error() {
+        // stale-if-error: the handler failed (the database is away or timed out) and an
+        // expired entry is still within its grace period. An invalidated entry was deleted,
+        // so it is never found here.
+        if let Some((stale, age)) = seen.as_ref().and_then(|seen| seen.stale()) {
+            if let Some(sender) = sender {
+                sender.send_replace(None);
+            }
+            if let Some(lock) = lock {
+                lock.release().await;
+            }
+            tracing::warn!(
+                status = response.status().as_u16(),
+                "handler failed; answering with a stale cache entry"
+            );
+            let mut stale_response = replay(stale, if_none_match.as_ref());
+            mark(&mut stale_response, "STALE", Duration::ZERO);
+            stale_response
+                .headers_mut()
+                .insert(header::AGE, header_value(&age.as_secs().to_string()));
+            return Ok(stale_response);
+        }
+    }
     let (cached, response) = capture(response, cache.max_entry_bytes()).await;
     let Some(cached) = cached else {
         if let Some(sender) = sender {

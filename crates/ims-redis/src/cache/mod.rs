@@ -121,8 +121,8 @@ impl Cached {
     // a hit. The expiry in the value spares a hit the `PTTL` it would need for
     // `X-Cache-TTL`: a hit is one `MGET`, like a bare `GET`. (Instances' clocks differ by
     // their NTP error at most, which is all the header can be off by.)
-    fn encode(&self, expires_ms: u64) -> Vec<u8> {
-        let expires = expires_ms.to_string();
+    fn encode(&self, stamp: Stamp) -> Vec<u8> {
+        let expires = format!("{}:{}", stamp.expires, stamp.stored);
         let headers = serde_json::to_string(&self.headers).unwrap_or_else(|_| "[]".into());
         let mut out = Vec::with_capacity(
             self.content_type.len()
@@ -147,7 +147,7 @@ impl Cached {
 
     /// The entry and its expiry; `None` for anything else (an entry of an older format
     /// included: it counts as a miss and is replaced).
-    fn decode(raw: Vec<u8>) -> Option<(Self, u64)> {
+    fn decode(raw: Vec<u8>) -> Option<(Self, Stamp)> {
         let raw = Bytes::from(raw);
         let line = |from: usize| -> Option<usize> {
             Some(from + raw.get(from..)?.iter().position(|b| *b == b'\n')?)
@@ -156,10 +156,13 @@ impl Cached {
         let second = line(first + 1)?;
         let third = line(second + 1)?;
         let fourth = line(third + 1)?;
-        let expires = std::str::from_utf8(&raw[second + 1..third])
+        let (expires, stored) = std::str::from_utf8(&raw[second + 1..third])
             .ok()?
-            .parse::<u64>()
-            .ok()?;
+            .split_once(':')?;
+        let stamp = Stamp {
+            expires: expires.parse().ok()?,
+            stored: stored.parse().ok()?,
+        };
         let headers: Vec<(String, String)> =
             serde_json::from_slice(&raw[third + 1..fourth]).ok()?;
         Some((
@@ -171,9 +174,17 @@ impl Cached {
                 body: raw.slice(fourth + 1..),
                 headers,
             },
-            expires,
+            stamp,
         ))
     }
+}
+
+/// When an entry was stored and when it stops being fresh (milliseconds since the Unix
+/// epoch, the storing instance's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    expires: u64,
+    stored: u64,
 }
 
 /// What a miss saw, to be checked again when it stores.
@@ -181,6 +192,18 @@ impl Cached {
 pub struct Seen {
     epoch: String,
     generation: String,
+    /// The expired entry still within its grace period (`stale-if-error`), and its age.
+    stale: Option<(Arc<Cached>, Duration)>,
+}
+
+impl Seen {
+    /// The expired entry this miss may answer with if the handler fails with a 5xx, and
+    /// how long ago it was stored.
+    pub fn stale(&self) -> Option<(&Cached, Duration)> {
+        self.stale
+            .as_ref()
+            .map(|(cached, age)| (cached.as_ref(), *age))
+    }
 }
 
 /// The sorted set of scopes by their last write (milliseconds since the epoch). Outside
@@ -216,6 +239,8 @@ pub struct ResponseCache {
     redis: RedisService,
     /// Responses larger than this are served but not stored.
     max_entry_bytes: std::sync::atomic::AtomicUsize,
+    /// How long past its freshness an entry is kept for `stale-if-error`, in ms.
+    grace: std::sync::atomic::AtomicU64,
     layout: Layout,
     /// The in-process tier, for routes that opt in.
     l1: l1::L1,
@@ -286,6 +311,13 @@ impl ResponseCache {
         self.max_entry_bytes.store(bytes, Ordering::Relaxed);
     }
 
+    /// Keeps entries `grace` past their freshness: a miss whose handler then fails with a
+    /// 5xx answers with the expired entry (`X-Cache: STALE`). Zero (the default): off.
+    pub fn set_grace(&self, grace: Duration) {
+        self.grace
+            .store(grace.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// The size above which responses are not stored.
     pub fn max_entry_bytes(&self) -> usize {
         self.max_entry_bytes.load(Ordering::Relaxed)
@@ -299,6 +331,7 @@ impl ResponseCache {
         };
         let cache = Arc::new(Self {
             max_entry_bytes: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_ENTRY_BYTES),
+            grace: std::sync::atomic::AtomicU64::new(0),
             locks: crate::lock::Locks::new(redis.clone()),
             redis,
             layout,
@@ -479,6 +512,7 @@ impl ResponseCache {
             return Lookup::Miss(Seen {
                 epoch,
                 generation: String::new(),
+                stale: None,
             });
         }
         if !self.ready.load(Ordering::Acquire) {
@@ -516,10 +550,31 @@ impl ResponseCache {
         let epoch = text(values.pop().flatten());
         let now = unix_millis();
         match values.pop().flatten().and_then(Cached::decode) {
-            Some((cached, expires)) if expires > now => {
-                Lookup::Hit(cached, Duration::from_millis(expires - now))
+            Some((cached, stamp)) if stamp.expires > now => {
+                Lookup::Hit(cached, Duration::from_millis(stamp.expires - now))
             }
-            _ => Lookup::Miss(Seen { epoch, generation }),
+            // Expired but within the grace period (the key's own TTL covers it): usable
+            // only if the handler fails.
+            Some((cached, stamp))
+                if now
+                    < stamp
+                        .expires
+                        .saturating_add(self.grace.load(Ordering::Relaxed)) =>
+            {
+                Lookup::Miss(Seen {
+                    epoch,
+                    generation,
+                    stale: Some((
+                        Arc::new(cached),
+                        Duration::from_millis(now.saturating_sub(stamp.stored)),
+                    )),
+                })
+            }
+            _ => Lookup::Miss(Seen {
+                epoch,
+                generation,
+                stale: None,
+            }),
         }
     }
 
@@ -575,7 +630,14 @@ impl ResponseCache {
             self.redis.key(&self.layout.index(scope, group)),
         ];
         let ttl_ms = ttl.as_millis().max(1) as u64;
-        let value = cached.encode(unix_millis() + ttl_ms);
+        let now = unix_millis();
+        let value = cached.encode(Stamp {
+            expires: now + ttl_ms,
+            stored: now,
+        });
+        // Redis keeps the entry (and its index membership, so an invalidation still finds
+        // it) for the grace period past its freshness.
+        let ttl_ms = ttl_ms + self.grace.load(Ordering::Relaxed);
         let (epoch, generation) = (seen.epoch.clone(), seen.generation.clone());
         let stored = self
             .redis
@@ -749,8 +811,12 @@ mod tests {
             Bytes::from_static(b"{\"a\":\"x\ny\"}"),
         );
         let cached = cached.with_headers(vec![("x-total".into(), "7".into())]);
-        let (decoded, expires) = Cached::decode(cached.encode(1234)).expect("decodes");
-        assert_eq!(expires, 1234);
+        let stamp = Stamp {
+            expires: 1234,
+            stored: 1000,
+        };
+        let (decoded, decoded_stamp) = Cached::decode(cached.encode(stamp)).expect("decodes");
+        assert_eq!(decoded_stamp, stamp);
         assert_eq!(decoded, cached);
         assert!(Cached::decode(b"no newline".to_vec()).is_none());
         // Older formats (no expiry line, no header line): a miss, not a garbled hit.
