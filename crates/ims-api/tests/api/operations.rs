@@ -183,6 +183,16 @@ fn get(port: u16, path: &str, request_id: &str) -> Option<u16> {
     response.get(9..12)?.parse().ok()
 }
 
+/// Kills the child if the test fails before it ends the process itself.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn wait_until_live(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(port, "/health/live", "wait") != Some(200) {
@@ -197,7 +207,7 @@ fn draining_is_not_ready_but_live_and_the_access_log_has_the_request_id() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let bind = format!("127.0.0.1:{port}");
-    let mut child = ims_api()
+    let child = ims_api()
         .env("IMS_BIND", &bind)
         .env(
             "DATABASE_URL",
@@ -210,6 +220,7 @@ fn draining_is_not_ready_but_live_and_the_access_log_has_the_request_id() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ims-api");
+    let mut child = KillOnDrop(child);
     wait_until_live(port);
     // The container health check.
     let healthcheck = || {
@@ -223,7 +234,7 @@ fn draining_is_not_ready_but_live_and_the_access_log_has_the_request_id() {
     assert_eq!(get(port, "/health/ready", "ready-before"), Some(200));
     assert_eq!(get(port, "/categories", "logged-request-1"), Some(401));
     let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
@@ -232,7 +243,7 @@ fn draining_is_not_ready_but_live_and_the_access_log_has_the_request_id() {
     assert_eq!(get(port, "/health/live", "live-draining"), Some(200));
     let deadline = Instant::now() + Duration::from_secs(15);
     let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
+        if let Some(exit) = child.0.try_wait().expect("wait") {
             break exit;
         }
         assert!(Instant::now() < deadline, "server did not stop");
@@ -241,7 +252,7 @@ fn draining_is_not_ready_but_live_and_the_access_log_has_the_request_id() {
     assert!(exit.success(), "{exit:?}");
     assert!(!healthcheck().success(), "nothing answers any more");
     let mut logs = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut logs)
+    std::io::Read::read_to_string(&mut child.0.stdout.take().expect("stdout"), &mut logs)
         .expect("read logs");
     let access: Vec<Value> = logs
         .lines()
@@ -270,17 +281,19 @@ fn three_instances_starting_together_on_a_new_sqlite_file_all_come_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("new.db").display());
     let ports = [free_port(), free_port(), free_port()];
-    let mut children: Vec<_> = ports
+    let mut children: Vec<KillOnDrop> = ports
         .iter()
         .map(|port| {
-            ims_api()
-                .env("IMS_BIND", format!("127.0.0.1:{port}"))
-                .env("DATABASE_URL", &url)
-                .env("REDIS_URL", redis.url())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn")
+            KillOnDrop(
+                ims_api()
+                    .env("IMS_BIND", format!("127.0.0.1:{port}"))
+                    .env("DATABASE_URL", &url)
+                    .env("REDIS_URL", redis.url())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn"),
+            )
         })
         .collect();
     for port in ports {
@@ -289,10 +302,8 @@ fn three_instances_starting_together_on_a_new_sqlite_file_all_come_up() {
     }
     for child in &mut children {
         assert!(
-            child.try_wait().expect("wait").is_none(),
+            child.0.try_wait().expect("wait").is_none(),
             "an instance died"
         );
-        let _ = child.kill();
-        let _ = child.wait();
     }
 }
