@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use ims_redis::cache::CacheLayer;
+use ims_redis::cache::{CacheLayer, WriteThroughLayer};
 use ims_redis::invalidate::InvalidateLayer;
 
 /// Caches the route's `GET` responses under `key_prefix` for `seconds`.
@@ -35,6 +35,13 @@ pub fn cached_per_type_expensive(key_prefix: &str, seconds: u64) -> CacheLayer {
     cached_per_type(key_prefix, seconds)
         .with_l1()
         .with_cluster_single_flight()
+}
+
+/// After a successful `PUT`/`PATCH` (and its invalidation: attach it outside `invalidates`),
+/// stores the response as the `GET` of the same path cached under `key_prefix` for
+/// `seconds`, so the next read is a hit showing the change.
+pub fn writes_through(key_prefix: &str, seconds: u64) -> WriteThroughLayer {
+    WriteThroughLayer::new(key_prefix, Duration::from_secs(seconds))
 }
 
 /// After a successful write, invalidates the caller's cached responses of `groups`.

@@ -23,7 +23,7 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::money;
 use crate::pagination::{Filter, PageParams, Paginated};
-use crate::policy::{cached, invalidates};
+use crate::policy::{cached, invalidates, writes_through};
 use crate::state::AppState;
 
 const MAX_SKU_CHARS: usize = 100;
@@ -48,7 +48,13 @@ pub fn router() -> Router<AppState> {
                 .put(replace)
                 .patch(patch)
                 .delete(remove)
-                .layer(invalidates(&["items", "stock", "dashboard", "reports"])),
+                .layer(
+                    tower::ServiceBuilder::new()
+                        // Outside the invalidation: stores the written item as its detail
+                        // entry once the write's own invalidation has run.
+                        .layer(writes_through("items:detail", 120))
+                        .layer(invalidates(&["items", "stock", "dashboard", "reports"])),
+                ),
         )
 }
 

@@ -49,6 +49,7 @@ mod key;
 mod l1;
 mod layer;
 mod stats;
+mod write_through;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,6 +69,7 @@ pub use layer::{CacheBody, CacheLayer, CacheService};
 pub(crate) use stats::Event;
 pub use stats::{CacheStats, L1Stats, ScopeStats};
 use stats::{Counters, ScopeCounters};
+pub use write_through::{WriteThroughLayer, WriteThroughService};
 
 use crate::RedisService;
 
@@ -197,6 +199,18 @@ pub struct Seen {
 }
 
 impl Seen {
+    /// What this would be after exactly one invalidation of its group: the expectation of
+    /// a write-through store, which may land only if the write's own invalidation, and no
+    /// other, happened since this was read.
+    pub fn after_one_invalidation(&self) -> Seen {
+        let epoch = self.epoch.parse::<u64>().unwrap_or(0) + 1;
+        Seen {
+            epoch: epoch.to_string(),
+            generation: self.generation.clone(),
+            stale: None,
+        }
+    }
+
     /// The expired entry this miss may answer with if the handler fails with a 5xx, and
     /// how long ago it was stored.
     pub fn stale(&self) -> Option<(&Cached, Duration)> {
@@ -576,6 +590,37 @@ impl ResponseCache {
                 stale: None,
             }),
         }
+    }
+
+    /// What a store of this key would be checked against now (its group's epoch and the
+    /// entry's generation), without reading the entry. `None` when Redis cannot be asked.
+    pub async fn observe(&self, scope: &str, key_prefix: &str, rest: &str) -> Option<Seen> {
+        if self.is_local() || !self.ready.load(Ordering::Acquire) {
+            return None;
+        }
+        let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
+        let epoch = self
+            .redis
+            .key(&self.layout.epoch(scope, group_of(key_prefix)));
+        let generation = self.redis.key(&self.layout.generation(&entry));
+        let values = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                redis::cmd("MGET")
+                    .arg(&epoch)
+                    .arg(&generation)
+                    .query_async::<Vec<Option<String>>>(&mut c)
+                    .await
+            })
+            .await
+            .ok()?;
+        let mut values = values.into_iter();
+        Some(Seen {
+            epoch: values.next().flatten().unwrap_or_default(),
+            generation: values.next().flatten().unwrap_or_default(),
+            stale: None,
+        })
     }
 
     /// Stores `cached` if no invalidation of its group happened since `seen` was read.

@@ -1,0 +1,149 @@
+//! [`WriteThroughLayer`]: after a successful `PUT`/`PATCH` of a resource, its new
+//! representation (the write's response body) is stored under the key a `GET` of the same
+//! path would use, so the next read is a hit that already shows the change (seed 001's
+//! write-through pattern, Spring's `@CachePut`).
+//!
+//! **Race safety.** The layer sits outside the route's [`InvalidateLayer`], so the write's
+//! own invalidation has run when the response comes back. It reads the group's epoch before
+//! the write and stores only if the epoch is now exactly one higher: the write's own bump
+//! and no other. Any other write's invalidation in between (whose data may be newer) makes
+//! the store fail, and any later write's invalidation deletes the entry, since an
+//! invalidation always follows its commit. Without a scope, without Redis, or on any other
+//! method the layer does nothing.
+//!
+//! [`InvalidateLayer`]: crate::invalidate::InvalidateLayer
+//!
+//! # Example
+//! ```
+//! use std::time::Duration;
+//! use ims_redis::cache::WriteThroughLayer;
+//!
+//! // PUT/PATCH /things/{id} answer the thing as GET /things/{id} does (cached 120 s).
+//! let layer = WriteThroughLayer::new("things:detail", Duration::from_secs(120));
+//! # let _ = layer;
+//! ```
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http::header;
+use http::{Method, Request, Response, StatusCode};
+use http_body::Body;
+use http_body_util::BodyExt;
+use tower::{Layer, Service};
+
+use super::layer::{boxed, full, CacheBody};
+use super::{query_hash, Cached, ResponseCache};
+
+/// Stores a successful `PUT`/`PATCH` response under the `GET` key of the same path.
+#[derive(Debug, Clone)]
+pub struct WriteThroughLayer {
+    key_prefix: Arc<str>,
+    ttl: Duration,
+}
+
+impl WriteThroughLayer {
+    /// For the `GET` route cached under `key_prefix` for `ttl`.
+    pub fn new(key_prefix: &str, ttl: Duration) -> Self {
+        Self {
+            key_prefix: key_prefix.into(),
+            ttl,
+        }
+    }
+}
+
+impl<S> Layer<S> for WriteThroughLayer {
+    type Service = WriteThroughService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WriteThroughService {
+            inner,
+            policy: self.clone(),
+        }
+    }
+}
+
+/// The service produced by [`WriteThroughLayer`].
+#[derive(Debug, Clone)]
+pub struct WriteThroughService<S> {
+    inner: S,
+    policy: WriteThroughLayer,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for WriteThroughService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<tower::BoxError>,
+{
+    type Response = Response<CacheBody>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let policy = self.policy.clone();
+        let writes = matches!(*request.method(), Method::PUT | Method::PATCH);
+        let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
+        let (parts, body) = request.into_parts();
+        let target = match cache {
+            Some(cache) if writes && !cache.is_local() => cache
+                .scope_of(&parts)
+                .map(|scope| (cache, scope, parts.uri.path().to_string())),
+            _ => None,
+        };
+        let request = Request::from_parts(parts, body);
+        Box::pin(async move {
+            let Some((cache, scope, path)) = target else {
+                return inner.call(request).await.map(boxed);
+            };
+            let rest = format!("GET:{path}:{}", query_hash(None));
+            let before = cache.observe(&scope, &policy.key_prefix, &rest).await;
+            let response = inner.call(request).await?;
+            let Some(before) = before.filter(|_| response.status() == StatusCode::OK) else {
+                return Ok(boxed(response));
+            };
+            let content_type = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("application/octet-stream")
+                .to_string();
+            let (parts, body) = response.into_parts();
+            let bytes = match body.collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) => {
+                    tracing::warn!("write-through: response body failed: {}", e.into());
+                    let mut failed = Response::new(full(Bytes::new()));
+                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    return Ok(failed);
+                }
+            };
+            if bytes.len() <= cache.max_entry_bytes() {
+                let cached = Cached::new(content_type, bytes.clone());
+                let after_own_write = before.after_one_invalidation();
+                cache
+                    .store(
+                        &scope,
+                        &policy.key_prefix,
+                        &rest,
+                        &cached,
+                        policy.ttl,
+                        &after_own_write,
+                    )
+                    .await;
+            }
+            Ok(Response::from_parts(parts, full(bytes)))
+        })
+    }
+}
