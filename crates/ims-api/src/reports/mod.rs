@@ -53,8 +53,58 @@ pub const MAX_ROWS: usize = 10_000;
 pub fn router() -> Router<AppState> {
     Router::new().route(
         "/reports/{type}",
-        get(report).layer(cached_per_type_expensive("reports", 900)),
+        get(report).layer(
+            cached_per_type_expensive("reports", 900)
+                // CSV and JSON are cached apart (the JSON key is the contract's plain one).
+                .vary_with(std::sync::Arc::new(|parts: &axum::http::request::Parts| {
+                    Format::of(&parts.headers)
+                        .is_csv()
+                        .then(|| "csv".to_string())
+                })),
+        ),
     )
+}
+
+/// The representation a request asks for: CSV when its `Accept` ranks `text/csv` above
+/// JSON (and any `*/*`), JSON otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Json,
+    Csv,
+}
+
+impl Format {
+    fn of(headers: &axum::http::HeaderMap) -> Self {
+        let mut csv = 0.0_f32;
+        let mut json = 0.0_f32;
+        for accept in headers.get_all(axum::http::header::ACCEPT) {
+            let Ok(accept) = accept.to_str() else {
+                continue;
+            };
+            for range in accept.split(',') {
+                let mut parts = range.split(';');
+                let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+                let q = parts
+                    .filter_map(|p| p.trim().strip_prefix("q="))
+                    .find_map(|q| q.trim().parse::<f32>().ok())
+                    .unwrap_or(1.0);
+                match media.as_str() {
+                    "text/csv" => csv = csv.max(q),
+                    "application/json" | "application/*" | "*/*" => json = json.max(q),
+                    _ => {}
+                }
+            }
+        }
+        if csv > 0.0 && csv > json {
+            Self::Csv
+        } else {
+            Self::Json
+        }
+    }
+
+    fn is_csv(self) -> bool {
+        self == Self::Csv
+    }
 }
 
 /// This module's operations, for the OpenAPI document (`crate::openapi`).
@@ -206,29 +256,65 @@ where
     Ok((rows, totals, truncated))
 }
 
-/// Runs `spec` and wraps the result.
+/// Runs `spec` and wraps the result: JSON, or CSV (a header row of the row fields, then one
+/// line per row; the totals are left out, and `X-Report-Truncated: true` says when more
+/// rows matched than were returned).
 async fn run<R, T>(
     db: &Db,
     kind: ReportType,
     period: Option<&Period>,
     spec: Spec<R>,
+    format: Format,
 ) -> ApiResult<Response>
 where
     R: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize,
     T: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize,
 {
+    use axum::http::header;
     let generated_at = db::now();
     let (rows, totals, truncated) = fetch::<R, T>(db, &spec).await?;
-    Ok(Json(Report {
-        kind: kind.as_str(),
-        from: period.and_then(|p| p.from).map(date_text),
-        to: period.and_then(|p| p.to).map(date_text),
-        generated_at,
-        rows,
-        totals,
-        truncated,
-    })
-    .into_response())
+    let vary = (header::VARY, "Accept");
+    if format.is_csv() {
+        let mut writer = csv::Writer::from_writer(Vec::new());
+        for row in &rows {
+            writer
+                .serialize(row)
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV row: {e}")))?;
+        }
+        let body = writer
+            .into_inner()
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV: {e}")))?;
+        let disposition = format!("inline; filename=\"{}.csv\"", kind.as_str());
+        let mut response = (
+            [
+                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_string()),
+                (header::CONTENT_DISPOSITION, disposition),
+                (vary.0, vary.1.to_string()),
+            ],
+            body,
+        )
+            .into_response();
+        if truncated {
+            response.headers_mut().insert(
+                "x-report-truncated",
+                axum::http::HeaderValue::from_static("true"),
+            );
+        }
+        return Ok(response);
+    }
+    Ok((
+        [vary],
+        Json(Report {
+            kind: kind.as_str(),
+            from: period.and_then(|p| p.from).map(date_text),
+            to: period.and_then(|p| p.to).map(date_text),
+            generated_at,
+            rows,
+            totals,
+            truncated,
+        }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(
@@ -246,9 +332,13 @@ where
     responses(
         (
             status = 200,
-            description = "The report; the shape of `rows` and `totals` depends on the type",
-            body = Report<ReportRow, ReportTotals>,
+            description = "The report; the shape of `rows` and `totals` depends on the type. With `Accept: text/csv` (ranked above JSON): CSV, a header row of the row fields and one line per row, without the totals (`X-Report-Truncated: true` when more rows matched). Both representations are cached apart (`Vary: Accept`).",
+            content(
+                (Report<ReportRow, ReportTotals> = "application/json"),
+                (String = "text/csv"),
+            ),
             headers(
+                ("Vary" = String, description = "`Accept`: JSON and CSV are different representations"),
                 ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
                 ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
                 ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
@@ -266,9 +356,11 @@ where
 async fn report(
     State(state): State<AppState>,
     caller: AuthUser,
+    headers: axum::http::HeaderMap,
     Path(kind): Path<String>,
     Query(params): Query<Params>,
 ) -> ApiResult<Response> {
+    let format = Format::of(&headers);
     let kind = ReportType::parse(&kind).ok_or_else(|| {
         let known: Vec<&str> = ReportType::ALL.iter().map(|t| t.as_str()).collect();
         ApiError::NotFound(format!(
@@ -288,6 +380,7 @@ async fn report(
                 kind,
                 Some(&period),
                 sales_by_item(org, &period),
+                format,
             )
             .await
         }
@@ -297,11 +390,13 @@ async fn report(
                 kind,
                 Some(&period),
                 sales_by_customer(org, &period),
+                format,
             )
             .await
         }
         ReportType::InventoryValuation => {
-            run::<Valuation, ValuationTotals>(db, kind, None, inventory_valuation(org)).await
+            run::<Valuation, ValuationTotals>(db, kind, None, inventory_valuation(org), format)
+                .await
         }
         ReportType::StockMovements => {
             run::<Movements, MovementsTotals>(
@@ -309,6 +404,7 @@ async fn report(
                 kind,
                 Some(&period),
                 stock_movements(org, &period),
+                format,
             )
             .await
         }
@@ -318,6 +414,7 @@ async fn report(
                 kind,
                 Some(&period),
                 purchases_by_vendor(org, &period),
+                format,
             )
             .await
         }

@@ -949,3 +949,61 @@ async fn an_item_update_writes_its_new_representation_through_to_its_detail_entr
         .expect("json");
     assert_eq!(read["priceCents"], 1800);
 }
+
+#[tokio::test]
+async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_apart() {
+    let app = spawn_app().await;
+    let org = org(&app, "csv@example.com").await;
+    let stock = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 5, "reason": "initial"});
+    assert_eq!(
+        app.post("/inventory/adjustments", stock.clone(), Some(&org.token))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let path = "/reports/inventory-valuation";
+    let get = |accept: &'static str| {
+        app.client
+            .get(format!("{}{path}", app.address))
+            .bearer_auth(&org.token)
+            .header("accept", accept)
+            .send()
+    };
+    let csv = get("text/csv").await.expect("csv");
+    assert_eq!(csv.status(), StatusCode::OK);
+    assert!(header(&csv, "content-type").starts_with("text/csv"));
+    assert_eq!(header(&csv, "vary"), "Accept");
+    assert_eq!(header(&csv, "x-cache"), "MISS");
+    let text = csv.text().await.expect("text");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "a header row and one item: {text}");
+    assert!(
+        lines[0].contains("itemId") && lines[0].contains("sku"),
+        "{text}"
+    );
+    assert!(lines[1].contains("H-1"), "{text}");
+    // JSON is another entry: a miss the first time, whatever was cached for CSV.
+    let json = get("application/json").await.expect("json");
+    assert_eq!(header(&json, "x-cache"), "MISS");
+    assert_eq!(header(&json, "vary"), "Accept");
+    let body: Value = json.json().await.expect("json");
+    assert_eq!(body["rows"].as_array().expect("rows").len(), 1);
+    // Both are hits now, each with its own body; JSON ranked higher wins.
+    let again = get("text/csv;q=0.5, application/json").await.expect("json");
+    assert_eq!(header(&again, "x-cache"), "HIT");
+    assert!(header(&again, "content-type").starts_with("application/json"));
+    let again = get("text/csv").await.expect("csv");
+    assert_eq!(header(&again, "x-cache"), "HIT");
+    assert_eq!(again.text().await.expect("text"), text);
+    // A write that touches reports invalidates both.
+    assert_eq!(
+        app.post("/inventory/adjustments", stock, Some(&org.token))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    for accept in ["text/csv", "application/json"] {
+        let response = get(accept).await.expect("send");
+        assert_eq!(header(&response, "x-cache"), "MISS", "{accept}");
+    }
+}

@@ -33,7 +33,10 @@ pub struct CacheLayer {
     policy: Arc<Policy>,
 }
 
-#[derive(Debug, Clone)]
+/// Names the representation a request asks for (`None`: the default one).
+pub type VaryFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+
+#[derive(Clone)]
 struct Policy {
     key_prefix: String,
     ttl: Duration,
@@ -44,6 +47,21 @@ struct Policy {
     l1_max_stale: Option<Duration>,
     /// Concurrent misses of one key run the handler once across all instances.
     cluster_single_flight: bool,
+    /// Representations cached apart (vary-by): appended to the key when `Some`.
+    vary: Option<VaryFn>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("key_prefix", &self.key_prefix)
+            .field("ttl", &self.ttl)
+            .field("per_last_segment", &self.per_last_segment)
+            .field("l1_max_stale", &self.l1_max_stale)
+            .field("cluster_single_flight", &self.cluster_single_flight)
+            .field("vary", &self.vary.is_some())
+            .finish()
+    }
 }
 
 impl CacheLayer {
@@ -56,6 +74,7 @@ impl CacheLayer {
                 per_last_segment: false,
                 l1_max_stale: None,
                 cluster_single_flight: false,
+                vary: None,
             }),
         }
     }
@@ -74,6 +93,19 @@ impl CacheLayer {
     pub fn with_cluster_single_flight(self) -> Self {
         let mut policy = (*self.policy).clone();
         policy.cluster_single_flight = true;
+        Self {
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// Caches the representations `vary` names apart (seed 004's vary-by): a request for
+    /// which it returns `Some(name)` is stored under the key with `:{name}` appended, and
+    /// `None` (the default representation) under the plain key. Name the representation
+    /// the handler will choose (e.g. `csv` for `Accept: text/csv`), not the raw header,
+    /// so that equivalent requests share an entry. The handler should say `Vary`.
+    pub fn vary_with(self, vary: VaryFn) -> Self {
+        let mut policy = (*self.policy).clone();
+        policy.vary = Some(vary);
         Self {
             policy: Arc::new(policy),
         }
@@ -100,6 +132,7 @@ impl CacheLayer {
                 per_last_segment: true,
                 l1_max_stale: None,
                 cluster_single_flight: false,
+                vary: None,
             }),
         }
     }
@@ -388,6 +421,7 @@ where
         policy.key_prefix.clone()
     };
     let key_prefix = key_prefix.as_str();
+    let variant = policy.vary.as_ref().and_then(|vary| vary(&parts));
     // The L1 key is the request's path and query as sent: no hashing on the hit path. The
     // same query in another order is another L1 entry of the same Redis entry; invalidation
     // goes by scope and group, so both are dropped alike.
@@ -396,7 +430,11 @@ where
         .filter(|_| !cache.is_local())
         .map(|bound| {
             let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
-            (super::l1_key(&scope, key_prefix, target), bound)
+            let target = match &variant {
+                Some(variant) => format!("{target}#{variant}"),
+                None => target.to_string(),
+            };
+            (super::l1_key(&scope, key_prefix, &target), bound)
         });
     if let Some((key, bound)) = &l1 {
         if let Some((cached, ttl)) = cache.l1_get(key, *bound) {
@@ -414,12 +452,16 @@ where
     }
     // What L1 records below was current no later than now: staleness counts from here.
     let fresh_at = std::time::Instant::now();
-    let rest = format!(
+    let mut rest = format!(
         "{}:{}:{}",
         parts.method,
         parts.uri.path(),
         query_hash(parts.uri.query())
     );
+    if let Some(variant) = &variant {
+        rest.push(':');
+        rest.push_str(variant);
+    }
     let admission = async {
         match &deferred {
             Some(deferred) => deferred.decide().await,

@@ -65,7 +65,7 @@ pub(crate) use flight::{Flight, Shared};
 pub use key::{body_tag, group_of, query_hash, slot, Layout};
 pub use l1::L1Settings;
 pub(crate) use layer::{boxed, full};
-pub use layer::{CacheBody, CacheLayer, CacheService};
+pub use layer::{CacheBody, CacheLayer, CacheService, VaryFn};
 pub(crate) use stats::Event;
 pub use stats::{CacheStats, L1Stats, ScopeStats};
 use stats::{Counters, ScopeCounters};
