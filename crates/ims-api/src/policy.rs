@@ -44,7 +44,10 @@ pub fn writes_through(key_prefix: &str, seconds: u64) -> WriteThroughLayer {
     WriteThroughLayer::new(key_prefix, Duration::from_secs(seconds))
 }
 
-/// After a successful write, invalidates the caller's cached responses of `groups`.
+/// After a successful write, invalidates the caller's cached responses of `groups` (a
+/// group such as `items` drops all of them, a key prefix such as `items:list` one kind).
+/// Add `.tag_by_last_segment("item")` on an entity's route to drop that entity's entries
+/// too.
 pub fn invalidates(groups: &[&str]) -> InvalidateLayer {
     InvalidateLayer::new(groups)
 }

@@ -48,7 +48,10 @@ fn body(text: &'static str) -> Cached {
 async fn a_miss_that_began_before_an_invalidation_cannot_store() {
     let server = RedisServer::start();
     let (cache, _) = engine(&server).await;
-    let Lookup::Miss(seen) = cache.lookup("org1", "items:list", "GET:/items:x").await else {
+    let Lookup::Miss(seen) = cache
+        .lookup("org1", "items:list", "GET:/items:x", None)
+        .await
+    else {
         panic!("empty cache must miss");
     };
     // A write lands while the handler runs.
@@ -61,6 +64,7 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
             "org1",
             "items:list",
             "GET:/items:x",
+            None,
             &body("old"),
             Duration::from_secs(60),
             &seen,
@@ -68,13 +72,18 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
         .await;
     assert_eq!(stored, None, "the older response is refused");
     assert!(matches!(
-        cache.lookup("org1", "items:list", "GET:/items:x").await,
+        cache
+            .lookup("org1", "items:list", "GET:/items:x", None)
+            .await,
         Lookup::Miss(_)
     ));
     assert_eq!(cache.stats().stale_stores_refused, 1);
 
     // Another group's invalidation does not refuse it; the same group's does.
-    let Lookup::Miss(seen) = cache.lookup("org1", "items:list", "GET:/items:x").await else {
+    let Lookup::Miss(seen) = cache
+        .lookup("org1", "items:list", "GET:/items:x", None)
+        .await
+    else {
         panic!("miss");
     };
     cache
@@ -90,13 +99,17 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
             "org1",
             "items:list",
             "GET:/items:x",
+            None,
             &body("new"),
             Duration::from_secs(60),
             &seen,
         )
         .await;
     assert_eq!(stored, Some(Duration::from_secs(60)));
-    match cache.lookup("org1", "items:list", "GET:/items:x").await {
+    match cache
+        .lookup("org1", "items:list", "GET:/items:x", None)
+        .await
+    {
         Lookup::Hit(cached, ttl) => {
             assert_eq!(cached.body, Bytes::from_static(b"new"));
             assert!(ttl <= Duration::from_secs(60) && ttl > Duration::from_secs(58));
@@ -123,7 +136,7 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
     let () = pipe.query(&mut raw).expect("fill");
     for i in 0..20 {
         let rest = format!("GET:/items:{i}");
-        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest).await else {
+        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest, None).await else {
             panic!("miss")
         };
         cache
@@ -131,6 +144,7 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
                 "org1",
                 "items:list",
                 &rest,
+                None,
                 &body("x"),
                 Duration::from_secs(60),
                 &seen,
@@ -138,7 +152,10 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
             .await
             .expect("stored");
     }
-    let Lookup::Miss(seen) = cache.lookup("org1", "tax:rates", "GET:/tax-rates:h").await else {
+    let Lookup::Miss(seen) = cache
+        .lookup("org1", "tax:rates", "GET:/tax-rates:h", None)
+        .await
+    else {
         panic!("miss")
     };
     cache
@@ -146,6 +163,7 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
             "org1",
             "tax:rates",
             "GET:/tax-rates:h",
+            None,
             &body("t"),
             Duration::from_secs(60),
             &seen,
@@ -159,11 +177,15 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
         .expect("invalidated");
     assert_eq!(removed, 20);
     let size: u64 = redis::cmd("DBSIZE").query(&mut raw).expect("dbsize");
-    // The 50,000 others, the tax entry and its index, the bumped epoch of items, and the
-    // record of org1's activity (for warm-ups).
-    assert_eq!(size, 50_000 + 2 + 1 + 1);
+    // The 50,000 others, the tax entry and its two indexes (group `tax`, key prefix
+    // `tax:rates`), the bumped epoch of items, the record of org1's activity (for
+    // warm-ups), and the `items:list` index, whose members left with their entries and
+    // which expires with them (or is replaced by the next store of those keys).
+    assert_eq!(size, 50_000 + 3 + 1 + 1 + 1);
     assert!(matches!(
-        cache.lookup("org1", "tax:rates", "GET:/tax-rates:h").await,
+        cache
+            .lookup("org1", "tax:rates", "GET:/tax-rates:h", None)
+            .await,
         Lookup::Hit(..)
     ));
 }
@@ -181,11 +203,11 @@ async fn bookkeeping_stays_bounded_under_distinct_misses_without_writes() {
     while started.elapsed() < Duration::from_millis(1200) {
         let rest = format!("GET:/items:{i}");
         i += 1;
-        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest).await else {
+        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest, None).await else {
             panic!("miss")
         };
         cache
-            .store("org1", "items:list", &rest, &body("x"), ttl, &seen)
+            .store("org1", "items:list", &rest, None, &body("x"), ttl, &seen)
             .await
             .expect("stored");
         let size: u64 = redis::cmd("ZCARD")
@@ -262,4 +284,96 @@ async fn get_or_set_computes_once_then_serves_until_invalidated() {
         .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
         .await;
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
+async fn a_tag_invalidation_drops_exactly_its_entries_and_refuses_older_stores() {
+    let server = RedisServer::start();
+    let (cache, _raw) = engine(&server).await;
+    let ttl = Duration::from_secs(60);
+    // Two tagged details and a list in one group.
+    for (rest, tag) in [
+        ("GET:/things/1:h", Some("thing:1")),
+        ("GET:/things/2:h", Some("thing:2")),
+    ] {
+        let Lookup::Miss(seen) = cache.lookup("org1", "things:detail", rest, tag).await else {
+            panic!("miss")
+        };
+        cache
+            .store("org1", "things:detail", rest, tag, &body("d"), ttl, &seen)
+            .await
+            .expect("stored");
+    }
+    let Lookup::Miss(list_seen) = cache
+        .lookup("org1", "things:list", "GET:/things:h", None)
+        .await
+    else {
+        panic!("miss")
+    };
+    cache
+        .store(
+            "org1",
+            "things:list",
+            "GET:/things:h",
+            None,
+            &body("l"),
+            ttl,
+            &list_seen,
+        )
+        .await
+        .expect("stored");
+    // A miss of thing 1 that began before thing 1's write...
+    cache
+        .invalidate("org1", &["#thing:1"])
+        .await
+        .expect("invalidated");
+    let Lookup::Miss(seen) = cache
+        .lookup("org1", "things:detail", "GET:/things/1:h", Some("thing:1"))
+        .await
+    else {
+        panic!("thing 1 is gone")
+    };
+    let before = seen.clone();
+    cache
+        .invalidate("org1", &["#thing:1", "things:list"])
+        .await
+        .expect("invalidated");
+    // ...cannot store afterwards; thing 2 and nothing else of the group was touched.
+    assert_eq!(
+        cache
+            .store(
+                "org1",
+                "things:detail",
+                "GET:/things/1:h",
+                Some("thing:1"),
+                &body("old"),
+                ttl,
+                &before
+            )
+            .await,
+        None
+    );
+    assert!(matches!(
+        cache
+            .lookup("org1", "things:detail", "GET:/things/2:h", Some("thing:2"))
+            .await,
+        Lookup::Hit(..)
+    ));
+    assert!(matches!(
+        cache
+            .lookup("org1", "things:list", "GET:/things:h", None)
+            .await,
+        Lookup::Miss(..)
+    ));
+    // The group still drops everything, tagged or not.
+    cache
+        .invalidate("org1", &["things"])
+        .await
+        .expect("invalidated");
+    assert!(matches!(
+        cache
+            .lookup("org1", "things:detail", "GET:/things/2:h", Some("thing:2"))
+            .await,
+        Lookup::Miss(..)
+    ));
 }

@@ -39,12 +39,20 @@ pub fn router() -> Router<AppState> {
             get(list)
                 .layer(cached("items:list", 60))
                 .post(create)
-                .layer(invalidates(&["items", "stock", "dashboard", "reports"])),
+                // A new item changes the lists, not the other items' details.
+                .layer(invalidates(&[
+                    "items:list",
+                    "stock",
+                    "dashboard",
+                    "reports",
+                ])),
         )
         .route(
             "/items/{id}",
             get(read)
-                .layer(cached("items:detail", 120))
+                // Tagged `item:{id}`: a write to this item drops its entry, not its
+                // siblings'.
+                .layer(cached("items:detail", 120).tag_by_last_segment("item"))
                 .put(replace)
                 .patch(patch)
                 .delete(remove)
@@ -52,8 +60,13 @@ pub fn router() -> Router<AppState> {
                     tower::ServiceBuilder::new()
                         // Outside the invalidation: stores the written item as its detail
                         // entry once the write's own invalidation has run.
-                        .layer(writes_through("items:detail", 120))
-                        .layer(invalidates(&["items", "stock", "dashboard", "reports"])),
+                        .layer(writes_through("items:detail", 120).tag_by_last_segment("item"))
+                        // The lists, this item's own entries, and what its price and
+                        // stock feed; other items' details stay.
+                        .layer(
+                            invalidates(&["items:list", "stock", "dashboard", "reports"])
+                                .tag_by_last_segment("item"),
+                        ),
                 ),
         )
 }

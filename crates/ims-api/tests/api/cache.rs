@@ -338,16 +338,14 @@ async fn prime(app: &TestApp, org: &Org) {
 /// After `write`, exactly the reads of `groups` must be gone (and answer MISS).
 async fn check_row(app: &TestApp, org: &Org, name: &str, groups: &[&str]) {
     for (group, path, prefix) in reads(org) {
+        // A row names groups (`items`: every item read) or key prefixes (`items:list`).
+        let gone = groups.contains(&group) || groups.contains(&prefix);
         let cached = exists(app, &key(&org.org_id, prefix, &path, ""));
         assert_eq!(
             cached,
-            !groups.contains(&group),
+            !gone,
             "{name}: {prefix} should be {}",
-            if groups.contains(&group) {
-                "invalidated"
-            } else {
-                "kept"
-            }
+            if gone { "invalidated" } else { "kept" }
         );
     }
 }
@@ -400,7 +398,8 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
             Method::POST,
             "/items".into(),
             json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
-            &["items", "stock", "dashboard", "reports"],
+            // The lists, not the existing items' details.
+            &["items:list", "stock", "dashboard", "reports"],
         ),
         (
             "update item",
@@ -1005,5 +1004,93 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
     for accept in ["text/csv", "application/json"] {
         let response = get(accept).await.expect("send");
         assert_eq!(header(&response, "x-cache"), "MISS", "{accept}");
+    }
+}
+
+#[tokio::test]
+async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
+    let app = spawn_app().await;
+    let org = org(&app, "tags@example.com").await;
+    let other = post_created(
+        &app,
+        "/items",
+        json!({"name": "Wrench", "sku": "W-1", "priceCents": 900}),
+        &org.token,
+    )
+    .await;
+    let (a, b) = (format!("/items/{}", org.item), format!("/items/{other}"));
+    for path in [&a, &b, &"/items".to_string()] {
+        assert_eq!(
+            header(&app.get(path, Some(&org.token)).await, "x-cache"),
+            "MISS"
+        );
+    }
+    let updated = app
+        .request(
+            Method::PATCH,
+            &a,
+            Some(json!({"priceCents": 2500})),
+            Some(&org.token),
+        )
+        .await;
+    assert_eq!(updated.status(), StatusCode::OK);
+    // B's detail is still a hit; the list is not; A's is the written-through new one.
+    assert_eq!(
+        header(&app.get(&b, Some(&org.token)).await, "x-cache"),
+        "HIT"
+    );
+    assert_eq!(
+        header(&app.get("/items", Some(&org.token)).await, "x-cache"),
+        "MISS"
+    );
+    let read = app.get(&a, Some(&org.token)).await;
+    assert_eq!(header(&read, "x-cache"), "HIT");
+    assert_eq!(
+        read.json::<Value>().await.expect("json")["priceCents"],
+        2500
+    );
+    // Deleting B drops B's entry (a 404 now) and keeps A's.
+    let created = app
+        .post(
+            "/items",
+            json!({"name": "Saw", "sku": "S-9", "priceCents": 100}),
+            Some(&org.token),
+        )
+        .await;
+    let saw: Value = created.json().await.expect("json");
+    let c = format!("/items/{}", saw["id"].as_str().expect("id"));
+    assert_eq!(
+        header(&app.get(&c, Some(&org.token)).await, "x-cache"),
+        "MISS"
+    );
+    assert_eq!(
+        header(&app.get(&a, Some(&org.token)).await, "x-cache"),
+        "HIT"
+    );
+    let deleted = app
+        .request(Method::DELETE, &c, None, Some(&org.token))
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&c, Some(&org.token)).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        header(&app.get(&a, Some(&org.token)).await, "x-cache"),
+        "HIT"
+    );
+    // A write that concerns every item (a stock adjustment) still drops every detail.
+    let stock = json!({"itemId": other, "warehouseId": org.warehouse, "quantityDelta": 3, "reason": "count"});
+    assert_eq!(
+        app.post("/inventory/adjustments", stock, Some(&org.token))
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    for path in [&a, &b] {
+        assert_eq!(
+            header(&app.get(path, Some(&org.token)).await, "x-cache"),
+            "MISS"
+        );
     }
 }

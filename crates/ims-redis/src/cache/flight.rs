@@ -46,13 +46,14 @@ impl ResponseCache {
         scope: &str,
         key_prefix: &str,
         rest: &str,
+        tag: Option<&str>,
         seen: Seen,
     ) -> Shared {
         let name = format!("flight:{scope}:{key_prefix}:{rest}");
         let deadline = std::time::Instant::now() + FLIGHT_LEASE;
         loop {
             if let Some(guard) = self.locks.try_acquire(&name, FLIGHT_LEASE).await {
-                return match self.lookup(scope, key_prefix, rest).await {
+                return match self.lookup(scope, key_prefix, rest, tag).await {
                     Lookup::Hit(cached, ttl) => {
                         guard.release().await;
                         Shared::Hit(cached, ttl)
@@ -66,7 +67,7 @@ impl ResponseCache {
             }
             self.l1.lock_waits.fetch_add(1, Ordering::Relaxed);
             tokio::time::sleep(FLIGHT_POLL).await;
-            if let Lookup::Hit(cached, ttl) = self.lookup(scope, key_prefix, rest).await {
+            if let Lookup::Hit(cached, ttl) = self.lookup(scope, key_prefix, rest, tag).await {
                 return Shared::Hit(cached, ttl);
             }
         }

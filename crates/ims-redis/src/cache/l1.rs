@@ -29,15 +29,18 @@ use super::Cached;
 struct Entry {
     cached: Arc<Cached>,
     scope: String,
-    group: String,
+    /// The names the entry is indexed under (group, key prefix, tag): an invalidation of
+    /// any of them drops it.
+    names: Vec<String>,
     /// When the content was read from Redis or computed (before, to be safe).
     fresh_at: Instant,
     /// When the Redis entry expires.
     expires_at: Instant,
 }
 
-/// An invalidation message: `<instance>:<seq>:<scope>:<group>,<group>…`. The scope comes
-/// before the groups and may itself contain `:`, so it is parsed from both ends.
+/// An invalidation message: `<instance>:<seq>:<scope>|<name>,<name>…`. The scope and the
+/// names (groups, key prefixes such as `items:list`, tags such as `#item:42`) may contain
+/// `:`, so the scope ends at the last `|`; names never contain `|` or `,`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Message {
     pub instance: u64,
@@ -49,7 +52,7 @@ pub(crate) struct Message {
 impl Message {
     pub fn encode(&self) -> String {
         format!(
-            "{}:{}:{}:{}",
+            "{}:{}:{}|{}",
             self.instance,
             self.seq,
             self.scope,
@@ -60,7 +63,7 @@ impl Message {
     pub fn decode(text: &str) -> Option<Self> {
         let (instance, rest) = text.split_once(':')?;
         let (seq, rest) = rest.split_once(':')?;
-        let (scope, groups) = rest.rsplit_once(':')?;
+        let (scope, groups) = rest.rsplit_once('|')?;
         Some(Self {
             instance: instance.parse().ok()?,
             seq: seq.parse().ok()?,
@@ -100,7 +103,7 @@ impl L1 {
                     + entry.cached.etag.len()
                     + entry.cached.content_type.len()
                     + entry.scope.len()
-                    + entry.group.len()
+                    + entry.names.iter().map(String::len).sum::<usize>()
                     + 128;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
@@ -150,7 +153,7 @@ impl L1 {
         &self,
         key: String,
         scope: &str,
-        group: &str,
+        names: Vec<String>,
         cached: Arc<Cached>,
         fresh_at: Instant,
         ttl: Duration,
@@ -161,7 +164,7 @@ impl L1 {
         let entry = Entry {
             cached,
             scope: scope.to_string(),
-            group: group.to_string(),
+            names,
             fresh_at,
             expires_at: Instant::now() + ttl,
         };
@@ -185,7 +188,7 @@ impl L1 {
         &self,
         key: String,
         scope: &str,
-        group: &str,
+        names: Vec<String>,
         cached: Arc<Cached>,
         ttl: Duration,
     ) {
@@ -193,19 +196,20 @@ impl L1 {
         let entry = Entry {
             cached,
             scope: scope.to_string(),
-            group: group.to_string(),
+            names,
             fresh_at: now,
             expires_at: now + ttl,
         };
         self.entries.insert(key, Arc::new(entry));
     }
 
-    /// Drops the entries of `groups` in `scope`.
-    pub fn invalidate(&self, scope: &str, groups: &[String]) {
-        let (scope, groups) = (scope.to_string(), groups.to_vec());
+    /// Drops the entries of `scope` indexed under any of `names` (groups, key prefixes,
+    /// tags).
+    pub fn invalidate(&self, scope: &str, names: &[String]) {
+        let (scope, names) = (scope.to_string(), names.to_vec());
         // Applied to every later read at once; moka removes the entries in the background.
         let _ = self.entries.invalidate_entries_if(move |_, entry| {
-            entry.scope == scope && groups.contains(&entry.group)
+            entry.scope == scope && entry.names.iter().any(|name| names.contains(name))
         });
     }
 
@@ -360,7 +364,14 @@ mod tests {
             groups: vec!["items".into(), "dashboard".into()],
         };
         assert_eq!(Message::decode(&m.encode()), Some(m));
-        assert_eq!(Message::decode("x:1:s:g"), None);
+        assert_eq!(Message::decode("x:1:s|g"), None);
+        let tagged = Message {
+            instance: 7,
+            seq: 3,
+            scope: "org:with:colons".into(),
+            groups: vec!["items:list".into(), "#item:42".into()],
+        };
+        assert_eq!(Message::decode(&tagged.encode()), Some(tagged));
     }
 
     #[test]
@@ -370,7 +381,7 @@ mod tests {
         l1.insert(
             "k".into(),
             "o",
-            "tax",
+            vec!["tax".into()],
             cached("a"),
             fresh,
             Duration::from_secs(60),
@@ -384,7 +395,7 @@ mod tests {
         l1.insert(
             "old".into(),
             "o",
-            "tax",
+            vec!["tax".into()],
             cached("a"),
             old,
             Duration::from_secs(60),
@@ -405,9 +416,16 @@ mod tests {
         let l1 = tier();
         let now = Instant::now();
         let ttl = Duration::from_secs(60);
-        l1.insert("a1".into(), "a", "tax", cached("1"), now, ttl);
-        l1.insert("a2".into(), "a", "categories", cached("2"), now, ttl);
-        l1.insert("b1".into(), "b", "tax", cached("3"), now, ttl);
+        l1.insert("a1".into(), "a", vec!["tax".into()], cached("1"), now, ttl);
+        l1.insert(
+            "a2".into(),
+            "a",
+            vec!["categories".into()],
+            cached("2"),
+            now,
+            ttl,
+        );
+        l1.insert("b1".into(), "b", vec!["tax".into()], cached("3"), now, ttl);
         let other = |seq| Message {
             instance: l1.instance + 1,
             seq,

@@ -49,6 +49,8 @@ struct Policy {
     cluster_single_flight: bool,
     /// Representations cached apart (vary-by): appended to the key when `Some`.
     vary: Option<VaryFn>,
+    /// Entity tag of the entry: `{name}:{last path segment}` (e.g. `item:42`).
+    tag_by_last_segment: Option<String>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -60,6 +62,7 @@ impl std::fmt::Debug for Policy {
             .field("l1_max_stale", &self.l1_max_stale)
             .field("cluster_single_flight", &self.cluster_single_flight)
             .field("vary", &self.vary.is_some())
+            .field("tag_by_last_segment", &self.tag_by_last_segment)
             .finish()
     }
 }
@@ -75,6 +78,7 @@ impl CacheLayer {
                 l1_max_stale: None,
                 cluster_single_flight: false,
                 vary: None,
+                tag_by_last_segment: None,
             }),
         }
     }
@@ -111,6 +115,18 @@ impl CacheLayer {
         }
     }
 
+    /// Tags each entry with its entity, `{name}:{last path segment}` (`/items/42` with
+    /// `item` → `item:42`), so that a write to that entity alone can drop it
+    /// ([`crate::invalidate::InvalidateLayer::tag_by_last_segment`]) while the other
+    /// entities' entries stay. The entry still belongs to its group and key prefix.
+    pub fn tag_by_last_segment(self, name: &str) -> Self {
+        let mut policy = (*self.policy).clone();
+        policy.tag_by_last_segment = Some(name.to_string());
+        Self {
+            policy: Arc::new(policy),
+        }
+    }
+
     /// Like [`with_l1`](Self::with_l1), at most `max_stale` stale (and never more than the
     /// engine's bound).
     pub fn with_l1_max_stale(self, max_stale: Duration) -> Self {
@@ -133,6 +149,7 @@ impl CacheLayer {
                 l1_max_stale: None,
                 cluster_single_flight: false,
                 vary: None,
+                tag_by_last_segment: None,
             }),
         }
     }
@@ -422,6 +439,11 @@ where
     };
     let key_prefix = key_prefix.as_str();
     let variant = policy.vary.as_ref().and_then(|vary| vary(&parts));
+    let tag = policy
+        .tag_by_last_segment
+        .as_ref()
+        .map(|name| super::last_segment_tag(name, parts.uri.path()));
+    let tag = tag.as_deref();
     // The L1 key is the request's path and query as sent: no hashing on the hit path. The
     // same query in another order is another L1 entry of the same Redis entry; invalidation
     // goes by scope and group, so both are dropped alike.
@@ -468,7 +490,7 @@ where
             None => true,
         }
     };
-    let (lookup, admitted) = tokio::join!(cache.lookup(&scope, key_prefix, &rest), admission);
+    let (lookup, admitted) = tokio::join!(cache.lookup(&scope, key_prefix, &rest, tag), admission);
     if !admitted {
         return Ok(refused());
     }
@@ -492,7 +514,8 @@ where
         Some(seen) => {
             let key = format!(
                 "{scope}:{key_prefix}:{rest}:{}:{}",
-                seen.epoch, seen.generation
+                seen.epochs_text(),
+                seen.generation
             );
             Some((cache.join_flight(&key), key))
         }
@@ -523,7 +546,10 @@ where
     let mut lock = None;
     if policy.cluster_single_flight {
         if let Some(first) = seen.take() {
-            match cache.cluster_flight(&scope, key_prefix, &rest, first).await {
+            match cache
+                .cluster_flight(&scope, key_prefix, &rest, tag, first)
+                .await
+            {
                 super::Shared::Hit(cached, ttl) => {
                     let cached = Arc::new(cached);
                     if let Some(sender) = sender {
@@ -586,7 +612,7 @@ where
     let stored = match &seen {
         Some(seen) => {
             cache
-                .store(&scope, key_prefix, &rest, &cached, policy.ttl, seen)
+                .store(&scope, key_prefix, &rest, tag, &cached, policy.ttl, seen)
                 .await
         }
         None => None,

@@ -192,8 +192,12 @@ struct Stamp {
 /// What a miss saw, to be checked again when it stores.
 #[derive(Debug, Clone, Default)]
 pub struct Seen {
-    epoch: String,
+    /// The epochs of the entry's memberships (group, key prefix, tag), in that order.
+    epochs: Vec<String>,
     generation: String,
+    /// Store only if exactly one invalidation of any membership happened since (the
+    /// write's own), rather than none (write-through).
+    after_one: bool,
     /// The expired entry still within its grace period (`stale-if-error`), and its age.
     stale: Option<(Arc<Cached>, Duration)>,
 }
@@ -203,12 +207,18 @@ impl Seen {
     /// a write-through store, which may land only if the write's own invalidation, and no
     /// other, happened since this was read.
     pub fn after_one_invalidation(&self) -> Seen {
-        let epoch = self.epoch.parse::<u64>().unwrap_or(0) + 1;
         Seen {
-            epoch: epoch.to_string(),
+            epochs: self.epochs.clone(),
             generation: self.generation.clone(),
+            after_one: true,
             stale: None,
         }
+    }
+
+    /// The epochs seen, for naming a single flight (misses that saw different epochs must
+    /// not share a run).
+    pub(crate) fn epochs_text(&self) -> String {
+        self.epochs.join(".")
     }
 
     /// The expired entry this miss may answer with if the handler fails with a 5xx, and
@@ -218,6 +228,44 @@ impl Seen {
             .as_ref()
             .map(|(cached, age)| (cached.as_ref(), *age))
     }
+}
+
+/// Whether a store may land, given how far each membership's epoch moved since the miss
+/// (`after_one`: a write-through, allowed exactly the write's own single bump).
+fn epochs_allow(drift: &[u64], after_one: bool) -> bool {
+    let total: u64 = drift.iter().sum();
+    if after_one {
+        total == 1
+    } else {
+        total == 0
+    }
+}
+
+/// The names an entry is indexed under, each with its own epoch: its group (`items`), its
+/// key prefix when longer (`items:detail`), and its tag (`#item:42`). A write invalidates
+/// whichever of these it affects: a group drops everything in it, a key prefix one kind
+/// of read, a tag one entity's entries.
+pub fn memberships(key_prefix: &str, tag: Option<&str>) -> Vec<String> {
+    let group = group_of(key_prefix);
+    let mut names = vec![group.to_string()];
+    if key_prefix != group {
+        names.push(key_prefix.to_string());
+    }
+    if let Some(tag) = tag {
+        names.push(tag_name(tag));
+    }
+    names
+}
+
+/// The tag `{name}:{last segment of path}` (`item`, `/items/42` → `item:42`).
+pub fn last_segment_tag(name: &str, path: &str) -> String {
+    format!("{name}:{}", path.rsplit('/').next().unwrap_or_default())
+}
+
+/// The invalidation name of an entity tag (`item:42` → `#item:42`), apart from group and
+/// key-prefix names.
+pub fn tag_name(tag: &str) -> String {
+    format!("#{tag}")
 }
 
 /// The sorted set of scopes by their last write (milliseconds since the epoch). Outside
@@ -281,15 +329,27 @@ pub struct ResponseCache {
 // Writes the entry only if neither the group's epoch nor the global generation moved since
 // the miss read them; records it in the group's index and trims expired index members.
 const STORE_SCRIPT: &str = r"
+-- KEYS: entry, generation, then (epoch, index) per membership. ARGV: generation, value,
+-- ttl (ms), mode ('exact': no membership's epoch moved; 'after-one': exactly one bump in
+-- all, the write's own), then the epochs seen, one per membership.
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
-if (redis.call('GET', KEYS[3]) or '') ~= ARGV[2] then return 0 end
-local ttl = tonumber(ARGV[4])
+local drift = 0
+for i = 3, #KEYS, 2 do
+  local now = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+  local seen = tonumber(ARGV[5 + (i - 3) / 2]) or 0
+  if ARGV[4] == 'exact' and now ~= seen then return 0 end
+  drift = drift + now - seen
+end
+if ARGV[4] == 'after-one' and drift ~= 1 then return 0 end
+local ttl = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], ARGV[3], 'PX', ttl)
-redis.call('ZADD', KEYS[4], now + ttl, KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now)
-if redis.call('PTTL', KEYS[4]) < ttl then redis.call('PEXPIRE', KEYS[4], ttl) end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+for i = 4, #KEYS, 2 do
+  redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+end
 return 1
 ";
 
@@ -425,7 +485,10 @@ impl ResponseCache {
     /// Whether `scope` has a live entry under `key_prefix` and `rest` (as built by the
     /// layer: `GET:{path}:{queryHash}`).
     pub async fn is_cached(&self, scope: &str, key_prefix: &str, rest: &str) -> bool {
-        matches!(self.lookup(scope, key_prefix, rest).await, Lookup::Hit(..))
+        matches!(
+            self.lookup(scope, key_prefix, rest, None).await,
+            Lookup::Hit(..)
+        )
     }
 
     /// The pub/sub channel of invalidations.
@@ -448,8 +511,15 @@ impl ResponseCache {
         fresh_at: std::time::Instant,
         ttl: Duration,
     ) {
-        self.l1
-            .insert(key, scope, group_of(key_prefix), cached, fresh_at, ttl);
+        // L1 routes carry no entity tags.
+        self.l1.insert(
+            key,
+            scope,
+            memberships(key_prefix, None),
+            cached,
+            fresh_at,
+            ttl,
+        );
     }
 
     /// The tenant of a request, if it may be cached.
@@ -517,15 +587,26 @@ impl ResponseCache {
 
     /// Looks up an entry (one round trip: the entry, its TTL, the group's epoch and the
     /// generation).
-    pub async fn lookup(&self, scope: &str, key_prefix: &str, rest: &str) -> Lookup {
+    pub async fn lookup(
+        &self,
+        scope: &str,
+        key_prefix: &str,
+        rest: &str,
+        tag: Option<&str>,
+    ) -> Lookup {
+        let names = memberships(key_prefix, tag);
         if self.is_local() {
             if let Some((cached, ttl)) = self.l1.get_local(&l1_key(scope, key_prefix, rest)) {
                 return Lookup::Hit((*cached).clone(), ttl);
             }
-            let epoch = self.local_epoch(scope, group_of(key_prefix)).to_string();
+            let epochs = names
+                .iter()
+                .map(|name| self.local_epoch(scope, name).to_string())
+                .collect();
             return Lookup::Miss(Seen {
-                epoch,
+                epochs,
                 generation: String::new(),
+                after_one: false,
                 stale: None,
             });
         }
@@ -533,23 +614,24 @@ impl ResponseCache {
             return Lookup::Unavailable;
         }
         let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
-        let epoch = self
-            .redis
-            .key(&self.layout.epoch(scope, group_of(key_prefix)));
         let generation = self.redis.key(&self.layout.generation(&entry));
+        let epoch_keys: Vec<String> = names
+            .iter()
+            .map(|name| self.redis.key(&self.layout.epoch(scope, name)))
+            .collect();
         let reply = self
             .redis
             .connection()
             .run(|mut c| async move {
                 redis::cmd("MGET")
                     .arg(&entry)
-                    .arg(&epoch)
                     .arg(&generation)
+                    .arg(&epoch_keys)
                     .query_async::<Vec<Option<Vec<u8>>>>(&mut c)
                     .await
             })
             .await;
-        let mut values = match reply {
+        let values = match reply {
             Ok(reply) => reply,
             Err(_) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
@@ -560,10 +642,12 @@ impl ResponseCache {
             v.and_then(|v| String::from_utf8(v).ok())
                 .unwrap_or_default()
         };
-        let generation = text(values.pop().flatten());
-        let epoch = text(values.pop().flatten());
+        let mut values = values.into_iter();
+        let entry = values.next().flatten();
+        let generation = text(values.next().flatten());
+        let epochs: Vec<String> = values.map(text).collect();
         let now = unix_millis();
-        match values.pop().flatten().and_then(Cached::decode) {
+        match entry.and_then(Cached::decode) {
             Some((cached, stamp)) if stamp.expires > now => {
                 Lookup::Hit(cached, Duration::from_millis(stamp.expires - now))
             }
@@ -576,8 +660,9 @@ impl ResponseCache {
                         .saturating_add(self.grace.load(Ordering::Relaxed)) =>
             {
                 Lookup::Miss(Seen {
-                    epoch,
+                    epochs,
                     generation,
+                    after_one: false,
                     stale: Some((
                         Arc::new(cached),
                         Duration::from_millis(now.saturating_sub(stamp.stored)),
@@ -585,8 +670,9 @@ impl ResponseCache {
                 })
             }
             _ => Lookup::Miss(Seen {
-                epoch,
+                epochs,
                 generation,
+                after_one: false,
                 stale: None,
             }),
         }
@@ -594,47 +680,59 @@ impl ResponseCache {
 
     /// What a store of this key would be checked against now (its group's epoch and the
     /// entry's generation), without reading the entry. `None` when Redis cannot be asked.
-    pub async fn observe(&self, scope: &str, key_prefix: &str, rest: &str) -> Option<Seen> {
+    pub async fn observe(
+        &self,
+        scope: &str,
+        key_prefix: &str,
+        rest: &str,
+        tag: Option<&str>,
+    ) -> Option<Seen> {
         if self.is_local() || !self.ready.load(Ordering::Acquire) {
             return None;
         }
         let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
-        let epoch = self
-            .redis
-            .key(&self.layout.epoch(scope, group_of(key_prefix)));
         let generation = self.redis.key(&self.layout.generation(&entry));
+        let epoch_keys: Vec<String> = memberships(key_prefix, tag)
+            .iter()
+            .map(|name| self.redis.key(&self.layout.epoch(scope, name)))
+            .collect();
         let values = self
             .redis
             .connection()
             .run(|mut c| async move {
                 redis::cmd("MGET")
-                    .arg(&epoch)
                     .arg(&generation)
+                    .arg(&epoch_keys)
                     .query_async::<Vec<Option<String>>>(&mut c)
                     .await
             })
             .await
             .ok()?;
         let mut values = values.into_iter();
+        let generation = values.next().flatten().unwrap_or_default();
         Some(Seen {
-            epoch: values.next().flatten().unwrap_or_default(),
-            generation: values.next().flatten().unwrap_or_default(),
+            epochs: values.map(Option::unwrap_or_default).collect(),
+            generation,
+            after_one: false,
             stale: None,
         })
     }
 
     /// Stores `cached` if no invalidation of its group happened since `seen` was read.
     /// Returns the TTL it was stored with, or `None` when it was not stored.
+    #[allow(clippy::too_many_arguments)]
     pub async fn store(
         &self,
         scope: &str,
         key_prefix: &str,
         rest: &str,
+        tag: Option<&str>,
         cached: &Cached,
         ttl: Duration,
         seen: &Seen,
     ) -> Option<Duration> {
         let group = group_of(key_prefix);
+        let names = memberships(key_prefix, tag);
         let ttl = self.ttl_with_jitter(ttl);
         if let Ok(mut groups) = self.groups_seen.lock() {
             if !groups.contains(group) {
@@ -647,18 +745,25 @@ impl ResponseCache {
             let Ok(epochs) = self.local_epochs.lock() else {
                 return None;
             };
-            let current = epochs
-                .get(&format!("{scope}\n{group}"))
-                .copied()
-                .unwrap_or(0);
-            if current.to_string() != seen.epoch {
+            let drift: Vec<u64> = names
+                .iter()
+                .zip(&seen.epochs)
+                .map(|(name, seen)| {
+                    let now = epochs
+                        .get(&format!("{scope}\n{name}"))
+                        .copied()
+                        .unwrap_or(0);
+                    now.saturating_sub(seen.parse().unwrap_or(0))
+                })
+                .collect();
+            if !epochs_allow(&drift, seen.after_one) {
                 self.counters.stale_refused.fetch_add(1, Ordering::Relaxed);
                 return None;
             }
             self.l1.insert_local(
                 l1_key(scope, key_prefix, rest),
                 scope,
-                group,
+                names.clone(),
                 Arc::new(cached.clone()),
                 ttl,
             );
@@ -668,12 +773,11 @@ impl ResponseCache {
         }
         let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
-        let keys = [
-            entry,
-            self.redis.key(&self.layout.epoch(scope, group)),
-            generation,
-            self.redis.key(&self.layout.index(scope, group)),
-        ];
+        let mut keys = vec![entry, generation];
+        for name in &names {
+            keys.push(self.redis.key(&self.layout.epoch(scope, name)));
+            keys.push(self.redis.key(&self.layout.index(scope, name)));
+        }
         let ttl_ms = ttl.as_millis().max(1) as u64;
         let now = unix_millis();
         let value = cached.encode(Stamp {
@@ -683,22 +787,22 @@ impl ResponseCache {
         // Redis keeps the entry (and its index membership, so an invalidation still finds
         // it) for the grace period past its freshness.
         let ttl_ms = ttl_ms + self.grace.load(Ordering::Relaxed);
-        let (epoch, generation) = (seen.epoch.clone(), seen.generation.clone());
+        let generation = seen.generation.clone();
+        let mode = if seen.after_one { "after-one" } else { "exact" };
+        let epochs = seen.epochs.clone();
         let stored = self
             .redis
             .connection()
             .run(|mut c| async move {
-                STORE
-                    .key(&keys[0])
-                    .key(&keys[1])
-                    .key(&keys[2])
-                    .key(&keys[3])
-                    .arg(epoch)
-                    .arg(generation)
-                    .arg(value)
-                    .arg(ttl_ms)
-                    .invoke_async::<i64>(&mut c)
-                    .await
+                let mut invocation = STORE.prepare_invoke();
+                for key in &keys {
+                    invocation.key(key);
+                }
+                invocation.arg(generation).arg(value).arg(ttl_ms).arg(mode);
+                for epoch in &epochs {
+                    invocation.arg(epoch);
+                }
+                invocation.invoke_async::<i64>(&mut c).await
             })
             .await;
         match stored {
@@ -814,7 +918,7 @@ impl ResponseCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = T>,
     {
-        let seen = match self.lookup(scope, key_prefix, name).await {
+        let seen = match self.lookup(scope, key_prefix, name, None).await {
             Lookup::Hit(cached, _) => {
                 if let Ok(value) = serde_json::from_slice(&cached.body) {
                     self.counters.hits.fetch_add(1, Ordering::Relaxed);
@@ -829,7 +933,7 @@ impl ResponseCache {
         let value = compute().await;
         if let (Some(seen), Ok(body)) = (seen, serde_json::to_vec(&value)) {
             let cached = Cached::new("application/json".into(), Bytes::from(body));
-            self.store(scope, key_prefix, name, &cached, ttl, &seen)
+            self.store(scope, key_prefix, name, None, &cached, ttl, &seen)
                 .await;
         }
         value

@@ -43,6 +43,7 @@ use super::{query_hash, Cached, ResponseCache};
 pub struct WriteThroughLayer {
     key_prefix: Arc<str>,
     ttl: Duration,
+    tag_by_last_segment: Option<Arc<str>>,
 }
 
 impl WriteThroughLayer {
@@ -51,7 +52,16 @@ impl WriteThroughLayer {
         Self {
             key_prefix: key_prefix.into(),
             ttl,
+            tag_by_last_segment: None,
         }
+    }
+
+    /// The `GET` route tags its entries by entity (see
+    /// [`CacheLayer::tag_by_last_segment`](super::CacheLayer::tag_by_last_segment)): the
+    /// stored entry carries the same tag.
+    pub fn tag_by_last_segment(mut self, name: &str) -> Self {
+        self.tag_by_last_segment = Some(name.into());
+        self
     }
 }
 
@@ -108,7 +118,13 @@ where
                 return inner.call(request).await.map(boxed);
             };
             let rest = format!("GET:{path}:{}", query_hash(None));
-            let before = cache.observe(&scope, &policy.key_prefix, &rest).await;
+            let tag = policy
+                .tag_by_last_segment
+                .as_ref()
+                .map(|name| super::last_segment_tag(name, &path));
+            let before = cache
+                .observe(&scope, &policy.key_prefix, &rest, tag.as_deref())
+                .await;
             let response = inner.call(request).await?;
             let Some(before) = before.filter(|_| response.status() == StatusCode::OK) else {
                 return Ok(boxed(response));
@@ -137,6 +153,7 @@ where
                         &scope,
                         &policy.key_prefix,
                         &rest,
+                        tag.as_deref(),
                         &cached,
                         policy.ttl,
                         &after_own_write,

@@ -36,7 +36,7 @@ use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use tower::{Layer, Service};
 
-use crate::cache::{group_of, ResponseCache};
+use crate::cache::{last_segment_tag, tag_name, ResponseCache};
 
 /// What [`InvalidationJournal`]'s methods return.
 pub type JournalFuture<'a, T> = BoxFuture<'a, T>;
@@ -127,21 +127,34 @@ pub fn pending() -> Option<Arc<PendingInvalidation>> {
     PENDING.try_with(Arc::clone).ok()
 }
 
-/// Invalidates cache groups (key-prefix first segments, e.g. `items`) after a 2xx write.
+/// Invalidates cache groups (key-prefix first segments, e.g. `items`), single key prefixes
+/// (`items:list`) and, optionally, the written entity's tag after a 2xx write.
 #[derive(Debug, Clone)]
 pub struct InvalidateLayer {
     groups: Arc<[String]>,
+    tag_by_last_segment: Option<Arc<str>>,
 }
 
 impl InvalidateLayer {
-    /// Invalidates `groups`; a full key prefix (`items:list`) stands for its group (`items`).
+    /// Invalidates `groups`: a group (`items`) drops all its entries, a full key prefix
+    /// (`items:list`) only that kind of read.
     pub fn new(groups: &[&str]) -> Self {
         Self {
-            groups: groups.iter().map(|g| group_of(g).to_string()).collect(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            tag_by_last_segment: None,
         }
     }
 
-    /// The groups this layer invalidates.
+    /// Also invalidates the written entity's tag, `{name}:{last path segment}`, the tag a
+    /// [`CacheLayer::tag_by_last_segment`](crate::cache::CacheLayer::tag_by_last_segment)
+    /// read carries: `PATCH /items/42` with `item` drops the entries of `item:42` and no
+    /// other item's.
+    pub fn tag_by_last_segment(mut self, name: &str) -> Self {
+        self.tag_by_last_segment = Some(name.into());
+        self
+    }
+
+    /// The groups (and key prefixes) this layer invalidates.
     pub fn groups(&self) -> Vec<&str> {
         self.groups.iter().map(String::as_str).collect()
     }
@@ -154,6 +167,7 @@ impl<S> Layer<S> for InvalidateLayer {
         InvalidateService {
             inner,
             groups: self.groups.clone(),
+            tag_by_last_segment: self.tag_by_last_segment.clone(),
         }
     }
 }
@@ -171,6 +185,7 @@ async fn mark_done(journal: Option<Journal>, record: Option<String>) {
 pub struct InvalidateService<S> {
     inner: S,
     groups: Arc<[String]>,
+    tag_by_last_segment: Option<Arc<str>>,
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for InvalidateService<S>
@@ -191,7 +206,11 @@ where
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let groups = self.groups.clone();
+        let mut groups: Vec<String> = self.groups.to_vec();
+        if let Some(name) = &self.tag_by_last_segment {
+            groups.push(tag_name(&last_segment_tag(name, request.uri().path())));
+        }
+        let groups: Arc<[String]> = groups.into();
         let is_read = matches!(
             *request.method(),
             Method::GET | Method::HEAD | Method::OPTIONS
