@@ -98,6 +98,10 @@ async fn with_request_id(response: Response, id: &HeaderValue) -> Response {
 /// One `info` line per request: method, route template, path, status, latency, request id
 /// and client address (as the proxy settings decide it).
 pub async fn access_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    // Nothing to prepare when the line would not be written (RUST_LOG above info).
+    if !tracing::enabled!(target: "ims_api::access", tracing::Level::INFO) {
+        return next.run(request).await;
+    }
     let started = Instant::now();
     let method = request.method().clone();
     let path = request.uri().path().to_string();

@@ -99,21 +99,27 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             crate::request_id::access_log,
         ))
-        .layer(cors(&state.settings.cors_allowed_origins))
+        // Only with origins configured: CORS adds `Vary` headers to every response.
+        .layer(tower::util::option_layer(cors(
+            &state.settings.cors_allowed_origins,
+        )))
         // Outermost: every response has an id, preflights answered by CORS included.
         .layer(axum::middleware::from_fn(crate::request_id::assign))
         .with_state(state)
 }
 
-/// CORS for `CORS_ALLOWED_ORIGINS` (none: no CORS headers, browsers keep the same-origin
-/// rule). Bearer tokens, not cookies, so credentials are not allowed.
-fn cors(origins: &[String]) -> CorsLayer {
+/// CORS for `CORS_ALLOWED_ORIGINS` (none: no layer, no CORS headers, browsers keep the
+/// same-origin rule). Bearer tokens, not cookies, so credentials are not allowed.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
     use axum::http::{header, HeaderName, HeaderValue, Method};
     let allowed: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|o| HeaderValue::from_str(o).ok())
         .collect();
-    CorsLayer::new()
+    let layer = CorsLayer::new()
         .allow_origin(AllowOrigin::list(allowed))
         .allow_methods([
             Method::GET,
@@ -144,7 +150,8 @@ fn cors(origins: &[String]) -> CorsLayer {
             HeaderName::from_static("ratelimit-policy"),
             HeaderName::from_static("ratelimit"),
         ])
-        .max_age(Duration::from_secs(600))
+        .max_age(Duration::from_secs(600));
+    Some(layer)
 }
 
 fn quota(limit: crate::config::RateLimit) -> Quota {
