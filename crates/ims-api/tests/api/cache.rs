@@ -1094,3 +1094,44 @@ async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
         );
     }
 }
+
+#[tokio::test]
+async fn tag_bookkeeping_does_not_grow_with_writes() {
+    let app = spawn_app().await;
+    let org = org(&app, "bookkeeping@example.com").await;
+    let path = format!("/items/{}", org.item);
+    for price in 0..40 {
+        let response = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(json!({"priceCents": 100 + price})),
+                Some(&org.token),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            header(&app.get(&path, Some(&org.token)).await, "x-cache"),
+            "HIT"
+        );
+        app.get("/items", Some(&org.token)).await;
+    }
+    let mut conn = app.redis_conn();
+    let mut card = |index: &str| -> u64 {
+        redis::cmd("ZCARD")
+            .arg(index)
+            .query(&mut conn)
+            .expect("zcard")
+    };
+    // One entry per distinct key, however many writes: the item's detail under its tag, its
+    // group and its key prefix, and the one list.
+    let org_id = &org.org_id;
+    assert!(card(&format!("ims:cacheidx:{org_id}:#item:{}", org.item)) <= 1);
+    assert!(card(&format!("ims:cacheidx:{org_id}:items:detail")) <= 1);
+    assert!(card(&format!("ims:cacheidx:{org_id}:items:list")) <= 1);
+    assert!(card(&format!("ims:cacheidx:{org_id}:items")) <= 2);
+    // One epoch per name written (the set-up's groups, the list, the item's tag), not one
+    // per write: forty updates, nine epochs.
+    let epochs = app.redis_keys(&format!("ims:cacheepoch:{org_id}:*"));
+    assert!(epochs.len() <= 10, "{epochs:?}");
+}
