@@ -79,32 +79,36 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::openapi::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        .layer(Extension(state.cache.clone()))
-        .layer(Extension(state.limiter.clone()))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // Outside every route layer: the token is verified once, for all of them.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::auth::verify_once,
-        ))
-        .layer(axum::middleware::from_fn(crate::telemetry::track))
-        // A request running longer than REQUEST_TIMEOUT_MS is answered 503; a panic in a
-        // handler 500; both as problem+json, logged and with the request id (outer layers).
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            error::request_timeout,
-        ))
-        .layer(CatchPanicLayer::custom(error::panicked))
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::request_id::access_log,
-        ))
-        // Only with origins configured: CORS adds `Vary` headers to every response.
-        .layer(tower::util::option_layer(cors(
-            &state.settings.cors_allowed_origins,
-        )))
-        // Outermost: every response has an id, preflights answered by CORS included.
-        .layer(axum::middleware::from_fn(crate::request_id::assign))
+        // The layers every route shares, as one stack: axum boxes each `Router::layer`
+        // level and clones every box per request, where one `ServiceBuilder` is one box.
+        // Listed outermost first.
+        .layer(
+            tower::ServiceBuilder::new()
+                // Every response has an id, preflights answered by CORS included.
+                .layer(axum::middleware::from_fn(crate::request_id::assign))
+                // Only with origins configured: CORS adds `Vary` headers to every response.
+                .option_layer(cors(&state.settings.cors_allowed_origins))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::request_id::access_log,
+                ))
+                // A panic in a handler is a 500 and a request running longer than
+                // REQUEST_TIMEOUT_MS a 503, both problem+json, logged, with the id.
+                .layer(CatchPanicLayer::custom(error::panicked))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    error::request_timeout,
+                ))
+                .layer(axum::middleware::from_fn(crate::telemetry::track))
+                // Outside every route layer: the token is verified once, for all of them.
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    crate::auth::verify_once,
+                ))
+                .layer(DefaultBodyLimit::max(BODY_LIMIT))
+                .layer(Extension(state.limiter.clone()))
+                .layer(Extension(state.cache.clone())),
+        )
         .with_state(state)
 }
 
