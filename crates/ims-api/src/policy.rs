@@ -1,6 +1,6 @@
 //! The response-cache and invalidation policies routes attach where they are declared
-//! (contract §5): `cached("items:list", 60)` on a read, `invalidates(&["items", …])` on
-//! writes. Short names keep each route's policy readable in its router.
+//! (contract §5): `cached("items:list", 60)` on a read, `invalidates(&[Group::Items, …])`
+//! on writes. Short names keep each route's policy readable in its router.
 
 use std::time::Duration;
 
@@ -44,10 +44,50 @@ pub fn writes_through(key_prefix: &str, seconds: u64) -> WriteThroughLayer {
     WriteThroughLayer::new(key_prefix, Duration::from_secs(seconds))
 }
 
+/// What a write can invalidate: a cache group (every read whose key prefix starts with
+/// it) or a single key prefix. An enum, so that a misspelt name does not compile (a string
+/// would silently leave stale data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Group {
+    /// Every item read: lists and details (`items:*`).
+    Items,
+    /// The item lists only (`items:list`), not the items' details.
+    ItemsList,
+    /// Stock levels (`stock:*`).
+    Stock,
+    /// Every dashboard (`dashboard:*`).
+    Dashboard,
+    /// Every report (`reports:*`).
+    Reports,
+    /// Categories (`categories:*`).
+    Categories,
+    /// Contacts (`contacts:*`).
+    Contacts,
+    /// Tax rates (`tax:*`).
+    Tax,
+}
+
+impl Group {
+    /// The name the cache indexes it under.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Items => "items",
+            Self::ItemsList => "items:list",
+            Self::Stock => "stock",
+            Self::Dashboard => "dashboard",
+            Self::Reports => "reports",
+            Self::Categories => "categories",
+            Self::Contacts => "contacts",
+            Self::Tax => "tax",
+        }
+    }
+}
+
 /// After a successful write, invalidates the caller's cached responses of `groups` (a
-/// group such as `items` drops all of them, a key prefix such as `items:list` one kind).
+/// group such as `Items` drops all of them, a key prefix such as `ItemsList` one kind).
 /// Add `.tag_by_last_segment("item")` on an entity's route to drop that entity's entries
 /// too.
-pub fn invalidates(groups: &[&str]) -> InvalidateLayer {
-    InvalidateLayer::new(groups)
+pub fn invalidates(groups: &[Group]) -> InvalidateLayer {
+    let names: Vec<&str> = groups.iter().map(|g| g.name()).collect();
+    InvalidateLayer::new(&names)
 }

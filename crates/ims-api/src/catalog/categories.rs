@@ -13,7 +13,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{PageParams, Paginated};
-use crate::policy::{cached_l1, invalidates};
+use crate::policy::{cached_l1, invalidates, Group};
 use crate::state::AppState;
 
 /// Deepest tree walked when checking a new parent for cycles; trees are shallow in practice,
@@ -27,7 +27,7 @@ pub fn router() -> Router<AppState> {
             get(list)
                 .layer(cached_l1("categories:list", 300))
                 .post(create)
-                .layer(invalidates(&["categories", "items"])),
+                .layer(invalidates(&[Group::Categories, Group::Items])),
         )
         .route(
             "/categories/{id}",
@@ -35,7 +35,7 @@ pub fn router() -> Router<AppState> {
                 .put(replace)
                 .patch(patch)
                 .delete(remove)
-                .layer(invalidates(&["categories", "items"])),
+                .layer(invalidates(&[Group::Categories, Group::Items])),
         )
 }
 

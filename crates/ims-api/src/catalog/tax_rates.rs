@@ -13,7 +13,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
-use crate::policy::{cached_l1, invalidates};
+use crate::policy::{cached_l1, invalidates, Group};
 use crate::state::AppState;
 
 // Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
             get(list)
                 .layer(cached_l1("tax:rates", 600))
                 .post(create)
-                .layer(invalidates(&["tax"])),
+                .layer(invalidates(&[Group::Tax])),
         )
         .route(
             "/tax-rates/{id}",
@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
                 .put(replace)
                 .patch(patch)
                 .delete(remove)
-                .layer(invalidates(&["tax"])),
+                .layer(invalidates(&[Group::Tax])),
         )
 }
 

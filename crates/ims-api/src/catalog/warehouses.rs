@@ -14,7 +14,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
-use crate::policy::invalidates;
+use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 
 const MAX_CODE_CHARS: usize = 50;
@@ -26,7 +26,7 @@ pub fn router() -> Router<AppState> {
             "/warehouses",
             get(list)
                 .post(create)
-                .layer(invalidates(&["stock", "dashboard"])),
+                .layer(invalidates(&[Group::Stock, Group::Dashboard])),
         )
         .route(
             "/warehouses/{id}",
@@ -34,7 +34,7 @@ pub fn router() -> Router<AppState> {
                 .put(replace)
                 .patch(patch)
                 .delete(remove)
-                .layer(invalidates(&["stock", "dashboard"])),
+                .layer(invalidates(&[Group::Stock, Group::Dashboard])),
         )
 }
 

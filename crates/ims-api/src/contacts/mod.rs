@@ -17,7 +17,7 @@ use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{Filter, PageParams, Paginated};
-use crate::policy::{cached, invalidates};
+use crate::policy::{cached, invalidates, Group};
 use crate::state::AppState;
 
 const MAX_EMAIL_CHARS: usize = 254;
@@ -35,7 +35,11 @@ pub fn router() -> Router<AppState> {
             get(list)
                 .layer(cached("contacts:list", 60))
                 .post(create)
-                .layer(invalidates(&["contacts", "dashboard", "reports"])),
+                .layer(invalidates(&[
+                    Group::Contacts,
+                    Group::Dashboard,
+                    Group::Reports,
+                ])),
         )
         .route(
             "/contacts/{id}",
@@ -43,7 +47,11 @@ pub fn router() -> Router<AppState> {
                 .put(replace)
                 .patch(patch)
                 .delete(remove)
-                .layer(invalidates(&["contacts", "dashboard", "reports"])),
+                .layer(invalidates(&[
+                    Group::Contacts,
+                    Group::Dashboard,
+                    Group::Reports,
+                ])),
         )
 }
 

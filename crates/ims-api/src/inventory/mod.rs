@@ -19,7 +19,7 @@ use crate::db;
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{Filter, PageParams, Paginated};
-use crate::policy::{cached, invalidates};
+use crate::policy::{cached, invalidates, Group};
 use crate::state::AppState;
 use stock::{Movement, Source};
 
@@ -36,18 +36,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/inventory/adjustments",
             get(list_adjustments).post(adjust).layer(invalidates(&[
-                "stock",
-                "items",
-                "dashboard",
-                "reports",
+                Group::Stock,
+                Group::Items,
+                Group::Dashboard,
+                Group::Reports,
             ])),
         )
         .route(
             "/inventory/transfers",
             get(list_transfers).post(transfer).layer(invalidates(&[
-                "stock",
-                "dashboard",
-                "reports",
+                Group::Stock,
+                Group::Dashboard,
+                Group::Reports,
             ])),
         )
         .route("/inventory/movements", get(list_movements))

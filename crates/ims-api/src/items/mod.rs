@@ -23,7 +23,7 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::money;
 use crate::pagination::{Filter, PageParams, Paginated};
-use crate::policy::{cached, invalidates, writes_through};
+use crate::policy::{cached, invalidates, writes_through, Group};
 use crate::state::AppState;
 
 const MAX_SKU_CHARS: usize = 100;
@@ -41,10 +41,10 @@ pub fn router() -> Router<AppState> {
                 .post(create)
                 // A new item changes the lists, not the other items' details.
                 .layer(invalidates(&[
-                    "items:list",
-                    "stock",
-                    "dashboard",
-                    "reports",
+                    Group::ItemsList,
+                    Group::Stock,
+                    Group::Dashboard,
+                    Group::Reports,
                 ])),
         )
         .route(
@@ -64,8 +64,13 @@ pub fn router() -> Router<AppState> {
                         // The lists, this item's own entries, and what its price and
                         // stock feed; other items' details stay.
                         .layer(
-                            invalidates(&["items:list", "stock", "dashboard", "reports"])
-                                .tag_by_last_segment("item"),
+                            invalidates(&[
+                                Group::ItemsList,
+                                Group::Stock,
+                                Group::Dashboard,
+                                Group::Reports,
+                            ])
+                            .tag_by_last_segment("item"),
                         ),
                 ),
         )

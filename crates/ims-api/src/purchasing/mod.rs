@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
-use crate::policy::invalidates;
+use crate::policy::{invalidates, Group};
 use crate::sales::changed;
 use crate::sales::lines::{self, LineBody};
 use crate::state::AppState;
@@ -29,18 +29,23 @@ pub fn router() -> Router<AppState> {
             "/purchase-orders",
             get(list)
                 .post(create)
-                .layer(invalidates(&["dashboard", "reports"])),
+                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
         )
         .route(
             "/purchase-orders/{id}",
             get(read)
                 .patch(patch)
-                .layer(invalidates(&["dashboard", "reports"])),
+                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
         )
         // Receiving puts stock in: stock levels and item stock-on-hand change too.
         .route(
             "/purchase-orders/{id}/receive",
-            post(receive).layer(invalidates(&["stock", "items", "dashboard", "reports"])),
+            post(receive).layer(invalidates(&[
+                Group::Stock,
+                Group::Items,
+                Group::Dashboard,
+                Group::Reports,
+            ])),
         )
 }
 

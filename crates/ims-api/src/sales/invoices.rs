@@ -20,7 +20,7 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::money::MAX_CENTS;
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
-use crate::policy::invalidates;
+use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 
 /// The invoice routes.
@@ -30,12 +30,12 @@ pub fn router() -> Router<AppState> {
             "/invoices",
             get(list)
                 .post(create)
-                .layer(invalidates(&["dashboard", "reports"])),
+                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
         )
         .route("/invoices/{id}", get(read))
         .route(
             "/invoices/{id}/payments",
-            post(pay).layer(invalidates(&["dashboard", "reports"])),
+            post(pay).layer(invalidates(&[Group::Dashboard, Group::Reports])),
         )
 }
 

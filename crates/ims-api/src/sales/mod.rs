@@ -22,7 +22,7 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
-use crate::policy::invalidates;
+use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 use lines::LineBody;
 
@@ -35,18 +35,23 @@ pub fn router() -> Router<AppState> {
             "/sales-orders",
             get(list)
                 .post(create)
-                .layer(invalidates(&["dashboard", "reports"])),
+                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
         )
         .route(
             "/sales-orders/{id}",
             get(read)
                 .patch(patch)
-                .layer(invalidates(&["dashboard", "reports"])),
+                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
         )
         // Fulfilment takes stock out: stock levels and item stock-on-hand change too.
         .route(
             "/sales-orders/{id}/fulfil",
-            post(fulfil).layer(invalidates(&["stock", "items", "dashboard", "reports"])),
+            post(fulfil).layer(invalidates(&[
+                Group::Stock,
+                Group::Items,
+                Group::Dashboard,
+                Group::Reports,
+            ])),
         )
         .merge(invoices::router())
 }
