@@ -318,7 +318,7 @@ const NOT_STORED: [&str; 12] = [
 
 /// Buffers a cacheable response (`200`, no `Set-Cookie`, a body of at most `max_bytes`);
 /// anything else passes through.
-async fn capture<B>(
+pub(crate) async fn capture<B>(
     response: Response<B>,
     max_bytes: usize,
 ) -> (Option<Cached>, Response<CacheBody>)

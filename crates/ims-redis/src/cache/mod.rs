@@ -615,10 +615,7 @@ impl ResponseCache {
         }
         let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
-        let epoch_keys: Vec<String> = names
-            .iter()
-            .map(|name| self.redis.key(&self.layout.epoch(scope, name)))
-            .collect();
+        let epoch_keys = self.epoch_keys(scope, &names);
         let reply = self
             .redis
             .connection()
@@ -678,6 +675,14 @@ impl ResponseCache {
         }
     }
 
+    /// The full keys of the epochs of `names` in `scope`.
+    fn epoch_keys(&self, scope: &str, names: &[String]) -> Vec<String> {
+        names
+            .iter()
+            .map(|name| self.redis.key(&self.layout.epoch(scope, name)))
+            .collect()
+    }
+
     /// What a store of this key would be checked against now (its group's epoch and the
     /// entry's generation), without reading the entry. `None` when Redis cannot be asked.
     pub async fn observe(
@@ -692,10 +697,7 @@ impl ResponseCache {
         }
         let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
-        let epoch_keys: Vec<String> = memberships(key_prefix, tag)
-            .iter()
-            .map(|name| self.redis.key(&self.layout.epoch(scope, name)))
-            .collect();
+        let epoch_keys = self.epoch_keys(scope, &memberships(key_prefix, tag));
         let values = self
             .redis
             .connection()

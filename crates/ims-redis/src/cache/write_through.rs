@@ -29,14 +29,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
-use super::layer::{boxed, full, CacheBody};
-use super::{query_hash, Cached, ResponseCache};
+use super::layer::{boxed, capture, CacheBody};
+use super::{query_hash, ResponseCache};
 
 /// Stores a successful `PUT`/`PATCH` response under the `GET` key of the same path.
 #[derive(Debug, Clone)]
@@ -126,28 +124,13 @@ where
                 .observe(&scope, &policy.key_prefix, &rest, tag.as_deref())
                 .await;
             let response = inner.call(request).await?;
-            let Some(before) = before.filter(|_| response.status() == StatusCode::OK) else {
+            let Some(before) = before else {
                 return Ok(boxed(response));
             };
-            let content_type = response
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("application/octet-stream")
-                .to_string();
-            let (parts, body) = response.into_parts();
-            let bytes = match body.collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) => {
-                    tracing::warn!("write-through: response body failed: {}", e.into());
-                    let mut failed = Response::new(full(Bytes::new()));
-                    *failed.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                    return Ok(failed);
-                }
-            };
-            if bytes.len() <= cache.max_entry_bytes() {
-                let cached = Cached::new(content_type, bytes.clone());
-                let after_own_write = before.after_one_invalidation();
+            // The same rules as a cached read's miss: a 200 without `Set-Cookie`, within
+            // the size cap, its headers kept.
+            let (cached, response) = capture(response, cache.max_entry_bytes()).await;
+            if let Some(cached) = cached {
                 cache
                     .store(
                         &scope,
@@ -156,11 +139,11 @@ where
                         tag.as_deref(),
                         &cached,
                         policy.ttl,
-                        &after_own_write,
+                        &before.after_one_invalidation(),
                     )
                     .await;
             }
-            Ok(Response::from_parts(parts, full(bytes)))
+            Ok(response)
         })
     }
 }
