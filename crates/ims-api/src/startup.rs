@@ -47,12 +47,6 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::dashboard::router())
         .merge(crate::reports::router())
         .merge(health::organization_cache_router());
-    // The outbox: the `invalidates` policies find the journal here (contract §5).
-    let api = if settings.cache_outbox {
-        api.layer(Extension(state.journal.clone()))
-    } else {
-        api
-    };
     // Every API route: RATE_LIMIT_GLOBAL per client IP and route; the credential routes
     // RATE_LIMIT_AUTH instead (contract §6).
     // And RATE_LIMIT_USER per authenticated user (the access token's subject), over all
@@ -107,6 +101,12 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT))
                 .layer(Extension(state.limiter.clone()))
+                // The outbox: the `invalidates` policies find the journal here (contract §5).
+                .option_layer(
+                    settings
+                        .cache_outbox
+                        .then(|| Extension(state.journal.clone())),
+                )
                 .layer(Extension(state.cache.clone())),
         )
         .with_state(state)

@@ -3,12 +3,15 @@
 //! served at `GET /metrics`, fed by [`track`] (every request) and by gauges read at scrape
 //! time (cache counters, Redis state, database pool).
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
 
@@ -164,17 +167,52 @@ fn describe() {
 /// path, so ids do not explode the label set) and status.
 pub async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("method", method), ("route", route), ("status", status)];
-    metrics::counter!("ims_http_requests_total", &labels).increment(1);
-    metrics::histogram!("ims_http_request_duration_seconds", &labels[..2])
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, latency) = handles(&method, route, response.status().as_u16());
+    requests.increment(1);
+    latency.record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The metric handles of one (route, method, status).
+type Handles = (Method, u16, Counter, Histogram);
+
+/// [`track`]'s handles, kept per route: building the label strings and looking the metric
+/// up in the registry on every request costs more than the rest of a cache hit's
+/// bookkeeping. The set is bounded by routes × methods × statuses.
+fn handles(method: &Method, route: &str, status: u16) -> (Counter, Histogram) {
+    static HANDLES: LazyLock<RwLock<HashMap<String, Vec<Handles>>>> =
+        LazyLock::new(Default::default);
+    let find = |known: &[Handles]| {
+        known
+            .iter()
+            .find(|(m, s, _, _)| m == method && *s == status)
+            .map(|(_, _, c, h)| (c.clone(), h.clone()))
+    };
+    if let Some(found) = HANDLES
+        .read()
+        .ok()
+        .and_then(|map| map.get(route).and_then(|known| find(known)))
+    {
+        return found;
+    }
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route.to_string()),
+        ("status", status.to_string()),
+    ];
+    let made = (
+        metrics::counter!("ims_http_requests_total", &labels),
+        metrics::histogram!("ims_http_request_duration_seconds", &labels[..2]),
+    );
+    if let Ok(mut map) = HANDLES.write() {
+        let known = map.entry(route.to_string()).or_default();
+        if find(known).is_none() {
+            known.push((method.clone(), status, made.0.clone(), made.1.clone()));
+        }
+    }
+    made
 }

@@ -31,6 +31,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod body;
 pub mod cache;
 mod config;
 mod connection;
@@ -41,6 +42,7 @@ pub mod rate_limit;
 mod service;
 pub mod session;
 
+pub use body::LayerBody;
 pub use config::{ConfigError, RedisConfig};
 pub use connection::{RedisConnection, RedisInfo, RedisLink};
 pub use error::RedisError;

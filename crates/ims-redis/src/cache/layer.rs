@@ -7,18 +7,17 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
 use super::{query_hash, Cached, Event, Flight, Lookup, ResponseCache};
-use crate::rate_limit::{Deferred, RateLimiter};
+use crate::body::{boxed, full, LayerBody};
 
 /// The body type of responses that went through the cache layer.
-pub type CacheBody = UnsyncBoxBody<Bytes, tower::BoxError>;
+pub type CacheBody = LayerBody;
 
 /// Caches `GET` responses of the routes it wraps under `key_prefix` for `ttl`.
 ///
@@ -173,29 +172,19 @@ pub struct CacheService<S> {
     policy: Arc<Policy>,
 }
 
-pub(crate) fn boxed<B>(response: Response<B>) -> Response<CacheBody>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<tower::BoxError>,
-{
-    response.map(|body| body.map_err(Into::into).boxed_unsync())
-}
-
-pub(crate) fn full(bytes: Bytes) -> CacheBody {
-    Full::new(bytes)
-        .map_err(|never| match never {})
-        .boxed_unsync()
-}
-
 fn header_value(value: &str) -> HeaderValue {
     HeaderValue::from_str(value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
+
+static X_CACHE: HeaderName = HeaderName::from_static("x-cache");
+static X_CACHE_TTL: HeaderName = HeaderName::from_static("x-cache-ttl");
+static X_CACHE_TIER: HeaderName = HeaderName::from_static("x-cache-tier");
 
 /// `X-Cache-Tier` of a hit: `L1` (process memory) or `L2` (Redis).
 fn tier(response: &mut Response<CacheBody>, tier: &'static str) {
     response
         .headers_mut()
-        .insert("x-cache-tier", HeaderValue::from_static(tier));
+        .insert(X_CACHE_TIER.clone(), HeaderValue::from_static(tier));
 }
 
 fn mark(response: &mut Response<CacheBody>, status: &'static str, ttl: Duration) {
@@ -208,9 +197,9 @@ fn mark(response: &mut Response<CacheBody>, status: &'static str, ttl: Duration)
             HeaderValue::from_static("private, no-cache"),
         );
     }
-    headers.insert("x-cache", HeaderValue::from_static(status));
-    let seconds = ttl.as_millis().div_ceil(1000);
-    headers.insert("x-cache-ttl", header_value(&seconds.to_string()));
+    headers.insert(X_CACHE.clone(), HeaderValue::from_static(status));
+    let seconds = u64::try_from(ttl.as_millis().div_ceil(1000)).unwrap_or(u64::MAX);
+    headers.insert(X_CACHE_TTL.clone(), HeaderValue::from(seconds));
 }
 
 /// The response for a cached entry: `304` when the client already has it.
@@ -380,41 +369,13 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<tower::BoxError>,
 {
-    let mut request = request;
-    // A rate limit handed down by an outer RateLimitLayer is decided here, together with the
-    // lookup, so that a limited cache hit costs one Redis round trip instead of two.
-    let deferred = request.extensions_mut().remove::<Deferred>();
     let is_get = request.method() == Method::GET;
-    if is_get {
-        if let Some(limiter) = request.extensions().get::<Arc<RateLimiter>>().cloned() {
-            let (parts, body) = request.into_parts();
-            limiter.mark_cached(&parts);
-            request = Request::from_parts(parts, body);
-        }
-    }
-    let refused = || {
-        let mut response = Response::new(full(Bytes::new()));
-        *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
-        response
-    };
     let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
     let Some(cache) = cache.filter(|_| is_get) else {
-        if let Some(deferred) = &deferred {
-            if !deferred.decide().await {
-                return Ok(refused());
-            }
-        }
         return inner.call(request).await.map(boxed);
     };
     let (parts, body) = request.into_parts();
     let scope = cache.scope_of(&parts);
-    if scope.is_none() || no_cache(&parts) {
-        if let Some(deferred) = &deferred {
-            if !deferred.decide().await {
-                return Ok(refused());
-            }
-        }
-    }
     let Some(scope) = scope else {
         return inner
             .call(Request::from_parts(parts, body))
@@ -460,11 +421,6 @@ where
         });
     if let Some((key, bound)) = &l1 {
         if let Some((cached, ttl)) = cache.l1_get(key, *bound) {
-            if let Some(deferred) = &deferred {
-                if !deferred.decide().await {
-                    return Ok(refused());
-                }
-            }
             cache.count(&scope, Event::Hit);
             let mut response = replay(&cached, if_none_match.as_ref());
             mark(&mut response, "HIT", ttl);
@@ -484,17 +440,7 @@ where
         rest.push(':');
         rest.push_str(variant);
     }
-    let admission = async {
-        match &deferred {
-            Some(deferred) => deferred.decide().await,
-            None => true,
-        }
-    };
-    let (lookup, admitted) = tokio::join!(cache.lookup(&scope, key_prefix, &rest, tag), admission);
-    if !admitted {
-        return Ok(refused());
-    }
-    let seen = match lookup {
+    let seen = match cache.lookup(&scope, key_prefix, &rest, tag).await {
         Lookup::Hit(cached, ttl) => {
             cache.count(&scope, Event::Hit);
             let mut response = replay(&cached, if_none_match.as_ref());

@@ -33,8 +33,9 @@ use http::{Method, Request, Response};
 use http_body::Body;
 use tower::{Layer, Service};
 
-use super::layer::{boxed, capture, CacheBody};
+use super::layer::{capture, CacheBody};
 use super::{query_hash, ResponseCache};
+use crate::body::boxed;
 
 /// Stores a successful `PUT`/`PATCH` response under the `GET` key of the same path.
 #[derive(Debug, Clone)]

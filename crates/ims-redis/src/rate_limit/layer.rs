@@ -1,19 +1,26 @@
 //! [`RateLimitLayer`]: applies a [`Quota`] per (client, route) through the [`RateLimiter`]
 //! found in the request's extensions, with `RateLimit-*` headers and `429` problems.
 
-use std::sync::{Arc, Mutex};
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode};
 use http_body::Body;
 use tower::{Layer, Service};
 
 use super::{Decision, PartsFn, Quota, RateLimiter};
-use crate::cache::{boxed, full, CacheBody};
+use crate::body::{boxed, full, LayerBody};
+
+static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// Limits the routes it wraps to `quota` per client and route.
 ///
@@ -47,6 +54,25 @@ impl std::fmt::Debug for Quotas {
 }
 
 impl Quotas {
+    /// The policies `parts` is counted against; `None` when the limiter cannot name the
+    /// client (the request passes unlimited).
+    fn checks(&self, limiter: &RateLimiter, parts: &http::request::Parts) -> Option<Checks> {
+        let (key, route) = limiter.key_and_route(parts)?;
+        let mut checks = Checks {
+            names: Vec::with_capacity(2),
+            keys: Vec::with_capacity(2),
+        };
+        checks.names.push("ip-route");
+        checks.keys.push((key, self.for_route(Some(&route))));
+        if let Some((quota, user)) = &self.user {
+            if let Some(user) = user(parts) {
+                checks.names.push("user");
+                checks.keys.push((format!("ratelimit:user:{user}"), *quota));
+            }
+        }
+        Some(checks)
+    }
+
     fn for_route(&self, route: Option<&str>) -> Quota {
         route
             .and_then(|route| self.routes.iter().find(|(r, _)| r == route))
@@ -111,41 +137,8 @@ pub struct RateLimitService<S> {
     quotas: Quotas,
 }
 
-/// A check handed down to the cache layer of a cached `GET` route, which takes it together
-/// with its lookup (one round trip) and leaves the decision for the limiter's headers.
-#[derive(Clone)]
-pub struct Deferred {
-    checks: Arc<Checks>,
-    limiter: Arc<RateLimiter>,
-    decisions: Arc<Mutex<Option<Decisions>>>,
-}
-
-impl Deferred {
-    /// Takes the decisions (once) and records them for the limiter; true when admitted.
-    pub(crate) async fn decide(&self) -> bool {
-        let decisions = decide(&self.limiter, &self.checks).await;
-        let allowed = decisions.allowed();
-        if let Ok(mut slot) = self.decisions.lock() {
-            *slot = Some(decisions);
-        }
-        allowed
-    }
-
-    fn taken(&self) -> Option<Decisions> {
-        self.decisions.lock().ok().and_then(|mut slot| slot.take())
-    }
-}
-
-impl std::fmt::Debug for Deferred {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deferred")
-            .field("checks", &self.checks.keys)
-            .finish()
-    }
-}
-
 /// The policies a request is counted against: (name, key, quota).
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Checks {
     names: Vec<&'static str>,
     keys: Vec<(String, Quota)>,
@@ -179,51 +172,47 @@ fn seconds(d: Duration) -> u64 {
     d.as_millis().div_ceil(1000) as u64
 }
 
-fn set(response: &mut Response<CacheBody>, name: &'static str, value: u64) {
-    if let Ok(value) = HeaderValue::from_str(&value.to_string()) {
-        response.headers_mut().insert(name, value);
-    }
+fn set(response: &mut Response<LayerBody>, name: &HeaderName, value: u64) {
+    response
+        .headers_mut()
+        .insert(name.clone(), HeaderValue::from(value));
 }
 
-fn decorate(mut response: Response<CacheBody>, decisions: &Decisions) -> Response<CacheBody> {
+fn decorate(mut response: Response<LayerBody>, decisions: &Decisions) -> Response<LayerBody> {
     let Some((name, decision)) = decisions.binding() else {
         return response;
     };
-    set(&mut response, "ratelimit-limit", u64::from(decision.limit));
+    set(&mut response, &RATELIMIT_LIMIT, u64::from(decision.limit));
     set(
         &mut response,
-        "ratelimit-remaining",
+        &RATELIMIT_REMAINING,
         u64::from(decision.remaining),
     );
-    set(&mut response, "ratelimit-reset", seconds(decision.reset));
+    set(&mut response, &RATELIMIT_RESET, seconds(decision.reset));
     // draft-ietf-httpapi-ratelimit-headers: every policy (quota, window), and the state of
     // the binding one (remaining, seconds to reset), as RFC 8941 lists.
-    let policies: Vec<String> = decisions
-        .0
-        .iter()
-        .map(|(name, d)| format!("\"{name}\";q={};w={}", d.limit, seconds(d.window)))
-        .collect();
-    let fields = [
-        ("ratelimit-policy", policies.join(", ")),
-        (
-            "ratelimit",
-            format!(
-                "\"{name}\";r={};t={}",
-                decision.remaining,
-                seconds(decision.reset)
-            ),
-        ),
-    ];
-    for (name, value) in fields {
-        if let Ok(value) = HeaderValue::from_str(&value) {
-            response.headers_mut().insert(name, value);
+    let mut policies = String::with_capacity(40 * decisions.0.len());
+    for (i, (name, d)) in decisions.0.iter().enumerate() {
+        if i > 0 {
+            policies.push_str(", ");
+        }
+        let _ = write!(policies, "\"{name}\";q={};w={}", d.limit, seconds(d.window));
+    }
+    let binding = format!(
+        "\"{name}\";r={};t={}",
+        decision.remaining,
+        seconds(decision.reset)
+    );
+    for (name, value) in [(&RATELIMIT_POLICY, policies), (&RATELIMIT, binding)] {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            response.headers_mut().insert(name.clone(), value);
         }
     }
     response
 }
 
 /// The `429` for a refused request (RFC 9457 problem, `Retry-After`).
-pub(crate) fn too_many(decisions: &Decisions) -> Response<CacheBody> {
+pub(crate) fn too_many(decisions: &Decisions) -> Response<LayerBody> {
     let Some((_, decision)) = decisions.binding() else {
         return Response::new(full(Bytes::new()));
     };
@@ -238,7 +227,7 @@ pub(crate) fn too_many(decisions: &Decisions) -> Response<CacheBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/problem+json"),
     );
-    set(&mut response, "retry-after", retry);
+    set(&mut response, &header::RETRY_AFTER, retry);
     decorate(response, decisions)
 }
 
@@ -251,7 +240,7 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<tower::BoxError>,
 {
-    type Response = Response<CacheBody>;
+    type Response = Response<LayerBody>;
     type Error = S::Error;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -268,52 +257,21 @@ where
             let Some(limiter) = limiter else {
                 return inner.call(request).await.map(boxed);
             };
-            let (mut parts, body) = request.into_parts();
-            let Some(key) = limiter.key_of(&parts) else {
+            let (parts, body) = request.into_parts();
+            let Some(checks) = quotas.checks(&limiter, &parts) else {
                 return inner
                     .call(Request::from_parts(parts, body))
                     .await
                     .map(boxed);
             };
-            let route = limiter.route_of(&parts);
-            let mut checks = Checks {
-                names: vec!["ip-route"],
-                keys: vec![(key, quotas.for_route(route.as_deref()))],
-            };
-            if let Some((quota, user)) = &quotas.user {
-                if let Some(user) = user(&parts) {
-                    checks.names.push("user");
-                    checks.keys.push((format!("ratelimit:user:{user}"), *quota));
-                }
-            }
-            let cached_route = parts.method == Method::GET
-                && route
-                    .as_deref()
-                    .is_some_and(|route| limiter.is_cached(route));
-            if !cached_route {
-                let decisions = decide(&limiter, &checks).await;
-                if !decisions.allowed() {
-                    return Ok(too_many(&decisions));
-                }
-                let response = inner.call(Request::from_parts(parts, body)).await?;
-                return Ok(decorate(boxed(response), &decisions));
-            }
-            let deferred = Deferred {
-                checks: Arc::new(checks),
-                limiter: limiter.clone(),
-                decisions: Arc::new(Mutex::new(None)),
-            };
-            parts.extensions.insert(deferred.clone());
-            let response = inner.call(Request::from_parts(parts, body)).await?;
-            let decisions = match deferred.taken() {
-                Some(decisions) => decisions,
-                // The cache layer always decides; this only runs if a route's layers changed
-                // at runtime, and then counting late beats not counting.
-                None => decide(&limiter, &deferred.checks).await,
-            };
+            // Decided before the handler (a cached read included): with leases a busy
+            // client's check is answered in process, so a cache hit still costs one
+            // Redis round trip, and the cache layer needs to know nothing of limits.
+            let decisions = decide(&limiter, &checks).await;
             if !decisions.allowed() {
                 return Ok(too_many(&decisions));
             }
+            let response = inner.call(Request::from_parts(parts, body)).await?;
             Ok(decorate(boxed(response), &decisions))
         })
     }

@@ -21,11 +21,10 @@
 //! kept in a bounded [`moka`] map in process memory, so limits still hold per instance;
 //! when Redis is back, checks go to Redis again.
 //!
-//! **Round trips.** On a cached `GET` route the decision is taken together with the cache
-//! lookup: [`RateLimitLayer`] hands the check down ([`Deferred`]) to the
-//! [`crate::cache::CacheLayer`], which issues both concurrently on the multiplexed
-//! connection, so a cache hit costs one round trip, not two. The limiter learns which routes
-//! are cached from the cache layer itself, after the first request of each route.
+//! **Round trips.** [`RateLimitLayer`] decides before the request goes on, whatever lies
+//! behind it; with leases a busy client's check is answered in process, so a limited cache
+//! hit still costs one Redis round trip (plus one script call every few dozen requests), and
+//! the limiter and the cache layers know nothing of each other.
 //!
 //! # Example
 //! ```no_run
@@ -50,15 +49,15 @@
 mod layer;
 pub mod lease;
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, LazyLock, Mutex, RwLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
 
 use lease::{Ask, LeaseCell};
 
-pub use layer::{Deferred, RateLimitLayer, RateLimitService};
+pub use layer::{RateLimitLayer, RateLimitService};
 
 use crate::RedisService;
 
@@ -125,8 +124,6 @@ pub struct RateLimiter {
     route: PartsFn,
     /// Per-key logs used while Redis is unreachable; bounded in entries and idle time.
     memory: moka::sync::Cache<String, Log>,
-    /// `GET` routes known to sit behind a cache layer, which takes the decision itself.
-    cached_routes: RwLock<HashSet<String>>,
     /// This instance's leases on busy keys' Redis logs.
     leases: moka::sync::Cache<String, SharedLease>,
 }
@@ -245,7 +242,6 @@ impl RateLimiter {
                 // No quota here is longer than a day; an idle log older than that is empty.
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
-            cached_routes: RwLock::new(HashSet::new()),
             leases: moka::sync::Cache::builder()
                 .max_capacity(max_memory_keys)
                 // A lease is usable for a second; an idle one holds at most a give-back,
@@ -262,32 +258,11 @@ impl RateLimiter {
         Some(format!("ratelimit:{client}:{route}"))
     }
 
-    pub(crate) fn route_of(&self, parts: &http::request::Parts) -> Option<String> {
-        (self.route)(parts)
-    }
-
-    /// Records that `GET` requests of this request's route pass a cache layer.
-    pub(crate) fn mark_cached(&self, parts: &http::request::Parts) {
-        let Some(route) = self.route_of(parts) else {
-            return;
-        };
-        let known = self
-            .cached_routes
-            .read()
-            .map(|r| r.contains(&route))
-            .unwrap_or(true);
-        if !known {
-            if let Ok(mut routes) = self.cached_routes.write() {
-                routes.insert(route);
-            }
-        }
-    }
-
-    pub(crate) fn is_cached(&self, route: &str) -> bool {
-        self.cached_routes
-            .read()
-            .map(|r| r.contains(route))
-            .unwrap_or(false)
+    /// The key of a request and its route, or `None` when it is not limited.
+    pub(crate) fn key_and_route(&self, parts: &http::request::Parts) -> Option<(String, String)> {
+        let client = (self.client)(parts)?;
+        let route = (self.route)(parts)?;
+        Some((format!("ratelimit:{client}:{route}"), route))
     }
 
     /// Counts one request against `quota` under `key`: in Redis when it answers (or with a
