@@ -33,6 +33,40 @@ fn redis(server: &RedisServer) -> redis::Connection {
         .expect("connection")
 }
 
+/// The admissions a log counts (its head) and its runs, checking that the head is the sum
+/// of the runs and that stamps never decrease.
+fn log_of(server: &RedisServer, key: &str) -> (u64, u64) {
+    log_on(&mut redis(server), key)
+}
+
+fn log_on(conn: &mut impl redis::ConnectionLike, key: &str) -> (u64, u64) {
+    let items: Vec<String> = redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .expect("LRANGE");
+    let Some((head, runs)) = items.split_first() else {
+        return (0, 0);
+    };
+    let total: u64 = head
+        .strip_prefix('#')
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("head {head:?}"));
+    let mut sum = 0;
+    let mut last = 0_u64;
+    for run in runs {
+        // A bare stamp (as the previous release wrote them) is a run of one.
+        let (stamp, count) = run.split_once(':').unwrap_or((run, "1"));
+        let stamp: u64 = stamp.parse().expect("stamp");
+        assert!(stamp >= last, "stamps never decrease: {items:?}");
+        last = stamp;
+        sum += count.parse::<u64>().expect("count");
+    }
+    assert_eq!(total, sum, "head is the sum of the runs: {items:?}");
+    (total, runs.len() as u64)
+}
+
 /// Script calls Redis has served so far.
 fn script_calls(server: &RedisServer) -> u64 {
     let info: String = redis::cmd("INFO")
@@ -139,15 +173,14 @@ async fn a_busy_key_costs_a_script_call_per_many_requests() {
         calls * 40 < requests,
         "{calls} script calls for {requests} requests"
     );
-    // Every admission has its entry in the shared log (plus at most one unused lease).
-    let entries: u64 = redis::cmd("LLEN")
-        .arg("test:ratelimit:busy")
-        .query(&mut redis(&server))
-        .expect("LLEN");
+    // Every admission is counted in the shared log (plus at most one unused lease), in far
+    // fewer elements than admissions: one run per reservation.
+    let (entries, runs) = log_of(&server, "test:ratelimit:busy");
     assert!(
         (requests..=requests + 64).contains(&entries),
         "{entries} entries"
     );
+    assert!(runs * 10 < requests, "{runs} runs for {requests} requests");
 }
 
 #[tokio::test]
@@ -181,4 +214,86 @@ async fn one_instance_still_admits_exactly_the_limit_and_gives_unused_slots_back
     assert!(!last.allowed);
     assert_eq!(last.remaining, 0);
     assert!(last.reset <= quota.window + Duration::from_millis(500));
+    assert_eq!(log_of(&server, "test:ratelimit:exact").0, 64);
+}
+
+#[tokio::test]
+async fn a_log_of_bare_stamps_from_the_previous_release_keeps_its_count() {
+    let server = RedisServer::start();
+    let limiter = limiter(&server).await;
+    let mut conn = redis(&server);
+    let (seconds, micros): (u64, u64) = redis::cmd("TIME").query(&mut conn).expect("TIME");
+    let now = seconds * 1_000_000 + micros;
+    // Ten admissions as the previous release wrote them: one bare stamp each.
+    let stamps: Vec<u64> = (0..10).map(|i| now - 1_000 + i).collect();
+    let _: () = redis::cmd("RPUSH")
+        .arg("test:ratelimit:old")
+        .arg(&stamps)
+        .query(&mut conn)
+        .expect("RPUSH");
+    let quota = Quota {
+        limit: 12,
+        window: Duration::from_secs(60),
+    };
+    let checks = [("ratelimit:old".to_string(), quota)];
+    let mut allowed = Vec::new();
+    for _ in 0..3 {
+        allowed.push(limiter.check_all(&checks).await[0].allowed);
+    }
+    assert_eq!(allowed, [true, true, false]);
+    assert_eq!(log_of(&server, "test:ratelimit:old").0, 12);
+}
+
+/// On a cluster each policy's log is its own call (its own slot), so an admission by one
+/// that another refused is taken back afterwards (the refund script).
+#[tokio::test]
+async fn on_a_cluster_a_request_refused_by_one_policy_is_taken_back_from_the_other() {
+    let cluster = ims_testkit::RedisCluster::start();
+    let config = RedisConfig {
+        cluster_nodes: cluster.seeds().split(',').map(String::from).collect(),
+        key_prefix: "test:".into(),
+        probe_interval: Duration::from_millis(100),
+        ..RedisConfig::default()
+    };
+    let connection = RedisConnection::connect(config.clone()).await;
+    assert!(connection.is_connected() && connection.is_cluster());
+    let limiter = RateLimiter::new(
+        RedisService::new(connection, config.key_prefix),
+        Arc::new(|_| Some("client".into())),
+        Arc::new(|_| Some("route".into())),
+        1000,
+    );
+    let roomy = Quota {
+        limit: 10,
+        window: Duration::from_secs(60),
+    };
+    let tight = Quota {
+        limit: 2,
+        window: Duration::from_secs(60),
+    };
+    let checks = [
+        ("ratelimit:roomy".to_string(), roomy),
+        ("ratelimit:tight".to_string(), tight),
+    ];
+    let mut allowed = Vec::new();
+    for _ in 0..5 {
+        let decisions = limiter.check_all(&checks).await;
+        allowed.push(decisions.iter().all(|d| d.allowed));
+    }
+    assert_eq!(allowed, [true, true, false, false, false]);
+    let nodes: Vec<String> = cluster
+        .seeds()
+        .split(',')
+        .map(|seed| format!("redis://{seed}"))
+        .collect();
+    let mut conn = redis::cluster::ClusterClient::new(nodes)
+        .expect("cluster client")
+        .get_connection()
+        .expect("cluster connection");
+    assert_eq!(log_on(&mut conn, "test:ratelimit:tight").0, 2);
+    assert_eq!(
+        log_on(&mut conn, "test:ratelimit:roomy").0,
+        2,
+        "the three refused requests were taken back"
+    );
 }

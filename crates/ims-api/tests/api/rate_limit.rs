@@ -441,11 +441,7 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
     let mut conn = app.redis_conn();
     let mut counted = 0;
     for ip in ["203.0.113.1", "203.0.113.2"] {
-        let n: i64 = redis::cmd("LLEN")
-            .arg(format!("ims:ratelimit:{ip}:/categories"))
-            .query(&mut conn)
-            .expect("llen");
-        counted += n;
+        counted += admissions(&mut conn, &format!("ims:ratelimit:{ip}:/categories"));
     }
     assert_eq!(counted, 6, "only admitted requests are counted per address");
 
@@ -459,10 +455,7 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
         strict.get("/categories", Some(&token)).await;
     }
     let user_key = strict.redis_keys("ims:ratelimit:user:*");
-    let n: i64 = redis::cmd("LLEN")
-        .arg(&user_key[0])
-        .query(&mut strict.redis_conn())
-        .expect("llen");
+    let n = admissions(&mut strict.redis_conn(), &user_key[0]);
     assert_eq!(
         n, 2,
         "three refused requests never reached the user's count"
@@ -479,4 +472,31 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
         }
     }
     assert_eq!(admitted, 6, "the user tier holds in memory");
+}
+
+/// The admissions a limiter log counts: its head `#{total}`, checked against its runs
+/// `{stamp}:{count}`.
+fn admissions(conn: &mut redis::Connection, key: &str) -> i64 {
+    let items: Vec<String> = redis::cmd("LRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .query(conn)
+        .expect("LRANGE");
+    let Some((head, runs)) = items.split_first() else {
+        return 0;
+    };
+    let total: i64 = head
+        .strip_prefix('#')
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("head {head:?}"));
+    let sum: i64 = runs
+        .iter()
+        .map(|run| {
+            let (_, count) = run.split_once(':').expect("stamp:count");
+            count.parse::<i64>().expect("count")
+        })
+        .sum();
+    assert_eq!(total, sum, "{items:?}");
+    total
 }

@@ -1,7 +1,6 @@
 //! [`RateLimitLayer`]: applies a [`Quota`] per (client, route) through the [`RateLimiter`]
 //! found in the request's extensions, with `RateLimit-*` headers and `429` problems.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -39,6 +38,9 @@ pub struct RateLimitLayer {
 struct Quotas {
     default: Quota,
     routes: Arc<[(String, Quota)]>,
+    /// `RateLimit-Policy` of the default quota, then of each route's, each without and with
+    /// the user tier: the same few values on every response, made once.
+    policy_values: Arc<[[HeaderValue; 2]]>,
     /// Names a request's user (`None`: anonymous, not in this tier) and the user's quota.
     user: Option<(Quota, PartsFn)>,
 }
@@ -58,27 +60,61 @@ impl Quotas {
     /// client (the request passes unlimited).
     fn checks(&self, limiter: &RateLimiter, parts: &http::request::Parts) -> Option<Checks> {
         let (key, route) = limiter.key_and_route(parts)?;
+        let (quota, index) = self.for_route(&route);
         let mut checks = Checks {
             names: Vec::with_capacity(2),
             keys: Vec::with_capacity(2),
+            policy: HeaderValue::from_static(""),
         };
         checks.names.push("ip-route");
-        checks.keys.push((key, self.for_route(Some(&route))));
+        checks.keys.push((key, quota));
+        let mut with_user = 0;
         if let Some((quota, user)) = &self.user {
             if let Some(user) = user(parts) {
                 checks.names.push("user");
                 checks.keys.push((format!("ratelimit:user:{user}"), *quota));
+                with_user = 1;
             }
+        }
+        if let Some(values) = self.policy_values.get(index) {
+            checks.policy = values[with_user].clone();
         }
         Some(checks)
     }
 
-    fn for_route(&self, route: Option<&str>) -> Quota {
-        route
-            .and_then(|route| self.routes.iter().find(|(r, _)| r == route))
-            .map(|(_, quota)| *quota)
-            .unwrap_or(self.default)
+    /// The quota of `route` and its index in `policy_values`.
+    fn for_route(&self, route: &str) -> (Quota, usize) {
+        self.routes
+            .iter()
+            .position(|(r, _)| r == route)
+            .map_or((self.default, 0), |i| (self.routes[i].1, i + 1))
     }
+
+    fn with_policy_values(self) -> Self {
+        let user = self.user.as_ref().map(|(quota, _)| *quota);
+        let values = std::iter::once(self.default)
+            .chain(self.routes.iter().map(|(_, quota)| *quota))
+            .map(|quota| {
+                let own = policy_item("ip-route", quota);
+                let with_user = match user {
+                    Some(user) => format!("{own}, {}", policy_item("user", user)),
+                    None => own.clone(),
+                };
+                [own, with_user]
+                    .map(|text| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("")))
+            })
+            .collect::<Vec<_>>();
+        Self {
+            policy_values: Arc::from(values),
+            ..self
+        }
+    }
+}
+
+/// One policy of `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers, an RFC 8941
+/// list item): name, quota, window in seconds.
+fn policy_item(name: &str, quota: Quota) -> String {
+    format!("\"{name}\";q={};w={}", quota.limit, seconds(quota.window))
 }
 
 impl RateLimitLayer {
@@ -88,8 +124,10 @@ impl RateLimitLayer {
             quotas: Quotas {
                 default: quota,
                 routes: Arc::from(Vec::new()),
+                policy_values: Arc::from(Vec::new()),
                 user: None,
-            },
+            }
+            .with_policy_values(),
         }
     }
 
@@ -102,7 +140,8 @@ impl RateLimitLayer {
             quotas: Quotas {
                 routes: Arc::from(routes),
                 ..self.quotas
-            },
+            }
+            .with_policy_values(),
         }
     }
 
@@ -114,7 +153,8 @@ impl RateLimitLayer {
             quotas: Quotas {
                 user: Some((quota, user)),
                 ..self.quotas
-            },
+            }
+            .with_policy_values(),
         }
     }
 }
@@ -138,15 +178,17 @@ pub struct RateLimitService<S> {
 }
 
 /// The policies a request is counted against: (name, key, quota).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Checks {
     names: Vec<&'static str>,
     keys: Vec<(String, Quota)>,
+    /// Their `RateLimit-Policy` header.
+    policy: HeaderValue,
 }
 
 /// The decisions of every policy, in the order of [`Checks`].
 #[derive(Debug, Clone)]
-pub(crate) struct Decisions(Vec<(&'static str, Decision)>);
+pub(crate) struct Decisions(Vec<(&'static str, Decision)>, HeaderValue);
 
 impl Decisions {
     fn allowed(&self) -> bool {
@@ -165,7 +207,10 @@ impl Decisions {
 
 async fn decide(limiter: &RateLimiter, checks: &Checks) -> Decisions {
     let decisions = limiter.check_all(&checks.keys).await;
-    Decisions(checks.names.iter().copied().zip(decisions).collect())
+    Decisions(
+        checks.names.iter().copied().zip(decisions).collect(),
+        checks.policy.clone(),
+    )
 }
 
 fn seconds(d: Duration) -> u64 {
@@ -191,22 +236,15 @@ fn decorate(mut response: Response<LayerBody>, decisions: &Decisions) -> Respons
     set(&mut response, &RATELIMIT_RESET, seconds(decision.reset));
     // draft-ietf-httpapi-ratelimit-headers: every policy (quota, window), and the state of
     // the binding one (remaining, seconds to reset), as RFC 8941 lists.
-    let mut policies = String::with_capacity(40 * decisions.0.len());
-    for (i, (name, d)) in decisions.0.iter().enumerate() {
-        if i > 0 {
-            policies.push_str(", ");
-        }
-        let _ = write!(policies, "\"{name}\";q={};w={}", d.limit, seconds(d.window));
-    }
     let binding = format!(
         "\"{name}\";r={};t={}",
         decision.remaining,
         seconds(decision.reset)
     );
-    for (name, value) in [(&RATELIMIT_POLICY, policies), (&RATELIMIT, binding)] {
-        if let Ok(value) = HeaderValue::try_from(value) {
-            response.headers_mut().insert(name.clone(), value);
-        }
+    let headers = response.headers_mut();
+    headers.insert(RATELIMIT_POLICY.clone(), decisions.1.clone());
+    if let Ok(value) = HeaderValue::try_from(binding) {
+        headers.insert(RATELIMIT.clone(), value);
     }
     response
 }

@@ -2,8 +2,8 @@
 //! so that most requests of a hot client are decided in process, without losing exactness.
 //!
 //! **Why it stays exact.** The limit promises at most `limit` admissions in any window.
-//! The Redis log holds one entry per admission; an entry stamped `s` counts until
-//! `s + window`. A reservation made when Redis' clock reads `now` pushes `n` entries
+//! The Redis log counts one entry per admission (stored as runs of equal stamps); an entry
+//! stamped `s` counts until `s + window`. A reservation made when Redis' clock reads `now` pushes `n` entries
 //! stamped `now + term` and hands them to this instance, which admits with them only until
 //! `term` has passed since it *sent* the reservation (so before `now + term` on any clock).
 //! Each admission therefore has an entry that was pushed before it happened and counts for
@@ -39,10 +39,9 @@ const MAX_LEASE: u32 = 64;
 /// How long a reservation may be used (and how much longer its entries count), at most.
 const MAX_TERM: Duration = Duration::from_secs(1);
 
-/// Above this limit unused entries are not given back but left to expire: giving back is
-/// an `LREM` scanning the log from its newest end, and a log this long can hold many
-/// newer entries; the at most [`MAX_LEASE`] entries left are a small part of such a
-/// limit, for one window.
+/// Above this limit unused entries are not given back but left to expire: giving back
+/// searches the log from its newest end, and a log this long can hold many newer runs; the
+/// at most [`MAX_LEASE`] entries left are a small part of such a limit, for one window.
 const MAX_GIVE_BACK_LIMIT: u32 = 4096;
 
 /// What to ask Redis for on one key.

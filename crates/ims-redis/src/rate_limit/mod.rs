@@ -2,14 +2,14 @@
 //! the same algorithm in process memory while Redis is unreachable.
 //!
 //! **Algorithm.** Each (client, route) keeps the timestamps of its admitted requests in a
-//! Redis sorted set; a Lua script drops those older than the window, admits the request if
-//! fewer than `limit` remain, and returns the remaining quota and the time until the oldest
-//! one leaves the window — one atomic round trip (`EVALSHA`) using Redis' clock, so all
+//! Redis list (runs of equal stamps, with their total at the head); a Lua script drops
+//! those older than the window, admits the request if fewer than `limit` remain, and
+//! returns the remaining quota and the time until the oldest one leaves the window — one atomic round trip (`EVALSHA`) using Redis' clock, so all
 //! instances agree. We chose it over GCRA and fixed or sliding-window counters because it
 //! is exact: at most `limit` requests in *any* window of its length, which is what "5 login
 //! attempts per 15 minutes" promises; GCRA would let a sixth through after 3 minutes, and
-//! counters approximate at window edges. Its memory is O(limit) per key, small for the
-//! limits used here (100 and 5). The script is never retried: a second run would count the
+//! counters approximate at window edges. Its memory is at most O(limit) per key, and one
+//! element per reservation for a busy key. The script is never retried: a second run would count the
 //! request twice.
 //!
 //! **Leases.** A busy key reserves several entries of its log in one call and admits with
@@ -128,60 +128,132 @@ pub struct RateLimiter {
     leases: moka::sync::Cache<String, SharedLease>,
 }
 
-// Sliding-window log of admission stamps (microseconds of Redis' clock), oldest first, in
-// a list: expired stamps are popped from the front (each once, so O(1) amortized), the
-// rest are the admissions within the window, and a request is admitted while they are
-// fewer than the limit. The same exact rule as a sorted set of every request, with O(1)
-// list commands, no member nonces and no range scans.
+// Sliding-window log of admissions in a list, oldest first: the head is `#{total}`, the
+// admissions the log counts; every other element is `{stamp}:{count}`, `count` admissions
+// stamped `stamp` (microseconds of Redis' clock), each counting until `stamp + window`.
+// Expired runs are popped from the front (each once, so O(1) amortized) and a request is
+// admitted while the total is below the limit: the exact rule of a sorted set of every
+// request, with O(1) list commands, no member nonces, no range scans, and one element per
+// reservation rather than one per admission (a lease of 64 is one push, and later one pop).
+// Stamps never decrease along a list (a stamp below the tail is raised to it: the run then
+// only counts longer), and a run with the tail's stamp is merged into the tail.
+// A list of bare stamps (one admission each, as logs were written before runs) is read as
+// runs of one and gets its head on first use.
 //
+// Numbers are written with string.format: Lua's own number-to-string conversion keeps 14
+// digits, and stamps have 16.
+macro_rules! log_functions {
+    () => {
+        r"
+local function str(n) return string.format('%.0f', n) end
+local function parse(e)
+  local c = string.find(e, ':', 1, true)
+  if c then return tonumber(string.sub(e, 1, c - 1)), tonumber(string.sub(e, c + 1)) end
+  return tonumber(e), 1
+end
+local function is_head(e) return string.byte(e, 1) == 35 end
+-- The log's total, and whether the list exists.
+local function total_of(key)
+  local head = redis.call('LINDEX', key, 0)
+  if not head then return 0, false end
+  if is_head(head) then return tonumber(string.sub(head, 2)), true end
+  local n = redis.call('LLEN', key)
+  redis.call('LPUSH', key, '#' .. str(n))
+  return n, true
+end
+-- Takes up to n admissions stamped `stamp` out of the log, searching from its newest end
+-- (stamps only grow, so the search stops at the first older run); returns the new total.
+local function give_back(key, total, stamp, n)
+  local i = -1
+  while n > 0 do
+    local e = redis.call('LINDEX', key, i)
+    if not e or is_head(e) then break end
+    local s, c = parse(e)
+    if s < stamp then break end
+    if s == stamp then
+      local k = math.min(c, n)
+      n, total = n - k, total - k
+      if k == c then
+        redis.call('LSET', key, i, '~')
+        redis.call('LREM', key, -1, '~')
+      else
+        redis.call('LSET', key, i, str(s) .. ':' .. str(c - k))
+        i = i - 1
+      end
+    else
+      i = i - 1
+    end
+  end
+  redis.call('LSET', key, 0, '#' .. str(total))
+  return total
+end
+"
+    };
+}
+
 // Every policy of one request in one call: admitted only if every log has room, and then
 // counted by all. Per key ARGV holds: limit, window (µs), entries wanted (a lease, see
 // lease.rs; 1 = this request only), how far past now to stamp them (µs), and unused
-// entries to give back first (count, stamp). Stamps never decrease along a list (a stamp
-// below the tail is raised to it: the entry then only counts longer). Returns admitted,
-// now, then per key: room (0/1), remaining, reset (µs), entries pushed, their stamp.
+// entries to give back first (count, stamp). Returns admitted, now, then per key: room
+// (0/1), remaining, reset (µs), entries pushed, their stamp.
 // One server takes all keys at once; a cluster calls it per key (each key its own slot).
-const RESERVE_SCRIPT: &str = r"
+const RESERVE_SCRIPT: &str = concat!(
+    log_functions!(),
+    r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local counts, oldest, room = {}, {}, {}
+local counts, oldest, room, exists = {}, {}, {}, {}
 local admit = 1
 for i = 1, #KEYS do
   local a = 6 * (i - 1)
+  local key = KEYS[i]
   local limit, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local total, present = total_of(key)
   local back = tonumber(ARGV[a + 5])
-  if back > 0 then redis.call('LREM', KEYS[i], -back, ARGV[a + 6]) end
-  local o = redis.call('LINDEX', KEYS[i], 0)
-  while o and tonumber(o) <= now - window do
-    redis.call('LPOP', KEYS[i])
-    o = redis.call('LINDEX', KEYS[i], 0)
+  if back > 0 and total > 0 then total = give_back(key, total, tonumber(ARGV[a + 6]), back) end
+  local o = redis.call('LINDEX', key, 1)
+  while o do
+    local s, c = parse(o)
+    if s > now - window then break end
+    -- The head goes, and the oldest run becomes the new head.
+    redis.call('LPOP', key)
+    total = total - c
+    redis.call('LSET', key, 0, '#' .. str(total))
+    o = redis.call('LINDEX', key, 1)
   end
-  oldest[i] = o
-  counts[i] = redis.call('LLEN', KEYS[i])
+  oldest[i] = o and (parse(o))
+  counts[i], exists[i] = total, present
   room[i] = 1
-  if counts[i] >= limit then room[i] = 0; admit = 0 end
+  if total >= limit then room[i] = 0; admit = 0 end
 end
 local out = {admit, now}
 for i = 1, #KEYS do
   local a = 6 * (i - 1)
+  local key = KEYS[i]
   local limit, window = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local got, stamp = 0, now
   if admit == 1 then
     got = math.min(tonumber(ARGV[a + 3]), limit - counts[i])
     stamp = now + tonumber(ARGV[a + 4])
-    if counts[i] > 0 then
-      local tail = tonumber(redis.call('LINDEX', KEYS[i], -1))
-      if tail > stamp then stamp = tail end
+  end
+  if got > 0 then
+    if not exists[i] then redis.call('RPUSH', key, '#0') end
+    local tail = redis.call('LINDEX', key, -1)
+    local ts, tc
+    if not is_head(tail) then ts, tc = parse(tail) end
+    if ts and ts > stamp then stamp = ts end
+    if ts == stamp then
+      redis.call('LSET', key, -1, str(stamp) .. ':' .. str(tc + got))
+    else
+      redis.call('RPUSH', key, str(stamp) .. ':' .. str(got))
     end
-    local entries = {}
-    for j = 1, got do entries[j] = stamp end
-    redis.call('RPUSH', KEYS[i], unpack(entries))
-    redis.call('PEXPIRE', KEYS[i], math.ceil((stamp - now + window) / 1000))
     counts[i] = counts[i] + got
+    redis.call('LSET', key, 0, '#' .. str(counts[i]))
+    redis.call('PEXPIRE', key, math.ceil((stamp - now + window) / 1000))
     if not oldest[i] then oldest[i] = stamp end
   end
   local reset = window
-  if oldest[i] then reset = tonumber(oldest[i]) + window - now end
+  if oldest[i] then reset = oldest[i] + window - now end
   out[#out + 1] = room[i]
   out[#out + 1] = limit - counts[i]
   out[#out + 1] = reset
@@ -189,7 +261,18 @@ for i = 1, #KEYS do
   out[#out + 1] = stamp
 end
 return out
-";
+"
+);
+
+// Takes back `ARGV[2]` admissions stamped `ARGV[1]` (a refusal by another policy).
+const REFUND_SCRIPT: &str = concat!(
+    log_functions!(),
+    r"
+local total, present = total_of(KEYS[1])
+if present and total > 0 then give_back(KEYS[1], total, tonumber(ARGV[1]), tonumber(ARGV[2])) end
+return 1
+"
+);
 
 /// How long a request waits for its key's reservation in flight before asking Redis itself
 /// (the reservation normally answers within one round trip).
@@ -197,6 +280,7 @@ const LEASE_WAIT: Duration = Duration::from_millis(250);
 
 // Hashing the script (for EVALSHA) once per process, not once per request.
 static RESERVE: LazyLock<Script> = LazyLock::new(|| Script::new(RESERVE_SCRIPT));
+static REFUND: LazyLock<Script> = LazyLock::new(|| Script::new(REFUND_SCRIPT));
 
 /// Reservations sent and not answered yet: if the request is dropped meanwhile (its client
 /// went away), they are settled as failed, so the next request of the key reserves again
@@ -543,11 +627,11 @@ impl RateLimiter {
                     .redis
                     .connection()
                     .run(|mut c| async move {
-                        redis::cmd("LREM")
-                            .arg(full)
-                            .arg(-i64::from(count))
+                        REFUND
+                            .key(full)
                             .arg(stamp)
-                            .query_async::<i64>(&mut c)
+                            .arg(count)
+                            .invoke_async::<i64>(&mut c)
                             .await
                     })
                     .await;
