@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use ims_api::config::Settings;
+use ims_api::outbox::POLL_SQL;
 use ims_api::startup::Application;
 use ims_api::state::AppState;
 use ims_testkit::RedisServer;
@@ -37,11 +38,6 @@ const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
 const ITEMS: usize = 20;
 const POLLS: usize = 200;
 const IDLE: Duration = Duration::from_secs(5);
-/// The poll's query, as in `src/outbox.rs` (`apply_pending`).
-const POLL_SQL: &str = "SELECT id, organization_id, cache_groups FROM cache_outbox
-         WHERE created_at < $1
-         ORDER BY created_at
-         LIMIT $2";
 
 #[derive(Clone, Copy)]
 struct Run {
@@ -219,8 +215,9 @@ async fn measure(
     }
 }
 
+/// The poll's cutoff `duration` ago.
 fn ago(duration: Duration) -> String {
-    ims_api::db::timestamp(time::OffsetDateTime::now_utc() - duration)
+    ims_redis::invalidate::record_id_cutoff(std::time::SystemTime::now() - duration)
 }
 
 async fn count(state: &AppState, sql: &str) -> i64 {

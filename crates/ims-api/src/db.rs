@@ -162,10 +162,7 @@ impl Db {
     /// transaction starts by recording the invalidation (`crate::outbox`): the record
     /// commits with the write, or neither does.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
-        let turn = match &self.writers {
-            Some(writers) => Some(writers.clone().lock_owned().await),
-            None => None,
-        };
+        let turn = self.write_turn().await;
         let mut tx = match self.backend {
             Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
             Backend::Postgres => self.pool.begin().await?,
@@ -179,18 +176,106 @@ impl Db {
     }
 
     /// Runs one writing statement: alone (autocommit) when there is nothing to record, else
-    /// in a [`Self::begin_write`] transaction with the invalidation's record.
+    /// together with the invalidation's record, atomically and in one hand-off to the
+    /// engine (see [`Self::execute_recorded`]).
     pub async fn execute_write<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
     ) -> Result<AnyQueryResult, sqlx::Error> {
-        if ims_redis::invalidate::pending().is_none() {
+        let Some(pending) = ims_redis::invalidate::pending() else {
             return query.execute(&self.pool).await;
+        };
+        if pending.mark_recorded() {
+            return self.execute_recorded(query, &pending).await;
         }
+        // Recorded already by an earlier write of this request.
         let mut tx = self.begin_write().await?;
         let done = query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done)
+    }
+
+    /// A write and its outbox record as one unit sent at once. A transaction of separate
+    /// statements (`BEGIN`, record, write, `COMMIT`) costs four round trips to PostgreSQL
+    /// or four hand-offs to SQLite's worker thread, each a wake-up on both sides, and made
+    /// a one-statement write 20 to 80 % slower.
+    ///
+    /// - PostgreSQL: one statement, the record in a data-modifying `WITH` before the write
+    ///   (atomic like any statement; the count is the write's).
+    /// - SQLite: one script, `BEGIN IMMEDIATE; record; write; COMMIT`. sqlx-sqlite runs
+    ///   every statement of a query string and numbers `$N` parameters across them. A
+    ///   failure stops the script inside its transaction, which is rolled back before the
+    ///   connection goes back to the pool.
+    ///
+    /// Either way the record's values are bound after the write's, as `$n+1` to `$n+4`.
+    async fn execute_recorded<'q>(
+        &self,
+        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        pending: &ims_redis::invalidate::PendingInvalidation,
+    ) -> Result<AnyQueryResult, sqlx::Error> {
+        use sqlx::{Arguments, Execute};
+        let sql = query.sql();
+        let mut arguments = query
+            .take_arguments()
+            .map_err(sqlx::Error::Encode)?
+            .unwrap_or_default();
+        let n = arguments.len();
+        arguments.add(pending.id()).map_err(sqlx::Error::Encode)?;
+        arguments
+            .add(pending.scope())
+            .map_err(sqlx::Error::Encode)?;
+        arguments
+            .add(pending.groups().join(","))
+            .map_err(sqlx::Error::Encode)?;
+        arguments.add(now()).map_err(sqlx::Error::Encode)?;
+        let record = format!(
+            "INSERT INTO cache_outbox (id, organization_id, cache_groups, created_at)
+             VALUES (${}, ${}, ${}, ${})",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4
+        );
+        if self.backend == Backend::Postgres {
+            let statement = format!("WITH recorded AS ({record}) {sql}");
+            return sqlx::query_with(&statement, arguments)
+                .execute(&self.pool)
+                .await;
+        }
+        let script = format!("BEGIN IMMEDIATE; {record}; {sql}; COMMIT");
+        let _turn = self.write_turn().await;
+        let mut conn = self.pool.acquire().await?;
+        let results = {
+            use futures::TryStreamExt;
+            sqlx::Executor::execute_many(&mut *conn, sqlx::query_with(&script, arguments))
+                .try_collect::<Vec<AnyQueryResult>>()
+                .await
+        };
+        match results {
+            // One result per statement: the write's is the third (SQLite's change count
+            // after `COMMIT` repeats the last write's, so the sum would be wrong).
+            Ok(results) => results.into_iter().nth(2).ok_or_else(|| {
+                sqlx::Error::Protocol("the write script returned too few results".into())
+            }),
+            Err(e) => {
+                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                    // Nothing to roll back (it failed at BEGIN) or a connection in doubt:
+                    // rare either way, and a closed connection cannot leak a transaction.
+                    let _ = conn.close().await;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// On SQLite, this process's turn to write, held until dropped: writers queue here
+    /// instead of meeting at SQLite's lock, whose busy handler sleeps for milliseconds.
+    /// Nothing to wait for on PostgreSQL.
+    pub async fn write_turn(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        match &self.writers {
+            Some(writers) => Some(writers.clone().lock_owned().await),
+            None => None,
+        }
     }
 
     /// The engine behind the pool.

@@ -16,8 +16,6 @@
 use std::time::Duration;
 
 use ims_redis::invalidate::{InvalidationJournal, JournalFuture as BoxFuture, PendingInvalidation};
-use time::OffsetDateTime;
-use uuid::Uuid;
 
 use crate::db::{self, Db};
 use crate::state::AppState;
@@ -27,6 +25,13 @@ pub const APPLY_DELAY: Duration = Duration::from_millis(250);
 
 /// How often every instance looks for records left undone.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The poll: records made [`APPLY_DELAY`] ago or earlier, oldest first, found by their
+/// time-ordered ids on the primary key (`$1` is the cutoff, `$2` the batch).
+pub const POLL_SQL: &str = "SELECT id, organization_id, cache_groups FROM cache_outbox
+     WHERE id < $1
+     ORDER BY id
+     LIMIT $2";
 
 /// Records applied per poll at most.
 const BATCH: i64 = 500;
@@ -81,7 +86,7 @@ impl InvalidationJournal for SqlJournal {
     /// The fallback for a write that opened no recording transaction: its own commit.
     fn record<'a>(&'a self, scope: &'a str, groups: &'a [String]) -> BoxFuture<'a, Option<String>> {
         Box::pin(async move {
-            let id = Uuid::new_v4().to_string();
+            let id = ims_redis::invalidate::record_id();
             let recorded = sqlx::query(
                 "INSERT INTO cache_outbox (id, organization_id, cache_groups, created_at)
                  VALUES ($1, $2, $3, $4)",
@@ -140,6 +145,7 @@ impl SqlJournal {
             for id in chunk {
                 query = query.bind(id);
             }
+            let _turn = self.db.write_turn().await;
             query.execute(self.db.pool()).await?;
         }
         Ok(())
@@ -151,10 +157,6 @@ struct Pending {
     id: String,
     organization_id: String,
     cache_groups: String,
-}
-
-fn ago(duration: Duration) -> String {
-    db::timestamp(OffsetDateTime::now_utc() - duration)
 }
 
 /// Applies records left undone, every [`POLL_INTERVAL`], while Redis is reachable. Runs on
@@ -175,16 +177,13 @@ pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
 }
 
 async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
-    let pending: Vec<Pending> = sqlx::query_as(
-        "SELECT id, organization_id, cache_groups FROM cache_outbox
-         WHERE created_at < $1
-         ORDER BY created_at
-         LIMIT $2",
-    )
-    .bind(ago(APPLY_DELAY))
-    .bind(BATCH)
-    .fetch_all(state.db.pool())
-    .await?;
+    let pending: Vec<Pending> = sqlx::query_as(POLL_SQL)
+        .bind(ims_redis::invalidate::record_id_cutoff(
+            std::time::SystemTime::now() - APPLY_DELAY,
+        ))
+        .bind(BATCH)
+        .fetch_all(state.db.pool())
+        .await?;
     for record in pending {
         let groups: Vec<&str> = record.cache_groups.split(',').collect();
         if state
@@ -196,6 +195,7 @@ async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
             // Redis went away: the record stays for the next poll.
             return Ok(());
         }
+        let _turn = state.db.write_turn().await;
         sqlx::query("DELETE FROM cache_outbox WHERE id = $1")
             .bind(&record.id)
             .execute(state.db.pool())

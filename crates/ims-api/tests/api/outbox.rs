@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -223,4 +223,49 @@ async fn on_a_cluster_a_write_whose_writer_dies_after_committing_reaches_the_oth
     let lag = shows_within_bound(&reader, &f, 400, died).await;
     eprintln!("dead writer on a cluster: new price served {lag:?} after the crash");
     assert!(lag <= BOUND, "stale for {lag:?}");
+}
+
+/// A write refused by the database (a duplicate SKU) rolls back with its record: on SQLite
+/// write and record go to the engine as one script, which stops inside its transaction on
+/// the failing statement; the connection must not go back to the pool still inside it.
+/// Later writes on every pooled connection commit and are seen by others.
+#[tokio::test]
+async fn a_refused_write_leaves_no_transaction_open() {
+    let app = spawn_app().await;
+    let f = fixture(&app).await;
+    let other = app
+        .post(
+            "/items",
+            json!({"name": "Saw", "sku": "S-1", "priceCents": 100}),
+            Some(&f.token),
+        )
+        .await;
+    assert_eq!(other.status(), StatusCode::CREATED);
+    let path = format!("/items/{}", f.item);
+    for _ in 0..12 {
+        let refused = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(json!({"sku": "S-1"})),
+                Some(&f.token),
+            )
+            .await;
+        assert_eq!(refused.status(), StatusCode::CONFLICT);
+    }
+    for price in 200..220 {
+        let written = app
+            .request(
+                Method::PATCH,
+                &path,
+                Some(json!({"priceCents": price})),
+                Some(&f.token),
+            )
+            .await;
+        assert_eq!(written.status(), StatusCode::OK, "price {price}");
+        let read = app.get(&path, Some(&f.token)).await;
+        let body: Value = read.json().await.expect("json");
+        assert_eq!(body["priceCents"], price);
+        assert_eq!(body["sku"], "H-1");
+    }
 }

@@ -109,11 +109,23 @@ impl PendingInvalidation {
 
 /// A record id: microseconds since the Unix epoch, then random bits (32 hex digits in
 /// all), so that ids sort by time and a table keyed by them grows at one end.
-fn record_id() -> String {
+/// A new outbox record id: 16 hex digits of the writer's clock in microseconds since the
+/// Unix epoch, then 16 random ones. Ids sort by time as text, so a journal can find the
+/// records older than a moment by comparing with [`record_id_cutoff`], on its primary key
+/// alone (no second index to write on every write).
+pub fn record_id() -> String {
     let micros = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64);
     format!("{micros:016x}{:016x}", rand::random::<u64>())
+}
+
+/// The id below which every record was made before `moment` (see [`record_id`]).
+pub fn record_id_cutoff(moment: std::time::SystemTime) -> String {
+    let micros = moment
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    format!("{micros:016x}")
 }
 
 tokio::task_local! {
