@@ -273,12 +273,47 @@ where
         if let Nul::In(errors) = nul {
             return Err(ApiError::Validation(errors));
         }
-        let axum::Json(value) = axum::Json::<T>::from_bytes(&bytes)?;
+        let value = match axum::Json::<T>::from_bytes(&bytes) {
+            Ok(axum::Json(value)) => value,
+            // JSON Schema counts `4768.0` as an integer, and so do some clients' encoders
+            // (Python's for a float that holds one); serde does not. Such a body is read
+            // again with those numbers made integers (only when exact), else refused as sent.
+            Err(rejection) => match integral_floats_as_integers(&bytes)
+                .and_then(|value| serde_json::from_value::<T>(value).ok())
+            {
+                Some(value) => value,
+                None => return Err(rejection.into()),
+            },
+        };
         if let Nul::Unplaced = nul {
             return Err(ApiError::field("body", fields::NUL_MESSAGE));
         }
         Ok(Self(value))
     }
+}
+
+/// The body as a JSON value with every number that is written as a float but holds an
+/// integer up to 2^53 (exact in a float) made an integer; `None` if there is none, or the
+/// body is not JSON.
+fn integral_floats_as_integers(bytes: &[u8]) -> Option<serde_json::Value> {
+    fn walk(value: &mut serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Number(n) if n.is_f64() => match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => {
+                    *value = serde_json::Value::from(f as i64);
+                    true
+                }
+                _ => false,
+            },
+            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) | c),
+            serde_json::Value::Object(fields) => {
+                fields.values_mut().fold(false, |c, v| walk(v) | c)
+            }
+            _ => false,
+        }
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    walk(&mut value).then_some(value)
 }
 
 /// What the NUL check of a body found.

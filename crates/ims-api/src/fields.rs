@@ -312,8 +312,40 @@ pub fn reference_gone(e: sqlx::Error) -> ApiError {
     }
 }
 
+/// What [`looks_like_email`] accepts, as the document's pattern for email fields.
+pub const EMAIL_PATTERN: &str = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$";
+
+/// A loose shape check: one `@` with something on each side, a dot inside the domain (not
+/// at either end), no whitespace: exactly [`EMAIL_PATTERN`]. Real validation is delivering
+/// mail; this only catches obvious typos.
+pub fn looks_like_email(email: &str) -> bool {
+    match email.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && !domain.contains('@')
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !email.contains(char::is_whitespace)
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn emails_need_one_at_and_a_dot_inside_the_domain() {
+        for ok in ["a@b.co", "x.y+z@mail.example.org", "a@b..c"] {
+            assert!(super::looks_like_email(ok), "{ok}");
+        }
+        for bad in [
+            "a@b", "@b.co", "a b@c.co", "a@.b", "a@b.", "a@b@c.d", " a@b.co",
+        ] {
+            assert!(!super::looks_like_email(bad), "{bad}");
+        }
+    }
+
     use super::*;
 
     #[derive(Deserialize)]

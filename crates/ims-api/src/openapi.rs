@@ -80,8 +80,39 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ] {
         doc.merge(part);
     }
+    // First: a 415 passed the rate limiter too, and carries its headers.
+    document_body_media_type(&mut doc);
     document_rate_limits(&mut doc);
     doc
+}
+
+/// Every operation that takes a body answers `415` to one sent without
+/// `Content-Type: application/json` (axum's `Json` extractor, as a problem): added here
+/// once rather than in each operation.
+fn document_body_media_type(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let unsupported = ResponseBuilder::new()
+        .description("The body is not sent as `Content-Type: application/json`")
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        let operations = [&mut item.put, &mut item.post, &mut item.patch];
+        for operation in operations.into_iter().flatten() {
+            if operation.request_body.is_some() {
+                operation
+                    .responses
+                    .responses
+                    .entry("415".into())
+                    .or_insert_with(|| unsupported.clone().into());
+            }
+        }
+    }
 }
 
 /// Paths the rate limiter does not cover (monitoring and the API description).

@@ -24,10 +24,9 @@ pub struct Period {
 }
 
 fn parse_date(raw: Option<&str>, field: &str, v: &mut Validator) -> Option<Date> {
-    let raw = raw?.trim();
-    if raw.is_empty() {
-        return None;
-    }
+    // Present means given: an empty or padded value is refused like any other non-date
+    // (the document's `format: date`), not read as absent.
+    let raw = raw?;
     let parsed = Date::parse(raw, format_description!("[year]-[month]-[day]")).ok();
     v.check(parsed.is_some(), field, "must be a date like 2026-01-31");
     parsed

@@ -59,8 +59,10 @@ struct Category {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CategoryBody {
+    #[schema(min_length = 1)]
     name: String,
     #[serde(default)]
+    #[schema(format = Uuid)]
     parent_id: Option<String>,
 }
 
@@ -68,8 +70,10 @@ struct CategoryBody {
 #[serde(rename_all = "camelCase")]
 struct CategoryPatch {
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_length = 1, nullable = false)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(format = Uuid)]
     parent_id: Option<Option<String>>,
 }
 
@@ -259,7 +263,7 @@ async fn create(
     operation_id = "getCategory",
     summary = "Get a category",
     params(
-        ("id" = String, Path, description = "Category id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Category id (UUID)"),
     ),
     responses(
         (status = 200, description = "The category", body = Category),
@@ -285,7 +289,7 @@ async fn read(
     summary = "Replace a category",
     description = "Every field of the create body; optional fields left out are cleared.",
     params(
-        ("id" = String, Path, description = "Category id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Category id (UUID)"),
     ),
     request_body = CategoryBody,
     responses(
@@ -324,7 +328,7 @@ async fn replace(
     summary = "Update some fields of a category",
     description = "Fields left out are kept; `null` clears an optional field.",
     params(
-        ("id" = String, Path, description = "Category id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Category id (UUID)"),
     ),
     request_body = CategoryPatch,
     responses(
@@ -381,7 +385,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
     operation_id = "deleteCategory",
     summary = "Delete a category",
     params(
-        ("id" = String, Path, description = "Category id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Category id (UUID)"),
     ),
     responses(
         (status = 204, description = "Deleted"),

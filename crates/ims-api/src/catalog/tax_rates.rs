@@ -56,6 +56,7 @@ struct TaxRate {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TaxRateBody {
+    #[schema(min_length = 1)]
     name: String,
     #[schema(minimum = 0, maximum = 100_000)]
     rate_bps: i64,
@@ -65,9 +66,10 @@ struct TaxRateBody {
 #[serde(rename_all = "camelCase")]
 struct TaxRatePatch {
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_length = 1, nullable = false)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(minimum = 0, maximum = 100_000)]
+    #[schema(minimum = 0, maximum = 100_000, nullable = false)]
     rate_bps: Option<Option<i64>>,
 }
 
@@ -207,7 +209,7 @@ async fn create(
     operation_id = "getTaxRate",
     summary = "Get a tax rate",
     params(
-        ("id" = String, Path, description = "Tax rate id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Tax rate id (UUID)"),
     ),
     responses(
         (status = 200, description = "The tax rate", body = TaxRate),
@@ -233,7 +235,7 @@ async fn read(
     summary = "Replace a tax rate",
     description = "Every field of the create body; optional fields left out are cleared.",
     params(
-        ("id" = String, Path, description = "Tax rate id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Tax rate id (UUID)"),
     ),
     request_body = TaxRateBody,
     responses(
@@ -265,7 +267,7 @@ async fn replace(
     summary = "Update some fields of a tax rate",
     description = "Fields left out are kept; `null` clears an optional field.",
     params(
-        ("id" = String, Path, description = "Tax rate id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Tax rate id (UUID)"),
     ),
     request_body = TaxRatePatch,
     responses(
@@ -321,7 +323,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
     operation_id = "deleteTaxRate",
     summary = "Delete a tax rate",
     params(
-        ("id" = String, Path, description = "Tax rate id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Tax rate id (UUID)"),
     ),
     responses(
         (status = 204, description = "Deleted"),

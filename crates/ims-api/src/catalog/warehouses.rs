@@ -55,15 +55,19 @@ struct Warehouse {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehouseBody {
+    #[schema(min_length = 1)]
     name: String,
+    #[schema(min_length = 1)]
     code: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehousePatch {
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_length = 1, nullable = false)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_length = 1, nullable = false)]
     code: Option<Option<String>>,
 }
 
@@ -198,7 +202,7 @@ async fn create(
     operation_id = "getWarehouse",
     summary = "Get a warehouse",
     params(
-        ("id" = String, Path, description = "Warehouse id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
     ),
     responses(
         (status = 200, description = "The warehouse", body = Warehouse),
@@ -224,7 +228,7 @@ async fn read(
     summary = "Replace a warehouse",
     description = "Every field of the create body; optional fields left out are cleared.",
     params(
-        ("id" = String, Path, description = "Warehouse id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
     ),
     request_body = WarehouseBody,
     responses(
@@ -257,7 +261,7 @@ async fn replace(
     summary = "Update some fields of a warehouse",
     description = "Fields left out are kept; `null` clears an optional field.",
     params(
-        ("id" = String, Path, description = "Warehouse id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
     ),
     request_body = WarehousePatch,
     responses(
@@ -320,7 +324,7 @@ async fn update(
     operation_id = "deleteWarehouse",
     summary = "Delete a warehouse",
     params(
-        ("id" = String, Path, description = "Warehouse id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
     ),
     responses(
         (status = 204, description = "Deleted"),

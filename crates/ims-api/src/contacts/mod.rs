@@ -78,9 +78,12 @@ struct Contact {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ContactBody {
     #[serde(rename = "type")]
+    #[schema(pattern = "^(customer|vendor)$")]
     kind: String,
+    #[schema(min_length = 1)]
     name: String,
     #[serde(default)]
+    #[schema(pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$")]
     email: Option<String>,
     #[serde(default)]
     phone: Option<String>,
@@ -91,10 +94,13 @@ struct ContactBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct ContactPatch {
     #[serde(rename = "type", default, deserialize_with = "fields::patch")]
+    #[schema(pattern = "^(customer|vendor)$", nullable = false)]
     kind: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_length = 1, nullable = false)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$")]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     phone: Option<Option<String>>,
@@ -103,22 +109,6 @@ struct ContactPatch {
 }
 
 const COLUMNS: &str = "id, contact_type, name, email, phone, address, created_at, updated_at";
-
-/// A loose shape check: one `@` with something on each side and a dot in the domain. Real
-/// validation is delivering mail; this only catches obvious typos.
-fn looks_like_email(email: &str) -> bool {
-    match email.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.contains('@')
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !email.contains(char::is_whitespace)
-        }
-        None => false,
-    }
-}
 
 fn validate(body: ContactBody, mut v: Validator) -> ApiResult<ContactBody> {
     let kind = body.kind.trim().to_string();
@@ -131,7 +121,7 @@ fn validate(body: ContactBody, mut v: Validator) -> ApiResult<ContactBody> {
     let email = fields::optional_text(body.email, "email", MAX_EMAIL_CHARS, &mut v);
     if let Some(email) = &email {
         v.check(
-            looks_like_email(email),
+            fields::looks_like_email(email),
             "email",
             "must be a valid email address",
         );
@@ -176,7 +166,7 @@ struct ListParams {
     summary = "List contacts",
     params(
         crate::pagination::PageParams,
-        ("type" = Option<String>, Query, description = "`customer` or `vendor`"),
+        ("type" = Option<String>, Query, pattern = "^(customer|vendor)$", description = "`customer` or `vendor`"),
         ("search" = Option<String>, Query, description = "Case-insensitive substring of the name or email"),
     ),
     responses(
@@ -318,7 +308,7 @@ async fn create(
     operation_id = "getContact",
     summary = "Get a contact",
     params(
-        ("id" = String, Path, description = "Contact id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Contact id (UUID)"),
     ),
     responses(
         (status = 200, description = "The contact", body = Contact),
@@ -344,7 +334,7 @@ async fn read(
     summary = "Replace a contact",
     description = "Every field of the create body; optional fields left out are cleared.",
     params(
-        ("id" = String, Path, description = "Contact id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Contact id (UUID)"),
     ),
     request_body = ContactBody,
     responses(
@@ -376,7 +366,7 @@ async fn replace(
     summary = "Update some fields of a contact",
     description = "Fields left out are kept; `null` clears an optional field.",
     params(
-        ("id" = String, Path, description = "Contact id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Contact id (UUID)"),
     ),
     request_body = ContactPatch,
     responses(
@@ -436,7 +426,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
     operation_id = "deleteContact",
     summary = "Delete a contact",
     params(
-        ("id" = String, Path, description = "Contact id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Contact id (UUID)"),
     ),
     responses(
         (status = 204, description = "Deleted"),

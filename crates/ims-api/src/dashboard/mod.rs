@@ -281,8 +281,8 @@ fn average(revenue: Cents, orders: i64) -> Cents {
     operation_id = "getKpis",
     summary = "Key figures",
     params(
-        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
-        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
     ),
     responses(
         (
@@ -461,9 +461,9 @@ fn labels(interval: Interval, from: Date, to: Date) -> Vec<String> {
     operation_id = "getSalesChart",
     summary = "Sales per day or month",
     params(
-        ("interval" = Option<String>, Query, description = "`day` (default) or `month`"),
-        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
-        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("interval" = Option<String>, Query, pattern = "^(day|month)$", description = "`day` (default) or `month`"),
+        ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
     ),
     responses(
         (
@@ -491,8 +491,9 @@ async fn sales_chart(
 ) -> ApiResult<Json<SalesChart>> {
     let mut v = Validator::default();
     let period = parse_period(&params, &mut v);
-    let interval = match params.interval.as_deref().map(str::trim) {
-        None | Some("") | Some("day") => Interval::Day,
+    // Present means given: an empty value is refused, as the document's pattern says.
+    let interval = match params.interval.as_deref() {
+        None | Some("day") => Interval::Day,
         Some("month") => Interval::Month,
         Some(_) => {
             v.check(false, "interval", "must be day or month");
@@ -584,8 +585,8 @@ struct TopCustomer {
     operation_id = "getTopCustomers",
     summary = "Customers by revenue",
     params(
-        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
-        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Rows, 1 to 50; default 5"),
     ),
     responses(
@@ -660,8 +661,8 @@ struct TopProduct {
     operation_id = "getTopProducts",
     summary = "Items by revenue",
     params(
-        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
-        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Rows, 1 to 50; default 5"),
     ),
     responses(

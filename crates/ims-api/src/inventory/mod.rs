@@ -108,8 +108,8 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
     summary = "Stock per item and warehouse",
     params(
         crate::pagination::PageParams,
-        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
-        ("itemId" = Option<String>, Query, description = "Only this item"),
+        ("warehouseId" = Option<String>, Query, format = Uuid, description = "Only this warehouse"),
+        ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
         ("lowStock" = Option<bool>, Query, description = "`true`: only rows at or below the item's reorder level"),
     ),
     responses(
@@ -183,14 +183,36 @@ async fn stock_levels(
     Ok(Json(page.wrap(data, total)))
 }
 
+/// `quantityDelta`: an integer from -10^9 to -1 or from 1 to 10^9 (utoipa's field
+/// attributes cannot say "not zero", a `oneOf` of the two ranges can).
+fn non_zero_delta() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+    let range = |from: i64, to: i64| {
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(from))
+            .maximum(Some(to))
+            .build()
+    };
+    OneOfBuilder::new()
+        .item(range(-1_000_000_000, -1))
+        .item(range(1, 1_000_000_000))
+        .description(Some("Non-zero; at most 10^9 either way."))
+        .build()
+        .into()
+}
+
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct AdjustmentBody {
+    #[schema(format = Uuid)]
     item_id: String,
+    #[schema(format = Uuid)]
     warehouse_id: String,
     /// Non-zero; at most 10^9 either way.
-    #[schema(minimum = -1_000_000_000, maximum = 1_000_000_000)]
+    #[schema(schema_with = non_zero_delta)]
     quantity_delta: i64,
+    #[schema(min_length = 1)]
     reason: String,
 }
 
@@ -378,8 +400,8 @@ impl LedgerQuery {
     summary = "List stock adjustments",
     params(
         crate::pagination::PageParams,
-        ("itemId" = Option<String>, Query, description = "Only this item"),
-        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
+        ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
+        ("warehouseId" = Option<String>, Query, format = Uuid, description = "Only this warehouse"),
     ),
     responses(
         (status = 200, description = "One page of adjustments, newest first", body = crate::pagination::Paginated<Adjustment>),
@@ -404,8 +426,11 @@ async fn list_adjustments(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TransferBody {
+    #[schema(format = Uuid)]
     item_id: String,
+    #[schema(format = Uuid)]
     from_warehouse_id: String,
+    #[schema(format = Uuid)]
     to_warehouse_id: String,
     #[schema(minimum = 1, maximum = 1_000_000_000)]
     quantity: i64,
@@ -525,8 +550,8 @@ async fn transfer(
     summary = "List stock transfers",
     params(
         crate::pagination::PageParams,
-        ("itemId" = Option<String>, Query, description = "Only this item"),
-        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
+        ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
+        ("warehouseId" = Option<String>, Query, format = Uuid, description = "Only this warehouse"),
     ),
     responses(
         (status = 200, description = "One page of transfers, newest first", body = crate::pagination::Paginated<Transfer>),
@@ -576,8 +601,8 @@ struct MovementRow {
     summary = "The stock ledger: every change of stock",
     params(
         crate::pagination::PageParams,
-        ("itemId" = Option<String>, Query, description = "Only this item"),
-        ("warehouseId" = Option<String>, Query, description = "Only this warehouse"),
+        ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
+        ("warehouseId" = Option<String>, Query, format = Uuid, description = "Only this warehouse"),
     ),
     responses(
         (status = 200, description = "One page of movements, newest first", body = crate::pagination::Paginated<MovementRow>),

@@ -102,7 +102,9 @@ struct Item {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ItemBody {
+    #[schema(min_length = 1)]
     name: String,
+    #[schema(min_length = 1)]
     sku: String,
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     price_cents: i64,
@@ -112,8 +114,10 @@ struct ItemBody {
     #[serde(default)]
     description: Option<String>,
     #[serde(default)]
+    #[schema(format = Uuid)]
     category_id: Option<String>,
     #[serde(default)]
+    #[schema(format = Uuid)]
     tax_rate_id: Option<String>,
     #[serde(default)]
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
@@ -126,11 +130,13 @@ struct ItemBody {
 #[serde(rename_all = "camelCase")]
 struct ItemPatch {
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_length = 1, nullable = false)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_length = 1, nullable = false)]
     sku: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
+    #[schema(minimum = 0, maximum = 10_000_000_000_000_i64, nullable = false)]
     price_cents: Option<Option<i64>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
@@ -138,8 +144,10 @@ struct ItemPatch {
     #[serde(default, deserialize_with = "fields::patch")]
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(format = Uuid)]
     category_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(format = Uuid)]
     tax_rate_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
@@ -269,8 +277,8 @@ fn order_by(sort: &str) -> Option<&'static str> {
     params(
         crate::pagination::PageParams,
         ("search" = Option<String>, Query, description = "Case-insensitive match on name or SKU"),
-        ("categoryId" = Option<String>, Query, description = "Only items of this category"),
-        ("sort" = Option<String>, Query, description = "`name`, `sku`, `priceCents` or `createdAt`; a leading `-` sorts descending. Default `name`"),
+        ("categoryId" = Option<String>, Query, format = Uuid, description = "Only items of this category"),
+        ("sort" = Option<String>, Query, pattern = "^-?(name|sku|priceCents|createdAt)$", description = "`name`, `sku`, `priceCents` or `createdAt`; a leading `-` sorts descending. Default `name`"),
         ("lowStock" = Option<bool>, Query, description = "`true`: only items at or below their reorder level"),
     ),
     responses(
@@ -321,8 +329,9 @@ async fn list(
             filter.and(format!("i.category_id = {p}"));
         }
     }
-    let order = match params.sort.as_deref().map(str::trim) {
-        None | Some("") => DEFAULT_ORDER,
+    // A parameter that is present must be valid (as the document says), empty included.
+    let order = match params.sort.as_deref() {
+        None => DEFAULT_ORDER,
         Some(sort) => {
             let order = order_by(sort);
             v.check(
@@ -423,7 +432,7 @@ async fn create(
     operation_id = "getItem",
     summary = "Get a item",
     params(
-        ("id" = String, Path, description = "Item id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
     ),
     responses(
         (
@@ -461,7 +470,7 @@ async fn read(
     summary = "Replace a item",
     description = "Every field of the create body; optional fields left out are cleared.",
     params(
-        ("id" = String, Path, description = "Item id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
     ),
     request_body = ItemBody,
     responses(
@@ -494,7 +503,7 @@ async fn replace(
     summary = "Update some fields of a item",
     description = "Fields left out are kept; `null` clears an optional field.",
     params(
-        ("id" = String, Path, description = "Item id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
     ),
     request_body = ItemPatch,
     responses(
@@ -573,7 +582,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
     operation_id = "deleteItem",
     summary = "Delete a item",
     params(
-        ("id" = String, Path, description = "Item id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
     ),
     responses(
         (status = 204, description = "Deleted"),

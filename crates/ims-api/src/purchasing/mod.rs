@@ -169,8 +169,11 @@ async fn insert_lines(
 #[schema(as = PurchaseOrderBody)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
+    #[schema(format = Uuid)]
     vendor_id: String,
+    #[schema(format = Uuid)]
     warehouse_id: String,
+    #[schema(min_items = 1)]
     lines: Vec<LineBody>,
     notes: Option<String>,
 }
@@ -261,7 +264,7 @@ async fn create(
     operation_id = "getPurchaseOrder",
     summary = "Get a purchase order with its lines",
     params(
-        ("id" = String, Path, description = "Purchase order id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Purchase order id (UUID)"),
     ),
     responses(
         (status = 200, description = "The purchase order", body = Order),
@@ -299,10 +302,10 @@ struct ListQuery {
     summary = "List purchase orders",
     params(
         crate::pagination::PageParams,
-        ("status" = Option<String>, Query, description = "`open`, `received` or `cancelled`"),
-        ("vendorId" = Option<String>, Query, description = "Only this vendor"),
-        ("from" = Option<String>, Query, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
-        ("to" = Option<String>, Query, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
+        ("status" = Option<String>, Query, pattern = "^(open|received|cancelled)$", description = "`open`, `received` or `cancelled`"),
+        ("vendorId" = Option<String>, Query, format = Uuid, description = "Only this vendor"),
+        ("from" = Option<String>, Query, format = Date, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
+        ("to" = Option<String>, Query, format = Date, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
     ),
     responses(
         (status = 200, description = "One page of purchase orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
@@ -340,14 +343,18 @@ async fn list(
 #[serde(rename_all = "camelCase")]
 struct PatchBody {
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(pattern = "^cancelled$", nullable = false)]
     status: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     notes: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(format = Uuid, nullable = false)]
     vendor_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(format = Uuid, nullable = false)]
     warehouse_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_items = 1, nullable = false)]
     lines: Option<Option<Vec<LineBody>>>,
 }
 
@@ -361,7 +368,7 @@ struct PatchBody {
     summary = "Update or cancel an open purchase order",
     description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
     params(
-        ("id" = String, Path, description = "Purchase order id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Purchase order id (UUID)"),
     ),
     request_body = PatchBody,
     responses(
@@ -490,7 +497,7 @@ async fn patch(
     operation_id = "receivePurchaseOrder",
     summary = "Receive a purchase order: put its stock in",
     params(
-        ("id" = String, Path, description = "Purchase order id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Purchase order id (UUID)"),
     ),
     responses(
         (status = 200, description = "The purchase order, with its new status", body = Order),

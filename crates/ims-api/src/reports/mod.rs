@@ -326,8 +326,8 @@ where
     description = "At most 10,000 rows (`truncated` says when more matched); `totals` are over all matching rows.",
     params(
         ("type" = String, Path, description = "`sales-by-item`, `sales-by-customer`, `inventory-valuation`, `stock-movements` or `purchases-by-vendor`"),
-        ("from" = Option<String>, Query, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
-        ("to" = Option<String>, Query, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
     ),
     responses(
         (

@@ -115,6 +115,7 @@ fn format_number(sequence: i64) -> String {
 #[schema(as = InvoiceBody)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
+    #[schema(format = Uuid)]
     sales_order_id: String,
 }
 
@@ -255,7 +256,7 @@ async fn create(
     operation_id = "getInvoice",
     summary = "Get an invoice with its payments",
     params(
-        ("id" = String, Path, description = "Invoice id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Invoice id (UUID)"),
     ),
     responses(
         (status = 200, description = "The invoice", body = Invoice),
@@ -293,10 +294,10 @@ struct ListQuery {
     summary = "List invoices",
     params(
         crate::pagination::PageParams,
-        ("status" = Option<String>, Query, description = "Invoice status"),
-        ("customerId" = Option<String>, Query, description = "Only this customer"),
-        ("from" = Option<String>, Query, description = "Issued on or after this date (`YYYY-MM-DD`, UTC)"),
-        ("to" = Option<String>, Query, description = "Issued on or before this date (`YYYY-MM-DD`, UTC)"),
+        ("status" = Option<String>, Query, pattern = "^(unpaid|partially_paid|paid)$", description = "Invoice status"),
+        ("customerId" = Option<String>, Query, format = Uuid, description = "Only this customer"),
+        ("from" = Option<String>, Query, format = Date, description = "Issued on or after this date (`YYYY-MM-DD`, UTC)"),
+        ("to" = Option<String>, Query, format = Date, description = "Issued on or before this date (`YYYY-MM-DD`, UTC)"),
     ),
     responses(
         (status = 200, description = "One page of invoices", body = crate::pagination::Paginated<InvoiceRow>),
@@ -345,7 +346,7 @@ struct PaymentBody {
     operation_id = "createPayment",
     summary = "Record a payment",
     params(
-        ("id" = String, Path, description = "Invoice id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Invoice id (UUID)"),
     ),
     request_body = PaymentBody,
     responses(

@@ -20,6 +20,7 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 #[schema(as = OrderLineBody)]
 #[serde(rename_all = "camelCase")]
 pub struct LineBody {
+    #[schema(format = Uuid)]
     pub item_id: String,
     #[schema(minimum = 1, maximum = 1_000_000)]
     pub quantity: i64,

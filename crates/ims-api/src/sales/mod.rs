@@ -127,8 +127,11 @@ async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Ord
 #[schema(as = SalesOrderBody)]
 #[serde(rename_all = "camelCase")]
 struct CreateBody {
+    #[schema(format = Uuid)]
     customer_id: String,
+    #[schema(format = Uuid)]
     warehouse_id: String,
+    #[schema(min_items = 1)]
     lines: Vec<LineBody>,
     notes: Option<String>,
 }
@@ -306,7 +309,7 @@ async fn create(
     operation_id = "getSalesOrder",
     summary = "Get a sales order with its lines",
     params(
-        ("id" = String, Path, description = "Sales order id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Sales order id (UUID)"),
     ),
     responses(
         (status = 200, description = "The sales order", body = Order),
@@ -344,10 +347,10 @@ struct ListQuery {
     summary = "List sales orders",
     params(
         crate::pagination::PageParams,
-        ("status" = Option<String>, Query, description = "`open`, `fulfilled` or `cancelled`"),
-        ("customerId" = Option<String>, Query, description = "Only this customer"),
-        ("from" = Option<String>, Query, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
-        ("to" = Option<String>, Query, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
+        ("status" = Option<String>, Query, pattern = "^(open|fulfilled|cancelled)$", description = "`open`, `fulfilled` or `cancelled`"),
+        ("customerId" = Option<String>, Query, format = Uuid, description = "Only this customer"),
+        ("from" = Option<String>, Query, format = Date, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
+        ("to" = Option<String>, Query, format = Date, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
     ),
     responses(
         (status = 200, description = "One page of sales orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
@@ -385,14 +388,18 @@ async fn list(
 #[serde(rename_all = "camelCase")]
 struct PatchBody {
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(pattern = "^cancelled$", nullable = false)]
     status: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     notes: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(format = Uuid, nullable = false)]
     customer_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(format = Uuid, nullable = false)]
     warehouse_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(min_items = 1, nullable = false)]
     lines: Option<Option<Vec<LineBody>>>,
 }
 
@@ -411,7 +418,7 @@ pub(crate) fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Valida
     summary = "Update or cancel an open sales order",
     description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
     params(
-        ("id" = String, Path, description = "Sales order id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Sales order id (UUID)"),
     ),
     request_body = PatchBody,
     responses(
@@ -548,7 +555,7 @@ async fn patch(
     operation_id = "fulfilSalesOrder",
     summary = "Fulfil a sales order: take its stock out",
     params(
-        ("id" = String, Path, description = "Sales order id (UUID)"),
+        ("id" = String, Path, format = Uuid, description = "Sales order id (UUID)"),
     ),
     responses(
         (status = 200, description = "The sales order, with its new status", body = Order),

@@ -366,3 +366,63 @@ async fn limited_operations_document_the_429_and_the_rate_limit_headers() {
     }
     assert!(limited > 40, "{limited} limited operations");
 }
+
+/// A few of the rules the document states and schemathesis checks in CI
+/// (`scripts/api-conformance`), pinned here so that they fail where tests run: a present
+/// query parameter must be valid (empty included), integers may be written as `1500.0`
+/// but not as `1500.5`, and a body without `Content-Type: application/json` is a 415.
+#[tokio::test]
+async fn the_server_enforces_what_the_document_says() {
+    let app = spawn_app().await;
+    let token = app.register("conformance@example.com").await["accessToken"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    for path in [
+        "/dashboard/kpis?to=",
+        "/dashboard/sales-chart?interval=",
+        "/items?sort=",
+        "/contacts?type=",
+    ] {
+        let response = app.get(path, Some(&token)).await;
+        assert_eq!(
+            response.status(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}"
+        );
+    }
+    let created = app
+        .post(
+            "/tax-rates",
+            serde_json::json!({"name": "VAT", "rateBps": 1500.0}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let body: Value = created.json().await.expect("json");
+    assert_eq!(body["rateBps"], 1500);
+    let fractional = app
+        .post(
+            "/tax-rates",
+            serde_json::json!({"name": "VAT", "rateBps": 1500.5}),
+            Some(&token),
+        )
+        .await;
+    assert_eq!(fractional.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let untyped = reqwest::Client::new()
+        .post(format!("{}/tax-rates", app.address))
+        .bearer_auth(&token)
+        .body(r#"{"name": "VAT", "rateBps": 1500}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(untyped.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let document: Value = app
+        .get("/openapi.json", None)
+        .await
+        .json()
+        .await
+        .expect("document");
+    let responses = &document["paths"]["/tax-rates"]["post"]["responses"];
+    assert!(responses.get("415").is_some(), "{responses}");
+}
