@@ -63,15 +63,30 @@ pub enum ApiError {
 /// Result alias for handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-#[derive(Serialize)]
-struct Problem<'a> {
+/// An error, as every route sends it: `application/problem+json` (RFC 9457). Also the
+/// schema of every error answer in the OpenAPI document.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem<'a> {
+    /// A stable identifier of the kind of problem, e.g. `/problems/not-found`.
     #[serde(rename = "type")]
-    kind: &'a str,
-    title: &'a str,
-    status: u16,
-    detail: String,
+    #[schema(value_type = String)]
+    pub kind: &'a str,
+    /// The status's reason phrase, e.g. `Not Found`.
+    #[schema(value_type = String)]
+    pub title: &'a str,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a human.
+    pub detail: String,
+    /// Validation failures only (422): field name → messages.
     #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<&'a FieldErrors>,
+    #[schema(value_type = Option<std::collections::BTreeMap<String, Vec<String>>>)]
+    pub errors: Option<&'a FieldErrors>,
+    /// The request's id (`X-Request-Id`), added to every problem on its way out
+    /// (`crate::request_id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<&'a str>,
 }
 
 impl ApiError {
@@ -137,6 +152,7 @@ impl IntoResponse for ApiError {
             status: status.as_u16(),
             detail,
             errors,
+            request_id: None,
         };
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();

@@ -128,7 +128,6 @@ struct OrganizationCacheStats {
     description = "Hits and misses on this instance since start, and entries cached now. Never another organization's.",
     responses(
         (status = 200, description = "The organization's figures", body = OrganizationCacheStats),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

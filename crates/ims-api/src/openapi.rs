@@ -22,9 +22,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{Modify, OpenApi, PartialSchema};
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::state::AppState;
@@ -80,10 +79,71 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     ] {
         doc.merge(part);
     }
-    // First: a 415 passed the rate limiter too, and carries its headers.
+    // First: these answers passed the rate limiter too, and carry its headers.
+    document_shared_answers(&mut doc);
     document_body_media_type(&mut doc);
     document_rate_limits(&mut doc);
     doc
+}
+
+/// The answers many operations share, declared here once instead of in each: `401` for
+/// every operation that needs the access token, `400` (malformed JSON) for every one that
+/// takes a body, `422` for every one that takes a body or query parameters. An operation
+/// that documents one of them itself (a more specific description) keeps its own.
+fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::ParameterIn;
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    let unauthorized = problem("Missing, invalid or expired access token");
+    let malformed = problem("Malformed JSON body");
+    let invalid = problem("Invalid fields or query parameters, listed in `errors`");
+    for item in doc.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let secured = operation.security.as_ref().is_some_and(|requirements| {
+                serde_json::to_value(requirements)
+                    .is_ok_and(|v| v.to_string().contains("\"bearer\""))
+            });
+            let body = operation.request_body.is_some();
+            let query = operation.parameters.as_ref().is_some_and(|parameters| {
+                parameters
+                    .iter()
+                    .any(|p| matches!(p.parameter_in, ParameterIn::Query))
+            });
+            let responses = &mut operation.responses.responses;
+            let mut add = |status: &str, response: &utoipa::openapi::Response| {
+                responses
+                    .entry(status.into())
+                    .or_insert_with(|| response.clone().into());
+            };
+            if secured {
+                add("401", &unauthorized);
+            }
+            if body {
+                add("400", &malformed);
+            }
+            if body || query {
+                add("422", &invalid);
+            }
+        }
+    }
 }
 
 /// Every operation that takes a body answers `415` to one sent without
@@ -213,7 +273,7 @@ fn document_rate_limits(doc: &mut utoipa::openapi::OpenApi) {
             total}`. Cached reads carry `X-Cache`, `X-Cache-TTL` and `ETag`.",
         license(name = "MIT"),
     ),
-    components(schemas(Problem)),
+    components(schemas(crate::error::Problem)),
     modifiers(&SecurityAddon),
     tags(
         (name = "auth", description = "Registration, login, rotating refresh tokens, sessions"),
@@ -251,24 +311,6 @@ impl Modify for SecurityAddon {
             ),
         );
     }
-}
-
-// Documentation only: `crate::error::ApiError` renders errors; this is their shape.
-/// An error, as every route sends it: `application/problem+json` (RFC 9457).
-#[derive(Serialize, ToSchema)]
-pub struct Problem {
-    /// A stable identifier of the kind of problem, e.g. `/problems/not-found`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// The status's reason phrase, e.g. `Not Found`.
-    pub title: String,
-    /// The HTTP status code.
-    pub status: u16,
-    /// What went wrong, for a human.
-    pub detail: String,
-    /// Validation failures only (422): field name → messages.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// The version of the vendored Scalar bundle (`assets/scalar`).

@@ -196,9 +196,7 @@ fn expiry_after(ttl: Duration) -> String {
     request_body = RegisterBody,
     responses(
         (status = 201, description = "The new user and a token pair", body = TokenPair),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The email is already registered", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The email is already registered", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
 async fn register(
@@ -264,9 +262,7 @@ async fn register(
     request_body = LoginBody,
     responses(
         (status = 200, description = "A token pair for a new session", body = TokenPair),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Wrong email or password", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
 async fn login(
@@ -378,9 +374,7 @@ fn invalid_refresh() -> ApiError {
     request_body = RefreshBody,
     responses(
         (status = 200, description = "A new token pair", body = TokenPair),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "The refresh token is invalid, expired or was already used", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The refresh token is invalid, expired or was already used", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
 async fn refresh(
@@ -556,9 +550,6 @@ async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool
     request_body = RefreshBody,
     responses(
         (status = 204, description = "Logged out"),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -614,7 +605,6 @@ async fn logout(
     summary = "The calling user",
     responses(
         (status = 200, description = "The user, with the current session id", body = MeView),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -666,7 +656,6 @@ struct SessionView {
     summary = "The caller's active sessions",
     responses(
         (status = 200, description = "Active sessions, the current one marked", body = SessionList),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -693,7 +682,6 @@ async fn list_sessions(
     summary = "Revoke all of the caller's sessions",
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -716,8 +704,7 @@ async fn revoke_all_sessions(
     ),
     responses(
         (status = 204, description = "Revoked"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such active session of the caller", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such active session of the caller", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -129,8 +129,6 @@ struct ListParams {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -168,9 +166,6 @@ async fn list(
     request_body = TaxRateBody,
     responses(
         (status = 201, description = "The new tax rate", body = TaxRate),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -213,8 +208,7 @@ async fn create(
     ),
     responses(
         (status = 200, description = "The tax rate", body = TaxRate),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -240,10 +234,7 @@ async fn read(
     request_body = TaxRateBody,
     responses(
         (status = 200, description = "The updated tax rate", body = TaxRate),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -272,10 +263,7 @@ async fn replace(
     request_body = TaxRatePatch,
     responses(
         (status = 200, description = "The updated tax rate", body = TaxRate),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -327,9 +315,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tax rate in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Items use the tax rate", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tax rate in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Items use the tax rate", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -183,8 +183,6 @@ struct ListParams {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -256,9 +254,6 @@ async fn list(
     request_body = ContactBody,
     responses(
         (status = 201, description = "The new contact", body = Contact),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -312,8 +307,7 @@ async fn create(
     ),
     responses(
         (status = 200, description = "The contact", body = Contact),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -339,10 +333,7 @@ async fn read(
     request_body = ContactBody,
     responses(
         (status = 200, description = "The updated contact", body = Contact),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -371,10 +362,7 @@ async fn replace(
     request_body = ContactPatch,
     responses(
         (status = 200, description = "The updated contact", body = Contact),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -430,9 +418,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such contact in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Orders or invoices refer to the contact", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such contact in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Orders or invoices refer to the contact", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

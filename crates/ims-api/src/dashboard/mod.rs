@@ -298,8 +298,6 @@ fn average(revenue: Cents, orders: i64) -> Cents {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -479,8 +477,6 @@ fn labels(interval: Interval, from: Date, to: Date) -> Vec<String> {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -603,8 +599,6 @@ struct TopCustomer {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -679,8 +673,6 @@ struct TopProduct {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -769,7 +761,6 @@ struct InventoryStatus {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

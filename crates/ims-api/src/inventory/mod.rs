@@ -126,8 +126,6 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -268,10 +266,7 @@ async fn check_item_and_warehouses(
     request_body = AdjustmentBody,
     responses(
         (status = 201, description = "The recorded adjustment", body = Adjustment),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -405,8 +400,6 @@ impl LedgerQuery {
     ),
     responses(
         (status = 200, description = "One page of adjustments, newest first", body = crate::pagination::Paginated<Adjustment>),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -457,10 +450,7 @@ struct Transfer {
     request_body = TransferBody,
     responses(
         (status = 201, description = "The recorded transfer", body = Transfer),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -555,8 +545,6 @@ async fn transfer(
     ),
     responses(
         (status = 200, description = "One page of transfers, newest first", body = crate::pagination::Paginated<Transfer>),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -606,8 +594,6 @@ struct MovementRow {
     ),
     responses(
         (status = 200, description = "One page of movements, newest first", body = crate::pagination::Paginated<MovementRow>),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -295,8 +295,6 @@ fn order_by(sort: &str) -> Option<&'static str> {
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -386,10 +384,7 @@ async fn list(
     request_body = ItemBody,
     responses(
         (status = 201, description = "The new item", body = Item),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another item of the organization has this SKU", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -448,8 +443,7 @@ async fn create(
         (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
             ("ETag" = String, description = "Tag of the cached body"),
         )),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -475,11 +469,8 @@ async fn read(
     request_body = ItemBody,
     responses(
         (status = 200, description = "The updated item", body = Item),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another item of the organization has this SKU", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -508,11 +499,8 @@ async fn replace(
     request_body = ItemPatch,
     responses(
         (status = 200, description = "The updated item", body = Item),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Another item of the organization has this SKU", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -586,9 +574,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
     ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such item in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Stock, orders or movements refer to the item", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Stock, orders or movements refer to the item", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

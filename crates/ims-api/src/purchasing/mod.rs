@@ -187,9 +187,6 @@ struct CreateBody {
     request_body = CreateBody,
     responses(
         (status = 201, description = "The new purchase order, status `open`", body = Order),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -268,8 +265,7 @@ async fn create(
     ),
     responses(
         (status = 200, description = "The purchase order", body = Order),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such purchase order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such purchase order in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -309,8 +305,6 @@ struct ListQuery {
     ),
     responses(
         (status = 200, description = "One page of purchase orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -373,11 +367,8 @@ struct PatchBody {
     request_body = PatchBody,
     responses(
         (status = 200, description = "The updated purchase order", body = Order),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such purchase order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The purchase order is no longer open", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such purchase order in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The purchase order is no longer open", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -501,9 +492,8 @@ async fn patch(
     ),
     responses(
         (status = 200, description = "The purchase order, with its new status", body = Order),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such purchase order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The order is not open", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such purchase order in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not open", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

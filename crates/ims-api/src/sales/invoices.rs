@@ -138,10 +138,7 @@ struct OrderFacts {
     request_body = CreateBody,
     responses(
         (status = 201, description = "The new invoice", body = Invoice),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The order is cancelled or already invoiced", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is cancelled or already invoiced", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -260,8 +257,7 @@ async fn create(
     ),
     responses(
         (status = 200, description = "The invoice", body = Invoice),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such invoice in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such invoice in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -301,8 +297,6 @@ struct ListQuery {
     ),
     responses(
         (status = 200, description = "One page of invoices", body = crate::pagination::Paginated<InvoiceRow>),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -351,11 +345,9 @@ struct PaymentBody {
     request_body = PaymentBody,
     responses(
         (status = 201, description = "The invoice with the payment applied", body = Invoice),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such invoice in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The invoice is already paid in full", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The amount is not positive or exceeds the balance", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such invoice in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The invoice is already paid in full", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The amount is not positive or exceeds the balance", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]

@@ -222,9 +222,6 @@ async fn insert_lines(
     request_body = CreateBody,
     responses(
         (status = 201, description = "The new sales order, status `open`", body = Order),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -313,8 +310,7 @@ async fn create(
     ),
     responses(
         (status = 200, description = "The sales order", body = Order),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such sales order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such sales order in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -354,8 +350,6 @@ struct ListQuery {
     ),
     responses(
         (status = 200, description = "One page of sales orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -423,11 +417,8 @@ pub(crate) fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Valida
     request_body = PatchBody,
     responses(
         (status = 200, description = "The updated sales order", body = Order),
-        (status = 400, description = "Malformed JSON body", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such sales order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The sales order is no longer open", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid fields or query parameters, listed in `errors`", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such sales order in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The sales order is no longer open", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
@@ -559,9 +550,8 @@ async fn patch(
     ),
     responses(
         (status = 200, description = "The sales order, with its new status", body = Order),
-        (status = 401, description = "Missing, invalid or expired access token", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such sales order in the caller's organization", body = crate::openapi::Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The order is not open, or there is not enough stock (nothing is applied)", body = crate::openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such sales order in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The order is not open, or there is not enough stock (nothing is applied)", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
