@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::error::Json;
 use crate::state::AppState;
@@ -18,8 +18,8 @@ use crate::state::AppState;
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /metrics`: Prometheus text format.
-pub fn metrics_router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics_text))
+pub fn metrics_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(metrics_text))
 }
 
 #[utoipa::path(
@@ -83,27 +83,15 @@ async fn metrics_text(State(state): State<AppState>) -> impl axum::response::Int
 }
 
 /// `GET /health/cache`: the response cache's counters since start.
-pub fn cache_router() -> Router<AppState> {
-    Router::new().route("/health/cache", get(cache_stats))
+pub fn cache_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(cache_stats))
 }
 
 /// `GET /cache/stats`: the caller's organization's share of the cache (authenticated, rate
 /// limited like every API route).
-pub fn organization_cache_router() -> Router<AppState> {
-    Router::new().route("/cache/stats", get(organization_cache_stats))
+pub fn organization_cache_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(organization_cache_stats))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(
-    health,
-    live,
-    ready,
-    cache_stats,
-    organization_cache_stats,
-    metrics_text
-))]
-pub(crate) struct ApiDoc;
 
 /// The caller's organization's cache figures.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -287,11 +275,11 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
 }
 
 /// The health routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/health", get(health))
-        .route("/health/live", get(live))
-        .route("/health/ready", get(ready))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(live))
+        .routes(routes!(ready))
 }
 
 /// `GET /health/live` on the server bound to `bind` (the unspecified address means this

@@ -2,9 +2,12 @@
 //! (a page that renders it).
 //!
 //! Every handler carries a `#[utoipa::path(...)]` attribute next to its code, and each
-//! domain module collects its own in an `ApiDoc`; [`ApiDoc`] here merges them and adds what
-//! is global: the title and version, the tags, and the `bearer` security scheme (the access
-//! token of `POST /auth/login`). Request and response types derive `utoipa::ToSchema`, so a
+//! domain module declares its routes with `utoipa_axum`'s `routes!`, so the router and the
+//! document come from one list: a route cannot be served undocumented. [`finish`] adds
+//! what is global: the title and version, the tags, the `bearer` security scheme (the
+//! access token of `POST /auth/login`), and the answers many operations share (401, 400,
+//! 422, 415, 429 and the rate-limit headers); each cached route's cache headers and 304
+//! come with its cache policy (`crate::policy::RoutePolicy::cache`). Request and response types derive `utoipa::ToSchema`, so a
 //! field added to a type shows up in the document without further work.
 //!
 //! `/openapi.json` is built once, at start, and served from memory; it needs nothing from
@@ -28,9 +31,8 @@ use utoipa_scalar::{Scalar, Servable};
 
 use crate::state::AppState;
 
-/// The API description routes.
-pub fn router() -> Router<AppState> {
-    let doc = openapi();
+/// The API description routes, serving `doc` (made by [`finish`]).
+pub fn router(doc: utoipa::openapi::OpenApi) -> Router<AppState> {
     // Serialized once: the document is fixed for the life of the process.
     let json: Arc<str> = match serde_json::to_string(&doc) {
         Ok(json) => json.into(),
@@ -61,24 +63,12 @@ pub fn router() -> Router<AppState> {
         .merge(docs)
 }
 
-/// The whole document: every module's operations, plus the global parts of [`ApiDoc`].
-pub fn openapi() -> utoipa::openapi::OpenApi {
+/// The whole document: the operations the routers declared (`routes`, from
+/// `OpenApiRouter::split_for_parts`), the global parts of [`ApiDoc`], and the answers many
+/// operations share.
+pub fn finish(routes: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
-    for part in [
-        crate::auth::ApiDoc::openapi(),
-        crate::catalog::openapi(),
-        crate::contacts::ApiDoc::openapi(),
-        crate::items::ApiDoc::openapi(),
-        crate::inventory::ApiDoc::openapi(),
-        crate::sales::ApiDoc::openapi(),
-        crate::sales::invoices::ApiDoc::openapi(),
-        crate::purchasing::ApiDoc::openapi(),
-        crate::dashboard::ApiDoc::openapi(),
-        crate::reports::ApiDoc::openapi(),
-        crate::health::ApiDoc::openapi(),
-    ] {
-        doc.merge(part);
-    }
+    doc.merge(routes);
     // First: these answers passed the rate limiter too, and carry its headers.
     document_shared_answers(&mut doc);
     document_body_media_type(&mut doc);

@@ -1,6 +1,9 @@
 //! The response-cache and invalidation policies routes attach where they are declared
-//! (contract §5): `cached("items:list", 60)` on a read, `invalidates(&[Group::Items, …])`
-//! on writes. Short names keep each route's policy readable in its router.
+//! (contract §5): `routes!(list).cache(cached("items:list", 60))` on a read,
+//! `routes!(create).layer(invalidates(&[Group::Items, …]))` on writes. Short names keep
+//! each route's policy readable in its router; [`RoutePolicy::cache`] also writes the
+//! cache's answers (headers, `304`) into the route's OpenAPI operations, so the policy is
+//! declared once.
 
 use std::time::Duration;
 
@@ -90,4 +93,78 @@ impl Group {
 pub fn invalidates(groups: &[Group]) -> InvalidateLayer {
     let names: Vec<&str> = groups.iter().map(|g| g.name()).collect();
     InvalidateLayer::new(&names)
+}
+
+/// What a route declaration can attach besides plain layers.
+pub trait RoutePolicy {
+    /// Caches the route's `GET` answers with `layer`, and documents what that adds to them:
+    /// `X-Cache`, `X-Cache-TTL`, `X-Cache-Tier` and `ETag` on the `200`, and the `304`.
+    fn cache(self, layer: CacheLayer) -> Self;
+}
+
+impl<S> RoutePolicy for utoipa_axum::router::UtoipaMethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    fn cache(self, layer: CacheLayer) -> Self {
+        let (schemas, mut paths, method_router) = self;
+        for item in paths.paths.values_mut() {
+            if let Some(operation) = item.get.as_mut() {
+                document_cache(operation);
+            }
+        }
+        (schemas, paths, method_router.layer(layer))
+    }
+}
+
+/// The answers a cached read adds (contract §5).
+fn document_cache(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::header::HeaderBuilder;
+    use utoipa::openapi::{RefOr, ResponseBuilder};
+    use utoipa::PartialSchema;
+
+    let header = |schema: utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+                  description: &str| {
+        HeaderBuilder::new()
+            .schema(schema)
+            .description(Some(description))
+            .build()
+    };
+    let etag = |description: &str| header(String::schema(), description);
+    if let Some(RefOr::T(ok)) = operation.responses.responses.get_mut("200") {
+        ok.headers.insert(
+            "X-Cache".into(),
+            header(
+                String::schema(),
+                "`HIT`, `MISS`, `STALE` (an expired entry served because the database \
+                 failed), or `BYPASS` when the request sent `Cache-Control: no-cache`",
+            ),
+        );
+        ok.headers.insert(
+            "X-Cache-TTL".into(),
+            header(
+                u64::schema(),
+                "Seconds the cached entry has left; 0 when nothing is stored",
+            ),
+        );
+        ok.headers.insert(
+            "X-Cache-Tier".into(),
+            header(
+                String::schema(),
+                "On a hit: `L1` (the instance's memory) or `L2` (Redis)",
+            ),
+        );
+        ok.headers.insert(
+            "ETag".into(),
+            etag("Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
+        );
+    }
+    operation.responses.responses.insert(
+        "304".into(),
+        ResponseBuilder::new()
+            .description("Not modified: `If-None-Match` matches the cached entry's `ETag`")
+            .header("ETag", etag("Tag of the cached body"))
+            .build()
+            .into(),
+    );
 }

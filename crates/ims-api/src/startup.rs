@@ -14,6 +14,7 @@ use ims_redis::{RedisConnection, RedisService};
 use tokio::net::{TcpListener, TcpSocket};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
@@ -36,7 +37,9 @@ pub fn router(state: AppState) -> Router {
         quota(settings.rate_limit_global),
         quota(settings.rate_limit_auth),
     );
-    let api = Router::new()
+    // Each area declares its routes once (`routes!` of handlers with `#[utoipa::path]`, with
+    // their policies): the router and the OpenAPI document both come from that list.
+    let api = OpenApiRouter::new()
         .merge(auth::router())
         .merge(crate::catalog::router())
         .merge(crate::contacts::router())
@@ -65,12 +68,14 @@ pub fn router(state: AppState) -> Router {
     } else {
         api
     };
-    api
+    let (routes, operations) = api
         // Not limited: monitoring and the API description must always answer.
         .merge(health::router())
         .merge(health::cache_router())
         .merge(health::metrics_router())
-        .merge(crate::openapi::router())
+        .split_for_parts();
+    routes
+        .merge(crate::openapi::router(crate::openapi::finish(operations)))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // The layers every route shares, as one stack: axum boxes each `Router::layer`

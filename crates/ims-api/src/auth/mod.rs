@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, StatusCode};
-use axum::routing::{delete, get, post};
-use axum::Router;
 use ims_redis::session::{hash_token, Taken};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
@@ -23,6 +21,8 @@ use time::OffsetDateTime;
 
 pub use extract::{bearer_token, verified, verify_once, AuthUser, VerifiedClaims};
 use store::UserRow;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Path, Validator};
@@ -30,33 +30,16 @@ use crate::fields;
 use crate::state::AppState;
 
 /// The auth routes. Register, login and refresh are public; the rest need a bearer token.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(register))
-        .route("/auth/login", post(login))
-        .route("/auth/refresh", post(refresh))
-        .route("/auth/logout", post(logout))
-        .route("/auth/me", get(me))
-        .route(
-            "/auth/sessions",
-            get(list_sessions).delete(revoke_all_sessions),
-        )
-        .route("/auth/sessions/{id}", delete(revoke_session))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(list_sessions, revoke_all_sessions))
+        .routes(routes!(revoke_session))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(
-    register,
-    login,
-    refresh,
-    logout,
-    me,
-    list_sessions,
-    revoke_all_sessions,
-    revoke_session
-))]
-pub(crate) struct ApiDoc;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -13,36 +13,21 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{PageParams, Paginated};
-use crate::policy::{cached_l1, invalidates, Group};
+use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
 
 /// Deepest tree walked when checking a new parent for cycles; trees are shallow in practice,
 /// and the bound keeps a corrupted chain from looping forever.
 const MAX_DEPTH: usize = 1000;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/categories",
-            get(list)
-                .layer(cached_l1("categories:list", 300))
-                .post(create)
-                .layer(invalidates(&[Group::Categories, Group::Items])),
-        )
-        .route(
-            "/categories/{id}",
-            get(read)
-                .put(replace)
-                .patch(patch)
-                .delete(remove)
-                .layer(invalidates(&[Group::Categories, Group::Items])),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    let writes = || invalidates(&[Group::Categories, Group::Items]);
+    OpenApiRouter::new()
+        .routes(routes!(list).cache(cached_l1("categories:list", 300)))
+        .routes(routes!(create).layer(writes()))
+        .routes(routes!(read))
+        .routes(routes!(replace, patch, remove).layer(writes()))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, read, replace, patch, remove))]
-pub(crate) struct ApiDoc;
 
 /// A category as stored and as clients see it.
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
@@ -170,15 +155,7 @@ struct ListParams {
             status = 200,
             description = "One page of categories",
             body = crate::pagination::Paginated<Category>,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]

@@ -9,22 +9,14 @@ mod categories;
 mod tax_rates;
 mod warehouses;
 
-use axum::Router;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::state::AppState;
 
 /// `/categories`, `/tax-rates` and `/warehouses`.
-pub fn router() -> Router<AppState> {
-    Router::new()
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .merge(categories::router())
         .merge(tax_rates::router())
         .merge(warehouses::router())
-}
-
-/// The catalog's operations, for the OpenAPI document (`crate::openapi`).
-pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
-    use utoipa::OpenApi;
-    categories::ApiDoc::openapi()
-        .merge_from(tax_rates::ApiDoc::openapi())
-        .merge_from(warehouses::ApiDoc::openapi())
 }

@@ -2,10 +2,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -13,35 +13,19 @@ use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::pagination::{PageParams, Paginated};
-use crate::policy::{cached_l1, invalidates, Group};
+use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
 
 // Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
 use crate::money::MAX_RATE_BPS;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/tax-rates",
-            get(list)
-                .layer(cached_l1("tax:rates", 600))
-                .post(create)
-                .layer(invalidates(&[Group::Tax])),
-        )
-        .route(
-            "/tax-rates/{id}",
-            get(read)
-                .put(replace)
-                .patch(patch)
-                .delete(remove)
-                .layer(invalidates(&[Group::Tax])),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list).cache(cached_l1("tax:rates", 600)))
+        .routes(routes!(create).layer(invalidates(&[Group::Tax])))
+        .routes(routes!(read))
+        .routes(routes!(replace, patch, remove).layer(invalidates(&[Group::Tax])))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, read, replace, patch, remove))]
-pub(crate) struct ApiDoc;
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -120,15 +104,7 @@ struct ListParams {
             status = 200,
             description = "One page of tax rates",
             body = crate::pagination::Paginated<TaxRate>,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]

@@ -3,10 +3,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -19,29 +19,15 @@ use crate::state::AppState;
 
 const MAX_CODE_CHARS: usize = 50;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
-        // Warehouse names and codes appear in stock levels and the inventory status.
-        .route(
-            "/warehouses",
-            get(list)
-                .post(create)
-                .layer(invalidates(&[Group::Stock, Group::Dashboard])),
-        )
-        .route(
-            "/warehouses/{id}",
-            get(read)
-                .put(replace)
-                .patch(patch)
-                .delete(remove)
-                .layer(invalidates(&[Group::Stock, Group::Dashboard])),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    // Warehouse names and codes appear in stock levels and the inventory status.
+    let writes = || invalidates(&[Group::Stock, Group::Dashboard]);
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(create).layer(writes()))
+        .routes(routes!(read))
+        .routes(routes!(replace, patch, remove).layer(writes()))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, read, replace, patch, remove))]
-pub(crate) struct ApiDoc;
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -50,11 +50,11 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
 use time::{Date, Duration, Month, OffsetDateTime, Time};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::db::{self, Db};
@@ -62,7 +62,7 @@ use crate::error::{ApiResult, Json, Query, Validator};
 use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
-use crate::policy::cached_expensive;
+use crate::policy::{cached_expensive, RoutePolicy};
 use crate::state::AppState;
 
 /// Ranking size when the client does not ask for one.
@@ -79,34 +79,14 @@ const DEFAULT_DAYS: i64 = 30;
 const DEFAULT_MONTHS: i64 = 12;
 
 /// The dashboard routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/dashboard/kpis",
-            get(kpis).layer(cached_expensive("dashboard:kpis", 300)),
-        )
-        .route(
-            "/dashboard/sales-chart",
-            get(sales_chart).layer(cached_expensive("dashboard:sales", 300)),
-        )
-        .route(
-            "/dashboard/top-customers",
-            get(top_customers).layer(cached_expensive("dashboard:customers", 300)),
-        )
-        .route(
-            "/dashboard/top-products",
-            get(top_products).layer(cached_expensive("dashboard:products", 300)),
-        )
-        .route(
-            "/dashboard/inventory-status",
-            get(inventory_status).layer(cached_expensive("dashboard:inventory", 300)),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(kpis).cache(cached_expensive("dashboard:kpis", 300)))
+        .routes(routes!(sales_chart).cache(cached_expensive("dashboard:sales", 300)))
+        .routes(routes!(top_customers).cache(cached_expensive("dashboard:customers", 300)))
+        .routes(routes!(top_products).cache(cached_expensive("dashboard:products", 300)))
+        .routes(routes!(inventory_status).cache(cached_expensive("dashboard:inventory", 300)))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(kpis, sales_chart, top_customers, top_products, inventory_status))]
-pub(crate) struct ApiDoc;
 
 /// The query parameters of every dashboard route; each route reads the ones it knows. Kept
 /// as text so a bad value is a 422 naming the parameter rather than a generic query error.
@@ -289,15 +269,7 @@ fn average(revenue: Cents, orders: i64) -> Cents {
             status = 200,
             description = "Revenue, orders, receivables and stock figures",
             body = Kpis,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]
@@ -468,15 +440,7 @@ fn labels(interval: Interval, from: Date, to: Date) -> Vec<String> {
             status = 200,
             description = "Every day or month of the range, zero-filled",
             body = SalesChart,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]
@@ -590,15 +554,7 @@ struct TopCustomer {
             status = 200,
             description = "Customers, highest revenue first",
             body = Ranking<TopCustomer>,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]
@@ -664,15 +620,7 @@ struct TopProduct {
             status = 200,
             description = "Items, highest revenue first",
             body = Ranking<TopProduct>,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]
@@ -752,15 +700,7 @@ struct InventoryStatus {
             status = 200,
             description = "Stock totals",
             body = InventoryStatus,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]

@@ -8,10 +8,10 @@ pub mod stock;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -19,51 +19,32 @@ use crate::db;
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{Filter, PageParams, Paginated};
-use crate::policy::{cached, invalidates, Group};
+use crate::policy::{cached, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
 use stock::{Movement, Source};
 
 const MAX_REASON_CHARS: usize = 500;
 
 /// The inventory routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/inventory/stock-levels",
-            get(stock_levels).layer(cached("stock:levels", 30)),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(stock_levels).cache(cached("stock:levels", 30)))
         // Stock changes show in item stock-on-hand, the dashboard and the stock reports.
-        .route(
-            "/inventory/adjustments",
-            get(list_adjustments).post(adjust).layer(invalidates(&[
-                Group::Stock,
-                Group::Items,
-                Group::Dashboard,
-                Group::Reports,
-            ])),
-        )
-        .route(
-            "/inventory/transfers",
-            get(list_transfers).post(transfer).layer(invalidates(&[
-                Group::Stock,
-                Group::Dashboard,
-                Group::Reports,
-            ])),
-        )
-        .route("/inventory/movements", get(list_movements))
+        .routes(routes!(list_adjustments))
+        .routes(routes!(adjust).layer(invalidates(&[
+            Group::Stock,
+            Group::Items,
+            Group::Dashboard,
+            Group::Reports,
+        ])))
+        .routes(routes!(list_transfers))
+        .routes(routes!(transfer).layer(invalidates(&[
+            Group::Stock,
+            Group::Dashboard,
+            Group::Reports,
+        ])))
+        .routes(routes!(list_movements))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(
-    stock_levels,
-    list_adjustments,
-    adjust,
-    list_transfers,
-    transfer,
-    list_movements
-))]
-pub(crate) struct ApiDoc;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -117,15 +98,7 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
             status = 200,
             description = "One page of stock levels",
             body = crate::pagination::Paginated<StockLevel>,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]

@@ -11,10 +11,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -23,7 +23,7 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::money;
 use crate::pagination::{Filter, PageParams, Paginated};
-use crate::policy::{cached, invalidates, writes_through, Group};
+use crate::policy::{cached, invalidates, writes_through, Group, RoutePolicy};
 use crate::state::AppState;
 
 const MAX_SKU_CHARS: usize = 100;
@@ -32,54 +32,38 @@ const MAX_UNIT_CHARS: usize = 50;
 const MAX_SEARCH_CHARS: usize = 200;
 
 /// The item routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/items",
-            get(list)
-                .layer(cached("items:list", 60))
-                .post(create)
-                // A new item changes the lists, not the other items' details.
-                .layer(invalidates(&[
-                    Group::ItemsList,
-                    Group::Stock,
-                    Group::Dashboard,
-                    Group::Reports,
-                ])),
-        )
-        .route(
-            "/items/{id}",
-            get(read)
-                // Tagged `item:{id}`: a write to this item drops its entry, not its
-                // siblings'.
-                .layer(cached("items:detail", 120).tag_by_last_segment("item"))
-                .put(replace)
-                .patch(patch)
-                .delete(remove)
-                .layer(
-                    tower::ServiceBuilder::new()
-                        // Outside the invalidation: stores the written item as its detail
-                        // entry once the write's own invalidation has run.
-                        .layer(writes_through("items:detail", 120).tag_by_last_segment("item"))
-                        // The lists, this item's own entries, and what its price and
-                        // stock feed; other items' details stay.
-                        .layer(
-                            invalidates(&[
-                                Group::ItemsList,
-                                Group::Stock,
-                                Group::Dashboard,
-                                Group::Reports,
-                            ])
-                            .tag_by_last_segment("item"),
-                        ),
-                ),
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list).cache(cached("items:list", 60)))
+        // A new item changes the lists, not the other items' details.
+        .routes(routes!(create).layer(invalidates(&[
+            Group::ItemsList,
+            Group::Stock,
+            Group::Dashboard,
+            Group::Reports,
+        ])))
+        // Tagged `item:{id}`: a write to this item drops its entry, not its siblings'.
+        .routes(routes!(read).cache(cached("items:detail", 120).tag_by_last_segment("item")))
+        .routes(
+            routes!(replace, patch, remove).layer(
+                tower::ServiceBuilder::new()
+                    // Outside the invalidation: stores the written item as its detail
+                    // entry once the write's own invalidation has run.
+                    .layer(writes_through("items:detail", 120).tag_by_last_segment("item"))
+                    // The lists, this item's own entries, and what its price and stock
+                    // feed; other items' details stay.
+                    .layer(
+                        invalidates(&[
+                            Group::ItemsList,
+                            Group::Stock,
+                            Group::Dashboard,
+                            Group::Reports,
+                        ])
+                        .tag_by_last_segment("item"),
+                    ),
+            ),
         )
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, read, replace, patch, remove))]
-pub(crate) struct ApiDoc;
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -286,15 +270,7 @@ fn order_by(sort: &str) -> Option<&'static str> {
             status = 200,
             description = "One page of items",
             body = crate::pagination::Paginated<Item>,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
     ),
     security(("bearer" = []))
 )]
@@ -434,15 +410,7 @@ async fn create(
             status = 200,
             description = "The item",
             body = Item,
-            headers(
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
-            ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
         (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

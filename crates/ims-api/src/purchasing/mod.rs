@@ -3,10 +3,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, FromRow};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -23,36 +23,21 @@ use crate::state::AppState;
 const MAX_NOTES_CHARS: usize = 2000;
 
 /// The purchasing routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/purchase-orders",
-            get(list)
-                .post(create)
-                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
-        )
-        .route(
-            "/purchase-orders/{id}",
-            get(read)
-                .patch(patch)
-                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    let writes = || invalidates(&[Group::Dashboard, Group::Reports]);
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(create).layer(writes()))
+        .routes(routes!(read))
+        .routes(routes!(patch).layer(writes()))
         // Receiving puts stock in: stock levels and item stock-on-hand change too.
-        .route(
-            "/purchase-orders/{id}/receive",
-            post(receive).layer(invalidates(&[
-                Group::Stock,
-                Group::Items,
-                Group::Dashboard,
-                Group::Reports,
-            ])),
-        )
+        .routes(routes!(receive).layer(invalidates(&[
+            Group::Stock,
+            Group::Items,
+            Group::Dashboard,
+            Group::Reports,
+        ])))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, read, patch, receive))]
-pub(crate) struct ApiDoc;
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = PurchaseOrderSummary)]

@@ -30,11 +30,11 @@
 
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, FromRow};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::dashboard::{date_text, next_placeholder, sales_filter};
@@ -43,17 +43,16 @@ use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
-use crate::policy::cached_per_type_expensive;
+use crate::policy::{cached_per_type_expensive, RoutePolicy};
 use crate::state::AppState;
 
 /// Most rows one report returns; protects the server and the client from unbounded output.
 pub const MAX_ROWS: usize = 10_000;
 
 /// The report routes.
-pub fn router() -> Router<AppState> {
-    Router::new().route(
-        "/reports/{type}",
-        get(report).layer(
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(
+        routes!(report).cache(
             cached_per_type_expensive("reports", 900)
                 // CSV and JSON are cached apart (the JSON key is the contract's plain one).
                 .vary_with(std::sync::Arc::new(|parts: &axum::http::request::Parts| {
@@ -106,11 +105,6 @@ impl Format {
         self == Self::Csv
     }
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(report))]
-pub(crate) struct ApiDoc;
 
 /// The reports there are; a closed set, so only fixed SQL ever runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -339,14 +333,8 @@ where
             ),
             headers(
                 ("Vary" = String, description = "`Accept`: JSON and CSV are different representations"),
-                ("X-Cache" = String, description = "`HIT`, `MISS`, or `BYPASS` when the request sent `Cache-Control: no-cache`"),
-                ("X-Cache-TTL" = u64, description = "Seconds the cached entry has left; 0 when nothing is stored"),
-                ("ETag" = String, description = "Tag of the cached body, when there is one; send it in `If-None-Match` to get a 304"),
             ),
         ),
-        (status = 304, description = "Not modified: `If-None-Match` matches the cached entry's `ETag`", headers(
-            ("ETag" = String, description = "Tag of the cached body"),
-        )),
         (status = 404, description = "No report of this type", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))

@@ -8,10 +8,10 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -24,25 +24,14 @@ use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 
 /// The invoice routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/invoices",
-            get(list)
-                .post(create)
-                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
-        )
-        .route("/invoices/{id}", get(read))
-        .route(
-            "/invoices/{id}/payments",
-            post(pay).layer(invalidates(&[Group::Dashboard, Group::Reports])),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    let writes = || invalidates(&[Group::Dashboard, Group::Reports]);
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(create).layer(writes()))
+        .routes(routes!(read))
+        .routes(routes!(pay).layer(writes()))
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, read, pay))]
-pub(crate) struct ApiDoc;
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = InvoiceSummary)]

@@ -10,10 +10,10 @@ pub mod lines;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
-use axum::Router;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, FromRow};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
@@ -29,37 +29,22 @@ use lines::LineBody;
 const MAX_NOTES_CHARS: usize = 2000;
 
 /// The sales routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/sales-orders",
-            get(list)
-                .post(create)
-                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
-        )
-        .route(
-            "/sales-orders/{id}",
-            get(read)
-                .patch(patch)
-                .layer(invalidates(&[Group::Dashboard, Group::Reports])),
-        )
+pub fn router() -> OpenApiRouter<AppState> {
+    let writes = || invalidates(&[Group::Dashboard, Group::Reports]);
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(create).layer(writes()))
+        .routes(routes!(read))
+        .routes(routes!(patch).layer(writes()))
         // Fulfilment takes stock out: stock levels and item stock-on-hand change too.
-        .route(
-            "/sales-orders/{id}/fulfil",
-            post(fulfil).layer(invalidates(&[
-                Group::Stock,
-                Group::Items,
-                Group::Dashboard,
-                Group::Reports,
-            ])),
-        )
+        .routes(routes!(fulfil).layer(invalidates(&[
+            Group::Stock,
+            Group::Items,
+            Group::Dashboard,
+            Group::Reports,
+        ])))
         .merge(invoices::router())
 }
-
-/// This module's operations, for the OpenAPI document (`crate::openapi`).
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(list, create, read, patch, fulfil))]
-pub(crate) struct ApiDoc;
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = SalesOrderSummary)]
