@@ -95,11 +95,40 @@ pub fn invalidates(groups: &[Group]) -> InvalidateLayer {
     InvalidateLayer::new(&names)
 }
 
+/// The rate limit a route is counted against per client address (contract §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// `RATE_LIMIT_GLOBAL`: every API route unless it says otherwise.
+    Global,
+    /// `RATE_LIMIT_AUTH`: the routes that take credentials (login, registration, refresh),
+    /// where guessing must be slow.
+    Credentials,
+}
+
+impl Limit {
+    /// The OpenAPI extension naming an operation's limit; the server's limiter reads its
+    /// per-route quotas from it (`startup::router`), so the route declaration is the one
+    /// place that says it.
+    pub const EXTENSION: &'static str = "x-rate-limit";
+
+    /// Its name in [`Self::EXTENSION`].
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Global => "global",
+            Self::Credentials => "credentials",
+        }
+    }
+}
+
 /// What a route declaration can attach besides plain layers.
 pub trait RoutePolicy {
     /// Caches the route's `GET` answers with `layer`, and documents what that adds to them:
     /// `X-Cache`, `X-Cache-TTL`, `X-Cache-Tier` and `ETag` on the `200`, and the `304`.
     fn cache(self, layer: CacheLayer) -> Self;
+
+    /// Counts the route against `limit` instead of the global one (recorded in its
+    /// operations as [`Limit::EXTENSION`], where the limiter and clients both read it).
+    fn limit(self, limit: Limit) -> Self;
 }
 
 impl<S> RoutePolicy for utoipa_axum::router::UtoipaMethodRouter<S>
@@ -115,6 +144,48 @@ where
         }
         (schemas, paths, method_router.layer(layer))
     }
+
+    fn limit(self, limit: Limit) -> Self {
+        let (schemas, mut paths, method_router) = self;
+        for item in paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let extensions = operation.extensions.get_or_insert_with(Default::default);
+                extensions.insert(Limit::EXTENSION.into(), limit.name().into());
+            }
+        }
+        (schemas, paths, method_router)
+    }
+}
+
+/// The routes `doc` marks with `limit` (their path templates, as the limiter's route
+/// function names them).
+pub fn routes_limited_by(doc: &utoipa::openapi::OpenApi, limit: Limit) -> Vec<String> {
+    doc.paths
+        .paths
+        .iter()
+        .filter(|(_, item)| {
+            [&item.get, &item.put, &item.post, &item.delete, &item.patch]
+                .into_iter()
+                .flatten()
+                .any(|operation| {
+                    operation
+                        .extensions
+                        .as_ref()
+                        .and_then(|e| e.get(Limit::EXTENSION))
+                        .is_some_and(|v| v == limit.name())
+                })
+        })
+        .map(|(path, _)| path.clone())
+        .collect()
 }
 
 /// The answers a cached read adds (contract §5).

@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
+use crate::policy::{self, Limit};
 use crate::serve::ServeOptions;
 use crate::state::AppState;
 use crate::{auth, error, health};
@@ -50,31 +51,32 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::dashboard::router())
         .merge(crate::reports::router())
         .merge(health::organization_cache_router());
-    // Every API route: RATE_LIMIT_GLOBAL per client IP and route; the credential routes
-    // RATE_LIMIT_AUTH instead (contract §6).
-    // And RATE_LIMIT_USER per authenticated user (the access token's subject), over all
-    // routes and addresses.
+    // Every API route: RATE_LIMIT_GLOBAL per client IP and route, or the limit its
+    // declaration names (`RoutePolicy::limit`: the credential routes, RATE_LIMIT_AUTH);
+    // and RATE_LIMIT_USER per authenticated user (the access token's subject), over all
+    // routes and addresses (contract §6).
+    let (api, api_operations) = api.split_for_parts();
     let api = if settings.rate_limit_enabled {
         let user = Arc::new(|parts: &axum::http::request::Parts| {
             crate::auth::verified(parts).map(|claims| claims.sub.clone())
         });
-        api.route_layer(
-            RateLimitLayer::new(global)
-                .route("/auth/login", credentials)
-                .route("/auth/register", credentials)
-                .route("/auth/refresh", credentials)
-                .per_user(quota(settings.rate_limit_user), user),
-        )
+        let limits = policy::routes_limited_by(&api_operations, Limit::Credentials)
+            .iter()
+            .fold(RateLimitLayer::new(global), |layer, path| {
+                layer.route(path, credentials)
+            });
+        api.route_layer(limits.per_user(quota(settings.rate_limit_user), user))
     } else {
         api
     };
-    let (routes, operations) = api
-        // Not limited: monitoring and the API description must always answer.
+    // Not limited: monitoring and the API description must always answer.
+    let (unlimited, mut operations) = OpenApiRouter::new()
         .merge(health::router())
         .merge(health::cache_router())
         .merge(health::metrics_router())
         .split_for_parts();
-    routes
+    operations.merge(api_operations);
+    api.merge(unlimited)
         .merge(crate::openapi::router(crate::openapi::finish(operations)))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)

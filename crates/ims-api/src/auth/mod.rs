@@ -27,14 +27,16 @@ use utoipa_axum::routes;
 use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Path, Validator};
 use crate::fields;
+use crate::policy::{Limit, RoutePolicy};
 use crate::state::AppState;
 
 /// The auth routes. Register, login and refresh are public; the rest need a bearer token.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(register))
-        .routes(routes!(login))
-        .routes(routes!(refresh))
+        // Credentials: RATE_LIMIT_AUTH per address, not the global limit.
+        .routes(routes!(register).limit(Limit::Credentials))
+        .routes(routes!(login).limit(Limit::Credentials))
+        .routes(routes!(refresh).limit(Limit::Credentials))
         .routes(routes!(logout))
         .routes(routes!(me))
         .routes(routes!(list_sessions, revoke_all_sessions))

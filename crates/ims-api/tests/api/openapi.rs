@@ -370,3 +370,17 @@ async fn the_server_enforces_what_the_document_says() {
     let responses = &document["paths"]["/tax-rates"]["post"]["responses"];
     assert!(responses.get("415").is_some(), "{responses}");
 }
+
+/// The credential routes say which limit they are counted against where they are declared,
+/// and the document shows it (the limiter reads the same mark).
+#[tokio::test]
+async fn credential_routes_carry_their_rate_limit_in_the_document() {
+    let doc = document().await;
+    for path in ["/auth/login", "/auth/register", "/auth/refresh"] {
+        assert_eq!(
+            doc["paths"][path]["post"]["x-rate-limit"], "credentials",
+            "{path}"
+        );
+    }
+    assert!(doc["paths"]["/auth/me"]["get"]["x-rate-limit"].is_null());
+}
