@@ -35,5 +35,6 @@ pub mod seed;
 pub mod serve;
 pub mod startup;
 pub mod state;
+pub mod status;
 pub mod telemetry;
 pub mod warmup;

@@ -19,6 +19,7 @@ use crate::policy::{invalidates, Group};
 use crate::sales::changed;
 use crate::sales::lines::{self, LineBody};
 use crate::state::AppState;
+use crate::status::{PurchaseOrderStatus, Status};
 
 const MAX_NOTES_CHARS: usize = 2000;
 
@@ -46,7 +47,8 @@ struct OrderRow {
     id: String,
     vendor_id: String,
     warehouse_id: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: PurchaseOrderStatus,
     notes: Option<String>,
     total_cents: i64,
     received_at: Option<String>,
@@ -210,7 +212,7 @@ async fn create(
         id: Uuid::new_v4().to_string(),
         vendor_id: vendor_id.unwrap_or_default(),
         warehouse_id: warehouse_id.unwrap_or_default(),
-        status: "open".into(),
+        status: PurchaseOrderStatus::Open,
         notes,
         total_cents: total,
         received_at: None,
@@ -226,7 +228,7 @@ async fn create(
     .bind(&caller.org_id)
     .bind(&order.vendor_id)
     .bind(&order.warehouse_id)
-    .bind(&order.status)
+    .bind(order.status.as_str())
     .bind(&order.notes)
     .bind(order.total_cents)
     .bind(&order.created_at)
@@ -299,7 +301,7 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Paginated<OrderRow>>> {
     let (filter, page) = DocumentFilter {
-        statuses: &["open", "received", "cancelled"],
+        statuses: PurchaseOrderStatus::NAMES,
         party: ("vendorId", "vendor_id"),
         date_column: "created_at",
     }
@@ -367,7 +369,7 @@ async fn patch(
     let mut v = Validator::default();
     let cancel = match body.status {
         None => false,
-        Some(Some(s)) if s == "cancelled" => true,
+        Some(Some(s)) if s == PurchaseOrderStatus::Cancelled.as_str() => true,
         Some(_) => {
             v.check(
                 false,
@@ -410,10 +412,10 @@ async fn patch(
 
     let mut tx = state.db.begin_write().await?;
     let current = load(&mut tx, &caller.org_id, &id).await?;
-    if current.order.status != "open" {
+    if current.order.status != PurchaseOrderStatus::Open {
         return Err(ApiError::Conflict(format!(
             "the order is {}; only open orders can change",
-            current.order.status
+            current.order.status.as_str()
         )));
     }
     let mut order = current.order;
@@ -428,7 +430,7 @@ async fn patch(
         order.notes = notes;
     }
     if cancel {
-        order.status = "cancelled".into();
+        order.status = PurchaseOrderStatus::Cancelled;
     }
     if let Some((rows, total)) = costed {
         sqlx::query("DELETE FROM purchase_order_lines WHERE purchase_order_id = $1 AND organization_id = $2")
@@ -449,7 +451,7 @@ async fn patch(
     .bind(&order.vendor_id)
     .bind(&order.warehouse_id)
     .bind(&order.notes)
-    .bind(&order.status)
+    .bind(order.status.as_str())
     .bind(order.total_cents)
     .bind(&order.updated_at)
     .bind(&caller.org_id)
@@ -504,7 +506,7 @@ async fn receive(
     if claimed == 0 {
         return Err(ApiError::Conflict(format!(
             "the order is {}; only open orders can be received",
-            order.order.status
+            order.order.status.as_str()
         )));
     }
     let per_item =

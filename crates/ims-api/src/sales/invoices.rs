@@ -22,6 +22,7 @@ use crate::money::MAX_CENTS;
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
+use crate::status::{InvoiceStatus, SalesOrderStatus, Status};
 
 /// The invoice routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -41,7 +42,8 @@ struct InvoiceRow {
     number: String,
     sales_order_id: String,
     customer_id: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: InvoiceStatus,
     subtotal_cents: i64,
     tax_cents: i64,
     total_cents: i64,
@@ -111,7 +113,8 @@ struct CreateBody {
 #[derive(Debug, FromRow)]
 struct OrderFacts {
     customer_id: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: SalesOrderStatus,
     subtotal_cents: i64,
     tax_cents: i64,
     total_cents: i64,
@@ -170,7 +173,7 @@ async fn create(
     let Some(order) = order else {
         return Err(ApiError::field("salesOrderId", "does not exist"));
     };
-    if order.status == "cancelled" {
+    if order.status == SalesOrderStatus::Cancelled {
         return Err(ApiError::Conflict(
             "a cancelled order cannot be invoiced".into(),
         ));
@@ -182,11 +185,10 @@ async fn create(
         sales_order_id: order_id,
         customer_id: order.customer_id,
         status: if order.total_cents == 0 {
-            "paid"
+            InvoiceStatus::Paid
         } else {
-            "unpaid"
-        }
-        .into(),
+            InvoiceStatus::Unpaid
+        },
         subtotal_cents: order.subtotal_cents,
         tax_cents: order.tax_cents,
         total_cents: order.total_cents,
@@ -206,7 +208,7 @@ async fn create(
     .bind(sequence)
     .bind(&invoice.sales_order_id)
     .bind(&invoice.customer_id)
-    .bind(&invoice.status)
+    .bind(invoice.status.as_str())
     .bind(invoice.subtotal_cents)
     .bind(invoice.tax_cents)
     .bind(invoice.total_cents)
@@ -295,7 +297,7 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Paginated<InvoiceRow>>> {
     let (filter, page) = DocumentFilter {
-        statuses: &["unpaid", "partially_paid", "paid"],
+        statuses: InvoiceStatus::NAMES,
         party: ("customerId", "customer_id"),
         date_column: "issued_at",
     }

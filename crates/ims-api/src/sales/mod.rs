@@ -24,6 +24,7 @@ use crate::inventory::stock::{self, Movement, Source};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
+use crate::status::{SalesOrderStatus, Status};
 use lines::LineBody;
 
 const MAX_NOTES_CHARS: usize = 2000;
@@ -53,7 +54,8 @@ struct OrderRow {
     id: String,
     customer_id: String,
     warehouse_id: String,
-    status: String,
+    #[sqlx(try_from = "String")]
+    status: SalesOrderStatus,
     notes: Option<String>,
     subtotal_cents: i64,
     tax_cents: i64,
@@ -245,7 +247,7 @@ async fn create(
         id: Uuid::new_v4().to_string(),
         customer_id: customer_id.unwrap_or_default(),
         warehouse_id: warehouse_id.unwrap_or_default(),
-        status: "open".into(),
+        status: SalesOrderStatus::Open,
         notes,
         subtotal_cents: priced.subtotal,
         tax_cents: priced.tax,
@@ -263,7 +265,7 @@ async fn create(
     .bind(&caller.org_id)
     .bind(&order.customer_id)
     .bind(&order.warehouse_id)
-    .bind(&order.status)
+    .bind(order.status.as_str())
     .bind(&order.notes)
     .bind(order.subtotal_cents)
     .bind(order.tax_cents)
@@ -344,7 +346,7 @@ async fn list(
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Paginated<OrderRow>>> {
     let (filter, page) = DocumentFilter {
-        statuses: &["open", "fulfilled", "cancelled"],
+        statuses: SalesOrderStatus::NAMES,
         party: ("customerId", "customer_id"),
         date_column: "created_at",
     }
@@ -417,7 +419,7 @@ async fn patch(
     let mut v = Validator::default();
     let cancel = match body.status {
         None => false,
-        Some(Some(s)) if s == "cancelled" => true,
+        Some(Some(s)) if s == SalesOrderStatus::Cancelled.as_str() => true,
         Some(_) => {
             v.check(
                 false,
@@ -461,10 +463,10 @@ async fn patch(
 
     let mut tx = state.db.begin_write().await?;
     let current = load(&mut tx, &caller.org_id, &id).await?;
-    if current.order.status != "open" {
+    if current.order.status != SalesOrderStatus::Open {
         return Err(ApiError::Conflict(format!(
             "the order is {}; only open orders can change",
-            current.order.status
+            current.order.status.as_str()
         )));
     }
     let mut order = current.order;
@@ -478,7 +480,7 @@ async fn patch(
         order.notes = notes;
     }
     if cancel {
-        order.status = "cancelled".into();
+        order.status = SalesOrderStatus::Cancelled;
     }
     let mut order_lines = current.lines;
     if let Some(priced) = priced {
@@ -504,7 +506,7 @@ async fn patch(
     .bind(&order.customer_id)
     .bind(&order.warehouse_id)
     .bind(&order.notes)
-    .bind(&order.status)
+    .bind(order.status.as_str())
     .bind(order.subtotal_cents)
     .bind(order.tax_cents)
     .bind(order.total_cents)
