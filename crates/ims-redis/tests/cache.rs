@@ -49,21 +49,21 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
     let server = RedisServer::start();
     let (cache, _) = engine(&server).await;
     let Lookup::Miss(seen) = cache
-        .lookup("org1", "items:list", "GET:/items:x", None)
+        .lookup("org1", "posts:list", "GET:/posts:x", None)
         .await
     else {
         panic!("empty cache must miss");
     };
     // A write lands while the handler runs.
     cache
-        .invalidate("org1", &["items"])
+        .invalidate("org1", &["posts"])
         .await
         .expect("invalidated");
     let stored = cache
         .store(
             "org1",
-            "items:list",
-            "GET:/items:x",
+            "posts:list",
+            "GET:/posts:x",
             None,
             &body("old"),
             Duration::from_secs(60),
@@ -73,7 +73,7 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
     assert_eq!(stored, None, "the older response is refused");
     assert!(matches!(
         cache
-            .lookup("org1", "items:list", "GET:/items:x", None)
+            .lookup("org1", "posts:list", "GET:/posts:x", None)
             .await,
         Lookup::Miss(_)
     ));
@@ -81,7 +81,7 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
 
     // Another group's invalidation does not refuse it; the same group's does.
     let Lookup::Miss(seen) = cache
-        .lookup("org1", "items:list", "GET:/items:x", None)
+        .lookup("org1", "posts:list", "GET:/posts:x", None)
         .await
     else {
         panic!("miss");
@@ -91,14 +91,14 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
         .await
         .expect("invalidated");
     cache
-        .invalidate("org2", &["items"])
+        .invalidate("org2", &["posts"])
         .await
         .expect("invalidated");
     let stored = cache
         .store(
             "org1",
-            "items:list",
-            "GET:/items:x",
+            "posts:list",
+            "GET:/posts:x",
             None,
             &body("new"),
             Duration::from_secs(60),
@@ -107,7 +107,7 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
         .await;
     assert_eq!(stored, Some(Duration::from_secs(60)));
     match cache
-        .lookup("org1", "items:list", "GET:/items:x", None)
+        .lookup("org1", "posts:list", "GET:/posts:x", None)
         .await
     {
         Lookup::Hit(cached, ttl) => {
@@ -127,7 +127,7 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
     for i in 0..50_000 {
         pipe.cmd("SET")
             .arg(format!(
-                "ims:cache:other{}:items:list:GET:/items:{i}",
+                "ims:cache:other{}:posts:list:GET:/posts:{i}",
                 i % 7
             ))
             .arg(1)
@@ -135,14 +135,14 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
     }
     let () = pipe.query(&mut raw).expect("fill");
     for i in 0..20 {
-        let rest = format!("GET:/items:{i}");
-        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest, None).await else {
+        let rest = format!("GET:/posts:{i}");
+        let Lookup::Miss(seen) = cache.lookup("org1", "posts:list", &rest, None).await else {
             panic!("miss")
         };
         cache
             .store(
                 "org1",
-                "items:list",
+                "posts:list",
                 &rest,
                 None,
                 &body("x"),
@@ -152,17 +152,14 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
             .await
             .expect("stored");
     }
-    let Lookup::Miss(seen) = cache
-        .lookup("org1", "tax:rates", "GET:/tax-rates:h", None)
-        .await
-    else {
+    let Lookup::Miss(seen) = cache.lookup("org1", "tags:list", "GET:/tags:h", None).await else {
         panic!("miss")
     };
     cache
         .store(
             "org1",
-            "tax:rates",
-            "GET:/tax-rates:h",
+            "tags:list",
+            "GET:/tags:h",
             None,
             &body("t"),
             Duration::from_secs(60),
@@ -172,20 +169,18 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
         .expect("stored");
 
     let removed = cache
-        .invalidate("org1", &["items"])
+        .invalidate("org1", &["posts"])
         .await
         .expect("invalidated");
     assert_eq!(removed, 20);
     let size: u64 = redis::cmd("DBSIZE").query(&mut raw).expect("dbsize");
-    // The 50,000 others, the tax entry and its two indexes (group `tax`, key prefix
-    // `tax:rates`), the bumped epoch of items, the record of org1's activity (for
-    // warm-ups), and the `items:list` index, whose members left with their entries and
+    // The 50,000 others, the tags entry and its two indexes (group `tags`, key prefix
+    // `tags:list`), the bumped epoch of posts, the record of org1's activity (for
+    // warm-ups), and the `posts:list` index, whose members left with their entries and
     // which expires with them (or is replaced by the next store of those keys).
     assert_eq!(size, 50_000 + 3 + 1 + 1 + 1);
     assert!(matches!(
-        cache
-            .lookup("org1", "tax:rates", "GET:/tax-rates:h", None)
-            .await,
+        cache.lookup("org1", "tags:list", "GET:/tags:h", None).await,
         Lookup::Hit(..)
     ));
 }
@@ -201,17 +196,17 @@ async fn bookkeeping_stays_bounded_under_distinct_misses_without_writes() {
     // Distinct misses for a while, with no invalidation ever: entries expire by TTL, and
     // each store trims the index of members that have expired.
     while started.elapsed() < Duration::from_millis(1200) {
-        let rest = format!("GET:/items:{i}");
+        let rest = format!("GET:/posts:{i}");
         i += 1;
-        let Lookup::Miss(seen) = cache.lookup("org1", "items:list", &rest, None).await else {
+        let Lookup::Miss(seen) = cache.lookup("org1", "posts:list", &rest, None).await else {
             panic!("miss")
         };
         cache
-            .store("org1", "items:list", &rest, None, &body("x"), ttl, &seen)
+            .store("org1", "posts:list", &rest, None, &body("x"), ttl, &seen)
             .await
             .expect("stored");
         let size: u64 = redis::cmd("ZCARD")
-            .arg("ims:cacheidx:org1:items")
+            .arg("ims:cacheidx:org1:posts")
             .query(&mut raw)
             .expect("zcard");
         largest_index = largest_index.max(size);
@@ -222,7 +217,7 @@ async fn bookkeeping_stays_bounded_under_distinct_misses_without_writes() {
         .query(&mut raw)
         .expect("keys");
     let index: u64 = redis::cmd("ZCARD")
-        .arg("ims:cacheidx:org1:items")
+        .arg("ims:cacheidx:org1:posts")
         .query(&mut raw)
         .expect("zcard");
     // Entries keep expiring between the last store (which trims) and these reads; at
@@ -255,33 +250,33 @@ async fn get_or_set_computes_once_then_serves_until_invalidated() {
     };
     let ttl = Duration::from_secs(60);
     let first: Vec<i32> = cache
-        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .get_or_set("org1", "stats:nightly", "totals", ttl, compute)
         .await;
     let second: Vec<i32> = cache
-        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .get_or_set("org1", "stats:nightly", "totals", ttl, compute)
         .await;
     assert_eq!((first, second), (vec![1, 2, 3], vec![1, 2, 3]));
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     // Other tenants compute their own; invalidating the group recomputes.
     let _: Vec<i32> = cache
-        .get_or_set("org2", "reports:nightly", "totals", ttl, compute)
+        .get_or_set("org2", "stats:nightly", "totals", ttl, compute)
         .await;
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
     cache
-        .invalidate("org1", &["reports"])
+        .invalidate("org1", &["stats"])
         .await
         .expect("invalidated");
     let _: Vec<i32> = cache
-        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .get_or_set("org1", "stats:nightly", "totals", ttl, compute)
         .await;
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 3);
     // Redis gone: computed every time, never an error.
     server.stop();
     let _: Vec<i32> = cache
-        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .get_or_set("org1", "stats:nightly", "totals", ttl, compute)
         .await;
     let _: Vec<i32> = cache
-        .get_or_set("org1", "reports:nightly", "totals", ttl, compute)
+        .get_or_set("org1", "stats:nightly", "totals", ttl, compute)
         .await;
     assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 5);
 }

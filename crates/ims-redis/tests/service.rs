@@ -361,13 +361,13 @@ async fn exercise_batches(redis: &RedisService) {
     assert_eq!(redis.set_nx("once", &"second", None).await, Some(false));
     assert_eq!(redis.get::<String>("once").await.as_deref(), Some("first"));
 
-    assert_eq!(redis.version("catalog").await, Some(0));
-    let old = redis.versioned_key("catalog", "item:1").await.expect("key");
-    assert_eq!(old, "catalog:v0:item:1");
+    assert_eq!(redis.version("blog").await, Some(0));
+    let old = redis.versioned_key("blog", "post:1").await.expect("key");
+    assert_eq!(old, "blog:v0:post:1");
     assert!(redis.set(&old, &"old value", None).await);
-    assert_eq!(redis.bump_version("catalog").await, Some(1));
-    let new = redis.versioned_key("catalog", "item:1").await.expect("key");
-    assert_eq!(new, "catalog:v1:item:1");
+    assert_eq!(redis.bump_version("blog").await, Some(1));
+    let new = redis.versioned_key("blog", "post:1").await.expect("key");
+    assert_eq!(new, "blog:v1:post:1");
     assert_eq!(
         redis.get::<String>(&new).await,
         None,
@@ -396,8 +396,8 @@ async fn batches_counters_set_nx_and_versions_on_one_server_and_degrade_without_
     assert!(!redis.set_many(&[("batch:alpha", &9)], None).await);
     assert_eq!(redis.incr_by("counter", 1).await, None);
     assert_eq!(redis.set_nx("once", &"x", None).await, None);
-    assert_eq!(redis.versioned_key("catalog", "item:1").await, None);
-    assert_eq!(redis.bump_version("catalog").await, None);
+    assert_eq!(redis.versioned_key("blog", "post:1").await, None);
+    assert_eq!(redis.bump_version("blog").await, None);
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "degraded answers are quick"

@@ -20,7 +20,7 @@ pub fn body_tag(body: &[u8]) -> String {
     format!("\"{}\"", hex::encode(Md5::digest(body)))
 }
 
-/// The group a key prefix invalidates with: its first segment (`items:list` → `items`).
+/// The group a key prefix invalidates with: its first segment (`posts:list` → `posts`).
 pub fn group_of(key_prefix: &str) -> &str {
     key_prefix.split(':').next().unwrap_or(key_prefix)
 }
@@ -162,16 +162,16 @@ mod tests {
         let layout = Layout { cluster: true };
         let entry = format!(
             "ims:{}",
-            layout.entry("org-1", "items:list", "GET:/items:x")
+            layout.entry("org-1", "posts:list", "GET:/posts:x")
         );
-        assert_eq!(entry, "ims:cache:{org-1}:items:list:GET:/items:x");
+        assert_eq!(entry, "ims:cache:{org-1}:posts:list:GET:/posts:x");
         let slot_of = slot(&entry);
         assert_eq!(
-            slot(&format!("ims:{}", layout.epoch("org-1", "items"))),
+            slot(&format!("ims:{}", layout.epoch("org-1", "posts"))),
             slot_of
         );
         assert_eq!(
-            slot(&format!("ims:{}", layout.index("org-1", "items"))),
+            slot(&format!("ims:{}", layout.index("org-1", "posts"))),
             slot_of
         );
         assert_eq!(slot(&format!("ims:{}", layout.generation(&entry))), slot_of);
@@ -182,14 +182,14 @@ mod tests {
         slots.dedup();
         assert_eq!(slots.len(), 16_384, "one generation per slot");
         let single = Layout { cluster: false };
-        assert_eq!(single.entry("o", "items:list", "r"), "cache:o:items:list:r");
+        assert_eq!(single.entry("o", "posts:list", "r"), "cache:o:posts:list:r");
         assert_eq!(single.generation("anything"), "cachegen");
     }
 
     #[test]
     fn groups_are_first_segments() {
-        assert_eq!(group_of("items:list"), "items");
-        assert_eq!(group_of("reports:sales-by-item"), "reports");
+        assert_eq!(group_of("posts:list"), "posts");
+        assert_eq!(group_of("stats:by-author"), "stats");
         assert_eq!(group_of("tax"), "tax");
     }
 }

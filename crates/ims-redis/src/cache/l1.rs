@@ -39,7 +39,7 @@ struct Entry {
 }
 
 /// An invalidation message: `<instance>:<seq>:<scope>|<name>,<name>…`. The scope and the
-/// names (groups, key prefixes such as `items:list`, tags such as `#item:42`) may contain
+/// names (groups, key prefixes such as `posts:list`, tags such as `#post:42`) may contain
 /// `:`, so the scope ends at the last `|`; names never contain `|` or `,`.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct Message {
@@ -361,7 +361,7 @@ mod tests {
             instance: 7,
             seq: 3,
             scope: "a:b".into(),
-            groups: vec!["items".into(), "dashboard".into()],
+            groups: vec!["posts".into(), "feed".into()],
         };
         assert_eq!(Message::decode(&m.encode()), Some(m));
         assert_eq!(Message::decode("x:1:s|g"), None);
@@ -369,7 +369,7 @@ mod tests {
             instance: 7,
             seq: 3,
             scope: "org:with:colons".into(),
-            groups: vec!["items:list".into(), "#item:42".into()],
+            groups: vec!["posts:list".into(), "#post:42".into()],
         };
         assert_eq!(Message::decode(&tagged.encode()), Some(tagged));
     }

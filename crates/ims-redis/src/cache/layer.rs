@@ -39,7 +39,7 @@ pub type VaryFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + S
 struct Policy {
     key_prefix: String,
     ttl: Duration,
-    /// Append the path's last segment to the key prefix (`reports` → `reports:{type}`).
+    /// Append the path's last segment to the key prefix (`stats` → `stats:{type}`).
     per_last_segment: bool,
     /// Served from the in-process tier too, at most this stale (capped by the engine's
     /// `CACHE_L1_MAX_STALE_MS`); `None`: Redis only.
@@ -48,7 +48,7 @@ struct Policy {
     cluster_single_flight: bool,
     /// Representations cached apart (vary-by): appended to the key when `Some`.
     vary: Option<VaryFn>,
-    /// Entity tag of the entry: `{name}:{last path segment}` (e.g. `item:42`).
+    /// Entity tag of the entry: `{name}:{last path segment}` (e.g. `post:42`).
     tag_by_last_segment: Option<String>,
 }
 
@@ -67,7 +67,7 @@ impl std::fmt::Debug for Policy {
 }
 
 impl CacheLayer {
-    /// Caches under `key_prefix` (e.g. `items:list`) for `ttl`.
+    /// Caches under `key_prefix` (e.g. `posts:list`) for `ttl`.
     pub fn new(key_prefix: impl Into<String>, ttl: Duration) -> Self {
         Self {
             policy: Arc::new(Policy {
@@ -114,8 +114,8 @@ impl CacheLayer {
         }
     }
 
-    /// Tags each entry with its entity, `{name}:{last path segment}` (`/items/42` with
-    /// `item` → `item:42`), so that a write to that entity alone can drop it
+    /// Tags each entry with its entity, `{name}:{last path segment}` (`/posts/42` with
+    /// `post` → `post:42`), so that a write to that entity alone can drop it
     /// ([`crate::invalidate::InvalidateLayer::tag_by_last_segment`]) while the other
     /// entities' entries stay. The entry still belongs to its group and key prefix.
     pub fn tag_by_last_segment(self, name: &str) -> Self {
@@ -137,7 +137,7 @@ impl CacheLayer {
     }
 
     /// Caches under `key_prefix:{last path segment}`, for one route serving several kinds
-    /// of response (`/reports/{type}` → `reports:sales-by-item`). Only `200` responses are
+    /// of response (`/stats/{type}` → `stats:by-author`). Only `200` responses are
     /// stored, so only segments the handler accepts ever reach a key.
     pub fn per_last_segment(key_prefix: impl Into<String>, ttl: Duration) -> Self {
         Self {

@@ -9,8 +9,8 @@
 //!
 //! # Invalidation without scanning
 //! Every stored entry is also recorded in an index, a sorted set per (scope, group) scored
-//! by expiry time, where the group is the key prefix's first segment (`items:list` →
-//! `items`). Invalidating a group deletes exactly the members of its index in one Lua
+//! by expiry time, where the group is the key prefix's first segment (`posts:list` →
+//! `posts`). Invalidating a group deletes exactly the members of its index in one Lua
 //! script, so its cost follows the number of entries affected, not the size of the
 //! keyspace. Each store trims index members that have expired, and the index expires with
 //! its longest-lived entry, so the bookkeeping cannot outgrow the cache.
@@ -36,9 +36,9 @@
 //!     parts.headers.get("x-tenant")?.to_str().ok().map(str::to_string)
 //! });
 //! let cache = ResponseCache::new(redis, scope, 0.05);
-//! let read = CacheLayer::new("items:list", Duration::from_secs(60));
-//! let write = InvalidateLayer::new(&["items", "dashboard"]);
-//! // Router::new().route("/items", get(list).layer(read).post(create).layer(write))
+//! let read = CacheLayer::new("posts:list", Duration::from_secs(60));
+//! let write = InvalidateLayer::new(&["posts", "feed"]);
+//! // Router::new().route("/posts", get(list).layer(read).post(create).layer(write))
 //! //     .layer(Extension(cache));
 //! # let _ = (cache, read, write);
 //! # }
@@ -243,8 +243,8 @@ fn epochs_allow(drift: &[u64], after_one: bool) -> bool {
     }
 }
 
-/// The names an entry is indexed under, each with its own epoch: its group (`items`), its
-/// key prefix when longer (`items:detail`), and its tag (`#item:42`). A write invalidates
+/// The names an entry is indexed under, each with its own epoch: its group (`posts`), its
+/// key prefix when longer (`posts:detail`), and its tag (`#post:42`). A write invalidates
 /// whichever of these it affects: a group drops everything in it, a key prefix one kind
 /// of read, a tag one entity's entries.
 pub fn memberships(key_prefix: &str, tag: Option<&str>) -> Vec<String> {
@@ -259,12 +259,12 @@ pub fn memberships(key_prefix: &str, tag: Option<&str>) -> Vec<String> {
     names
 }
 
-/// The tag `{name}:{last segment of path}` (`item`, `/items/42` → `item:42`).
+/// The tag `{name}:{last segment of path}` (`post`, `/posts/42` → `post:42`).
 pub fn last_segment_tag(name: &str, path: &str) -> String {
     format!("{name}:{}", path.rsplit('/').next().unwrap_or_default())
 }
 
-/// The invalidation name of an entity tag (`item:42` → `#item:42`), apart from group and
+/// The invalidation name of an entity tag (`post:42` → `#post:42`), apart from group and
 /// key-prefix names.
 pub fn tag_name(tag: &str) -> String {
     format!("#{tag}")
@@ -825,7 +825,7 @@ impl ResponseCache {
         }
     }
 
-    /// Deletes every entry of `groups` (e.g. `["items", "dashboard"]`) in `scope`, and bumps
+    /// Deletes every entry of `groups` (e.g. `["posts", "feed"]`) in `scope`, and bumps
     /// their epochs so that no response computed before now can be stored afterwards.
     /// Returns the number of entries deleted, or `None` if Redis could not be asked.
     pub async fn invalidate(&self, scope: &str, groups: &[&str]) -> Option<u64> {

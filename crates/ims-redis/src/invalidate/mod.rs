@@ -23,9 +23,9 @@
 //! ```
 //! use ims_redis::invalidate::InvalidateLayer;
 //!
-//! // A stock adjustment changes stock levels, item stock-on-hand and the dashboard.
-//! let layer = InvalidateLayer::new(&["stock", "items", "dashboard"]);
-//! assert_eq!(layer.groups(), ["stock", "items", "dashboard"]);
+//! // A new comment changes the post, its like counts and the feed.
+//! let layer = InvalidateLayer::new(&["likes", "posts", "feed"]);
+//! assert_eq!(layer.groups(), ["likes", "posts", "feed"]);
 //! ```
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -139,8 +139,8 @@ pub fn pending() -> Option<Arc<PendingInvalidation>> {
     PENDING.try_with(Arc::clone).ok()
 }
 
-/// Invalidates cache groups (key-prefix first segments, e.g. `items`), single key prefixes
-/// (`items:list`) and, optionally, the written entity's tag after a 2xx write.
+/// Invalidates cache groups (key-prefix first segments, e.g. `posts`), single key prefixes
+/// (`posts:list`) and, optionally, the written entity's tag after a 2xx write.
 #[derive(Debug, Clone)]
 pub struct InvalidateLayer {
     groups: Arc<[String]>,
@@ -148,8 +148,8 @@ pub struct InvalidateLayer {
 }
 
 impl InvalidateLayer {
-    /// Invalidates `groups`: a group (`items`) drops all its entries, a full key prefix
-    /// (`items:list`) only that kind of read.
+    /// Invalidates `groups`: a group (`posts`) drops all its entries, a full key prefix
+    /// (`posts:list`) only that kind of read.
     pub fn new(groups: &[&str]) -> Self {
         Self {
             groups: groups.iter().map(|g| g.to_string()).collect(),
@@ -159,8 +159,8 @@ impl InvalidateLayer {
 
     /// Also invalidates the written entity's tag, `{name}:{last path segment}`, the tag a
     /// [`CacheLayer::tag_by_last_segment`](crate::cache::CacheLayer::tag_by_last_segment)
-    /// read carries: `PATCH /items/42` with `item` drops the entries of `item:42` and no
-    /// other item's.
+    /// read carries: `PATCH /posts/42` with `post` drops the entries of `post:42` and no
+    /// other post's.
     pub fn tag_by_last_segment(mut self, name: &str) -> Self {
         self.tag_by_last_segment = Some(name.into());
         self

@@ -23,13 +23,13 @@
 //! let prices: Vec<Option<u32>> = redis.get_many(&["price:a", "price:b", "price:c"]).await;
 //! assert_eq!(prices.len(), 3);
 //!
-//! let left = redis.incr_by("stock:a", -3).await; // None while Redis is down
+//! let left = redis.incr_by("likes:a", -3).await; // None while Redis is down
 //! let first = redis.set_nx("job:import", &"instance-1", ttl).await; // Some(true): ours
 //!
-//! if let Some(key) = redis.versioned_key("catalog", "item:42").await {
-//!     redis.set(&key, &"cached item", ttl).await;
+//! if let Some(key) = redis.versioned_key("blog", "post:42").await {
+//!     redis.set(&key, &"cached post", ttl).await;
 //! }
-//! redis.bump_version("catalog").await; // every catalog key above is now unreachable
+//! redis.bump_version("blog").await; // every catalog key above is now unreachable
 //! # let _ = (prices, left, first);
 //! # }
 //! ```

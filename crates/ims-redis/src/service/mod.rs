@@ -343,7 +343,7 @@ mod tests {
     #[test]
     fn glob_escaping_neutralises_metacharacters() {
         assert_eq!(escape_glob("a*b?c[d]e\\"), "a\\*b\\?c\\[d\\]e\\\\");
-        assert_eq!(escape_glob("org:1:items"), "org:1:items");
+        assert_eq!(escape_glob("org:1:posts"), "org:1:posts");
     }
 
     #[tokio::test]
