@@ -593,22 +593,20 @@ async fn logout(
     ),
     security(("bearer" = []))
 )]
-async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Json<serde_json::Value>> {
+async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Json<MeView>> {
     let user = store::find_user(state.db.pool(), &caller.user_id)
         .await?
         .ok_or_else(|| ApiError::Unauthorized("the user no longer exists".into()))?;
-    let mut view =
-        serde_json::to_value(UserView::from(&user)).map_err(|e| ApiError::Internal(e.into()))?;
-    view["createdAt"] = user.created_at.into();
-    view["sessionId"] = caller.session_id.into();
-    Ok(Json(view))
+    Ok(Json(MeView {
+        user: UserView::from(&user),
+        created_at: user.created_at.clone(),
+        session_id: caller.session_id,
+    }))
 }
 
-// Documentation only: `me` builds its answer as JSON; this is its shape.
 /// The user, with when it was created and the caller's session.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[allow(dead_code)]
 struct MeView {
     #[serde(flatten)]
     user: UserView,
@@ -617,10 +615,8 @@ struct MeView {
     session_id: String,
 }
 
-// Documentation only: `list_sessions` builds its answer as JSON; this is its shape.
 /// The caller's active sessions.
 #[derive(Serialize, utoipa::ToSchema)]
-#[allow(dead_code)]
 struct SessionList {
     data: Vec<SessionView>,
 }
@@ -647,7 +643,7 @@ struct SessionView {
 async fn list_sessions(
     State(state): State<AppState>,
     caller: AuthUser,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<SessionList>> {
     let sessions: Vec<SessionView> = store::list_sessions(&state.db, &caller.user_id)
         .await?
         .into_iter()
@@ -656,7 +652,7 @@ async fn list_sessions(
             session,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "data": sessions })))
+    Ok(Json(SessionList { data: sessions }))
 }
 
 #[utoipa::path(
