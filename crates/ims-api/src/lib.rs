@@ -23,6 +23,7 @@ pub mod inventory;
 pub mod items;
 pub mod money;
 pub mod openapi;
+pub mod orders;
 pub mod outbox;
 pub mod pagination;
 pub mod period;

@@ -12,16 +12,14 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
-use crate::fields::{self, Table};
+use crate::fields;
 use crate::inventory::stock::{self, Movement, Source};
+use crate::orders::lines::{self, LineBody};
+use crate::orders::{self, changed, Changes, PURCHASE};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
 use crate::policy::{invalidates, Group};
-use crate::sales::changed;
-use crate::sales::lines::{self, LineBody};
 use crate::state::AppState;
 use crate::status::{PurchaseOrderStatus, Status};
-
-const MAX_NOTES_CHARS: usize = 2000;
 
 /// The purchasing routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -183,24 +181,13 @@ async fn create(
     Json(body): Json<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Order>)> {
     let mut v = Validator::default();
-    let vendor_id = fields::reference(Some(body.vendor_id), "vendorId", &mut v);
-    let warehouse_id = fields::reference(Some(body.warehouse_id), "warehouseId", &mut v);
-    let notes = fields::optional_text(body.notes, "notes", MAX_NOTES_CHARS, &mut v);
-    fields::check_reference(
+    let (vendor_id, warehouse_id, notes) = orders::new_order_refs(
         &state.db,
-        Table::Vendors,
         &caller.org_id,
-        vendor_id.as_deref(),
-        "vendorId",
-        &mut v,
-    )
-    .await?;
-    fields::check_reference(
-        &state.db,
-        Table::Warehouses,
-        &caller.org_id,
-        warehouse_id.as_deref(),
-        "warehouseId",
+        PURCHASE,
+        body.vendor_id,
+        body.warehouse_id,
+        body.notes,
         &mut v,
     )
     .await?;
@@ -367,40 +354,14 @@ async fn patch(
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "purchase order")?;
     let mut v = Validator::default();
-    let cancel = match body.status {
-        None => false,
-        Some(Some(s)) if s == PurchaseOrderStatus::Cancelled.as_str() => true,
-        Some(_) => {
-            v.check(
-                false,
-                "status",
-                "can only be set to cancelled (receive with POST /purchase-orders/{id}/receive)",
-            );
-            false
-        }
-    };
-    let vendor = changed(body.vendor_id, "vendorId", &mut v)
-        .and_then(|c| fields::reference(Some(c), "vendorId", &mut v));
-    let warehouse = changed(body.warehouse_id, "warehouseId", &mut v)
-        .and_then(|w| fields::reference(Some(w), "warehouseId", &mut v));
-    let notes = body
-        .notes
-        .map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, &mut v));
-    fields::check_reference(
+    let changes = Changes::parse(
         &state.db,
-        Table::Vendors,
         &caller.org_id,
-        vendor.as_deref(),
-        "vendorId",
-        &mut v,
-    )
-    .await?;
-    fields::check_reference(
-        &state.db,
-        Table::Warehouses,
-        &caller.org_id,
-        warehouse.as_deref(),
-        "warehouseId",
+        PURCHASE,
+        body.status,
+        body.vendor_id,
+        body.warehouse_id,
+        body.notes,
         &mut v,
     )
     .await?;
@@ -412,24 +373,19 @@ async fn patch(
 
     let mut tx = state.db.begin_write().await?;
     let current = load(&mut tx, &caller.org_id, &id).await?;
-    if current.order.status != PurchaseOrderStatus::Open {
-        return Err(ApiError::Conflict(format!(
-            "the order is {}; only open orders can change",
-            current.order.status.as_str()
-        )));
-    }
+    orders::ensure_open(current.order.status, PurchaseOrderStatus::Open)?;
     let mut order = current.order;
     let mut order_lines = current.lines;
-    if let Some(vendor) = vendor {
+    if let Some(vendor) = changes.party {
         order.vendor_id = vendor;
     }
-    if let Some(warehouse) = warehouse {
+    if let Some(warehouse) = changes.warehouse {
         order.warehouse_id = warehouse;
     }
-    if let Some(notes) = notes {
+    if let Some(notes) = changes.notes {
         order.notes = notes;
     }
-    if cancel {
+    if changes.cancel {
         order.status = PurchaseOrderStatus::Cancelled;
     }
     if let Some((rows, total)) = costed {

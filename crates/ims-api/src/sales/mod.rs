@@ -6,7 +6,6 @@
 //! rewrite history. Invoices are in [`invoices`].
 
 pub mod invoices;
-pub mod lines;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -19,15 +18,14 @@ use uuid::Uuid;
 use crate::auth::AuthUser;
 use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
-use crate::fields::{self, Table};
+use crate::fields;
 use crate::inventory::stock::{self, Movement, Source};
+use crate::orders::lines::{self, LineBody};
+use crate::orders::{self, changed, Changes, SALES};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 use crate::status::{SalesOrderStatus, Status};
-use lines::LineBody;
-
-const MAX_NOTES_CHARS: usize = 2000;
 
 /// The sales routes.
 pub fn router() -> OpenApiRouter<AppState> {
@@ -218,24 +216,13 @@ async fn create(
     Json(body): Json<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Order>)> {
     let mut v = Validator::default();
-    let customer_id = fields::reference(Some(body.customer_id), "customerId", &mut v);
-    let warehouse_id = fields::reference(Some(body.warehouse_id), "warehouseId", &mut v);
-    let notes = fields::optional_text(body.notes, "notes", MAX_NOTES_CHARS, &mut v);
-    fields::check_reference(
+    let (customer_id, warehouse_id, notes) = orders::new_order_refs(
         &state.db,
-        Table::Customers,
         &caller.org_id,
-        customer_id.as_deref(),
-        "customerId",
-        &mut v,
-    )
-    .await?;
-    fields::check_reference(
-        &state.db,
-        Table::Warehouses,
-        &caller.org_id,
-        warehouse_id.as_deref(),
-        "warehouseId",
+        SALES,
+        body.customer_id,
+        body.warehouse_id,
+        body.notes,
         &mut v,
     )
     .await?;
@@ -384,11 +371,6 @@ struct PatchBody {
     lines: Option<Option<Vec<LineBody>>>,
 }
 
-/// The new value of a PATCH field that cannot be null: `None` when absent (unchanged).
-pub(crate) fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Validator) -> Option<T> {
-    fields::merge_required(patched.map(|p| p.map(Some)), None, field, v)
-}
-
 /// Changes an open order: notes, customer, warehouse, lines (replaced whole, re-priced), or
 /// `status: "cancelled"`. Fulfilled and cancelled orders are history: 409.
 #[utoipa::path(
@@ -417,40 +399,14 @@ async fn patch(
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "sales order")?;
     let mut v = Validator::default();
-    let cancel = match body.status {
-        None => false,
-        Some(Some(s)) if s == SalesOrderStatus::Cancelled.as_str() => true,
-        Some(_) => {
-            v.check(
-                false,
-                "status",
-                "can only be set to cancelled (fulfil with POST /sales-orders/{id}/fulfil)",
-            );
-            false
-        }
-    };
-    let customer = changed(body.customer_id, "customerId", &mut v)
-        .and_then(|c| fields::reference(Some(c), "customerId", &mut v));
-    let warehouse = changed(body.warehouse_id, "warehouseId", &mut v)
-        .and_then(|w| fields::reference(Some(w), "warehouseId", &mut v));
-    let notes = body
-        .notes
-        .map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, &mut v));
-    fields::check_reference(
+    let changes = Changes::parse(
         &state.db,
-        Table::Customers,
         &caller.org_id,
-        customer.as_deref(),
-        "customerId",
-        &mut v,
-    )
-    .await?;
-    fields::check_reference(
-        &state.db,
-        Table::Warehouses,
-        &caller.org_id,
-        warehouse.as_deref(),
-        "warehouseId",
+        SALES,
+        body.status,
+        body.customer_id,
+        body.warehouse_id,
+        body.notes,
         &mut v,
     )
     .await?;
@@ -463,23 +419,18 @@ async fn patch(
 
     let mut tx = state.db.begin_write().await?;
     let current = load(&mut tx, &caller.org_id, &id).await?;
-    if current.order.status != SalesOrderStatus::Open {
-        return Err(ApiError::Conflict(format!(
-            "the order is {}; only open orders can change",
-            current.order.status.as_str()
-        )));
-    }
+    orders::ensure_open(current.order.status, SalesOrderStatus::Open)?;
     let mut order = current.order;
-    if let Some(customer) = customer {
+    if let Some(customer) = changes.party {
         order.customer_id = customer;
     }
-    if let Some(warehouse) = warehouse {
+    if let Some(warehouse) = changes.warehouse {
         order.warehouse_id = warehouse;
     }
-    if let Some(notes) = notes {
+    if let Some(notes) = changes.notes {
         order.notes = notes;
     }
-    if cancel {
+    if changes.cancel {
         order.status = SalesOrderStatus::Cancelled;
     }
     let mut order_lines = current.lines;

@@ -1,0 +1,142 @@
+//! What sales and purchase orders have in common, written once: their lines
+//! ([`lines`]), the rules of a new order's and a change's counterpart, warehouse and notes,
+//! cancelling, and "only open orders change". Each kind of order is described by an
+//! [`OrderKind`]; the modules `sales` and `purchasing` keep only what differs (prices and
+//! tax against costs, fulfilment against receipt, their tables).
+
+pub mod lines;
+
+use crate::db::Db;
+use crate::error::{ApiError, ApiResult, Validator};
+use crate::fields::{self, Table};
+use crate::status::Status;
+
+/// Longest order note, in characters.
+pub const MAX_NOTES_CHARS: usize = 2000;
+
+/// What differs between the kinds of order where their rules are shared.
+#[derive(Debug, Clone, Copy)]
+pub struct OrderKind {
+    /// The order's name in messages: `sales order`.
+    pub noun: &'static str,
+    /// The counterpart's field (`customerId`) and table.
+    pub party: (&'static str, Table),
+    /// How an open order is completed, for the message refusing any other status change
+    /// (`fulfil with POST /sales-orders/{id}/fulfil`).
+    pub completion: &'static str,
+}
+
+/// A sales order: sold to a customer, fulfilled.
+pub const SALES: OrderKind = OrderKind {
+    noun: "sales order",
+    party: ("customerId", Table::Customers),
+    completion: "fulfil with POST /sales-orders/{id}/fulfil",
+};
+
+/// A purchase order: bought from a vendor, received.
+pub const PURCHASE: OrderKind = OrderKind {
+    noun: "purchase order",
+    party: ("vendorId", Table::Vendors),
+    completion: "receive with POST /purchase-orders/{id}/receive",
+};
+
+/// The new value of a PATCH field that cannot be null: `None` when absent (unchanged).
+pub fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Validator) -> Option<T> {
+    fields::merge_required(patched.map(|p| p.map(Some)), None, field, v)
+}
+
+/// The counterpart and warehouse of a new order, validated and checked to exist in the
+/// caller's organization, and its notes.
+pub async fn new_order_refs(
+    db: &Db,
+    org_id: &str,
+    kind: OrderKind,
+    party: String,
+    warehouse: String,
+    notes: Option<String>,
+    v: &mut Validator,
+) -> ApiResult<(Option<String>, Option<String>, Option<String>)> {
+    let party = fields::reference(Some(party), kind.party.0, v);
+    let warehouse = fields::reference(Some(warehouse), "warehouseId", v);
+    let notes = fields::optional_text(notes, "notes", MAX_NOTES_CHARS, v);
+    check_refs(db, org_id, kind, party.as_deref(), warehouse.as_deref(), v).await?;
+    Ok((party, warehouse, notes))
+}
+
+/// The shared part of an order's PATCH, validated: whether it cancels, and the new
+/// counterpart, warehouse and notes (each `None` when unchanged).
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// `status: "cancelled"` was asked.
+    pub cancel: bool,
+    /// The new counterpart.
+    pub party: Option<String>,
+    /// The new warehouse.
+    pub warehouse: Option<String>,
+    /// The new notes (`Some(None)`: cleared).
+    pub notes: Option<Option<String>>,
+}
+
+impl Changes {
+    /// Reads a PATCH's `status`, counterpart, `warehouseId` and `notes` (errors into `v`)
+    /// and checks the references exist in the caller's organization.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn parse(
+        db: &Db,
+        org_id: &str,
+        kind: OrderKind,
+        status: Option<Option<String>>,
+        party: Option<Option<String>>,
+        warehouse: Option<Option<String>>,
+        notes: Option<Option<String>>,
+        v: &mut Validator,
+    ) -> ApiResult<Self> {
+        let cancel = match status {
+            None => false,
+            Some(Some(s)) if s == "cancelled" => true,
+            Some(_) => {
+                v.check(
+                    false,
+                    "status",
+                    &format!("can only be set to cancelled ({})", kind.completion),
+                );
+                false
+            }
+        };
+        let party = changed(party, kind.party.0, v)
+            .and_then(|p| fields::reference(Some(p), kind.party.0, v));
+        let warehouse = changed(warehouse, "warehouseId", v)
+            .and_then(|w| fields::reference(Some(w), "warehouseId", v));
+        let notes = notes.map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, v));
+        check_refs(db, org_id, kind, party.as_deref(), warehouse.as_deref(), v).await?;
+        Ok(Self {
+            cancel,
+            party,
+            warehouse,
+            notes,
+        })
+    }
+}
+
+/// Only an open order changes; any other is history (409).
+pub fn ensure_open<S: Status + PartialEq + std::fmt::Display>(status: S, open: S) -> ApiResult<()> {
+    if status == open {
+        Ok(())
+    } else {
+        Err(ApiError::Conflict(format!(
+            "the order is {status}; only open orders can change"
+        )))
+    }
+}
+
+async fn check_refs(
+    db: &Db,
+    org_id: &str,
+    kind: OrderKind,
+    party: Option<&str>,
+    warehouse: Option<&str>,
+    v: &mut Validator,
+) -> ApiResult<()> {
+    fields::check_reference(db, kind.party.1, org_id, party, kind.party.0, v).await?;
+    fields::check_reference(db, Table::Warehouses, org_id, warehouse, "warehouseId", v).await
+}
