@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{header, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{create, header, id, spawn_app, spawn_app_with, TestApp};
 
 /// One organization's catalog: enough rows for every cached read to return 200.
 struct Org {
@@ -22,13 +22,6 @@ struct Org {
     tax: String,
 }
 
-async fn post_created(app: &TestApp, path: &str, body: Value, token: &str) -> String {
-    let response = app.post(path, body, Some(token)).await;
-    assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
-    let value: Value = response.json().await.expect("json");
-    value["id"].as_str().expect("id").to_string()
-}
-
 async fn org(app: &TestApp, email: &str) -> Org {
     let pair = app.register(email).await;
     let token = pair["accessToken"].as_str().expect("token").to_string();
@@ -36,42 +29,36 @@ async fn org(app: &TestApp, email: &str) -> Org {
         .as_str()
         .expect("org")
         .to_string();
-    let category = post_created(app, "/categories", json!({"name": "Tools"}), &token).await;
-    let tax = post_created(
+    let category = id(&create(app, &token, "/categories", json!({"name": "Tools"})).await);
+    let tax = id(&create(
         app,
+        &token,
         "/tax-rates",
         json!({"name": "VAT", "rateBps": 2000}),
-        &token,
     )
-    .await;
-    let warehouse = post_created(
+    .await);
+    let warehouse = id(&create(
         app,
+        &token,
         "/warehouses",
         json!({"name": "Main", "code": "M"}),
-        &token,
     )
-    .await;
-    let item = post_created(
+    .await);
+    let item = id(&create(app, &token, "/items", json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500, "costCents": 700, "categoryId": category, "taxRateId": tax})).await);
+    let customer = id(&create(
         app,
-        "/items",
-        json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500, "costCents": 700, "categoryId": category, "taxRateId": tax}),
         &token,
-    )
-    .await;
-    let customer = post_created(
-        app,
         "/contacts",
         json!({"type": "customer", "name": "Ann"}),
-        &token,
     )
-    .await;
-    let vendor = post_created(
+    .await);
+    let vendor = id(&create(
         app,
+        &token,
         "/contacts",
         json!({"type": "vendor", "name": "Acme"}),
-        &token,
     )
-    .await;
+    .await);
     Org {
         token,
         org_id,
@@ -366,20 +353,8 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
             .status(),
         StatusCode::CREATED
     );
-    let order = post_created(
-        &app,
-        "/sales-orders",
-        json!({"customerId": org.customer, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1}]}),
-        &t,
-    )
-    .await;
-    let purchase = post_created(
-        &app,
-        "/purchase-orders",
-        json!({"vendorId": org.vendor, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 2, "unitCostCents": 500}]}),
-        &t,
-    )
-    .await;
+    let order = id(&create(&app, &t, "/sales-orders", json!({"customerId": org.customer, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1}]})).await);
+    let purchase = id(&create(&app, &t, "/purchase-orders", json!({"vendorId": org.vendor, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 2, "unitCostCents": 500}]})).await);
 
     let all = [
         "items",
@@ -541,13 +516,13 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
     }
 
     // The transfer needs a second warehouse: stock and dashboard (and reports) change.
-    let other = post_created(
+    let other = id(&create(
         &app,
+        &t,
         "/warehouses",
         json!({"name": "Side", "code": "S"}),
-        &t,
     )
-    .await;
+    .await);
     prime(&app, &org).await;
     let transfer = json!({"itemId": org.item, "fromWarehouseId": org.warehouse, "toWarehouseId": other, "quantity": 1});
     assert_eq!(
@@ -1011,13 +986,13 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
 async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
     let app = spawn_app().await;
     let org = org(&app, "tags@example.com").await;
-    let other = post_created(
+    let other = id(&create(
         &app,
+        &org.token,
         "/items",
         json!({"name": "Wrench", "sku": "W-1", "priceCents": 900}),
-        &org.token,
     )
-    .await;
+    .await);
     let (a, b) = (format!("/items/{}", org.item), format!("/items/{other}"));
     for path in [&a, &b, &"/items".to_string()] {
         assert_eq!(

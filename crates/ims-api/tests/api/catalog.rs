@@ -1,103 +1,13 @@
 //! Categories, tax rates, warehouses and contacts, plus what every catalog resource shares:
 //! organization isolation, pagination, and rejection of bad input without side effects.
 
-use reqwest::{Method, Response, StatusCode};
+use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, TestApp};
-
-/// Registers `email` (a new organization); returns (access token, organization id).
-pub async fn user(app: &TestApp, email: &str) -> (String, String) {
-    let pair = app.register(email).await;
-    (
-        pair["accessToken"].as_str().expect("token").to_string(),
-        pair["user"]["organizationId"]
-            .as_str()
-            .expect("org")
-            .to_string(),
-    )
-}
-
-pub async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-) -> Response {
-    app.request(method, path, body, Some(token)).await
-}
-
-/// A request with a raw body sent as `application/json`, for malformed JSON.
-pub async fn send_raw(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: &str,
-    token: &str,
-) -> Response {
-    app.client
-        .request(method, format!("{}{path}", app.address))
-        .header("content-type", "application/json")
-        .bearer_auth(token)
-        .body(body.to_string())
-        .send()
-        .await
-        .expect("request")
-}
-
-/// POSTs `body`, asserts 201, returns the row.
-pub async fn create(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
-    let response = send(app, Method::POST, path, Some(body.clone()), token).await;
-    let status = response.status();
-    let row: Value = response.json().await.expect("json");
-    assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {row}");
-    row
-}
-
-/// Sends and asserts `status`; returns the JSON body (Null for empty bodies).
-pub async fn expect(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-    status: StatusCode,
-) -> Value {
-    let response = send(app, method.clone(), path, body.clone(), token).await;
-    let got = response.status();
-    let text = response.text().await.expect("body");
-    assert_eq!(got, status, "{method} {path} {body:?}: {text}");
-    if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).expect("json body")
-    }
-}
-
-pub fn id(row: &Value) -> String {
-    row["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("id in {row}"))
-        .to_string()
-}
-
-pub async fn rows_in(app: &TestApp, table: &str) -> i64 {
-    sqlx::query_scalar::<_, i64>(&format!("SELECT COUNT(*) FROM {table}"))
-        .fetch_one(app.state.db.pool())
-        .await
-        .expect("count")
-}
-
-/// Asserts a 422 that names `field` in `errors`.
-pub async fn assert_field_error(response: Response, field: &str) -> Value {
-    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert!(
-        problem["errors"][field].is_array(),
-        "expected an error for {field}: {problem}"
-    );
-    problem
-}
+use crate::helpers::{
+    assert_field_error, assert_problem, create, expect, id, rows_in, send, send_raw, spawn_app,
+    user,
+};
 
 fn names(list: &Value) -> Vec<String> {
     list["data"]

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{header, sha256, spawn_app_with, ServerProcess, TestApp};
+use crate::helpers::{create, header, id, sha256, spawn_app_with, ServerProcess, TestApp};
 
 /// A server on `cluster`, with `vars` on top.
 async fn spawn_on(cluster: &RedisCluster, vars: &[(&str, &str)]) -> TestApp {
@@ -77,13 +77,6 @@ struct Org {
     warehouse: String,
 }
 
-async fn created(app: &TestApp, path: &str, body: Value, token: &str) -> String {
-    let response = app.post(path, body, Some(token)).await;
-    assert_eq!(response.status(), StatusCode::CREATED, "POST {path}");
-    let value: Value = response.json().await.expect("json");
-    value["id"].as_str().expect("id").to_string()
-}
-
 async fn org(app: &TestApp, email: &str) -> Org {
     let pair = app.register(email).await;
     let token = pair["accessToken"].as_str().expect("token").to_string();
@@ -91,20 +84,20 @@ async fn org(app: &TestApp, email: &str) -> Org {
         .as_str()
         .expect("org")
         .to_string();
-    let warehouse = created(
+    let warehouse = id(&create(
         app,
+        &token,
         "/warehouses",
         json!({"name": "Main", "code": "M"}),
-        &token,
     )
-    .await;
-    let item = created(
+    .await);
+    let item = id(&create(
         app,
+        &token,
         "/items",
         json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500}),
-        &token,
     )
-    .await;
+    .await);
     Org {
         token,
         org_id,
@@ -195,13 +188,13 @@ async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apar
     );
 
     // A write in A invalidates A's list and nothing of B's.
-    created(
+    id(&create(
         &app,
+        &a.token,
         "/items",
         json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
-        &a.token,
     )
-    .await;
+    .await);
     assert!(!exists(&cluster, &key_of(&a)));
     assert!(exists(&cluster, &key_of(&b)));
     let after = app.get("/items", Some(&a.token)).await;

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::catalog::{assert_field_error, create, expect, id, user};
+use crate::helpers::{assert_field_error, create, expect, id, user};
 use crate::helpers::{spawn_app, TestApp};
 
 /// The ids of the fixture's rows.

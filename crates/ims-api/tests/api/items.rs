@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::catalog::{assert_field_error, create, expect, id, rows_in, send, user};
+use crate::helpers::{assert_field_error, create, expect, id, rows_in, send, user};
 use crate::helpers::{assert_problem, spawn_app, TestApp};
 
 fn skus(list: &Value) -> Vec<String> {

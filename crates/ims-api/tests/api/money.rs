@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, TestApp};
+use crate::helpers::{assert_problem, create, id, spawn_app, TestApp};
 
 /// `ims_api::money::MAX_CENTS`, written out: the tests check the documented number.
 const MAX_CENTS: i64 = 10_000_000_000_000;
@@ -17,13 +17,6 @@ struct Org {
     other_warehouse: String,
     customer: String,
     vendor: String,
-}
-
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("id in {v}"))
-        .to_string()
 }
 
 impl Org {
@@ -74,11 +67,7 @@ impl Org {
     }
 
     async fn created(&self, app: &TestApp, path: &str, body: Value) -> Value {
-        let response = self.send(app, Method::POST, path, body.clone()).await;
-        let status = response.status();
-        let json: Value = response.json().await.expect("json");
-        assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {json}");
-        json
+        create(app, &self.token, path, body).await
     }
 
     /// The body as text, read past the cache.

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, ServerProcess, TestApp};
+use crate::helpers::{assert_problem, create, id, spawn_app, ServerProcess, TestApp};
 
 /// A small catalog in a fresh organization.
 struct Shop {
@@ -16,73 +16,52 @@ struct Shop {
     vendor: String,
 }
 
-async fn created(app: &TestApp, path: &str, body: Value, token: &str) -> Value {
-    let response = app.post(path, body.clone(), Some(token)).await;
-    let status = response.status();
-    let json: Value = response.json().await.expect("json");
-    assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {json}");
-    json
-}
-
-fn id(v: &Value) -> String {
-    v["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("id in {v}"))
-        .to_string()
-}
-
 async fn shop(app: &TestApp, email: &str) -> Shop {
     let token = app.register(email).await["accessToken"]
         .as_str()
         .expect("token")
         .to_string();
-    let tax = created(
+    let tax = create(
         app,
+        &token,
         "/tax-rates",
         json!({"name": "Sales tax", "rateBps": 825}),
-        &token,
     )
     .await;
-    let warehouse = created(
+    let warehouse = create(
         app,
+        &token,
         "/warehouses",
         json!({"name": "Main", "code": "MAIN"}),
-        &token,
     )
     .await;
-    let other = created(
+    let other = create(
         app,
+        &token,
         "/warehouses",
         json!({"name": "Overflow", "code": "OVF"}),
-        &token,
     )
     .await;
-    let widget = created(
+    let widget = create(app, &token, "/items", json!({"name": "Widget", "sku": "W-1", "priceCents": 1000, "costCents": 400, "taxRateId": id(&tax), "reorderLevel": 5})).await;
+    let gadget = create(
         app,
-        "/items",
-        json!({"name": "Widget", "sku": "W-1", "priceCents": 1000, "costCents": 400, "taxRateId": id(&tax), "reorderLevel": 5}),
         &token,
-    )
-    .await;
-    let gadget = created(
-        app,
         "/items",
         json!({"name": "Gadget", "sku": "G-1", "priceCents": 2500, "costCents": 1200}),
-        &token,
     )
     .await;
-    let customer = created(
+    let customer = create(
         app,
+        &token,
         "/contacts",
         json!({"type": "customer", "name": "Ann"}),
-        &token,
     )
     .await;
-    let vendor = created(
+    let vendor = create(
         app,
+        &token,
         "/contacts",
         json!({"type": "vendor", "name": "Supplies Ltd"}),
-        &token,
     )
     .await;
     Shop {
@@ -126,11 +105,11 @@ impl Shop {
     }
 
     async fn sales_order(&self, app: &TestApp, lines: Value) -> Value {
-        created(
+        create(
             app,
+            &self.token,
             "/sales-orders",
             json!({"customerId": self.customer, "warehouseId": self.warehouse, "lines": lines}),
-            &self.token,
         )
         .await
     }
@@ -310,11 +289,11 @@ async fn shop_token_of_other_org(app: &TestApp) -> (String, String) {
         .as_str()
         .expect("token")
         .to_string();
-    let warehouse = created(
+    let warehouse = create(
         app,
+        &token,
         "/warehouses",
         json!({"name": "Theirs", "code": "T"}),
-        &token,
     )
     .await;
     (token, id(&warehouse))
@@ -369,11 +348,11 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     assert_problem(patch, StatusCode::CONFLICT).await;
 
     // Invoice and payments.
-    let invoice = created(
+    let invoice = create(
         &app,
+        &shop.token,
         "/invoices",
         json!({"salesOrderId": order_id}),
-        &shop.token,
     )
     .await;
     assert_eq!(invoice["number"], "INV-000001");
@@ -391,7 +370,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     )
     .await;
     let pay = format!("/invoices/{invoice_id}/payments");
-    let partial = created(&app, &pay, json!({"amountCents": 5000}), &shop.token).await;
+    let partial = create(&app, &shop.token, &pay, json!({"amountCents": 5000})).await;
     assert_eq!(
         (partial["status"].as_str(), partial["balanceCents"].as_i64()),
         (Some("partially_paid"), Some(2248))
@@ -409,7 +388,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    let paid = created(&app, &pay, json!({"amountCents": 2248}), &shop.token).await;
+    let paid = create(&app, &shop.token, &pay, json!({"amountCents": 2248})).await;
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["payments"].as_array().expect("payments").len(), 2);
     assert_problem(
@@ -428,11 +407,11 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     let second = shop
         .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
         .await;
-    let second_invoice = created(
+    let second_invoice = create(
         &app,
+        &shop.token,
         "/invoices",
         json!({"salesOrderId": id(&second)}),
-        &shop.token,
     )
     .await;
     assert_eq!(second_invoice["number"], "INV-000002");
@@ -556,14 +535,14 @@ async fn open_orders_can_change_and_be_cancelled() {
 async fn purchase_orders_put_stock_in_once() {
     let app = spawn_app().await;
     let shop = shop(&app, "buy@example.com").await;
-    let order = created(
+    let order = create(
         &app,
+        &shop.token,
         "/purchase-orders",
         json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [
             {"itemId": shop.widget, "quantity": 20, "unitCostCents": 350},
             {"itemId": shop.widget, "quantity": 5, "unitCostCents": 360}
         ]}),
-        &shop.token,
     )
     .await;
     assert_eq!(order["totalCents"], 20 * 350 + 5 * 360);
@@ -666,20 +645,14 @@ async fn another_organization_sees_and_touches_nothing() {
     let order = shop
         .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
         .await;
-    let invoice = created(
+    let invoice = create(
         &app,
+        &shop.token,
         "/invoices",
         json!({"salesOrderId": id(&order)}),
-        &shop.token,
     )
     .await;
-    let purchase = created(
-        &app,
-        "/purchase-orders",
-        json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1, "unitCostCents": 1}]}),
-        &shop.token,
-    )
-    .await;
+    let purchase = create(&app, &shop.token, "/purchase-orders", json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1, "unitCostCents": 1}]})).await;
     let (intruder, _) = shop_token_of_other_org(&app).await;
     for path in [
         format!("/sales-orders/{}", id(&order)),

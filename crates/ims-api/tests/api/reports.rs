@@ -4,8 +4,8 @@
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::catalog::{assert_field_error, user};
 use crate::dashboard::{fixture, get_ok};
+use crate::helpers::{assert_field_error, user};
 use crate::helpers::{assert_problem, spawn_app, TestApp};
 
 /// The parts of a report that do not depend on the clock.
@@ -254,14 +254,14 @@ async fn unknown_reports_are_404_and_bad_dates_422() {
 async fn reports_cap_rows_at_ten_thousand() {
     let app = spawn_app().await;
     let (t, org) = user(&app, "big@example.com").await;
-    let warehouse = crate::catalog::create(
+    let warehouse = crate::helpers::create(
         &app,
         &t,
         "/warehouses",
         json!({"name": "Big", "code": "BIG"}),
     )
     .await;
-    let warehouse = crate::catalog::id(&warehouse);
+    let warehouse = crate::helpers::id(&warehouse);
     // Fixture shortcut: 10,001 items with stock, inserted in two statements rather than
     // 20,002 requests. Item n costs n cents and has 1 unit, so the value is 1 + … + 10001.
     let now = ims_api::db::now();

@@ -6,8 +6,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::catalog::{create, expect, id, rows_in, send, send_raw, user};
 use crate::helpers::{assert_problem, spawn_app, TestApp};
+use crate::helpers::{create, expect, id, rows_in, send, send_raw, user};
 
 const NUL_TEXT: &str = "a\u{0}b";
 const NUL_MESSAGE: &str = "must not contain NUL characters";
