@@ -12,9 +12,9 @@
 //!
 //! `/openapi.json` is built once, at start, and served from memory; it needs nothing from
 //! outside. `/docs` is one HTML page embedding the same document and rendered by Scalar,
-//! whose script the *browser* loads from a CDN: the page needs internet access in the
-//! browser (the server needs none). `utoipa-swagger-ui` is not used because its build script
-//! downloads Swagger UI at build time.
+//! whose standalone script the server also serves (vendored under `assets/scalar`), so the
+//! page works offline. `utoipa-swagger-ui` is not used because its build script downloads
+//! Swagger UI at build time.
 //!
 //! Both routes are public and not cached by the response cache: they describe the API, not
 //! an organization's data.
