@@ -59,25 +59,39 @@ async fn execute(conn: &mut AnyConnection, sql: &str, values: Vec<Val>) -> Resul
     Ok(())
 }
 
-/// Inserts `count` rows of `table`; `push` appends one row's values in `columns` order.
-#[allow(clippy::too_many_arguments)]
-async fn insert<T>(
+/// One table's rows, as the plan produces them: every table is written by the same loop
+/// ([`insert`]), in the order of the list (parents before children).
+struct TableRows<'a> {
+    /// The table.
+    table: &'static str,
+    /// Its columns, in the order of each row's values.
+    columns: &'static [&'static str],
+    /// How many rows `rows` yields (for the progress bar and the chunk size).
+    count: usize,
+    /// The rows' values.
+    rows: Box<dyn Iterator<Item = Vec<Val>> + 'a>,
+}
+
+/// Inserts the rows of `table` in multi-row statements.
+async fn insert(
     conn: &mut AnyConnection,
     backend: Backend,
     progress: &Progress,
-    table: &str,
-    columns: &[&str],
-    count: usize,
-    rows: impl Iterator<Item = T>,
-    mut push: impl FnMut(T, &mut Vec<Val>),
+    table: TableRows<'_>,
 ) -> Result<(), sqlx::Error> {
+    let TableRows {
+        table,
+        columns,
+        count,
+        rows,
+    } = table;
     let stage = progress.bar(table, count);
     let per_statement = (MAX_PARAMS / columns.len()).max(1);
     let full_sql = values_sql(backend, table, columns, per_statement.min(count.max(1)));
     let mut values = Vec::with_capacity(per_statement.min(count) * columns.len());
     let mut in_chunk = 0;
     for row in rows {
-        push(row, &mut values);
+        values.extend(row);
         in_chunk += 1;
         if in_chunk == per_statement {
             execute(conn, &full_sql, std::mem::take(&mut values)).await?;
@@ -135,10 +149,13 @@ pub(super) async fn write(
 ) -> Result<(), sqlx::Error> {
     let conn: &mut AnyConnection = tx;
     let org = plan.org_id.to_string();
+    let org = org.as_str();
+    let user = plan.user_id.to_string();
+    let user = user.as_str();
     let start = plan.start;
 
     sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
-        .bind(&org)
+        .bind(org)
         .bind(&plan.org_name)
         .bind(stamp(start))
         .execute(&mut *conn)
@@ -148,7 +165,7 @@ pub(super) async fn write(
          VALUES ($1, $2, $3, $4, $5, 'admin', $6)",
     )
     .bind(plan.user_id.to_string())
-    .bind(&org)
+    .bind(org)
     .bind(email)
     .bind(password_hash)
     .bind("Demo Admin")
@@ -156,6 +173,7 @@ pub(super) async fn write(
     .execute(&mut *conn)
     .await?;
 
+    let mut tables: Vec<TableRows<'_>> = Vec::new();
     // Parents before children: a row's foreign key must find its parent already there.
     for top_level in [true, false] {
         let rows: Vec<&Category> = plan
@@ -163,12 +181,9 @@ pub(super) async fn write(
             .iter()
             .filter(|c| c.parent.is_none() == top_level)
             .collect();
-        insert(
-            conn,
-            backend,
-            progress,
-            "categories",
-            &[
+        tables.push(TableRows {
+            table: "categories",
+            columns: &[
                 "id",
                 "organization_id",
                 "name",
@@ -176,27 +191,22 @@ pub(super) async fn write(
                 "created_at",
                 "updated_at",
             ],
-            rows.len(),
-            rows.into_iter(),
-            |c, v| {
-                v.extend([
+            count: rows.len(),
+            rows: Box::new(rows.into_iter().map(move |c| {
+                vec![
                     id(c.id),
-                    text(&org),
+                    text(org),
                     text(c.name.clone()),
                     Val::OptText(c.parent.map(|p| plan.categories[p].id.to_string())),
                     ts(start),
                     ts(start),
-                ])
-            },
-        )
-        .await?;
+                ]
+            })),
+        });
     }
-    insert(
-        conn,
-        backend,
-        progress,
-        "tax_rates",
-        &[
+    tables.push(TableRows {
+        table: "tax_rates",
+        columns: &[
             "id",
             "organization_id",
             "name",
@@ -204,26 +214,21 @@ pub(super) async fn write(
             "created_at",
             "updated_at",
         ],
-        plan.tax_rates.len(),
-        plan.tax_rates.iter(),
-        |t, v| {
-            v.extend([
+        count: plan.tax_rates.len(),
+        rows: Box::new(plan.tax_rates.iter().map(move |t| {
+            vec![
                 id(t.id),
-                text(&org),
+                text(org),
                 text(t.name),
                 Val::Int(t.bps),
                 ts(start),
                 ts(start),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "warehouses",
-        &[
+            ]
+        })),
+    });
+    tables.push(TableRows {
+        table: "warehouses",
+        columns: &[
             "id",
             "organization_id",
             "name",
@@ -231,31 +236,26 @@ pub(super) async fn write(
             "created_at",
             "updated_at",
         ],
-        plan.warehouses.len(),
-        plan.warehouses.iter(),
-        |w, v| {
-            v.extend([
+        count: plan.warehouses.len(),
+        rows: Box::new(plan.warehouses.iter().map(move |w| {
+            vec![
                 id(w.id),
-                text(&org),
+                text(org),
                 text(w.name.clone()),
                 text(w.code.clone()),
                 ts(start),
                 ts(start),
-            ])
-        },
-    )
-    .await?;
+            ]
+        })),
+    });
     let contacts = plan
         .customers
         .iter()
         .map(|c| ("customer", c))
         .chain(plan.vendors.iter().map(|c| ("vendor", c)));
-    insert(
-        conn,
-        backend,
-        progress,
-        "contacts",
-        &[
+    tables.push(TableRows {
+        table: "contacts",
+        columns: &[
             "id",
             "organization_id",
             "contact_type",
@@ -266,12 +266,11 @@ pub(super) async fn write(
             "created_at",
             "updated_at",
         ],
-        plan.customers.len() + plan.vendors.len(),
-        contacts,
-        |(kind, c), v| {
-            v.extend([
+        count: plan.customers.len() + plan.vendors.len(),
+        rows: Box::new(contacts.map(move |(kind, c)| {
+            vec![
                 id(c.id),
-                text(&org),
+                text(org),
                 text(kind),
                 text(c.name.clone()),
                 opt(c.email.as_deref()),
@@ -279,16 +278,12 @@ pub(super) async fn write(
                 opt(c.address.as_deref()),
                 ts(start),
                 ts(start),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "items",
-        &[
+            ]
+        })),
+    });
+    tables.push(TableRows {
+        table: "items",
+        columns: &[
             "id",
             "organization_id",
             "name",
@@ -303,12 +298,11 @@ pub(super) async fn write(
             "created_at",
             "updated_at",
         ],
-        plan.items.len(),
-        plan.items.iter(),
-        |i, v| {
-            v.extend([
+        count: plan.items.len(),
+        rows: Box::new(plan.items.iter().map(move |i| {
+            vec![
                 id(i.id),
-                text(&org),
+                text(org),
                 text(i.name.clone()),
                 text(i.sku.clone()),
                 opt(i.description.as_deref()),
@@ -320,16 +314,12 @@ pub(super) async fn write(
                 text(i.unit),
                 ts(start),
                 ts(start),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "purchase_orders",
-        &[
+            ]
+        })),
+    });
+    tables.push(TableRows {
+        table: "purchase_orders",
+        columns: &[
             "id",
             "organization_id",
             "vendor_id",
@@ -341,12 +331,11 @@ pub(super) async fn write(
             "created_at",
             "updated_at",
         ],
-        plan.purchases.len(),
-        plan.purchases.iter(),
-        |p, v| {
-            v.extend([
+        count: plan.purchases.len(),
+        rows: Box::new(plan.purchases.iter().map(move |p| {
+            vec![
                 id(p.id),
-                text(&org),
+                text(org),
                 id(plan.vendors[p.vendor].id),
                 id(plan.warehouses[p.warehouse].id),
                 text(if p.received.is_some() {
@@ -359,16 +348,12 @@ pub(super) async fn write(
                 Val::OptText(p.received.map(stamp)),
                 ts(p.created),
                 ts(p.received.unwrap_or(p.created)),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "purchase_order_lines",
-        &[
+            ]
+        })),
+    });
+    tables.push(TableRows {
+        table: "purchase_order_lines",
+        columns: &[
             "id",
             "organization_id",
             "purchase_order_id",
@@ -378,30 +363,28 @@ pub(super) async fn write(
             "unit_cost_cents",
             "total_cents",
         ],
-        plan.purchases.iter().map(|p| p.lines.len()).sum(),
-        plan.purchases
-            .iter()
-            .flat_map(|p| p.lines.iter().enumerate().map(move |(n, l)| (p, n, l))),
-        |(p, n, l), v| {
-            v.extend([
-                id(l.id),
-                text(&org),
-                id(p.id),
-                Val::Int(n as i64 + 1),
-                id(plan.items[l.item].id),
-                Val::Int(l.quantity),
-                Val::Int(l.unit_cost_cents),
-                Val::Int(l.quantity * l.unit_cost_cents),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "sales_orders",
-        &[
+        count: plan.purchases.iter().map(|p| p.lines.len()).sum(),
+        rows: Box::new(
+            plan.purchases
+                .iter()
+                .flat_map(|p| p.lines.iter().enumerate().map(move |(n, l)| (p, n, l)))
+                .map(move |(p, n, l)| {
+                    vec![
+                        id(l.id),
+                        text(org),
+                        id(p.id),
+                        Val::Int(n as i64 + 1),
+                        id(plan.items[l.item].id),
+                        Val::Int(l.quantity),
+                        Val::Int(l.unit_cost_cents),
+                        Val::Int(l.quantity * l.unit_cost_cents),
+                    ]
+                }),
+        ),
+    });
+    tables.push(TableRows {
+        table: "sales_orders",
+        columns: &[
             "id",
             "organization_id",
             "customer_id",
@@ -415,13 +398,12 @@ pub(super) async fn write(
             "created_at",
             "updated_at",
         ],
-        plan.sales.len(),
-        plan.sales.iter(),
-        |o, v| {
+        count: plan.sales.len(),
+        rows: Box::new(plan.sales.iter().map(move |o| {
             let (subtotal, tax, total) = o.totals();
-            v.extend([
+            vec![
                 id(o.id),
-                text(&org),
+                text(org),
                 id(plan.customers[o.customer].id),
                 id(plan.warehouses[o.warehouse].id),
                 text(o.status.as_str()),
@@ -432,16 +414,12 @@ pub(super) async fn write(
                 Val::OptText(o.fulfilled.map(stamp)),
                 ts(o.created),
                 ts(o.updated),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "sales_order_lines",
-        &[
+            ]
+        })),
+    });
+    tables.push(TableRows {
+        table: "sales_order_lines",
+        columns: &[
             "id",
             "organization_id",
             "sales_order_id",
@@ -454,34 +432,31 @@ pub(super) async fn write(
             "tax_cents",
             "total_cents",
         ],
-        plan.sales.iter().map(|o| o.lines.len()).sum(),
-        plan.sales
-            .iter()
-            .flat_map(|o| o.lines.iter().enumerate().map(move |(n, l)| (o, n, l))),
-        |(o, n, l), v| {
-            v.extend([
-                id(l.id),
-                text(&org),
-                id(o.id),
-                Val::Int(n as i64 + 1),
-                id(plan.items[l.item].id),
-                Val::Int(l.quantity),
-                Val::Int(l.unit_price_cents),
-                Val::Int(l.tax_rate_bps),
-                Val::Int(l.subtotal()),
-                Val::Int(l.tax()),
-                Val::Int(l.subtotal() + l.tax()),
-            ])
-        },
-    )
-    .await?;
-    let user = plan.user_id.to_string();
-    insert(
-        conn,
-        backend,
-        progress,
-        "stock_adjustments",
-        &[
+        count: plan.sales.iter().map(|o| o.lines.len()).sum(),
+        rows: Box::new(
+            plan.sales
+                .iter()
+                .flat_map(|o| o.lines.iter().enumerate().map(move |(n, l)| (o, n, l)))
+                .map(move |(o, n, l)| {
+                    vec![
+                        id(l.id),
+                        text(org),
+                        id(o.id),
+                        Val::Int(n as i64 + 1),
+                        id(plan.items[l.item].id),
+                        Val::Int(l.quantity),
+                        Val::Int(l.unit_price_cents),
+                        Val::Int(l.tax_rate_bps),
+                        Val::Int(l.subtotal()),
+                        Val::Int(l.tax()),
+                        Val::Int(l.subtotal() + l.tax()),
+                    ]
+                }),
+        ),
+    });
+    tables.push(TableRows {
+        table: "stock_adjustments",
+        columns: &[
             "id",
             "organization_id",
             "item_id",
@@ -491,28 +466,23 @@ pub(super) async fn write(
             "created_by",
             "created_at",
         ],
-        plan.adjustments.len(),
-        plan.adjustments.iter(),
-        |a, v| {
-            v.extend([
+        count: plan.adjustments.len(),
+        rows: Box::new(plan.adjustments.iter().map(move |a| {
+            vec![
                 id(a.id),
-                text(&org),
+                text(org),
                 id(plan.items[a.item].id),
                 id(plan.warehouses[a.warehouse].id),
                 Val::Int(a.delta),
                 text(a.reason),
-                text(&user),
+                text(user),
                 ts(a.at),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "stock_movements",
-        &[
+            ]
+        })),
+    });
+    tables.push(TableRows {
+        table: "stock_movements",
+        columns: &[
             "id",
             "organization_id",
             "item_id",
@@ -524,56 +494,50 @@ pub(super) async fn write(
             "created_by",
             "created_at",
         ],
-        plan.movements.len(),
-        plan.movements.iter(),
-        |m, v| {
-            v.extend([
+        count: plan.movements.len(),
+        rows: Box::new(plan.movements.iter().map(move |m| {
+            vec![
                 id(m.id),
-                text(&org),
+                text(org),
                 id(plan.items[m.item].id),
                 id(plan.warehouses[m.warehouse].id),
                 Val::Int(m.delta),
                 text(m.source),
                 id(m.source_id),
                 opt(m.reason),
-                text(&user),
+                text(user),
                 ts(m.at),
-            ])
-        },
-    )
-    .await?;
+            ]
+        })),
+    });
     let levels = plan.stock_levels();
-    insert(
-        conn,
-        backend,
-        progress,
-        "stock_levels",
-        &[
+    tables.push(TableRows {
+        table: "stock_levels",
+        columns: &[
             "organization_id",
             "item_id",
             "warehouse_id",
             "quantity",
             "updated_at",
         ],
-        levels.len(),
-        levels.into_iter(),
-        |(item, warehouse, quantity, at), v| {
-            v.extend([
-                text(&org),
-                id(plan.items[item].id),
-                id(plan.warehouses[warehouse].id),
-                Val::Int(quantity),
-                ts(at),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "invoices",
-        &[
+        count: levels.len(),
+        rows: Box::new(
+            levels
+                .into_iter()
+                .map(move |(item, warehouse, quantity, at)| {
+                    vec![
+                        text(org),
+                        id(plan.items[item].id),
+                        id(plan.warehouses[warehouse].id),
+                        Val::Int(quantity),
+                        ts(at),
+                    ]
+                }),
+        ),
+    });
+    tables.push(TableRows {
+        table: "invoices",
+        columns: &[
             "id",
             "organization_id",
             "number",
@@ -589,9 +553,8 @@ pub(super) async fn write(
             "created_at",
             "updated_at",
         ],
-        plan.invoices.len(),
-        plan.invoices.iter().enumerate(),
-        |(n, inv), v| {
+        count: plan.invoices.len(),
+        rows: Box::new(plan.invoices.iter().enumerate().map(move |(n, inv)| {
             let order = &plan.sales[inv.order];
             let (subtotal, tax, total) = order.totals();
             let status = if inv.paid_cents == 0 {
@@ -602,9 +565,9 @@ pub(super) async fn write(
                 "paid"
             };
             let sequence = n as i64 + 1;
-            v.extend([
+            vec![
                 id(inv.id),
-                text(&org),
+                text(org),
                 text(invoice_number(sequence)),
                 Val::Int(sequence),
                 id(order.id),
@@ -617,16 +580,12 @@ pub(super) async fn write(
                 ts(inv.issued),
                 ts(inv.issued),
                 ts(inv.updated),
-            ])
-        },
-    )
-    .await?;
-    insert(
-        conn,
-        backend,
-        progress,
-        "payments",
-        &[
+            ]
+        })),
+    });
+    tables.push(TableRows {
+        table: "payments",
+        columns: &[
             "id",
             "organization_id",
             "invoice_id",
@@ -634,23 +593,24 @@ pub(super) async fn write(
             "paid_at",
             "created_at",
         ],
-        plan.payments.len(),
-        plan.payments.iter(),
-        |p, v| {
-            v.extend([
+        count: plan.payments.len(),
+        rows: Box::new(plan.payments.iter().map(move |p| {
+            vec![
                 id(p.id),
-                text(&org),
+                text(org),
                 id(plan.invoices[p.invoice].id),
                 Val::Int(p.amount_cents),
                 ts(p.at),
                 ts(p.at),
-            ])
-        },
-    )
-    .await?;
+            ]
+        })),
+    });
+    for table in tables {
+        insert(conn, backend, progress, table).await?;
+    }
     // The API's next invoice continues the sequence the seed started.
     sqlx::query("INSERT INTO invoice_counters (organization_id, last_number) VALUES ($1, $2)")
-        .bind(&org)
+        .bind(org)
         .bind(plan.invoices.len() as i64)
         .execute(&mut *conn)
         .await?;
