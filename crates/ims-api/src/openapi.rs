@@ -76,6 +76,22 @@ pub fn finish(routes: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     doc
 }
 
+/// The operations of a path item, for the passes that add what many of them share. HEAD,
+/// OPTIONS and TRACE are never declared here.
+pub(crate) fn operations_mut(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 /// The answers many operations share, declared here once instead of in each: `401` for
 /// every operation that needs the access token, `400` (malformed JSON) for every one that
 /// takes a body, `422` for every one that takes a body or query parameters. An operation
@@ -99,14 +115,7 @@ fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
     let malformed = problem("Malformed JSON body");
     let invalid = problem("Invalid fields or query parameters, listed in `errors`");
     for item in doc.paths.paths.values_mut() {
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             let secured = operation.security.as_ref().is_some_and(|requirements| {
                 serde_json::to_value(requirements)
                     .is_ok_and(|v| v.to_string().contains("\"bearer\""))
@@ -152,8 +161,7 @@ fn document_body_media_type(doc: &mut utoipa::openapi::OpenApi) {
         )
         .build();
     for item in doc.paths.paths.values_mut() {
-        let operations = [&mut item.put, &mut item.post, &mut item.patch];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             if operation.request_body.is_some() {
                 operation
                     .responses
@@ -225,14 +233,7 @@ fn document_rate_limits(doc: &mut utoipa::openapi::OpenApi) {
         if UNLIMITED.contains(&path.as_str()) {
             continue;
         }
-        let operations = [
-            &mut item.get,
-            &mut item.put,
-            &mut item.post,
-            &mut item.delete,
-            &mut item.patch,
-        ];
-        for operation in operations.into_iter().flatten() {
+        for operation in operations_mut(item) {
             for response in operation.responses.responses.values_mut() {
                 if let utoipa::openapi::RefOr::T(response) = response {
                     for (name, header) in &headers {

@@ -148,16 +148,7 @@ where
     fn limit(self, limit: Limit) -> Self {
         let (schemas, mut paths, method_router) = self;
         for item in paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in crate::openapi::operations_mut(item) {
                 let extensions = operation.extensions.get_or_insert_with(Default::default);
                 extensions.insert(Limit::EXTENSION.into(), limit.name().into());
             }
@@ -176,7 +167,7 @@ pub fn routes_limited_by(doc: &utoipa::openapi::OpenApi, limit: Limit) -> Vec<St
             [&item.get, &item.put, &item.post, &item.delete, &item.patch]
                 .into_iter()
                 .flatten()
-                .any(|operation| {
+                .any(|operation: &utoipa::openapi::path::Operation| {
                     operation
                         .extensions
                         .as_ref()
