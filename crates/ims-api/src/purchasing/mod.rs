@@ -449,12 +449,14 @@ async fn receive(
     let now = db::now();
     let mut tx = state.db.begin_write().await?;
     let claimed = sqlx::query(
-        "UPDATE purchase_orders SET status = 'received', received_at = $1, updated_at = $1
-         WHERE organization_id = $2 AND id = $3 AND status = 'open'",
+        "UPDATE purchase_orders SET status = $4, received_at = $1, updated_at = $1
+         WHERE organization_id = $2 AND id = $3 AND status = $5",
     )
     .bind(&now)
     .bind(&caller.org_id)
     .bind(&id)
+    .bind(PurchaseOrderStatus::Received.as_str())
+    .bind(PurchaseOrderStatus::Open.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected();

@@ -359,7 +359,7 @@ async fn pay(
     let mut tx = state.db.begin_write().await?;
     let applied = sqlx::query(
         "UPDATE invoices SET paid_cents = paid_cents + $1,
-           status = CASE WHEN paid_cents + $1 >= total_cents THEN 'paid' ELSE 'partially_paid' END,
+           status = CASE WHEN paid_cents + $1 >= total_cents THEN $5 ELSE $6 END,
            updated_at = $2
          WHERE organization_id = $3 AND id = $4 AND paid_cents + $1 <= total_cents",
     )
@@ -367,6 +367,8 @@ async fn pay(
     .bind(&now)
     .bind(&caller.org_id)
     .bind(&id)
+    .bind(InvoiceStatus::Paid.as_str())
+    .bind(InvoiceStatus::PartiallyPaid.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected();

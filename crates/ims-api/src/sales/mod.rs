@@ -502,12 +502,14 @@ async fn fulfil(
     let now = db::now();
     let mut tx = state.db.begin_write().await?;
     let claimed = sqlx::query(
-        "UPDATE sales_orders SET status = 'fulfilled', fulfilled_at = $1, updated_at = $1
-         WHERE organization_id = $2 AND id = $3 AND status = 'open'",
+        "UPDATE sales_orders SET status = $4, fulfilled_at = $1, updated_at = $1
+         WHERE organization_id = $2 AND id = $3 AND status = $5",
     )
     .bind(&now)
     .bind(&caller.org_id)
     .bind(&id)
+    .bind(SalesOrderStatus::Fulfilled.as_str())
+    .bind(SalesOrderStatus::Open.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected();
