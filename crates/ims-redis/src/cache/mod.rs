@@ -120,7 +120,7 @@ impl Cached {
     // Unix epoch), one of the other headers (a JSON array of pairs; JSON escapes any line
     // break), then the raw body: no escaping, no parsing cost proportional to the body on
     // a hit. The expiry in the value spares a hit the `PTTL` it would need for
-    // `X-Cache-TTL`: a hit is one `MGET`, like a bare `GET`. (Instances' clocks differ by
+    // `X-Cache-TTL`: a hit is one `GET`, like a bare handler's. (Instances' clocks differ by
     // their NTP error at most, which is all the header can be off by.)
     fn encode(&self, stamp: Stamp) -> Vec<u8> {
         let expires = format!("{}:{}", stamp.expires, stamp.stored);
@@ -587,8 +587,11 @@ impl ResponseCache {
         ttl.mul_f64(1.0 - cut).max(Duration::from_millis(1))
     }
 
-    /// Looks up an entry (one round trip: the entry, its TTL, the group's epoch and the
-    /// generation).
+    /// Looks up an entry. A hit is one `GET` of the entry (it carries its own expiry). A
+    /// miss then reads what a later store must find unchanged, the epochs of the entry's
+    /// memberships and the generation, in a second round trip before the handler runs:
+    /// anything invalidated after that read is caught when the store compares them. Reading
+    /// them on every hit instead cost each hit three more keys to fetch and parse.
     pub async fn lookup(
         &self,
         scope: &str,
@@ -596,12 +599,11 @@ impl ResponseCache {
         rest: &str,
         tag: Option<&str>,
     ) -> Lookup {
-        let names = memberships(key_prefix, tag);
         if self.is_local() {
             if let Some((cached, ttl)) = self.l1.get_local(&l1_key(scope, key_prefix, rest)) {
                 return Lookup::Hit((*cached).clone(), ttl);
             }
-            let epochs = names
+            let epochs = memberships(key_prefix, tag)
                 .iter()
                 .map(|name| self.local_epoch(scope, name).to_string())
                 .collect();
@@ -617,13 +619,50 @@ impl ResponseCache {
         }
         let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
-        let epoch_keys = self.epoch_keys(scope, &names);
+        let entry_key = entry.clone();
+        let reply = self
+            .redis
+            .connection()
+            .run(|mut c| async move {
+                redis::cmd("GET")
+                    .arg(&entry_key)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            })
+            .await;
+        let entry = match reply {
+            Ok(entry) => entry,
+            Err(_) => {
+                self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Unavailable;
+            }
+        };
+        let now = unix_millis();
+        let stale = match entry.and_then(Cached::decode) {
+            Some((cached, stamp)) if stamp.expires > now => {
+                return Lookup::Hit(cached, Duration::from_millis(stamp.expires - now));
+            }
+            // Expired but within the grace period (the key's own TTL covers it): usable
+            // only if the handler fails.
+            Some((cached, stamp))
+                if now
+                    < stamp
+                        .expires
+                        .saturating_add(self.grace.load(Ordering::Relaxed)) =>
+            {
+                Some((
+                    Arc::new(cached),
+                    Duration::from_millis(now.saturating_sub(stamp.stored)),
+                ))
+            }
+            _ => None,
+        };
+        let epoch_keys = self.epoch_keys(scope, &memberships(key_prefix, tag));
         let reply = self
             .redis
             .connection()
             .run(|mut c| async move {
                 redis::cmd("MGET")
-                    .arg(&entry)
                     .arg(&generation)
                     .arg(&epoch_keys)
                     .query_async::<Vec<Option<Vec<u8>>>>(&mut c)
@@ -631,7 +670,7 @@ impl ResponseCache {
             })
             .await;
         let values = match reply {
-            Ok(reply) => reply,
+            Ok(values) => values,
             Err(_) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
                 return Lookup::Unavailable;
@@ -642,39 +681,14 @@ impl ResponseCache {
                 .unwrap_or_default()
         };
         let mut values = values.into_iter();
-        let entry = values.next().flatten();
         let generation = text(values.next().flatten());
         let epochs: Vec<String> = values.map(text).collect();
-        let now = unix_millis();
-        match entry.and_then(Cached::decode) {
-            Some((cached, stamp)) if stamp.expires > now => {
-                Lookup::Hit(cached, Duration::from_millis(stamp.expires - now))
-            }
-            // Expired but within the grace period (the key's own TTL covers it): usable
-            // only if the handler fails.
-            Some((cached, stamp))
-                if now
-                    < stamp
-                        .expires
-                        .saturating_add(self.grace.load(Ordering::Relaxed)) =>
-            {
-                Lookup::Miss(Seen {
-                    epochs,
-                    generation,
-                    after_one: false,
-                    stale: Some((
-                        Arc::new(cached),
-                        Duration::from_millis(now.saturating_sub(stamp.stored)),
-                    )),
-                })
-            }
-            _ => Lookup::Miss(Seen {
-                epochs,
-                generation,
-                after_one: false,
-                stale: None,
-            }),
-        }
+        Lookup::Miss(Seen {
+            epochs,
+            generation,
+            after_one: false,
+            stale,
+        })
     }
 
     /// The full keys of the epochs of `names` in `scope`.
