@@ -42,7 +42,7 @@ pub struct Page {
 impl PageParams {
     /// The page asked for; bad values are recorded in `v` (and the defaults returned).
     pub fn parse(&self, v: &mut Validator) -> Page {
-        let page = match self.page.as_deref().map(str::trim) {
+        let page = match self.page.as_deref() {
             None => 1,
             Some(raw) => {
                 let parsed = raw
@@ -57,7 +57,7 @@ impl PageParams {
                 parsed.unwrap_or(1)
             }
         };
-        let limit = match self.limit.as_deref().map(str::trim) {
+        let limit = match self.limit.as_deref() {
             None => DEFAULT_LIMIT,
             Some(raw) => {
                 let parsed = raw
@@ -179,7 +179,6 @@ impl DocumentFilter<'_> {
         let mut v = Validator::default();
         let page = page.parse(&mut v);
         let party = crate::fields::reference(party, self.party.0, &mut v);
-        let status = status.map(|s| s.trim().to_string());
         v.check(
             status.as_deref().is_none_or(|s| self.statuses.contains(&s)),
             "status",

@@ -41,19 +41,33 @@ struct Warehouse {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehouseBody {
-    #[schema(min_length = 1)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     name: String,
-    #[schema(min_length = 1)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     code: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehousePatch {
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(min_length = 1, nullable = false)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        nullable = false
+    )]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(min_length = 1, nullable = false)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        nullable = false
+    )]
     code: Option<Option<String>>,
 }
 

@@ -57,7 +57,10 @@ struct ContactBody {
     #[serde(rename = "type")]
     #[schema(pattern = "^(customer|vendor)$")]
     kind: String,
-    #[schema(min_length = 1)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     name: String,
     #[serde(default)]
     #[schema(pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$")]
@@ -74,7 +77,11 @@ struct ContactPatch {
     #[schema(pattern = "^(customer|vendor)$", nullable = false)]
     kind: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(min_length = 1, nullable = false)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        nullable = false
+    )]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$")]
@@ -88,7 +95,7 @@ struct ContactPatch {
 const COLUMNS: &str = "id, contact_type, name, email, phone, address, created_at, updated_at";
 
 fn validate(body: ContactBody, mut v: Validator) -> ApiResult<ContactBody> {
-    let kind = body.kind.trim().to_string();
+    let kind = body.kind.clone();
     v.check(
         TYPES.contains(&kind.as_str()),
         "type",
@@ -165,7 +172,7 @@ async fn list(
     let mut filter = Filter::default();
     let org = filter.bind(&caller.org_id);
     filter.and(format!("organization_id = {org}"));
-    if let Some(kind) = params.kind.as_deref().map(str::trim) {
+    if let Some(kind) = params.kind.as_deref() {
         v.check(
             TYPES.contains(&kind),
             "type",

@@ -120,8 +120,8 @@ fn parse_period(params: &Params, v: &mut Validator) -> Period {
 
 /// Parses `limit` for the rankings.
 fn parse_top(raw: Option<&str>, v: &mut Validator) -> u32 {
-    match raw.map(str::trim) {
-        None | Some("") => DEFAULT_TOP,
+    match raw {
+        None => DEFAULT_TOP,
         Some(raw) => {
             let parsed = raw
                 .parse::<u32>()

@@ -183,7 +183,10 @@ struct AdjustmentBody {
     /// Non-zero; at most 10^9 either way.
     #[schema(schema_with = non_zero_delta)]
     quantity_delta: i64,
-    #[schema(min_length = 1)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     reason: String,
 }
 

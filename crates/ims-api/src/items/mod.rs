@@ -86,9 +86,15 @@ struct Item {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ItemBody {
-    #[schema(min_length = 1)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     name: String,
-    #[schema(min_length = 1)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+    )]
     sku: String,
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     price_cents: i64,
@@ -114,10 +120,18 @@ struct ItemBody {
 #[serde(rename_all = "camelCase")]
 struct ItemPatch {
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(min_length = 1, nullable = false)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        nullable = false
+    )]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(min_length = 1, nullable = false)]
+    #[schema(
+        min_length = 1,
+        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
+        nullable = false
+    )]
     sku: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64, nullable = false)]
@@ -317,7 +331,7 @@ async fn list(
             order.unwrap_or(DEFAULT_ORDER)
         }
     };
-    match params.low_stock.as_deref().map(str::trim) {
+    match params.low_stock.as_deref() {
         None | Some("false") => {}
         Some("true") => filter.and(
             "i.reorder_level IS NOT NULL AND COALESCE((SELECT SUM(s.quantity) FROM stock_levels s \
