@@ -67,8 +67,9 @@ pub fn name(raw: &str, field: &str, v: &mut Validator) -> String {
 pub fn required_text(raw: &str, field: &str, max: usize, v: &mut Validator) -> String {
     let value = raw.trim();
     v.check(!value.is_empty(), field, "must not be empty");
+    // The length as sent, as the document's `maxLength` counts it.
     v.check(
-        value.chars().count() <= max,
+        raw.chars().count() <= max,
         field,
         &format!("must be at most {max} characters"),
     );
@@ -83,16 +84,15 @@ pub fn optional_text(
     max: usize,
     v: &mut Validator,
 ) -> Option<String> {
-    let value = raw?.trim().to_string();
-    if value.is_empty() {
-        return None;
-    }
+    let raw = raw?;
+    // The length as sent, as the document's `maxLength` counts it.
     v.check(
-        value.chars().count() <= max,
+        raw.chars().count() <= max,
         field,
         &format!("must be at most {max} characters"),
     );
-    Some(value)
+    let value = raw.trim().to_string();
+    (!value.is_empty()).then_some(value)
 }
 
 /// An optional reference to another row in a body, in canonical form; a non-UUID is

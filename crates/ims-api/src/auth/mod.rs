@@ -46,19 +46,24 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RegisterBody {
-    #[schema(pattern = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$")]
+    #[schema(
+        pattern = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$",
+        max_length = 254
+    )]
     email: String,
-    #[schema(min_length = 8)]
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
     #[schema(
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 200)]
     name: String,
     #[schema(
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 200)]
     organization_name: String,
 }
 
@@ -66,7 +71,7 @@ struct RegisterBody {
 struct LoginBody {
     #[schema(pattern = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$")]
     email: String,
-    #[schema(min_length = 1)]
+    #[schema(min_length = 1, max_length = 1024)]
     password: String,
 }
 
@@ -205,7 +210,7 @@ async fn register(
             "must be a valid email address",
         )
         .check(
-            email.len() <= 254,
+            body.email.chars().count() <= 254,
             "email",
             "must be at most 254 characters",
         )
@@ -215,13 +220,13 @@ async fn register(
             "must be at least 8 characters",
         )
         .check(
-            body.password.len() <= 1024,
+            body.password.chars().count() <= 1024,
             "password",
-            "must be at most 1024 bytes",
+            "must be at most 1024 characters",
         )
         .check(!name.is_empty(), "name", "must not be empty")
         .check(
-            name.chars().count() <= 200,
+            body.name.chars().count() <= 200,
             "name",
             "must be at most 200 characters",
         )
@@ -231,7 +236,7 @@ async fn register(
             "must not be empty",
         )
         .check(
-            organization_name.chars().count() <= 200,
+            body.organization_name.chars().count() <= 200,
             "organizationName",
             "must be at most 200 characters",
         )
@@ -266,9 +271,9 @@ async fn login(
         .check(!email.is_empty(), "email", "must not be empty")
         .check(!body.password.is_empty(), "password", "must not be empty")
         .check(
-            body.password.len() <= 1024,
+            body.password.chars().count() <= 1024,
             "password",
-            "must be at most 1024 bytes",
+            "must be at most 1024 characters",
         )
         .finish()?;
     let user = store::find_user_by_email(&state.db, &email).await?;

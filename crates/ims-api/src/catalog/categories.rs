@@ -48,6 +48,7 @@ struct CategoryBody {
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 200)]
     name: String,
     #[serde(default)]
     #[schema(format = Uuid)]
@@ -63,6 +64,7 @@ struct CategoryPatch {
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         nullable = false
     )]
+    #[schema(max_length = 200)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(format = Uuid)]

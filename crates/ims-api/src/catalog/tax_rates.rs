@@ -44,6 +44,7 @@ struct TaxRateBody {
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 200)]
     name: String,
     #[schema(minimum = 0, maximum = 100_000)]
     rate_bps: i64,
@@ -58,6 +59,7 @@ struct TaxRatePatch {
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         nullable = false
     )]
+    #[schema(max_length = 200)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(minimum = 0, maximum = 100_000, nullable = false)]

@@ -45,11 +45,13 @@ struct WarehouseBody {
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 200)]
     name: String,
     #[schema(
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 50)]
     code: String,
 }
 
@@ -61,6 +63,7 @@ struct WarehousePatch {
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         nullable = false
     )]
+    #[schema(max_length = 200)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(
@@ -68,6 +71,7 @@ struct WarehousePatch {
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         nullable = false
     )]
+    #[schema(max_length = 50)]
     code: Option<Option<String>>,
 }
 

@@ -61,13 +61,19 @@ struct ContactBody {
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 200)]
     name: String,
     #[serde(default)]
-    #[schema(pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$")]
+    #[schema(
+        pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$",
+        max_length = 254
+    )]
     email: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 50)]
     phone: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 1000)]
     address: Option<String>,
 }
 
@@ -82,13 +88,19 @@ struct ContactPatch {
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         nullable = false
     )]
+    #[schema(max_length = 200)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$")]
+    #[schema(
+        pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$",
+        max_length = 254
+    )]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(max_length = 50)]
     phone: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(max_length = 1000)]
     address: Option<Option<String>>,
 }
 
@@ -151,7 +163,7 @@ struct ListParams {
     params(
         crate::pagination::PageParams,
         ("type" = Option<String>, Query, pattern = "^(customer|vendor)$", description = "`customer` or `vendor`"),
-        ("search" = Option<String>, Query, description = "Case-insensitive substring of the name or email"),
+        ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive substring of the name or email"),
     ),
     responses(
         (
@@ -181,9 +193,10 @@ async fn list(
         let p = filter.bind(kind);
         filter.and(format!("contact_type = {p}"));
     }
-    if let Some(search) = params.search.as_deref().map(str::trim) {
+    if let Some(raw) = params.search.as_deref() {
+        let search = raw.trim();
         v.check(
-            search.chars().count() <= MAX_SEARCH_CHARS,
+            raw.chars().count() <= MAX_SEARCH_CHARS,
             "search",
             "must be at most 200 characters",
         );

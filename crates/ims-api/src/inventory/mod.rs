@@ -187,6 +187,7 @@ struct AdjustmentBody {
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 500)]
     reason: String,
 }
 

@@ -90,11 +90,13 @@ struct ItemBody {
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 200)]
     name: String,
     #[schema(
         min_length = 1,
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
     )]
+    #[schema(max_length = 100)]
     sku: String,
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     price_cents: i64,
@@ -102,6 +104,7 @@ struct ItemBody {
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     cost_cents: Option<i64>,
     #[serde(default)]
+    #[schema(max_length = 5000)]
     description: Option<String>,
     #[serde(default)]
     #[schema(format = Uuid)]
@@ -113,6 +116,7 @@ struct ItemBody {
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     reorder_level: Option<i64>,
     #[serde(default)]
+    #[schema(max_length = 50)]
     unit: Option<String>,
 }
 
@@ -125,6 +129,7 @@ struct ItemPatch {
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         nullable = false
     )]
+    #[schema(max_length = 200)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(
@@ -132,6 +137,7 @@ struct ItemPatch {
         pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
         nullable = false
     )]
+    #[schema(max_length = 100)]
     sku: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64, nullable = false)]
@@ -140,6 +146,7 @@ struct ItemPatch {
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     cost_cents: Option<Option<i64>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(max_length = 5000)]
     description: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(format = Uuid)]
@@ -151,6 +158,7 @@ struct ItemPatch {
     #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     reorder_level: Option<Option<i64>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(max_length = 50)]
     unit: Option<Option<String>>,
 }
 
@@ -274,7 +282,7 @@ fn order_by(sort: &str) -> Option<&'static str> {
     summary = "List items",
     params(
         crate::pagination::PageParams,
-        ("search" = Option<String>, Query, description = "Case-insensitive match on name or SKU"),
+        ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive match on name or SKU"),
         ("categoryId" = Option<String>, Query, format = Uuid, description = "Only items of this category"),
         ("sort" = Option<String>, Query, pattern = "^-?(name|sku|priceCents|createdAt)$", description = "`name`, `sku`, `priceCents` or `createdAt`; a leading `-` sorts descending. Default `name`"),
         ("lowStock" = Option<bool>, Query, description = "`true`: only items at or below their reorder level"),
@@ -298,9 +306,10 @@ async fn list(
     let mut filter = Filter::default();
     let org = filter.bind(&caller.org_id);
     filter.and(format!("i.organization_id = {org}"));
-    if let Some(search) = params.search.as_deref().map(str::trim) {
+    if let Some(raw) = params.search.as_deref() {
+        let search = raw.trim();
         v.check(
-            search.chars().count() <= MAX_SEARCH_CHARS,
+            raw.chars().count() <= MAX_SEARCH_CHARS,
             "search",
             "must be at most 200 characters",
         );

@@ -160,6 +160,7 @@ struct CreateBody {
     warehouse_id: String,
     #[schema(min_items = 1)]
     lines: Vec<LineBody>,
+    #[schema(max_length = 2000)]
     notes: Option<String>,
 }
 
@@ -314,6 +315,7 @@ struct PatchBody {
     #[schema(pattern = "^cancelled$", nullable = false)]
     status: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
+    #[schema(max_length = 2000)]
     notes: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(format = Uuid, nullable = false)]
