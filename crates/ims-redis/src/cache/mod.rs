@@ -630,12 +630,8 @@ impl ResponseCache {
                     .await
             })
             .await;
-        let entry = match reply {
-            Ok(entry) => entry,
-            Err(_) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return Lookup::Unavailable;
-            }
+        let Ok(entry) = reply else {
+            return self.lookup_failed();
         };
         let now = unix_millis();
         let stale = match entry.and_then(Cached::decode) {
@@ -669,12 +665,8 @@ impl ResponseCache {
                     .await
             })
             .await;
-        let values = match reply {
-            Ok(values) => values,
-            Err(_) => {
-                self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                return Lookup::Unavailable;
-            }
+        let Ok(values) = reply else {
+            return self.lookup_failed();
         };
         let text = |v: Option<Vec<u8>>| {
             v.and_then(|v| String::from_utf8(v).ok())
@@ -689,6 +681,12 @@ impl ResponseCache {
             after_one: false,
             stale,
         })
+    }
+
+    /// A lookup Redis did not answer: counted, and served as if there were no cache.
+    fn lookup_failed(&self) -> Lookup {
+        self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        Lookup::Unavailable
     }
 
     /// The full keys of the epochs of `names` in `scope`.
