@@ -63,16 +63,22 @@ pub fn router(doc: utoipa::openapi::OpenApi) -> Router<AppState> {
         .merge(docs)
 }
 
-/// The whole document: the operations the routers declared (`routes`, from
-/// `OpenApiRouter::split_for_parts`), the global parts of [`ApiDoc`], and the answers many
-/// operations share.
-pub fn finish(routes: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+/// The whole document: the operations the routers declared (from
+/// `OpenApiRouter::split_for_parts`), `limited` (behind the rate limiter) and `unlimited`
+/// (monitoring), the global parts of [`ApiDoc`], and the answers many operations share.
+pub fn finish(
+    mut limited: utoipa::openapi::OpenApi,
+    mut unlimited: utoipa::openapi::OpenApi,
+) -> utoipa::openapi::OpenApi {
+    for part in [&mut limited, &mut unlimited] {
+        document_shared_answers(part);
+        document_body_media_type(part);
+    }
+    // Last: the answers above passed the rate limiter too, and carry its headers.
+    document_rate_limits(&mut limited);
     let mut doc = ApiDoc::openapi();
-    doc.merge(routes);
-    // First: these answers passed the rate limiter too, and carry its headers.
-    document_shared_answers(&mut doc);
-    document_body_media_type(&mut doc);
-    document_rate_limits(&mut doc);
+    doc.merge(limited);
+    doc.merge(unlimited);
     doc
 }
 
@@ -173,20 +179,9 @@ fn document_body_media_type(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// Paths the rate limiter does not cover (monitoring and the API description).
-const UNLIMITED: [&str; 8] = [
-    "/health",
-    "/health/live",
-    "/health/ready",
-    "/health/cache",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-    "/docs/scalar-1.46.4.js",
-];
-
-/// Every limited operation gets the `429` answer and every answer of it the rate-limit
-/// headers (contract §6): added here once rather than in each of the ~60 operations.
+/// Every operation of `doc` (the limited ones) gets the `429` answer and every answer of
+/// it the rate-limit headers (contract §6): added here once rather than in each of the ~60
+/// operations.
 fn document_rate_limits(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::header::HeaderBuilder;
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -229,10 +224,7 @@ fn document_rate_limits(doc: &mut utoipa::openapi::OpenApi) {
         too_many = too_many.header(*name, header.clone());
     }
     let too_many = too_many.build();
-    for (path, item) in doc.paths.paths.iter_mut() {
-        if UNLIMITED.contains(&path.as_str()) {
-            continue;
-        }
+    for item in doc.paths.paths.values_mut() {
         for operation in operations_mut(item) {
             for response in operation.responses.responses.values_mut() {
                 if let utoipa::openapi::RefOr::T(response) = response {

@@ -70,14 +70,16 @@ pub fn router(state: AppState) -> Router {
         api
     };
     // Not limited: monitoring and the API description must always answer.
-    let (unlimited, mut operations) = OpenApiRouter::new()
+    let (unlimited, unlimited_operations) = OpenApiRouter::new()
         .merge(health::router())
         .merge(health::cache_router())
         .merge(health::metrics_router())
         .split_for_parts();
-    operations.merge(api_operations);
     api.merge(unlimited)
-        .merge(crate::openapi::router(crate::openapi::finish(operations)))
+        .merge(crate::openapi::router(crate::openapi::finish(
+            api_operations,
+            unlimited_operations,
+        )))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         // The layers every route shares, as one stack: axum boxes each `Router::layer`
