@@ -617,9 +617,7 @@ impl ResponseCache {
         if !self.ready.load(Ordering::Acquire) {
             return Lookup::Unavailable;
         }
-        let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
-        let generation = self.redis.key(&self.layout.generation(&entry));
-        let entry_key = entry.clone();
+        let entry_key = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
         let reply = self
             .redis
             .connection()
@@ -653,34 +651,11 @@ impl ResponseCache {
             }
             _ => None,
         };
-        let epoch_keys = self.epoch_keys(scope, &memberships(key_prefix, tag));
-        let reply = self
-            .redis
-            .connection()
-            .run(|mut c| async move {
-                redis::cmd("MGET")
-                    .arg(&generation)
-                    .arg(&epoch_keys)
-                    .query_async::<Vec<Option<Vec<u8>>>>(&mut c)
-                    .await
-            })
-            .await;
-        let Ok(values) = reply else {
-            return self.lookup_failed();
-        };
-        let text = |v: Option<Vec<u8>>| {
-            v.and_then(|v| String::from_utf8(v).ok())
-                .unwrap_or_default()
-        };
-        let mut values = values.into_iter();
-        let generation = text(values.next().flatten());
-        let epochs: Vec<String> = values.map(text).collect();
-        Lookup::Miss(Seen {
-            epochs,
-            generation,
-            after_one: false,
-            stale,
-        })
+        // A miss: what the store will be checked against, read before the handler runs.
+        match self.observe(scope, key_prefix, rest, tag).await {
+            Some(seen) => Lookup::Miss(Seen { stale, ..seen }),
+            None => self.lookup_failed(),
+        }
     }
 
     /// A lookup Redis did not answer: counted, and served as if there were no cache.
