@@ -15,8 +15,13 @@
 //! **Why it pays.** A reservation costs one script call whatever its size; a client
 //! sending a hundred requests a second to a route pays for a few calls, not a hundred.
 //! Sizes adapt per key: one (no lease, the plain exact check) for a client slower than one
-//! request per term, doubling while reservations are used up within their term, and shrunk
-//! by what is handed back. Only quotas of at least [`MIN_LEASED_LIMIT`] lease at all, and
+//! request per term; while reservations are used up within their term, enough for a whole
+//! term at the pace the last one went (at least double the last), so a busy client reaches
+//! its size in a call or two; shrunk by what is handed back. A busy key reserves its next lease *ahead*: when a quarter of
+//! the current one is left, one request sends the next reservation in the background and
+//! goes on with a slot it already has, so the key's requests do not stall for a round trip
+//! every time a lease runs out (each lease still admits only within its own term from its
+//! own sending, so the argument above holds for both). Only quotas of at least [`MIN_LEASED_LIMIT`] lease at all, and
 //! never more than a sixteenth of the limit at once, so a small limit (5 logins per 15
 //! minutes) is always checked in Redis, request by request.
 //!
@@ -34,10 +39,18 @@ use super::Quota;
 pub const MIN_LEASED_LIMIT: u32 = 32;
 
 /// The largest reservation.
-const MAX_LEASE: u32 = 64;
+const MAX_LEASE: u32 = 1024;
 
 /// How long a reservation may be used (and how much longer its entries count), at most.
 const MAX_TERM: Duration = Duration::from_secs(1);
+
+/// Paces are measured over at least this long (two requests in the same instant say
+/// little about the next second).
+const MIN_PACE_SPAN: Duration = Duration::from_millis(1);
+
+/// Leases of at least this size are refilled ahead (see the module docs); smaller ones
+/// belong to keys too slow to stall anyone.
+const MIN_REFILLED_LEASE: u32 = 4;
 
 /// Above this limit unused entries are not given back but left to expire: giving back
 /// searches the log from its newest end, and a log this long can hold many newer runs; the
@@ -55,6 +68,8 @@ pub struct Ask {
     pub give_back: Option<(i64, u32)>,
     /// This is the key's one reservation in flight (not a request asking for itself).
     leader: bool,
+    /// Sent ahead, for no request: every entry it gets is a slot.
+    pub ahead: bool,
 }
 
 impl Ask {
@@ -65,8 +80,19 @@ impl Ask {
             term: Duration::ZERO,
             give_back: None,
             leader: false,
+            ahead: false,
         }
     }
+}
+
+/// Reserved entries not used yet, all with one stamp.
+#[derive(Debug, Clone, Copy)]
+struct Batch {
+    slots: u32,
+    /// Their stamp in the Redis log.
+    stamp: i64,
+    /// When they stop being usable (the reservation's sending time plus its term).
+    usable_until: Instant,
 }
 
 /// The local state of one key.
@@ -78,6 +104,10 @@ pub struct Lease {
     stamp: i64,
     /// When they stop being usable (the reservation's sending time plus its term).
     usable_until: Instant,
+    /// How many slots the current lease started with.
+    granted: u32,
+    /// A lease reserved ahead, used once the current one is spent.
+    next: Option<Batch>,
     /// What Redis had left after the reservation (our slots excluded).
     remaining: u32,
     /// When the oldest entry of the log leaves the window.
@@ -99,6 +129,8 @@ impl Default for Lease {
             slots: 0,
             stamp: 0,
             usable_until: now,
+            granted: 0,
+            next: None,
             remaining: 0,
             reset_at: now,
             reserved_at: None,
@@ -143,11 +175,16 @@ pub struct LeaseCell {
 }
 
 impl LeaseCell {
-    /// A usable slot, waiting (at most `wait`) for a reservation in flight if there is
-    /// none; else what to ask Redis for (decided under the same lock, so that only one
-    /// request becomes the reserving one).
-    pub async fn take_or_ask(&self, quota: Quota, wait: Duration) -> Result<Taken, Ask> {
-        let deadline = tokio::time::Instant::now() + wait;
+    /// A usable slot (and the reservation to send [`ahead`](Lease::ahead), if it is time),
+    /// waiting (at most `wait`) for a reservation in flight if there is none; else what to
+    /// ask Redis for (decided under the same lock, so that only one request becomes the
+    /// reserving one).
+    pub async fn take_or_ask(
+        &self,
+        quota: Quota,
+        wait: Duration,
+    ) -> Result<(Taken, Option<Ask>), Ask> {
+        let mut deadline = None;
         loop {
             let reserved = {
                 let Ok(mut lease) = self.state.lock() else {
@@ -155,17 +192,20 @@ impl LeaseCell {
                 };
                 let now = Instant::now();
                 if let Some(taken) = lease.take(now) {
-                    return Ok(taken);
+                    let ahead = lease.ahead(quota, now);
+                    return Ok((taken, ahead));
                 }
-                if !lease.reserving || tokio::time::Instant::now() >= deadline {
+                let deadline = *deadline.get_or_insert(now + wait);
+                if !lease.reserving || now >= deadline {
                     return Err(lease.ask(quota, now));
                 }
                 // Registered before the lock is released: the answer cannot slip by.
-                self.ready.notified()
+                (self.ready.notified(), deadline)
             };
             // Others may use up that reservation first; then wait for the next one, until
             // the deadline.
-            let _ = tokio::time::timeout_at(deadline, reserved).await;
+            let (reserved, deadline) = reserved;
+            let _ = tokio::time::timeout_at(deadline.into(), reserved).await;
         }
     }
 
@@ -187,27 +227,68 @@ impl Lease {
     /// Admits with a reserved slot if one is usable at `now`; else notes the expired
     /// leftovers for giving back and returns `None` (ask Redis).
     pub fn take(&mut self, now: Instant) -> Option<Taken> {
-        if self.slots > 0 && now < self.usable_until {
-            self.slots -= 1;
-            return Some(Taken {
-                stamp: self.stamp,
-                remaining: self.remaining + self.slots,
-                reset: self.reset_at.saturating_duration_since(now),
-            });
+        loop {
+            if self.slots > 0 && now < self.usable_until {
+                self.slots -= 1;
+                let ahead = self
+                    .next
+                    .filter(|next| now < next.usable_until)
+                    .map_or(0, |next| next.slots);
+                return Some(Taken {
+                    stamp: self.stamp,
+                    remaining: self.remaining + self.slots + ahead,
+                    reset: self.reset_at.saturating_duration_since(now),
+                });
+            }
+            if self.slots > 0 {
+                self.hand_back(self.stamp, self.slots);
+                // Not used up within its term: the next one is smaller.
+                self.want = self.want.saturating_sub(self.slots).max(1);
+                self.slots = 0;
+            }
+            let next = self.next.take()?;
+            self.install(next);
         }
-        if self.slots > 0 {
-            self.hand_back(self.stamp, self.slots);
-            // Not used up within its term: the next one is smaller.
-            self.want = self.want.saturating_sub(self.slots).max(1);
-            self.slots = 0;
+    }
+
+    fn install(&mut self, batch: Batch) {
+        self.slots = batch.slots;
+        self.stamp = batch.stamp;
+        self.usable_until = batch.usable_until;
+        self.granted = batch.slots;
+    }
+
+    /// After a [`take`](Self::take): the reservation to send ahead, when a busy lease is
+    /// down to its last quarter and none is in flight or waiting.
+    pub fn ahead(&mut self, quota: Quota, now: Instant) -> Option<Ask> {
+        if self.reserving
+            || self.next.is_some()
+            || self.granted < MIN_REFILLED_LEASE
+            || self.slots > self.granted / 4
+            || cap(quota) < MIN_REFILLED_LEASE
+        {
+            return None;
         }
-        None
+        let ask = self.ask(quota, now);
+        Some(Ask {
+            // Never a lone entry stamped now: it would expire before it is used.
+            want: ask.want.max(MIN_REFILLED_LEASE),
+            term: term(quota),
+            ahead: true,
+            ..ask
+        })
     }
 
     /// Returns a slot taken with [`take`](Self::take) (another policy refused the request).
     pub fn untake(&mut self, taken: Taken, now: Instant) {
         if taken.stamp == self.stamp && now < self.usable_until {
             self.slots += 1;
+        } else if let Some(next) = self
+            .next
+            .as_mut()
+            .filter(|next| next.stamp == taken.stamp && now < next.usable_until)
+        {
+            next.slots += 1;
         } else {
             self.hand_back(taken.stamp, 1);
         }
@@ -231,9 +312,13 @@ impl Lease {
             return Ask::single();
         }
         match self.reserved_at {
-            // Used up within its term: busier than the lease, double it.
+            // Used up within its term: busier than the lease. Enough for a whole term at
+            // the pace it was used up at, and at least double.
             Some(at) if now.duration_since(at) <= term => {
-                self.want = (self.want * 2).min(cap);
+                let used_in = now.duration_since(at).max(MIN_PACE_SPAN);
+                let pace = u128::from(self.want) * term.as_micros() / used_in.as_micros();
+                let pace = u32::try_from(pace).unwrap_or(u32::MAX);
+                self.want = pace.max(self.want.saturating_mul(2)).min(cap);
             }
             // Idle longer than a term since: start again from one.
             Some(at) if now.duration_since(at) > term * 2 => self.want = 1,
@@ -248,11 +333,13 @@ impl Lease {
             term: if want > 1 { term } else { Duration::ZERO },
             give_back: give_back.filter(|_| quota.limit <= MAX_GIVE_BACK_LIMIT),
             leader: true,
+            ahead: false,
         }
     }
 
     /// Installs Redis' answer to `ask` (sent at `sent`): `got` entries stamped `stamp`, one
-    /// of them for the asking request. `admitted` false: refused (or not counted).
+    /// of them for the asking request unless it was sent [`ahead`](Ask::ahead).
+    /// `admitted` false: refused (or not counted).
     #[allow(clippy::too_many_arguments)]
     pub fn answered(
         &mut self,
@@ -273,22 +360,41 @@ impl Lease {
             self.want = 1;
             return;
         }
-        if got > 1 {
-            if self.slots > 0 && Instant::now() < self.usable_until {
-                // A concurrent reservation's slots are still usable: give them back with
-                // the next one rather than track two stamps.
-                self.hand_back(self.stamp, self.slots);
-            }
-            self.slots = got - 1;
-            self.stamp = stamp;
-            self.usable_until = sent + ask.term;
+        let slots = if ask.ahead {
+            got
+        } else {
+            got.saturating_sub(1)
+        };
+        if slots == 0 {
+            return;
         }
+        let batch = Batch {
+            slots,
+            stamp,
+            usable_until: sent + ask.term,
+        };
+        let now = Instant::now();
+        if self.slots > 0 && now < self.usable_until {
+            if ask.ahead && self.next.is_none() {
+                self.next = Some(batch);
+                return;
+            }
+            // A concurrent reservation's slots are still usable: give them back with
+            // the next one rather than track more stamps.
+            self.hand_back(self.stamp, self.slots);
+        }
+        self.install(batch);
     }
 
     /// A reservation that never got an answer: let the next request try again.
     pub fn failed(&mut self, ask: Ask) {
         if ask.leader {
             self.reserving = false;
+            if ask.ahead {
+                // Not again for this lease (Redis may be away): the next reservation is
+                // the plain one, when the lease is spent.
+                self.granted = 0;
+            }
             if let Some((stamp, n)) = ask.give_back {
                 self.hand_back(stamp, n);
             }
@@ -323,25 +429,41 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_key_doubles_its_reservations_up_to_a_sixteenth_of_the_limit() {
-        let mut lease = Lease::default();
-        let now = Instant::now();
-        let mut sizes = Vec::new();
-        for round in 0..8 {
-            let ask = lease.ask(QUOTA, now);
-            sizes.push(ask.want);
-            lease.answered(
-                ask,
-                now,
-                true,
-                ask.want,
-                round,
-                500,
-                Duration::from_secs(60),
-            );
-            while lease.take(now).is_some() {}
-        }
-        assert_eq!(sizes, [1, 2, 4, 8, 16, 32, 62, 62]);
+    fn a_busy_key_grows_its_reservations_with_its_pace_up_to_a_sixteenth_of_the_limit() {
+        // Each reservation used up in `gap`: sizes after the first single check.
+        let sizes = |gap: Duration| {
+            let mut lease = Lease::default();
+            let mut now = Instant::now();
+            let mut sizes = Vec::new();
+            for round in 0..8 {
+                let ask = lease.ask(QUOTA, now);
+                sizes.push(ask.want);
+                lease.answered(
+                    ask,
+                    now,
+                    true,
+                    ask.want,
+                    round,
+                    500,
+                    Duration::from_secs(60),
+                );
+                while lease.take(now).is_some() {}
+                now += gap;
+            }
+            sizes
+        };
+        // Half a term per reservation: doubling.
+        assert_eq!(
+            sizes(Duration::from_millis(500)),
+            [1, 2, 4, 8, 16, 32, 62, 62]
+        );
+        // A hundred requests a second: a term's worth at once.
+        assert_eq!(
+            sizes(Duration::from_millis(10)),
+            [1, 62, 62, 62, 62, 62, 62, 62]
+        );
+        // Slower than one request per term: single checks.
+        assert_eq!(sizes(Duration::from_millis(2500)), [1; 8]);
     }
 
     #[test]
@@ -411,5 +533,68 @@ mod tests {
         lease.answered(first, now, false, 0, 5, 0, Duration::from_secs(60));
         assert!(!lease.reserving);
         assert_eq!(lease.want, 1, "refused: back to single checks");
+    }
+
+    #[test]
+    fn a_busy_lease_reserves_the_next_one_ahead_and_uses_it_after() {
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        lease.want = 8;
+        lease.reserved_at = Some(now - Duration::from_millis(1500));
+        let ask = lease.ask(QUOTA, now);
+        lease.answered(ask, now, true, 9, 1, 100, Duration::from_secs(60));
+        let mut aheads = Vec::new();
+        for _ in 0..6 {
+            lease.take(now).expect("slot");
+            aheads.extend(lease.ahead(QUOTA, now));
+        }
+        assert_eq!(lease.slots, 2);
+        assert_eq!(
+            aheads.len(),
+            1,
+            "one reservation ahead, at the last quarter"
+        );
+        let ahead = aheads[0];
+        assert!(ahead.ahead && ahead.want >= 8 && ahead.term == Duration::from_secs(1));
+        assert!(
+            lease.ahead(QUOTA, now).is_none(),
+            "not while it is in flight"
+        );
+        lease.answered(ahead, now, true, ahead.want, 2, 50, Duration::from_secs(60));
+        assert!(!lease.reserving);
+        let taken = lease.take(now).expect("slot");
+        assert_eq!(taken.stamp, 1, "the current lease first");
+        assert_eq!(
+            taken.remaining,
+            50 + 1 + ahead.want,
+            "the next one counts as ours"
+        );
+        lease.take(now).expect("slot");
+        let taken = lease.take(now).expect("slot of the lease reserved ahead");
+        assert_eq!(taken.stamp, 2);
+        assert_eq!(lease.granted, ahead.want);
+        lease.untake(taken, now);
+        assert_eq!(lease.slots, ahead.want);
+        assert_eq!(lease.give_back, None, "nothing wasted");
+    }
+
+    #[test]
+    fn a_failed_reservation_ahead_is_not_retried_for_that_lease() {
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        lease.want = 8;
+        lease.reserved_at = Some(now - Duration::from_millis(1500));
+        let ask = lease.ask(QUOTA, now);
+        lease.answered(ask, now, true, 9, 1, 100, Duration::from_secs(60));
+        let ahead = std::iter::repeat_with(|| {
+            lease.take(now).expect("slot");
+            lease.ahead(QUOTA, now)
+        })
+        .flatten()
+        .next()
+        .expect("a reservation ahead");
+        lease.failed(ahead);
+        assert!(lease.take(now).is_some());
+        assert!(lease.ahead(QUOTA, now).is_none());
     }
 }

@@ -428,15 +428,20 @@ impl RateLimiter {
                 None => Err(Ask::single()),
             };
             decisions.push(match taken {
-                Ok(taken) => Some(Decision {
-                    allowed: true,
-                    limit: quota.limit,
-                    remaining: taken.remaining,
-                    reset: taken.reset,
-                    window: quota.window,
-                    store: Store::Redis,
-                    admission: Admission::Lease(taken),
-                }),
+                Ok((taken, ahead)) => {
+                    if let (Some(ask), Some(lease)) = (ahead, &lease) {
+                        self.reserve_ahead(key, *quota, lease, ask);
+                    }
+                    Some(Decision {
+                        allowed: true,
+                        limit: quota.limit,
+                        remaining: taken.remaining,
+                        reset: taken.reset,
+                        window: quota.window,
+                        store: Store::Redis,
+                        admission: Admission::Lease(taken),
+                    })
+                }
                 Err(ask) => {
                     asks.push(ask);
                     missing.push(i);
@@ -553,9 +558,43 @@ impl RateLimiter {
         .await
     }
 
-    /// One [`RESERVE_SCRIPT`] call over `keys` (all in one slot on a cluster).
+    /// Sends `ask`, a reservation ahead for `key`'s busy lease, in the background: the
+    /// request that triggered it goes on with the slot it already has.
+    fn reserve_ahead(&self, key: &str, quota: Quota, lease: &SharedLease, ask: Ask) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            lease.settle(|lease| lease.failed(ask));
+            return;
+        };
+        let (redis, key, lease) = (self.redis.clone(), key.to_string(), lease.clone());
+        runtime.spawn(async move {
+            let sent = Instant::now();
+            let reply = call(&redis, &[&(key, quota)], &[ask])
+                .await
+                .and_then(|replies| replies.into_iter().next());
+            lease.settle(|lease| match reply {
+                Some(reply) => lease.answered(
+                    ask,
+                    sent,
+                    reply.room,
+                    reply.got,
+                    reply.stamp,
+                    reply.remaining,
+                    reply.reset,
+                ),
+                None => lease.failed(ask),
+            });
+        });
+    }
+
     async fn call(&self, keys: &[&(String, Quota)], asks: &[Ask]) -> Option<Vec<Reply>> {
-        let full: Vec<String> = keys.iter().map(|(key, _)| self.redis.key(key)).collect();
+        call(&self.redis, keys, asks).await
+    }
+}
+
+/// One [`RESERVE_SCRIPT`] call over `keys` (all in one slot on a cluster).
+async fn call(redis: &RedisService, keys: &[&(String, Quota)], asks: &[Ask]) -> Option<Vec<Reply>> {
+    {
+        let full: Vec<String> = keys.iter().map(|(key, _)| redis.key(key)).collect();
         let args: Vec<i64> = keys
             .iter()
             .zip(asks)
@@ -571,8 +610,7 @@ impl RateLimiter {
                 ]
             })
             .collect();
-        let reply = self
-            .redis
+        let reply = redis
             .connection()
             .run(|mut c| async move {
                 let mut invocation = RESERVE.prepare_invoke();
@@ -604,7 +642,9 @@ impl RateLimiter {
             .collect();
         (replies.len() == keys.len()).then_some(replies)
     }
+}
 
+impl RateLimiter {
     /// Takes back an admission (see [`check_all`](Self::check_all)). Until it is taken back
     /// the slot counts, so the limit errs on the strict side, never the lenient one.
     async fn refund(
