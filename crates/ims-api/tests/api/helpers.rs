@@ -195,7 +195,11 @@ impl ServerProcess {
             .env("REDIS_URL", app.redis.url())
             .env("JWT_SECRET", TEST_JWT_SECRET)
             .env("RUST_LOG", "warn")
-            // Load tests send thousands of requests per user; the user-tier tests set their own.
+            // The limits of `spawn_app` (the processes share their Redis logs, and a log
+            // counts against one limit): load tests send thousands of requests per client
+            // and user; the rate-limit tests set their own.
+            .env("RATE_LIMIT_GLOBAL", "1000000/60")
+            .env("RATE_LIMIT_AUTH", "1000000/60")
             .env("RATE_LIMIT_USER", "1000000/60")
             // Last, so a test can override any of the above (a Redis behind a proxy, say).
             .envs(vars.iter().copied())

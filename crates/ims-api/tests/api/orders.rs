@@ -815,9 +815,12 @@ async fn invoice_numbers_have_no_gaps_or_duplicates_across_two_server_processes(
         30,
         "{statuses:?}"
     );
-    assert!(statuses
-        .iter()
-        .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT));
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::CONFLICT),
+        "{statuses:?}"
+    );
     let mut numbers: Vec<String> = sqlx::query_scalar("SELECT number FROM invoices")
         .fetch_all(app.state.db.pool())
         .await
