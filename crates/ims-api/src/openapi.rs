@@ -71,6 +71,7 @@ pub fn finish(
     mut unlimited: utoipa::openapi::OpenApi,
 ) -> utoipa::openapi::OpenApi {
     for part in [&mut limited, &mut unlimited] {
+        document_ids(part);
         document_shared_answers(part);
         document_body_media_type(part);
     }
@@ -98,25 +99,82 @@ pub(crate) fn operations_mut(
     .flatten()
 }
 
+/// What every operation on one row (`/…/{id}`) shares, declared here once instead of in
+/// each: the `id` path parameter (a UUID) and `404` for an id that names no row of the
+/// caller's organization, both worded after the collection (`/tax-rates/{id}`: "Tax rate
+/// id (UUID)", "No such tax rate in the caller's organization"). An operation that
+/// declares either itself keeps its own.
+fn document_ids(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    use utoipa::openapi::schema::{KnownFormat, SchemaFormat};
+    use utoipa::openapi::{ObjectBuilder, Required, Type};
+
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let Some((collection, _)) = path.split_once("/{id}") else {
+            continue;
+        };
+        let noun = row_noun(collection.rsplit('/').next().unwrap_or_default());
+        let mut capitalized = noun.clone();
+        if let Some(first) = capitalized.get_mut(0..1) {
+            first.make_ascii_uppercase();
+        }
+        let id = ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(format!("{capitalized} id (UUID)")))
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid))),
+            ))
+            .build();
+        let missing = problem(&format!("No such {noun} in the caller's organization"));
+        for operation in operations_mut(item) {
+            let parameters = operation.parameters.get_or_insert_with(Vec::new);
+            if !parameters.iter().any(|p| p.name == "id") {
+                parameters.insert(0, id.clone());
+            }
+            operation
+                .responses
+                .responses
+                .entry("404".into())
+                .or_insert_with(|| missing.clone().into());
+        }
+    }
+}
+
+/// One row of a collection, in words: `tax-rates` → `tax rate`, `categories` → `category`.
+fn row_noun(collection: &str) -> String {
+    let words = collection.replace('-', " ");
+    match words.strip_suffix("ies") {
+        Some(stem) => format!("{stem}y"),
+        None => words.strip_suffix('s').unwrap_or(&words).to_string(),
+    }
+}
+
+/// A response whose body is a problem (`error::Problem`).
+fn problem(description: &str) -> utoipa::openapi::Response {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
 /// The answers many operations share, declared here once instead of in each: `401` for
 /// every operation that needs the access token, `400` (malformed JSON) for every one that
 /// takes a body, `422` for every one that takes a body or query parameters. An operation
 /// that documents one of them itself (a more specific description) keeps its own.
 fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::ParameterIn;
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
-    let problem = |description: &str| {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
     let unauthorized = problem("Missing, invalid or expired access token");
     let malformed = problem("Malformed JSON body");
     let invalid = problem("Invalid fields or query parameters, listed in `errors`");
@@ -155,17 +213,7 @@ fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
 /// `Content-Type: application/json` (axum's `Json` extractor, as a problem): added here
 /// once rather than in each operation.
 fn document_body_media_type(doc: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-
-    let unsupported = ResponseBuilder::new()
-        .description("The body is not sent as `Content-Type: application/json`")
-        .content(
-            "application/problem+json",
-            ContentBuilder::new()
-                .schema(Some(Ref::from_schema_name("Problem")))
-                .build(),
-        )
-        .build();
+    let unsupported = problem("The body is not sent as `Content-Type: application/json`");
     for item in doc.paths.paths.values_mut() {
         for operation in operations_mut(item) {
             if operation.request_body.is_some() {

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use ims_redis::cache::{CacheLayer, WriteThroughLayer};
 use ims_redis::invalidate::InvalidateLayer;
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa_axum::router::OpenApiRouter;
 
 /// Caches the route's `GET` responses under `key_prefix` for `seconds`.
 pub fn cached(key_prefix: &str, seconds: u64) -> CacheLayer {
@@ -155,6 +157,23 @@ where
         }
         (schemas, paths, method_router)
     }
+}
+
+/// Documents every operation of `router` as needing the access token (`bearer`), for the
+/// areas whose every route takes [`crate::auth::AuthUser`]: said once per area, where the
+/// areas are merged, instead of in each operation.
+pub fn signed_in<S>(mut router: OpenApiRouter<S>) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    for item in router.get_openapi_mut().paths.paths.values_mut() {
+        for operation in crate::openapi::operations_mut(item) {
+            operation.security.get_or_insert_with(|| {
+                vec![SecurityRequirement::new("bearer", Vec::<String>::new())]
+            });
+        }
+    }
+    router
 }
 
 /// The routes `doc` marks with `limit` (their path templates, as the limiter's route

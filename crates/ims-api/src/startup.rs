@@ -40,17 +40,21 @@ pub fn router(state: AppState) -> Router {
     );
     // Each area declares its routes once (`routes!` of handlers with `#[utoipa::path]`, with
     // their policies): the router and the OpenAPI document both come from that list.
+    // Every route of the areas but `auth` takes the access token.
     let api = OpenApiRouter::new()
         .merge(auth::router())
-        .merge(crate::catalog::router())
-        .merge(crate::contacts::router())
-        .merge(crate::items::router())
-        .merge(crate::inventory::router())
-        .merge(crate::sales::router())
-        .merge(crate::purchasing::router())
-        .merge(crate::dashboard::router())
-        .merge(crate::reports::router())
-        .merge(health::organization_cache_router());
+        .merge(policy::signed_in(
+            OpenApiRouter::new()
+                .merge(crate::catalog::router())
+                .merge(crate::contacts::router())
+                .merge(crate::items::router())
+                .merge(crate::inventory::router())
+                .merge(crate::sales::router())
+                .merge(crate::purchasing::router())
+                .merge(crate::dashboard::router())
+                .merge(crate::reports::router())
+                .merge(health::organization_cache_router()),
+        ));
     // Every API route: RATE_LIMIT_GLOBAL per client IP and route, or the limit its
     // declaration names (`RoutePolicy::limit`: the credential routes, RATE_LIMIT_AUTH);
     // and RATE_LIMIT_USER per authenticated user (the access token's subject), over all

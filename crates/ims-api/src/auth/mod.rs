@@ -691,9 +691,6 @@ async fn revoke_all_sessions(
     tag = "auth",
     operation_id = "revokeSession",
     summary = "Revoke one of the caller's sessions",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Session id (UUID)"),
-    ),
     responses(
         (status = 204, description = "Revoked"),
         (status = 404, description = "No such active session of the caller", body = crate::error::Problem, content_type = "application/problem+json"),

@@ -121,7 +121,6 @@ struct ListParams {
     responses(
         (status = 200, description = "One page of warehouses", body = crate::pagination::Paginated<Warehouse>),
     ),
-    security(("bearer" = []))
 )]
 async fn list(
     State(state): State<AppState>,
@@ -159,7 +158,6 @@ async fn list(
         (status = 201, description = "The new warehouse", body = Warehouse),
         (status = 409, description = "Another warehouse has this code", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn create(
     State(state): State<AppState>,
@@ -200,14 +198,9 @@ async fn create(
     tag = "catalog",
     operation_id = "getWarehouse",
     summary = "Get a warehouse",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
-    ),
     responses(
         (status = 200, description = "The warehouse", body = Warehouse),
-        (status = 404, description = "No such warehouse in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn read(
     State(state): State<AppState>,
@@ -225,16 +218,11 @@ async fn read(
     operation_id = "replaceWarehouse",
     summary = "Replace a warehouse",
     description = "Every field of the create body; optional fields left out are cleared.",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
-    ),
     request_body = WarehouseBody,
     responses(
         (status = 200, description = "The updated warehouse", body = Warehouse),
-        (status = 404, description = "No such warehouse in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another warehouse has this code", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn replace(
     State(state): State<AppState>,
@@ -255,16 +243,11 @@ async fn replace(
     operation_id = "updateWarehouse",
     summary = "Update some fields of a warehouse",
     description = "Fields left out are kept; `null` clears an optional field.",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
-    ),
     request_body = WarehousePatch,
     responses(
         (status = 200, description = "The updated warehouse", body = Warehouse),
-        (status = 404, description = "No such warehouse in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another warehouse has this code", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn patch(
     State(state): State<AppState>,
@@ -315,15 +298,10 @@ async fn update(
     tag = "catalog",
     operation_id = "deleteWarehouse",
     summary = "Delete a warehouse",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Warehouse id (UUID)"),
-    ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such warehouse in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "The warehouse holds stock or orders refer to it", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn remove(
     State(state): State<AppState>,

@@ -259,7 +259,6 @@ fn average(revenue: Cents, orders: i64) -> Cents {
             body = Kpis,
         ),
     ),
-    security(("bearer" = []))
 )]
 async fn kpis(
     State(state): State<AppState>,
@@ -335,7 +334,6 @@ struct SalesChart {
             body = SalesChart,
         ),
     ),
-    security(("bearer" = []))
 )]
 async fn sales_chart(
     State(state): State<AppState>,
@@ -449,7 +447,6 @@ struct TopCustomer {
             body = Ranking<TopCustomer>,
         ),
     ),
-    security(("bearer" = []))
 )]
 async fn top_customers(
     State(state): State<AppState>,
@@ -515,7 +512,6 @@ struct TopProduct {
             body = Ranking<TopProduct>,
         ),
     ),
-    security(("bearer" = []))
 )]
 async fn top_products(
     State(state): State<AppState>,
@@ -595,7 +591,6 @@ struct InventoryStatus {
             body = InventoryStatus,
         ),
     ),
-    security(("bearer" = []))
 )]
 async fn inventory_status(
     State(state): State<AppState>,

@@ -100,7 +100,6 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
             body = crate::pagination::Paginated<StockLevel>,
         ),
     ),
-    security(("bearer" = []))
 )]
 async fn stock_levels(
     State(state): State<AppState>,
@@ -245,7 +244,6 @@ async fn check_item_and_warehouses(
         (status = 201, description = "The recorded adjustment", body = Adjustment),
         (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn adjust(
     State(state): State<AppState>,
@@ -378,7 +376,6 @@ impl LedgerQuery {
     responses(
         (status = 200, description = "One page of adjustments, newest first", body = crate::pagination::Paginated<Adjustment>),
     ),
-    security(("bearer" = []))
 )]
 async fn list_adjustments(
     State(state): State<AppState>,
@@ -429,7 +426,6 @@ struct Transfer {
         (status = 201, description = "The recorded transfer", body = Transfer),
         (status = 409, description = "Not enough stock: stock never goes negative, and nothing of the request is applied", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn transfer(
     State(state): State<AppState>,
@@ -523,7 +519,6 @@ async fn transfer(
     responses(
         (status = 200, description = "One page of transfers, newest first", body = crate::pagination::Paginated<Transfer>),
     ),
-    security(("bearer" = []))
 )]
 async fn list_transfers(
     State(state): State<AppState>,
@@ -572,7 +567,6 @@ struct MovementRow {
     responses(
         (status = 200, description = "One page of movements, newest first", body = crate::pagination::Paginated<MovementRow>),
     ),
-    security(("bearer" = []))
 )]
 async fn list_movements(
     State(state): State<AppState>,

@@ -294,7 +294,6 @@ fn order_by(sort: &str) -> Option<&'static str> {
             body = crate::pagination::Paginated<Item>,
         ),
     ),
-    security(("bearer" = []))
 )]
 async fn list(
     State(state): State<AppState>,
@@ -385,7 +384,6 @@ async fn list(
         (status = 201, description = "The new item", body = Item),
         (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn create(
     State(state): State<AppState>,
@@ -425,18 +423,13 @@ async fn create(
     tag = "items",
     operation_id = "getItem",
     summary = "Get a item",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
-    ),
     responses(
         (
             status = 200,
             description = "The item",
             body = Item,
         ),
-        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn read(
     State(state): State<AppState>,
@@ -454,16 +447,11 @@ async fn read(
     operation_id = "replaceItem",
     summary = "Replace a item",
     description = "Every field of the create body; optional fields left out are cleared.",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
-    ),
     request_body = ItemBody,
     responses(
         (status = 200, description = "The updated item", body = Item),
-        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn replace(
     State(state): State<AppState>,
@@ -484,16 +472,11 @@ async fn replace(
     operation_id = "updateItem",
     summary = "Update some fields of a item",
     description = "Fields left out are kept; `null` clears an optional field.",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
-    ),
     request_body = ItemPatch,
     responses(
         (status = 200, description = "The updated item", body = Item),
-        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn patch(
     State(state): State<AppState>,
@@ -560,15 +543,10 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
     tag = "items",
     operation_id = "deleteItem",
     summary = "Delete a item",
-    params(
-        ("id" = String, Path, format = Uuid, description = "Item id (UUID)"),
-    ),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 404, description = "No such item in the caller's organization", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "Stock, orders or movements refer to the item", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn remove(
     State(state): State<AppState>,

@@ -337,7 +337,6 @@ where
         ),
         (status = 404, description = "No report of this type", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
-    security(("bearer" = []))
 )]
 async fn report(
     State(state): State<AppState>,
