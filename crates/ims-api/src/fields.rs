@@ -277,7 +277,7 @@ pub async fn check_reference(
 /// 409 when other rows still refer to it.
 pub async fn delete_owned(
     db: &Db,
-    delete_sql: &'static str,
+    delete_sql: &str,
     org_id: &str,
     raw_id: &str,
     what: &str,

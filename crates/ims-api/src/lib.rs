@@ -25,6 +25,7 @@ pub mod money;
 pub mod openapi;
 pub mod orders;
 pub mod outbox;
+pub mod owned;
 pub mod pagination;
 pub mod period;
 pub mod policy;

@@ -214,12 +214,38 @@ pub async fn newest_first<T>(
 where
     T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
 {
+    let select = format!("SELECT {columns} FROM {table}");
+    fetch_page(
+        db,
+        &select,
+        table,
+        &filter,
+        "created_at DESC, id DESC",
+        page,
+    )
+    .await
+}
+
+/// One page of what `select` (`SELECT … FROM …`, no `WHERE`) reads under `filter`, in
+/// `order`, with the total count of rows in `from` (the table, with its alias) that
+/// `filter` keeps. Every SQL string is fixed by the caller, never input.
+pub async fn fetch_page<T>(
+    db: &crate::db::Db,
+    select: &str,
+    from: &str,
+    filter: &Filter,
+    order: &str,
+    page: Page,
+) -> crate::error::ApiResult<Paginated<T>>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::any::AnyRow> + Send + Unpin,
+{
     let (limit, offset) = filter.page_placeholders();
     let sql = format!(
-        "SELECT {columns} FROM {table} {} ORDER BY created_at DESC, id DESC LIMIT {limit} OFFSET {offset}",
+        "{select} {} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
         filter.sql()
     );
-    let count_sql = format!("SELECT COUNT(*) FROM {table} {}", filter.sql());
+    let count_sql = format!("SELECT COUNT(*) FROM {from} {}", filter.sql());
     let mut rows = sqlx::query_as::<_, T>(&sql);
     let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
     for b in filter.binds() {

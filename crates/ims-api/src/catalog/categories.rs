@@ -12,6 +12,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
+use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
@@ -77,7 +78,12 @@ struct Input {
     parent_id: Option<String>,
 }
 
-const COLUMNS: &str = "id, name, parent_id, created_at, updated_at";
+const ROWS: Owned<Category> = Owned::new(
+    "categories",
+    "",
+    "SELECT id, name, parent_id, created_at, updated_at FROM categories",
+    "category",
+);
 
 /// Checks a body's shape and references. `id` is the category being updated, if any.
 async fn validate(
@@ -133,17 +139,6 @@ async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> Ap
     Ok(true)
 }
 
-async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Category> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM categories WHERE organization_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| fields::not_found("category"))
-}
-
 #[derive(Debug, Deserialize)]
 struct ListParams {
     #[serde(flatten)]
@@ -175,21 +170,8 @@ async fn list(
     let mut v = Validator::default();
     let page = params.page.parse(&mut v);
     v.finish()?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM categories WHERE organization_id = $1")
-            .bind(&caller.org_id)
-            .fetch_one(state.db.pool())
-            .await?;
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM categories WHERE organization_id = $1
-         ORDER BY LOWER(name), name, id LIMIT $2 OFFSET $3"
-    ))
-    .bind(&caller.org_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(state.db.pool())
-    .await?;
-    Ok(Json(page.wrap(rows, total)))
+    let filter = ROWS.of_organization(&caller.org_id);
+    ROWS.page(&state.db, &filter, BY_NAME, page).await
 }
 
 #[utoipa::path(
@@ -251,7 +233,7 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Category>> {
     let id = fields::path_id(&id, "category")?;
-    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
 }
 
 #[utoipa::path(
@@ -273,7 +255,7 @@ async fn replace(
     Json(body): Json<CategoryBody>,
 ) -> ApiResult<Json<Category>> {
     let id = fields::path_id(&id, "category")?;
-    find(&state.db, &caller.org_id, &id).await?;
+    ROWS.find(&state.db, &caller.org_id, &id).await?;
     let input = validate(
         &state.db,
         &caller.org_id,
@@ -304,7 +286,7 @@ async fn patch(
     Json(body): Json<CategoryPatch>,
 ) -> ApiResult<Json<Category>> {
     let id = fields::path_id(&id, "category")?;
-    let current = find(&state.db, &caller.org_id, &id).await?;
+    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
     let mut v = Validator::default();
     let merged = CategoryBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
@@ -329,10 +311,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
         )
         .await
         .map_err(fields::reference_gone)?;
-    if updated.rows_affected() == 0 {
-        return Err(fields::not_found("category"));
-    }
-    Ok(Json(find(db, org_id, id).await?))
+    ROWS.read_back(db, org_id, id, updated).await
 }
 
 #[utoipa::path(
@@ -351,13 +330,5 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    fields::delete_owned(
-        &state.db,
-        "DELETE FROM categories WHERE organization_id = $1 AND id = $2",
-        &caller.org_id,
-        &id,
-        "category",
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    ROWS.delete(&state.db, &caller.org_id, &id).await
 }

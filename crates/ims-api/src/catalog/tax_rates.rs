@@ -12,6 +12,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
+use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
@@ -66,7 +67,12 @@ struct TaxRatePatch {
     rate_bps: Option<Option<i64>>,
 }
 
-const COLUMNS: &str = "id, name, rate_bps, created_at, updated_at";
+const ROWS: Owned<TaxRate> = Owned::new(
+    "tax_rates",
+    "",
+    "SELECT id, name, rate_bps, created_at, updated_at FROM tax_rates",
+    "tax rate",
+);
 
 fn validate(body: TaxRateBody, mut v: Validator) -> ApiResult<TaxRateBody> {
     let name = fields::name(&body.name, "name", &mut v);
@@ -80,17 +86,6 @@ fn validate(body: TaxRateBody, mut v: Validator) -> ApiResult<TaxRateBody> {
         name,
         rate_bps: body.rate_bps,
     })
-}
-
-async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<TaxRate> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM tax_rates WHERE organization_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| fields::not_found("tax rate"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -124,21 +119,8 @@ async fn list(
     let mut v = Validator::default();
     let page = params.page.parse(&mut v);
     v.finish()?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM tax_rates WHERE organization_id = $1")
-            .bind(&caller.org_id)
-            .fetch_one(state.db.pool())
-            .await?;
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM tax_rates WHERE organization_id = $1
-         ORDER BY LOWER(name), name, id LIMIT $2 OFFSET $3"
-    ))
-    .bind(&caller.org_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(state.db.pool())
-    .await?;
-    Ok(Json(page.wrap(rows, total)))
+    let filter = ROWS.of_organization(&caller.org_id);
+    ROWS.page(&state.db, &filter, BY_NAME, page).await
 }
 
 #[utoipa::path(
@@ -196,7 +178,7 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<TaxRate>> {
     let id = fields::path_id(&id, "tax rate")?;
-    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
 }
 
 #[utoipa::path(
@@ -218,7 +200,7 @@ async fn replace(
     Json(body): Json<TaxRateBody>,
 ) -> ApiResult<Json<TaxRate>> {
     let id = fields::path_id(&id, "tax rate")?;
-    find(&state.db, &caller.org_id, &id).await?;
+    ROWS.find(&state.db, &caller.org_id, &id).await?;
     let input = validate(body, Validator::default())?;
     update(&state.db, &caller.org_id, &id, input).await
 }
@@ -242,7 +224,7 @@ async fn patch(
     Json(body): Json<TaxRatePatch>,
 ) -> ApiResult<Json<TaxRate>> {
     let id = fields::path_id(&id, "tax rate")?;
-    let current = find(&state.db, &caller.org_id, &id).await?;
+    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
     let mut v = Validator::default();
     let merged = TaxRateBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
@@ -266,10 +248,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
             .bind(id),
         )
         .await?;
-    if updated.rows_affected() == 0 {
-        return Err(fields::not_found("tax rate"));
-    }
-    Ok(Json(find(db, org_id, id).await?))
+    ROWS.read_back(db, org_id, id, updated).await
 }
 
 #[utoipa::path(
@@ -288,13 +267,5 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    fields::delete_owned(
-        &state.db,
-        "DELETE FROM tax_rates WHERE organization_id = $1 AND id = $2",
-        &caller.org_id,
-        &id,
-        "tax rate",
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    ROWS.delete(&state.db, &caller.org_id, &id).await
 }

@@ -13,6 +13,7 @@ use crate::auth::AuthUser;
 use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields;
+use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
@@ -75,7 +76,12 @@ struct WarehousePatch {
     code: Option<Option<String>>,
 }
 
-const COLUMNS: &str = "id, name, code, created_at, updated_at";
+const ROWS: Owned<Warehouse> = Owned::new(
+    "warehouses",
+    "",
+    "SELECT id, name, code, created_at, updated_at FROM warehouses",
+    "warehouse",
+);
 
 fn validate(body: WarehouseBody, mut v: Validator) -> ApiResult<WarehouseBody> {
     let name = fields::name(&body.name, "name", &mut v);
@@ -90,17 +96,6 @@ fn duplicate_code(e: sqlx::Error) -> ApiError {
     } else {
         e.into()
     }
-}
-
-async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Warehouse> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM warehouses WHERE organization_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| fields::not_found("warehouse"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -130,21 +125,8 @@ async fn list(
     let mut v = Validator::default();
     let page = params.page.parse(&mut v);
     v.finish()?;
-    let total: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM warehouses WHERE organization_id = $1")
-            .bind(&caller.org_id)
-            .fetch_one(state.db.pool())
-            .await?;
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM warehouses WHERE organization_id = $1
-         ORDER BY LOWER(name), name, id LIMIT $2 OFFSET $3"
-    ))
-    .bind(&caller.org_id)
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(state.db.pool())
-    .await?;
-    Ok(Json(page.wrap(rows, total)))
+    let filter = ROWS.of_organization(&caller.org_id);
+    ROWS.page(&state.db, &filter, BY_NAME, page).await
 }
 
 #[utoipa::path(
@@ -208,7 +190,7 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Warehouse>> {
     let id = fields::path_id(&id, "warehouse")?;
-    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
 }
 
 #[utoipa::path(
@@ -231,7 +213,7 @@ async fn replace(
     Json(body): Json<WarehouseBody>,
 ) -> ApiResult<Json<Warehouse>> {
     let id = fields::path_id(&id, "warehouse")?;
-    find(&state.db, &caller.org_id, &id).await?;
+    ROWS.find(&state.db, &caller.org_id, &id).await?;
     let input = validate(body, Validator::default())?;
     update(&state.db, &caller.org_id, &id, input).await
 }
@@ -256,7 +238,7 @@ async fn patch(
     Json(body): Json<WarehousePatch>,
 ) -> ApiResult<Json<Warehouse>> {
     let id = fields::path_id(&id, "warehouse")?;
-    let current = find(&state.db, &caller.org_id, &id).await?;
+    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
     let mut v = Validator::default();
     let merged = WarehouseBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
@@ -286,10 +268,7 @@ async fn update(
         )
         .await
         .map_err(duplicate_code)?;
-    if updated.rows_affected() == 0 {
-        return Err(fields::not_found("warehouse"));
-    }
-    Ok(Json(find(db, org_id, id).await?))
+    ROWS.read_back(db, org_id, id, updated).await
 }
 
 #[utoipa::path(
@@ -308,13 +287,5 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    fields::delete_owned(
-        &state.db,
-        "DELETE FROM warehouses WHERE organization_id = $1 AND id = $2",
-        &caller.org_id,
-        &id,
-        "warehouse",
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    ROWS.delete(&state.db, &caller.org_id, &id).await
 }

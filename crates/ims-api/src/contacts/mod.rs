@@ -16,7 +16,8 @@ use crate::auth::AuthUser;
 use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
-use crate::pagination::{Filter, PageParams, Paginated};
+use crate::owned::{Owned, BY_NAME};
+use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
 
@@ -104,7 +105,12 @@ struct ContactPatch {
     address: Option<Option<String>>,
 }
 
-const COLUMNS: &str = "id, contact_type, name, email, phone, address, created_at, updated_at";
+const ROWS: Owned<Contact> = Owned::new(
+    "contacts",
+    "",
+    "SELECT id, contact_type, name, email, phone, address, created_at, updated_at FROM contacts",
+    "contact",
+);
 
 fn validate(body: ContactBody, mut v: Validator) -> ApiResult<ContactBody> {
     let kind = body.kind.clone();
@@ -132,17 +138,6 @@ fn validate(body: ContactBody, mut v: Validator) -> ApiResult<ContactBody> {
         phone,
         address,
     })
-}
-
-async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Contact> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM contacts WHERE organization_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| fields::not_found("contact"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,9 +175,7 @@ async fn list(
 ) -> ApiResult<Json<Paginated<Contact>>> {
     let mut v = Validator::default();
     let page = params.page.parse(&mut v);
-    let mut filter = Filter::default();
-    let org = filter.bind(&caller.org_id);
-    filter.and(format!("organization_id = {org}"));
+    let mut filter = ROWS.of_organization(&caller.org_id);
     if let Some(kind) = params.kind.as_deref() {
         v.check(
             TYPES.contains(&kind),
@@ -209,28 +202,7 @@ async fn list(
     }
     v.finish()?;
 
-    let where_sql = filter.sql();
-    let count_sql = format!("SELECT COUNT(*) FROM contacts {where_sql}");
-    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-    for value in filter.binds() {
-        count = count.bind(value);
-    }
-    let total = count.fetch_one(state.db.pool()).await?;
-
-    let (limit, offset) = filter.page_placeholders();
-    let sql = format!(
-        "SELECT {COLUMNS} FROM contacts {where_sql} ORDER BY LOWER(name), name, id LIMIT {limit} OFFSET {offset}"
-    );
-    let mut rows = sqlx::query_as::<_, Contact>(&sql);
-    for value in filter.binds() {
-        rows = rows.bind(value);
-    }
-    let rows = rows
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(state.db.pool())
-        .await?;
-    Ok(Json(page.wrap(rows, total)))
+    ROWS.page(&state.db, &filter, BY_NAME, page).await
 }
 
 #[utoipa::path(
@@ -299,7 +271,7 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Contact>> {
     let id = fields::path_id(&id, "contact")?;
-    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
 }
 
 #[utoipa::path(
@@ -321,7 +293,7 @@ async fn replace(
     Json(body): Json<ContactBody>,
 ) -> ApiResult<Json<Contact>> {
     let id = fields::path_id(&id, "contact")?;
-    find(&state.db, &caller.org_id, &id).await?;
+    ROWS.find(&state.db, &caller.org_id, &id).await?;
     let input = validate(body, Validator::default())?;
     update(&state.db, &caller.org_id, &id, input).await
 }
@@ -345,7 +317,7 @@ async fn patch(
     Json(body): Json<ContactPatch>,
 ) -> ApiResult<Json<Contact>> {
     let id = fields::path_id(&id, "contact")?;
-    let current = find(&state.db, &caller.org_id, &id).await?;
+    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
     let mut v = Validator::default();
     let merged = ContactBody {
         kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
@@ -373,10 +345,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
     .bind(org_id)
     .bind(id);
     let updated = db.execute_write(write).await?;
-    if updated.rows_affected() == 0 {
-        return Err(fields::not_found("contact"));
-    }
-    Ok(Json(find(db, org_id, id).await?))
+    ROWS.read_back(db, org_id, id, updated).await
 }
 
 #[utoipa::path(
@@ -395,13 +364,5 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    fields::delete_owned(
-        &state.db,
-        "DELETE FROM contacts WHERE organization_id = $1 AND id = $2",
-        &caller.org_id,
-        &id,
-        "contact",
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    ROWS.delete(&state.db, &caller.org_id, &id).await
 }

@@ -22,7 +22,8 @@ use crate::db::{self, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::money;
-use crate::pagination::{Filter, PageParams, Paginated};
+use crate::owned::Owned;
+use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, writes_through, Group, RoutePolicy};
 use crate::state::AppState;
 
@@ -170,6 +171,8 @@ const SELECT: &str = "SELECT i.id, i.name, i.sku, i.description, i.price_cents, 
             AS BIGINT) AS stock_on_hand
      FROM items i";
 
+const ROWS: Owned<Item> = Owned::new("items", "i", SELECT, "item");
+
 /// Checks a body's shape, then that its references are rows of the caller's organization.
 async fn validate(db: &Db, org_id: &str, body: ItemBody, mut v: Validator) -> ApiResult<ItemBody> {
     let name = fields::name(&body.name, "name", &mut v);
@@ -232,17 +235,6 @@ fn write_error(e: sqlx::Error) -> ApiError {
     }
 }
 
-async fn find(db: &Db, org_id: &str, id: &str) -> ApiResult<Item> {
-    sqlx::query_as(&format!(
-        "{SELECT} WHERE i.organization_id = $1 AND i.id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(db.pool())
-    .await?
-    .ok_or_else(|| fields::not_found("item"))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListParams {
@@ -302,9 +294,7 @@ async fn list(
 ) -> ApiResult<Json<Paginated<Item>>> {
     let mut v = Validator::default();
     let page = params.page.parse(&mut v);
-    let mut filter = Filter::default();
-    let org = filter.bind(&caller.org_id);
-    filter.and(format!("i.organization_id = {org}"));
+    let mut filter = ROWS.of_organization(&caller.org_id);
     if let Some(raw) = params.search.as_deref() {
         let search = raw.trim();
         v.check(
@@ -351,26 +341,7 @@ async fn list(
     }
     v.finish()?;
 
-    let where_sql = filter.sql();
-    let count_sql = format!("SELECT COUNT(*) FROM items i {where_sql}");
-    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-    for value in filter.binds() {
-        count = count.bind(value);
-    }
-    let total = count.fetch_one(state.db.pool()).await?;
-
-    let (limit, offset) = filter.page_placeholders();
-    let sql = format!("{SELECT} {where_sql} ORDER BY {order} LIMIT {limit} OFFSET {offset}");
-    let mut rows = sqlx::query_as::<_, Item>(&sql);
-    for value in filter.binds() {
-        rows = rows.bind(value);
-    }
-    let rows = rows
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(state.db.pool())
-        .await?;
-    Ok(Json(page.wrap(rows, total)))
+    ROWS.page(&state.db, &filter, order, page).await
 }
 
 #[utoipa::path(
@@ -413,7 +384,7 @@ async fn create(
     state.db.execute_write(write).await.map_err(write_error)?;
     Ok((
         StatusCode::CREATED,
-        Json(find(&state.db, &caller.org_id, &id).await?),
+        Json(ROWS.find(&state.db, &caller.org_id, &id).await?),
     ))
 }
 
@@ -437,7 +408,7 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Item>> {
     let id = fields::path_id(&id, "item")?;
-    Ok(Json(find(&state.db, &caller.org_id, &id).await?))
+    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
 }
 
 #[utoipa::path(
@@ -460,7 +431,7 @@ async fn replace(
     Json(body): Json<ItemBody>,
 ) -> ApiResult<Json<Item>> {
     let id = fields::path_id(&id, "item")?;
-    find(&state.db, &caller.org_id, &id).await?;
+    ROWS.find(&state.db, &caller.org_id, &id).await?;
     let input = validate(&state.db, &caller.org_id, body, Validator::default()).await?;
     update(&state.db, &caller.org_id, &id, input).await
 }
@@ -485,7 +456,7 @@ async fn patch(
     Json(body): Json<ItemPatch>,
 ) -> ApiResult<Json<Item>> {
     let id = fields::path_id(&id, "item")?;
-    let current = find(&state.db, &caller.org_id, &id).await?;
+    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
     let mut v = Validator::default();
     let merged = ItemBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
@@ -531,10 +502,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
         )
         .await
         .map_err(write_error)?;
-    if updated.rows_affected() == 0 {
-        return Err(fields::not_found("item"));
-    }
-    Ok(Json(find(db, org_id, id).await?))
+    ROWS.read_back(db, org_id, id, updated).await
 }
 
 #[utoipa::path(
@@ -553,13 +521,5 @@ async fn remove(
     caller: AuthUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    fields::delete_owned(
-        &state.db,
-        "DELETE FROM items WHERE organization_id = $1 AND id = $2",
-        &caller.org_id,
-        &id,
-        "item",
-    )
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    ROWS.delete(&state.db, &caller.org_id, &id).await
 }

@@ -1,0 +1,128 @@
+//! Rows an organization owns (categories, tax rates, warehouses, contacts, items): reading
+//! one, listing them by name, reading one back after an update and deleting one are the
+//! same for each, so they are written once here over a description of the table
+//! ([`Owned`]) and each area keeps only what is its own (fields, validation, the update's
+//! columns).
+
+use std::marker::PhantomData;
+
+use axum::http::StatusCode;
+use sqlx::any::{AnyQueryResult, AnyRow};
+
+use crate::db::Db;
+use crate::error::{ApiResult, Json};
+use crate::fields;
+use crate::pagination::{Filter, Page, Paginated};
+
+/// A row type read with [`Owned`] queries.
+pub trait Row: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin {}
+
+impl<T> Row for T where T: for<'r> sqlx::FromRow<'r, AnyRow> + Send + Unpin {}
+
+/// A table of rows owned by an organization, read as `T`. Every string is fixed SQL (or
+/// words) from the code, never input.
+pub struct Owned<T> {
+    /// The table (`tax_rates`).
+    table: &'static str,
+    /// The alias `select` gives it (`i` for `FROM items i`), or `""`.
+    alias: &'static str,
+    /// `SELECT …columns… FROM table [alias] [joins]`, without a `WHERE`.
+    select: &'static str,
+    /// One row in words, for problems (`tax rate`).
+    noun: &'static str,
+    row: PhantomData<fn() -> T>,
+}
+
+/// The order of the lists by name: case-insensitive, then exact, then by id (stable pages).
+pub const BY_NAME: &str = "LOWER(name), name, id";
+
+impl<T: Row> Owned<T> {
+    /// `table` (aliased `alias`, or `""`) read with `select` (`SELECT … FROM table [alias]
+    /// [joins]`, no `WHERE`); `noun` names one row in problems.
+    pub const fn new(
+        table: &'static str,
+        alias: &'static str,
+        select: &'static str,
+        noun: &'static str,
+    ) -> Self {
+        Self {
+            table,
+            alias,
+            select,
+            noun,
+            row: PhantomData,
+        }
+    }
+
+    fn column(&self, name: &str) -> String {
+        if self.alias.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}.{name}", self.alias)
+        }
+    }
+
+    /// The caller's row `id`, or `404`.
+    pub async fn find(&self, db: &Db, org_id: &str, id: &str) -> ApiResult<T> {
+        let sql = format!(
+            "{} WHERE {} = $1 AND {} = $2",
+            self.select,
+            self.column("organization_id"),
+            self.column("id")
+        );
+        sqlx::query_as(&sql)
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(db.pool())
+            .await?
+            .ok_or_else(|| fields::not_found(self.noun))
+    }
+
+    /// A filter holding the caller's organization, for more conditions to be added.
+    pub fn of_organization(&self, org_id: &str) -> Filter {
+        let mut filter = Filter::default();
+        let org = filter.bind(org_id);
+        filter.and(format!("{} = {org}", self.column("organization_id")));
+        filter
+    }
+
+    /// One page of the rows `filter` keeps, in `order`, with their total.
+    pub async fn page(
+        &self,
+        db: &Db,
+        filter: &Filter,
+        order: &str,
+        page: Page,
+    ) -> ApiResult<Json<Paginated<T>>> {
+        let from = format!("{} {}", self.table, self.alias);
+        crate::pagination::fetch_page(db, self.select, &from, filter, order, page)
+            .await
+            .map(Json)
+    }
+
+    /// After an `UPDATE` of the caller's row `id`: `404` if it changed no row, else the row
+    /// as it is now.
+    pub async fn read_back(
+        &self,
+        db: &Db,
+        org_id: &str,
+        id: &str,
+        written: AnyQueryResult,
+    ) -> ApiResult<Json<T>> {
+        if written.rows_affected() == 0 {
+            return Err(fields::not_found(self.noun));
+        }
+        Ok(Json(self.find(db, org_id, id).await?))
+    }
+
+    /// Deletes the caller's row `raw_id` (`404` if there is none, `409` if others refer
+    /// to it).
+    pub async fn delete(&self, db: &Db, org_id: &str, raw_id: &str) -> ApiResult<StatusCode> {
+        let sql = format!(
+            "DELETE FROM {} WHERE organization_id = $1 AND id = $2",
+            self.table
+        );
+        fields::delete_owned(db, &sql, org_id, raw_id, self.noun).await?;
+        Ok(StatusCode::NO_CONTENT)
+    }
+}
