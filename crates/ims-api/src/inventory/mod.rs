@@ -127,30 +127,18 @@ async fn stock_levels(
     if low_stock {
         filter.and("i.reorder_level IS NOT NULL AND s.quantity <= i.reorder_level");
     }
-    let from = "FROM stock_levels s
+    let from = "stock_levels s
          JOIN items i ON i.id = s.item_id
          JOIN warehouses w ON w.id = s.warehouse_id";
-    let (limit, offset) = filter.page_placeholders();
-    let sql = format!(
+    let select = format!(
         "SELECT s.item_id, i.name AS item_name, i.sku, s.warehouse_id, w.name AS warehouse_name,
                 s.quantity, i.reorder_level, s.updated_at
-         {from} {} ORDER BY i.name, w.name, s.item_id, s.warehouse_id LIMIT {limit} OFFSET {offset}",
-        filter.sql()
+         FROM {from}"
     );
-    let count_sql = format!("SELECT COUNT(*) {from} {}", filter.sql());
-    let mut rows = sqlx::query_as::<_, StockLevel>(&sql);
-    let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-    for b in filter.binds() {
-        rows = rows.bind(b);
-        count = count.bind(b);
-    }
-    let data = rows
-        .bind(page.limit())
-        .bind(page.offset())
-        .fetch_all(state.db.pool())
-        .await?;
-    let total = count.fetch_one(state.db.pool()).await?;
-    Ok(Json(page.wrap(data, total)))
+    let order = "i.name, w.name, s.item_id, s.warehouse_id";
+    Ok(Json(
+        crate::pagination::fetch_page(&state.db, &select, from, &filter, order, page).await?,
+    ))
 }
 
 /// `quantityDelta`: an integer from -10^9 to -1 or from 1 to 10^9 (utoipa's field
