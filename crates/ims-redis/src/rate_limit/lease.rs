@@ -39,7 +39,7 @@ use super::Quota;
 pub const MIN_LEASED_LIMIT: u32 = 32;
 
 /// The largest reservation.
-const MAX_LEASE: u32 = 1024;
+pub const MAX_LEASE: u32 = 1024;
 
 /// How long a reservation may be used (and how much longer its entries count), at most.
 const MAX_TERM: Duration = Duration::from_secs(1);
