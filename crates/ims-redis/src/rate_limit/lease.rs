@@ -411,6 +411,16 @@ mod tests {
         window: Duration::from_secs(60),
     };
 
+    /// A lease idle for more than a term, asking for `want` now.
+    fn asking(want: u32) -> (Lease, Instant, Ask) {
+        let mut lease = Lease::default();
+        let now = Instant::now();
+        lease.want = want;
+        lease.reserved_at = Some(now - Duration::from_millis(1500));
+        let ask = lease.ask(QUOTA, now);
+        (lease, now, ask)
+    }
+
     #[test]
     fn small_limits_never_lease() {
         let mut lease = Lease::default();
@@ -468,11 +478,7 @@ mod tests {
 
     #[test]
     fn slots_expire_with_their_term_and_are_given_back_once() {
-        let mut lease = Lease::default();
-        let now = Instant::now();
-        lease.want = 8;
-        lease.reserved_at = Some(now - Duration::from_millis(1500));
-        let ask = lease.ask(QUOTA, now);
+        let (mut lease, now, ask) = asking(8);
         assert_eq!((ask.want, ask.term), (8, Duration::from_secs(1)));
         lease.answered(ask, now, true, 8, 42, 900, Duration::from_secs(60));
         let taken = lease.take(now).expect("a reserved slot");
@@ -502,11 +508,7 @@ mod tests {
 
     #[test]
     fn an_untaken_slot_is_reused_or_given_back() {
-        let mut lease = Lease::default();
-        let now = Instant::now();
-        lease.want = 4;
-        lease.reserved_at = Some(now - Duration::from_millis(1500));
-        let ask = lease.ask(QUOTA, now);
+        let (mut lease, now, ask) = asking(4);
         lease.answered(ask, now, true, 2, 9, 10, Duration::from_secs(60));
         let taken = lease.take(now).expect("slot");
         lease.untake(taken, now);
@@ -518,11 +520,7 @@ mod tests {
 
     #[test]
     fn while_one_reserves_the_others_ask_for_themselves() {
-        let mut lease = Lease::default();
-        let now = Instant::now();
-        lease.want = 8;
-        lease.reserved_at = Some(now - Duration::from_millis(1500));
-        let first = lease.ask(QUOTA, now);
+        let (mut lease, now, first) = asking(8);
         let second = lease.ask(QUOTA, now);
         assert_eq!((first.want, second.want), (8, 1));
         lease.answered(second, now, true, 1, 5, 10, Duration::from_secs(60));
@@ -537,11 +535,7 @@ mod tests {
 
     #[test]
     fn a_busy_lease_reserves_the_next_one_ahead_and_uses_it_after() {
-        let mut lease = Lease::default();
-        let now = Instant::now();
-        lease.want = 8;
-        lease.reserved_at = Some(now - Duration::from_millis(1500));
-        let ask = lease.ask(QUOTA, now);
+        let (mut lease, now, ask) = asking(8);
         lease.answered(ask, now, true, 9, 1, 100, Duration::from_secs(60));
         let mut aheads = Vec::new();
         for _ in 0..6 {
@@ -580,11 +574,7 @@ mod tests {
 
     #[test]
     fn a_failed_reservation_ahead_is_not_retried_for_that_lease() {
-        let mut lease = Lease::default();
-        let now = Instant::now();
-        lease.want = 8;
-        lease.reserved_at = Some(now - Duration::from_millis(1500));
-        let ask = lease.ask(QUOTA, now);
+        let (mut lease, now, ask) = asking(8);
         lease.answered(ask, now, true, 9, 1, 100, Duration::from_secs(60));
         let ahead = std::iter::repeat_with(|| {
             lease.take(now).expect("slot");
