@@ -5,8 +5,10 @@
 //! domain module declares its routes with `utoipa_axum`'s `routes!`, so the router and the
 //! document come from one list: a route cannot be served undocumented. [`finish`] adds
 //! what is global: the title and version, the tags, the `bearer` security scheme (the
-//! access token of `POST /auth/login`), and the answers many operations share (401, 400,
-//! 422, 415, 429 and the rate-limit headers); each cached route's cache headers and 304
+//! access token of `POST /auth/login`), and what many operations share: a row's `id`
+//! parameter and 404, and the answers 401, 400, 422, 415, 429 with the rate-limit headers.
+//! The areas whose every route needs the token are marked once where they are merged
+//! (`crate::policy::signed_in`); each cached route's cache headers and 304
 //! come with its cache policy (`crate::policy::RoutePolicy::cache`). Request and response types derive `utoipa::ToSchema`, so a
 //! field added to a type shows up in the document without further work.
 //!

@@ -538,7 +538,7 @@ impl RateLimiter {
     ) -> Vec<Option<Reply>> {
         if missing.len() > 1 && !self.redis.connection().is_cluster() {
             let keys: Vec<&(String, Quota)> = missing.iter().map(|&i| &checks[i]).collect();
-            return match self.call(&keys, asks).await {
+            return match call(&self.redis, &keys, asks).await {
                 // Atomic over all keys: a refusal counted nowhere.
                 Some(replies) if replies.len() == missing.len() => {
                     replies.into_iter().map(Some).collect()
@@ -547,7 +547,7 @@ impl RateLimiter {
             };
         }
         futures::future::join_all(missing.iter().zip(asks).map(|(&i, ask)| async move {
-            let replies = self.call(&[&checks[i]], std::slice::from_ref(ask)).await?;
+            let replies = call(&self.redis, &[&checks[i]], std::slice::from_ref(ask)).await?;
             replies.into_iter().next().map(|reply| Reply {
                 // One key per call: the request is admitted by this key alone; another
                 // key's refusal takes it back.
@@ -584,10 +584,6 @@ impl RateLimiter {
                 None => lease.failed(ask),
             });
         });
-    }
-
-    async fn call(&self, keys: &[&(String, Quota)], asks: &[Ask]) -> Option<Vec<Reply>> {
-        call(&self.redis, keys, asks).await
     }
 }
 
