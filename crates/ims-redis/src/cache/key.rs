@@ -5,9 +5,8 @@ use md5::{Digest, Md5};
 /// MD5 hex of the query parameters sorted by name, then value, and re-encoded as
 /// `a=1&b=2`, so parameter order never changes the key. No query hashes the empty string.
 pub fn query_hash(query: Option<&str>) -> String {
-    let mut pairs: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
+    // Borrowed where nothing was percent-decoded: no copy of each name and value.
+    let mut pairs: Vec<_> = form_urlencoded::parse(query.unwrap_or("").as_bytes()).collect();
     pairs.sort();
     let canonical = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
@@ -44,9 +43,11 @@ impl Layout {
         }
     }
 
-    /// The entry key, after the service prefix: `cache:{scope}:{keyPrefix}:{rest}`.
+    /// The entry key, after the service prefix: `cache:{scope}:{keyPrefix}:{rest}`. Made
+    /// on every lookup, so in one allocation.
     pub fn entry(self, scope: &str, key_prefix: &str, rest: &str) -> String {
-        format!("cache:{}:{key_prefix}:{rest}", self.scope(scope))
+        let (open, close) = if self.cluster { ("{", "}") } else { ("", "") };
+        ["cache:", open, scope, close, ":", key_prefix, ":", rest].concat()
     }
 
     /// The epoch counter of a (scope, group): bumped by every invalidation of the group.

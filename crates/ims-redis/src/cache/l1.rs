@@ -124,6 +124,11 @@ impl L1 {
         }
     }
 
+    /// Whether the tier is on (`max_stale` above zero).
+    pub fn serves(&self) -> bool {
+        !self.max_stale.is_zero()
+    }
+
     /// A fresh entry for `key` and its remaining TTL, if the tier may serve at all
     /// (`usable`: subscribed and Redis reachable, decided by the caller).
     pub fn get(
@@ -158,7 +163,7 @@ impl L1 {
         fresh_at: Instant,
         ttl: Duration,
     ) {
-        if self.max_stale.is_zero() || !self.subscribed.load(Ordering::Acquire) {
+        if !self.serves() || !self.subscribed.load(Ordering::Acquire) {
             return;
         }
         let entry = Entry {

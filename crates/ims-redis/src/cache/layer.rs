@@ -408,9 +408,10 @@ where
     // The L1 key is the request's path and query as sent: no hashing on the hit path. The
     // same query in another order is another L1 entry of the same Redis entry; invalidation
     // goes by scope and group, so both are dropped alike.
+    // With the tier off (`max_stale` zero) no key is made: there is nothing to find or keep.
     let l1 = policy
         .l1_max_stale
-        .filter(|_| !cache.is_local())
+        .filter(|_| cache.l1_serves())
         .map(|bound| {
             let target = parts.uri.path_and_query().map_or("", |p| p.as_str());
             let target = match &variant {
@@ -430,12 +431,14 @@ where
     }
     // What L1 records below was current no later than now: staleness counts from here.
     let fresh_at = std::time::Instant::now();
-    let mut rest = format!(
-        "{}:{}:{}",
-        parts.method,
+    let mut rest = [
+        parts.method.as_str(),
+        ":",
         parts.uri.path(),
-        query_hash(parts.uri.query())
-    );
+        ":",
+        &query_hash(parts.uri.query()),
+    ]
+    .concat();
     if let Some(variant) = &variant {
         rest.push(':');
         rest.push_str(variant);

@@ -499,6 +499,12 @@ impl ResponseCache {
     }
 
     /// An L1 hit for `key` on a route whose bound is `max_stale`.
+    /// Whether the in-process tier may hold entries at all (Redis in use, and a non-zero
+    /// staleness bound).
+    pub(crate) fn l1_serves(&self) -> bool {
+        !self.is_local() && self.l1.serves()
+    }
+
     pub(crate) fn l1_get(&self, key: &str, max_stale: Duration) -> Option<(Arc<Cached>, Duration)> {
         self.l1.get(key, max_stale, self.redis.is_connected())
     }

@@ -46,7 +46,7 @@ impl RedisService {
 
     /// The full Redis key for `key`: the prefix followed by `key`.
     pub fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        [self.prefix.as_str(), key].concat()
     }
 
     /// True while Redis answers (see [`RedisConnection::is_connected`]).
