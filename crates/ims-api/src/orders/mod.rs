@@ -6,9 +6,12 @@
 
 pub mod lines;
 
+use sqlx::AnyConnection;
+
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::fields::{self, Table};
+use crate::owned::Row;
 use crate::status::Status;
 
 /// Longest order note, in characters.
@@ -24,6 +27,10 @@ pub struct OrderKind {
     /// How an open order is completed, for the message refusing any other status change
     /// (`fulfil with POST /sales-orders/{id}/fulfil`).
     pub completion: &'static str,
+    /// The orders' table and the columns of a row.
+    pub table: (&'static str, &'static str),
+    /// The lines' table, their order-id column and the columns of a line.
+    pub lines: (&'static str, &'static str, &'static str),
 }
 
 /// A sales order: sold to a customer, fulfilled.
@@ -31,6 +38,17 @@ pub const SALES: OrderKind = OrderKind {
     noun: "sales order",
     party: ("customerId", Table::Customers),
     completion: "fulfil with POST /sales-orders/{id}/fulfil",
+    table: (
+        "sales_orders",
+        "id, customer_id, warehouse_id, status, notes, subtotal_cents, tax_cents, total_cents, \
+         fulfilled_at, created_at, updated_at",
+    ),
+    lines: (
+        "sales_order_lines",
+        "sales_order_id",
+        "id, item_id, quantity, unit_price_cents, tax_rate_bps, subtotal_cents, tax_cents, \
+         total_cents",
+    ),
 };
 
 /// A purchase order: bought from a vendor, received.
@@ -38,6 +56,16 @@ pub const PURCHASE: OrderKind = OrderKind {
     noun: "purchase order",
     party: ("vendorId", Table::Vendors),
     completion: "receive with POST /purchase-orders/{id}/receive",
+    table: (
+        "purchase_orders",
+        "id, vendor_id, warehouse_id, status, notes, total_cents, received_at, created_at, \
+         updated_at",
+    ),
+    lines: (
+        "purchase_order_lines",
+        "purchase_order_id",
+        "id, item_id, quantity, unit_cost_cents, total_cents",
+    ),
 };
 
 /// The new value of a PATCH field that cannot be null: `None` when absent (unchanged).
@@ -118,8 +146,94 @@ impl Changes {
     }
 }
 
+/// The fields of an order row that the shared part of a PATCH changes.
+pub trait Editable {
+    /// The kind's status.
+    type Status: Status + PartialEq + std::fmt::Display;
+    /// An order that may still change.
+    const OPEN: Self::Status;
+    /// What `status: "cancelled"` sets.
+    const CANCELLED: Self::Status;
+    /// The status, counterpart, warehouse and notes, to change in place.
+    fn editable(
+        &mut self,
+    ) -> (
+        &mut Self::Status,
+        &mut String,
+        &mut String,
+        &mut Option<String>,
+    );
+}
+
+impl Changes {
+    /// Applies the changes to `order`, which must be open (409 otherwise).
+    pub fn apply<O: Editable>(self, order: &mut O) -> ApiResult<()> {
+        let (status, party, warehouse, notes) = order.editable();
+        ensure_open(*status, O::OPEN)?;
+        if let Some(new) = self.party {
+            *party = new;
+        }
+        if let Some(new) = self.warehouse {
+            *warehouse = new;
+        }
+        if let Some(new) = self.notes {
+            *notes = new;
+        }
+        if self.cancel {
+            *status = O::CANCELLED;
+        }
+        Ok(())
+    }
+}
+
+/// The caller's order `id` of `kind` with its lines in order; 404 when there is none.
+pub async fn load<O: Row, L: Row>(
+    conn: &mut AnyConnection,
+    kind: OrderKind,
+    org_id: &str,
+    id: &str,
+) -> ApiResult<(O, Vec<L>)> {
+    let (table, columns) = kind.table;
+    let order: O = sqlx::query_as(&format!(
+        "SELECT {columns} FROM {table} WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or_else(|| fields::not_found(kind.noun))?;
+    let (lines, order_id, columns) = kind.lines;
+    let lines = sqlx::query_as(&format!(
+        "SELECT {columns} FROM {lines} WHERE {order_id} = $1 AND organization_id = $2 \
+         ORDER BY line_no"
+    ))
+    .bind(id)
+    .bind(org_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((order, lines))
+}
+
+/// Removes the lines of the caller's order `id` of `kind` (a PATCH replacing them).
+pub async fn delete_lines(
+    conn: &mut AnyConnection,
+    kind: OrderKind,
+    org_id: &str,
+    id: &str,
+) -> ApiResult<()> {
+    let (lines, order_id, _) = kind.lines;
+    sqlx::query(&format!(
+        "DELETE FROM {lines} WHERE {order_id} = $1 AND organization_id = $2"
+    ))
+    .bind(id)
+    .bind(org_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 /// Only an open order changes; any other is history (409).
-pub fn ensure_open<S: Status + PartialEq + std::fmt::Display>(status: S, open: S) -> ApiResult<()> {
+fn ensure_open<S: Status + PartialEq + std::fmt::Display>(status: S, open: S) -> ApiResult<()> {
     if status == open {
         Ok(())
     } else {

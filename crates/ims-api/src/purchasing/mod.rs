@@ -73,27 +73,31 @@ struct Order {
     lines: Vec<LineRow>,
 }
 
-const ORDER_COLUMNS: &str =
-    "id, vendor_id, warehouse_id, status, notes, total_cents, received_at, created_at, updated_at";
-
 async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Order> {
-    let order: OrderRow = sqlx::query_as(&format!(
-        "SELECT {ORDER_COLUMNS} FROM purchase_orders WHERE organization_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| fields::not_found("purchase order"))?;
-    let lines = sqlx::query_as(
-        "SELECT id, item_id, quantity, unit_cost_cents, total_cents FROM purchase_order_lines
-         WHERE purchase_order_id = $1 AND organization_id = $2 ORDER BY line_no",
-    )
-    .bind(id)
-    .bind(org_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let (order, lines) = orders::load(conn, PURCHASE, org_id, id).await?;
     Ok(Order { order, lines })
+}
+
+impl orders::Editable for OrderRow {
+    type Status = PurchaseOrderStatus;
+    const OPEN: PurchaseOrderStatus = PurchaseOrderStatus::Open;
+    const CANCELLED: PurchaseOrderStatus = PurchaseOrderStatus::Cancelled;
+
+    fn editable(
+        &mut self,
+    ) -> (
+        &mut PurchaseOrderStatus,
+        &mut String,
+        &mut String,
+        &mut Option<String>,
+    ) {
+        (
+            &mut self.status,
+            &mut self.vendor_id,
+            &mut self.warehouse_id,
+            &mut self.notes,
+        )
+    }
 }
 
 /// Validates `lines` (a unit cost is required on each) and checks their items exist.
@@ -295,8 +299,14 @@ async fn list(
         query.to.as_deref(),
     )?;
     Ok(Json(
-        crate::pagination::newest_first(&state.db, ORDER_COLUMNS, "purchase_orders", filter, page)
-            .await?,
+        crate::pagination::newest_first(
+            &state.db,
+            PURCHASE.table.1,
+            PURCHASE.table.0,
+            filter,
+            page,
+        )
+        .await?,
     ))
 }
 
@@ -363,27 +373,11 @@ async fn patch(
 
     let mut tx = state.db.begin_write().await?;
     let current = load(&mut tx, &caller.org_id, &id).await?;
-    orders::ensure_open(current.order.status, PurchaseOrderStatus::Open)?;
     let mut order = current.order;
+    changes.apply(&mut order)?;
     let mut order_lines = current.lines;
-    if let Some(vendor) = changes.party {
-        order.vendor_id = vendor;
-    }
-    if let Some(warehouse) = changes.warehouse {
-        order.warehouse_id = warehouse;
-    }
-    if let Some(notes) = changes.notes {
-        order.notes = notes;
-    }
-    if changes.cancel {
-        order.status = PurchaseOrderStatus::Cancelled;
-    }
     if let Some((rows, total)) = costed {
-        sqlx::query("DELETE FROM purchase_order_lines WHERE purchase_order_id = $1 AND organization_id = $2")
-            .bind(&id)
-            .bind(&caller.org_id)
-            .execute(&mut *tx)
-            .await?;
+        orders::delete_lines(&mut tx, PURCHASE, &caller.org_id, &id).await?;
         insert_lines(&mut tx, &caller.org_id, &id, &rows).await?;
         order.total_cents = total;
         order_lines = rows;

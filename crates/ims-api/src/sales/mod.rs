@@ -86,26 +86,31 @@ struct Order {
     lines: Vec<LineRow>,
 }
 
-const ORDER_COLUMNS: &str = "id, customer_id, warehouse_id, status, notes, subtotal_cents, tax_cents, total_cents, fulfilled_at, created_at, updated_at";
-
 async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Order> {
-    let order: OrderRow = sqlx::query_as(&format!(
-        "SELECT {ORDER_COLUMNS} FROM sales_orders WHERE organization_id = $1 AND id = $2"
-    ))
-    .bind(org_id)
-    .bind(id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or_else(|| fields::not_found("sales order"))?;
-    let lines = sqlx::query_as(
-        "SELECT id, item_id, quantity, unit_price_cents, tax_rate_bps, subtotal_cents, tax_cents, total_cents
-         FROM sales_order_lines WHERE sales_order_id = $1 AND organization_id = $2 ORDER BY line_no",
-    )
-    .bind(id)
-    .bind(org_id)
-    .fetch_all(&mut *conn)
-    .await?;
+    let (order, lines) = orders::load(conn, SALES, org_id, id).await?;
     Ok(Order { order, lines })
+}
+
+impl orders::Editable for OrderRow {
+    type Status = SalesOrderStatus;
+    const OPEN: SalesOrderStatus = SalesOrderStatus::Open;
+    const CANCELLED: SalesOrderStatus = SalesOrderStatus::Cancelled;
+
+    fn editable(
+        &mut self,
+    ) -> (
+        &mut SalesOrderStatus,
+        &mut String,
+        &mut String,
+        &mut Option<String>,
+    ) {
+        (
+            &mut self.status,
+            &mut self.customer_id,
+            &mut self.warehouse_id,
+            &mut self.notes,
+        )
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -340,7 +345,7 @@ async fn list(
         query.to.as_deref(),
     )?;
     Ok(Json(
-        crate::pagination::newest_first(&state.db, ORDER_COLUMNS, "sales_orders", filter, page)
+        crate::pagination::newest_first(&state.db, SALES.table.1, SALES.table.0, filter, page)
             .await?,
     ))
 }
@@ -409,29 +414,11 @@ async fn patch(
 
     let mut tx = state.db.begin_write().await?;
     let current = load(&mut tx, &caller.org_id, &id).await?;
-    orders::ensure_open(current.order.status, SalesOrderStatus::Open)?;
     let mut order = current.order;
-    if let Some(customer) = changes.party {
-        order.customer_id = customer;
-    }
-    if let Some(warehouse) = changes.warehouse {
-        order.warehouse_id = warehouse;
-    }
-    if let Some(notes) = changes.notes {
-        order.notes = notes;
-    }
-    if changes.cancel {
-        order.status = SalesOrderStatus::Cancelled;
-    }
+    changes.apply(&mut order)?;
     let mut order_lines = current.lines;
     if let Some(priced) = priced {
-        sqlx::query(
-            "DELETE FROM sales_order_lines WHERE sales_order_id = $1 AND organization_id = $2",
-        )
-        .bind(&id)
-        .bind(&caller.org_id)
-        .execute(&mut *tx)
-        .await?;
+        orders::delete_lines(&mut tx, SALES, &caller.org_id, &id).await?;
         insert_lines(&mut tx, &caller.org_id, &id, &priced.lines).await?;
         order.subtotal_cents = priced.subtotal;
         order.tax_cents = priced.tax;
