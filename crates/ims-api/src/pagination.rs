@@ -40,6 +40,14 @@ pub struct Page {
 }
 
 impl PageParams {
+    /// The page asked for, when it is the only parameter: bad values are a 422.
+    pub fn validated(&self) -> crate::error::ApiResult<Page> {
+        let mut v = Validator::default();
+        let page = self.parse(&mut v);
+        v.finish()?;
+        Ok(page)
+    }
+
     /// The page asked for; bad values are recorded in `v` (and the defaults returned).
     pub fn parse(&self, v: &mut Validator) -> Page {
         let page = match self.page.as_deref() {

@@ -139,12 +139,6 @@ async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> Ap
     Ok(true)
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    #[serde(flatten)]
-    page: PageParams,
-}
-
 #[utoipa::path(
     get,
     path = "/categories",
@@ -165,13 +159,11 @@ struct ListParams {
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
-    Query(params): Query<ListParams>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<Json<Paginated<Category>>> {
-    let mut v = Validator::default();
-    let page = params.page.parse(&mut v);
-    v.finish()?;
     let filter = ROWS.of_organization(&caller.org_id);
-    ROWS.page(&state.db, &filter, BY_NAME, page).await
+    ROWS.page(&state.db, &filter, BY_NAME, page.validated()?)
+        .await
 }
 
 #[utoipa::path(

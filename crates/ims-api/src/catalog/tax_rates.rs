@@ -88,12 +88,6 @@ fn validate(body: TaxRateBody, mut v: Validator) -> ApiResult<TaxRateBody> {
     })
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    #[serde(flatten)]
-    page: PageParams,
-}
-
 #[utoipa::path(
     get,
     path = "/tax-rates",
@@ -114,13 +108,11 @@ struct ListParams {
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
-    Query(params): Query<ListParams>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<Json<Paginated<TaxRate>>> {
-    let mut v = Validator::default();
-    let page = params.page.parse(&mut v);
-    v.finish()?;
     let filter = ROWS.of_organization(&caller.org_id);
-    ROWS.page(&state.db, &filter, BY_NAME, page).await
+    ROWS.page(&state.db, &filter, BY_NAME, page.validated()?)
+        .await
 }
 
 #[utoipa::path(

@@ -98,12 +98,6 @@ fn duplicate_code(e: sqlx::Error) -> ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
-struct ListParams {
-    #[serde(flatten)]
-    page: PageParams,
-}
-
 #[utoipa::path(
     get,
     path = "/warehouses",
@@ -120,13 +114,11 @@ struct ListParams {
 async fn list(
     State(state): State<AppState>,
     caller: AuthUser,
-    Query(params): Query<ListParams>,
+    Query(page): Query<PageParams>,
 ) -> ApiResult<Json<Paginated<Warehouse>>> {
-    let mut v = Validator::default();
-    let page = params.page.parse(&mut v);
-    v.finish()?;
     let filter = ROWS.of_organization(&caller.org_id);
-    ROWS.page(&state.db, &filter, BY_NAME, page).await
+    ROWS.page(&state.db, &filter, BY_NAME, page.validated()?)
+        .await
 }
 
 #[utoipa::path(
