@@ -313,6 +313,27 @@ pub fn reference_gone(e: sqlx::Error) -> ApiError {
 }
 
 /// What [`looks_like_email`] accepts, as the document's pattern for email fields.
+/// What the server takes as not blank: at least one character that is not white space
+/// (as `str::trim` counts it), as a JSON Schema `pattern`.
+const NOT_BLANK_PATTERN: &str =
+    r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
+/// A required text of at most `max` characters that is not blank, in the document (for a
+/// PATCH field too: never `null`).
+pub fn not_blank(max: usize) -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::Type::String)
+        .min_length(Some(1))
+        .max_length(Some(max))
+        .pattern(Some(NOT_BLANK_PATTERN))
+        .build()
+}
+
+/// The document's schema of a name (1 to [`MAX_NAME_CHARS`] characters, not blank).
+pub fn name_schema() -> utoipa::openapi::Object {
+    not_blank(MAX_NAME_CHARS)
+}
+
 pub const EMAIL_PATTERN: &str = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$";
 
 /// A loose shape check: one `@` with something on each side, a dot inside the domain (not

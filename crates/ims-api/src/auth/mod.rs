@@ -53,17 +53,9 @@ struct RegisterBody {
     email: String,
     #[schema(min_length = 8, max_length = 1024)]
     password: String,
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: String,
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     organization_name: String,
 }
 

@@ -41,11 +41,7 @@ struct TaxRate {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TaxRateBody {
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: String,
     #[schema(minimum = 0, maximum = 100_000)]
     rate_bps: i64,
@@ -55,12 +51,7 @@ struct TaxRateBody {
 #[serde(rename_all = "camelCase")]
 struct TaxRatePatch {
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-        nullable = false
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(minimum = 0, maximum = 100_000, nullable = false)]

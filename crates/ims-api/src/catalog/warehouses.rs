@@ -20,6 +20,11 @@ use crate::state::AppState;
 
 const MAX_CODE_CHARS: usize = 50;
 
+/// A warehouse code in the document: 1 to [`MAX_CODE_CHARS`] characters, not blank.
+fn code_schema() -> utoipa::openapi::Object {
+    fields::not_blank(MAX_CODE_CHARS)
+}
+
 pub fn router() -> OpenApiRouter<AppState> {
     // Warehouse names and codes appear in stock levels and the inventory status.
     let writes = || invalidates(&[Group::Stock, Group::Dashboard]);
@@ -42,37 +47,19 @@ struct Warehouse {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehouseBody {
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: String,
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 50)]
+    #[schema(schema_with = code_schema)]
     code: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 struct WarehousePatch {
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-        nullable = false
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-        nullable = false
-    )]
-    #[schema(max_length = 50)]
+    #[schema(schema_with = code_schema)]
     code: Option<Option<String>>,
 }
 

@@ -58,11 +58,7 @@ struct ContactBody {
     #[serde(rename = "type")]
     #[schema(pattern = "^(customer|vendor)$")]
     kind: String,
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: String,
     #[serde(default)]
     #[schema(
@@ -84,12 +80,7 @@ struct ContactPatch {
     #[schema(pattern = "^(customer|vendor)$", nullable = false)]
     kind: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-        nullable = false
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(

@@ -25,6 +25,11 @@ use stock::{Movement, Source};
 
 const MAX_REASON_CHARS: usize = 500;
 
+/// An adjustment's reason in the document: 1 to [`MAX_REASON_CHARS`] characters, not blank.
+fn reason_schema() -> utoipa::openapi::Object {
+    fields::not_blank(MAX_REASON_CHARS)
+}
+
 /// The inventory routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -170,11 +175,7 @@ struct AdjustmentBody {
     /// Non-zero; at most 10^9 either way.
     #[schema(schema_with = non_zero_delta)]
     quantity_delta: i64,
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 500)]
+    #[schema(schema_with = reason_schema)]
     reason: String,
 }
 

@@ -32,6 +32,11 @@ const MAX_DESCRIPTION_CHARS: usize = 5000;
 const MAX_UNIT_CHARS: usize = 50;
 const MAX_SEARCH_CHARS: usize = 200;
 
+/// An item's SKU in the document: 1 to [`MAX_SKU_CHARS`] characters, not blank.
+fn sku_schema() -> utoipa::openapi::Object {
+    fields::not_blank(MAX_SKU_CHARS)
+}
+
 /// The item routes.
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -87,17 +92,9 @@ struct Item {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ItemBody {
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: String,
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
-    )]
-    #[schema(max_length = 100)]
+    #[schema(schema_with = sku_schema)]
     sku: String,
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64)]
     price_cents: i64,
@@ -125,20 +122,10 @@ struct ItemBody {
 #[serde(rename_all = "camelCase")]
 struct ItemPatch {
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-        nullable = false
-    )]
-    #[schema(max_length = 200)]
+    #[schema(schema_with = fields::name_schema)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(
-        min_length = 1,
-        pattern = r"[^\t\n\u000b\f\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]",
-        nullable = false
-    )]
-    #[schema(max_length = 100)]
+    #[schema(schema_with = sku_schema)]
     sku: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(minimum = 0, maximum = 10_000_000_000_000_i64, nullable = false)]
