@@ -19,13 +19,12 @@ const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(metrics_text))
+    crate::openapi::tagged("health", OpenApiRouter::new().routes(routes!(metrics_text)))
 }
 
 #[utoipa::path(
     get,
     path = "/metrics",
-    tag = "health",
     operation_id = "getMetrics",
     summary = "Prometheus metrics",
     description = "Requests and latency by route and status, response-cache counters, Redis state and database pool, in the Prometheus text format.",
@@ -84,13 +83,16 @@ async fn metrics_text(State(state): State<AppState>) -> impl axum::response::Int
 
 /// `GET /health/cache`: the response cache's counters since start.
 pub fn cache_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(cache_stats))
+    crate::openapi::tagged("health", OpenApiRouter::new().routes(routes!(cache_stats)))
 }
 
 /// `GET /cache/stats`: the caller's organization's share of the cache (authenticated, rate
 /// limited like every API route).
 pub fn organization_cache_router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(organization_cache_stats))
+    crate::openapi::tagged(
+        "health",
+        OpenApiRouter::new().routes(routes!(organization_cache_stats)),
+    )
 }
 
 /// The caller's organization's cache figures.
@@ -110,7 +112,6 @@ struct OrganizationCacheStats {
 #[utoipa::path(
     get,
     path = "/cache/stats",
-    tag = "health",
     operation_id = "getOrganizationCacheStats",
     summary = "The caller's organization's cache figures",
     description = "Hits and misses on this instance since start, and entries cached now. Never another organization's.",
@@ -223,7 +224,6 @@ struct MasterReport {
 #[utoipa::path(
     get,
     path = "/health/cache",
-    tag = "health",
     operation_id = "getCacheStats",
     summary = "Response cache counters since start",
     responses(
@@ -276,10 +276,13 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
 
 /// The health routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(health))
-        .routes(routes!(live))
-        .routes(routes!(ready))
+    crate::openapi::tagged(
+        "health",
+        OpenApiRouter::new()
+            .routes(routes!(health))
+            .routes(routes!(live))
+            .routes(routes!(ready)),
+    )
 }
 
 /// `GET /health/live` on the server bound to `bind` (the unspecified address means this
@@ -320,7 +323,6 @@ struct Probe {
 #[utoipa::path(
     get,
     path = "/health/live",
-    tag = "health",
     operation_id = "getLiveness",
     summary = "Liveness probe",
     description = "200 while the process serves requests. Touches neither the database nor Redis.",
@@ -333,7 +335,6 @@ async fn live() -> Json<Probe> {
 #[utoipa::path(
     get,
     path = "/health/ready",
-    tag = "health",
     operation_id = "getReadiness",
     summary = "Readiness probe",
     description = "200 when the instance should get traffic; 503 while the database is unreachable (a real `SELECT 1`, at most 2 s) and from SIGTERM on (draining). Redis down is still ready: the API degrades without it.",
@@ -400,7 +401,6 @@ fn millis(d: Duration) -> f64 {
 #[utoipa::path(
     get,
     path = "/health",
-    tag = "health",
     operation_id = "getHealth",
     summary = "Service health",
     description = "Real round trips to the database (`SELECT 1`) and Redis (`PING`). Redis down is degraded but healthy.",

@@ -29,6 +29,7 @@ use axum::routing::get;
 use axum::Router;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, PartialSchema};
+use utoipa_axum::router::OpenApiRouter;
 use utoipa_scalar::{Scalar, Servable};
 
 use crate::state::AppState;
@@ -83,6 +84,20 @@ pub fn finish(
     doc.merge(limited);
     doc.merge(unlimited);
     doc
+}
+
+/// Puts every operation of `router` that has no tag under `tag`, the area's section of
+/// the document: said once where the area declares its routes, not in each operation.
+pub fn tagged<S>(tag: &str, mut router: OpenApiRouter<S>) -> OpenApiRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    for item in router.get_openapi_mut().paths.paths.values_mut() {
+        for operation in operations_mut(item) {
+            operation.tags.get_or_insert_with(|| vec![tag.to_string()]);
+        }
+    }
+    router
 }
 
 /// The operations of a path item, for the passes that add what many of them share. HEAD,

@@ -32,15 +32,18 @@ use crate::state::AppState;
 
 /// The auth routes. Register, login and refresh are public; the rest need a bearer token.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        // Credentials: RATE_LIMIT_AUTH per address, not the global limit.
-        .routes(routes!(register).limit(Limit::Credentials))
-        .routes(routes!(login).limit(Limit::Credentials))
-        .routes(routes!(refresh).limit(Limit::Credentials))
-        .routes(routes!(logout))
-        .routes(routes!(me))
-        .routes(routes!(list_sessions, revoke_all_sessions))
-        .routes(routes!(revoke_session))
+    crate::openapi::tagged(
+        "auth",
+        OpenApiRouter::new()
+            // Credentials: RATE_LIMIT_AUTH per address, not the global limit.
+            .routes(routes!(register).limit(Limit::Credentials))
+            .routes(routes!(login).limit(Limit::Credentials))
+            .routes(routes!(refresh).limit(Limit::Credentials))
+            .routes(routes!(logout))
+            .routes(routes!(me))
+            .routes(routes!(list_sessions, revoke_all_sessions))
+            .routes(routes!(revoke_session)),
+    )
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -177,7 +180,6 @@ fn expiry_after(ttl: Duration) -> String {
 #[utoipa::path(
     post,
     path = "/auth/register",
-    tag = "auth",
     operation_id = "register",
     summary = "Register an organization and its first user",
     description = "Creates the organization and its first user (role `admin`) and starts a session.",
@@ -244,7 +246,6 @@ async fn register(
 #[utoipa::path(
     post,
     path = "/auth/login",
-    tag = "auth",
     operation_id = "login",
     summary = "Log in",
     request_body = LoginBody,
@@ -355,7 +356,6 @@ fn invalid_refresh() -> ApiError {
 #[utoipa::path(
     post,
     path = "/auth/refresh",
-    tag = "auth",
     operation_id = "refreshTokens",
     summary = "Rotate a refresh token",
     description = "Returns a new pair; the presented refresh token is dead from now on. Presenting an already rotated token revokes its whole session.",
@@ -532,7 +532,6 @@ async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool
 #[utoipa::path(
     post,
     path = "/auth/logout",
-    tag = "auth",
     operation_id = "logout",
     summary = "Log out: end the refresh token's session",
     request_body = RefreshBody,
@@ -588,7 +587,6 @@ async fn logout(
 #[utoipa::path(
     get,
     path = "/auth/me",
-    tag = "auth",
     operation_id = "getMe",
     summary = "The calling user",
     responses(
@@ -635,7 +633,6 @@ struct SessionView {
 #[utoipa::path(
     get,
     path = "/auth/sessions",
-    tag = "auth",
     operation_id = "listSessions",
     summary = "The caller's active sessions",
     responses(
@@ -661,7 +658,6 @@ async fn list_sessions(
 #[utoipa::path(
     delete,
     path = "/auth/sessions",
-    tag = "auth",
     operation_id = "revokeAllSessions",
     summary = "Revoke all of the caller's sessions",
     responses(
@@ -680,7 +676,6 @@ async fn revoke_all_sessions(
 #[utoipa::path(
     delete,
     path = "/auth/sessions/{id}",
-    tag = "auth",
     operation_id = "revokeSession",
     summary = "Revoke one of the caller's sessions",
     responses(

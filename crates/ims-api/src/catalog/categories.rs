@@ -133,7 +133,6 @@ async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> Ap
 #[utoipa::path(
     get,
     path = "/categories",
-    tag = "catalog",
     operation_id = "listCategories",
     summary = "List categories",
     params(
@@ -160,7 +159,6 @@ async fn list(
 #[utoipa::path(
     post,
     path = "/categories",
-    tag = "catalog",
     operation_id = "createCategory",
     summary = "Create a category",
     request_body = CategoryBody,
@@ -203,7 +201,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/categories/{id}",
-    tag = "catalog",
     operation_id = "getCategory",
     summary = "Get a category",
     responses(
@@ -222,7 +219,6 @@ async fn read(
 #[utoipa::path(
     put,
     path = "/categories/{id}",
-    tag = "catalog",
     operation_id = "replaceCategory",
     summary = "Replace a category",
     description = "Every field of the create body; optional fields left out are cleared.",
@@ -253,7 +249,6 @@ async fn replace(
 #[utoipa::path(
     patch,
     path = "/categories/{id}",
-    tag = "catalog",
     operation_id = "updateCategory",
     summary = "Update some fields of a category",
     description = "Fields left out are kept; `null` clears an optional field.",
@@ -300,7 +295,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
 #[utoipa::path(
     delete,
     path = "/categories/{id}",
-    tag = "catalog",
     operation_id = "deleteCategory",
     summary = "Delete a category",
     responses(

@@ -15,8 +15,11 @@ use crate::state::AppState;
 
 /// `/categories`, `/tax-rates` and `/warehouses`.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .merge(categories::router())
-        .merge(tax_rates::router())
-        .merge(warehouses::router())
+    crate::openapi::tagged(
+        "catalog",
+        OpenApiRouter::new()
+            .merge(categories::router())
+            .merge(tax_rates::router())
+            .merge(warehouses::router()),
+    )
 }

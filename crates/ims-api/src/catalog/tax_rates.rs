@@ -82,7 +82,6 @@ fn validate(body: TaxRateBody, mut v: Validator) -> ApiResult<TaxRateBody> {
 #[utoipa::path(
     get,
     path = "/tax-rates",
-    tag = "catalog",
     operation_id = "listTaxRates",
     summary = "List tax rates",
     params(
@@ -109,7 +108,6 @@ async fn list(
 #[utoipa::path(
     post,
     path = "/tax-rates",
-    tag = "catalog",
     operation_id = "createTaxRate",
     summary = "Create a tax rate",
     request_body = TaxRateBody,
@@ -148,7 +146,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/tax-rates/{id}",
-    tag = "catalog",
     operation_id = "getTaxRate",
     summary = "Get a tax rate",
     responses(
@@ -167,7 +164,6 @@ async fn read(
 #[utoipa::path(
     put,
     path = "/tax-rates/{id}",
-    tag = "catalog",
     operation_id = "replaceTaxRate",
     summary = "Replace a tax rate",
     description = "Every field of the create body; optional fields left out are cleared.",
@@ -191,7 +187,6 @@ async fn replace(
 #[utoipa::path(
     patch,
     path = "/tax-rates/{id}",
-    tag = "catalog",
     operation_id = "updateTaxRate",
     summary = "Update some fields of a tax rate",
     description = "Fields left out are kept; `null` clears an optional field.",
@@ -237,7 +232,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
 #[utoipa::path(
     delete,
     path = "/tax-rates/{id}",
-    tag = "catalog",
     operation_id = "deleteTaxRate",
     summary = "Delete a tax rate",
     responses(

@@ -88,7 +88,6 @@ fn duplicate_code(e: sqlx::Error) -> ApiError {
 #[utoipa::path(
     get,
     path = "/warehouses",
-    tag = "catalog",
     operation_id = "listWarehouses",
     summary = "List warehouses",
     params(
@@ -111,7 +110,6 @@ async fn list(
 #[utoipa::path(
     post,
     path = "/warehouses",
-    tag = "catalog",
     operation_id = "createWarehouse",
     summary = "Create a warehouse",
     request_body = WarehouseBody,
@@ -156,7 +154,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/warehouses/{id}",
-    tag = "catalog",
     operation_id = "getWarehouse",
     summary = "Get a warehouse",
     responses(
@@ -175,7 +172,6 @@ async fn read(
 #[utoipa::path(
     put,
     path = "/warehouses/{id}",
-    tag = "catalog",
     operation_id = "replaceWarehouse",
     summary = "Replace a warehouse",
     description = "Every field of the create body; optional fields left out are cleared.",
@@ -200,7 +196,6 @@ async fn replace(
 #[utoipa::path(
     patch,
     path = "/warehouses/{id}",
-    tag = "catalog",
     operation_id = "updateWarehouse",
     summary = "Update some fields of a warehouse",
     description = "Fields left out are kept; `null` clears an optional field.",
@@ -253,7 +248,6 @@ async fn update(
 #[utoipa::path(
     delete,
     path = "/warehouses/{id}",
-    tag = "catalog",
     operation_id = "deleteWarehouse",
     summary = "Delete a warehouse",
     responses(

@@ -31,11 +31,14 @@ const TYPES: [&str; 2] = ["customer", "vendor"];
 pub fn router() -> OpenApiRouter<AppState> {
     // Contact names appear in the dashboard's top customers and in reports.
     let writes = || invalidates(&[Group::Contacts, Group::Dashboard, Group::Reports]);
-    OpenApiRouter::new()
-        .routes(routes!(list).cache(cached("contacts:list", 60)))
-        .routes(routes!(create).layer(writes()))
-        .routes(routes!(read))
-        .routes(routes!(replace, patch, remove).layer(writes()))
+    crate::openapi::tagged(
+        "contacts",
+        OpenApiRouter::new()
+            .routes(routes!(list).cache(cached("contacts:list", 60)))
+            .routes(routes!(create).layer(writes()))
+            .routes(routes!(read))
+            .routes(routes!(replace, patch, remove).layer(writes())),
+    )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
@@ -143,7 +146,6 @@ struct ListParams {
 #[utoipa::path(
     get,
     path = "/contacts",
-    tag = "contacts",
     operation_id = "listContacts",
     summary = "List contacts",
     params(
@@ -199,7 +201,6 @@ async fn list(
 #[utoipa::path(
     post,
     path = "/contacts",
-    tag = "contacts",
     operation_id = "createContact",
     summary = "Create a contact",
     request_body = ContactBody,
@@ -249,7 +250,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/contacts/{id}",
-    tag = "contacts",
     operation_id = "getContact",
     summary = "Get a contact",
     responses(
@@ -268,7 +268,6 @@ async fn read(
 #[utoipa::path(
     put,
     path = "/contacts/{id}",
-    tag = "contacts",
     operation_id = "replaceContact",
     summary = "Replace a contact",
     description = "Every field of the create body; optional fields left out are cleared.",
@@ -292,7 +291,6 @@ async fn replace(
 #[utoipa::path(
     patch,
     path = "/contacts/{id}",
-    tag = "contacts",
     operation_id = "updateContact",
     summary = "Update some fields of a contact",
     description = "Fields left out are kept; `null` clears an optional field.",
@@ -342,7 +340,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
 #[utoipa::path(
     delete,
     path = "/contacts/{id}",
-    tag = "contacts",
     operation_id = "deleteContact",
     summary = "Delete a contact",
     responses(

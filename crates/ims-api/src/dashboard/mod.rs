@@ -76,12 +76,15 @@ use calendar::{chart_range, labels, Interval};
 
 /// The dashboard routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(kpis).cache(cached_expensive("dashboard:kpis", 300)))
-        .routes(routes!(sales_chart).cache(cached_expensive("dashboard:sales", 300)))
-        .routes(routes!(top_customers).cache(cached_expensive("dashboard:customers", 300)))
-        .routes(routes!(top_products).cache(cached_expensive("dashboard:products", 300)))
-        .routes(routes!(inventory_status).cache(cached_expensive("dashboard:inventory", 300)))
+    crate::openapi::tagged(
+        "dashboard",
+        OpenApiRouter::new()
+            .routes(routes!(kpis).cache(cached_expensive("dashboard:kpis", 300)))
+            .routes(routes!(sales_chart).cache(cached_expensive("dashboard:sales", 300)))
+            .routes(routes!(top_customers).cache(cached_expensive("dashboard:customers", 300)))
+            .routes(routes!(top_products).cache(cached_expensive("dashboard:products", 300)))
+            .routes(routes!(inventory_status).cache(cached_expensive("dashboard:inventory", 300))),
+    )
 }
 
 /// The query parameters of every dashboard route; each route reads the ones it knows. Kept
@@ -245,7 +248,6 @@ fn average(revenue: Cents, orders: i64) -> Cents {
 #[utoipa::path(
     get,
     path = "/dashboard/kpis",
-    tag = "dashboard",
     operation_id = "getKpis",
     summary = "Key figures",
     params(
@@ -319,7 +321,6 @@ struct SalesChart {
 #[utoipa::path(
     get,
     path = "/dashboard/sales-chart",
-    tag = "dashboard",
     operation_id = "getSalesChart",
     summary = "Sales per day or month",
     params(
@@ -432,7 +433,6 @@ struct TopCustomer {
 #[utoipa::path(
     get,
     path = "/dashboard/top-customers",
-    tag = "dashboard",
     operation_id = "getTopCustomers",
     summary = "Customers by revenue",
     params(
@@ -497,7 +497,6 @@ struct TopProduct {
 #[utoipa::path(
     get,
     path = "/dashboard/top-products",
-    tag = "dashboard",
     operation_id = "getTopProducts",
     summary = "Items by revenue",
     params(
@@ -581,7 +580,6 @@ struct InventoryStatus {
 #[utoipa::path(
     get,
     path = "/dashboard/inventory-status",
-    tag = "dashboard",
     operation_id = "getInventoryStatus",
     summary = "Stock totals, overall and per warehouse",
     responses(

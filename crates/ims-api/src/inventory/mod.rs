@@ -32,23 +32,26 @@ fn reason_schema() -> utoipa::openapi::Object {
 
 /// The inventory routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(stock_levels).cache(cached("stock:levels", 30)))
-        // Stock changes show in item stock-on-hand, the dashboard and the stock reports.
-        .routes(routes!(list_adjustments))
-        .routes(routes!(adjust).layer(invalidates(&[
-            Group::Stock,
-            Group::Items,
-            Group::Dashboard,
-            Group::Reports,
-        ])))
-        .routes(routes!(list_transfers))
-        .routes(routes!(transfer).layer(invalidates(&[
-            Group::Stock,
-            Group::Dashboard,
-            Group::Reports,
-        ])))
-        .routes(routes!(list_movements))
+    crate::openapi::tagged(
+        "inventory",
+        OpenApiRouter::new()
+            .routes(routes!(stock_levels).cache(cached("stock:levels", 30)))
+            // Stock changes show in item stock-on-hand, the dashboard and the stock reports.
+            .routes(routes!(list_adjustments))
+            .routes(routes!(adjust).layer(invalidates(&[
+                Group::Stock,
+                Group::Items,
+                Group::Dashboard,
+                Group::Reports,
+            ])))
+            .routes(routes!(list_transfers))
+            .routes(routes!(transfer).layer(invalidates(&[
+                Group::Stock,
+                Group::Dashboard,
+                Group::Reports,
+            ])))
+            .routes(routes!(list_movements)),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -89,7 +92,6 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
 #[utoipa::path(
     get,
     path = "/inventory/stock-levels",
-    tag = "inventory",
     operation_id = "listStockLevels",
     summary = "Stock per item and warehouse",
     params(
@@ -225,7 +227,6 @@ async fn check_item_and_warehouses(
 #[utoipa::path(
     post,
     path = "/inventory/adjustments",
-    tag = "inventory",
     operation_id = "createAdjustment",
     summary = "Adjust the stock of an item in a warehouse",
     request_body = AdjustmentBody,
@@ -354,7 +355,6 @@ impl LedgerQuery {
 #[utoipa::path(
     get,
     path = "/inventory/adjustments",
-    tag = "inventory",
     operation_id = "listAdjustments",
     summary = "List stock adjustments",
     params(
@@ -407,7 +407,6 @@ struct Transfer {
 #[utoipa::path(
     post,
     path = "/inventory/transfers",
-    tag = "inventory",
     operation_id = "createTransfer",
     summary = "Move stock between warehouses",
     request_body = TransferBody,
@@ -497,7 +496,6 @@ async fn transfer(
 #[utoipa::path(
     get,
     path = "/inventory/transfers",
-    tag = "inventory",
     operation_id = "listTransfers",
     summary = "List stock transfers",
     params(
@@ -545,7 +543,6 @@ struct MovementRow {
 #[utoipa::path(
     get,
     path = "/inventory/movements",
-    tag = "inventory",
     operation_id = "listMovements",
     summary = "The stock ledger: every change of stock",
     params(

@@ -39,36 +39,39 @@ fn sku_schema() -> utoipa::openapi::Object {
 
 /// The item routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
-        .routes(routes!(list).cache(cached("items:list", 60)))
-        // A new item changes the lists, not the other items' details.
-        .routes(routes!(create).layer(invalidates(&[
-            Group::ItemsList,
-            Group::Stock,
-            Group::Dashboard,
-            Group::Reports,
-        ])))
-        // Tagged `item:{id}`: a write to this item drops its entry, not its siblings'.
-        .routes(routes!(read).cache(cached("items:detail", 120).tag_by_last_segment("item")))
-        .routes(
-            routes!(replace, patch, remove).layer(
-                tower::ServiceBuilder::new()
-                    // Outside the invalidation: stores the written item as its detail
-                    // entry once the write's own invalidation has run.
-                    .layer(writes_through("items:detail", 120).tag_by_last_segment("item"))
-                    // The lists, this item's own entries, and what its price and stock
-                    // feed; other items' details stay.
-                    .layer(
-                        invalidates(&[
-                            Group::ItemsList,
-                            Group::Stock,
-                            Group::Dashboard,
-                            Group::Reports,
-                        ])
-                        .tag_by_last_segment("item"),
-                    ),
+    crate::openapi::tagged(
+        "items",
+        OpenApiRouter::new()
+            .routes(routes!(list).cache(cached("items:list", 60)))
+            // A new item changes the lists, not the other items' details.
+            .routes(routes!(create).layer(invalidates(&[
+                Group::ItemsList,
+                Group::Stock,
+                Group::Dashboard,
+                Group::Reports,
+            ])))
+            // Tagged `item:{id}`: a write to this item drops its entry, not its siblings'.
+            .routes(routes!(read).cache(cached("items:detail", 120).tag_by_last_segment("item")))
+            .routes(
+                routes!(replace, patch, remove).layer(
+                    tower::ServiceBuilder::new()
+                        // Outside the invalidation: stores the written item as its detail
+                        // entry once the write's own invalidation has run.
+                        .layer(writes_through("items:detail", 120).tag_by_last_segment("item"))
+                        // The lists, this item's own entries, and what its price and stock
+                        // feed; other items' details stay.
+                        .layer(
+                            invalidates(&[
+                                Group::ItemsList,
+                                Group::Stock,
+                                Group::Dashboard,
+                                Group::Reports,
+                            ])
+                            .tag_by_last_segment("item"),
+                        ),
+                ),
             ),
-        )
+    )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
@@ -256,7 +259,6 @@ fn order_by(sort: &str) -> Option<&'static str> {
 #[utoipa::path(
     get,
     path = "/items",
-    tag = "items",
     operation_id = "listItems",
     summary = "List items",
     params(
@@ -334,7 +336,6 @@ async fn list(
 #[utoipa::path(
     post,
     path = "/items",
-    tag = "items",
     operation_id = "createItem",
     summary = "Create a item",
     request_body = ItemBody,
@@ -378,7 +379,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/items/{id}",
-    tag = "items",
     operation_id = "getItem",
     summary = "Get a item",
     responses(
@@ -401,7 +401,6 @@ async fn read(
 #[utoipa::path(
     put,
     path = "/items/{id}",
-    tag = "items",
     operation_id = "replaceItem",
     summary = "Replace a item",
     description = "Every field of the create body; optional fields left out are cleared.",
@@ -426,7 +425,6 @@ async fn replace(
 #[utoipa::path(
     patch,
     path = "/items/{id}",
-    tag = "items",
     operation_id = "updateItem",
     summary = "Update some fields of a item",
     description = "Fields left out are kept; `null` clears an optional field.",
@@ -495,7 +493,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
 #[utoipa::path(
     delete,
     path = "/items/{id}",
-    tag = "items",
     operation_id = "deleteItem",
     summary = "Delete a item",
     responses(

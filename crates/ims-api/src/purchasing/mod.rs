@@ -24,18 +24,21 @@ use crate::status::{PurchaseOrderStatus, Status};
 /// The purchasing routes.
 pub fn router() -> OpenApiRouter<AppState> {
     let writes = || invalidates(&[Group::Dashboard, Group::Reports]);
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(create).layer(writes()))
-        .routes(routes!(read))
-        .routes(routes!(patch).layer(writes()))
-        // Receiving puts stock in: stock levels and item stock-on-hand change too.
-        .routes(routes!(receive).layer(invalidates(&[
-            Group::Stock,
-            Group::Items,
-            Group::Dashboard,
-            Group::Reports,
-        ])))
+    crate::openapi::tagged(
+        "purchasing",
+        OpenApiRouter::new()
+            .routes(routes!(list))
+            .routes(routes!(create).layer(writes()))
+            .routes(routes!(read))
+            .routes(routes!(patch).layer(writes()))
+            // Receiving puts stock in: stock levels and item stock-on-hand change too.
+            .routes(routes!(receive).layer(invalidates(&[
+                Group::Stock,
+                Group::Items,
+                Group::Dashboard,
+                Group::Reports,
+            ]))),
+    )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
@@ -171,7 +174,6 @@ struct CreateBody {
 #[utoipa::path(
     post,
     path = "/purchase-orders",
-    tag = "purchasing",
     operation_id = "createPurchaseOrder",
     summary = "Create a purchase order",
     request_body = CreateBody,
@@ -235,7 +237,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/purchase-orders/{id}",
-    tag = "purchasing",
     operation_id = "getPurchaseOrder",
     summary = "Get a purchase order with its lines",
     responses(
@@ -266,7 +267,6 @@ struct ListQuery {
 #[utoipa::path(
     get,
     path = "/purchase-orders",
-    tag = "purchasing",
     operation_id = "listPurchaseOrders",
     summary = "List purchase orders",
     params(
@@ -336,7 +336,6 @@ struct PatchBody {
 #[utoipa::path(
     patch,
     path = "/purchase-orders/{id}",
-    tag = "purchasing",
     operation_id = "updatePurchaseOrder",
     summary = "Update or cancel an open purchase order",
     description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
@@ -411,7 +410,6 @@ async fn patch(
 #[utoipa::path(
     post,
     path = "/purchase-orders/{id}/receive",
-    tag = "purchasing",
     operation_id = "receivePurchaseOrder",
     summary = "Receive a purchase order: put its stock in",
     responses(

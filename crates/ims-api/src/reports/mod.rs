@@ -51,15 +51,18 @@ pub const MAX_ROWS: usize = 10_000;
 
 /// The report routes.
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(
-        routes!(report).cache(
-            cached_per_type_expensive("reports", 900)
-                // CSV and JSON are cached apart (the JSON key is the contract's plain one).
-                .vary_with(std::sync::Arc::new(|parts: &axum::http::request::Parts| {
-                    Format::of(&parts.headers)
-                        .is_csv()
-                        .then(|| "csv".to_string())
-                })),
+    crate::openapi::tagged(
+        "reports",
+        OpenApiRouter::new().routes(
+            routes!(report).cache(
+                cached_per_type_expensive("reports", 900)
+                    // CSV and JSON are cached apart (the JSON key is the contract's plain one).
+                    .vary_with(std::sync::Arc::new(|parts: &axum::http::request::Parts| {
+                        Format::of(&parts.headers)
+                            .is_csv()
+                            .then(|| "csv".to_string())
+                    })),
+            ),
         ),
     )
 }
@@ -314,7 +317,6 @@ where
 #[utoipa::path(
     get,
     path = "/reports/{type}",
-    tag = "reports",
     operation_id = "getReport",
     summary = "Run a report",
     description = "At most 10,000 rows (`truncated` says when more matched); `totals` are over all matching rows.",

@@ -27,11 +27,14 @@ use crate::status::{InvoiceStatus, SalesOrderStatus, Status};
 /// The invoice routes.
 pub fn router() -> OpenApiRouter<AppState> {
     let writes = || invalidates(&[Group::Dashboard, Group::Reports]);
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(create).layer(writes()))
-        .routes(routes!(read))
-        .routes(routes!(pay).layer(writes()))
+    crate::openapi::tagged(
+        "invoices",
+        OpenApiRouter::new()
+            .routes(routes!(list))
+            .routes(routes!(create).layer(writes()))
+            .routes(routes!(read))
+            .routes(routes!(pay).layer(writes())),
+    )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
@@ -123,7 +126,6 @@ struct OrderFacts {
 #[utoipa::path(
     post,
     path = "/invoices",
-    tag = "invoices",
     operation_id = "createInvoice",
     summary = "Invoice a sales order",
     description = "Numbers (`INV-000001`, …) are sequential per organization, without gaps or duplicates.",
@@ -239,7 +241,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/invoices/{id}",
-    tag = "invoices",
     operation_id = "getInvoice",
     summary = "Get an invoice with its payments",
     responses(
@@ -270,7 +271,6 @@ struct ListQuery {
 #[utoipa::path(
     get,
     path = "/invoices",
-    tag = "invoices",
     operation_id = "listInvoices",
     summary = "List invoices",
     params(
@@ -320,7 +320,6 @@ struct PaymentBody {
 #[utoipa::path(
     post,
     path = "/invoices/{id}/payments",
-    tag = "invoices",
     operation_id = "createPayment",
     summary = "Record a payment",
     request_body = PaymentBody,

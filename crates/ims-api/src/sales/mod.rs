@@ -30,19 +30,22 @@ use crate::status::{SalesOrderStatus, Status};
 /// The sales routes.
 pub fn router() -> OpenApiRouter<AppState> {
     let writes = || invalidates(&[Group::Dashboard, Group::Reports]);
-    OpenApiRouter::new()
-        .routes(routes!(list))
-        .routes(routes!(create).layer(writes()))
-        .routes(routes!(read))
-        .routes(routes!(patch).layer(writes()))
-        // Fulfilment takes stock out: stock levels and item stock-on-hand change too.
-        .routes(routes!(fulfil).layer(invalidates(&[
-            Group::Stock,
-            Group::Items,
-            Group::Dashboard,
-            Group::Reports,
-        ])))
-        .merge(invoices::router())
+    crate::openapi::tagged(
+        "sales",
+        OpenApiRouter::new()
+            .routes(routes!(list))
+            .routes(routes!(create).layer(writes()))
+            .routes(routes!(read))
+            .routes(routes!(patch).layer(writes()))
+            // Fulfilment takes stock out: stock levels and item stock-on-hand change too.
+            .routes(routes!(fulfil).layer(invalidates(&[
+                Group::Stock,
+                Group::Items,
+                Group::Dashboard,
+                Group::Reports,
+            ])))
+            .merge(invoices::router()),
+    )
 }
 
 #[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
@@ -207,7 +210,6 @@ async fn insert_lines(
 #[utoipa::path(
     post,
     path = "/sales-orders",
-    tag = "sales",
     operation_id = "createSalesOrder",
     summary = "Create a sales order",
     request_body = CreateBody,
@@ -281,7 +283,6 @@ async fn create(
 #[utoipa::path(
     get,
     path = "/sales-orders/{id}",
-    tag = "sales",
     operation_id = "getSalesOrder",
     summary = "Get a sales order with its lines",
     responses(
@@ -312,7 +313,6 @@ struct ListQuery {
 #[utoipa::path(
     get,
     path = "/sales-orders",
-    tag = "sales",
     operation_id = "listSalesOrders",
     summary = "List sales orders",
     params(
@@ -376,7 +376,6 @@ struct PatchBody {
 #[utoipa::path(
     patch,
     path = "/sales-orders/{id}",
-    tag = "sales",
     operation_id = "updateSalesOrder",
     summary = "Update or cancel an open sales order",
     description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
@@ -457,7 +456,6 @@ async fn patch(
 #[utoipa::path(
     post,
     path = "/sales-orders/{id}/fulfil",
-    tag = "sales",
     operation_id = "fulfilSalesOrder",
     summary = "Fulfil a sales order: take its stock out",
     responses(
