@@ -8,9 +8,11 @@ pub mod lines;
 
 use sqlx::AnyConnection;
 
+use crate::auth::AuthUser;
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult, Validator};
 use crate::fields::{self, Table};
+use crate::inventory::stock::{self, Movement, Source};
 use crate::owned::Row;
 use crate::status::Status;
 
@@ -230,6 +232,83 @@ pub async fn delete_lines(
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// A line as a completion moves its stock.
+pub trait Quantity {
+    /// The line's item and quantity.
+    fn item_and_quantity(&self) -> (&str, i64);
+}
+
+/// How a kind of order is completed (fulfilled, received).
+pub struct Completion<S> {
+    /// The status a completed order gets.
+    pub done: S,
+    /// The column stamped with the time of completion (`fulfilled_at`).
+    pub stamped: &'static str,
+    /// The refusal's verb: "only open orders can be {verb}".
+    pub verb: &'static str,
+    /// -1: the lines' stock goes out of the order's warehouse; 1: it comes in.
+    pub direction: i64,
+    /// The stock movements' source.
+    pub source: Source,
+}
+
+/// Completes the caller's order `id` of `kind`: marks it done and moves every line's stock
+/// (all or nothing, one movement per item), in one transaction whose first write is the
+/// status change, conditional on the order being open. A second completion is therefore a
+/// 409 naming the status, never a second movement.
+pub async fn complete<O, L>(
+    db: &Db,
+    caller: &AuthUser,
+    kind: OrderKind,
+    id: &str,
+    how: Completion<O::Status>,
+) -> ApiResult<(O, Vec<L>)>
+where
+    O: Row + Editable,
+    L: Row + Quantity,
+{
+    let now = crate::db::now();
+    let mut tx = db.begin_write().await?;
+    let claimed = sqlx::query(&format!(
+        "UPDATE {} SET status = $4, {} = $1, updated_at = $1
+         WHERE organization_id = $2 AND id = $3 AND status = $5",
+        kind.table.0, how.stamped
+    ))
+    .bind(&now)
+    .bind(&caller.org_id)
+    .bind(id)
+    .bind(how.done.as_str())
+    .bind(O::OPEN.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let (mut order, lines): (O, Vec<L>) = load(&mut tx, kind, &caller.org_id, id).await?;
+    let (status, _, warehouse, _) = order.editable();
+    if claimed == 0 {
+        return Err(ApiError::Conflict(format!(
+            "the order is {status}; only open orders can be {}",
+            how.verb
+        )));
+    }
+    let warehouse = warehouse.clone();
+    let per_item = lines::quantities_by_item(lines.iter().map(Quantity::item_and_quantity));
+    for (item_id, quantity) in per_item {
+        let movement = Movement {
+            org_id: &caller.org_id,
+            item_id,
+            warehouse_id: &warehouse,
+            delta: how.direction * quantity,
+            source: how.source,
+            source_id: id,
+            reason: None,
+            user_id: Some(&caller.user_id),
+        };
+        stock::apply(&mut tx, &movement).await?;
+    }
+    tx.commit().await?;
+    Ok((order, lines))
 }
 
 /// Only an open order changes; any other is history (409).

@@ -17,9 +17,9 @@ use uuid::Uuid;
 
 use crate::auth::AuthUser;
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
-use crate::inventory::stock::{self, Movement, Source};
+use crate::inventory::stock::Source;
 use crate::orders::lines::{self, LineBody};
 use crate::orders::{self, changed, Changes, SALES};
 use crate::pagination::{DocumentFilter, PageParams, Paginated};
@@ -92,6 +92,12 @@ struct Order {
 async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Order> {
     let (order, lines) = orders::load(conn, SALES, org_id, id).await?;
     Ok(Order { order, lines })
+}
+
+impl orders::Quantity for LineRow {
+    fn item_and_quantity(&self) -> (&str, i64) {
+        (&self.item_id, self.quantity)
+    }
 }
 
 impl orders::Editable for OrderRow {
@@ -469,45 +475,13 @@ async fn fulfil(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "sales order")?;
-    let now = db::now();
-    let mut tx = state.db.begin_write().await?;
-    let claimed = sqlx::query(
-        "UPDATE sales_orders SET status = $4, fulfilled_at = $1, updated_at = $1
-         WHERE organization_id = $2 AND id = $3 AND status = $5",
-    )
-    .bind(&now)
-    .bind(&caller.org_id)
-    .bind(&id)
-    .bind(SalesOrderStatus::Fulfilled.as_str())
-    .bind(SalesOrderStatus::Open.as_str())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let order = load(&mut tx, &caller.org_id, &id).await?;
-    if claimed == 0 {
-        return Err(ApiError::Conflict(format!(
-            "the order is {}; only open orders can be fulfilled",
-            order.order.status
-        )));
-    }
-    let per_item =
-        lines::quantities_by_item(order.lines.iter().map(|l| (l.item_id.as_str(), l.quantity)));
-    for (item_id, quantity) in per_item {
-        stock::apply(
-            &mut tx,
-            &Movement {
-                org_id: &caller.org_id,
-                item_id,
-                warehouse_id: &order.order.warehouse_id,
-                delta: -quantity,
-                source: Source::Sale,
-                source_id: &id,
-                reason: None,
-                user_id: Some(&caller.user_id),
-            },
-        )
-        .await?;
-    }
-    tx.commit().await?;
-    Ok(Json(order))
+    let how = orders::Completion {
+        done: SalesOrderStatus::Fulfilled,
+        stamped: "fulfilled_at",
+        verb: "fulfilled",
+        direction: -1,
+        source: Source::Sale,
+    };
+    let (order, lines) = orders::complete(&state.db, &caller, SALES, &id, how).await?;
+    Ok(Json(Order { order, lines }))
 }
