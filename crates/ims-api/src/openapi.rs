@@ -75,6 +75,7 @@ pub fn finish(
 ) -> utoipa::openapi::OpenApi {
     for part in [&mut limited, &mut unlimited] {
         document_ids(part);
+        document_edits(part);
         document_shared_answers(part);
         document_body_media_type(part);
     }
@@ -157,6 +158,35 @@ fn document_ids(doc: &mut utoipa::openapi::OpenApi) {
                 .responses
                 .entry("404".into())
                 .or_insert_with(|| missing.clone().into());
+        }
+    }
+}
+
+/// What replacing, updating and deleting a row mean, the same for every row (an
+/// operation that says more keeps its own): `PUT` takes every field of the create body,
+/// `PATCH` keeps the fields left out, `DELETE` answers `204`.
+fn document_edits(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::ResponseBuilder;
+
+    for item in doc.paths.paths.values_mut() {
+        if let Some(put) = item.put.as_mut() {
+            put.description.get_or_insert_with(|| {
+                "Every field of the create body; optional fields left out are cleared.".into()
+            });
+        }
+        if let Some(patch) = item.patch.as_mut() {
+            patch.description.get_or_insert_with(|| {
+                "Fields left out are kept; `null` clears an optional field.".into()
+            });
+        }
+        if let Some(delete) = item.delete.as_mut() {
+            let responses = &mut delete.responses.responses;
+            if !responses.keys().any(|status| status.starts_with('2')) {
+                responses.insert(
+                    "204".into(),
+                    ResponseBuilder::new().description("Deleted").build().into(),
+                );
+            }
         }
     }
 }

@@ -221,7 +221,6 @@ async fn read(
     path = "/categories/{id}",
     operation_id = "replaceCategory",
     summary = "Replace a category",
-    description = "Every field of the create body; optional fields left out are cleared.",
     request_body = CategoryBody,
     responses(
         (status = 200, description = "The updated category", body = Category),
@@ -251,7 +250,6 @@ async fn replace(
     path = "/categories/{id}",
     operation_id = "updateCategory",
     summary = "Update some fields of a category",
-    description = "Fields left out are kept; `null` clears an optional field.",
     request_body = CategoryPatch,
     responses(
         (status = 200, description = "The updated category", body = Category),
@@ -298,7 +296,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
     operation_id = "deleteCategory",
     summary = "Delete a category",
     responses(
-        (status = 204, description = "Deleted"),
         (status = 409, description = "The category has subcategories or items", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]

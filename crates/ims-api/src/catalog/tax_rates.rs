@@ -166,7 +166,6 @@ async fn read(
     path = "/tax-rates/{id}",
     operation_id = "replaceTaxRate",
     summary = "Replace a tax rate",
-    description = "Every field of the create body; optional fields left out are cleared.",
     request_body = TaxRateBody,
     responses(
         (status = 200, description = "The updated tax rate", body = TaxRate),
@@ -189,7 +188,6 @@ async fn replace(
     path = "/tax-rates/{id}",
     operation_id = "updateTaxRate",
     summary = "Update some fields of a tax rate",
-    description = "Fields left out are kept; `null` clears an optional field.",
     request_body = TaxRatePatch,
     responses(
         (status = 200, description = "The updated tax rate", body = TaxRate),
@@ -235,7 +233,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
     operation_id = "deleteTaxRate",
     summary = "Delete a tax rate",
     responses(
-        (status = 204, description = "Deleted"),
         (status = 409, description = "Items use the tax rate", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]

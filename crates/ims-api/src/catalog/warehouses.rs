@@ -174,7 +174,6 @@ async fn read(
     path = "/warehouses/{id}",
     operation_id = "replaceWarehouse",
     summary = "Replace a warehouse",
-    description = "Every field of the create body; optional fields left out are cleared.",
     request_body = WarehouseBody,
     responses(
         (status = 200, description = "The updated warehouse", body = Warehouse),
@@ -198,7 +197,6 @@ async fn replace(
     path = "/warehouses/{id}",
     operation_id = "updateWarehouse",
     summary = "Update some fields of a warehouse",
-    description = "Fields left out are kept; `null` clears an optional field.",
     request_body = WarehousePatch,
     responses(
         (status = 200, description = "The updated warehouse", body = Warehouse),
@@ -251,7 +249,6 @@ async fn update(
     operation_id = "deleteWarehouse",
     summary = "Delete a warehouse",
     responses(
-        (status = 204, description = "Deleted"),
         (status = 409, description = "The warehouse holds stock or orders refer to it", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]

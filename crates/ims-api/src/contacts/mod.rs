@@ -270,7 +270,6 @@ async fn read(
     path = "/contacts/{id}",
     operation_id = "replaceContact",
     summary = "Replace a contact",
-    description = "Every field of the create body; optional fields left out are cleared.",
     request_body = ContactBody,
     responses(
         (status = 200, description = "The updated contact", body = Contact),
@@ -293,7 +292,6 @@ async fn replace(
     path = "/contacts/{id}",
     operation_id = "updateContact",
     summary = "Update some fields of a contact",
-    description = "Fields left out are kept; `null` clears an optional field.",
     request_body = ContactPatch,
     responses(
         (status = 200, description = "The updated contact", body = Contact),
@@ -343,7 +341,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
     operation_id = "deleteContact",
     summary = "Delete a contact",
     responses(
-        (status = 204, description = "Deleted"),
         (status = 409, description = "Orders or invoices refer to the contact", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]

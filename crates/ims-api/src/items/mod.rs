@@ -337,7 +337,7 @@ async fn list(
     post,
     path = "/items",
     operation_id = "createItem",
-    summary = "Create a item",
+    summary = "Create an item",
     request_body = ItemBody,
     responses(
         (status = 201, description = "The new item", body = Item),
@@ -380,7 +380,7 @@ async fn create(
     get,
     path = "/items/{id}",
     operation_id = "getItem",
-    summary = "Get a item",
+    summary = "Get an item",
     responses(
         (
             status = 200,
@@ -402,8 +402,7 @@ async fn read(
     put,
     path = "/items/{id}",
     operation_id = "replaceItem",
-    summary = "Replace a item",
-    description = "Every field of the create body; optional fields left out are cleared.",
+    summary = "Replace an item",
     request_body = ItemBody,
     responses(
         (status = 200, description = "The updated item", body = Item),
@@ -426,8 +425,7 @@ async fn replace(
     patch,
     path = "/items/{id}",
     operation_id = "updateItem",
-    summary = "Update some fields of a item",
-    description = "Fields left out are kept; `null` clears an optional field.",
+    summary = "Update some fields of an item",
     request_body = ItemPatch,
     responses(
         (status = 200, description = "The updated item", body = Item),
@@ -494,9 +492,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
     delete,
     path = "/items/{id}",
     operation_id = "deleteItem",
-    summary = "Delete a item",
+    summary = "Delete an item",
     responses(
-        (status = 204, description = "Deleted"),
         (status = 409, description = "Stock, orders or movements refer to the item", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
