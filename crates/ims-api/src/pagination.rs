@@ -173,17 +173,32 @@ pub struct DocumentFilter<'a> {
     pub date_column: &'a str,
 }
 
+/// The query parameters of the order-like lists but the counterparty's, whose name differs
+/// (`customerId`, `vendorId`): each list flattens this beside its own.
+#[derive(Debug, serde::Deserialize)]
+pub struct DocumentQuery {
+    status: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(flatten)]
+    page: PageParams,
+}
+
 impl DocumentFilter<'_> {
     /// Validates the parameters (every problem goes into one 422) and builds the filter.
     pub fn build(
         &self,
         org_id: &str,
-        page: &PageParams,
-        status: Option<String>,
+        query: DocumentQuery,
         party: Option<String>,
-        from: Option<&str>,
-        to: Option<&str>,
     ) -> crate::error::ApiResult<(Filter, Page)> {
+        let DocumentQuery {
+            status,
+            from,
+            to,
+            page,
+        } = query;
+        let (from, to) = (from.as_deref(), to.as_deref());
         let mut v = Validator::default();
         let page = page.parse(&mut v);
         let party = crate::fields::reference(party, self.party.0, &mut v);

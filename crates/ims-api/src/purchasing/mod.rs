@@ -16,7 +16,7 @@ use crate::fields;
 use crate::inventory::stock::Source;
 use crate::orders::lines::{self, LineBody};
 use crate::orders::{self, changed, Changes, PURCHASE};
-use crate::pagination::{DocumentFilter, PageParams, Paginated};
+use crate::pagination::{DocumentFilter, DocumentQuery, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 use crate::status::{PurchaseOrderStatus, Status};
@@ -262,12 +262,9 @@ async fn read(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListQuery {
-    status: Option<String>,
     vendor_id: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
     #[serde(flatten)]
-    page: PageParams,
+    document: DocumentQuery,
 }
 
 #[utoipa::path(
@@ -296,14 +293,7 @@ async fn list(
         party: ("vendorId", "vendor_id"),
         date_column: "created_at",
     }
-    .build(
-        &caller.org_id,
-        &query.page,
-        query.status,
-        query.vendor_id,
-        query.from.as_deref(),
-        query.to.as_deref(),
-    )?;
+    .build(&caller.org_id, query.document, query.vendor_id)?;
     Ok(Json(
         crate::pagination::newest_first(
             &state.db,

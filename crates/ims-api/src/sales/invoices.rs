@@ -19,7 +19,7 @@ use crate::db;
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::money::MAX_CENTS;
-use crate::pagination::{DocumentFilter, PageParams, Paginated};
+use crate::pagination::{DocumentFilter, DocumentQuery, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 use crate::status::{InvoiceStatus, SalesOrderStatus, Status};
@@ -260,12 +260,9 @@ async fn read(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListQuery {
-    status: Option<String>,
     customer_id: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
     #[serde(flatten)]
-    page: PageParams,
+    document: DocumentQuery,
 }
 
 #[utoipa::path(
@@ -294,14 +291,7 @@ async fn list(
         party: ("customerId", "customer_id"),
         date_column: "issued_at",
     }
-    .build(
-        &caller.org_id,
-        &query.page,
-        query.status,
-        query.customer_id,
-        query.from.as_deref(),
-        query.to.as_deref(),
-    )?;
+    .build(&caller.org_id, query.document, query.customer_id)?;
     Ok(Json(
         crate::pagination::newest_first(&state.db, INVOICE_COLUMNS, "invoices", filter, page)
             .await?,

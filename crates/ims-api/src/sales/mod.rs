@@ -22,7 +22,7 @@ use crate::fields;
 use crate::inventory::stock::Source;
 use crate::orders::lines::{self, LineBody};
 use crate::orders::{self, changed, Changes, SALES};
-use crate::pagination::{DocumentFilter, PageParams, Paginated};
+use crate::pagination::{DocumentFilter, DocumentQuery, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
 use crate::status::{SalesOrderStatus, Status};
@@ -308,12 +308,9 @@ async fn read(
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ListQuery {
-    status: Option<String>,
     customer_id: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
     #[serde(flatten)]
-    page: PageParams,
+    document: DocumentQuery,
 }
 
 #[utoipa::path(
@@ -342,14 +339,7 @@ async fn list(
         party: ("customerId", "customer_id"),
         date_column: "created_at",
     }
-    .build(
-        &caller.org_id,
-        &query.page,
-        query.status,
-        query.customer_id,
-        query.from.as_deref(),
-        query.to.as_deref(),
-    )?;
+    .build(&caller.org_id, query.document, query.customer_id)?;
     Ok(Json(
         crate::pagination::newest_first(&state.db, SALES.table.1, SALES.table.0, filter, page)
             .await?,
