@@ -153,11 +153,7 @@ fn document_ids(doc: &mut utoipa::openapi::OpenApi) {
             if !parameters.iter().any(|p| p.name == "id") {
                 parameters.insert(0, id.clone());
             }
-            operation
-                .responses
-                .responses
-                .entry("404".into())
-                .or_insert_with(|| missing.clone().into());
+            answers(operation, "404", &missing);
         }
     }
 }
@@ -200,6 +196,19 @@ fn row_noun(collection: &str) -> String {
     }
 }
 
+/// Documents that `operation` answers `status` with `response`, unless it says so itself.
+fn answers(
+    operation: &mut utoipa::openapi::path::Operation,
+    status: &str,
+    response: &utoipa::openapi::Response,
+) {
+    operation
+        .responses
+        .responses
+        .entry(status.into())
+        .or_insert_with(|| response.clone().into());
+}
+
 /// A response whose body is a problem (`error::Problem`).
 fn problem(description: &str) -> utoipa::openapi::Response {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -237,20 +246,14 @@ fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
                     .iter()
                     .any(|p| matches!(p.parameter_in, ParameterIn::Query))
             });
-            let responses = &mut operation.responses.responses;
-            let mut add = |status: &str, response: &utoipa::openapi::Response| {
-                responses
-                    .entry(status.into())
-                    .or_insert_with(|| response.clone().into());
-            };
             if secured {
-                add("401", &unauthorized);
+                answers(operation, "401", &unauthorized);
             }
             if body {
-                add("400", &malformed);
+                answers(operation, "400", &malformed);
             }
             if body || query {
-                add("422", &invalid);
+                answers(operation, "422", &invalid);
             }
         }
     }
@@ -264,11 +267,7 @@ fn document_body_media_type(doc: &mut utoipa::openapi::OpenApi) {
     for item in doc.paths.paths.values_mut() {
         for operation in operations_mut(item) {
             if operation.request_body.is_some() {
-                operation
-                    .responses
-                    .responses
-                    .entry("415".into())
-                    .or_insert_with(|| unsupported.clone().into());
+                answers(operation, "415", &unsupported);
             }
         }
     }
