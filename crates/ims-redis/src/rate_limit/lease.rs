@@ -373,14 +373,13 @@ impl Lease {
             stamp,
             usable_until: sent + ask.term,
         };
-        let now = Instant::now();
-        if self.slots > 0 && now < self.usable_until {
-            if ask.ahead && self.next.is_none() {
+        if self.slots > 0 {
+            if ask.ahead && self.next.is_none() && Instant::now() < self.usable_until {
                 self.next = Some(batch);
                 return;
             }
-            // A concurrent reservation's slots are still usable: give them back with
-            // the next one rather than track more stamps.
+            // Slots of an earlier reservation, expired or not: given back with the next
+            // one rather than tracked under more stamps.
             self.hand_back(self.stamp, self.slots);
         }
         self.install(batch);
@@ -586,5 +585,17 @@ mod tests {
         lease.failed(ahead);
         assert!(lease.take(now).is_some());
         assert!(lease.ahead(QUOTA, now).is_none());
+    }
+
+    #[test]
+    fn a_new_lease_gives_back_what_the_one_it_replaces_left() {
+        let (mut lease, now, ask) = asking(8);
+        lease.answered(ask, now, true, 9, 1, 100, Duration::from_secs(60));
+        lease.take(now).expect("slot");
+        let late = now + Duration::from_secs(2);
+        let next = lease.ask(QUOTA, late);
+        lease.answered(next, late, true, next.want, 2, 50, Duration::from_secs(60));
+        assert_eq!(lease.give_back, Some((1, 7)), "the 7 expired slots go back");
+        assert_eq!(lease.stamp, 2);
     }
 }
