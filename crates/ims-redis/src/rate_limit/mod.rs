@@ -585,62 +585,7 @@ impl RateLimiter {
             });
         });
     }
-}
 
-/// One [`RESERVE_SCRIPT`] call over `keys` (all in one slot on a cluster).
-async fn call(redis: &RedisService, keys: &[&(String, Quota)], asks: &[Ask]) -> Option<Vec<Reply>> {
-    {
-        let full: Vec<String> = keys.iter().map(|(key, _)| redis.key(key)).collect();
-        let args: Vec<i64> = keys
-            .iter()
-            .zip(asks)
-            .flat_map(|((_, quota), ask)| {
-                let (stamp, back) = ask.give_back.unwrap_or((0, 0));
-                [
-                    i64::from(quota.limit),
-                    quota.window.as_micros().max(1) as i64,
-                    i64::from(ask.want),
-                    ask.term.as_micros() as i64,
-                    i64::from(back),
-                    stamp,
-                ]
-            })
-            .collect();
-        let reply = redis
-            .connection()
-            .run(|mut c| async move {
-                let mut invocation = RESERVE.prepare_invoke();
-                for key in &full {
-                    invocation.key(key);
-                }
-                for arg in &args {
-                    invocation.arg(*arg);
-                }
-                invocation.invoke_async::<Vec<i64>>(&mut c).await
-            })
-            .await
-            .ok()?;
-        let admitted = *reply.first()? == 1;
-        let replies: Vec<Reply> = reply
-            .get(2..)?
-            .chunks(5)
-            .map(|fields| {
-                let field = |n: usize| fields.get(n).copied().unwrap_or(0);
-                Reply {
-                    admitted,
-                    room: field(0) == 1,
-                    remaining: field(1).clamp(0, i64::from(u32::MAX)) as u32,
-                    reset: Duration::from_micros(field(2).max(0) as u64),
-                    got: field(3).clamp(0, i64::from(u32::MAX)) as u32,
-                    stamp: field(4),
-                }
-            })
-            .collect();
-        (replies.len() == keys.len()).then_some(replies)
-    }
-}
-
-impl RateLimiter {
     /// Takes back an admission (see [`check_all`](Self::check_all)). Until it is taken back
     /// the slot counts, so the limit errs on the strict side, never the lenient one.
     async fn refund(
@@ -683,6 +628,57 @@ impl RateLimiter {
             }
         }
     }
+}
+
+/// One [`RESERVE_SCRIPT`] call over `keys` (all in one slot on a cluster).
+async fn call(redis: &RedisService, keys: &[&(String, Quota)], asks: &[Ask]) -> Option<Vec<Reply>> {
+    let full: Vec<String> = keys.iter().map(|(key, _)| redis.key(key)).collect();
+    let args: Vec<i64> = keys
+        .iter()
+        .zip(asks)
+        .flat_map(|((_, quota), ask)| {
+            let (stamp, back) = ask.give_back.unwrap_or((0, 0));
+            [
+                i64::from(quota.limit),
+                quota.window.as_micros().max(1) as i64,
+                i64::from(ask.want),
+                ask.term.as_micros() as i64,
+                i64::from(back),
+                stamp,
+            ]
+        })
+        .collect();
+    let reply = redis
+        .connection()
+        .run(|mut c| async move {
+            let mut invocation = RESERVE.prepare_invoke();
+            for key in &full {
+                invocation.key(key);
+            }
+            for arg in &args {
+                invocation.arg(*arg);
+            }
+            invocation.invoke_async::<Vec<i64>>(&mut c).await
+        })
+        .await
+        .ok()?;
+    let admitted = *reply.first()? == 1;
+    let replies: Vec<Reply> = reply
+        .get(2..)?
+        .chunks(5)
+        .map(|fields| {
+            let field = |n: usize| fields.get(n).copied().unwrap_or(0);
+            Reply {
+                admitted,
+                room: field(0) == 1,
+                remaining: field(1).clamp(0, i64::from(u32::MAX)) as u32,
+                reset: Duration::from_micros(field(2).max(0) as u64),
+                got: field(3).clamp(0, i64::from(u32::MAX)) as u32,
+                stamp: field(4),
+            }
+        })
+        .collect();
+    (replies.len() == keys.len()).then_some(replies)
 }
 
 impl std::fmt::Debug for RateLimiter {
