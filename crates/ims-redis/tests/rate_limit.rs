@@ -2,6 +2,8 @@
 //! mostly in process, and the limit stays exact (never more than the limit in any window)
 //! across instances; a single instance still admits exactly the limit.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,25 +48,7 @@ fn log_on(conn: &mut impl redis::ConnectionLike, key: &str) -> (u64, u64) {
         .arg(-1)
         .query(conn)
         .expect("LRANGE");
-    let Some((head, runs)) = items.split_first() else {
-        return (0, 0);
-    };
-    let total: u64 = head
-        .strip_prefix('#')
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("head {head:?}"));
-    let mut sum = 0;
-    let mut last = 0_u64;
-    for run in runs {
-        // A bare stamp (as the previous release wrote them) is a run of one.
-        let (stamp, count) = run.split_once(':').unwrap_or((run, "1"));
-        let stamp: u64 = stamp.parse().expect("stamp");
-        assert!(stamp >= last, "stamps never decrease: {items:?}");
-        last = stamp;
-        sum += count.parse::<u64>().expect("count");
-    }
-    assert_eq!(total, sum, "head is the sum of the runs: {items:?}");
-    (total, runs.len() as u64)
+    ims_testkit::limiter_log(&items)
 }
 
 /// Script calls Redis has served so far.
@@ -251,12 +235,7 @@ async fn a_log_of_bare_stamps_from_the_previous_release_keeps_its_count() {
 #[tokio::test]
 async fn on_a_cluster_a_request_refused_by_one_policy_is_taken_back_from_the_other() {
     let cluster = ims_testkit::RedisCluster::start();
-    let config = RedisConfig {
-        cluster_nodes: cluster.seeds().split(',').map(String::from).collect(),
-        key_prefix: "test:".into(),
-        probe_interval: Duration::from_millis(100),
-        ..RedisConfig::default()
-    };
+    let config = common::cluster_config(&cluster);
     let connection = RedisConnection::connect(config.clone()).await;
     assert!(connection.is_connected() && connection.is_cluster());
     let limiter = RateLimiter::new(

@@ -1,6 +1,8 @@
 //! RedisService and RedisConnection against a private, real redis-server.
 
 use std::io::Write;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -407,12 +409,7 @@ async fn batches_counters_set_nx_and_versions_on_one_server_and_degrade_without_
 #[tokio::test]
 async fn batches_span_slots_on_a_cluster() {
     let cluster = ims_testkit::RedisCluster::start();
-    let config = RedisConfig {
-        cluster_nodes: cluster.seeds().split(',').map(String::from).collect(),
-        key_prefix: "test:".into(),
-        probe_interval: Duration::from_millis(100),
-        ..RedisConfig::default()
-    };
+    let config = common::cluster_config(&cluster);
     let connection = RedisConnection::connect(config.clone()).await;
     assert!(connection.is_connected() && connection.is_cluster());
     let redis = RedisService::new(connection, config.key_prefix);

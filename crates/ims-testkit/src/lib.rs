@@ -14,6 +14,31 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// Reads a rate limiter's Redis log as `LRANGE key 0 -1` returned it (`#{total}`, then runs
+/// `{stamp}:{count}`, a bare stamp being a run of one): the admissions it counts and its
+/// number of runs, after checking that the head is the sum of the runs and that stamps
+/// never decrease. An empty list counts nothing.
+pub fn limiter_log(items: &[String]) -> (u64, u64) {
+    let Some((head, runs)) = items.split_first() else {
+        return (0, 0);
+    };
+    let total: u64 = head
+        .strip_prefix('#')
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("head {head:?}"));
+    let mut sum = 0;
+    let mut last = 0_u64;
+    for run in runs {
+        let (stamp, count) = run.split_once(':').unwrap_or((run, "1"));
+        let stamp: u64 = stamp.parse().expect("stamp");
+        assert!(stamp >= last, "stamps never decrease: {items:?}");
+        last = stamp;
+        sum += count.parse::<u64>().expect("count");
+    }
+    assert_eq!(total, sum, "head is the sum of the runs: {items:?}");
+    (total, runs.len() as u64)
+}
+
 /// A private `redis-server` process. Killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {

@@ -331,13 +331,7 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
-        Stage {
-            bar,
-            label: label.to_string(),
-            rows: Some(len),
-            tty: self.tty,
-            started: Instant::now(),
-        }
+        self.stage(bar, label, Some(len))
     }
 
     fn spinner(&self, label: &str) -> Stage {
@@ -353,10 +347,14 @@ impl Progress {
         } else {
             ProgressBar::hidden()
         };
+        self.stage(bar, label, None)
+    }
+
+    fn stage(&self, bar: ProgressBar, label: &str, rows: Option<usize>) -> Stage {
         Stage {
             bar,
             label: label.to_string(),
-            rows: None,
+            rows,
             tty: self.tty,
             started: Instant::now(),
         }

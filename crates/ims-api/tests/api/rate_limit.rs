@@ -476,29 +476,13 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
     assert_eq!(admitted, 6, "the user tier holds in memory");
 }
 
-/// The admissions a limiter log counts: its head `#{total}`, checked against its runs
-/// `{stamp}:{count}`.
-fn admissions(conn: &mut redis::Connection, key: &str) -> i64 {
+/// The admissions a limiter log counts (checked against its runs).
+fn admissions(conn: &mut redis::Connection, key: &str) -> u64 {
     let items: Vec<String> = redis::cmd("LRANGE")
         .arg(key)
         .arg(0)
         .arg(-1)
         .query(conn)
         .expect("LRANGE");
-    let Some((head, runs)) = items.split_first() else {
-        return 0;
-    };
-    let total: i64 = head
-        .strip_prefix('#')
-        .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| panic!("head {head:?}"));
-    let sum: i64 = runs
-        .iter()
-        .map(|run| {
-            let (_, count) = run.split_once(':').expect("stamp:count");
-            count.parse::<i64>().expect("count")
-        })
-        .sum();
-    assert_eq!(total, sum, "{items:?}");
-    total
+    ims_testkit::limiter_log(&items).0
 }
