@@ -202,6 +202,9 @@ fn mark(response: &mut Response<CacheBody>, status: &'static str, ttl: Duration)
     headers.insert(X_CACHE_TTL.clone(), HeaderValue::from(seconds));
 }
 
+/// Headers a replayed `200` usually ends up with besides the entry's own.
+const REPLAY_HEADERS: usize = 16;
+
 /// The response for a cached entry: `304` when the client already has it.
 fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<CacheBody> {
     let matches = if_none_match
@@ -219,6 +222,9 @@ fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<Cach
         r
     } else {
         let mut r = Response::new(full(cached.body.clone()));
+        // Room for the entry's headers and those the layers add on the way out (cache
+        // marks, rate-limit fields, request id): the map is not regrown on every hit.
+        *r.headers_mut() = http::HeaderMap::with_capacity(REPLAY_HEADERS + cached.headers.len());
         let headers = r.headers_mut();
         headers.insert(header::CONTENT_TYPE, header_value(&cached.content_type));
         for (name, value) in &cached.headers {

@@ -311,7 +311,7 @@ pub struct ResponseCache {
     /// Cluster-wide single flight of expensive misses.
     locks: crate::lock::Locks,
     /// Hits and misses per scope, for [`ResponseCache::scope_stats`]; bounded.
-    per_scope: moka::sync::Cache<String, Arc<ScopeCounters>>,
+    per_scope: quick_cache::sync::Cache<String, Arc<ScopeCounters>>,
     /// The groups entries were stored under, to count a scope's entries by their indexes.
     groups_seen: Mutex<std::collections::BTreeSet<String>>,
     /// Invalidation epochs of the process-only cache (`REDIS_ENABLED=false`), by
@@ -413,7 +413,7 @@ impl ResponseCache {
             layout,
             l1: l1::L1::new(l1.max_bytes, l1.max_stale),
             local_epochs: Mutex::new(HashMap::new()),
-            per_scope: moka::sync::Cache::new(100_000),
+            per_scope: quick_cache::sync::Cache::new(100_000),
             groups_seen: Mutex::new(std::collections::BTreeSet::new()),
             scope,
             jitter: jitter.clamp(0.0, 0.5),

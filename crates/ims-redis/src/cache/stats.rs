@@ -1,7 +1,9 @@
 //! The cache's counters: since start for `/health/cache` and Prometheus, and per scope
 //! (organization) for `/cache/stats`.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -110,7 +112,9 @@ impl ResponseCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if matches!(event, Event::Hit | Event::Miss) {
-            let counters = self.per_scope.get_with_by_ref(scope, Default::default);
+            let Ok(counters) = self
+                .per_scope
+                .get_or_insert_with(scope, || Ok::<_, Infallible>(Arc::default()));
             let counter = if matches!(event, Event::Hit) {
                 &counters.hits
             } else {

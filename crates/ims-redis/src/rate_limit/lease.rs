@@ -152,7 +152,7 @@ pub struct Taken {
     pub reset: Duration,
 }
 
-/// The term of `quota`'s leases: a sixtieth of the window, at most [`MAX_TERM`].
+/// The term of `quota`'s leases: a sixtieth of the window, at most `MAX_TERM`.
 pub fn term(quota: Quota) -> Duration {
     (quota.window / 60).min(MAX_TERM)
 }

@@ -50,6 +50,7 @@ mod layer;
 pub mod lease;
 
 use std::collections::VecDeque;
+use std::convert::Infallible;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -124,8 +125,11 @@ pub struct RateLimiter {
     route: PartsFn,
     /// Per-key logs used while Redis is unreachable; bounded in entries and idle time.
     memory: moka::sync::Cache<String, Log>,
-    /// This instance's leases on busy keys' Redis logs.
-    leases: moka::sync::Cache<String, SharedLease>,
+    /// This instance's leases on busy keys' Redis logs, read on every limited request: a
+    /// bounded map without idle expiry (a lease's own term bounds what it can admit; an
+    /// evicted one only leaves its unused slots counted in Redis until they expire, strict
+    /// rather than lenient).
+    leases: quick_cache::sync::Cache<String, SharedLease>,
 }
 
 // Sliding-window log of admissions in a list, oldest first: the head is `#{total}`, the
@@ -326,12 +330,9 @@ impl RateLimiter {
                 // No quota here is longer than a day; an idle log older than that is empty.
                 .time_to_idle(Duration::from_secs(24 * 3600))
                 .build(),
-            leases: moka::sync::Cache::builder()
-                .max_capacity(max_memory_keys)
-                // A lease is usable for a second; an idle one holds at most a give-back,
-                // which the log's own expiry makes unnecessary after a while.
-                .time_to_idle(Duration::from_secs(60))
-                .build(),
+            leases: quick_cache::sync::Cache::new(
+                usize::try_from(max_memory_keys).unwrap_or(usize::MAX),
+            ),
         })
     }
 
@@ -346,7 +347,7 @@ impl RateLimiter {
     pub(crate) fn key_and_route(&self, parts: &http::request::Parts) -> Option<(String, String)> {
         let client = (self.client)(parts)?;
         let route = (self.route)(parts)?;
-        Some((format!("ratelimit:{client}:{route}"), route))
+        Some((["ratelimit:", &client, ":", &route].concat(), route))
     }
 
     /// Counts one request against `quota` under `key`: in Redis when it answers (or with a
@@ -421,8 +422,12 @@ impl RateLimiter {
         let mut asks: Vec<Ask> = Vec::new();
         let mut missing: Vec<usize> = Vec::new();
         for (i, (key, quota)) in checks.iter().enumerate() {
-            let lease = (quota.limit >= lease::MIN_LEASED_LIMIT)
-                .then(|| self.leases.get_with_by_ref(key, SharedLease::default));
+            let lease = (quota.limit >= lease::MIN_LEASED_LIMIT).then(|| {
+                let Ok(lease) = self.leases.get_or_insert_with(key.as_str(), || {
+                    Ok::<_, Infallible>(SharedLease::default())
+                });
+                lease
+            });
             let taken = match &lease {
                 Some(lease) => lease.take_or_ask(*quota, LEASE_WAIT).await,
                 None => Err(Ask::single()),
