@@ -17,7 +17,8 @@
 //! once-per-second revalidations, which go to Redis), L2 cases L2.
 //! Sizes: IMS_BENCH_REQUESTS (default 10000 per case and round), IMS_BENCH_ROUNDS (default 7:
 //! short rounds, so that a burst of other work on the machine skews few of them).
-//! IMS_BENCH_ONLY=<part of a case name> runs only the matching cases (for profiling).
+//! IMS_BENCH_ONLY=<part of a case name>[|<another>] runs only the matching cases (for
+//! profiling, or pairing two cases).
 
 mod support;
 
@@ -468,10 +469,13 @@ async fn bench(srv: tokio::runtime::Handle) {
             expect: Expect::L2,
         },
     ];
-    // IMS_BENCH_ONLY=<part of a case name> runs only the matching cases (for profiling).
+    // IMS_BENCH_ONLY=<part of a case name>[|<another>] runs only the matching cases.
     let only = std::env::var("IMS_BENCH_ONLY").ok();
     let active: Vec<usize> = (0..cases.len())
-        .filter(|i| only.as_deref().is_none_or(|o| cases[*i].name.contains(o)))
+        .filter(|i| {
+            only.as_deref()
+                .is_none_or(|o| o.split('|').any(|part| cases[*i].name.contains(part)))
+        })
         .collect();
     // Warm-up: connections open, code paths hot.
     for &c in &active {

@@ -47,16 +47,16 @@ impl ProxyTrust {
         if self.hops == 0 && self.networks.is_empty() {
             return peer;
         }
-        // Every X-Forwarded-For header, in order, as one list; read from the right.
-        let entries: Vec<&str> = headers
+        // Every X-Forwarded-For header, in order, as one list, read from the right (on every
+        // limited request: no list is collected).
+        let mut from_right = headers
             .get_all("x-forwarded-for")
             .iter()
+            .rev()
             .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
+            .flat_map(|v| v.rsplit(','))
             .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .collect();
-        let mut from_right = entries.iter().rev();
+            .filter(|e| !e.is_empty());
         if !self.networks.is_empty() {
             let mut client = peer?;
             while self.networks.iter().any(|net| net.contains(&client)) {
@@ -70,10 +70,7 @@ impl ProxyTrust {
             }
             return Some(client);
         }
-        match entries.len().checked_sub(self.hops) {
-            Some(index) => entries.get(index).and_then(|e| parse(e)).or(peer),
-            None => peer,
-        }
+        from_right.nth(self.hops - 1).and_then(parse).or(peer)
     }
 }
 

@@ -169,22 +169,31 @@ impl IntoResponse for ApiError {
 
 /// Answers 503 when the request runs longer than `REQUEST_TIMEOUT_MS` (the handler is
 /// dropped: a transaction it held rolls back).
-pub async fn request_timeout(
-    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let limit = state.settings.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => {
-            tracing::warn!("request timed out after {} ms", limit.as_millis());
-            metrics::counter!("ims_http_request_timeouts_total").increment(1);
-            ApiError::Unavailable(format!(
-                "the request took longer than {} ms and was abandoned; try again",
-                limit.as_millis()
-            ))
-            .into_response()
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTimeout(pub std::time::Duration);
+
+impl crate::around::Around for RequestTimeout {
+    type Carry = std::time::Duration;
+
+    fn before(&self, _: &mut axum::extract::Request) -> Self::Carry {
+        self.0
+    }
+
+    async fn after<F>(limit: Self::Carry, response: F) -> Response
+    where
+        F: std::future::Future<Output = Response> + Send + 'static,
+    {
+        match tokio::time::timeout(limit, response).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!("request timed out after {} ms", limit.as_millis());
+                metrics::counter!("ims_http_request_timeouts_total").increment(1);
+                ApiError::Unavailable(format!(
+                    "the request took longer than {} ms and was abandoned; try again",
+                    limit.as_millis()
+                ))
+                .into_response()
+            }
         }
     }
 }

@@ -9,6 +9,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+pub mod around;
 pub mod auth;
 pub mod catalog;
 pub mod client_ip;

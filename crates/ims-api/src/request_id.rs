@@ -1,24 +1,27 @@
 //! Request ids and the access log: every request gets an id that an operator can follow
 //! from a client's report to the log lines of that request.
 //!
-//! [`assign`] keeps the client's `X-Request-Id` when it is sane (1 to 128 characters of
+//! [`AssignRequestId`] keeps the client's `X-Request-Id` when it is sane (1 to 128 characters of
 //! letters, digits, `-`, `_`, `.`, `:`), else makes a UUID; it puts the id on the response,
 //! into a tracing span around the request (so every log line of the request carries it) and
-//! into problem+json bodies as `requestId`. [`access_log`] writes one `info` line per
+//! into problem+json bodies as `requestId`. [`AccessLog`] writes one `info` line per
 //! request. Two middlewares, one job each; the id reaches the access log as a request
 //! extension.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use axum::middleware::Next;
+use axum::http::Method;
 use axum::response::Response;
 use tracing::Instrument;
 
-use crate::state::AppState;
+use crate::around::Around;
+use crate::config::Settings;
 
 /// The header, in both directions.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -46,25 +49,40 @@ fn sane(value: &HeaderValue) -> bool {
 }
 
 /// Assigns the request id (see the module docs).
-pub async fn assign(mut request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&X_REQUEST_ID)
-        .filter(|v| sane(v))
-        .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .unwrap_or(HeaderValue::from_static("-"))
-        });
-    request
-        .headers_mut()
-        .insert(X_REQUEST_ID.clone(), id.clone());
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", id = %id.to_str().unwrap_or_default());
-    let response = next.run(request).instrument(span).await;
-    let mut response = with_request_id(response, &id).await;
-    response.headers_mut().insert(X_REQUEST_ID.clone(), id);
-    response
+#[derive(Clone, Copy, Debug)]
+pub struct AssignRequestId;
+
+impl Around for AssignRequestId {
+    type Carry = HeaderValue;
+
+    fn before(&self, request: &mut Request) -> HeaderValue {
+        let id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|v| sane(v))
+            .cloned()
+            .unwrap_or_else(|| {
+                let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+                HeaderValue::from_str(uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text))
+                    .unwrap_or(HeaderValue::from_static("-"))
+            });
+        request
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), id.clone());
+        request.extensions_mut().insert(RequestId(id.clone()));
+        id
+    }
+
+    async fn after<F>(id: HeaderValue, response: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let span = tracing::info_span!("request", id = %id.to_str().unwrap_or_default());
+        let response = response.instrument(span).await;
+        let mut response = with_request_id(response, &id).await;
+        response.headers_mut().insert(X_REQUEST_ID.clone(), id);
+        response
+    }
 }
 
 /// Adds `requestId` to a problem+json body.
@@ -97,37 +115,65 @@ async fn with_request_id(response: Response, id: &HeaderValue) -> Response {
 
 /// One `info` line per request: method, route template, path, status, latency, request id
 /// and client address (as the proxy settings decide it).
-pub async fn access_log(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    // Nothing to prepare when the line would not be written (RUST_LOG above info).
-    if !tracing::enabled!(target: "ims_api::access", tracing::Level::INFO) {
-        return next.run(request).await;
+#[derive(Clone, Debug)]
+pub struct AccessLog(pub Arc<Settings>);
+
+/// What the access line says of the request.
+pub struct Requested {
+    started: Instant,
+    method: Method,
+    path: String,
+    route: Option<String>,
+    id: Option<RequestId>,
+    client: Option<IpAddr>,
+}
+
+impl Around for AccessLog {
+    type Carry = Option<Requested>;
+
+    fn before(&self, request: &mut Request) -> Option<Requested> {
+        // Nothing to prepare when the line would not be written (RUST_LOG above info).
+        if !tracing::enabled!(target: "ims_api::access", tracing::Level::INFO) {
+            return None;
+        }
+        let peer = request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        Some(Requested {
+            started: Instant::now(),
+            method: request.method().clone(),
+            path: request.uri().path().to_string(),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .map(|p| p.as_str().to_string()),
+            id: request.extensions().get::<RequestId>().cloned(),
+            client: self.0.proxy_trust.client(peer, request.headers()),
+        })
     }
-    let started = Instant::now();
-    let method = request.method().clone();
-    let path = request.uri().path().to_string();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string());
-    let id = request.extensions().get::<RequestId>().cloned();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let client = state.settings.proxy_trust.client(peer, request.headers());
-    let response = next.run(request).await;
-    tracing::info!(
-        target: "ims_api::access",
-        method = %method,
-        route = route.as_deref().unwrap_or("-"),
-        path = %path,
-        status = response.status().as_u16(),
-        latency_ms = format_args!("{:.3}", started.elapsed().as_secs_f64() * 1000.0),
-        request_id = id.as_ref().map_or("-", RequestId::as_str),
-        client = %client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
-        "request"
-    );
-    response
+
+    async fn after<F>(requested: Option<Requested>, response: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let response = response.await;
+        let Some(r) = requested else {
+            return response;
+        };
+        tracing::info!(
+            target: "ims_api::access",
+            method = %r.method,
+            route = r.route.as_deref().unwrap_or("-"),
+            path = %r.path,
+            status = response.status().as_u16(),
+            latency_ms = format_args!("{:.3}", r.started.elapsed().as_secs_f64() * 1000.0),
+            request_id = r.id.as_ref().map_or("-", RequestId::as_str),
+            client = %r.client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            "request"
+        );
+        response
+    }
 }
 
 #[cfg(test)]

@@ -16,10 +16,12 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use utoipa_axum::router::OpenApiRouter;
 
+use crate::around::AroundLayer;
 use crate::auth::tokens::TokenKeys;
 use crate::config::Settings;
 use crate::db::Db;
 use crate::policy::{self, Limit};
+use crate::request_id::{AccessLog, AssignRequestId};
 use crate::serve::ServeOptions;
 use crate::state::AppState;
 use crate::{auth, error, health};
@@ -92,26 +94,19 @@ pub fn router(state: AppState) -> Router {
         .layer(
             tower::ServiceBuilder::new()
                 // Every response has an id, preflights answered by CORS included.
-                .layer(axum::middleware::from_fn(crate::request_id::assign))
+                .layer(AroundLayer(AssignRequestId))
                 // Only with origins configured: CORS adds `Vary` headers to every response.
                 .option_layer(cors(&state.settings.cors_allowed_origins))
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    crate::request_id::access_log,
-                ))
-                // A panic in a handler is a 500 and a request running longer than
-                // REQUEST_TIMEOUT_MS a 503, both problem+json, logged, with the id.
+                .layer(AroundLayer(AccessLog(state.settings.clone())))
+                // A request running longer than REQUEST_TIMEOUT_MS is a 503 and a panic in a
+                // handler a 500, both problem+json, counted, logged, with the id.
+                .layer(AroundLayer(error::RequestTimeout(
+                    state.settings.request_timeout,
+                )))
+                .layer(AroundLayer(crate::telemetry::Track))
                 .layer(CatchPanicLayer::custom(error::panicked))
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    error::request_timeout,
-                ))
-                .layer(axum::middleware::from_fn(crate::telemetry::track))
                 // Outside every route layer: the token is verified once, for all of them.
-                .layer(axum::middleware::from_fn_with_state(
-                    state.clone(),
-                    crate::auth::verify_once,
-                ))
+                .map_request(crate::auth::verify_once(state.keys.clone()))
                 .layer(DefaultBodyLimit::max(BODY_LIMIT))
                 .layer(Extension(state.limiter.clone()))
                 // The outbox: the `invalidates` policies find the journal here (contract §5).

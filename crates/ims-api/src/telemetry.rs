@@ -1,19 +1,22 @@
 //! Logging and metrics. Logs: readable lines by default, JSON with `LOG_FORMAT=json`,
 //! filtered by `RUST_LOG` (default `info`). Metrics: a Prometheus recorder whose text is
-//! served at `GET /metrics`, fed by [`track`] (every request) and by gauges read at scrape
+//! served at `GET /metrics`, fed by [`Track`] (every request) and by gauges read at scrape
 //! time (cache counters, Redis state, database pool).
 
 use std::collections::HashMap;
 use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
 
+use std::future::Future;
+
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{fmt, EnvFilter};
+
+use crate::around::Around;
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
 pub fn init(json: bool) {
@@ -165,22 +168,34 @@ fn describe() {
 
 /// Counts every request and its latency by method, matched route template (never the raw
 /// path, so ids do not explode the label set) and status.
-pub async fn track(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let (requests, latency) = handles(&method, route, response.status().as_u16());
-    requests.increment(1);
-    latency.record(started.elapsed().as_secs_f64());
-    response
+#[derive(Clone, Copy, Debug)]
+pub struct Track;
+
+impl Around for Track {
+    type Carry = (Instant, Method, Option<MatchedPath>);
+
+    fn before(&self, request: &mut Request) -> Self::Carry {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        (Instant::now(), request.method().clone(), route)
+    }
+
+    async fn after<F>((started, method, route): Self::Carry, response: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let response = response.await;
+        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+        let (requests, latency) = handles(&method, route, response.status().as_u16());
+        requests.increment(1);
+        latency.record(started.elapsed().as_secs_f64());
+        response
+    }
 }
 
 /// The metric handles of one (route, method, status).
 type Handles = (Method, u16, Counter, Histogram);
 
-/// [`track`]'s handles, kept per route: building the label strings and looking the metric
+/// [`Track`]'s handles, kept per route: building the label strings and looking the metric
 /// up in the registry on every request costs more than the rest of a cache hit's
 /// bookkeeping. The set is bounded by routes × methods × statuses.
 fn handles(method: &Method, route: &str, status: u16) -> (Counter, Histogram) {

@@ -3,6 +3,7 @@
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap};
 
+use super::tokens::TokenKeys;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -38,20 +39,21 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
 #[derive(Debug, Clone)]
 pub struct VerifiedClaims(pub std::sync::Arc<super::tokens::Claims>);
 
-/// Middleware: verifies the bearer token, if any, and records its claims in the request's
-/// extensions. An invalid token is left for [`AuthUser`] to refuse with its usual 401.
-pub async fn verify_once(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let claims = bearer_token(request.headers()).and_then(|token| state.keys.verify(token).ok());
-    if let Some(claims) = claims {
+/// The request step (`ServiceBuilder::map_request`) that verifies the bearer token, if any,
+/// and records its claims in the request's extensions. An invalid token is left for
+/// [`AuthUser`] to refuse with its usual 401.
+pub fn verify_once(
+    keys: std::sync::Arc<TokenKeys>,
+) -> impl Fn(axum::extract::Request) -> axum::extract::Request + Clone {
+    move |mut request| {
+        let claims = bearer_token(request.headers()).and_then(|token| keys.verify(token).ok());
+        if let Some(claims) = claims {
+            request
+                .extensions_mut()
+                .insert(VerifiedClaims(std::sync::Arc::new(claims)));
+        }
         request
-            .extensions_mut()
-            .insert(VerifiedClaims(std::sync::Arc::new(claims)));
     }
-    next.run(request).await
 }
 
 /// The verified claims of a request, if its token was valid (see [`verify_once`]).
