@@ -177,7 +177,7 @@ impl Db {
 
     /// Runs one writing statement: alone (autocommit) when there is nothing to record, else
     /// together with the invalidation's record, atomically and in one hand-off to the
-    /// engine (see [`Self::execute_recorded`]).
+    /// engine (see `Self::execute_recorded`).
     pub async fn execute_write<'q>(
         &self,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,

@@ -335,7 +335,7 @@ fn document_rate_limits(doc: &mut utoipa::openapi::OpenApi) {
     }
 }
 
-/// The global parts of the document; operations come from the modules (see [`openapi`]).
+/// The global parts of the document; operations come from the modules (see [`crate::openapi`]).
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -1,6 +1,6 @@
 //! `ims-api seed`: a realistic demo organization of configurable size.
 //!
-//! The whole history is simulated in memory first ([`Plan::generate`], a pure function of the
+//! The whole history is simulated in memory first (`Plan::generate`, a pure function of the
 //! options, the RNG seed and "now"), then written in one transaction with multi-row
 //! `INSERT … VALUES (…), (…)` statements. Simulating first is what makes the data consistent
 //! by construction: stock is tracked per (item, warehouse) as events happen in time order, so
