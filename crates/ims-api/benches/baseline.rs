@@ -5,11 +5,12 @@
 //! IMS_BENCH_ORDERS (default 100000). Each route runs 7 times with
 //! `Cache-Control: no-cache`, so the handler always runs; the median is reported.
 
-use std::collections::HashMap;
+mod support;
+
+use support::{application, base_url, env_number};
+
 use std::time::{Duration, Instant};
 
-use ims_api::config::Settings;
-use ims_api::startup::Application;
 use serde_json::{json, Value};
 
 const ROUTES: [&str; 10] = [
@@ -24,13 +25,6 @@ const ROUTES: [&str; 10] = [
     "/reports/stock-movements",
     "/reports/purchases-by-vendor",
 ];
-
-fn env_number(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 async fn measure(label: &str, database_url: &str) -> Vec<Duration> {
     let (items, orders) = (
@@ -58,24 +52,13 @@ async fn measure(label: &str, database_url: &str) -> Vec<Duration> {
         "{label}: seeded {items} items, {orders} orders in {:.1?}",
         started.elapsed()
     );
-    let env: HashMap<&str, String> = HashMap::from([
+    let app = application(vec![
         ("DATABASE_URL", database_url.to_string()),
         ("REDIS_ENABLED", "false".into()),
-        (
-            "JWT_SECRET",
-            "bench-secret-bench-secret-bench-secret!!".into(),
-        ),
-        ("IMS_BIND", "127.0.0.1:0".into()),
         ("RATE_LIMIT_ENABLED", "false".into()),
-    ]);
-    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .expect("bind");
-    let app = Application::build_with_listener(settings, listener)
-        .await
-        .expect("build");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    ])
+    .await;
+    let base = base_url(&app);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;

@@ -8,13 +8,14 @@
 //! keys in Redis, and for contrast a SCAN-based prefix flush at both sizes.
 //! Sizes: IMS_BENCH_ITEMS (default 10000), IMS_BENCH_ORDERS (default 100000).
 
-use std::collections::HashMap;
+mod support;
+
+use support::{application, base_url, env_number, UNREACHED_LIMITS};
+
 use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use futures::StreamExt;
-use ims_api::config::Settings;
-use ims_api::startup::Application;
 use ims_testkit::RedisServer;
 use serde_json::{json, Value};
 
@@ -79,13 +80,6 @@ where
     summarize(samples, started.elapsed())
 }
 
-fn env_number(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() {
     let redis = RedisServer::start();
@@ -120,28 +114,15 @@ async fn main() {
         seeded.elapsed()
     );
 
-    let env: HashMap<&str, String> = HashMap::from([
+    let mut vars = vec![
         ("DATABASE_URL", database_url.clone()),
         ("REDIS_URL", redis.url()),
-        (
-            "JWT_SECRET",
-            "bench-secret-bench-secret-bench-secret!!".into(),
-        ),
-        ("IMS_BIND", "127.0.0.1:0".into()),
         ("CACHE_TTL_JITTER", "0".into()),
-        // The limiter stays on (as in production) with limits nothing here reaches.
-        ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
-        ("RATE_LIMIT_USER", "1000000000/60".into()),
         ("RUST_LOG", "warn".into()),
-    ]);
-    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .expect("bind");
-    let app = Application::build_with_listener(settings, listener)
-        .await
-        .expect("build");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    ];
+    vars.extend(UNREACHED_LIMITS.map(|(name, value)| (name, value.to_string())));
+    let app = application(vars).await;
+    let base = base_url(&app);
     tokio::spawn(app.run_until(std::future::pending()));
     let client = reqwest::Client::new();
     let login: Value = client

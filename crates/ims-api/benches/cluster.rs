@@ -17,7 +17,7 @@
 
 mod support;
 
-use support::env_number;
+use support::{application, base_url, env_number, post, until_redis, UNREACHED_LIMITS};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,11 +26,9 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use futures::StreamExt;
-use ims_api::config::Settings;
-use ims_api::startup::Application;
 use ims_api::state::AppState;
 use ims_testkit::{RedisCluster, RedisServer};
-use serde_json::{json, Value};
+use serde_json::json;
 
 const CONCURRENCY: usize = 16;
 /// Organizations at least; more (up to `MAX_ORGS`) while the master that will be killed
@@ -141,54 +139,19 @@ fn redis_pids() -> HashMap<u16, u32> {
 }
 
 async fn server(database_url: &str, redis_var: &str, redis_value: String) -> (String, AppState) {
-    let env: HashMap<&str, String> = HashMap::from([
+    let mut vars = vec![
         ("DATABASE_URL", database_url.to_string()),
         (redis_var, redis_value),
-        (
-            "JWT_SECRET",
-            "bench-secret-bench-secret-bench-secret!!".into(),
-        ),
-        ("IMS_BIND", "127.0.0.1:0".into()),
         ("CACHE_TTL_JITTER", "0".into()),
-        // The limiter stays on (as in production) with limits nothing here reaches.
-        ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
-        ("RATE_LIMIT_USER", "1000000000/60".into()),
-        ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("RUST_LOG", "warn".into()),
-    ]);
-    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .expect("bind");
-    let app = Application::build_with_listener(settings, listener)
-        .await
-        .expect("build");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    ];
+    vars.extend(UNREACHED_LIMITS.map(|(name, value)| (name, value.to_string())));
+    let app = application(vars).await;
+    let base = base_url(&app);
     let state = app.state().clone();
     tokio::spawn(app.run_until(std::future::pending()));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !state.redis.is_connected() {
-        assert!(
-            Instant::now() < deadline,
-            "{redis_var}: Redis never came up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_redis(&state).await;
     (base, state)
-}
-
-async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
-    let mut request = client.post(&url).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("post");
-    assert!(
-        response.status().is_success(),
-        "POST {url}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
 }
 
 async fn new_org(client: &reqwest::Client, base: &str, n: usize) -> Org {

@@ -22,9 +22,10 @@
 
 mod support;
 
-use support::{env_number, task_cpu_ns};
+use support::{
+    application, base_url, env_number, post, task_cpu_ns, until_redis, SECRET, UNREACHED_LIMITS,
+};
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,13 +36,10 @@ use axum::routing::get;
 use futures::StreamExt;
 use ims_api::auth::bearer_token;
 use ims_api::auth::tokens::TokenKeys;
-use ims_api::config::Settings;
-use ims_api::startup::Application;
 use ims_testkit::RedisServer;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const CONCURRENCY: usize = 16;
-const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
 const ROUTE: &str = "/tax-rates?limit=100";
 /// The body size aimed at.
 const BODY_BYTES: usize = 2048;
@@ -130,39 +128,24 @@ async fn server(
     limiter: bool,
     l1: bool,
 ) -> String {
-    let mut env: HashMap<&str, String> = HashMap::from([
+    let mut vars = vec![
         ("DATABASE_URL", database_url.to_string()),
         ("REDIS_URL", redis_url.to_string()),
-        ("JWT_SECRET", SECRET.into()),
-        ("IMS_BIND", "127.0.0.1:0".into()),
         ("CACHE_TTL_JITTER", "0".into()),
         ("RATE_LIMIT_ENABLED", limiter.to_string()),
-        // On, with limits nothing here reaches (as benches/rate_limit.rs).
-        ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
-        ("RATE_LIMIT_USER", "1000000000/60".into()),
-        ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("TRUST_PROXY", "true".into()),
         ("RUST_LOG", "warn".into()),
-    ]);
+    ];
+    vars.extend(UNREACHED_LIMITS.map(|(name, value)| (name, value.to_string())));
     if !l1 {
-        env.insert("CACHE_L1_MAX_STALE_MS", "0".into());
+        vars.push(("CACHE_L1_MAX_STALE_MS", "0".into()));
     }
     srv.spawn(async move {
-        let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
-        let listener = tokio::net::TcpListener::bind(settings.bind)
-            .await
-            .expect("bind");
-        let app = Application::build_with_listener(settings, listener)
-            .await
-            .expect("build");
-        let base = format!("http://127.0.0.1:{}", app.port());
+        let app = application(vars).await;
+        let base = base_url(&app);
         let state = app.state().clone();
         tokio::spawn(app.run_until(std::future::pending()));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !state.redis.is_connected() {
-            assert!(Instant::now() < deadline, "Redis never came up");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        until_redis(&state).await;
         base
     })
     .await
@@ -222,20 +205,6 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
     })
     .await
     .expect("ceilings")
-}
-
-async fn post(client: &reqwest::Client, url: String, token: Option<&str>, body: Value) -> Value {
-    let mut request = client.post(&url).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("post");
-    assert!(
-        response.status().is_success(),
-        "POST {url}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
 }
 
 /// Commands Redis has served so far: (scripts, all commands).

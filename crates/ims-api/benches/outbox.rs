@@ -20,21 +20,17 @@
 
 mod support;
 
-use support::{env_number, task_cpu_ns};
+use support::{application, base_url, env_number, task_cpu_ns, until_redis, UNREACHED_LIMITS};
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use ims_api::config::Settings;
 use ims_api::outbox::POLL_SQL;
-use ims_api::startup::Application;
 use ims_api::state::AppState;
 use ims_testkit::RedisServer;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
-const SECRET: &str = "bench-secret-bench-secret-bench-secret!!";
 const ITEMS: usize = 20;
 const POLLS: usize = 200;
 const IDLE: Duration = Duration::from_secs(5);
@@ -78,28 +74,18 @@ async fn server(
     redis_url: &str,
     outbox: bool,
 ) -> Server {
-    let env: HashMap<&str, String> = HashMap::from([
+    let mut vars = vec![
         ("DATABASE_URL", database_url.to_string()),
         ("REDIS_URL", redis_url.to_string()),
-        ("JWT_SECRET", SECRET.into()),
-        ("IMS_BIND", "127.0.0.1:0".into()),
         ("CACHE_OUTBOX", outbox.to_string()),
-        ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
-        ("RATE_LIMIT_USER", "1000000000/60".into()),
-        ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("RUST_LOG", "warn".into()),
-    ]);
+    ];
+    vars.extend(UNREACHED_LIMITS.map(|(name, value)| (name, value.to_string())));
     let (stop, stopped) = oneshot::channel::<()>();
     let (base, state, done) = srv
         .spawn(async move {
-            let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
-            let listener = tokio::net::TcpListener::bind(settings.bind)
-                .await
-                .expect("bind");
-            let app = Application::build_with_listener(settings, listener)
-                .await
-                .expect("build");
-            let base = format!("http://127.0.0.1:{}", app.port());
+            let app = application(vars).await;
+            let base = base_url(&app);
             let state = app.state().clone();
             let done = tokio::spawn(async move {
                 let _ = app
@@ -108,11 +94,7 @@ async fn server(
                     })
                     .await;
             });
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !state.redis.is_connected() {
-                assert!(Instant::now() < deadline, "Redis never came up");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            until_redis(&state).await;
             (base, state, done)
         })
         .await

@@ -4,12 +4,13 @@
 //! nothing is refused) and one with `RATE_LIMIT_ENABLED=false`; requests per second and
 //! p50/p99 on a plain route and on a cached route that hits.
 
-use std::collections::HashMap;
+mod support;
+
+use support::{application, base_url, UNREACHED_LIMITS};
+
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use ims_api::config::Settings;
-use ims_api::startup::Application;
 use ims_testkit::RedisServer;
 use serde_json::{json, Value};
 
@@ -62,27 +63,14 @@ async fn run(client: &reqwest::Client, url: &str, token: &str) -> Run {
 }
 
 async fn server(database_url: &str, redis_url: &str, limiter: bool) -> String {
-    let env: HashMap<&str, String> = HashMap::from([
+    let mut vars = vec![
         ("DATABASE_URL", database_url.to_string()),
         ("REDIS_URL", redis_url.to_string()),
-        (
-            "JWT_SECRET",
-            "bench-secret-bench-secret-bench-secret!!".into(),
-        ),
-        ("IMS_BIND", "127.0.0.1:0".into()),
-        ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
-        ("RATE_LIMIT_USER", "1000000000/60".into()),
-        ("RATE_LIMIT_AUTH", "1000000000/60".into()),
         ("RATE_LIMIT_ENABLED", limiter.to_string()),
-    ]);
-    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .expect("bind");
-    let app = Application::build_with_listener(settings, listener)
-        .await
-        .expect("build");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    ];
+    vars.extend(UNREACHED_LIMITS.map(|(name, value)| (name, value.to_string())));
+    let app = application(vars).await;
+    let base = base_url(&app);
     tokio::spawn(app.run_until(std::future::pending()));
     base
 }

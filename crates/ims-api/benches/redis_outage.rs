@@ -4,11 +4,12 @@
 //! The claim under test is "Redis down never slows a request": the ratios down/up and
 //! disabled/up of each route's p50 and p99 should be about 1 or below.
 
-use std::collections::HashMap;
+mod support;
+
+use support::{application, base_url};
+
 use std::time::{Duration, Instant};
 
-use ims_api::config::Settings;
-use ims_api::startup::Application;
 use ims_testkit::RedisServer;
 use serde_json::{json, Value};
 
@@ -39,31 +40,20 @@ fn stats(mut samples: Vec<Duration>) -> Stats {
 async fn measure(mode: Mode) -> (Stats, Stats) {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
-    let env: HashMap<&str, String> = HashMap::from([
+    let app = application(vec![
         (
             "DATABASE_URL",
             format!("sqlite://{}?mode=rwc", dir.path().join("b.db").display()),
         ),
         ("REDIS_URL", redis.url()),
         ("REDIS_ENABLED", (mode != Mode::Disabled).to_string()),
-        (
-            "JWT_SECRET",
-            "bench-secret-bench-secret-bench-secret!!".into(),
-        ),
-        ("IMS_BIND", "127.0.0.1:0".into()),
         // The limiter stays on (its in-memory fallback is part of the outage path) with
         // limits this run never reaches.
         ("RATE_LIMIT_GLOBAL", "1000000000/60".into()),
         ("RATE_LIMIT_AUTH", "1000000000/60".into()),
-    ]);
-    let settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("settings");
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .expect("bind");
-    let app = Application::build_with_listener(settings, listener)
-        .await
-        .expect("build");
-    let base = format!("http://127.0.0.1:{}", app.port());
+    ])
+    .await;
+    let base = base_url(&app);
     tokio::spawn(app.run_until(std::future::pending()));
     let client = reqwest::Client::new();
     let post = |path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
