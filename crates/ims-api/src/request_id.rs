@@ -1,12 +1,12 @@
 //! Request ids and the access log: every request gets an id that an operator can follow
 //! from a client's report to the log lines of that request.
 //!
-//! [`AssignRequestId`] keeps the client's `X-Request-Id` when it is sane (1 to 128 characters of
-//! letters, digits, `-`, `_`, `.`, `:`), else makes a UUID; it puts the id on the response,
-//! into a tracing span around the request (so every log line of the request carries it) and
-//! into problem+json bodies as `requestId`. [`AccessLog`] writes one `info` line per
-//! request. Two middlewares, one job each; the id reaches the access log as a request
-//! extension.
+//! [`AssignRequestId`] keeps the client's `X-Request-Id` when it is sane (1 to 128
+//! characters of letters, digits, `-`, `_`, `.`, `:`), else makes a UUID; it puts the id on
+//! the response, into a tracing span around the request's future (so every log line of the
+//! request carries it) and into problem+json bodies as `requestId`. [`AccessLog`] writes one
+//! `info` line per request. Two middlewares, one job each; the id reaches the access log as
+//! a request extension.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

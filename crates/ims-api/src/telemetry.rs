@@ -4,10 +4,9 @@
 //! time (cache counters, Redis state, database pool).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::{LazyLock, OnceLock, RwLock};
 use std::time::Instant;
-
-use std::future::Future;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
