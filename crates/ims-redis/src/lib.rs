@@ -38,6 +38,7 @@ mod connection;
 mod error;
 pub mod invalidate;
 pub mod lock;
+mod numbers;
 pub mod rate_limit;
 mod service;
 pub mod session;

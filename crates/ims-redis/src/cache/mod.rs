@@ -57,6 +57,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use redis::Script;
 use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
@@ -89,10 +90,11 @@ const RECOVERY_RETRY: Duration = Duration::from_millis(200);
 /// A cached response body with the headers needed to replay it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cached {
-    /// `Content-Type` of the response.
-    pub content_type: String,
+    /// `Content-Type` of the response. Header values, not text: a hit replays them as they
+    /// are (read from Redis, they are slices of the entry's bytes), with no copy.
+    pub content_type: HeaderValue,
     /// Strong `ETag` (quoted MD5 of the body).
-    pub etag: String,
+    pub etag: HeaderValue,
     /// The body bytes.
     pub body: Bytes,
     /// Every other header the handler set (names lower-case), replayed on a hit.
@@ -103,8 +105,10 @@ impl Cached {
     /// Builds an entry for `body`, computing its `ETag`.
     pub fn new(content_type: String, body: Bytes) -> Self {
         Self {
-            etag: body_tag(&body),
-            content_type,
+            // Hex in quotes: always a valid value.
+            etag: HeaderValue::try_from(body_tag(&body)).unwrap_or(HeaderValue::from_static("")),
+            content_type: HeaderValue::try_from(content_type)
+                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
             body,
             headers: Vec::new(),
         }
@@ -171,10 +175,8 @@ impl Cached {
         };
         Some((
             Self {
-                content_type: std::str::from_utf8(&raw[..first]).ok()?.to_string(),
-                etag: std::str::from_utf8(&raw[first + 1..second])
-                    .ok()?
-                    .to_string(),
+                content_type: HeaderValue::from_maybe_shared(raw.slice(..first)).ok()?,
+                etag: HeaderValue::from_maybe_shared(raw.slice(first + 1..second)).ok()?,
                 body: raw.slice(fourth + 1..),
                 headers,
             },

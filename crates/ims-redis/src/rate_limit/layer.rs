@@ -10,6 +10,7 @@ use futures::future::BoxFuture;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::Body;
+use smallvec::SmallVec;
 use tower::{Layer, Service};
 
 use super::{Decision, PartsFn, Quota, RateLimiter};
@@ -62,8 +63,8 @@ impl Quotas {
         let (key, route) = limiter.key_and_route(parts)?;
         let (quota, index) = self.for_route(&route);
         let mut checks = Checks {
-            names: Vec::with_capacity(2),
-            keys: Vec::with_capacity(2),
+            names: SmallVec::new(),
+            keys: SmallVec::new(),
             policy: HeaderValue::from_static(""),
         };
         checks.names.push("ip-route");
@@ -179,18 +180,18 @@ pub struct RateLimitService<S> {
     quotas: Quotas,
 }
 
-/// The policies a request is counted against: (name, key, quota).
+/// The policies a request is counted against: (name, key, quota); at most two, kept inline.
 #[derive(Debug)]
 struct Checks {
-    names: Vec<&'static str>,
-    keys: Vec<(String, Quota)>,
+    names: SmallVec<[&'static str; 2]>,
+    keys: SmallVec<[(String, Quota); 2]>,
     /// Their `RateLimit-Policy` header.
     policy: HeaderValue,
 }
 
 /// The decisions of every policy, in the order of [`Checks`].
 #[derive(Debug, Clone)]
-pub(crate) struct Decisions(Vec<(&'static str, Decision)>, HeaderValue);
+pub(crate) struct Decisions(SmallVec<[(&'static str, Decision); 2]>, HeaderValue);
 
 impl Decisions {
     fn allowed(&self) -> bool {
@@ -222,7 +223,7 @@ fn seconds(d: Duration) -> u64 {
 fn set(response: &mut Response<LayerBody>, name: &HeaderName, value: u64) {
     response
         .headers_mut()
-        .insert(name.clone(), HeaderValue::from(value));
+        .insert(name.clone(), crate::numbers::header_value(value));
 }
 
 fn decorate(mut response: Response<LayerBody>, decisions: &Decisions) -> Response<LayerBody> {

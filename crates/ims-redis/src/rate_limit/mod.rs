@@ -55,6 +55,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use redis::Script;
+use smallvec::SmallVec;
 
 use lease::{Ask, LeaseCell};
 
@@ -416,9 +417,10 @@ impl RateLimiter {
     /// none of the others' quota. Slots of this instance's leases are used first; the keys
     /// without one are asked in Redis, in one atomic call on one server or concurrently on
     /// a cluster (then an admission refused elsewhere is taken back).
-    pub async fn check_all(&self, checks: &[(String, Quota)]) -> Vec<Decision> {
-        let mut leases: Vec<Option<SharedLease>> = Vec::with_capacity(checks.len());
-        let mut decisions: Vec<Option<Decision>> = Vec::with_capacity(checks.len());
+    pub async fn check_all(&self, checks: &[(String, Quota)]) -> SmallVec<[Decision; 2]> {
+        // Inline for the usual one or two policies: no allocation per request.
+        let mut leases: SmallVec<[Option<SharedLease>; 2]> = SmallVec::new();
+        let mut decisions: SmallVec<[Option<Decision>; 2]> = SmallVec::new();
         let mut asks: Vec<Ask> = Vec::new();
         let mut missing: Vec<usize> = Vec::new();
         for (i, (key, quota)) in checks.iter().enumerate() {
@@ -517,7 +519,7 @@ impl RateLimiter {
                 });
             }
         }
-        let mut decisions: Vec<Decision> = decisions.into_iter().flatten().collect();
+        let mut decisions: SmallVec<[Decision; 2]> = decisions.into_iter().flatten().collect();
         if decisions.iter().any(|d| !d.allowed) {
             let refunds = checks
                 .iter()
