@@ -6,11 +6,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
+use axum::http::Response;
+use axum::response::IntoResponse;
 use axum::{Extension, Router};
 use ims_redis::cache::ResponseCache;
 use ims_redis::rate_limit::{Quota, RateLimitLayer, RateLimiter};
 use ims_redis::session::RefreshTokenStore;
-use ims_redis::{RedisConnection, RedisService};
+use ims_redis::{LayerBody, RedisConnection, RedisService};
 use tokio::net::{TcpListener, TcpSocket};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, CorsLayer};
@@ -62,60 +64,70 @@ pub fn router(state: AppState) -> Router {
     // and RATE_LIMIT_USER per authenticated user (the access token's subject), over all
     // routes and addresses (contract §6).
     let (api, api_operations) = api.split_for_parts();
-    let api = if settings.rate_limit_enabled {
+    let limits = settings.rate_limit_enabled.then(|| {
         let user = Arc::new(|parts: &axum::http::request::Parts| {
             crate::auth::verified(parts).map(|claims| claims.sub.clone())
         });
-        let limits = policy::routes_limited_by(&api_operations, Limit::Credentials)
+        policy::routes_limited_by(&api_operations, Limit::Credentials)
             .iter()
             .fold(RateLimitLayer::new(global), |layer, path| {
                 layer.route(path, credentials)
-            });
-        api.route_layer(limits.per_user(quota(settings.rate_limit_user), user))
-    } else {
-        api
-    };
+            })
+            .per_user(quota(settings.rate_limit_user), user)
+    });
     // Not limited: monitoring and the API description must always answer.
     let (unlimited, unlimited_operations) = OpenApiRouter::new()
         .merge(health::router())
         .merge(health::cache_router())
         .merge(health::metrics_router())
         .split_for_parts();
-    api.merge(unlimited)
-        .merge(crate::openapi::router(crate::openapi::finish(
-            api_operations,
-            unlimited_operations,
-        )))
-        .fallback(error::not_found)
+    let unlimited = unlimited.merge(crate::openapi::router(crate::openapi::finish(
+        api_operations,
+        unlimited_operations,
+    )));
+    // The layers every route shares, as one stack, the limits innermost on the API's routes
+    // (and its fallbacks, which they pass: no route, no key). axum boxes each
+    // `Router::layer` or `route_layer` level and clones every box of a route, nested ones
+    // included, on every request; one `ServiceBuilder` is one box.
+    let edge = |limits: Option<RateLimitLayer>| {
+        tower::ServiceBuilder::new()
+            // Every response has an id, preflights answered by CORS included.
+            .layer(AroundLayer(AssignRequestId))
+            // Only with origins configured: CORS adds `Vary` headers to every response.
+            .option_layer(cors(&state.settings.cors_allowed_origins))
+            .layer(AroundLayer(AccessLog(state.settings.clone())))
+            // A request running longer than REQUEST_TIMEOUT_MS is a 503 and a panic in a
+            // handler a 500, both problem+json, counted, logged, with the id.
+            .layer(AroundLayer(error::RequestTimeout(
+                state.settings.request_timeout,
+            )))
+            .layer(AroundLayer(crate::telemetry::Track))
+            .layer(CatchPanicLayer::custom(error::panicked))
+            // Outside every route layer: the token is verified once, for all of them.
+            .map_request(crate::auth::verify_once(state.keys.clone()))
+            .layer(DefaultBodyLimit::max(BODY_LIMIT))
+            .layer(Extension(state.limiter.clone()))
+            // The outbox: the `invalidates` policies find the journal here (contract §5).
+            .option_layer(
+                settings
+                    .cache_outbox
+                    .then(|| Extension(state.journal.clone())),
+            )
+            .layer(Extension(state.cache.clone()))
+            // One response body type with or without limits.
+            .option_layer(limits.map(|limits| {
+                tower::ServiceBuilder::new()
+                    .map_response(|response: Response<LayerBody>| response.into_response())
+                    .layer(limits)
+            }))
+    };
+    api.fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
-        // The layers every route shares, as one stack: axum boxes each `Router::layer`
-        // level and clones every box per request, where one `ServiceBuilder` is one box.
-        // Listed outermost first.
-        .layer(
-            tower::ServiceBuilder::new()
-                // Every response has an id, preflights answered by CORS included.
-                .layer(AroundLayer(AssignRequestId))
-                // Only with origins configured: CORS adds `Vary` headers to every response.
-                .option_layer(cors(&state.settings.cors_allowed_origins))
-                .layer(AroundLayer(AccessLog(state.settings.clone())))
-                // A request running longer than REQUEST_TIMEOUT_MS is a 503 and a panic in a
-                // handler a 500, both problem+json, counted, logged, with the id.
-                .layer(AroundLayer(error::RequestTimeout(
-                    state.settings.request_timeout,
-                )))
-                .layer(AroundLayer(crate::telemetry::Track))
-                .layer(CatchPanicLayer::custom(error::panicked))
-                // Outside every route layer: the token is verified once, for all of them.
-                .map_request(crate::auth::verify_once(state.keys.clone()))
-                .layer(DefaultBodyLimit::max(BODY_LIMIT))
-                .layer(Extension(state.limiter.clone()))
-                // The outbox: the `invalidates` policies find the journal here (contract §5).
-                .option_layer(
-                    settings
-                        .cache_outbox
-                        .then(|| Extension(state.journal.clone())),
-                )
-                .layer(Extension(state.cache.clone())),
+        .layer(edge(limits))
+        .merge(
+            unlimited
+                .method_not_allowed_fallback(error::method_not_allowed)
+                .layer(edge(None)),
         )
         .with_state(state)
 }
