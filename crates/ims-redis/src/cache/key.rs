@@ -5,9 +5,16 @@ use md5::{Digest, Md5};
 /// MD5 hex of the query parameters sorted by name, then value, and re-encoded as
 /// `a=1&b=2`, so parameter order never changes the key. No query hashes the empty string.
 pub fn query_hash(query: Option<&str>) -> String {
+    let mut hash = String::with_capacity(32);
+    push_query_hash(&mut hash, query);
+    hash
+}
+
+/// Appends [`query_hash`] to `out` (a key being built: no string of its own).
+pub fn push_query_hash(out: &mut String, query: Option<&str>) {
     let query = query.unwrap_or("");
     if is_canonical(query) {
-        return md5_hex(query.as_bytes());
+        return push_md5_hex(out, query.as_bytes());
     }
     // Borrowed where nothing was percent-decoded: no copy of each name and value.
     let mut pairs: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
@@ -15,16 +22,16 @@ pub fn query_hash(query: Option<&str>) -> String {
     let canonical = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(pairs)
         .finish();
-    md5_hex(canonical.as_bytes())
+    push_md5_hex(out, canonical.as_bytes());
 }
 
-/// MD5 hex of `bytes`, encoded in one pass into a buffer of its size (`hex::encode` collects
-/// it character by character).
-fn md5_hex(bytes: &[u8]) -> String {
+/// Appends the MD5 hex of `bytes`, encoded in one pass (`hex::encode` collects it character
+/// by character into a string of its own).
+fn push_md5_hex(out: &mut String, bytes: &[u8]) {
     let mut text = [0; 32];
     match hex::encode_to_slice(Md5::digest(bytes), &mut text) {
-        Ok(()) => String::from_utf8_lossy(&text).into_owned(),
-        Err(_) => hex::encode(Md5::digest(bytes)),
+        Ok(()) => out.push_str(&String::from_utf8_lossy(&text)),
+        Err(_) => out.push_str(&hex::encode(Md5::digest(bytes))),
     }
 }
 
@@ -76,11 +83,21 @@ impl Layout {
         }
     }
 
-    /// The entry key, after the service prefix: `cache:{scope}:{keyPrefix}:{rest}`. Made
-    /// on every lookup, so in one allocation.
+    /// The entry key, after the service prefix: `cache:{scope}:{keyPrefix}:{rest}`.
     pub fn entry(self, scope: &str, key_prefix: &str, rest: &str) -> String {
+        self.entry_parts(scope, key_prefix, rest).concat()
+    }
+
+    /// The parts of [`entry`](Self::entry), for making the whole key (service prefix
+    /// included) in one allocation on every lookup.
+    pub fn entry_parts<'a>(
+        self,
+        scope: &'a str,
+        key_prefix: &'a str,
+        rest: &'a str,
+    ) -> [&'a str; 8] {
         let (open, close) = if self.cluster { ("{", "}") } else { ("", "") };
-        ["cache:", open, scope, close, ":", key_prefix, ":", rest].concat()
+        ["cache:", open, scope, close, ":", key_prefix, ":", rest]
     }
 
     /// The epoch counter of a (scope, group): bumped by every invalidation of the group.

@@ -13,7 +13,7 @@ use http_body::Body;
 use http_body_util::BodyExt;
 use tower::{Layer, Service};
 
-use super::{query_hash, Cached, Event, Flight, Lookup, ResponseCache};
+use super::{push_query_hash, Cached, Event, Flight, Lookup, ResponseCache};
 use crate::body::{boxed, full, LayerBody};
 
 /// The body type of responses that went through the cache layer.
@@ -438,14 +438,12 @@ where
     }
     // What L1 records below was current no later than now: staleness counts from here.
     let fresh_at = std::time::Instant::now();
-    let mut rest = [
-        parts.method.as_str(),
-        ":",
-        parts.uri.path(),
-        ":",
-        &query_hash(parts.uri.query()),
-    ]
-    .concat();
+    let (method, path) = (parts.method.as_str(), parts.uri.path());
+    let mut rest = String::with_capacity(method.len() + path.len() + 34);
+    for part in [method, ":", path, ":"] {
+        rest.push_str(part);
+    }
+    push_query_hash(&mut rest, parts.uri.query());
     if let Some(variant) = &variant {
         rest.push(':');
         rest.push_str(variant);

@@ -63,7 +63,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use tokio::sync::watch;
 
 pub(crate) use flight::{Flight, Shared};
-pub use key::{body_tag, group_of, query_hash, slot, Layout};
+pub use key::{body_tag, group_of, push_query_hash, query_hash, slot, Layout};
 pub use l1::L1Settings;
 pub use layer::{CacheBody, CacheLayer, CacheService, VaryFn};
 pub(crate) use stats::Event;
@@ -625,7 +625,9 @@ impl ResponseCache {
         if !self.ready.load(Ordering::Acquire) {
             return Lookup::Unavailable;
         }
-        let entry_key = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
+        let entry_key = self
+            .redis
+            .key_of(&self.layout.entry_parts(scope, key_prefix, rest));
         let reply = self
             .redis
             .connection()
@@ -692,7 +694,9 @@ impl ResponseCache {
         if self.is_local() || !self.ready.load(Ordering::Acquire) {
             return None;
         }
-        let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
+        let entry = self
+            .redis
+            .key_of(&self.layout.entry_parts(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
         let epoch_keys = self.epoch_keys(scope, &memberships(key_prefix, tag));
         let values = self
@@ -770,7 +774,9 @@ impl ResponseCache {
             self.counters.stores.fetch_add(1, Ordering::Relaxed);
             return Some(ttl);
         }
-        let entry = self.redis.key(&self.layout.entry(scope, key_prefix, rest));
+        let entry = self
+            .redis
+            .key_of(&self.layout.entry_parts(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
         let mut keys = vec![entry, generation];
         for name in &names {

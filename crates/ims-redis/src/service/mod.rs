@@ -49,6 +49,17 @@ impl RedisService {
         [self.prefix.as_str(), key].concat()
     }
 
+    /// [`key`](Self::key) of the concatenation of `parts`, made in one allocation (for
+    /// keys built on every request).
+    pub fn key_of(&self, parts: &[&str]) -> String {
+        let mut key = String::with_capacity(
+            self.prefix.len() + parts.iter().map(|part| part.len()).sum::<usize>(),
+        );
+        key.push_str(&self.prefix);
+        parts.iter().for_each(|part| key.push_str(part));
+        key
+    }
+
     /// True while Redis answers (see [`RedisConnection::is_connected`]).
     pub fn is_connected(&self) -> bool {
         self.connection.is_connected()
