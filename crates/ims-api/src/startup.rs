@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
                 layer.route(path, credentials)
             })
             .per_user(quota(settings.rate_limit_user), user)
+            .with_limiter(state.limiter.clone())
     });
     // Not limited: monitoring and the API description must always answer.
     let (unlimited, unlimited_operations) = OpenApiRouter::new()
@@ -106,7 +107,6 @@ pub fn router(state: AppState) -> Router {
             // Outside every route layer: the token is verified once, for all of them.
             .map_request(crate::auth::verify_once(state.keys.clone()))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
-            .layer(Extension(state.limiter.clone()))
             // The outbox: the `invalidates` policies find the journal here (contract §5).
             .option_layer(
                 settings

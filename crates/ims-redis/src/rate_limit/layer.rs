@@ -27,8 +27,9 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 /// Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
 /// `RateLimit-Reset` (seconds until a slot frees up); a refused request gets `429` with
 /// `Retry-After` and an `application/problem+json` body, and never reaches the handler.
-/// Without a [`RateLimiter`] extension, or when the limiter cannot identify the client or
-/// route, requests pass untouched.
+/// The limiter is the one given with [`with_limiter`](Self::with_limiter), else a
+/// [`RateLimiter`] extension of the request; without either, or when the limiter cannot
+/// identify the client or route, requests pass untouched.
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     quotas: Quotas,
@@ -44,6 +45,8 @@ struct Quotas {
     policy_values: Arc<[[HeaderValue; 2]]>,
     /// Names a request's user (`None`: anonymous, not in this tier) and the user's quota.
     user: Option<(Quota, PartsFn)>,
+    /// The engine, when the layer was given one (else the request's extension).
+    limiter: Option<Arc<RateLimiter>>,
 }
 
 impl std::fmt::Debug for Quotas {
@@ -129,6 +132,7 @@ impl RateLimitLayer {
                 routes: Arc::from(Vec::new()),
                 policy_values: Arc::from(Vec::new()),
                 user: None,
+                limiter: None,
             }
             .with_policy_values(),
         }
@@ -145,6 +149,17 @@ impl RateLimitLayer {
                 ..self.quotas
             }
             .with_policy_values(),
+        }
+    }
+
+    /// Counts with `limiter` instead of the one in each request's extensions (spares every
+    /// request an extension to insert and look up).
+    pub fn with_limiter(self, limiter: Arc<RateLimiter>) -> Self {
+        Self {
+            quotas: Quotas {
+                limiter: Some(limiter),
+                ..self.quotas
+            },
         }
     }
 
@@ -302,7 +317,10 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let quotas = self.quotas.clone();
         Box::pin(async move {
-            let limiter = request.extensions().get::<Arc<RateLimiter>>().cloned();
+            let limiter = quotas
+                .limiter
+                .clone()
+                .or_else(|| request.extensions().get::<Arc<RateLimiter>>().cloned());
             let Some(limiter) = limiter else {
                 return inner.call(request).await.map(boxed);
             };
