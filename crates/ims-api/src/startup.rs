@@ -87,7 +87,8 @@ pub fn router(state: AppState) -> Router {
         unlimited_operations,
     )));
     // The layers every route shares, as one stack, the limits innermost on the API's routes
-    // (and its fallbacks, which they pass: no route, no key). axum boxes each
+    // and fallbacks: a 405 on an API path counts against that route like any request to
+    // it; the 404 fallback has no route, so no key, and passes. axum boxes each
     // `Router::layer` or `route_layer` level and clones every box of a route, nested ones
     // included, on every request; one `ServiceBuilder` is one box.
     let edge = |limits: Option<RateLimitLayer>| {
