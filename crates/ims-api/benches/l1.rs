@@ -5,9 +5,10 @@
 //! rate limiter off or on (limits nothing here reaches), each with the L1 tier on
 //! (`CACHE_L1_MAX_STALE_MS` default, 1000 ms) or off (`CACHE_L1_MAX_STALE_MS=0`, so the same
 //! route is served from Redis: an L2 hit). Every request carries the same access token and
-//! asks for the same ~2 KB body, `GET /tax-rates?limit=100`. Two ceilings, bare axum
+//! asks for the same ~2 KB body, `GET /tax-rates?limit=100`. Three ceilings, bare axum
 //! handlers that verify the token as the server does (`TokenKeys::verify`): the same bytes
-//! from memory, and the same bytes after one Redis `GET`.
+//! from memory, the same bytes after one Redis `GET`, and that `GET` answered with the
+//! headers of an L2 hit (fixed values), which shows what the contract's headers alone cost.
 //!
 //! Cases run with 16 requests in flight, in rounds of rotating order; each row is the
 //! round with the median throughput. The servers run on their own runtime (threads
@@ -193,9 +194,24 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
                 ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
             }
         };
+        // The same GET answered with the headers an L2 hit carries (fixed values): what
+        // the contract's headers cost the server's encoder and the client's parser, apart
+        // from the work that produces them.
+        let with_headers = {
+            let one_get = one_get.clone();
+            move |headers: HeaderMap| {
+                let get = one_get(headers);
+                async move {
+                    let mut response = get.await;
+                    response.headers_mut().extend(hit_headers());
+                    response
+                }
+            }
+        };
         let router = axum::Router::new()
             .route("/memory", get(memory))
-            .route("/get", get(one_get));
+            .route("/get", get(one_get))
+            .route("/get-headers", get(with_headers));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -205,6 +221,35 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
     })
     .await
     .expect("ceilings")
+}
+
+/// The headers of an L2 hit with the limiter on, but content type and length (the
+/// ceilings set those): values of the same length as the server's.
+fn hit_headers() -> HeaderMap {
+    [
+        ("etag", "\"84d449711b74c88904891014f4c70a3f\""),
+        ("cache-control", "private, no-cache"),
+        ("x-cache", "HIT"),
+        ("x-cache-ttl", "588"),
+        ("x-cache-tier", "L2"),
+        ("ratelimit-limit", "1000000"),
+        ("ratelimit-remaining", "999998"),
+        ("ratelimit-reset", "60"),
+        (
+            "ratelimit-policy",
+            "\"ip-route\";q=1000000;w=60, \"user\";q=1000000;w=3600",
+        ),
+        ("ratelimit", "\"ip-route\";r=999998;t=60"),
+        ("x-request-id", "3e843985-94ed-4900-9ad0-49bf82cf72eb"),
+    ]
+    .into_iter()
+    .map(|(name, value)| {
+        (
+            header::HeaderName::from_static(name),
+            header::HeaderValue::from_static(value),
+        )
+    })
+    .collect()
 }
 
 /// Commands Redis has served so far: (scripts, all commands).
@@ -428,6 +473,12 @@ async fn bench(srv: tokio::runtime::Handle) {
             expect: Expect::Bare,
         },
         Case {
+            name: "ceiling: GET+headers",
+            url: format!("{ceiling}/get-headers"),
+            // It answers an L2 hit's headers.
+            expect: Expect::L2,
+        },
+        Case {
             name: "L1 hit, limiter on",
             url: format!("{on_l1}{ROUTE}"),
             expect: Expect::L1,
@@ -528,11 +579,14 @@ async fn bench(srv: tokio::runtime::Handle) {
         );
     };
     ratio("L1(off) / memory ceiling ", 0, 2, Some(0.85));
-    ratio("L1(on)  / one-GET ceiling", 4, 3, Some(0.85));
+    ratio("L1(on)  / one-GET ceiling", 5, 3, Some(0.85));
     ratio("L2(off) / one-GET ceiling", 1, 3, None);
-    ratio("L2(on)  / one-GET ceiling", 5, 3, Some(0.85));
-    ratio("L2 limiter on / off       ", 5, 1, Some(0.90));
-    ratio("L1 limiter on / off       ", 4, 0, Some(0.90));
+    ratio("L2(on)  / one-GET ceiling", 6, 3, Some(0.85));
+    ratio("L2 limiter on / off       ", 6, 1, Some(0.90));
+    ratio("L1 limiter on / off       ", 5, 0, Some(0.90));
+    // How much of the gap is the contract's headers alone (encoding and parsing them).
+    ratio("GET+headers / one-GET     ", 4, 3, None);
+    ratio("L2(on)  / GET+headers     ", 6, 4, None);
     println!("total {:.1?}", started.elapsed());
 
     // Tiers as intended: L2 cases all from Redis; L1 cases from memory but for the
