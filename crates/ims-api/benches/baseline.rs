@@ -7,7 +7,7 @@
 
 mod support;
 
-use support::{application, base_url, env_number};
+use support::{application, base_url, seed};
 
 use std::time::{Duration, Instant};
 
@@ -27,31 +27,7 @@ const ROUTES: [&str; 10] = [
 ];
 
 async fn measure(label: &str, database_url: &str) -> Vec<Duration> {
-    let (items, orders) = (
-        env_number("IMS_BENCH_ITEMS", 10_000),
-        env_number("IMS_BENCH_ORDERS", 100_000),
-    );
-    let started = Instant::now();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ims-api"))
-        .args([
-            "seed",
-            "--items",
-            &items.to_string(),
-            "--orders",
-            &orders.to_string(),
-        ])
-        .env_clear()
-        .env("DATABASE_URL", database_url)
-        .env("REDIS_ENABLED", "false")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("seed");
-    assert!(status.success(), "seeding {label} failed");
-    println!(
-        "{label}: seeded {items} items, {orders} orders in {:.1?}",
-        started.elapsed()
-    );
+    seed(label, database_url);
     let app = application(vec![
         ("DATABASE_URL", database_url.to_string()),
         ("REDIS_ENABLED", "false".into()),

@@ -10,11 +10,10 @@
 
 mod support;
 
-use support::{application, base_url, env_number, UNREACHED_LIMITS};
+use support::{application, base_url, ceiling, seed, UNREACHED_LIMITS};
 
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
 use futures::StreamExt;
 use ims_testkit::RedisServer;
 use serde_json::{json, Value};
@@ -88,31 +87,7 @@ async fn main() {
         "sqlite://{}?mode=rwc",
         dir.path().join("bench.db").display()
     );
-    let (items, orders) = (
-        env_number("IMS_BENCH_ITEMS", 10_000),
-        env_number("IMS_BENCH_ORDERS", 100_000),
-    );
-    let seeded = Instant::now();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ims-api"))
-        .args([
-            "seed",
-            "--items",
-            &items.to_string(),
-            "--orders",
-            &orders.to_string(),
-        ])
-        .env_clear()
-        .env("DATABASE_URL", &database_url)
-        .env("REDIS_ENABLED", "false")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("seed");
-    assert!(status.success(), "seeding failed");
-    println!(
-        "seeded {items} items, {orders} orders in {:.1?}",
-        seeded.elapsed()
-    );
+    seed("SQLite", &database_url);
 
     let mut vars = vec![
         ("DATABASE_URL", database_url.clone()),
@@ -146,23 +121,7 @@ async fn main() {
         .expect("redis");
 
     // The ceiling: the same bytes after one Redis GET, from a bare axum handler.
-    let ceiling_conn = raw.clone();
-    let ceiling = axum::Router::new().route(
-        "/ceiling/{key}",
-        get(
-            move |axum::extract::Path(key): axum::extract::Path<String>| {
-                let mut conn = ceiling_conn.clone();
-                async move {
-                    let bytes: Vec<u8> = redis::cmd("GET")
-                        .arg(key)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    ([("content-type", "application/json")], bytes)
-                }
-            },
-        ),
-    );
+    let ceiling = ceiling(raw.clone());
     let ceiling_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -17,14 +17,14 @@
 
 mod support;
 
-use support::{application, base_url, env_number, post, until_redis, UNREACHED_LIMITS};
+use support::{
+    application, base_url, ceiling, env_number, post, redis_pids, until_redis, UNREACHED_LIMITS,
+};
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::routing::get;
 use futures::StreamExt;
 use ims_api::state::AppState;
 use ims_testkit::{RedisCluster, RedisServer};
@@ -93,49 +93,6 @@ fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     field(11) + field(12)
-}
-
-/// The redis-server children of this process, by port (from their process title,
-/// `redis-server 127.0.0.1:<port> …`, or their `--port` argument).
-fn redis_pids() -> HashMap<u16, u32> {
-    let me = std::process::id().to_string();
-    let mut pids = HashMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return pids;
-    };
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
-        else {
-            continue;
-        };
-        if name != "redis-server" || rest.split_whitespace().nth(1) != Some(me.as_str()) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        let words: Vec<&str> = cmdline.split_whitespace().collect();
-        let port = words
-            .iter()
-            .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
-            .or_else(|| {
-                words
-                    .iter()
-                    .position(|w| *w == "--port")
-                    .and_then(|i| words.get(i + 1))
-                    .and_then(|p| p.parse().ok())
-            });
-        if let Some(port) = port {
-            pids.insert(port, pid);
-        }
-    }
-    pids
 }
 
 async fn server(database_url: &str, redis_var: &str, redis_value: String) -> (String, AppState) {
@@ -229,29 +186,6 @@ async fn keys_per_master(cluster: &RedisCluster, pattern: &str) -> Vec<(u16, Vec
         out.push((port, keys));
     }
     out
-}
-
-/// A bare axum handler: one Redis GET of the key in the path, its bytes as the body.
-fn ceiling<C>(conn: C) -> axum::Router
-where
-    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
-{
-    axum::Router::new().route(
-        "/ceiling/{key}",
-        get(
-            move |axum::extract::Path(key): axum::extract::Path<String>| {
-                let mut conn = conn.clone();
-                async move {
-                    let bytes: Vec<u8> = redis::cmd("GET")
-                        .arg(key)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap_or_default();
-                    ([("content-type", "application/json")], bytes)
-                }
-            },
-        ),
-    )
 }
 
 async fn serve(router: axum::Router) -> String {

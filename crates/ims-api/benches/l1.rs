@@ -24,7 +24,8 @@
 mod support;
 
 use support::{
-    application, base_url, env_number, post, task_cpu_ns, until_redis, SECRET, UNREACHED_LIMITS,
+    application, base_url, env_number, post, redis_pids, task_cpu_ns, until_redis, SECRET,
+    UNREACHED_LIMITS,
 };
 
 use std::sync::Arc;
@@ -92,33 +93,6 @@ fn cpu_split(pid: &str, prefix: &str) -> (u64, u64) {
         }
     }
     (matching, other)
-}
-
-/// The redis-server child of this process listening on `port`.
-fn redis_pid(port: u16) -> Option<u32> {
-    let me = std::process::id().to_string();
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
-        else {
-            continue;
-        };
-        if name != "redis-server" || rest.split_whitespace().nth(1) != Some(me.as_str()) {
-            continue;
-        }
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
-            .unwrap_or_default();
-        if cmdline.contains(&format!(":{port}")) || cmdline.contains(&format!("--port {port}")) {
-            return Some(pid);
-        }
-    }
-    None
 }
 
 /// An IMS server on the server runtime; returns its base URL once Redis is connected.
@@ -356,7 +330,7 @@ async fn bench(srv: tokio::runtime::Handle) {
     let rounds = env_number("IMS_BENCH_ROUNDS", 7).max(1);
     let started = Instant::now();
     let redis = RedisServer::start();
-    let redis_pid = redis_pid(redis.port());
+    let redis_pid = redis_pids().get(&redis.port()).copied();
     if redis_pid.is_none() {
         println!("(redis-server pid not found: no Redis CPU figures)");
     }

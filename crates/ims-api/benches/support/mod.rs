@@ -94,3 +94,100 @@ pub async fn post(
     );
     response.json().await.expect("json")
 }
+
+/// Seeds `database_url` with the server binary's `seed` command (IMS_BENCH_ITEMS items,
+/// IMS_BENCH_ORDERS orders; Redis off) and prints how long it took under `label`.
+pub fn seed(label: &str, database_url: &str) {
+    let (items, orders) = (
+        env_number("IMS_BENCH_ITEMS", 10_000),
+        env_number("IMS_BENCH_ORDERS", 100_000),
+    );
+    let started = std::time::Instant::now();
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_ims-api"))
+        .args([
+            "seed",
+            "--items",
+            &items.to_string(),
+            "--orders",
+            &orders.to_string(),
+        ])
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("seed");
+    assert!(status.success(), "seeding {label} failed");
+    println!(
+        "{label}: seeded {items} items, {orders} orders in {:.1?}",
+        started.elapsed()
+    );
+}
+
+/// The ceiling the benches compare with: a bare axum handler answering the bytes of one
+/// Redis `GET` of the key in its path, `GET /ceiling/{key}`.
+pub fn ceiling<C>(conn: C) -> axum::Router
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    axum::Router::new().route(
+        "/ceiling/{key}",
+        axum::routing::get(
+            move |axum::extract::Path(key): axum::extract::Path<String>| {
+                let mut conn = conn.clone();
+                async move {
+                    let bytes: Vec<u8> = redis::cmd("GET")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .unwrap_or_default();
+                    ([("content-type", "application/json")], bytes)
+                }
+            },
+        ),
+    )
+}
+
+/// The redis-server children of this process, by port (from their process title,
+/// `redis-server 127.0.0.1:<port> …`, or their `--port` argument).
+pub fn redis_pids() -> std::collections::HashMap<u16, u32> {
+    let me = std::process::id().to_string();
+    let mut pids = std::collections::HashMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return pids;
+    };
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((name, rest)) = stat.split_once(" (").and_then(|(_, r)| r.rsplit_once(") "))
+        else {
+            continue;
+        };
+        if name != "redis-server" || rest.split_whitespace().nth(1) != Some(me.as_str()) {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+            .unwrap_or_default();
+        let words: Vec<&str> = cmdline.split_whitespace().collect();
+        let port = words
+            .iter()
+            .find_map(|w| w.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()))
+            .or_else(|| {
+                words
+                    .iter()
+                    .position(|w| *w == "--port")
+                    .and_then(|i| words.get(i + 1))
+                    .and_then(|p| p.parse().ok())
+            });
+        if let Some(port) = port {
+            pids.insert(port, pid);
+        }
+    }
+    pids
+}
