@@ -2,22 +2,16 @@
 //! that free the lock of a holder that never releases, owner-only release and extend, and
 //! fencing tokens that expose a holder paused past its lease.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
+use common::service_for;
 use ims_redis::lock::Locks;
-use ims_redis::{RedisConfig, RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
 async fn locks(server: &RedisServer) -> Locks {
-    let config = RedisConfig {
-        url: Some(server.url()),
-        key_prefix: "test:".into(),
-        probe_interval: Duration::from_millis(100),
-        ..RedisConfig::default()
-    };
-    let connection = RedisConnection::connect(config.clone()).await;
-    assert!(connection.is_connected());
-    Locks::new(RedisService::new(connection, config.key_prefix))
+    Locks::new(service_for(server).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

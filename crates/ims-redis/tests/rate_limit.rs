@@ -7,21 +7,14 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::service_for;
 use ims_redis::rate_limit::{lease, Quota, RateLimiter};
-use ims_redis::{RedisConfig, RedisConnection, RedisService};
+use ims_redis::{RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
 async fn limiter(server: &RedisServer) -> Arc<RateLimiter> {
-    let config = RedisConfig {
-        url: Some(server.url()),
-        key_prefix: "test:".into(),
-        probe_interval: Duration::from_millis(100),
-        ..RedisConfig::default()
-    };
-    let connection = RedisConnection::connect(config.clone()).await;
-    assert!(connection.is_connected());
     RateLimiter::new(
-        RedisService::new(connection, config.key_prefix),
+        service_for(server).await,
         Arc::new(|_| Some("client".into())),
         Arc::new(|_| Some("route".into())),
         1000,

@@ -3,6 +3,8 @@
 use std::io::Write;
 mod common;
 
+use common::{config_for, service_for};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,22 +12,6 @@ use ims_redis::session::{hash_token, RefreshTokenStore, Taken};
 use ims_redis::{RedisConfig, RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 use serde::{Deserialize, Serialize};
-
-fn config_for(server: &RedisServer) -> RedisConfig {
-    RedisConfig {
-        url: Some(server.url()),
-        key_prefix: "test:".into(),
-        probe_interval: Duration::from_millis(100),
-        ..RedisConfig::default()
-    }
-}
-
-async fn service_for(server: &RedisServer) -> RedisService {
-    let config = config_for(server);
-    let connection = RedisConnection::connect(config.clone()).await;
-    assert!(connection.is_connected(), "fresh server must be reachable");
-    RedisService::new(connection, config.key_prefix)
-}
 
 fn raw(server: &RedisServer) -> redis::Connection {
     redis::Client::open(server.url())

@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{create, header, id, spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{create, header, id, spawn_app, spawn_app_with, user, TestApp};
 
 /// One organization's catalog: enough rows for every cached read to return 200.
 struct Org {
@@ -23,12 +23,7 @@ struct Org {
 }
 
 async fn org(app: &TestApp, email: &str) -> Org {
-    let pair = app.register(email).await;
-    let token = pair["accessToken"].as_str().expect("token").to_string();
-    let org_id = pair["user"]["organizationId"]
-        .as_str()
-        .expect("org")
-        .to_string();
+    let (token, org_id) = user(app, email).await;
     let category = id(&create(app, &token, "/categories", json!({"name": "Tools"})).await);
     let tax = id(&create(
         app,

@@ -11,7 +11,7 @@ use md5::{Digest, Md5};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{create, header, id, sha256, spawn_app_with, ServerProcess, TestApp};
+use crate::helpers::{create, header, id, sha256, spawn_app_with, user, ServerProcess, TestApp};
 
 /// A server on `cluster`, with `vars` on top.
 async fn spawn_on(cluster: &RedisCluster, vars: &[(&str, &str)]) -> TestApp {
@@ -78,12 +78,7 @@ struct Org {
 }
 
 async fn org(app: &TestApp, email: &str) -> Org {
-    let pair = app.register(email).await;
-    let token = pair["accessToken"].as_str().expect("token").to_string();
-    let org_id = pair["user"]["organizationId"]
-        .as_str()
-        .expect("org")
-        .to_string();
+    let (token, org_id) = user(app, email).await;
     let warehouse = id(&create(
         app,
         &token,

@@ -25,7 +25,7 @@ pub fn header(response: &Response, name: &str) -> String {
 pub const TEST_JWT_SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 /// Where a test's database lives; removed when the test ends.
-enum TestDb {
+pub enum TestDb {
     /// Held only so the directory outlives the server.
     Sqlite {
         _dir: tempfile::TempDir,
@@ -61,7 +61,9 @@ impl Drop for TestDb {
     }
 }
 
-async fn create_database() -> (String, TestDb) {
+/// A fresh database for one test: a SQLite file in a new directory, or a new PostgreSQL
+/// database when `IMS_TEST_POSTGRES_URL` is set; its URL, and what removes it when dropped.
+pub async fn fresh_database() -> (String, TestDb) {
     sqlx::any::install_default_drivers();
     match std::env::var("IMS_TEST_POSTGRES_URL")
         .ok()
@@ -129,7 +131,7 @@ pub async fn spawn_app() -> TestApp {
 /// Starts a server; `vars` override environment variables of contract §1.
 pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     let redis = RedisServer::start();
-    let (database_url, db) = create_database().await;
+    let (database_url, db) = fresh_database().await;
     let mut env: HashMap<String, String> = HashMap::from([
         ("DATABASE_URL".into(), database_url.clone()),
         ("REDIS_URL".into(), redis.url()),

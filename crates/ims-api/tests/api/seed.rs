@@ -10,77 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
 
-/// A fresh database for one test: a SQLite file, or a new PostgreSQL database when
-/// `IMS_TEST_POSTGRES_URL` is set (dropped at the end), as in `helpers.rs`.
-struct SeedDb {
-    url: String,
-    _dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
-}
-
-impl SeedDb {
-    async fn create() -> Self {
-        sqlx::any::install_default_drivers();
-        match std::env::var("IMS_TEST_POSTGRES_URL")
-            .ok()
-            .filter(|v| !v.is_empty())
-        {
-            Some(admin_url) => {
-                use sqlx::Connection;
-                let name = format!("ims_test_{}", uuid::Uuid::new_v4().simple());
-                let mut conn = sqlx::AnyConnection::connect(&admin_url)
-                    .await
-                    .expect("connect to IMS_TEST_POSTGRES_URL");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("create test database");
-                let (base, query) = match admin_url.split_once('?') {
-                    Some((base, query)) => (base, format!("?{query}")),
-                    None => (admin_url.as_str(), String::new()),
-                };
-                let server = base.rsplit_once('/').map(|(s, _)| s).unwrap_or(base);
-                Self {
-                    url: format!("{server}/{name}{query}"),
-                    _dir: None,
-                    postgres: Some((admin_url.clone(), name)),
-                }
-            }
-            None => {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let url = format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display());
-                Self {
-                    url,
-                    _dir: Some(dir),
-                    postgres: None,
-                }
-            }
-        }
-    }
-}
-
-impl Drop for SeedDb {
-    fn drop(&mut self) {
-        if let Some((admin_url, name)) = self.postgres.take() {
-            // Drop runs inside the test's runtime; a thread with its own runtime can block.
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
-                runtime.block_on(async {
-                    use sqlx::Connection;
-                    let mut conn = sqlx::AnyConnection::connect(&admin_url).await.ok()?;
-                    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                        .execute(&mut conn)
-                        .await
-                        .ok()
-                });
-                Ok::<_, std::io::Error>(())
-            })
-            .join();
-        }
-    }
-}
+use crate::helpers::fresh_database;
 
 fn run_seed(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ims-api"))
@@ -103,11 +33,11 @@ async fn scalar(pool: &AnyPool, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn seed_creates_a_consistent_organization_that_can_log_in() {
-    let db = SeedDb::create().await;
+    let (url, _db) = fresh_database().await;
     let email = "owner@seed.example";
     let password = "seeded-password";
     let output = run_seed(
-        &db.url,
+        &url,
         &[
             "--items",
             "30",
@@ -138,7 +68,7 @@ async fn seed_creates_a_consistent_organization_that_can_log_in() {
 
     // The server on the same database: the printed login works and the items are there.
     let env = [
-        ("DATABASE_URL", db.url.clone()),
+        ("DATABASE_URL", url.clone()),
         ("REDIS_ENABLED", "false".to_string()),
         ("IMS_BIND", "127.0.0.1:0".to_string()),
         (
@@ -419,10 +349,7 @@ async fn seed_creates_a_consistent_organization_that_can_log_in() {
     }
 
     // A second run with the same email changes nothing and says why.
-    let again = run_seed(
-        &db.url,
-        &["--items", "5", "--orders", "5", "--email", email],
-    );
+    let again = run_seed(&url, &["--items", "5", "--orders", "5", "--email", email]);
     assert_eq!(again.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
@@ -436,7 +363,7 @@ async fn seed_creates_a_consistent_organization_that_can_log_in() {
 
 #[tokio::test]
 async fn the_same_seed_gives_the_same_data_and_a_second_organization_fits_beside_it() {
-    let db = SeedDb::create().await;
+    let (url, _db) = fresh_database().await;
     let args = |email: &'static str| {
         vec![
             "--items",
@@ -456,7 +383,7 @@ async fn the_same_seed_gives_the_same_data_and_a_second_organization_fits_beside
         ]
     };
     for email in ["first@seed.example", "second@seed.example"] {
-        let output = run_seed(&db.url, &args(email));
+        let output = run_seed(&url, &args(email));
         assert_eq!(
             output.status.code(),
             Some(0),
@@ -466,7 +393,7 @@ async fn the_same_seed_gives_the_same_data_and_a_second_organization_fits_beside
     }
     let pool = sqlx::any::AnyPoolOptions::new()
         .max_connections(1)
-        .connect(&db.url)
+        .connect(&url)
         .await
         .expect("connect");
     // Same seed: the same catalog and amounts in both organizations, under different ids.
