@@ -74,9 +74,42 @@ impl ProxyTrust {
     }
 }
 
+/// `ip` as text, as its `Display` writes it. An IPv4 address is written octet by octet:
+/// `Display` formats it through a padded buffer, which showed in the profile of a limited
+/// request (the rate-limit key is made from this text on every one).
+pub fn text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(itoa::Buffer::new().format(octet));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_what_display_writes() {
+        for ip in [
+            "0.0.0.0",
+            "10.0.0.1",
+            "198.51.100.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8:1",
+            "::ffff:1.2.3.4",
+        ] {
+            let ip: IpAddr = ip.parse().expect("ip");
+            assert_eq!(text(ip), ip.to_string());
+        }
+    }
     use axum::http::HeaderValue;
 
     fn headers(values: &[&str]) -> HeaderMap {

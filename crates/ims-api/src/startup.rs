@@ -280,7 +280,9 @@ impl Application {
                     .extensions
                     .get::<axum::extract::ConnectInfo<SocketAddr>>()
                     .map(|c| c.0.ip());
-                trust.client(peer, &parts.headers).map(|ip| ip.to_string())
+                trust
+                    .client(peer, &parts.headers)
+                    .map(crate::client_ip::text)
             }),
             Arc::new(|parts: &axum::http::request::Parts| {
                 parts
