@@ -72,6 +72,49 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// A pool on `url`; on SQLite, each connection with `synchronous = NORMAL` and the file in
+/// WAL mode.
+async fn open(url: &str, backend: Backend, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        // A database that refuses connections is noticed within two seconds (and cached
+        // routes may then answer stale, see CACHE_GRACE), not after sqlx's default 30 s.
+        .acquire_timeout(Duration::from_secs(2))
+        .after_connect(move |conn, _meta| {
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // In WAL mode NORMAL only syncs at checkpoints: a commit stays atomic
+                    // and survives an application crash; only an OS crash or power cut
+                    // can lose the last commits. FULL would fsync every commit.
+                    sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    if backend == Backend::Sqlite {
+        // WAL lets readers proceed while one writer commits; the setting is stored in
+        // the file, so once is enough.
+        sqlx::query("PRAGMA journal_mode = WAL")
+            .execute(&pool)
+            .await?;
+    }
+    Ok(pool)
+}
+
+/// SQLite's "busy" or "locked" (primary codes 5 and 6, with their extended codes).
+fn busy(error: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(e) = error else {
+        return false;
+    };
+    e.code()
+        .and_then(|code| code.parse::<i32>().ok())
+        .is_some_and(|code| matches!(code & 0xff, 5 | 6))
+}
+
 impl Db {
     /// Connects to `url` (creating the SQLite file when the URL says `mode=rwc`) with the
     /// engine's default pool size.
@@ -93,33 +136,21 @@ impl Db {
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
         });
-        let pool = AnyPoolOptions::new()
-            .max_connections(max_connections)
-            // A database that refuses connections is noticed within two seconds (and cached
-            // routes may then answer stale, see CACHE_GRACE), not after sqlx's default 30 s.
-            .acquire_timeout(Duration::from_secs(2))
-            .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // In WAL mode NORMAL only syncs at checkpoints: a commit stays atomic
-                        // and survives an application crash; only an OS crash or power cut
-                        // can lose the last commits. FULL would fsync every commit.
-                        sqlx::query("PRAGMA synchronous = NORMAL")
-                            .execute(&mut *conn)
-                            .await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(url)
-            .await?;
-        if backend == Backend::Sqlite {
-            // WAL lets readers proceed while one writer commits; the setting is stored in
-            // the file, so once is enough.
-            sqlx::query("PRAGMA journal_mode = WAL")
-                .execute(&pool)
-                .await?;
-        }
+        // Instances starting together on one new SQLite file contend for it while one
+        // creates it, switches it to WAL or migrates it, and SQLite answers some of those
+        // contentions "database is locked" at once instead of through the busy time-out
+        // (seen about once in 30 starts of three instances). Opening is tried again until
+        // the file is free, for at most ten seconds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let pool = loop {
+            match open(url, backend, max_connections).await {
+                Err(e) if backend == Backend::Sqlite && busy(&e) && Instant::now() < deadline => {
+                    tracing::debug!("the SQLite file is busy ({e}); opening it again");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => break result?,
+            }
+        };
         let writers = (backend == Backend::Sqlite).then(Arc::default);
         Ok(Self {
             pool,

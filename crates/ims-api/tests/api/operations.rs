@@ -281,29 +281,43 @@ fn three_instances_starting_together_on_a_new_sqlite_file_all_come_up() {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}?mode=rwc", dir.path().join("new.db").display());
     let ports = [free_port(), free_port(), free_port()];
+    let logs: Vec<_> = ports
+        .iter()
+        .map(|port| dir.path().join(format!("{port}.log")))
+        .collect();
     let mut children: Vec<KillOnDrop> = ports
         .iter()
-        .map(|port| {
+        .zip(&logs)
+        .map(|(port, log)| {
             KillOnDrop(
                 ims_api()
                     .env("IMS_BIND", format!("127.0.0.1:{port}"))
                     .env("DATABASE_URL", &url)
                     .env("REDIS_URL", redis.url())
                     .stdout(Stdio::null())
-                    .stderr(Stdio::null())
+                    .stderr(std::fs::File::create(log).expect("log file"))
                     .spawn()
                     .expect("spawn"),
             )
         })
         .collect();
+    // An instance that exits is a failure, shown with its log.
+    let died = |children: &mut Vec<KillOnDrop>| {
+        for (child, log) in children.iter_mut().zip(&logs) {
+            if let Some(status) = child.0.try_wait().expect("wait") {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("an instance exited ({status}):\n{log}");
+            }
+        }
+    };
     for port in ports {
-        wait_until_live(port);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while get(port, "/health/live", "wait") != Some(200) {
+            died(&mut children);
+            assert!(Instant::now() < deadline, "server on {port} never answered");
+            std::thread::sleep(Duration::from_millis(25));
+        }
         assert_eq!(get(port, "/health/ready", "ready"), Some(200));
     }
-    for child in &mut children {
-        assert!(
-            child.0.try_wait().expect("wait").is_none(),
-            "an instance died"
-        );
-    }
+    died(&mut children);
 }
