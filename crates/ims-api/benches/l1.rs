@@ -6,9 +6,10 @@
 //! (`CACHE_L1_MAX_STALE_MS` default, 1000 ms) or off (`CACHE_L1_MAX_STALE_MS=0`, so the same
 //! route is served from Redis: an L2 hit). Every request carries the same access token and
 //! asks for the same ~2 KB body, `GET /tax-rates?limit=100`. Three ceilings, bare axum
-//! handlers that verify the token as the server does (`TokenKeys::verify`): the same bytes
-//! from memory, the same bytes after one Redis `GET`, and that `GET` answered with the
-//! headers of an L2 hit (fixed values), which shows what the contract's headers alone cost.
+//! handlers that verify the token as the server does (`TokenKeys::verify_shared`, which
+//! keeps verified tokens): the same bytes from memory, the same bytes after one Redis
+//! `GET`, and that `GET` answered with the headers of an L2 hit (fixed values), which shows
+//! what the contract's headers alone cost.
 //!
 //! Cases run with 16 requests in flight, in rounds of rotating order; each row is the
 //! round with the median throughput. The servers run on their own runtime (threads
@@ -138,7 +139,7 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
             .await
             .expect("redis");
         let authorized = move |headers: &HeaderMap| {
-            bearer_token(headers).is_some_and(|token| keys.verify(token).is_ok())
+            bearer_token(headers).is_some_and(|token| keys.verify_shared(token).is_ok())
         };
         let memory = {
             let authorized = authorized.clone();

@@ -46,11 +46,10 @@ pub fn verify_once(
     keys: std::sync::Arc<TokenKeys>,
 ) -> impl Fn(axum::extract::Request) -> axum::extract::Request + Clone {
     move |mut request| {
-        let claims = bearer_token(request.headers()).and_then(|token| keys.verify(token).ok());
+        let claims =
+            bearer_token(request.headers()).and_then(|token| keys.verify_shared(token).ok());
         if let Some(claims) = claims {
-            request
-                .extensions_mut()
-                .insert(VerifiedClaims(std::sync::Arc::new(claims)));
+            request.extensions_mut().insert(VerifiedClaims(claims));
         }
         request
     }

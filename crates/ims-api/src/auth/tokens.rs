@@ -1,5 +1,7 @@
 //! Credentials: argon2 password hashes, HS256 access tokens and opaque refresh tokens.
 
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
 use argon2::password_hash::{
@@ -9,8 +11,12 @@ use argon2::Argon2;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
+
+/// Verified tokens kept at most (a few hundred bytes each).
+const VERIFIED_TOKENS: usize = 10_000;
 
 /// Claims of an access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +40,42 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    /// Tokens whose signature and claims were verified, with their claims: a client sends
+    /// the same token with every request until it expires, and checking it again (base64,
+    /// two JSON documents, HMAC) was the largest single part of a cached hit's server time.
+    /// Only a token that passed the full check is kept, under its exact text, so a cached
+    /// answer is the one the check would give again, but for expiry, which is checked on
+    /// every use. Bounded; an evicted token is simply checked in full again.
+    verified: quick_cache::sync::Cache<Token, Arc<Claims>>,
+}
+
+/// A verified token as a cache key, compared in constant time: a lookup must not tell by
+/// its timing how much of a presented token matches one kept here.
+struct Token(Box<str>);
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for Token {}
+
+impl Hash for Token {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes: lookups are made with the presented `&str`.
+        self.0.hash(state);
+    }
+}
+
+impl quick_cache::Equivalent<Token> for str {
+    fn equivalent(&self, key: &Token) -> bool {
+        self.as_bytes().ct_eq(key.0.as_bytes()).into()
+    }
+}
+
+fn expired() -> ApiError {
+    ApiError::Unauthorized("the access token has expired".into())
 }
 
 impl TokenKeys {
@@ -46,6 +88,7 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret.as_bytes()),
             decoding: DecodingKey::from_secret(secret.as_bytes()),
             validation,
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
         }
     }
 
@@ -57,14 +100,34 @@ impl TokenKeys {
 
     /// Verifies signature, algorithm and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
+        self.verify_shared(token).map(|claims| (*claims).clone())
+    }
+
+    /// [`verify`](Self::verify), the claims shared: a token verified before is only
+    /// checked for expiry.
+    pub fn verify_shared(&self, token: &str) -> Result<Arc<Claims>, ApiError> {
+        self.verify_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// The check as of `now` (seconds since the epoch) for a token verified before; in
+    /// full, by `jsonwebtoken` on its own clock, for any other.
+    fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Claims>, ApiError> {
+        if let Some(claims) = self.verified.get(token) {
+            // jsonwebtoken's rule with no leeway: expired once `exp` is in the past.
+            if claims.exp < now {
+                self.verified.remove(token);
+                return Err(expired());
+            }
+            return Ok(claims);
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| Arc::new(data.claims))
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
-                    ApiError::Unauthorized("the access token has expired".into())
-                }
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => expired(),
                 _ => ApiError::Unauthorized("the access token is invalid".into()),
-            })
+            })?;
+        self.verified.insert(Token(token.into()), claims.clone());
+        Ok(claims)
     }
 }
 
@@ -142,6 +205,35 @@ mod tests {
         assert_eq!(keys.verify(&token).expect("verify").org, "o");
         let other = TokenKeys::new("another-secret-of-at-least-thirty-two!");
         assert!(other.verify(&token).is_err());
+    }
+
+    #[test]
+    fn a_verified_token_is_kept_but_still_expires_and_a_changed_one_is_checked_in_full() {
+        let keys = TokenKeys::new("a-secret-of-at-least-thirty-two-chars!");
+        let claims = claims_for("u", "o", "s", "admin", Duration::from_secs(60));
+        let token = keys.sign(&claims).expect("sign");
+        let first = keys.verify_shared(&token).expect("verify");
+        let again = keys.verify_shared(&token).expect("verify again");
+        assert!(
+            Arc::ptr_eq(&first, &again),
+            "the second check reads the kept claims"
+        );
+        // Every character of the signature changed in turn: never accepted, although the
+        // original is kept.
+        let signature = token.rfind('.').expect("three parts") + 1;
+        for at in signature..token.len() {
+            let mut changed = token.clone().into_bytes();
+            changed[at] = if changed[at] == b'A' { b'B' } else { b'A' };
+            let changed = String::from_utf8(changed).expect("ascii");
+            assert!(keys.verify(&changed).is_err(), "changed at {at} accepted");
+        }
+        // Valid from the cache through the second `exp` names; then refused as expired,
+        // and forgotten.
+        let last = keys.verify_at(&token, claims.exp).expect("valid until exp");
+        assert!(Arc::ptr_eq(&first, &last));
+        let err = keys.verify_at(&token, claims.exp + 1).expect_err("expired");
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert!(keys.verified.get(token.as_str()).is_none());
     }
 
     #[tokio::test]
