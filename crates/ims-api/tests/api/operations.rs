@@ -194,8 +194,14 @@ impl Drop for KillOnDrop {
 }
 
 fn wait_until_live(port: u16) {
+    wait_until_live_checking(port, || {});
+}
+
+/// [`wait_until_live`], running `check` (which may panic) between attempts.
+fn wait_until_live_checking(port: u16, mut check: impl FnMut()) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while get(port, "/health/live", "wait") != Some(200) {
+        check();
         assert!(Instant::now() < deadline, "server on {port} never answered");
         std::thread::sleep(Duration::from_millis(25));
     }
@@ -311,12 +317,7 @@ fn three_instances_starting_together_on_a_new_sqlite_file_all_come_up() {
         }
     };
     for port in ports {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while get(port, "/health/live", "wait") != Some(200) {
-            died(&mut children);
-            assert!(Instant::now() < deadline, "server on {port} never answered");
-            std::thread::sleep(Duration::from_millis(25));
-        }
+        wait_until_live_checking(port, || died(&mut children));
         assert_eq!(get(port, "/health/ready", "ready"), Some(200));
     }
     died(&mut children);
