@@ -1,10 +1,14 @@
 //! What sales and purchase orders have in common, written once: their lines
-//! ([`lines`]), the rules of a new order's and a change's counterpart, warehouse and notes,
-//! cancelling, and "only open orders change". Each kind of order is described by an
-//! [`OrderKind`]; the modules `sales` and `purchasing` keep only what differs (prices and
-//! tax against costs, fulfilment against receipt, their tables).
+//! ([`lines`]), creating and changing them ([`write`]: counterpart, warehouse, notes,
+//! cancelling, "only open orders change"), reading them, and completing them (fulfilment,
+//! receipt). Each kind of order is its row type implementing [`OrderType`], described by
+//! an [`OrderKind`]; the modules `sales` and `purchasing` keep only what differs (prices
+//! and tax against costs, their tables and columns, their routes).
 
 pub mod lines;
+pub mod write;
+
+pub use write::{create, patch, NewOrder, OrderPatch, OrderType, Refs};
 
 use sqlx::AnyConnection;
 
@@ -70,84 +74,6 @@ pub const PURCHASE: OrderKind = OrderKind {
     ),
 };
 
-/// The new value of a PATCH field that cannot be null: `None` when absent (unchanged).
-pub fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Validator) -> Option<T> {
-    fields::merge_required(patched.map(|p| p.map(Some)), None, field, v)
-}
-
-/// The counterpart and warehouse of a new order, validated and checked to exist in the
-/// caller's organization, and its notes.
-pub async fn new_order_refs(
-    db: &Db,
-    org_id: &str,
-    kind: OrderKind,
-    party: String,
-    warehouse: String,
-    notes: Option<String>,
-    v: &mut Validator,
-) -> ApiResult<(Option<String>, Option<String>, Option<String>)> {
-    let party = fields::reference(Some(party), kind.party.0, v);
-    let warehouse = fields::reference(Some(warehouse), "warehouseId", v);
-    let notes = fields::optional_text(notes, "notes", MAX_NOTES_CHARS, v);
-    check_refs(db, org_id, kind, party.as_deref(), warehouse.as_deref(), v).await?;
-    Ok((party, warehouse, notes))
-}
-
-/// The shared part of an order's PATCH, validated: whether it cancels, and the new
-/// counterpart, warehouse and notes (each `None` when unchanged).
-#[derive(Debug, Default)]
-pub struct Changes {
-    /// `status: "cancelled"` was asked.
-    pub cancel: bool,
-    /// The new counterpart.
-    pub party: Option<String>,
-    /// The new warehouse.
-    pub warehouse: Option<String>,
-    /// The new notes (`Some(None)`: cleared).
-    pub notes: Option<Option<String>>,
-}
-
-impl Changes {
-    /// Reads a PATCH's `status`, counterpart, `warehouseId` and `notes` (errors into `v`)
-    /// and checks the references exist in the caller's organization.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn parse(
-        db: &Db,
-        org_id: &str,
-        kind: OrderKind,
-        status: Option<Option<String>>,
-        party: Option<Option<String>>,
-        warehouse: Option<Option<String>>,
-        notes: Option<Option<String>>,
-        v: &mut Validator,
-    ) -> ApiResult<Self> {
-        let cancel = match status {
-            None => false,
-            Some(Some(s)) if s == "cancelled" => true,
-            Some(_) => {
-                v.check(
-                    false,
-                    "status",
-                    &format!("can only be set to cancelled ({})", kind.completion),
-                );
-                false
-            }
-        };
-        let party = changed(party, kind.party.0, v)
-            .and_then(|p| fields::reference(Some(p), kind.party.0, v));
-        let warehouse = changed(warehouse, "warehouseId", v)
-            .and_then(|w| fields::reference(Some(w), "warehouseId", v));
-        let notes = notes.map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, v));
-        check_refs(db, org_id, kind, party.as_deref(), warehouse.as_deref(), v).await?;
-        Ok(Self {
-            cancel,
-            party,
-            warehouse,
-            notes,
-        })
-    }
-}
-
 /// The fields of an order row that the shared part of a PATCH changes.
 pub trait Editable {
     /// The kind's status.
@@ -167,29 +93,14 @@ pub trait Editable {
     );
 }
 
-impl Changes {
-    /// Applies the changes to `order`, which must be open (409 otherwise).
-    pub fn apply<O: Editable>(self, order: &mut O) -> ApiResult<()> {
-        let (status, party, warehouse, notes) = order.editable();
-        ensure_open(*status, O::OPEN)?;
-        if let Some(new) = self.party {
-            *party = new;
-        }
-        if let Some(new) = self.warehouse {
-            *warehouse = new;
-        }
-        if let Some(new) = self.notes {
-            *notes = new;
-        }
-        if self.cancel {
-            *status = O::CANCELLED;
-        }
-        Ok(())
-    }
+/// The caller's order `id` of kind `O` with its lines in order; 404 when there is none.
+pub async fn read<O: OrderType>(db: &Db, org_id: &str, id: &str) -> ApiResult<(O, Vec<O::Line>)> {
+    let mut conn = db.pool().acquire().await?;
+    load(&mut conn, O::KIND, org_id, id).await
 }
 
 /// The caller's order `id` of `kind` with its lines in order; 404 when there is none.
-pub async fn load<O: Row, L: Row>(
+async fn load<O: Row, L: Row>(
     conn: &mut AnyConnection,
     kind: OrderKind,
     org_id: &str,
@@ -217,7 +128,7 @@ pub async fn load<O: Row, L: Row>(
 }
 
 /// Removes the lines of the caller's order `id` of `kind` (a PATCH replacing them).
-pub async fn delete_lines(
+async fn delete_lines(
     conn: &mut AnyConnection,
     kind: OrderKind,
     org_id: &str,
@@ -254,21 +165,16 @@ pub struct Completion<S> {
     pub source: Source,
 }
 
-/// Completes the caller's order `id` of `kind`: marks it done and moves every line's stock
+/// Completes the caller's order `id` of kind `O`: marks it done and moves every line's stock
 /// (all or nothing, one movement per item), in one transaction whose first write is the
 /// status change, conditional on the order being open. A second completion is therefore a
 /// 409 naming the status, never a second movement.
-pub async fn complete<O, L>(
+pub async fn complete<O: OrderType>(
     db: &Db,
     caller: &AuthUser,
-    kind: OrderKind,
     id: &str,
-    how: Completion<O::Status>,
-) -> ApiResult<(O, Vec<L>)>
-where
-    O: Row + Editable,
-    L: Row + Quantity,
-{
+) -> ApiResult<(O, Vec<O::Line>)> {
+    let (kind, how) = (O::KIND, O::COMPLETION);
     let now = crate::db::now();
     let mut tx = db.begin_write().await?;
     let claimed = sqlx::query(&format!(
@@ -284,7 +190,7 @@ where
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let (mut order, lines): (O, Vec<L>) = load(&mut tx, kind, &caller.org_id, id).await?;
+    let (mut order, lines): (O, Vec<O::Line>) = load(&mut tx, kind, &caller.org_id, id).await?;
     let (status, _, warehouse, _) = order.editable();
     if claimed == 0 {
         return Err(ApiError::Conflict(format!(

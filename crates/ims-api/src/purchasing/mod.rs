@@ -10,12 +10,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::db;
+use crate::db::Db;
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::inventory::stock::Source;
 use crate::orders::lines::{self, LineBody};
-use crate::orders::{self, changed, Changes, PURCHASE};
+use crate::orders::{self, Completion, NewOrder, OrderKind, OrderPatch, Refs, PURCHASE};
 use crate::pagination::{DocumentFilter, DocumentQuery, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
@@ -76,9 +76,10 @@ struct Order {
     lines: Vec<LineRow>,
 }
 
-async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Order> {
-    let (order, lines) = orders::load(conn, PURCHASE, org_id, id).await?;
-    Ok(Order { order, lines })
+impl From<(OrderRow, Vec<LineRow>)> for Order {
+    fn from((order, lines): (OrderRow, Vec<LineRow>)) -> Self {
+        Self { order, lines }
+    }
 }
 
 impl orders::Quantity for LineRow {
@@ -109,58 +110,136 @@ impl orders::Editable for OrderRow {
     }
 }
 
-/// Validates `lines` (a unit cost is required on each) and checks their items exist.
-async fn cost_lines(
-    state: &AppState,
-    org_id: &str,
-    body: &[LineBody],
-    v: &mut Validator,
-) -> ApiResult<(Vec<LineRow>, i64)> {
-    let valid = lines::validate(body, "unitCostCents", true, v);
-    lines::load_items(&state.db, org_id, &valid, v).await?;
-    let rows: Vec<LineRow> = valid
-        .into_iter()
-        .enumerate()
-        .map(|(i, line)| {
-            let unit = line.unit_cents.unwrap_or(0);
-            LineRow {
-                id: Uuid::new_v4().to_string(),
-                item_id: line.item_id,
-                quantity: line.quantity,
-                unit_cost_cents: unit,
-                total_cents: lines::amounts(i, line.quantity, unit, 0, v).total,
-            }
-        })
-        .collect();
-    let total = lines::order_total(rows.iter().map(|l| l.total_cents), v);
-    Ok((rows, total))
-}
+impl orders::OrderType for OrderRow {
+    type Line = LineRow;
+    /// The total.
+    type Figures = i64;
+    const KIND: OrderKind = PURCHASE;
+    const COMPLETION: Completion<PurchaseOrderStatus> = Completion {
+        done: PurchaseOrderStatus::Received,
+        stamped: "received_at",
+        verb: "received",
+        direction: 1,
+        source: Source::Purchase,
+    };
 
-async fn insert_lines(
-    conn: &mut AnyConnection,
-    org_id: &str,
-    order_id: &str,
-    rows: &[LineRow],
-) -> ApiResult<()> {
-    for (line_no, line) in rows.iter().enumerate() {
+    /// A unit cost is required on each line; the items must exist.
+    async fn price(
+        db: &Db,
+        org_id: &str,
+        lines: &[LineBody],
+        v: &mut Validator,
+    ) -> ApiResult<(Vec<LineRow>, i64)> {
+        let valid = lines::validate(lines, "unitCostCents", true, v);
+        lines::load_items(db, org_id, &valid, v).await?;
+        let rows: Vec<LineRow> = valid
+            .into_iter()
+            .enumerate()
+            .map(|(i, line)| {
+                let unit = line.unit_cents.unwrap_or(0);
+                LineRow {
+                    id: Uuid::new_v4().to_string(),
+                    item_id: line.item_id,
+                    quantity: line.quantity,
+                    unit_cost_cents: unit,
+                    total_cents: lines::amounts(i, line.quantity, unit, 0, v).total,
+                }
+            })
+            .collect();
+        let total = lines::order_total(rows.iter().map(|l| l.total_cents), v);
+        Ok((rows, total))
+    }
+
+    fn open(id: String, refs: Refs, total: i64, now: String) -> Self {
+        Self {
+            id,
+            vendor_id: refs.party,
+            warehouse_id: refs.warehouse,
+            status: PurchaseOrderStatus::Open,
+            notes: refs.notes,
+            total_cents: total,
+            received_at: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+
+    fn refigure(&mut self, total: i64) {
+        self.total_cents = total;
+    }
+
+    async fn insert(&self, conn: &mut AnyConnection, org_id: &str) -> ApiResult<()> {
         sqlx::query(
-            "INSERT INTO purchase_order_lines
-               (id, organization_id, purchase_order_id, line_no, item_id, quantity, unit_cost_cents, total_cents)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO purchase_orders (id, organization_id, vendor_id, warehouse_id, status, notes, total_cents, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(&line.id)
+        .bind(&self.id)
         .bind(org_id)
-        .bind(order_id)
-        .bind(line_no as i64 + 1)
-        .bind(&line.item_id)
-        .bind(line.quantity)
-        .bind(line.unit_cost_cents)
-        .bind(line.total_cents)
-        .execute(&mut *conn)
+        .bind(&self.vendor_id)
+        .bind(&self.warehouse_id)
+        .bind(self.status.as_str())
+        .bind(&self.notes)
+        .bind(self.total_cents)
+        .bind(&self.created_at)
+        .bind(&self.updated_at)
+        .execute(conn)
         .await
         .map_err(fields::reference_gone)?;
+        Ok(())
     }
-    Ok(())
+
+    async fn update(
+        &mut self,
+        conn: &mut AnyConnection,
+        org_id: &str,
+        now: String,
+    ) -> ApiResult<()> {
+        self.updated_at = now;
+        sqlx::query(
+            "UPDATE purchase_orders SET vendor_id = $1, warehouse_id = $2, notes = $3, status = $4,
+               total_cents = $5, updated_at = $6
+             WHERE organization_id = $7 AND id = $8",
+        )
+        .bind(&self.vendor_id)
+        .bind(&self.warehouse_id)
+        .bind(&self.notes)
+        .bind(self.status.as_str())
+        .bind(self.total_cents)
+        .bind(&self.updated_at)
+        .bind(org_id)
+        .bind(&self.id)
+        .execute(conn)
+        .await
+        .map_err(fields::reference_gone)?;
+        Ok(())
+    }
+
+    async fn insert_lines(
+        conn: &mut AnyConnection,
+        org_id: &str,
+        order_id: &str,
+        lines: &[LineRow],
+    ) -> ApiResult<()> {
+        for (line_no, line) in lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO purchase_order_lines
+                   (id, organization_id, purchase_order_id, line_no, item_id, quantity, unit_cost_cents, total_cents)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&line.id)
+            .bind(org_id)
+            .bind(order_id)
+            .bind(line_no as i64 + 1)
+            .bind(&line.item_id)
+            .bind(line.quantity)
+            .bind(line.unit_cost_cents)
+            .bind(line.total_cents)
+            .execute(&mut *conn)
+            .await
+            .map_err(fields::reference_gone)?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -192,52 +271,14 @@ async fn create(
     caller: AuthUser,
     Json(body): Json<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Order>)> {
-    let mut v = Validator::default();
-    let (vendor_id, warehouse_id, notes) = orders::new_order_refs(
-        &state.db,
-        &caller.org_id,
-        PURCHASE,
-        body.vendor_id,
-        body.warehouse_id,
-        body.notes,
-        &mut v,
-    )
-    .await?;
-    let (rows, total) = cost_lines(&state, &caller.org_id, &body.lines, &mut v).await?;
-    v.finish()?;
-
-    let now = db::now();
-    let order = OrderRow {
-        id: Uuid::new_v4().to_string(),
-        vendor_id: vendor_id.unwrap_or_default(),
-        warehouse_id: warehouse_id.unwrap_or_default(),
-        status: PurchaseOrderStatus::Open,
-        notes,
-        total_cents: total,
-        received_at: None,
-        created_at: now.clone(),
-        updated_at: now,
+    let new = NewOrder {
+        party: body.vendor_id,
+        warehouse: body.warehouse_id,
+        notes: body.notes,
+        lines: body.lines,
     };
-    let mut tx = state.db.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO purchase_orders (id, organization_id, vendor_id, warehouse_id, status, notes, total_cents, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(&order.id)
-    .bind(&caller.org_id)
-    .bind(&order.vendor_id)
-    .bind(&order.warehouse_id)
-    .bind(order.status.as_str())
-    .bind(&order.notes)
-    .bind(order.total_cents)
-    .bind(&order.created_at)
-    .bind(&order.updated_at)
-    .execute(&mut *tx)
-    .await
-    .map_err(fields::reference_gone)?;
-    insert_lines(&mut tx, &caller.org_id, &order.id, &rows).await?;
-    tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(Order { order, lines: rows })))
+    let created = orders::create::<OrderRow>(&state.db, &caller.org_id, new).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 #[utoipa::path(
@@ -255,8 +296,8 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "purchase order")?;
-    let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(load(&mut conn, &caller.org_id, &id).await?))
+    let read = orders::read::<OrderRow>(&state.db, &caller.org_id, &id).await?;
+    Ok(Json(read.into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -348,57 +389,15 @@ async fn patch(
     Json(body): Json<PatchBody>,
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "purchase order")?;
-    let mut v = Validator::default();
-    let changes = Changes::parse(
-        &state.db,
-        &caller.org_id,
-        PURCHASE,
-        body.status,
-        body.vendor_id,
-        body.warehouse_id,
-        body.notes,
-        &mut v,
-    )
-    .await?;
-    let costed = match changed(body.lines, "lines", &mut v) {
-        Some(lines) => Some(cost_lines(&state, &caller.org_id, &lines, &mut v).await?),
-        None => None,
+    let patch = OrderPatch {
+        status: body.status,
+        party: body.vendor_id,
+        warehouse: body.warehouse_id,
+        notes: body.notes,
+        lines: body.lines,
     };
-    v.finish()?;
-
-    let mut tx = state.db.begin_write().await?;
-    let current = load(&mut tx, &caller.org_id, &id).await?;
-    let mut order = current.order;
-    changes.apply(&mut order)?;
-    let mut order_lines = current.lines;
-    if let Some((rows, total)) = costed {
-        orders::delete_lines(&mut tx, PURCHASE, &caller.org_id, &id).await?;
-        insert_lines(&mut tx, &caller.org_id, &id, &rows).await?;
-        order.total_cents = total;
-        order_lines = rows;
-    }
-    order.updated_at = db::now();
-    sqlx::query(
-        "UPDATE purchase_orders SET vendor_id = $1, warehouse_id = $2, notes = $3, status = $4,
-           total_cents = $5, updated_at = $6
-         WHERE organization_id = $7 AND id = $8",
-    )
-    .bind(&order.vendor_id)
-    .bind(&order.warehouse_id)
-    .bind(&order.notes)
-    .bind(order.status.as_str())
-    .bind(order.total_cents)
-    .bind(&order.updated_at)
-    .bind(&caller.org_id)
-    .bind(&id)
-    .execute(&mut *tx)
-    .await
-    .map_err(fields::reference_gone)?;
-    tx.commit().await?;
-    Ok(Json(Order {
-        order,
-        lines: order_lines,
-    }))
+    let patched = orders::patch::<OrderRow>(&state.db, &caller.org_id, &id, patch).await?;
+    Ok(Json(patched.into()))
 }
 
 /// Puts every line's stock into the order's warehouse and marks the order received; a
@@ -419,13 +418,6 @@ async fn receive(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "purchase order")?;
-    let how = orders::Completion {
-        done: PurchaseOrderStatus::Received,
-        stamped: "received_at",
-        verb: "received",
-        direction: 1,
-        source: Source::Purchase,
-    };
-    let (order, lines) = orders::complete(&state.db, &caller, PURCHASE, &id, how).await?;
-    Ok(Json(Order { order, lines }))
+    let received = orders::complete::<OrderRow>(&state.db, &caller, &id).await?;
+    Ok(Json(received.into()))
 }

@@ -16,12 +16,12 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::db;
+use crate::db::Db;
 use crate::error::{ApiResult, Json, Path, Query, Validator};
 use crate::fields;
 use crate::inventory::stock::Source;
 use crate::orders::lines::{self, LineBody};
-use crate::orders::{self, changed, Changes, SALES};
+use crate::orders::{self, Completion, NewOrder, OrderKind, OrderPatch, Refs, SALES};
 use crate::pagination::{DocumentFilter, DocumentQuery, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
@@ -89,9 +89,10 @@ struct Order {
     lines: Vec<LineRow>,
 }
 
-async fn load(conn: &mut AnyConnection, org_id: &str, id: &str) -> ApiResult<Order> {
-    let (order, lines) = orders::load(conn, SALES, org_id, id).await?;
-    Ok(Order { order, lines })
+impl From<(OrderRow, Vec<LineRow>)> for Order {
+    fn from((order, lines): (OrderRow, Vec<LineRow>)) -> Self {
+        Self { order, lines }
+    }
 }
 
 impl orders::Quantity for LineRow {
@@ -136,81 +137,162 @@ struct CreateBody {
     notes: Option<String>,
 }
 
-/// Priced lines of a new or replaced order.
-struct Priced {
-    lines: Vec<LineRow>,
+/// What a sales order's lines add up to.
+struct Figures {
     subtotal: i64,
     tax: i64,
     total: i64,
 }
 
-/// Validates and prices `lines` (errors into `v`).
-async fn price_lines(
-    state: &AppState,
-    org_id: &str,
-    lines: &[LineBody],
-    v: &mut Validator,
-) -> ApiResult<Priced> {
-    let valid = lines::validate(lines, "unitPriceCents", false, v);
-    let items = lines::load_items(&state.db, org_id, &valid, v).await?;
-    let mut priced = Priced {
-        lines: Vec::new(),
-        subtotal: 0,
-        tax: 0,
-        total: 0,
+impl orders::OrderType for OrderRow {
+    type Line = LineRow;
+    type Figures = Figures;
+    const KIND: OrderKind = SALES;
+    const COMPLETION: Completion<SalesOrderStatus> = Completion {
+        done: SalesOrderStatus::Fulfilled,
+        stamped: "fulfilled_at",
+        verb: "fulfilled",
+        direction: -1,
+        source: Source::Sale,
     };
-    for (i, line) in valid.into_iter().enumerate() {
-        let Some(item) = items.get(&line.item_id) else {
-            continue;
-        };
-        let unit = line.unit_cents.unwrap_or(item.price_cents);
-        let amounts = lines::amounts(i, line.quantity, unit, item.tax_rate_bps, v);
-        priced.lines.push(LineRow {
-            id: Uuid::new_v4().to_string(),
-            item_id: line.item_id,
-            quantity: line.quantity,
-            unit_price_cents: unit,
-            tax_rate_bps: item.tax_rate_bps,
-            subtotal_cents: amounts.subtotal,
-            tax_cents: amounts.tax,
-            total_cents: amounts.total,
-        });
-    }
-    // Each of the three order figures must fit, the total (the largest) included.
-    priced.subtotal = lines::order_total(priced.lines.iter().map(|l| l.subtotal_cents), v);
-    priced.tax = lines::order_total(priced.lines.iter().map(|l| l.tax_cents), v);
-    priced.total = lines::order_total(priced.lines.iter().map(|l| l.total_cents), v);
-    Ok(priced)
-}
 
-async fn insert_lines(
-    conn: &mut AnyConnection,
-    org_id: &str,
-    order_id: &str,
-    lines: &[LineRow],
-) -> ApiResult<()> {
-    for (line_no, line) in lines.iter().enumerate() {
+    /// Prices default to the item's price, tax to its rate, both captured on the line.
+    async fn price(
+        db: &Db,
+        org_id: &str,
+        lines: &[LineBody],
+        v: &mut Validator,
+    ) -> ApiResult<(Vec<LineRow>, Figures)> {
+        let valid = lines::validate(lines, "unitPriceCents", false, v);
+        let items = lines::load_items(db, org_id, &valid, v).await?;
+        let mut rows = Vec::new();
+        for (i, line) in valid.into_iter().enumerate() {
+            let Some(item) = items.get(&line.item_id) else {
+                continue;
+            };
+            let unit = line.unit_cents.unwrap_or(item.price_cents);
+            let amounts = lines::amounts(i, line.quantity, unit, item.tax_rate_bps, v);
+            rows.push(LineRow {
+                id: Uuid::new_v4().to_string(),
+                item_id: line.item_id,
+                quantity: line.quantity,
+                unit_price_cents: unit,
+                tax_rate_bps: item.tax_rate_bps,
+                subtotal_cents: amounts.subtotal,
+                tax_cents: amounts.tax,
+                total_cents: amounts.total,
+            });
+        }
+        // Each of the three order figures must fit, the total (the largest) included.
+        let figures = Figures {
+            subtotal: lines::order_total(rows.iter().map(|l| l.subtotal_cents), v),
+            tax: lines::order_total(rows.iter().map(|l| l.tax_cents), v),
+            total: lines::order_total(rows.iter().map(|l| l.total_cents), v),
+        };
+        Ok((rows, figures))
+    }
+
+    fn open(id: String, refs: Refs, figures: Figures, now: String) -> Self {
+        Self {
+            id,
+            customer_id: refs.party,
+            warehouse_id: refs.warehouse,
+            status: SalesOrderStatus::Open,
+            notes: refs.notes,
+            subtotal_cents: figures.subtotal,
+            tax_cents: figures.tax,
+            total_cents: figures.total,
+            fulfilled_at: None,
+            created_at: now.clone(),
+            updated_at: now,
+        }
+    }
+
+    fn refigure(&mut self, figures: Figures) {
+        self.subtotal_cents = figures.subtotal;
+        self.tax_cents = figures.tax;
+        self.total_cents = figures.total;
+    }
+
+    async fn insert(&self, conn: &mut AnyConnection, org_id: &str) -> ApiResult<()> {
         sqlx::query(
-            "INSERT INTO sales_order_lines
-               (id, organization_id, sales_order_id, line_no, item_id, quantity, unit_price_cents, tax_rate_bps, subtotal_cents, tax_cents, total_cents)
+            "INSERT INTO sales_orders (id, organization_id, customer_id, warehouse_id, status, notes, subtotal_cents, tax_cents, total_cents, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
-        .bind(&line.id)
+        .bind(&self.id)
         .bind(org_id)
-        .bind(order_id)
-        .bind(line_no as i64 + 1)
-        .bind(&line.item_id)
-        .bind(line.quantity)
-        .bind(line.unit_price_cents)
-        .bind(line.tax_rate_bps)
-        .bind(line.subtotal_cents)
-        .bind(line.tax_cents)
-        .bind(line.total_cents)
-        .execute(&mut *conn)
+        .bind(&self.customer_id)
+        .bind(&self.warehouse_id)
+        .bind(self.status.as_str())
+        .bind(&self.notes)
+        .bind(self.subtotal_cents)
+        .bind(self.tax_cents)
+        .bind(self.total_cents)
+        .bind(&self.created_at)
+        .bind(&self.updated_at)
+        .execute(conn)
         .await
         .map_err(fields::reference_gone)?;
+        Ok(())
     }
-    Ok(())
+
+    async fn update(
+        &mut self,
+        conn: &mut AnyConnection,
+        org_id: &str,
+        now: String,
+    ) -> ApiResult<()> {
+        self.updated_at = now;
+        sqlx::query(
+            "UPDATE sales_orders SET customer_id = $1, warehouse_id = $2, notes = $3, status = $4,
+               subtotal_cents = $5, tax_cents = $6, total_cents = $7, updated_at = $8
+             WHERE organization_id = $9 AND id = $10",
+        )
+        .bind(&self.customer_id)
+        .bind(&self.warehouse_id)
+        .bind(&self.notes)
+        .bind(self.status.as_str())
+        .bind(self.subtotal_cents)
+        .bind(self.tax_cents)
+        .bind(self.total_cents)
+        .bind(&self.updated_at)
+        .bind(org_id)
+        .bind(&self.id)
+        .execute(conn)
+        .await
+        .map_err(fields::reference_gone)?;
+        Ok(())
+    }
+
+    async fn insert_lines(
+        conn: &mut AnyConnection,
+        org_id: &str,
+        order_id: &str,
+        lines: &[LineRow],
+    ) -> ApiResult<()> {
+        for (line_no, line) in lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO sales_order_lines
+                   (id, organization_id, sales_order_id, line_no, item_id, quantity, unit_price_cents, tax_rate_bps, subtotal_cents, tax_cents, total_cents)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            )
+            .bind(&line.id)
+            .bind(org_id)
+            .bind(order_id)
+            .bind(line_no as i64 + 1)
+            .bind(&line.item_id)
+            .bind(line.quantity)
+            .bind(line.unit_price_cents)
+            .bind(line.tax_rate_bps)
+            .bind(line.subtotal_cents)
+            .bind(line.tax_cents)
+            .bind(line.total_cents)
+            .execute(&mut *conn)
+            .await
+            .map_err(fields::reference_gone)?;
+        }
+        Ok(())
+    }
 }
 
 #[utoipa::path(
@@ -228,62 +310,14 @@ async fn create(
     caller: AuthUser,
     Json(body): Json<CreateBody>,
 ) -> ApiResult<(StatusCode, Json<Order>)> {
-    let mut v = Validator::default();
-    let (customer_id, warehouse_id, notes) = orders::new_order_refs(
-        &state.db,
-        &caller.org_id,
-        SALES,
-        body.customer_id,
-        body.warehouse_id,
-        body.notes,
-        &mut v,
-    )
-    .await?;
-    let priced = price_lines(&state, &caller.org_id, &body.lines, &mut v).await?;
-    v.finish()?;
-
-    let now = db::now();
-    let order = OrderRow {
-        id: Uuid::new_v4().to_string(),
-        customer_id: customer_id.unwrap_or_default(),
-        warehouse_id: warehouse_id.unwrap_or_default(),
-        status: SalesOrderStatus::Open,
-        notes,
-        subtotal_cents: priced.subtotal,
-        tax_cents: priced.tax,
-        total_cents: priced.total,
-        fulfilled_at: None,
-        created_at: now.clone(),
-        updated_at: now,
+    let new = NewOrder {
+        party: body.customer_id,
+        warehouse: body.warehouse_id,
+        notes: body.notes,
+        lines: body.lines,
     };
-    let mut tx = state.db.begin_write().await?;
-    sqlx::query(
-        "INSERT INTO sales_orders (id, organization_id, customer_id, warehouse_id, status, notes, subtotal_cents, tax_cents, total_cents, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-    )
-    .bind(&order.id)
-    .bind(&caller.org_id)
-    .bind(&order.customer_id)
-    .bind(&order.warehouse_id)
-    .bind(order.status.as_str())
-    .bind(&order.notes)
-    .bind(order.subtotal_cents)
-    .bind(order.tax_cents)
-    .bind(order.total_cents)
-    .bind(&order.created_at)
-    .bind(&order.updated_at)
-    .execute(&mut *tx)
-    .await
-    .map_err(fields::reference_gone)?;
-    insert_lines(&mut tx, &caller.org_id, &order.id, &priced.lines).await?;
-    tx.commit().await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(Order {
-            order,
-            lines: priced.lines,
-        }),
-    ))
+    let created = orders::create::<OrderRow>(&state.db, &caller.org_id, new).await?;
+    Ok((StatusCode::CREATED, Json(created.into())))
 }
 
 #[utoipa::path(
@@ -301,8 +335,8 @@ async fn read(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "sales order")?;
-    let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(load(&mut conn, &caller.org_id, &id).await?))
+    let read = orders::read::<OrderRow>(&state.db, &caller.org_id, &id).await?;
+    Ok(Json(read.into()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,62 +422,15 @@ async fn patch(
     Json(body): Json<PatchBody>,
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "sales order")?;
-    let mut v = Validator::default();
-    let changes = Changes::parse(
-        &state.db,
-        &caller.org_id,
-        SALES,
-        body.status,
-        body.customer_id,
-        body.warehouse_id,
-        body.notes,
-        &mut v,
-    )
-    .await?;
-    let lines = changed(body.lines, "lines", &mut v);
-    let priced = match &lines {
-        Some(lines) => Some(price_lines(&state, &caller.org_id, lines, &mut v).await?),
-        None => None,
+    let patch = OrderPatch {
+        status: body.status,
+        party: body.customer_id,
+        warehouse: body.warehouse_id,
+        notes: body.notes,
+        lines: body.lines,
     };
-    v.finish()?;
-
-    let mut tx = state.db.begin_write().await?;
-    let current = load(&mut tx, &caller.org_id, &id).await?;
-    let mut order = current.order;
-    changes.apply(&mut order)?;
-    let mut order_lines = current.lines;
-    if let Some(priced) = priced {
-        orders::delete_lines(&mut tx, SALES, &caller.org_id, &id).await?;
-        insert_lines(&mut tx, &caller.org_id, &id, &priced.lines).await?;
-        order.subtotal_cents = priced.subtotal;
-        order.tax_cents = priced.tax;
-        order.total_cents = priced.total;
-        order_lines = priced.lines;
-    }
-    order.updated_at = db::now();
-    sqlx::query(
-        "UPDATE sales_orders SET customer_id = $1, warehouse_id = $2, notes = $3, status = $4,
-           subtotal_cents = $5, tax_cents = $6, total_cents = $7, updated_at = $8
-         WHERE organization_id = $9 AND id = $10",
-    )
-    .bind(&order.customer_id)
-    .bind(&order.warehouse_id)
-    .bind(&order.notes)
-    .bind(order.status.as_str())
-    .bind(order.subtotal_cents)
-    .bind(order.tax_cents)
-    .bind(order.total_cents)
-    .bind(&order.updated_at)
-    .bind(&caller.org_id)
-    .bind(&id)
-    .execute(&mut *tx)
-    .await
-    .map_err(fields::reference_gone)?;
-    tx.commit().await?;
-    Ok(Json(Order {
-        order,
-        lines: order_lines,
-    }))
+    let patched = orders::patch::<OrderRow>(&state.db, &caller.org_id, &id, patch).await?;
+    Ok(Json(patched.into()))
 }
 
 /// Takes every line's stock out of the order's warehouse, or none of it (409 naming the
@@ -465,13 +452,6 @@ async fn fulfil(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Order>> {
     let id = fields::path_id(&id, "sales order")?;
-    let how = orders::Completion {
-        done: SalesOrderStatus::Fulfilled,
-        stamped: "fulfilled_at",
-        verb: "fulfilled",
-        direction: -1,
-        source: Source::Sale,
-    };
-    let (order, lines) = orders::complete(&state.db, &caller, SALES, &id, how).await?;
-    Ok(Json(Order { order, lines }))
+    let fulfilled = orders::complete::<OrderRow>(&state.db, &caller, &id).await?;
+    Ok(Json(fulfilled.into()))
 }

@@ -1,0 +1,211 @@
+//! Creating and changing an order, written once for both kinds: everything the client
+//! sent is validated first (counterpart, warehouse, notes, lines, each reference checked
+//! within the caller's organization), then the row and its lines are written in one
+//! transaction. A kind says only how its lines are priced and how its rows are stored
+//! ([`OrderType`]).
+
+use std::future::Future;
+
+use sqlx::AnyConnection;
+use uuid::Uuid;
+
+use super::lines::LineBody;
+use super::{
+    check_refs, delete_lines, ensure_open, load, Completion, Editable, OrderKind, Quantity,
+    MAX_NOTES_CHARS,
+};
+use crate::db::{self, Db};
+use crate::error::{ApiResult, Validator};
+use crate::fields;
+use crate::owned::Row;
+
+/// One kind of order (its row type) as [`create`] and [`patch`] write it.
+pub trait OrderType: Row + Editable + Sync {
+    /// Its lines.
+    type Line: Row + Quantity + Sync;
+    /// What its lines add up to on the order (the total; subtotal and tax for sales).
+    type Figures: Send;
+    /// Its tables and names.
+    const KIND: OrderKind;
+    /// How it is completed (fulfilled, received): see [`complete`](super::complete).
+    const COMPLETION: Completion<Self::Status>;
+
+    /// Validates the requested `lines` (errors into `v`) and prices or costs them.
+    fn price(
+        db: &Db,
+        org_id: &str,
+        lines: &[LineBody],
+        v: &mut Validator,
+    ) -> impl Future<Output = ApiResult<(Vec<Self::Line>, Self::Figures)>> + Send;
+
+    /// A new open order, stamped `now`.
+    fn open(id: String, refs: Refs, figures: Self::Figures, now: String) -> Self;
+
+    /// Takes the figures of replaced lines.
+    fn refigure(&mut self, figures: Self::Figures);
+
+    /// Inserts this new order's row.
+    fn insert(
+        &self,
+        conn: &mut AnyConnection,
+        org_id: &str,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+
+    /// Writes this order's changeable columns, its update time set to `now`.
+    fn update(
+        &mut self,
+        conn: &mut AnyConnection,
+        org_id: &str,
+        now: String,
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+
+    /// Inserts `lines` of order `order_id`, numbered from 1.
+    fn insert_lines(
+        conn: &mut AnyConnection,
+        org_id: &str,
+        order_id: &str,
+        lines: &[Self::Line],
+    ) -> impl Future<Output = ApiResult<()>> + Send;
+}
+
+/// A new order as the client sent it.
+pub struct NewOrder {
+    /// The counterpart (customer, vendor).
+    pub party: String,
+    pub warehouse: String,
+    pub notes: Option<String>,
+    pub lines: Vec<LineBody>,
+}
+
+/// A new order's counterpart, warehouse and notes, validated.
+pub struct Refs {
+    pub party: String,
+    pub warehouse: String,
+    pub notes: Option<String>,
+}
+
+/// Creates an order of kind `O` in the caller's organization.
+pub async fn create<O: OrderType>(
+    db: &Db,
+    org_id: &str,
+    new: NewOrder,
+) -> ApiResult<(O, Vec<O::Line>)> {
+    let mut v = Validator::default();
+    let kind = O::KIND;
+    let party = fields::reference(Some(new.party), kind.party.0, &mut v);
+    let warehouse = fields::reference(Some(new.warehouse), "warehouseId", &mut v);
+    let notes = fields::optional_text(new.notes, "notes", MAX_NOTES_CHARS, &mut v);
+    check_refs(
+        db,
+        org_id,
+        kind,
+        party.as_deref(),
+        warehouse.as_deref(),
+        &mut v,
+    )
+    .await?;
+    let (lines, figures) = O::price(db, org_id, &new.lines, &mut v).await?;
+    v.finish()?;
+
+    let refs = Refs {
+        party: party.unwrap_or_default(),
+        warehouse: warehouse.unwrap_or_default(),
+        notes,
+    };
+    let id = Uuid::new_v4().to_string();
+    let order = O::open(id.clone(), refs, figures, db::now());
+    let mut tx = db.begin_write().await?;
+    order.insert(&mut tx, org_id).await?;
+    O::insert_lines(&mut tx, org_id, &id, &lines).await?;
+    tx.commit().await?;
+    Ok((order, lines))
+}
+
+/// A PATCH of an order as the client sent it: absent fields are `None` (kept).
+pub struct OrderPatch {
+    /// Only `cancelled` is accepted.
+    pub status: Option<Option<String>>,
+    /// The counterpart (customer, vendor).
+    pub party: Option<Option<String>>,
+    pub warehouse: Option<Option<String>>,
+    pub notes: Option<Option<String>>,
+    /// Replaces every line (re-priced).
+    pub lines: Option<Option<Vec<LineBody>>>,
+}
+
+/// Changes the caller's open order `id` of kind `O` (409 when it is no longer open).
+pub async fn patch<O: OrderType>(
+    db: &Db,
+    org_id: &str,
+    id: &str,
+    patch: OrderPatch,
+) -> ApiResult<(O, Vec<O::Line>)> {
+    let mut v = Validator::default();
+    let kind = O::KIND;
+    let cancel = match patch.status {
+        None => false,
+        Some(Some(s)) if s == "cancelled" => true,
+        Some(_) => {
+            v.check(
+                false,
+                "status",
+                &format!("can only be set to cancelled ({})", kind.completion),
+            );
+            false
+        }
+    };
+    let party = changed(patch.party, kind.party.0, &mut v)
+        .and_then(|p| fields::reference(Some(p), kind.party.0, &mut v));
+    let warehouse = changed(patch.warehouse, "warehouseId", &mut v)
+        .and_then(|w| fields::reference(Some(w), "warehouseId", &mut v));
+    let notes = patch
+        .notes
+        .map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, &mut v));
+    check_refs(
+        db,
+        org_id,
+        kind,
+        party.as_deref(),
+        warehouse.as_deref(),
+        &mut v,
+    )
+    .await?;
+    let priced = match changed(patch.lines, "lines", &mut v) {
+        Some(lines) => Some(O::price(db, org_id, &lines, &mut v).await?),
+        None => None,
+    };
+    v.finish()?;
+
+    let mut tx = db.begin_write().await?;
+    let (mut order, mut lines): (O, Vec<O::Line>) = load(&mut tx, kind, org_id, id).await?;
+    {
+        let (status, current_party, current_warehouse, current_notes) = order.editable();
+        ensure_open(*status, O::OPEN)?;
+        if let Some(new) = party {
+            *current_party = new;
+        }
+        if let Some(new) = warehouse {
+            *current_warehouse = new;
+        }
+        if let Some(new) = notes {
+            *current_notes = new;
+        }
+        if cancel {
+            *status = O::CANCELLED;
+        }
+    }
+    if let Some((new_lines, figures)) = priced {
+        delete_lines(&mut tx, kind, org_id, id).await?;
+        O::insert_lines(&mut tx, org_id, id, &new_lines).await?;
+        order.refigure(figures);
+        lines = new_lines;
+    }
+    order.update(&mut tx, org_id, db::now()).await?;
+    tx.commit().await?;
+    Ok((order, lines))
+}
+
+/// The new value of a PATCH field that cannot be null: `None` when absent (unchanged).
+fn changed<T>(patched: Option<Option<T>>, field: &str, v: &mut Validator) -> Option<T> {
+    fields::merge_required(patched.map(|p| p.map(Some)), None, field, v)
+}
