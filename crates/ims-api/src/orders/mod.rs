@@ -1,5 +1,5 @@
 //! What sales and purchase orders have in common, written once: their lines
-//! ([`lines`]), creating and changing them ([`write`]: counterpart, warehouse, notes,
+//! ([`lines`]), creating and changing them ([`write`](mod@write): counterpart, warehouse, notes,
 //! cancelling, "only open orders change"), reading them, and completing them (fulfilment,
 //! receipt). Each kind of order is its row type implementing [`OrderType`], described by
 //! an [`OrderKind`]; the modules `sales` and `purchasing` keep only what differs (prices
