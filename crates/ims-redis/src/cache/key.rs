@@ -278,6 +278,6 @@ mod tests {
     fn groups_are_first_segments() {
         assert_eq!(group_of("posts:list"), "posts");
         assert_eq!(group_of("stats:by-author"), "stats");
-        assert_eq!(group_of("tax"), "tax");
+        assert_eq!(group_of("authors"), "authors");
     }
 }

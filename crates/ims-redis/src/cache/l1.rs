@@ -386,7 +386,7 @@ mod tests {
         l1.insert(
             "k".into(),
             "o",
-            vec!["tax".into()],
+            vec!["posts".into()],
             cached("a"),
             fresh,
             Duration::from_secs(60),
@@ -400,7 +400,7 @@ mod tests {
         l1.insert(
             "old".into(),
             "o",
-            vec!["tax".into()],
+            vec!["posts".into()],
             cached("a"),
             old,
             Duration::from_secs(60),
@@ -421,21 +421,35 @@ mod tests {
         let l1 = tier();
         let now = Instant::now();
         let ttl = Duration::from_secs(60);
-        l1.insert("a1".into(), "a", vec!["tax".into()], cached("1"), now, ttl);
+        l1.insert(
+            "a1".into(),
+            "a",
+            vec!["posts".into()],
+            cached("1"),
+            now,
+            ttl,
+        );
         l1.insert(
             "a2".into(),
             "a",
-            vec!["categories".into()],
+            vec!["authors".into()],
             cached("2"),
             now,
             ttl,
         );
-        l1.insert("b1".into(), "b", vec!["tax".into()], cached("3"), now, ttl);
+        l1.insert(
+            "b1".into(),
+            "b",
+            vec!["posts".into()],
+            cached("3"),
+            now,
+            ttl,
+        );
         let other = |seq| Message {
             instance: l1.instance + 1,
             seq,
             scope: "a".into(),
-            groups: vec!["tax".into()],
+            groups: vec!["posts".into()],
         };
         l1.receive(&other(1));
         let bound = Duration::from_secs(1);
