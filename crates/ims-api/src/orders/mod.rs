@@ -14,7 +14,7 @@ use sqlx::AnyConnection;
 
 use crate::auth::AuthUser;
 use crate::db::Db;
-use crate::error::{ApiError, ApiResult, Validator};
+use crate::error::{ApiError, ApiResult};
 use crate::fields::{self, Table};
 use crate::inventory::stock::{self, Movement, Source};
 use crate::owned::Row;
@@ -226,16 +226,4 @@ fn ensure_open<S: Status + PartialEq + std::fmt::Display>(status: S, open: S) ->
             "the order is {status}; only open orders can change"
         )))
     }
-}
-
-async fn check_refs(
-    db: &Db,
-    org_id: &str,
-    kind: OrderKind,
-    party: Option<&str>,
-    warehouse: Option<&str>,
-    v: &mut Validator,
-) -> ApiResult<()> {
-    fields::check_reference(db, kind.party.1, org_id, party, kind.party.0, v).await?;
-    fields::check_reference(db, Table::Warehouses, org_id, warehouse, "warehouseId", v).await
 }

@@ -11,12 +11,11 @@ use uuid::Uuid;
 
 use super::lines::LineBody;
 use super::{
-    check_refs, delete_lines, ensure_open, load, Completion, Editable, OrderKind, Quantity,
-    MAX_NOTES_CHARS,
+    delete_lines, ensure_open, load, Completion, Editable, OrderKind, Quantity, MAX_NOTES_CHARS,
 };
 use crate::db::{self, Db};
 use crate::error::{ApiResult, Validator};
-use crate::fields;
+use crate::fields::{self, Table};
 use crate::owned::Row;
 
 /// One kind of order (its row type) as [`create`] and [`patch`] write it.
@@ -92,18 +91,16 @@ pub async fn create<O: OrderType>(
 ) -> ApiResult<(O, Vec<O::Line>)> {
     let mut v = Validator::default();
     let kind = O::KIND;
-    let party = fields::reference(Some(new.party), kind.party.0, &mut v);
-    let warehouse = fields::reference(Some(new.warehouse), "warehouseId", &mut v);
-    let notes = fields::optional_text(new.notes, "notes", MAX_NOTES_CHARS, &mut v);
-    check_refs(
+    let (party, warehouse) = references(
         db,
         org_id,
         kind,
-        party.as_deref(),
-        warehouse.as_deref(),
+        Some(new.party),
+        Some(new.warehouse),
         &mut v,
     )
     .await?;
+    let notes = fields::optional_text(new.notes, "notes", MAX_NOTES_CHARS, &mut v);
     let (lines, figures) = O::price(db, org_id, &new.lines, &mut v).await?;
     v.finish()?;
 
@@ -154,22 +151,12 @@ pub async fn patch<O: OrderType>(
             false
         }
     };
-    let party = changed(patch.party, kind.party.0, &mut v)
-        .and_then(|p| fields::reference(Some(p), kind.party.0, &mut v));
-    let warehouse = changed(patch.warehouse, "warehouseId", &mut v)
-        .and_then(|w| fields::reference(Some(w), "warehouseId", &mut v));
+    let party = changed(patch.party, kind.party.0, &mut v);
+    let warehouse = changed(patch.warehouse, "warehouseId", &mut v);
+    let (party, warehouse) = references(db, org_id, kind, party, warehouse, &mut v).await?;
     let notes = patch
         .notes
         .map(|n| fields::optional_text(n, "notes", MAX_NOTES_CHARS, &mut v));
-    check_refs(
-        db,
-        org_id,
-        kind,
-        party.as_deref(),
-        warehouse.as_deref(),
-        &mut v,
-    )
-    .await?;
     let priced = match changed(patch.lines, "lines", &mut v) {
         Some(lines) => Some(O::price(db, org_id, &lines, &mut v).await?),
         None => None,
@@ -203,6 +190,33 @@ pub async fn patch<O: OrderType>(
     order.update(&mut tx, org_id, db::now()).await?;
     tx.commit().await?;
     Ok((order, lines))
+}
+
+/// The counterpart and warehouse given (each `None` when not given), validated as ids and
+/// checked to exist in the caller's organization (errors into `v`).
+async fn references(
+    db: &Db,
+    org_id: &str,
+    kind: OrderKind,
+    party: Option<String>,
+    warehouse: Option<String>,
+    v: &mut Validator,
+) -> ApiResult<(Option<String>, Option<String>)> {
+    let party = party.and_then(|p| fields::reference(Some(p), kind.party.0, v));
+    let warehouse = warehouse.and_then(|w| fields::reference(Some(w), "warehouseId", v));
+    let (party_table, party_field) = (kind.party.1, kind.party.0);
+    fields::check_reference(db, party_table, org_id, party.as_deref(), party_field, v).await?;
+    let warehouses = Table::Warehouses;
+    fields::check_reference(
+        db,
+        warehouses,
+        org_id,
+        warehouse.as_deref(),
+        "warehouseId",
+        v,
+    )
+    .await?;
+    Ok((party, warehouse))
 }
 
 /// The new value of a PATCH field that cannot be null: `None` when absent (unchanged).
