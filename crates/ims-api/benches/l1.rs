@@ -211,19 +211,28 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
 const HIT_HEADERS: [(header::HeaderName, header::HeaderValue); 11] = {
     use header::{HeaderName as N, HeaderValue as V};
     [
-        (header::ETAG, V::from_static("\"84d449711b74c88904891014f4c70a3f\"")),
+        (
+            header::ETAG,
+            V::from_static("\"84d449711b74c88904891014f4c70a3f\""),
+        ),
         (header::CACHE_CONTROL, V::from_static("private, no-cache")),
         (N::from_static("x-cache"), V::from_static("HIT")),
         (N::from_static("x-cache-ttl"), V::from_static("588")),
         (N::from_static("x-cache-tier"), V::from_static("L2")),
         (N::from_static("ratelimit-limit"), V::from_static("1000000")),
-        (N::from_static("ratelimit-remaining"), V::from_static("999998")),
+        (
+            N::from_static("ratelimit-remaining"),
+            V::from_static("999998"),
+        ),
         (N::from_static("ratelimit-reset"), V::from_static("60")),
         (
             N::from_static("ratelimit-policy"),
             V::from_static("\"ip-route\";q=1000000;w=60, \"user\";q=1000000;w=3600"),
         ),
-        (N::from_static("ratelimit"), V::from_static("\"ip-route\";r=999998;t=60")),
+        (
+            N::from_static("ratelimit"),
+            V::from_static("\"ip-route\";r=999998;t=60"),
+        ),
         (
             N::from_static("x-request-id"),
             V::from_static("3e843985-94ed-4900-9ad0-49bf82cf72eb"),
