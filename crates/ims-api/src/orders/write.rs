@@ -202,20 +202,12 @@ async fn references(
     warehouse: Option<String>,
     v: &mut Validator,
 ) -> ApiResult<(Option<String>, Option<String>)> {
-    let party = party.and_then(|p| fields::reference(Some(p), kind.party.0, v));
+    let (field, table) = kind.party;
+    let party = party.and_then(|p| fields::reference(Some(p), field, v));
     let warehouse = warehouse.and_then(|w| fields::reference(Some(w), "warehouseId", v));
-    let (party_table, party_field) = (kind.party.1, kind.party.0);
-    fields::check_reference(db, party_table, org_id, party.as_deref(), party_field, v).await?;
-    let warehouses = Table::Warehouses;
-    fields::check_reference(
-        db,
-        warehouses,
-        org_id,
-        warehouse.as_deref(),
-        "warehouseId",
-        v,
-    )
-    .await?;
+    fields::check_reference(db, table, org_id, party.as_deref(), field, v).await?;
+    let (field, table) = ("warehouseId", Table::Warehouses);
+    fields::check_reference(db, table, org_id, warehouse.as_deref(), field, v).await?;
     Ok((party, warehouse))
 }
 
