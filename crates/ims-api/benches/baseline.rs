@@ -11,8 +11,6 @@ use support::{application, base_url, seed};
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
 const ROUTES: [&str; 10] = [
     "/dashboard/kpis",
     "/dashboard/sales-chart",
@@ -40,15 +38,7 @@ async fn measure(label: &str, database_url: &str) -> Vec<Duration> {
         let _ = stopped.await;
     }));
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"email": "demo@ims.example", "password": "demo-password"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
+    let login = support::demo_login(&client, &base).await;
     let token = login["accessToken"].as_str().expect("token").to_string();
     let mut medians = Vec::new();
     for route in ROUTES {

@@ -100,15 +100,7 @@ async fn main() {
     let base = base_url(&app);
     tokio::spawn(app.run_until(std::future::pending()));
     let client = reqwest::Client::new();
-    let login: Value = client
-        .post(format!("{base}/auth/login"))
-        .json(&json!({"email": "demo@ims.example", "password": "demo-password"}))
-        .send()
-        .await
-        .expect("login")
-        .json()
-        .await
-        .expect("json");
+    let login = support::demo_login(&client, &base).await;
     let token = login["accessToken"].as_str().expect("token").to_string();
     let org = login["user"]["organizationId"]
         .as_str()

@@ -188,15 +188,6 @@ async fn keys_per_master(cluster: &RedisCluster, pattern: &str) -> Vec<(u16, Vec
     out
 }
 
-async fn serve(router: axum::Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    base
-}
-
 /// `count` GETs, `CONCURRENCY` in flight, request `i` to `targets[i % len]` (url, token).
 async fn measure(
     client: &reqwest::Client,
@@ -460,8 +451,8 @@ async fn main() {
             .await
             .expect("set");
     }
-    let ceiling_single = serve(ceiling(single_conn)).await;
-    let ceiling_cluster = serve(ceiling(cluster_conn)).await;
+    let ceiling_single = support::serve(ceiling(single_conn)).await;
+    let ceiling_cluster = support::serve(ceiling(cluster_conn)).await;
 
     let targets = |base: &str, path: &dyn Fn(usize) -> String| -> Vec<(String, String)> {
         orgs.iter()

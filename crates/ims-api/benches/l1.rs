@@ -197,12 +197,7 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
             .route(&format!("/memory{path}"), get(memory))
             .route(&format!("/get{path}"), get(one_get))
             .route(&format!("/get-headers{path}"), get(with_headers));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let base = format!("http://{}", listener.local_addr().expect("addr"));
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        base
+        support::serve(router).await
     })
     .await
     .expect("ceilings")
@@ -603,18 +598,7 @@ async fn bench(srv: tokio::runtime::Handle) {
 }
 
 fn main() {
-    let srv = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ims-srv")
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let load = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ims-load")
-        .enable_all()
-        .build()
-        .expect("load runtime");
+    let (srv, load) = support::runtimes();
     load.block_on(bench(srv.handle().clone()));
     srv.shutdown_background();
 }

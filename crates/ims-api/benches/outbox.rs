@@ -444,18 +444,7 @@ async fn engine(
 fn main() {
     let requests = env_number("IMS_BENCH_REQUESTS", 2000);
     let rounds = env_number("IMS_BENCH_ROUNDS", 5).max(1);
-    let srv = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ims-srv")
-        .enable_all()
-        .build()
-        .expect("server runtime");
-    let load = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("ims-load")
-        .enable_all()
-        .build()
-        .expect("load runtime");
+    let (srv, load) = support::runtimes();
     let handle = srv.handle().clone();
     load.block_on(async {
         let dir = tempfile::tempdir().expect("tempdir");

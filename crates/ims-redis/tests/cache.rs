@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ims_redis::cache::{Cached, Lookup, ResponseCache};
+use ims_redis::cache::{Cached, Lookup, ResponseCache, Seen};
 use ims_redis::{RedisConfig, RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
@@ -44,14 +44,27 @@ fn body(text: &'static str) -> Cached {
     )
 }
 
+/// The one entry the race test reads and writes: `org1`'s `posts:list` for `GET /posts?x`.
+const ENTRY: (&str, &str, &str) = ("org1", "posts:list", "GET:/posts:x");
+
+async fn lookup(cache: &ResponseCache) -> Lookup {
+    cache.lookup(ENTRY.0, ENTRY.1, ENTRY.2, None).await
+}
+
+/// Stores `text` for 60 s against what the miss saw; the TTL it got, `None` if refused.
+async fn store(cache: &ResponseCache, text: &'static str, seen: &Seen) -> Option<Duration> {
+    let ttl = Duration::from_secs(60);
+    let (scope, prefix, rest) = ENTRY;
+    cache
+        .store(scope, prefix, rest, None, &body(text), ttl, seen)
+        .await
+}
+
 #[tokio::test]
 async fn a_miss_that_began_before_an_invalidation_cannot_store() {
     let server = RedisServer::start();
     let (cache, _) = engine(&server).await;
-    let Lookup::Miss(seen) = cache
-        .lookup("org1", "posts:list", "GET:/posts:x", None)
-        .await
-    else {
+    let Lookup::Miss(seen) = lookup(&cache).await else {
         panic!("empty cache must miss");
     };
     // A write lands while the handler runs.
@@ -59,31 +72,16 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
         .invalidate("org1", &["posts"])
         .await
         .expect("invalidated");
-    let stored = cache
-        .store(
-            "org1",
-            "posts:list",
-            "GET:/posts:x",
-            None,
-            &body("old"),
-            Duration::from_secs(60),
-            &seen,
-        )
-        .await;
-    assert_eq!(stored, None, "the older response is refused");
-    assert!(matches!(
-        cache
-            .lookup("org1", "posts:list", "GET:/posts:x", None)
-            .await,
-        Lookup::Miss(_)
-    ));
+    assert_eq!(
+        store(&cache, "old", &seen).await,
+        None,
+        "the older response is refused"
+    );
+    assert!(matches!(lookup(&cache).await, Lookup::Miss(_)));
     assert_eq!(cache.stats().stale_stores_refused, 1);
 
     // Another group's invalidation does not refuse it; the same group's does.
-    let Lookup::Miss(seen) = cache
-        .lookup("org1", "posts:list", "GET:/posts:x", None)
-        .await
-    else {
+    let Lookup::Miss(seen) = lookup(&cache).await else {
         panic!("miss");
     };
     cache
@@ -94,22 +92,11 @@ async fn a_miss_that_began_before_an_invalidation_cannot_store() {
         .invalidate("org2", &["posts"])
         .await
         .expect("invalidated");
-    let stored = cache
-        .store(
-            "org1",
-            "posts:list",
-            "GET:/posts:x",
-            None,
-            &body("new"),
-            Duration::from_secs(60),
-            &seen,
-        )
-        .await;
-    assert_eq!(stored, Some(Duration::from_secs(60)));
-    match cache
-        .lookup("org1", "posts:list", "GET:/posts:x", None)
-        .await
-    {
+    assert_eq!(
+        store(&cache, "new", &seen).await,
+        Some(Duration::from_secs(60))
+    );
+    match lookup(&cache).await {
         Lookup::Hit(cached, ttl) => {
             assert_eq!(cached.body, Bytes::from_static(b"new"));
             assert!(ttl <= Duration::from_secs(60) && ttl > Duration::from_secs(58));

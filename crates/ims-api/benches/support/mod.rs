@@ -95,6 +95,36 @@ pub async fn post(
     response.json().await.expect("json")
 }
 
+/// Logs in as the seed's demo user; returns the answer (tokens and user).
+pub async fn demo_login(client: &reqwest::Client, base: &str) -> serde_json::Value {
+    let credentials = serde_json::json!({"email": "demo@ims.example", "password": "demo-password"});
+    post(client, format!("{base}/auth/login"), None, credentials).await
+}
+
+/// Serves `router` on a free local port; returns its base URL.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    base
+}
+
+/// Two runtimes of two threads each, so that CPU can be told apart by thread name: the
+/// servers' (`ims-srv`) and the load generator's (`ims-load`).
+pub fn runtimes() -> (tokio::runtime::Runtime, tokio::runtime::Runtime) {
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    };
+    (runtime("ims-srv"), runtime("ims-load"))
+}
+
 /// Seeds `database_url` with the server binary's `seed` command (IMS_BENCH_ITEMS items,
 /// IMS_BENCH_ORDERS orders; Redis off) and prints how long it took under `label`.
 pub fn seed(label: &str, database_url: &str) {

@@ -4,13 +4,24 @@ use ims_api::auth::tokens::{Claims, TokenKeys};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, sha256, spawn_app, spawn_app_with, TEST_JWT_SECRET};
+use crate::helpers::{assert_problem, sha256, spawn_app, spawn_app_with, TestApp, TEST_JWT_SECRET};
 
 fn s(v: &Value, field: &str) -> String {
     v[field]
         .as_str()
         .unwrap_or_else(|| panic!("{field} in {v}"))
         .to_string()
+}
+
+/// `GET /auth/sessions`: the sessions the access token's user has open.
+async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
+    let list: Value = app
+        .get("/auth/sessions", Some(access))
+        .await
+        .json()
+        .await
+        .expect("json");
+    list["data"].as_array().expect("data").clone()
 }
 
 #[tokio::test]
@@ -113,13 +124,7 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
         .expect("detail")
         .contains("already used"));
     assert_problem(app.refresh(&new).await, StatusCode::UNAUTHORIZED).await;
-    let sessions: Value = app
-        .get("/auth/sessions", Some(&s(&second, "accessToken")))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(sessions["data"].as_array().expect("data").len(), 0);
+    assert_eq!(sessions(&app, &s(&second, "accessToken")).await.len(), 0);
 
     // A token nobody ever issued is simply invalid.
     let unknown = assert_problem(
@@ -161,13 +166,7 @@ async fn concurrent_refreshes_of_one_token_never_fork_the_session() {
     for token in issued.iter().chain(std::iter::once(&token)) {
         assert_problem(app.refresh(token).await, StatusCode::UNAUTHORIZED).await;
     }
-    let sessions: Value = app
-        .get("/auth/sessions", Some(&s(&pair, "accessToken")))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(sessions["data"].as_array().expect("data").len(), 0);
+    assert_eq!(sessions(&app, &s(&pair, "accessToken")).await.len(), 0);
 }
 
 #[tokio::test]
@@ -219,16 +218,10 @@ async fn sessions_are_listed_and_revoked() {
     let third = app.login("fay@example.com").await;
     let access = s(&third, "accessToken");
 
-    let list: Value = app
-        .get("/auth/sessions", Some(&access))
-        .await
-        .json()
-        .await
-        .expect("json");
-    let sessions = list["data"].as_array().expect("data");
-    assert_eq!(sessions.len(), 3);
-    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
-    assert!(sessions
+    let open = sessions(&app, &access).await;
+    assert_eq!(open.len(), 3);
+    assert_eq!(open.iter().filter(|s| s["current"] == true).count(), 1);
+    assert!(open
         .iter()
         .all(|s| s["createdAt"].is_string() && s["expiresAt"].is_string()));
 
@@ -272,13 +265,7 @@ async fn sessions_are_listed_and_revoked() {
         .request(Method::DELETE, "/auth/sessions", None, Some(&access))
         .await;
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
-    let list: Value = app
-        .get("/auth/sessions", Some(&access))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(list["data"].as_array().expect("data").len(), 0);
+    assert_eq!(sessions(&app, &access).await.len(), 0);
     assert_problem(
         app.refresh(&s(&third, "refreshToken")).await,
         StatusCode::UNAUTHORIZED,
@@ -555,13 +542,7 @@ async fn logout_during_a_redis_outage_still_ends_the_session() {
     app.wait_for_redis(true).await;
     // Redis restarted empty here, but the session is revoked in SQL either way.
     assert_problem(app.refresh(&refresh).await, StatusCode::UNAUTHORIZED).await;
-    let list: Value = app
-        .get("/auth/sessions", Some(&s(&pair, "accessToken")))
-        .await
-        .json()
-        .await
-        .expect("json");
-    assert_eq!(list["data"].as_array().expect("data").len(), 0);
+    assert_eq!(sessions(&app, &s(&pair, "accessToken")).await.len(), 0);
 }
 
 #[tokio::test]
@@ -591,13 +572,7 @@ async fn two_tabs_refreshing_at_once_get_the_same_pair_within_the_grace_period()
         StatusCode::UNAUTHORIZED,
     )
     .await;
-    let sessions = app.get("/auth/sessions", Some(&access)).await;
-    let sessions: Value = sessions.json().await.expect("json");
-    assert_eq!(
-        sessions["data"].as_array().expect("data").len(),
-        0,
-        "revoked"
-    );
+    assert_eq!(sessions(&app, &access).await.len(), 0, "revoked");
 }
 
 #[tokio::test]

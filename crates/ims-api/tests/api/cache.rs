@@ -8,63 +8,7 @@ use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{create, header, id, spawn_app, spawn_app_with, user, TestApp};
-
-/// One organization's catalog: enough rows for every cached read to return 200.
-struct Org {
-    token: String,
-    org_id: String,
-    item: String,
-    warehouse: String,
-    customer: String,
-    vendor: String,
-    category: String,
-    tax: String,
-}
-
-async fn org(app: &TestApp, email: &str) -> Org {
-    let (token, org_id) = user(app, email).await;
-    let category = id(&create(app, &token, "/categories", json!({"name": "Tools"})).await);
-    let tax = id(&create(
-        app,
-        &token,
-        "/tax-rates",
-        json!({"name": "VAT", "rateBps": 2000}),
-    )
-    .await);
-    let warehouse = id(&create(
-        app,
-        &token,
-        "/warehouses",
-        json!({"name": "Main", "code": "M"}),
-    )
-    .await);
-    let item = id(&create(app, &token, "/items", json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500, "costCents": 700, "categoryId": category, "taxRateId": tax})).await);
-    let customer = id(&create(
-        app,
-        &token,
-        "/contacts",
-        json!({"type": "customer", "name": "Ann"}),
-    )
-    .await);
-    let vendor = id(&create(
-        app,
-        &token,
-        "/contacts",
-        json!({"type": "vendor", "name": "Acme"}),
-    )
-    .await);
-    Org {
-        token,
-        org_id,
-        item,
-        warehouse,
-        customer,
-        vendor,
-        category,
-        tax,
-    }
-}
+use crate::helpers::{create, header, id, org, spawn_app, spawn_app_with, Org, TestApp};
 
 /// The key contract §5 promises, computed here independently of the server.
 fn key(org_id: &str, prefix: &str, path: &str, sorted_query: &str) -> String {

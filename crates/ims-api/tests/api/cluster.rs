@@ -11,7 +11,9 @@ use md5::{Digest, Md5};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{create, header, id, sha256, spawn_app_with, user, ServerProcess, TestApp};
+use crate::helpers::{
+    create, header, id, org, sha256, spawn_app_with, Org, ServerProcess, TestApp,
+};
 
 /// A server on `cluster`, with `vars` on top.
 async fn spawn_on(cluster: &RedisCluster, vars: &[(&str, &str)]) -> TestApp {
@@ -70,35 +72,15 @@ fn keys_per_master(cluster: &RedisCluster, pattern: &str) -> Vec<(u16, usize)> {
         .collect()
 }
 
-struct Org {
-    token: String,
-    org_id: String,
-    item: String,
-    warehouse: String,
-}
-
-async fn org(app: &TestApp, email: &str) -> Org {
-    let (token, org_id) = user(app, email).await;
-    let warehouse = id(&create(
-        app,
-        &token,
-        "/warehouses",
-        json!({"name": "Main", "code": "M"}),
-    )
-    .await);
-    let item = id(&create(
-        app,
-        &token,
-        "/items",
-        json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500}),
-    )
-    .await);
-    Org {
-        token,
-        org_id,
-        item,
-        warehouse,
-    }
+/// A second API process beside `app` on the same cluster, with a global limit no test
+/// reaches.
+async fn second_on(cluster: &RedisCluster, app: &TestApp) -> ServerProcess {
+    let seeds = cluster.seeds();
+    let vars = [
+        ("REDIS_CLUSTER_NODES", seeds.as_str()),
+        ("RATE_LIMIT_GLOBAL", "1000000/60"),
+    ];
+    ServerProcess::beside_with(app, &vars).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -214,14 +196,7 @@ async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apar
 async fn no_read_started_after_a_write_returned_sees_older_data_on_a_cluster() {
     let cluster = RedisCluster::start();
     let app = spawn_on(&cluster, &[]).await;
-    let second = ServerProcess::beside_with(
-        &app,
-        &[
-            ("REDIS_CLUSTER_NODES", cluster.seeds().as_str()),
-            ("RATE_LIMIT_GLOBAL", "1000000/60"),
-        ],
-    )
-    .await;
+    let second = second_on(&cluster, &app).await;
     let org = org(&app, "linear@example.com").await;
     let writes_done = AtomicI64::new(0);
     let stale = AtomicI64::new(0);
@@ -363,14 +338,7 @@ async fn a_prefix_flush_visits_every_master() {
 async fn losing_a_master_under_load_fails_no_request_and_caching_resumes() {
     let cluster = std::sync::Arc::new(RedisCluster::start());
     let app = spawn_on(&cluster, &[]).await;
-    let second = ServerProcess::beside_with(
-        &app,
-        &[
-            ("REDIS_CLUSTER_NODES", cluster.seeds().as_str()),
-            ("RATE_LIMIT_GLOBAL", "1000000/60"),
-        ],
-    )
-    .await;
+    let second = second_on(&cluster, &app).await;
     // Several organizations, so their keys spread over every master.
     let mut orgs = Vec::new();
     for i in 0..6 {

@@ -362,12 +362,7 @@ impl TestApp {
 /// Asserts an RFC 9457 problem with `status`; returns its body.
 pub async fn assert_problem(response: Response, status: StatusCode) -> Value {
     assert_eq!(response.status(), status);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = header(&response, "content-type");
     assert_eq!(content_type, "application/problem+json");
     let body: Value = response.json().await.expect("problem body");
     assert_eq!(body["status"], status.as_u16());
@@ -477,4 +472,89 @@ pub async fn assert_field_error(response: Response, field: &str) -> Value {
         "expected an error for {field}: {problem}"
     );
     problem
+}
+
+/// One organization's catalog: a user and one row of each kind, enough for every read of
+/// a single row or a list to return 200.
+pub struct Org {
+    pub token: String,
+    pub org_id: String,
+    pub item: String,
+    pub warehouse: String,
+    pub customer: String,
+    pub vendor: String,
+    pub category: String,
+    pub tax: String,
+}
+
+pub async fn org(app: &TestApp, email: &str) -> Org {
+    let (token, org_id) = user(app, email).await;
+    let category = id(&create(app, &token, "/categories", json!({"name": "Tools"})).await);
+    let tax = id(&create(
+        app,
+        &token,
+        "/tax-rates",
+        json!({"name": "VAT", "rateBps": 2000}),
+    )
+    .await);
+    let warehouse = id(&create(
+        app,
+        &token,
+        "/warehouses",
+        json!({"name": "Main", "code": "M"}),
+    )
+    .await);
+    let item = id(&create(app, &token, "/items", json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500, "costCents": 700, "categoryId": category, "taxRateId": tax})).await);
+    let customer = id(&create(
+        app,
+        &token,
+        "/contacts",
+        json!({"type": "customer", "name": "Ann"}),
+    )
+    .await);
+    let vendor = id(&create(
+        app,
+        &token,
+        "/contacts",
+        json!({"type": "vendor", "name": "Acme"}),
+    )
+    .await);
+    Org {
+        token,
+        org_id,
+        item,
+        warehouse,
+        customer,
+        vendor,
+        category,
+        tax,
+    }
+}
+
+/// Reads with `read` every `every` until it returns `want`, and returns how long after
+/// `since` that was; fails once `limit` has passed since `since`.
+pub async fn until_seen<T, F, Fut>(
+    want: T,
+    since: Instant,
+    limit: Duration,
+    every: Duration,
+    mut read: F,
+) -> Duration
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    loop {
+        let seen = read().await;
+        if seen == want {
+            return since.elapsed();
+        }
+        assert!(
+            since.elapsed() < limit,
+            "{want:?} never showed up: still {seen:?} after {:?}",
+            since.elapsed()
+        );
+        tokio::time::sleep(every).await;
+    }
 }

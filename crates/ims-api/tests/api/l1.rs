@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{header, spawn_app_with, ServerProcess, TestApp};
+use crate::helpers::{header, spawn_app_with, until_seen, ServerProcess, TestApp};
 
 /// `CACHE_L1_MAX_STALE_MS` of these tests.
 const BOUND: Duration = Duration::from_millis(1000);
@@ -85,17 +85,15 @@ async fn name_on(app: &TestApp, token: &str) -> (String, String) {
 
 /// Reads until the new name shows; returns how long after the write's response it did.
 async fn visible_after(app: &TestApp, token: &str, name: &str, written: Instant) -> Duration {
-    loop {
-        let (seen, _) = name_on(app, token).await;
-        if seen == name {
-            return written.elapsed();
-        }
-        assert!(
-            written.elapsed() < BOUND * 5,
-            "{name} never showed up ({seen})"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let read = || async { name_on(app, token).await.0 };
+    until_seen(
+        name.to_string(),
+        written,
+        BOUND * 5,
+        Duration::from_millis(2),
+        read,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -70,6 +70,13 @@ impl Org {
         create(app, &self.token, path, body).await
     }
 
+    /// Fulfils a sales order (must answer 200).
+    async fn fulfil(&self, app: &TestApp, order_id: &str) {
+        let path = format!("/sales-orders/{order_id}/fulfil");
+        let fulfilled = self.send(app, Method::POST, &path, json!({})).await;
+        assert_eq!(fulfilled.status(), StatusCode::OK, "{path}");
+    }
+
     /// The body as text, read past the cache.
     async fn read(&self, app: &TestApp, path: &str) -> String {
         let response = app
@@ -265,15 +272,7 @@ async fn every_bounded_number_is_accepted_at_its_bound_and_refused_one_past() {
         .map(id)
         .expect("the maximal order");
     org.created(&app, "/inventory/adjustments", adjust(1)).await;
-    let fulfilled = org
-        .send(
-            &app,
-            post.clone(),
-            &format!("/sales-orders/{big}/fulfil"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(fulfilled.status(), StatusCode::OK);
+    org.fulfil(&app, &big).await;
     let invoice = id(&org
         .created(&app, "/invoices", json!({"salesOrderId": big}))
         .await);
@@ -479,15 +478,7 @@ async fn the_largest_rate_on_the_largest_subtotal_is_exact_through_invoice_and_p
             (line["taxCents"].clone(), line["totalCents"].clone()),
             (json!(tax), json!(price + tax))
         );
-        let fulfil = org
-            .send(
-                &app,
-                Method::POST,
-                &format!("/sales-orders/{}/fulfil", id(&order)),
-                json!({}),
-            )
-            .await;
-        assert_eq!(fulfil.status(), StatusCode::OK);
+        org.fulfil(&app, &id(&order)).await;
         let invoice = org
             .created(&app, "/invoices", json!({"salesOrderId": id(&order)}))
             .await;
@@ -573,15 +564,7 @@ async fn sums_over_a_million_maximal_orders_are_exact_in_dashboards_and_reports(
                        "lines": [{"itemId": item, "quantity": 1, "unitPriceCents": unit}]}),
             )
             .await;
-        let fulfil = org
-            .send(
-                &app,
-                Method::POST,
-                &format!("/sales-orders/{}/fulfil", id(&order)),
-                json!({}),
-            )
-            .await;
-        assert_eq!(fulfil.status(), StatusCode::OK);
+        org.fulfil(&app, &id(&order)).await;
         orders.push(id(&order));
     }
     // 10^6 orders of 10^13 cents: 10^19, past i64::MAX (about 9.22·10^18).

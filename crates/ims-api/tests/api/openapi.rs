@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{header, spawn_app};
 
 /// The routes that need no access token.
 const PUBLIC: &[&str] = &[
@@ -45,12 +45,7 @@ async fn document() -> Value {
     let app = spawn_app().await;
     let response = app.get("/openapi.json", None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = header(&response, "content-type");
     assert!(
         content_type.starts_with("application/json"),
         "{content_type}"
@@ -235,12 +230,7 @@ async fn docs_page_is_html_and_points_at_the_document() {
     let app = spawn_app().await;
     let response = app.get("/docs", None).await;
     assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
+    let content_type = header(&response, "content-type");
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let body = response.text().await.expect("body");
     assert!(body.contains("/openapi.json"), "no link to the document");
@@ -262,8 +252,8 @@ async fn docs_page_is_html_and_points_at_the_document() {
     assert_eq!(scripts.len(), 1, "{scripts:?}");
     let script = app.get(&scripts[0], None).await;
     assert_eq!(script.status(), StatusCode::OK);
-    assert!(crate::helpers::header(&script, "content-type").starts_with("text/javascript"));
-    assert!(crate::helpers::header(&script, "cache-control").contains("immutable"));
+    assert!(header(&script, "content-type").starts_with("text/javascript"));
+    assert!(header(&script, "cache-control").contains("immutable"));
     assert!(script.bytes().await.expect("script").len() > 1_000_000);
 }
 

@@ -10,7 +10,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{header, spawn_app, ServerProcess, TestApp};
+use crate::helpers::{header, spawn_app, until_seen, ServerProcess, TestApp};
 
 /// The bound the outbox promises: its delay plus a poll, with room for a loaded machine.
 const BOUND: Duration = Duration::from_millis(1500);
@@ -100,17 +100,8 @@ async fn cache_on_reader(app: &TestApp, f: &Fixture) {
 }
 
 async fn shows_within_bound(app: &TestApp, f: &Fixture, price: i64, since: Instant) -> Duration {
-    loop {
-        let (seen, _) = price_on(app, f).await;
-        if seen == price {
-            return since.elapsed();
-        }
-        assert!(
-            since.elapsed() < BOUND * 10,
-            "the reader kept serving {seen} long after the write"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let read = || async { price_on(app, f).await.0 };
+    until_seen(price, since, BOUND * 10, Duration::from_millis(20), read).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -156,6 +147,26 @@ async fn a_write_by_an_instance_cut_off_from_redis_reaches_the_others_within_the
     assert!(lag <= BOUND, "stale for {lag:?}");
 }
 
+/// PATCHes the item's price through a writer started with `IMS_FAULT_ABORT_AFTER_COMMIT`:
+/// it commits, then dies before telling Redis, so no response comes back. Returns when.
+async fn price_through_dying_writer(
+    reader: &TestApp,
+    writer: &ServerProcess,
+    f: &Fixture,
+    price: i64,
+) -> Instant {
+    let patched = reader
+        .client
+        .patch(format!("{}/items/{}", writer.address, f.item))
+        .bearer_auth(&f.token)
+        .json(&json!({"priceCents": price}))
+        .send()
+        .await;
+    let died = Instant::now();
+    assert!(patched.is_err(), "the writer should have died: {patched:?}");
+    died
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_whose_writer_dies_after_committing_reaches_the_others_within_the_bound() {
     let reader = spawn_app().await;
@@ -164,16 +175,7 @@ async fn a_write_whose_writer_dies_after_committing_reaches_the_others_within_th
     let f = fixture(&reader).await;
     cache_on_reader(&reader, &f).await;
 
-    // The writer commits, then dies before telling Redis: no response comes back.
-    let patched = reader
-        .client
-        .patch(format!("{}/items/{}", writer.address, f.item))
-        .bearer_auth(&f.token)
-        .json(&json!({"priceCents": 300}))
-        .send()
-        .await;
-    let died = Instant::now();
-    assert!(patched.is_err(), "the writer should have died: {patched:?}");
+    let died = price_through_dying_writer(&reader, &writer, &f, 300).await;
     let committed = reader
         .client
         .get(format!("{}/items/{}", reader.address, f.item))
@@ -211,15 +213,7 @@ async fn on_a_cluster_a_write_whose_writer_dies_after_committing_reaches_the_oth
     .await;
     let f = fixture(&reader).await;
     cache_on_reader(&reader, &f).await;
-    let patched = reader
-        .client
-        .patch(format!("{}/items/{}", writer.address, f.item))
-        .bearer_auth(&f.token)
-        .json(&json!({"priceCents": 400}))
-        .send()
-        .await;
-    let died = Instant::now();
-    assert!(patched.is_err(), "the writer should have died");
+    let died = price_through_dying_writer(&reader, &writer, &f, 400).await;
     let lag = shows_within_bound(&reader, &f, 400, died).await;
     eprintln!("dead writer on a cluster: new price served {lag:?} after the crash");
     assert!(lag <= BOUND, "stale for {lag:?}");
