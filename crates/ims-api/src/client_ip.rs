@@ -20,8 +20,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
+
+/// A name made once: looking a header up by `&str` parses the name on every call.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// How far `X-Forwarded-For` is trusted.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,7 +53,7 @@ impl ProxyTrust {
         // Every X-Forwarded-For header, in order, as one list, read from the right (on every
         // limited request: no list is collected).
         let mut from_right = headers
-            .get_all("x-forwarded-for")
+            .get_all(&X_FORWARDED_FOR)
             .iter()
             .rev()
             .filter_map(|v| v.to_str().ok())

@@ -204,6 +204,16 @@ struct Checks {
     policy: HeaderValue,
 }
 
+impl Checks {
+    /// `decisions` (one per policy, in order) named, with the policy header.
+    fn decided(&self, decisions: SmallVec<[Decision; 2]>) -> Decisions {
+        Decisions(
+            self.names.iter().copied().zip(decisions).collect(),
+            self.policy.clone(),
+        )
+    }
+}
+
 /// The decisions of every policy, in the order of [`Checks`].
 #[derive(Debug, Clone)]
 pub(crate) struct Decisions(SmallVec<[(&'static str, Decision); 2]>, HeaderValue);
@@ -221,14 +231,6 @@ impl Decisions {
             .find(|(_, d)| !d.allowed)
             .or_else(|| self.0.iter().min_by_key(|(_, d)| d.remaining))
     }
-}
-
-async fn decide(limiter: &RateLimiter, checks: &Checks) -> Decisions {
-    let decisions = limiter.check_all(&checks.keys).await;
-    Decisions(
-        checks.names.iter().copied().zip(decisions).collect(),
-        checks.policy.clone(),
-    )
 }
 
 fn seconds(d: Duration) -> u64 {
@@ -313,28 +315,35 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let limiter = self
+            .quotas
+            .limiter
+            .clone()
+            .or_else(|| request.extensions().get::<Arc<RateLimiter>>().cloned());
+        let Some(limiter) = limiter else {
+            let response = self.inner.call(request);
+            return Box::pin(async move { response.await.map(boxed) });
+        };
+        let (parts, body) = request.into_parts();
+        let Some(checks) = self.quotas.checks(&limiter, &parts) else {
+            let response = self.inner.call(Request::from_parts(parts, body));
+            return Box::pin(async move { response.await.map(boxed) });
+        };
+        // Decided before the handler (a cached read included), so the cache layer needs to
+        // know nothing of limits. A busy client's request is usually admitted with slots
+        // its leases already hold: the inner service, driven to readiness, is called at
+        // once, and the future is only the response's.
+        if let Some(decisions) = limiter.decide_now(&checks.keys) {
+            let decisions = checks.decided(decisions);
+            let response = self.inner.call(Request::from_parts(parts, body));
+            return Box::pin(async move { Ok(decorate(boxed(response.await?), &decisions)) });
+        }
+        // Else Redis is asked (or a reservation in flight awaited) first; the clone that
+        // was driven to readiness is the one to call once admitted.
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        let quotas = self.quotas.clone();
         Box::pin(async move {
-            let limiter = quotas
-                .limiter
-                .clone()
-                .or_else(|| request.extensions().get::<Arc<RateLimiter>>().cloned());
-            let Some(limiter) = limiter else {
-                return inner.call(request).await.map(boxed);
-            };
-            let (parts, body) = request.into_parts();
-            let Some(checks) = quotas.checks(&limiter, &parts) else {
-                return inner
-                    .call(Request::from_parts(parts, body))
-                    .await
-                    .map(boxed);
-            };
-            // Decided before the handler (a cached read included): with leases a busy
-            // client's check is answered in process, so a cache hit still costs one
-            // Redis round trip, and the cache layer needs to know nothing of limits.
-            let decisions = decide(&limiter, &checks).await;
+            let decisions = checks.decided(limiter.check_all(&checks.keys).await);
             if !decisions.allowed() {
                 return Ok(too_many(&decisions));
             }

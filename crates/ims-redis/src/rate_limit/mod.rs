@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use redis::Script;
 use smallvec::SmallVec;
 
-use lease::{Ask, LeaseCell};
+use lease::{Ask, LeaseCell, Taken};
 
 pub use layer::{RateLimitLayer, RateLimitService};
 
@@ -412,6 +412,56 @@ impl RateLimiter {
         }
     }
 
+    /// Decides `checks` from this instance's leases alone when each has a usable slot
+    /// (the usual case for a busy client): no Redis, no waiting, so a caller can go on
+    /// without awaiting. `None` when any policy would have to ask Redis or wait for a
+    /// reservation in flight; then nothing is taken, and [`check_all`](Self::check_all)
+    /// decides.
+    pub fn decide_now(&self, checks: &[(String, Quota)]) -> Option<SmallVec<[Decision; 2]>> {
+        let now = Instant::now();
+        let mut taken: SmallVec<[(SharedLease, Taken, Option<Ask>); 2]> = SmallVec::new();
+        for (key, quota) in checks {
+            let slot = (quota.limit >= lease::MIN_LEASED_LIMIT)
+                .then(|| {
+                    let Ok(lease) = self.leases.get_or_insert_with(key.as_str(), || {
+                        Ok::<_, Infallible>(SharedLease::default())
+                    });
+                    let mut state = lease.lock()?;
+                    let got = state.take(now)?;
+                    let ahead = state.ahead(*quota, now);
+                    drop(state);
+                    Some((lease, got, ahead))
+                })
+                .flatten();
+            let Some(slot) = slot else {
+                // A policy refused here would be refused by `check_all` too; it alone
+                // decides, and what was taken for the others goes back.
+                for (lease, got, ahead) in taken {
+                    if let Some(mut state) = lease.lock() {
+                        state.untake(got, now);
+                    }
+                    if let Some(ask) = ahead {
+                        lease.settle(|lease| lease.failed(ask));
+                    }
+                }
+                return None;
+            };
+            taken.push(slot);
+        }
+        Some(
+            checks
+                .iter()
+                .zip(taken)
+                .map(|((key, quota), (lease, got, ahead))| {
+                    if let Some(ask) = ahead {
+                        self.reserve_ahead(key, *quota, &lease, ask);
+                    }
+                    leased(*quota, got)
+                })
+                .collect(),
+        )
+    }
+
     /// Counts one request against every `(key, quota)` at once: admitted only if every one
     /// admits it, and then counted by all of them; a request one policy refuses consumes
     /// none of the others' quota. Slots of this instance's leases are used first; the keys
@@ -439,15 +489,7 @@ impl RateLimiter {
                     if let (Some(ask), Some(lease)) = (ahead, &lease) {
                         self.reserve_ahead(key, *quota, lease, ask);
                     }
-                    Some(Decision {
-                        allowed: true,
-                        limit: quota.limit,
-                        remaining: taken.remaining,
-                        reset: taken.reset,
-                        window: quota.window,
-                        store: Store::Redis,
-                        admission: Admission::Lease(taken),
-                    })
+                    Some(leased(*quota, taken))
                 }
                 Err(ask) => {
                     asks.push(ask);
@@ -634,6 +676,19 @@ impl RateLimiter {
                 }
             }
         }
+    }
+}
+
+/// The decision for a request admitted with a slot its lease had reserved.
+fn leased(quota: Quota, taken: Taken) -> Decision {
+    Decision {
+        allowed: true,
+        limit: quota.limit,
+        remaining: taken.remaining,
+        reset: taken.reset,
+        window: quota.window,
+        store: Store::Redis,
+        admission: Admission::Lease(taken),
     }
 }
 
