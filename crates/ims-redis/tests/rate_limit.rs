@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::service_for;
-use ims_redis::rate_limit::{lease, Quota, RateLimiter};
+use ims_redis::rate_limit::{lease, Decision, Quota, RateLimiter};
 use ims_redis::{RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
@@ -74,8 +74,38 @@ fn shortest_span_of(times: &[(Instant, Instant)], limit: usize) -> Duration {
         .unwrap_or(Duration::MAX)
 }
 
+/// How a request is decided: through `check_all` alone, or as the layer does it (in
+/// process from a lease's slots when it can, else `check_all`).
+#[derive(Clone, Copy)]
+enum Path {
+    CheckAll,
+    InProcessFirst,
+}
+
+async fn decide(limiter: &RateLimiter, checks: &[(String, Quota)], path: Path) -> Decision {
+    let decided = match path {
+        Path::InProcessFirst => limiter.decide_now(checks),
+        Path::CheckAll => None,
+    };
+    match decided {
+        Some(decisions) => decisions,
+        None => limiter.check_all(checks).await,
+    }
+    .remove(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_instances_hammering_one_key_never_admit_more_than_the_limit_in_any_window() {
+    hammer(Path::CheckAll).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deciding_in_process_first_never_admits_more_than_the_limit_in_any_window() {
+    hammer(Path::InProcessFirst).await;
+}
+
+/// Two instances, eight tasks each, on one key for three seconds.
+async fn hammer(path: Path) {
     let server = RedisServer::start();
     let instances = [limiter(&server).await, limiter(&server).await];
     let quota = Quota {
@@ -92,7 +122,7 @@ async fn two_instances_hammering_one_key_never_admit_more_than_the_limit_in_any_
                 while Instant::now() < until {
                     let checks_of = [("ratelimit:hot".to_string(), quota)];
                     let sent = Instant::now();
-                    let decision = limiter.check_all(&checks_of).await.remove(0);
+                    let decision = decide(&limiter, &checks_of, path).await;
                     checks += 1;
                     if decision.allowed {
                         admitted.push((sent, Instant::now()));
@@ -160,6 +190,46 @@ async fn a_busy_key_costs_a_script_call_per_many_requests() {
         "{entries} entries"
     );
     assert!(runs * 10 < requests, "{runs} runs for {requests} requests");
+}
+
+#[tokio::test]
+async fn what_cannot_be_decided_in_process_takes_no_slot_from_the_other_policy() {
+    let server = RedisServer::start();
+    let limiter = limiter(&server).await;
+    let leased = (
+        "ratelimit:leased".to_string(),
+        Quota {
+            limit: 1000,
+            window: Duration::from_secs(60),
+        },
+    );
+    // Below the leasing threshold: always decided by Redis, never in process.
+    let unleased = (
+        "ratelimit:small".to_string(),
+        Quota {
+            limit: lease::MIN_LEASED_LIMIT - 1,
+            window: Duration::from_secs(60),
+        },
+    );
+    // Two quick requests: the second reserves slots for the leased key at their pace.
+    for _ in 0..2 {
+        assert!(limiter.check_all(std::slice::from_ref(&leased)).await[0].allowed);
+    }
+    let remaining = |decisions: Option<smallvec::SmallVec<[Decision; 2]>>| {
+        decisions.expect("decided in process")[0].remaining
+    };
+    let first = remaining(limiter.decide_now(std::slice::from_ref(&leased)));
+    let both = [leased.clone(), unleased.clone()];
+    assert!(
+        limiter.decide_now(&both).is_none(),
+        "the small quota needs Redis"
+    );
+    let next = remaining(limiter.decide_now(std::slice::from_ref(&leased)));
+    assert_eq!(next, first - 1, "the undecided request kept no slot");
+    // Decided the long way, the same request is admitted by both and counted once each.
+    let decisions = limiter.check_all(&both).await;
+    assert!(decisions.iter().all(|d| d.allowed), "{decisions:?}");
+    assert_eq!(decisions[0].remaining, next - 1);
 }
 
 #[tokio::test]
