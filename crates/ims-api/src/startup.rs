@@ -1,5 +1,6 @@
 //! Building and running the server: the one entry point tests and the binary share.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use axum::http::Response;
 use axum::response::IntoResponse;
 use axum::{Extension, Router};
 use ims_redis::cache::ResponseCache;
-use ims_redis::rate_limit::{Quota, RateLimitLayer, RateLimiter};
+use ims_redis::rate_limit::{PartsFn, Quota, RateLimitLayer, RateLimiter};
 use ims_redis::session::RefreshTokenStore;
 use ims_redis::{LayerBody, RedisConnection, RedisService};
 use tokio::net::{TcpListener, TcpSocket};
@@ -65,8 +66,8 @@ pub fn router(state: AppState) -> Router {
     // routes and addresses (contract §6).
     let (api, api_operations) = api.split_for_parts();
     let limits = settings.rate_limit_enabled.then(|| {
-        let user = Arc::new(|parts: &axum::http::request::Parts| {
-            crate::auth::verified(parts).map(|claims| claims.sub.clone())
+        let user: PartsFn = Arc::new(|parts: &axum::http::request::Parts| {
+            crate::auth::verified(parts).map(|claims| Cow::Borrowed(claims.sub.as_str()))
         });
         policy::routes_limited_by(&api_operations, Limit::Credentials)
             .iter()
@@ -282,13 +283,13 @@ impl Application {
                     .map(|c| c.0.ip());
                 trust
                     .client(peer, &parts.headers)
-                    .map(crate::client_ip::text)
+                    .map(|ip| Cow::Owned(crate::client_ip::text(ip)))
             }),
             Arc::new(|parts: &axum::http::request::Parts| {
                 parts
                     .extensions
                     .get::<axum::extract::MatchedPath>()
-                    .map(|path| path.as_str().to_string())
+                    .map(|path| Cow::Borrowed(path.as_str()))
             }),
             100_000,
         );

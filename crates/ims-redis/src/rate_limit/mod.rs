@@ -36,8 +36,8 @@
 //! let limiter = RateLimiter::new(
 //!     redis,
 //!     // Who the client is, and which route this is (e.g. axum's MatchedPath).
-//!     Arc::new(|parts: &http::request::Parts| Some("203.0.113.9".to_string())),
-//!     Arc::new(|parts: &http::request::Parts| Some(parts.uri.path().to_string())),
+//!     Arc::new(|_parts: &http::request::Parts| Some("203.0.113.9".into())),
+//!     Arc::new(|parts: &http::request::Parts| Some(parts.uri.path().into())),
 //!     100_000,
 //! );
 //! let layer = RateLimitLayer::new(Quota { limit: 5, window: Duration::from_secs(900) });
@@ -49,6 +49,7 @@
 mod layer;
 pub mod lease;
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -113,8 +114,10 @@ pub(crate) enum Admission {
     Lease(lease::Taken),
 }
 
-/// Identifies a request's client or route; `None` exempts the request.
-pub type PartsFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
+/// Identifies a request's client, route or user; `None` exempts the request. Text the
+/// request already holds (a route template, a claim) is lent, not copied.
+pub type PartsFn =
+    Arc<dyn for<'a> Fn(&'a http::request::Parts) -> Option<Cow<'a, str>> + Send + Sync>;
 
 type Log = Arc<Mutex<VecDeque<Instant>>>;
 type SharedLease = Arc<LeaseCell>;
@@ -345,7 +348,10 @@ impl RateLimiter {
     }
 
     /// The key of a request and its route, or `None` when it is not limited.
-    pub(crate) fn key_and_route(&self, parts: &http::request::Parts) -> Option<(String, String)> {
+    pub(crate) fn key_and_route<'a>(
+        &self,
+        parts: &'a http::request::Parts,
+    ) -> Option<(String, Cow<'a, str>)> {
         let client = (self.client)(parts)?;
         let route = (self.route)(parts)?;
         Some((["ratelimit:", &client, ":", &route].concat(), route))
