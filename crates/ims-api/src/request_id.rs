@@ -6,7 +6,7 @@
 //! the response, into a tracing span around the request's future (so every log line of the
 //! request carries it) and into problem+json bodies as `requestId`. [`AccessLog`] writes one
 //! `info` line per request. Two middlewares, one job each; the id reaches the access log as
-//! a request extension.
+//! the request's `X-Request-Id`, which the first sets.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -28,17 +28,6 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Problem bodies are small; a larger one is passed on untouched.
 const MAX_PROBLEM_BYTES: usize = 64 * 1024;
-
-/// The id of the request being served, as an extension.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
-
-impl RequestId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or_default()
-    }
-}
 
 fn sane(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();
@@ -69,7 +58,6 @@ impl Around for AssignRequestId {
         request
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), id.clone());
-        request.extensions_mut().insert(RequestId(id.clone()));
         id
     }
 
@@ -78,7 +66,12 @@ impl Around for AssignRequestId {
         F: Future<Output = Response> + Send + 'static,
     {
         let span = tracing::info_span!("request", id = %id.to_str().unwrap_or_default());
-        let response = response.instrument(span).await;
+        // With `info` off there is no line for the span to mark: the response is not wrapped.
+        let response = if span.is_disabled() {
+            response.await
+        } else {
+            response.instrument(span).await
+        };
         let mut response = with_request_id(response, &id).await;
         response.headers_mut().insert(X_REQUEST_ID.clone(), id);
         response
@@ -124,7 +117,7 @@ pub struct Requested {
     method: Method,
     path: String,
     route: Option<String>,
-    id: Option<RequestId>,
+    id: Option<HeaderValue>,
     client: Option<IpAddr>,
 }
 
@@ -148,7 +141,7 @@ impl Around for AccessLog {
                 .extensions()
                 .get::<MatchedPath>()
                 .map(|p| p.as_str().to_string()),
-            id: request.extensions().get::<RequestId>().cloned(),
+            id: request.headers().get(&X_REQUEST_ID).cloned(),
             client: self.0.proxy_trust.client(peer, request.headers()),
         })
     }
@@ -168,7 +161,7 @@ impl Around for AccessLog {
             path = %r.path,
             status = response.status().as_u16(),
             latency_ms = format_args!("{:.3}", r.started.elapsed().as_secs_f64() * 1000.0),
-            request_id = r.id.as_ref().map_or("-", RequestId::as_str),
+            request_id = r.id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
             client = %r.client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             "request"
         );

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::DefaultBodyLimit;
-use axum::http::Response;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{Method, Response};
 use axum::response::IntoResponse;
 use axum::{Extension, Router};
 use ims_redis::cache::ResponseCache;
@@ -109,12 +109,20 @@ pub fn router(state: AppState) -> Router {
             // Outside every route layer: the token is verified once, for all of them.
             .map_request(crate::auth::verify_once(state.keys.clone()))
             .layer(DefaultBodyLimit::max(BODY_LIMIT))
-            // The outbox: the `invalidates` policies find the journal here (contract §5).
-            .option_layer(
-                settings
-                    .cache_outbox
-                    .then(|| Extension(state.journal.clone())),
-            )
+            // The outbox: the `invalidates` policies find the journal here (contract §5); a
+            // read invalidates nothing, so it is not given one.
+            .option_layer(settings.cache_outbox.then(|| {
+                let journal = state.journal.clone();
+                tower::util::MapRequestLayer::new(move |mut request: Request| {
+                    if !matches!(
+                        *request.method(),
+                        Method::GET | Method::HEAD | Method::OPTIONS
+                    ) {
+                        request.extensions_mut().insert(journal.clone());
+                    }
+                    request
+                })
+            }))
             .layer(Extension(state.cache.clone()))
             // One response body type with or without limits.
             .option_layer(limits.map(|limits| {
