@@ -661,8 +661,9 @@ impl ResponseCache {
             }
             _ => None,
         };
-        // A miss: what the store will be checked against, read before the handler runs.
-        match self.observe(scope, key_prefix, rest, tag).await {
+        // A miss: what the store will be checked against, read before the handler runs
+        // (boxed: a hit's future need not have room for it).
+        match Box::pin(self.observe(scope, key_prefix, rest, tag)).await {
             Some(seen) => Lookup::Miss(Seen { stale, ..seen }),
             None => self.lookup_failed(),
         }
