@@ -72,7 +72,17 @@ impl Around for AssignRequestId {
         } else {
             response.instrument(span).await
         };
-        let mut response = with_request_id(response, &id).await;
+        let is_problem = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+        // Rewriting a body holds far more than passing it on: boxed, so that every other
+        // response's future need not have room for it.
+        let mut response = if is_problem {
+            Box::pin(with_request_id(response, &id)).await
+        } else {
+            response
+        };
         response.headers_mut().insert(X_REQUEST_ID.clone(), id);
         response
     }
@@ -80,13 +90,6 @@ impl Around for AssignRequestId {
 
 /// Adds `requestId` to a problem+json body.
 async fn with_request_id(response: Response, id: &HeaderValue) -> Response {
-    let is_problem = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
-    if !is_problem {
-        return response;
-    }
     let (mut parts, body) = response.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_PROBLEM_BYTES).await else {
         return Response::from_parts(parts, Body::empty());
