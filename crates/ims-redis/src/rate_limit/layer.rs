@@ -183,7 +183,8 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         RateLimitService {
             inner,
-            quotas: self.quotas.clone(),
+            // One reference count per request's clone of the service, not one per part.
+            quotas: Arc::new(self.quotas.clone()),
         }
     }
 }
@@ -192,7 +193,7 @@ impl<S> Layer<S> for RateLimitLayer {
 #[derive(Debug, Clone)]
 pub struct RateLimitService<S> {
     inner: S,
-    quotas: Quotas,
+    quotas: Arc<Quotas>,
 }
 
 /// The policies a request is counted against: (name, key, quota); at most two, kept inline.
