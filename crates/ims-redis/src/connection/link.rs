@@ -111,9 +111,13 @@ fn parse_masters(text: &str) -> Vec<((String, u16), bool)> {
 pub(super) fn single_link(config: &RedisConfig) -> Option<RedisLink> {
     redis::Client::open(config.connection_url())
         .and_then(|client| {
+            // No response time-out of redis-rs': `RedisConnection::run` (and every other
+            // caller of the link) bounds each use by the command time-out already, and a
+            // second timer per command cost every cached hit a timer-wheel insert and
+            // removal for nothing.
             let manager_config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(config.connect_timeout))
-                .set_response_timeout(Some(config.command_timeout))
+                .set_response_timeout(None)
                 // Reconnection is driven by the probe; a long retry schedule inside the
                 // manager would only make callers wait.
                 .set_number_of_retries(1)
