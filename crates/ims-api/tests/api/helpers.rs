@@ -489,36 +489,16 @@ pub struct Org {
 
 pub async fn org(app: &TestApp, email: &str) -> Org {
     let (token, org_id) = user(app, email).await;
-    let category = id(&create(app, &token, "/categories", json!({"name": "Tools"})).await);
-    let tax = id(&create(
-        app,
-        &token,
-        "/tax-rates",
-        json!({"name": "VAT", "rateBps": 2000}),
-    )
-    .await);
-    let warehouse = id(&create(
-        app,
-        &token,
-        "/warehouses",
-        json!({"name": "Main", "code": "M"}),
-    )
-    .await);
-    let item = id(&create(app, &token, "/items", json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500, "costCents": 700, "categoryId": category, "taxRateId": tax})).await);
-    let customer = id(&create(
-        app,
-        &token,
-        "/contacts",
-        json!({"type": "customer", "name": "Ann"}),
-    )
-    .await);
-    let vendor = id(&create(
-        app,
-        &token,
-        "/contacts",
-        json!({"type": "vendor", "name": "Acme"}),
-    )
-    .await);
+    let new = |path: &'static str, body: Value| {
+        let token = token.clone();
+        async move { id(&create(app, &token, path, body).await) }
+    };
+    let category = new("/categories", json!({"name": "Tools"})).await;
+    let tax = new("/tax-rates", json!({"name": "VAT", "rateBps": 2000})).await;
+    let warehouse = new("/warehouses", json!({"name": "Main", "code": "M"})).await;
+    let item = new("/items", json!({"name": "Hammer", "sku": "H-1", "priceCents": 1500, "costCents": 700, "categoryId": category, "taxRateId": tax})).await;
+    let customer = new("/contacts", json!({"type": "customer", "name": "Ann"})).await;
+    let vendor = new("/contacts", json!({"type": "vendor", "name": "Acme"})).await;
     Org {
         token,
         org_id,
