@@ -440,14 +440,15 @@ impl RateLimiter {
                 })
                 .flatten();
             let Some(slot) = slot else {
-                // A policy refused here would be refused by `check_all` too; it alone
-                // decides, and what was taken for the others goes back.
-                for (lease, got, ahead) in taken {
+                // This policy needs Redis (or a reservation in flight): `check_all` decides
+                // the whole request, and the slots taken for the others go back. A
+                // reservation ahead one of them asked for is still sent.
+                for ((key, quota), (lease, got, ahead)) in checks.iter().zip(taken) {
                     if let Some(mut state) = lease.lock() {
                         state.untake(got, now);
                     }
                     if let Some(ask) = ahead {
-                        lease.settle(|lease| lease.failed(ask));
+                        self.reserve_ahead(key, *quota, &lease, ask);
                     }
                 }
                 return None;
