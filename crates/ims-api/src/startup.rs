@@ -98,7 +98,12 @@ pub fn router(state: AppState) -> Router {
             .layer(AroundLayer(AssignRequestId))
             // Only with origins configured: CORS adds `Vary` headers to every response.
             .option_layer(cors(&state.settings.cors_allowed_origins))
-            .layer(AroundLayer(AccessLog(state.settings.clone())))
+            // Only when its lines can be written at all (the log filter is fixed at start):
+            // with `info` off for it, the layer would only pass every request through.
+            .option_layer(
+                tracing::enabled!(target: "ims_api::access", tracing::Level::INFO)
+                    .then(|| AroundLayer(AccessLog(state.settings.clone()))),
+            )
             // A request running longer than REQUEST_TIMEOUT_MS is a 503 and a panic in a
             // handler a 500, both problem+json, counted, logged, with the id.
             .layer(AroundLayer(error::RequestTimeout(
