@@ -316,17 +316,18 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let (parts, body) = request.into_parts();
         let limiter = self
             .quotas
             .limiter
             .clone()
-            .or_else(|| request.extensions().get::<Arc<RateLimiter>>().cloned());
-        let Some(limiter) = limiter else {
-            let response = self.inner.call(request);
-            return Box::pin(async move { response.await.map(boxed) });
-        };
-        let (parts, body) = request.into_parts();
-        let Some(checks) = self.quotas.checks(&limiter, &parts) else {
+            .or_else(|| parts.extensions.get::<Arc<RateLimiter>>().cloned());
+        // No limiter, or no client or route to count: the request passes untouched.
+        let limited = limiter.and_then(|limiter| {
+            let checks = self.quotas.checks(&limiter, &parts)?;
+            Some((limiter, checks))
+        });
+        let Some((limiter, checks)) = limited else {
             let response = self.inner.call(Request::from_parts(parts, body));
             return Box::pin(async move { response.await.map(boxed) });
         };
