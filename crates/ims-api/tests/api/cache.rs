@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{create, header, id, org, spawn_app, spawn_app_with, Org, TestApp};
+use crate::helpers::{header, id, org, spawn_app, spawn_app_with, Org, TestApp};
 
 /// The key contract §5 promises, computed here independently of the server.
 fn key(org_id: &str, prefix: &str, path: &str, sorted_query: &str) -> String {
@@ -284,6 +284,7 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
     let app = spawn_app_with(&[("CACHE_L1_MAX_STALE_MS", "0")]).await;
     let org = org(&app, "mapping@example.com").await;
     let t = org.token.clone();
+    let api = app.caller(&t);
     // Stock to sell, and an order to fulfil and invoice.
     let stock = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 50, "reason": "initial"});
     assert_eq!(
@@ -292,8 +293,8 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
             .status(),
         StatusCode::CREATED
     );
-    let order = id(&create(&app, &t, "/sales-orders", json!({"customerId": org.customer, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1}]})).await);
-    let purchase = id(&create(&app, &t, "/purchase-orders", json!({"vendorId": org.vendor, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 2, "unitCostCents": 500}]})).await);
+    let order = id(&api.create("/sales-orders", json!({"customerId": org.customer, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1}]})).await);
+    let purchase = id(&api.create("/purchase-orders", json!({"vendorId": org.vendor, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 2, "unitCostCents": 500}]})).await);
 
     let all = [
         "items",
@@ -455,13 +456,9 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
     }
 
     // The transfer needs a second warehouse: stock and dashboard (and reports) change.
-    let other = id(&create(
-        &app,
-        &t,
-        "/warehouses",
-        json!({"name": "Side", "code": "S"}),
-    )
-    .await);
+    let other = id(&api
+        .create("/warehouses", json!({"name": "Side", "code": "S"}))
+        .await);
     prime(&app, &org).await;
     let transfer = json!({"itemId": org.item, "fromWarehouseId": org.warehouse, "toWarehouseId": other, "quantity": 1});
     assert_eq!(
@@ -925,13 +922,13 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
 async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
     let app = spawn_app().await;
     let org = org(&app, "tags@example.com").await;
-    let other = id(&create(
-        &app,
-        &org.token,
-        "/items",
-        json!({"name": "Wrench", "sku": "W-1", "priceCents": 900}),
-    )
-    .await);
+    let other = id(&app
+        .caller(&org.token)
+        .create(
+            "/items",
+            json!({"name": "Wrench", "sku": "W-1", "priceCents": 900}),
+        )
+        .await);
     let (a, b) = (format!("/items/{}", org.item), format!("/items/{other}"));
     for path in [&a, &b, &"/items".to_string()] {
         assert_eq!(

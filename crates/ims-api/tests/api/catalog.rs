@@ -4,10 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    assert_field_error, assert_problem, create, expect, id, rows_in, send, send_raw, spawn_app,
-    user,
-};
+use crate::helpers::{assert_problem, id, rows_in, send_raw, spawn_app, user};
 
 fn names(list: &Value) -> Vec<String> {
     list["data"]
@@ -22,8 +19,11 @@ fn names(list: &Value) -> Vec<String> {
 async fn categories_crud_with_parents_and_cycles_refused() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "cat@example.com").await;
+    let api = app.caller(&t);
 
-    let tools = create(&app, &t, "/categories", json!({"name": "  Tools  "})).await;
+    let tools = api
+        .create("/categories", json!({"name": "  Tools  "}))
+        .await;
     assert_eq!(tools["name"], "Tools", "names are trimmed");
     assert_eq!(tools["parentId"], Value::Null);
     assert!(tools["createdAt"]
@@ -31,19 +31,22 @@ async fn categories_crud_with_parents_and_cycles_refused() {
         .expect("createdAt")
         .ends_with('Z'));
     assert_eq!(tools["createdAt"], tools["updatedAt"]);
-    let hammers = create(
-        &app,
-        &t,
-        "/categories",
-        json!({"name": "Hammers", "parentId": id(&tools)}),
-    )
-    .await;
+    let hammers = api
+        .create(
+            "/categories",
+            json!({"name": "Hammers", "parentId": id(&tools)}),
+        )
+        .await;
     assert_eq!(hammers["parentId"], tools["id"]);
 
     let path = format!("/categories/{}", id(&hammers));
-    let got = expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await;
+    let got = api.get(&path).await.expect(StatusCode::OK);
     assert_eq!(got, hammers);
-    let list = expect(&app, Method::GET, "/categories", None, &t, StatusCode::OK).await;
+    let list = app
+        .caller(&t)
+        .get("/categories")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(names(&list), ["Hammers", "Tools"]);
     assert_eq!(
         (
@@ -55,129 +58,62 @@ async fn categories_crud_with_parents_and_cycles_refused() {
     );
 
     // PUT replaces: an absent optional field is cleared.
-    let put = expect(
-        &app,
-        Method::PUT,
-        &path,
-        Some(json!({"name": "Mallets"})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let put = app
+        .caller(&t)
+        .put(&path, json!({"name": "Mallets"}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(put["name"], "Mallets");
     assert_eq!(put["parentId"], Value::Null);
     assert_eq!(put["createdAt"], hammers["createdAt"]);
     // PATCH: absent is unchanged, null clears, a value sets.
-    let patched = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"parentId": id(&tools)})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let patched = app
+        .caller(&t)
+        .patch(&path, json!({"parentId": id(&tools)}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (patched["name"].clone(), patched["parentId"].clone()),
         (json!("Mallets"), tools["id"].clone())
     );
-    let patched = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"name": "Hammers"})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let patched = app
+        .caller(&t)
+        .patch(&path, json!({"name": "Hammers"}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(patched["parentId"], tools["id"], "absent field unchanged");
-    let cleared = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"parentId": null})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let cleared = app
+        .caller(&t)
+        .patch(&path, json!({"parentId": null}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(cleared["parentId"], Value::Null);
     assert_eq!(cleared["name"], "Hammers");
-    assert_field_error(
-        send(&app, Method::PATCH, &path, Some(json!({"name": null})), &t).await,
-        "name",
-    )
-    .await;
+    api.patch(&path, json!({"name": null}))
+        .await
+        .field_error("name");
 
     // A category cannot be its own parent or its descendant's child.
-    expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"parentId": id(&tools)})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    api.patch(&path, json!({"parentId": id(&tools)}))
+        .await
+        .expect(StatusCode::OK);
     let tools_path = format!("/categories/{}", id(&tools));
-    assert_field_error(
-        send(
-            &app,
-            Method::PATCH,
-            &tools_path,
-            Some(json!({"parentId": id(&hammers)})),
-            &t,
-        )
-        .await,
-        "parentId",
+    api.patch(&tools_path, json!({"parentId": id(&hammers)}))
+        .await
+        .field_error("parentId");
+    api.put(
+        &tools_path,
+        json!({"name": "Tools", "parentId": id(&tools)}),
     )
-    .await;
-    assert_field_error(
-        send(
-            &app,
-            Method::PUT,
-            &tools_path,
-            Some(json!({"name": "Tools", "parentId": id(&tools)})),
-            &t,
-        )
-        .await,
-        "parentId",
-    )
-    .await;
+    .await
+    .field_error("parentId");
 
     // A parent with children is in use.
-    assert_problem(
-        send(&app, Method::DELETE, &tools_path, None, &t).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    assert_problem(
-        send(&app, Method::GET, &path, None, &t).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        send(&app, Method::DELETE, &path, None, &t).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &tools_path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
+    api.delete(&tools_path).await.problem(StatusCode::CONFLICT);
+    api.delete(&path).await.expect(StatusCode::NO_CONTENT);
+    api.get(&path).await.problem(StatusCode::NOT_FOUND);
+    api.delete(&path).await.problem(StatusCode::NOT_FOUND);
+    api.delete(&tools_path).await.expect(StatusCode::NO_CONTENT);
     assert_eq!(rows_in(&app, "categories").await, 0);
 }
 
@@ -185,58 +121,39 @@ async fn categories_crud_with_parents_and_cycles_refused() {
 async fn tax_rates_crud_and_range() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "tax@example.com").await;
-    let vat = create(
-        &app,
-        &t,
-        "/tax-rates",
-        json!({"name": "VAT", "rateBps": 2000}),
-    )
-    .await;
+    let api = app.caller(&t);
+    let vat = api
+        .create("/tax-rates", json!({"name": "VAT", "rateBps": 2000}))
+        .await;
     assert_eq!(vat["rateBps"], 2000);
-    let zero = create(
-        &app,
-        &t,
-        "/tax-rates",
-        json!({"name": "Zero", "rateBps": 0}),
-    )
-    .await;
-    create(
-        &app,
-        &t,
-        "/tax-rates",
-        json!({"name": "Max", "rateBps": 100000}),
-    )
-    .await;
+    let zero = api
+        .create("/tax-rates", json!({"name": "Zero", "rateBps": 0}))
+        .await;
+    api.create("/tax-rates", json!({"name": "Max", "rateBps": 100000}))
+        .await;
     let path = format!("/tax-rates/{}", id(&vat));
-    assert_eq!(
-        expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await,
-        vat
-    );
-    let list = expect(&app, Method::GET, "/tax-rates", None, &t, StatusCode::OK).await;
+    assert_eq!(api.get(&path).await.expect(StatusCode::OK), vat);
+    let list = app
+        .caller(&t)
+        .get("/tax-rates")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(names(&list), ["Max", "VAT", "Zero"]);
 
-    let put = expect(
-        &app,
-        Method::PUT,
-        &path,
-        Some(json!({"name": "Sales tax", "rateBps": 825})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let put = app
+        .caller(&t)
+        .put(&path, json!({"name": "Sales tax", "rateBps": 825}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (put["name"].clone(), put["rateBps"].clone()),
         (json!("Sales tax"), json!(825))
     );
-    let patched = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"rateBps": 850})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let patched = app
+        .caller(&t)
+        .patch(&path, json!({"rateBps": 850}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (patched["name"].clone(), patched["rateBps"].clone()),
         (json!("Sales tax"), json!(850))
@@ -244,90 +161,32 @@ async fn tax_rates_crud_and_range() {
     assert!(patched["updatedAt"].as_str() >= put["updatedAt"].as_str());
 
     for bad in [-1, 100_001] {
-        assert_field_error(
-            send(
-                &app,
-                Method::POST,
-                "/tax-rates",
-                Some(json!({"name": "X", "rateBps": bad})),
-                &t,
-            )
-            .await,
-            "rateBps",
-        )
-        .await;
-        assert_field_error(
-            send(
-                &app,
-                Method::PATCH,
-                &path,
-                Some(json!({"rateBps": bad})),
-                &t,
-            )
-            .await,
-            "rateBps",
-        )
-        .await;
+        api.post("/tax-rates", json!({"name": "X", "rateBps": bad}))
+            .await
+            .field_error("rateBps");
+        api.patch(&path, json!({"rateBps": bad}))
+            .await
+            .field_error("rateBps");
     }
-    assert_field_error(
-        send(
-            &app,
-            Method::PATCH,
-            &path,
-            Some(json!({"rateBps": null})),
-            &t,
-        )
-        .await,
-        "rateBps",
-    )
-    .await;
+    api.patch(&path, json!({"rateBps": null}))
+        .await
+        .field_error("rateBps");
 
     // In use by an item: 409; once the item is gone, deletable.
-    let item = create(
-        &app,
-        &t,
-        "/items",
-        json!({"name": "Widget", "sku": "W-1", "priceCents": 100, "taxRateId": id(&zero)}),
-    )
-    .await;
+    let item = api
+        .create(
+            "/items",
+            json!({"name": "Widget", "sku": "W-1", "priceCents": 100, "taxRateId": id(&zero)}),
+        )
+        .await;
     let zero_path = format!("/tax-rates/{}", id(&zero));
-    assert_problem(
-        send(&app, Method::DELETE, &zero_path, None, &t).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &format!("/items/{}", id(&item)),
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &zero_path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    assert_problem(
-        send(&app, Method::GET, &path, None, &t).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    api.delete(&zero_path).await.problem(StatusCode::CONFLICT);
+    api.delete(&format!("/items/{}", id(&item)))
+        .await
+        .expect(StatusCode::NO_CONTENT);
+    api.delete(&zero_path).await.expect(StatusCode::NO_CONTENT);
+    api.delete(&path).await.expect(StatusCode::NO_CONTENT);
+    api.get(&path).await.problem(StatusCode::NOT_FOUND);
     assert_eq!(rows_in(&app, "tax_rates").await, 1);
 }
 
@@ -335,115 +194,67 @@ async fn tax_rates_crud_and_range() {
 async fn warehouses_crud_with_codes_unique_per_organization() {
     let app = spawn_app().await;
     let (t, org) = user(&app, "wh@example.com").await;
+    let api = app.caller(&t);
     let (other, _) = user(&app, "wh2@example.com").await;
-    let main = create(
-        &app,
-        &t,
-        "/warehouses",
-        json!({"name": "Main", "code": "MAIN"}),
-    )
-    .await;
-    let east = create(
-        &app,
-        &t,
-        "/warehouses",
-        json!({"name": "East", "code": "EAST"}),
-    )
-    .await;
+    let main = api
+        .create("/warehouses", json!({"name": "Main", "code": "MAIN"}))
+        .await;
+    let east = api
+        .create("/warehouses", json!({"name": "East", "code": "EAST"}))
+        .await;
     assert_eq!(main["code"], "MAIN");
-    assert_problem(
-        send(
-            &app,
-            Method::POST,
-            "/warehouses",
-            Some(json!({"name": "Other", "code": "MAIN"})),
-            &t,
-        )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    api.post("/warehouses", json!({"name": "Other", "code": "MAIN"}))
+        .await
+        .problem(StatusCode::CONFLICT);
     // Another organization may use the same code.
-    create(
-        &app,
-        &other,
-        "/warehouses",
-        json!({"name": "Theirs", "code": "MAIN"}),
-    )
-    .await;
+    app.caller(&other)
+        .create("/warehouses", json!({"name": "Theirs", "code": "MAIN"}))
+        .await;
 
     let path = format!("/warehouses/{}", id(&east));
-    assert_eq!(
-        expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await,
-        east
-    );
-    let list = expect(&app, Method::GET, "/warehouses", None, &t, StatusCode::OK).await;
+    assert_eq!(api.get(&path).await.expect(StatusCode::OK), east);
+    let list = app
+        .caller(&t)
+        .get("/warehouses")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(names(&list), ["East", "Main"]);
     assert_eq!(list["total"], 2);
-    let put = expect(
-        &app,
-        Method::PUT,
-        &path,
-        Some(json!({"name": "East 2", "code": "E2"})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let put = app
+        .caller(&t)
+        .put(&path, json!({"name": "East 2", "code": "E2"}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (put["name"].clone(), put["code"].clone()),
         (json!("East 2"), json!("E2"))
     );
-    let patched = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"name": "Eastern"})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let patched = app
+        .caller(&t)
+        .patch(&path, json!({"name": "Eastern"}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (patched["name"].clone(), patched["code"].clone()),
         (json!("Eastern"), json!("E2"))
     );
-    assert_problem(
-        send(
-            &app,
-            Method::PATCH,
-            &path,
-            Some(json!({"code": "MAIN"})),
-            &t,
-        )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    assert_problem(
-        send(
-            &app,
-            Method::PUT,
-            &path,
-            Some(json!({"name": "x", "code": "MAIN"})),
-            &t,
-        )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    assert_field_error(
-        send(&app, Method::PATCH, &path, Some(json!({"code": "  "})), &t).await,
-        "code",
-    )
-    .await;
+    api.patch(&path, json!({"code": "MAIN"}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    api.put(&path, json!({"name": "x", "code": "MAIN"}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    api.patch(&path, json!({"code": "  "}))
+        .await
+        .field_error("code");
 
     // A warehouse holding stock is in use.
-    let item = create(
-        &app,
-        &t,
-        "/items",
-        json!({"name": "Bolt", "sku": "B", "priceCents": 5}),
-    )
-    .await;
+    let item = api
+        .create(
+            "/items",
+            json!({"name": "Bolt", "sku": "B", "priceCents": 5}),
+        )
+        .await;
     sqlx::query(
         "INSERT INTO stock_levels (organization_id, item_id, warehouse_id, quantity, updated_at)
          VALUES ($1, $2, $3, 7, $4)",
@@ -456,217 +267,114 @@ async fn warehouses_crud_with_codes_unique_per_organization() {
     .await
     .expect("insert stock");
     let main_path = format!("/warehouses/{}", id(&main));
-    assert_problem(
-        send(&app, Method::DELETE, &main_path, None, &t).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    assert_problem(
-        send(&app, Method::GET, &path, None, &t).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    api.delete(&main_path).await.problem(StatusCode::CONFLICT);
+    api.delete(&path).await.expect(StatusCode::NO_CONTENT);
+    api.get(&path).await.problem(StatusCode::NOT_FOUND);
     // The freed code can be used again.
-    create(
-        &app,
-        &t,
-        "/warehouses",
-        json!({"name": "East", "code": "E2"}),
-    )
-    .await;
+    api.create("/warehouses", json!({"name": "East", "code": "E2"}))
+        .await;
 }
 
 #[tokio::test]
 async fn contacts_crud_and_filters() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "contacts@example.com").await;
-    let acme = create(
-        &app,
-        &t,
-        "/contacts",
-        json!({"type": "customer", "name": "Acme Corp", "email": "buy@acme.example", "phone": "+1 555 0100", "address": "1 Road"}),
-    )
-    .await;
+    let api = app.caller(&t);
+    let acme = api.create("/contacts", json!({"type": "customer", "name": "Acme Corp", "email": "buy@acme.example", "phone": "+1 555 0100", "address": "1 Road"})).await;
     assert_eq!(acme["type"], "customer");
     assert_eq!(acme["email"], "buy@acme.example");
-    let supplier = create(
-        &app,
-        &t,
-        "/contacts",
-        json!({"type": "vendor", "name": "Bolts & Nuts", "email": ""}),
-    )
-    .await;
+    let supplier = api
+        .create(
+            "/contacts",
+            json!({"type": "vendor", "name": "Bolts & Nuts", "email": ""}),
+        )
+        .await;
     assert_eq!(
         supplier["email"],
         Value::Null,
         "blank optional text is stored as null"
     );
     assert_eq!(supplier["phone"], Value::Null);
-    create(
-        &app,
-        &t,
-        "/contacts",
-        json!({"type": "customer", "name": "Zed"}),
-    )
-    .await;
+    api.create("/contacts", json!({"type": "customer", "name": "Zed"}))
+        .await;
 
-    let all = expect(&app, Method::GET, "/contacts", None, &t, StatusCode::OK).await;
+    let all = api.get("/contacts").await.expect(StatusCode::OK);
     assert_eq!(names(&all), ["Acme Corp", "Bolts & Nuts", "Zed"]);
-    let customers = expect(
-        &app,
-        Method::GET,
-        "/contacts?type=customer",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let customers = app
+        .caller(&t)
+        .get("/contacts?type=customer")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(names(&customers), ["Acme Corp", "Zed"]);
     assert_eq!(customers["total"], 2);
-    let vendors = expect(
-        &app,
-        Method::GET,
-        "/contacts?type=vendor",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let vendors = app
+        .caller(&t)
+        .get("/contacts?type=vendor")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(names(&vendors), ["Bolts & Nuts"]);
-    let search = expect(
-        &app,
-        Method::GET,
-        "/contacts?search=ACME",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let search = app
+        .caller(&t)
+        .get("/contacts?search=ACME")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(names(&search), ["Acme Corp"]);
-    let by_email = expect(
-        &app,
-        Method::GET,
-        "/contacts?search=buy%40",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let by_email = app
+        .caller(&t)
+        .get("/contacts?search=buy%40")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(names(&by_email), ["Acme Corp"]);
-    let both = expect(
-        &app,
-        Method::GET,
-        "/contacts?type=vendor&search=e",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let both = app
+        .caller(&t)
+        .get("/contacts?type=vendor&search=e")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(both["total"], 0);
-    assert_field_error(
-        send(&app, Method::GET, "/contacts?type=supplier", None, &t).await,
-        "type",
-    )
-    .await;
+    api.get("/contacts?type=supplier").await.field_error("type");
 
     let path = format!("/contacts/{}", id(&acme));
-    assert_eq!(
-        expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await,
-        acme
-    );
-    let put = expect(
-        &app,
-        Method::PUT,
-        &path,
-        Some(json!({"type": "vendor", "name": "Acme Supply"})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    assert_eq!(api.get(&path).await.expect(StatusCode::OK), acme);
+    let put = app
+        .caller(&t)
+        .put(&path, json!({"type": "vendor", "name": "Acme Supply"}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(put["type"], "vendor");
     assert_eq!(
         put["email"],
         Value::Null,
         "PUT clears absent optional fields"
     );
-    let patched = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"email": "a@b.example", "phone": "123"})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let patched = app
+        .caller(&t)
+        .patch(&path, json!({"email": "a@b.example", "phone": "123"}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (patched["name"].clone(), patched["email"].clone()),
         (json!("Acme Supply"), json!("a@b.example"))
     );
-    let cleared = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"email": null})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let cleared = app
+        .caller(&t)
+        .patch(&path, json!({"email": null}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         (cleared["email"].clone(), cleared["phone"].clone()),
         (Value::Null, json!("123"))
     );
-    assert_field_error(
-        send(
-            &app,
-            Method::PATCH,
-            &path,
-            Some(json!({"type": "other"})),
-            &t,
-        )
-        .await,
-        "type",
-    )
-    .await;
-    assert_field_error(
-        send(
-            &app,
-            Method::PATCH,
-            &path,
-            Some(json!({"email": "nope"})),
-            &t,
-        )
-        .await,
-        "email",
-    )
-    .await;
-    assert_field_error(
-        send(&app, Method::PATCH, &path, Some(json!({"type": null})), &t).await,
-        "type",
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    assert_problem(
-        send(&app, Method::GET, &path, None, &t).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
+    api.patch(&path, json!({"type": "other"}))
+        .await
+        .field_error("type");
+    api.patch(&path, json!({"email": "nope"}))
+        .await
+        .field_error("email");
+    api.patch(&path, json!({"type": null}))
+        .await
+        .field_error("type");
+    api.delete(&path).await.expect(StatusCode::NO_CONTENT);
+    api.get(&path).await.problem(StatusCode::NOT_FOUND);
     assert_eq!(rows_in(&app, "contacts").await, 2);
 }
 
@@ -674,10 +382,16 @@ async fn contacts_crud_and_filters() {
 async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "pages@example.com").await;
+    let api = app.caller(&t);
     for n in 0..25 {
-        create(&app, &t, "/categories", json!({"name": format!("C{n:02}")})).await;
+        api.create("/categories", json!({"name": format!("C{n:02}")}))
+            .await;
     }
-    let first = expect(&app, Method::GET, "/categories", None, &t, StatusCode::OK).await;
+    let first = app
+        .caller(&t)
+        .get("/categories")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(first["data"].as_array().expect("data").len(), 20);
     assert_eq!(
         (
@@ -687,15 +401,11 @@ async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
         ),
         (json!(1), json!(20), json!(25))
     );
-    let second = expect(
-        &app,
-        Method::GET,
-        "/categories?page=2&limit=10",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let second = app
+        .caller(&t)
+        .get("/categories?page=2&limit=10")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(
         names(&second),
         (10..20).map(|n| format!("C{n:02}")).collect::<Vec<_>>()
@@ -708,36 +418,22 @@ async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
         ),
         (json!(2), json!(10), json!(25))
     );
-    let last = expect(
-        &app,
-        Method::GET,
-        "/categories?page=3&limit=10",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let last = app
+        .caller(&t)
+        .get("/categories?page=3&limit=10")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(last["data"].as_array().expect("data").len(), 5);
-    let beyond = expect(
-        &app,
-        Method::GET,
-        "/categories?page=9&limit=10",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let beyond = app
+        .caller(&t)
+        .get("/categories?page=9&limit=10")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(beyond["data"], json!([]));
     assert_eq!(beyond["total"], 25);
-    expect(
-        &app,
-        Method::GET,
-        "/categories?limit=100",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    api.get("/categories?limit=100")
+        .await
+        .expect(StatusCode::OK);
 
     for path in [
         "/categories",
@@ -755,11 +451,7 @@ async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
             ("limit=1.5", "limit"),
             ("page=99999999999", "page"),
         ] {
-            assert_field_error(
-                send(&app, Method::GET, &format!("{path}?{query}"), None, &t).await,
-                field,
-            )
-            .await;
+            api.get(&format!("{path}?{query}")).await.field_error(field);
         }
     }
 }
@@ -769,36 +461,25 @@ async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
 async fn organizations_never_see_or_touch_each_others_rows() {
     let app = spawn_app().await;
     let (a, _) = user(&app, "a@example.com").await;
+    let alice = app.caller(&a);
     let (b, _) = user(&app, "b@example.com").await;
-    let category = create(&app, &a, "/categories", json!({"name": "A cat"})).await;
-    let tax = create(
-        &app,
-        &a,
-        "/tax-rates",
-        json!({"name": "A tax", "rateBps": 1}),
-    )
-    .await;
-    let warehouse = create(
-        &app,
-        &a,
-        "/warehouses",
-        json!({"name": "A wh", "code": "A"}),
-    )
-    .await;
-    let contact = create(
-        &app,
-        &a,
-        "/contacts",
-        json!({"type": "vendor", "name": "A vendor"}),
-    )
-    .await;
-    let item = create(
-        &app,
-        &a,
-        "/items",
-        json!({"name": "A item", "sku": "A-1", "priceCents": 1}),
-    )
-    .await;
+    let bob = app.caller(&b);
+    let category = alice.create("/categories", json!({"name": "A cat"})).await;
+    let tax = alice
+        .create("/tax-rates", json!({"name": "A tax", "rateBps": 1}))
+        .await;
+    let warehouse = alice
+        .create("/warehouses", json!({"name": "A wh", "code": "A"}))
+        .await;
+    let contact = alice
+        .create("/contacts", json!({"type": "vendor", "name": "A vendor"}))
+        .await;
+    let item = alice
+        .create(
+            "/items",
+            json!({"name": "A item", "sku": "A-1", "priceCents": 1}),
+        )
+        .await;
 
     let cases = [
         ("/categories", category, json!({"name": "B"})),
@@ -817,63 +498,38 @@ async fn organizations_never_see_or_touch_each_others_rows() {
     ];
     for (base, row, body) in &cases {
         let path = format!("{base}/{}", id(row));
-        assert_problem(
-            send(&app, Method::GET, &path, None, &b).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        assert_problem(
-            send(&app, Method::PUT, &path, Some(body.clone()), &b).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        assert_problem(
-            send(&app, Method::PATCH, &path, Some(json!({"name": "B"})), &b).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        assert_problem(
-            send(&app, Method::DELETE, &path, None, &b).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
-        let theirs = expect(&app, Method::GET, base, None, &b, StatusCode::OK).await;
+        bob.get(&path).await.problem(StatusCode::NOT_FOUND);
+        bob.put(&path, body.clone())
+            .await
+            .problem(StatusCode::NOT_FOUND);
+        bob.patch(&path, json!({"name": "B"}))
+            .await
+            .problem(StatusCode::NOT_FOUND);
+        bob.delete(&path).await.problem(StatusCode::NOT_FOUND);
+        let theirs = bob.get(base).await.expect(StatusCode::OK);
         assert_eq!(
             (theirs["data"].clone(), theirs["total"].clone()),
             (json!([]), json!(0)),
             "{base}"
         );
         // Untouched for its owner.
-        assert_eq!(
-            &expect(&app, Method::GET, &path, None, &a, StatusCode::OK).await,
-            row
-        );
-        let mine = expect(&app, Method::GET, base, None, &a, StatusCode::OK).await;
+        assert_eq!(&alice.get(&path).await.expect(StatusCode::OK), row);
+        let mine = alice.get(base).await.expect(StatusCode::OK);
         assert_eq!(mine["total"], 1);
 
         // Ids that are not UUIDs cannot name anything: 404 too.
         for bad in ["not-a-uuid", "1", "%20"] {
             let path = format!("{base}/{bad}");
-            assert_problem(
-                send(&app, Method::GET, &path, None, &a).await,
-                StatusCode::NOT_FOUND,
-            )
-            .await;
-            assert_problem(
-                send(&app, Method::PUT, &path, Some(body.clone()), &a).await,
-                StatusCode::NOT_FOUND,
-            )
-            .await;
-            assert_problem(
-                send(&app, Method::PATCH, &path, Some(json!({})), &a).await,
-                StatusCode::NOT_FOUND,
-            )
-            .await;
-            assert_problem(
-                send(&app, Method::DELETE, &path, None, &a).await,
-                StatusCode::NOT_FOUND,
-            )
-            .await;
+            alice.get(&path).await.problem(StatusCode::NOT_FOUND);
+            alice
+                .put(&path, body.clone())
+                .await
+                .problem(StatusCode::NOT_FOUND);
+            alice
+                .patch(&path, json!({}))
+                .await
+                .problem(StatusCode::NOT_FOUND);
+            alice.delete(&path).await.problem(StatusCode::NOT_FOUND);
         }
         // No token: 401.
         assert_problem(app.get(base, None).await, StatusCode::UNAUTHORIZED).await;
@@ -895,23 +551,20 @@ type BadInputCase<'a> = (&'a str, &'a str, &'a Value, Vec<(Value, &'a str)>);
 async fn bad_input_on_every_write_route_is_4xx_and_writes_nothing() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "bad@example.com").await;
-    let category = create(&app, &t, "/categories", json!({"name": "Cat"})).await;
-    let tax = create(&app, &t, "/tax-rates", json!({"name": "Tax", "rateBps": 5})).await;
-    let warehouse = create(&app, &t, "/warehouses", json!({"name": "Wh", "code": "W"})).await;
-    let contact = create(
-        &app,
-        &t,
-        "/contacts",
-        json!({"type": "vendor", "name": "V"}),
-    )
-    .await;
-    let item = create(
-        &app,
-        &t,
-        "/items",
-        json!({"name": "I", "sku": "S", "priceCents": 1}),
-    )
-    .await;
+    let api = app.caller(&t);
+    let category = api.create("/categories", json!({"name": "Cat"})).await;
+    let tax = api
+        .create("/tax-rates", json!({"name": "Tax", "rateBps": 5}))
+        .await;
+    let warehouse = api
+        .create("/warehouses", json!({"name": "Wh", "code": "W"}))
+        .await;
+    let contact = api
+        .create("/contacts", json!({"type": "vendor", "name": "V"}))
+        .await;
+    let item = api
+        .create("/items", json!({"name": "I", "sku": "S", "priceCents": 1}))
+        .await;
     let long = "x".repeat(201);
 
     // Each body is invalid as a create, a PUT and a PATCH body, for the field named.
@@ -1032,26 +685,22 @@ async fn bad_input_on_every_write_route_is_4xx_and_writes_nothing() {
                 assert_eq!(problem["type"], "/problems/bad-request");
             }
             // A JSON value that is not an object.
-            assert_problem(
-                send(&app, method.clone(), target, Some(json!([1])), &t).await,
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
+            api.send(method.clone(), target, Some(json!([1])))
+                .await
+                .problem(StatusCode::UNPROCESSABLE_ENTITY);
             if method != Method::PATCH {
                 // Missing required fields are named.
-                let problem = assert_problem(
-                    send(&app, method.clone(), target, Some(json!({})), &t).await,
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                )
-                .await;
+                let problem = app
+                    .caller(&t)
+                    .send(method.clone(), target, Some(json!({})))
+                    .await
+                    .problem(StatusCode::UNPROCESSABLE_ENTITY);
                 assert!(problem["errors"].is_object(), "{problem}");
             }
             for (body, field) in &bodies {
-                assert_field_error(
-                    send(&app, method.clone(), target, Some(body.clone()), &t).await,
-                    field,
-                )
-                .await;
+                api.send(method.clone(), target, Some(body.clone()))
+                    .await
+                    .field_error(field);
             }
         }
         assert_eq!(
@@ -1060,7 +709,7 @@ async fn bad_input_on_every_write_route_is_4xx_and_writes_nothing() {
             "{base}: nothing created"
         );
         assert_eq!(
-            &expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await,
+            &api.get(&path).await.expect(StatusCode::OK),
             row,
             "{base}: nothing changed"
         );
@@ -1083,61 +732,37 @@ async fn bad_input_on_every_write_route_is_4xx_and_writes_nothing() {
 async fn references_into_another_organization_are_422() {
     let app = spawn_app().await;
     let (a, _) = user(&app, "refa@example.com").await;
+    let alice = app.caller(&a);
     let (b, _) = user(&app, "refb@example.com").await;
-    let their_category = create(&app, &b, "/categories", json!({"name": "B cat"})).await;
-    let their_tax = create(
-        &app,
-        &b,
-        "/tax-rates",
-        json!({"name": "B tax", "rateBps": 1}),
-    )
-    .await;
-    let my_category = create(&app, &a, "/categories", json!({"name": "A cat"})).await;
-    let my_item = create(
-        &app,
-        &a,
-        "/items",
-        json!({"name": "A", "sku": "A", "priceCents": 1}),
-    )
-    .await;
+    let bob = app.caller(&b);
+    let their_category = bob.create("/categories", json!({"name": "B cat"})).await;
+    let their_tax = bob
+        .create("/tax-rates", json!({"name": "B tax", "rateBps": 1}))
+        .await;
+    let my_category = alice.create("/categories", json!({"name": "A cat"})).await;
+    let my_item = alice
+        .create("/items", json!({"name": "A", "sku": "A", "priceCents": 1}))
+        .await;
 
-    assert_field_error(
-        send(
-            &app,
-            Method::POST,
+    alice
+        .post(
             "/categories",
-            Some(json!({"name": "x", "parentId": id(&their_category)})),
-            &a,
+            json!({"name": "x", "parentId": id(&their_category)}),
         )
-        .await,
-        "parentId",
-    )
-    .await;
+        .await
+        .field_error("parentId");
     let my_category_path = format!("/categories/{}", id(&my_category));
-    assert_field_error(
-        send(
-            &app,
-            Method::PATCH,
+    alice
+        .patch(&my_category_path, json!({"parentId": id(&their_category)}))
+        .await
+        .field_error("parentId");
+    alice
+        .put(
             &my_category_path,
-            Some(json!({"parentId": id(&their_category)})),
-            &a,
+            json!({"name": "x", "parentId": id(&their_category)}),
         )
-        .await,
-        "parentId",
-    )
-    .await;
-    assert_field_error(
-        send(
-            &app,
-            Method::PUT,
-            &my_category_path,
-            Some(json!({"name": "x", "parentId": id(&their_category)})),
-            &a,
-        )
-        .await,
-        "parentId",
-    )
-    .await;
+        .await
+        .field_error("parentId");
     let item_path = format!("/items/{}", id(&my_item));
     for (field, other) in [
         ("categoryId", id(&their_category)),
@@ -1145,45 +770,18 @@ async fn references_into_another_organization_are_422() {
     ] {
         let mut body = json!({"name": "x", "sku": "X", "priceCents": 1});
         body[field] = json!(other);
-        assert_field_error(
-            send(&app, Method::POST, "/items", Some(body.clone()), &a).await,
-            field,
-        )
-        .await;
-        assert_field_error(
-            send(&app, Method::PUT, &item_path, Some(body), &a).await,
-            field,
-        )
-        .await;
-        assert_field_error(
-            send(
-                &app,
-                Method::PATCH,
-                &item_path,
-                Some(json!({field: other})),
-                &a,
-            )
-            .await,
-            field,
-        )
-        .await;
+        alice.post("/items", body.clone()).await.field_error(field);
+        alice.put(&item_path, body).await.field_error(field);
+        alice
+            .patch(&item_path, json!({field: other}))
+            .await
+            .field_error(field);
     }
     assert_eq!(rows_in(&app, "items").await, 1);
     assert_eq!(rows_in(&app, "categories").await, 2);
     assert_eq!(
-        expect(
-            &app,
-            Method::GET,
-            &my_category_path,
-            None,
-            &a,
-            StatusCode::OK
-        )
-        .await,
+        alice.get(&my_category_path).await.expect(StatusCode::OK),
         my_category
     );
-    assert_eq!(
-        expect(&app, Method::GET, &item_path, None, &a, StatusCode::OK).await,
-        my_item
-    );
+    assert_eq!(alice.get(&item_path).await.expect(StatusCode::OK), my_item);
 }

@@ -11,9 +11,7 @@ use md5::{Digest, Md5};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{
-    create, header, id, org, sha256, spawn_app_with, Org, ServerProcess, TestApp,
-};
+use crate::helpers::{header, id, org, sha256, spawn_app_with, Org, ServerProcess, TestApp};
 
 /// A server on `cluster`, with `vars` on top.
 async fn spawn_on(cluster: &RedisCluster, vars: &[(&str, &str)]) -> TestApp {
@@ -165,13 +163,13 @@ async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apar
     );
 
     // A write in A invalidates A's list and nothing of B's.
-    id(&create(
-        &app,
-        &a.token,
-        "/items",
-        json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
-    )
-    .await);
+    id(&app
+        .caller(&a.token)
+        .create(
+            "/items",
+            json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
+        )
+        .await);
     assert!(!exists(&cluster, &key_of(&a)));
     assert!(exists(&cluster, &key_of(&b)));
     let after = app.get("/items", Some(&a.token)).await;

@@ -4,7 +4,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_field_error, create, expect, id, user};
+use crate::helpers::{id, user};
 use crate::helpers::{spawn_app, TestApp};
 
 /// The ids of the fixture's rows.
@@ -23,21 +23,18 @@ pub struct Fixture {
 }
 
 pub async fn get_ok(app: &TestApp, token: &str, path: &str) -> Value {
-    expect(app, Method::GET, path, None, token, StatusCode::OK).await
+    app.caller(token).get(path).await.expect(StatusCode::OK)
 }
 
 async fn post_ok(app: &TestApp, token: &str, path: &str, status: StatusCode) -> Value {
-    expect(app, Method::POST, path, None, token, status).await
+    app.caller(token)
+        .send(Method::POST, path, None)
+        .await
+        .expect(status)
 }
 
 async fn adjust(app: &TestApp, token: &str, item: &str, warehouse: &str, delta: i64) {
-    create(
-        app,
-        token,
-        "/inventory/adjustments",
-        json!({"itemId": item, "warehouseId": warehouse, "quantityDelta": delta, "reason": "count"}),
-    )
-    .await;
+    app.caller(token).create("/inventory/adjustments", json!({"itemId": item, "warehouseId": warehouse, "quantityDelta": delta, "reason": "count"})).await;
 }
 
 /// Fixture shortcut: the API stamps orders with the current time, so tests move them to
@@ -59,7 +56,7 @@ async fn sale(
     fulfilled_at: &str,
     expected_totals: (i64, i64, i64),
 ) -> String {
-    let order = create(app, token, "/sales-orders", body).await;
+    let order = app.caller(token).create("/sales-orders", body).await;
     assert_eq!(
         (
             order["subtotalCents"].as_i64(),
@@ -94,11 +91,12 @@ async fn sale(
 
 /// Creates an invoice for `order` and pays `paid` of it.
 async fn invoice(app: &TestApp, token: &str, order: &str, paid: i64) {
-    let invoice = create(app, token, "/invoices", json!({"salesOrderId": order})).await;
+    let api = app.caller(token);
+    let invoice = api
+        .create("/invoices", json!({"salesOrderId": order}))
+        .await;
     if paid > 0 {
-        create(
-            app,
-            token,
+        api.create(
             &format!("/invoices/{}/payments", id(&invoice)),
             json!({"amountCents": paid}),
         )
@@ -136,63 +134,32 @@ async fn invoice(app: &TestApp, token: &str, order: &str, paid: i64) {
 /// Invoices: SO1 10913 paid 5000, SO2 3248 paid in full, SO4 (open) 2760 unpaid,
 /// SO3 2970 paid 1000 → outstanding 5913 + 2760 + 1970 = 10643.
 pub async fn fixture(app: &TestApp, token: &str) -> Fixture {
-    let standard = id(&create(
-        app,
-        token,
-        "/tax-rates",
-        json!({"name": "Standard", "rateBps": 1000}),
-    )
-    .await);
-    let reduced = id(&create(
-        app,
-        token,
-        "/tax-rates",
-        json!({"name": "Reduced", "rateBps": 825}),
-    )
-    .await);
-    let main = id(&create(
-        app,
-        token,
-        "/warehouses",
-        json!({"name": "Main", "code": "MAIN"}),
-    )
-    .await);
-    let annex = id(&create(
-        app,
-        token,
-        "/warehouses",
-        json!({"name": "Annex", "code": "ANX"}),
-    )
-    .await);
-    let empty = id(&create(
-        app,
-        token,
-        "/warehouses",
-        json!({"name": "Empty", "code": "EMP"}),
-    )
-    .await);
-    let acme = id(&create(
-        app,
-        token,
-        "/contacts",
-        json!({"type": "customer", "name": "Acme"}),
-    )
-    .await);
-    let bolt = id(&create(
-        app,
-        token,
-        "/contacts",
-        json!({"type": "customer", "name": "Bolt"}),
-    )
-    .await);
-    let vendco = id(&create(
-        app,
-        token,
-        "/contacts",
-        json!({"type": "vendor", "name": "Vendco"}),
-    )
-    .await);
-    let item = |body: Value| async move { id(&create(app, token, "/items", body).await) };
+    let api = app.caller(token);
+    let standard = id(&api
+        .create("/tax-rates", json!({"name": "Standard", "rateBps": 1000}))
+        .await);
+    let reduced = id(&api
+        .create("/tax-rates", json!({"name": "Reduced", "rateBps": 825}))
+        .await);
+    let main = id(&api
+        .create("/warehouses", json!({"name": "Main", "code": "MAIN"}))
+        .await);
+    let annex = id(&api
+        .create("/warehouses", json!({"name": "Annex", "code": "ANX"}))
+        .await);
+    let empty = id(&api
+        .create("/warehouses", json!({"name": "Empty", "code": "EMP"}))
+        .await);
+    let acme = id(&api
+        .create("/contacts", json!({"type": "customer", "name": "Acme"}))
+        .await);
+    let bolt = id(&api
+        .create("/contacts", json!({"type": "customer", "name": "Bolt"}))
+        .await);
+    let vendco = id(&api
+        .create("/contacts", json!({"type": "vendor", "name": "Vendco"}))
+        .await);
+    let item = |body: Value| async move { id(&api.create("/items", body).await) };
     let widget = item(json!({"name": "Widget", "sku": "WID", "priceCents": 1000,
         "costCents": 600, "taxRateId": standard, "reorderLevel": 10}))
     .await;
@@ -254,43 +221,38 @@ pub async fn fixture(app: &TestApp, token: &str) -> Fixture {
         (2700, 270, 2970),
     )
     .await;
-    let so4 = create(
-        app,
-        token,
-        "/sales-orders",
-        json!({"customerId": acme, "warehouseId": main, "lines": [
+    let so4 = api
+        .create(
+            "/sales-orders",
+            json!({"customerId": acme, "warehouseId": main, "lines": [
             {"itemId": gadget, "quantity": 1}]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(so4["totalCents"], 2760);
-    let so5 = create(
-        app,
-        token,
-        "/sales-orders",
-        json!({"customerId": acme, "warehouseId": main, "lines": [
+    let so5 = api
+        .create(
+            "/sales-orders",
+            json!({"customerId": acme, "warehouseId": main, "lines": [
             {"itemId": widget, "quantity": 7}]}),
-    )
-    .await;
-    let cancelled = expect(
-        app,
-        Method::PATCH,
-        &format!("/sales-orders/{}", id(&so5)),
-        Some(json!({"status": "cancelled"})),
-        token,
-        StatusCode::OK,
-    )
-    .await;
+        )
+        .await;
+    let cancelled = api
+        .patch(
+            &format!("/sales-orders/{}", id(&so5)),
+            json!({"status": "cancelled"}),
+        )
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(cancelled["status"], "cancelled");
 
-    let po1 = create(
-        app,
-        token,
-        "/purchase-orders",
-        json!({"vendorId": vendco, "warehouseId": main, "lines": [
+    let po1 = api
+        .create(
+            "/purchase-orders",
+            json!({"vendorId": vendco, "warehouseId": main, "lines": [
             {"itemId": gadget, "quantity": 10, "unitCostCents": 1400},
             {"itemId": doohickey, "quantity": 4, "unitCostCents": 90}]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(po1["totalCents"], 14360);
     post_ok(
         app,
@@ -306,9 +268,7 @@ pub async fn fixture(app: &TestApp, token: &str) -> Fixture {
         &id(&po1),
     )
     .await;
-    create(
-        app,
-        token,
+    api.create(
         "/purchase-orders",
         json!({"vendorId": vendco, "warehouseId": main, "lines": [
             {"itemId": widget, "quantity": 100, "unitCostCents": 550}]}),
@@ -591,6 +551,7 @@ async fn organizations_see_only_their_own_figures() {
     let (a, _) = user(&app, "a@example.com").await;
     fixture(&app, &a).await;
     let (b, _) = user(&app, "b@example.com").await;
+    let api = app.caller(&b);
 
     // Nothing of A's shows up for B.
     assert_eq!(
@@ -631,27 +592,18 @@ async fn organizations_see_only_their_own_figures() {
     }
 
     // B's own sale counts for B only, and A's figures do not move.
-    let customer = id(&create(
-        &app,
-        &b,
-        "/contacts",
-        json!({"type": "customer", "name": "Solo"}),
-    )
-    .await);
-    let warehouse = id(&create(
-        &app,
-        &b,
-        "/warehouses",
-        json!({"name": "Only", "code": "ONE"}),
-    )
-    .await);
-    let item = id(&create(
-        &app,
-        &b,
-        "/items",
-        json!({"name": "Thing", "sku": "T", "priceCents": 100, "costCents": 40}),
-    )
-    .await);
+    let customer = id(&api
+        .create("/contacts", json!({"type": "customer", "name": "Solo"}))
+        .await);
+    let warehouse = id(&api
+        .create("/warehouses", json!({"name": "Only", "code": "ONE"}))
+        .await);
+    let item = id(&api
+        .create(
+            "/items",
+            json!({"name": "Thing", "sku": "T", "priceCents": 100, "costCents": 40}),
+        )
+        .await);
     adjust(&app, &b, &item, &warehouse, 5).await;
     sale(
         &app,
@@ -697,8 +649,7 @@ async fn bad_parameters_are_422_naming_the_field() {
         ("/dashboard/top-products?limit=five", "limit"),
         ("/dashboard/top-products?from=2026-1-1", "from"),
     ] {
-        let response = app.get(path, Some(&t)).await;
-        assert_field_error(response, field).await;
+        app.caller(&t).get(path).await.field_error(field);
     }
     // Exactly 120 months is allowed.
     let decade = get_ok(

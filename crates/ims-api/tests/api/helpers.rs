@@ -379,7 +379,133 @@ pub fn sha256(token: &str) -> String {
 }
 
 // ---------------------------------------------------------------------------------------
-// Requests as the contract reads: send, create (201), expect a status, ids.
+// Requests as the contract reads them: a caller sends, the reply is a status, headers and
+// JSON; `expect`, `problem` and `field_error` say what the contract promises of it.
+
+/// One caller of the API: every request carries its bearer token.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    app: &'a TestApp,
+    token: &'a str,
+}
+
+impl TestApp {
+    /// The caller holding `token`.
+    pub fn caller<'a>(&'a self, token: &'a str) -> Caller<'a> {
+        Caller { app: self, token }
+    }
+}
+
+impl Caller<'_> {
+    /// Sends `method path` with an optional JSON body; the whole reply, body read.
+    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+        let request = format!(
+            "{method} {path} {}",
+            body.as_ref().map(Value::to_string).unwrap_or_default()
+        );
+        let response = self.app.request(method, path, body, Some(self.token)).await;
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        Reply {
+            request,
+            status,
+            headers,
+            json: serde_json::from_str(&text).ok(),
+            text,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None).await
+    }
+
+    /// POSTs `body`, asserts `201 Created`; the new row.
+    pub async fn create(&self, path: &str, body: Value) -> Value {
+        self.post(path, body).await.expect(StatusCode::CREATED)
+    }
+}
+
+/// An answer: status, headers and body, with the request it answers (for messages).
+#[derive(Debug)]
+pub struct Reply {
+    request: String,
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    /// The body as JSON, if it is JSON.
+    json: Option<Value>,
+    pub text: String,
+}
+
+impl Reply {
+    /// Asserts `status`; the JSON body (`Null` when the body is empty).
+    #[track_caller]
+    pub fn expect(self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "{}: {}", self.request, self.text);
+        self.json_body()
+    }
+
+    /// Asserts an RFC 9457 problem with `status`; its body.
+    #[track_caller]
+    pub fn problem(self, status: StatusCode) -> Value {
+        assert_eq!(self.status, status, "{}: {}", self.request, self.text);
+        assert_eq!(self.header("content-type"), "application/problem+json");
+        let body = self.json_body();
+        assert_eq!(body["status"], status.as_u16());
+        assert!(
+            body["type"].is_string() && body["title"].is_string() && body["detail"].is_string(),
+            "{body}"
+        );
+        body
+    }
+
+    /// Asserts a 422 problem that names `field` in `errors`; its body.
+    #[track_caller]
+    pub fn field_error(self, field: &str) -> Value {
+        let problem = self.problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            problem["errors"][field].is_array(),
+            "expected an error for {field}: {problem}"
+        );
+        problem
+    }
+
+    /// The value of header `name`, or `""`.
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    fn json_body(self) -> Value {
+        match self.json {
+            Some(json) => json,
+            None if self.text.is_empty() => Value::Null,
+            None => panic!("{}: not JSON: {}", self.request, self.text),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Users, raw requests (a `reqwest::Response`, for tests that read it themselves), ids.
 
 /// Registers `email` (a new organization); returns (access token, organization id).
 pub async fn user(app: &TestApp, email: &str) -> (String, String) {
@@ -393,6 +519,7 @@ pub async fn user(app: &TestApp, email: &str) -> (String, String) {
     )
 }
 
+/// Sends with `token`; the response as it came.
 pub async fn send(
     app: &TestApp,
     method: Method,
@@ -421,35 +548,6 @@ pub async fn send_raw(
         .expect("request")
 }
 
-/// POSTs `body`, asserts 201, returns the row.
-pub async fn create(app: &TestApp, token: &str, path: &str, body: Value) -> Value {
-    let response = send(app, Method::POST, path, Some(body.clone()), token).await;
-    let status = response.status();
-    let row: Value = response.json().await.expect("json");
-    assert_eq!(status, StatusCode::CREATED, "POST {path} {body}: {row}");
-    row
-}
-
-/// Sends and asserts `status`; returns the JSON body (Null for empty bodies).
-pub async fn expect(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-    status: StatusCode,
-) -> Value {
-    let response = send(app, method.clone(), path, body.clone(), token).await;
-    let got = response.status();
-    let text = response.text().await.expect("body");
-    assert_eq!(got, status, "{method} {path} {body:?}: {text}");
-    if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).expect("json body")
-    }
-}
-
 pub fn id(row: &Value) -> String {
     row["id"]
         .as_str()
@@ -462,16 +560,6 @@ pub async fn rows_in(app: &TestApp, table: &str) -> i64 {
         .fetch_one(app.state.db.pool())
         .await
         .expect("count")
-}
-
-/// Asserts a 422 that names `field` in `errors`.
-pub async fn assert_field_error(response: Response, field: &str) -> Value {
-    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-    assert!(
-        problem["errors"][field].is_array(),
-        "expected an error for {field}: {problem}"
-    );
-    problem
 }
 
 /// One organization's catalog: a user and one row of each kind, enough for every read of
@@ -489,10 +577,8 @@ pub struct Org {
 
 pub async fn org(app: &TestApp, email: &str) -> Org {
     let (token, org_id) = user(app, email).await;
-    let new = |path: &'static str, body: Value| {
-        let token = token.clone();
-        async move { id(&create(app, &token, path, body).await) }
-    };
+    let api = app.caller(&token);
+    let new = |path: &'static str, body: Value| async move { id(&api.create(path, body).await) };
     let category = new("/categories", json!({"name": "Tools"})).await;
     let tax = new("/tax-rates", json!({"name": "VAT", "rateBps": 2000})).await;
     let warehouse = new("/warehouses", json!({"name": "Main", "code": "M"})).await;

@@ -1,10 +1,9 @@
 //! Items: CRUD, SKU uniqueness per organization, list filters and sorting, and stockOnHand.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_field_error, create, expect, id, rows_in, send, user};
-use crate::helpers::{assert_problem, spawn_app, TestApp};
+use crate::helpers::{id, rows_in, spawn_app, user, TestApp};
 
 fn skus(list: &Value) -> Vec<String> {
     list["data"]
@@ -34,21 +33,18 @@ async fn put_stock(app: &TestApp, org: &str, item: &str, warehouse: &str, quanti
 async fn items_crud_put_replaces_and_patch_merges() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "items@example.com").await;
-    let category = create(&app, &t, "/categories", json!({"name": "Hardware"})).await;
-    let tax = create(
-        &app,
-        &t,
-        "/tax-rates",
-        json!({"name": "Std", "rateBps": 825}),
-    )
-    .await;
+    let api = app.caller(&t);
+    let category = api.create("/categories", json!({"name": "Hardware"})).await;
+    let tax = api
+        .create("/tax-rates", json!({"name": "Std", "rateBps": 825}))
+        .await;
 
     let full = json!({
         "name": " Claw hammer ", "sku": "HAM-001", "priceCents": 1999, "costCents": 1200,
         "description": "16 oz", "categoryId": id(&category), "taxRateId": id(&tax),
         "reorderLevel": 5, "unit": "pcs"
     });
-    let item = create(&app, &t, "/items", full).await;
+    let item = api.create("/items", full).await;
     assert_eq!(item["name"], "Claw hammer");
     assert_eq!(item["sku"], "HAM-001");
     assert_eq!(item["priceCents"], 1999);
@@ -61,13 +57,12 @@ async fn items_crud_put_replaces_and_patch_merges() {
     assert_eq!(item["stockOnHand"], 0);
     assert!(item["createdAt"].is_string() && item["updatedAt"].is_string());
 
-    let minimal = create(
-        &app,
-        &t,
-        "/items",
-        json!({"name": "Nail", "sku": "NAIL", "priceCents": 0}),
-    )
-    .await;
+    let minimal = api
+        .create(
+            "/items",
+            json!({"name": "Nail", "sku": "NAIL", "priceCents": 0}),
+        )
+        .await;
     for field in [
         "costCents",
         "description",
@@ -80,21 +75,17 @@ async fn items_crud_put_replaces_and_patch_merges() {
     }
 
     let path = format!("/items/{}", id(&item));
-    assert_eq!(
-        expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await,
-        item
-    );
+    assert_eq!(api.get(&path).await.expect(StatusCode::OK), item);
 
     // PATCH: absent unchanged, null clears nullable fields, values set.
-    let patched = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"priceCents": 2499, "description": null, "categoryId": null})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let patched = app
+        .caller(&t)
+        .patch(
+            &path,
+            json!({"priceCents": 2499, "description": null, "categoryId": null}),
+        )
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(patched["priceCents"], 2499);
     assert_eq!(patched["description"], Value::Null);
     assert_eq!(patched["categoryId"], Value::Null);
@@ -103,33 +94,19 @@ async fn items_crud_put_replaces_and_patch_merges() {
     assert_eq!(patched["costCents"], 1200);
     assert_eq!(patched["createdAt"], item["createdAt"]);
     for field in ["name", "sku", "priceCents"] {
-        assert_field_error(
-            send(&app, Method::PATCH, &path, Some(json!({field: null})), &t).await,
-            field,
-        )
-        .await;
+        api.patch(&path, json!({field: null}))
+            .await
+            .field_error(field);
     }
-    let unchanged = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let unchanged = app
+        .caller(&t)
+        .patch(&path, json!({}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(unchanged["priceCents"], 2499);
 
     // PUT replaces everything: absent optional fields become null.
-    let put = expect(
-        &app,
-        Method::PUT,
-        &path,
-        Some(json!({"name": "Hammer", "sku": "HAM-002", "priceCents": 10, "categoryId": id(&category)})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let put = api.put(&path, json!({"name": "Hammer", "sku": "HAM-002", "priceCents": 10, "categoryId": id(&category)})).await.expect(StatusCode::OK);
     assert_eq!(
         (
             put["name"].clone(),
@@ -151,49 +128,21 @@ async fn items_crud_put_replaces_and_patch_merges() {
 
     // The category is now in use; the tax rate no longer is.
     let category_path = format!("/categories/{}", id(&category));
-    assert_problem(
-        send(&app, Method::DELETE, &category_path, None, &t).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &format!("/tax-rates/{}", id(&tax)),
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
+    api.delete(&category_path)
+        .await
+        .problem(StatusCode::CONFLICT);
+    api.delete(&format!("/tax-rates/{}", id(&tax)))
+        .await
+        .expect(StatusCode::NO_CONTENT);
 
-    expect(
-        &app,
-        Method::DELETE,
-        &path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
-    assert_problem(
-        send(&app, Method::GET, &path, None, &t).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    assert_problem(
-        send(&app, Method::PATCH, &path, Some(json!({})), &t).await,
-        StatusCode::NOT_FOUND,
-    )
-    .await;
-    expect(
-        &app,
-        Method::DELETE,
-        &category_path,
-        None,
-        &t,
-        StatusCode::NO_CONTENT,
-    )
-    .await;
+    api.delete(&path).await.expect(StatusCode::NO_CONTENT);
+    api.get(&path).await.problem(StatusCode::NOT_FOUND);
+    api.patch(&path, json!({}))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+    api.delete(&category_path)
+        .await
+        .expect(StatusCode::NO_CONTENT);
     assert_eq!(rows_in(&app, "items").await, 1);
 }
 
@@ -201,90 +150,61 @@ async fn items_crud_put_replaces_and_patch_merges() {
 async fn skus_are_unique_per_organization() {
     let app = spawn_app().await;
     let (a, _) = user(&app, "skua@example.com").await;
+    let alice = app.caller(&a);
     let (b, _) = user(&app, "skub@example.com").await;
-    create(
-        &app,
-        &a,
-        "/items",
-        json!({"name": "One", "sku": "SKU-1", "priceCents": 1}),
-    )
-    .await;
-    let two = create(
-        &app,
-        &a,
-        "/items",
-        json!({"name": "Two", "sku": "SKU-2", "priceCents": 1}),
-    )
-    .await;
-    let problem = assert_problem(
-        send(
-            &app,
-            Method::POST,
+    let bob = app.caller(&b);
+    alice
+        .create(
             "/items",
-            Some(json!({"name": "Dup", "sku": "SKU-1", "priceCents": 1})),
-            &a,
+            json!({"name": "One", "sku": "SKU-1", "priceCents": 1}),
         )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+        .await;
+    let two = alice
+        .create(
+            "/items",
+            json!({"name": "Two", "sku": "SKU-2", "priceCents": 1}),
+        )
+        .await;
+    let problem = app
+        .caller(&a)
+        .post(
+            "/items",
+            json!({"name": "Dup", "sku": "SKU-1", "priceCents": 1}),
+        )
+        .await
+        .problem(StatusCode::CONFLICT);
     assert!(problem["detail"].as_str().expect("detail").contains("SKU"));
     // Surrounding spaces do not make a different SKU.
-    assert_problem(
-        send(
-            &app,
-            Method::POST,
+    alice
+        .post(
             "/items",
-            Some(json!({"name": "Dup", "sku": " SKU-1 ", "priceCents": 1})),
-            &a,
+            json!({"name": "Dup", "sku": " SKU-1 ", "priceCents": 1}),
         )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+        .await
+        .problem(StatusCode::CONFLICT);
     let two_path = format!("/items/{}", id(&two));
-    assert_problem(
-        send(
-            &app,
-            Method::PATCH,
+    alice
+        .patch(&two_path, json!({"sku": "SKU-1"}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    alice
+        .put(
             &two_path,
-            Some(json!({"sku": "SKU-1"})),
-            &a,
+            json!({"name": "Two", "sku": "SKU-1", "priceCents": 1}),
         )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    assert_problem(
-        send(
-            &app,
-            Method::PUT,
-            &two_path,
-            Some(json!({"name": "Two", "sku": "SKU-1", "priceCents": 1})),
-            &a,
-        )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+        .await
+        .problem(StatusCode::CONFLICT);
     assert_eq!(
-        expect(&app, Method::GET, &two_path, None, &a, StatusCode::OK).await["sku"],
+        alice.get(&two_path).await.expect(StatusCode::OK)["sku"],
         "SKU-2"
     );
     // Keeping its own SKU is not a conflict.
-    expect(
-        &app,
-        Method::PATCH,
-        &two_path,
-        Some(json!({"sku": "SKU-2", "name": "Two!"})),
-        &a,
-        StatusCode::OK,
-    )
-    .await;
+    alice
+        .patch(&two_path, json!({"sku": "SKU-2", "name": "Two!"}))
+        .await
+        .expect(StatusCode::OK);
     // Another organization may use the same SKU.
-    create(
-        &app,
-        &b,
+    bob.create(
         "/items",
         json!({"name": "Theirs", "sku": "SKU-1", "priceCents": 1}),
     )
@@ -296,16 +216,13 @@ async fn skus_are_unique_per_organization() {
 async fn item_list_filters_sorts_and_paginates() {
     let app = spawn_app().await;
     let (t, org) = user(&app, "list@example.com").await;
+    let api = app.caller(&t);
     let (other, _) = user(&app, "list2@example.com").await;
-    let tools = create(&app, &t, "/categories", json!({"name": "Tools"})).await;
-    let parts = create(&app, &t, "/categories", json!({"name": "Parts"})).await;
-    let wh = create(
-        &app,
-        &t,
-        "/warehouses",
-        json!({"name": "Main", "code": "M"}),
-    )
-    .await;
+    let tools = api.create("/categories", json!({"name": "Tools"})).await;
+    let parts = api.create("/categories", json!({"name": "Parts"})).await;
+    let wh = api
+        .create("/warehouses", json!({"name": "Main", "code": "M"}))
+        .await;
     // Created in this order, so createdAt sorts them so too.
     let specs = [
         ("Drill", "TL-DRILL", 8000, &tools, Some(2), 1),
@@ -314,40 +231,23 @@ async fn item_list_filters_sorts_and_paginates() {
         ("Nut", "PT-NUT", 5, &parts, Some(0), 0),
     ];
     for (name, sku, price, category, reorder, stock) in specs {
-        let item = create(
-            &app,
-            &t,
-            "/items",
-            json!({"name": name, "sku": sku, "priceCents": price, "categoryId": id(category), "reorderLevel": reorder}),
-        )
-        .await;
+        let item = api.create("/items", json!({"name": name, "sku": sku, "priceCents": price, "categoryId": id(category), "reorderLevel": reorder})).await;
         if stock > 0 {
             put_stock(&app, &org, &id(&item), &id(&wh), stock).await;
         }
         tokio::time::sleep(std::time::Duration::from_millis(3)).await;
     }
-    create(
-        &app,
-        &other,
-        "/items",
-        json!({"name": "Drill", "sku": "TL-X", "priceCents": 1}),
-    )
-    .await;
+    app.caller(&other)
+        .create(
+            "/items",
+            json!({"name": "Drill", "sku": "TL-X", "priceCents": 1}),
+        )
+        .await;
 
-    let get = |query: &'static str| {
-        let app = &app;
-        let t = t.clone();
-        async move {
-            expect(
-                app,
-                Method::GET,
-                &format!("/items{query}"),
-                None,
-                &t,
-                StatusCode::OK,
-            )
+    let get = |query: &'static str| async move {
+        api.get(&format!("/items{query}"))
             .await
-        }
+            .expect(StatusCode::OK)
     };
     let all = get("").await;
     assert_eq!(all["total"], 4);
@@ -365,42 +265,28 @@ async fn item_list_filters_sorts_and_paginates() {
     assert_eq!(skus(&get("?search=zzz").await), Vec::<String>::new());
     assert_eq!(get("?search=t&limit=1").await["total"], 4);
 
-    let by_category = expect(
-        &app,
-        Method::GET,
-        &format!("/items?categoryId={}", id(&parts)),
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let by_category = app
+        .caller(&t)
+        .get(&format!("/items?categoryId={}", id(&parts)))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(skus(&by_category), ["PT_BOLT", "PT-NUT"]);
     assert_eq!(by_category["total"], 2);
-    let combined = expect(
-        &app,
-        Method::GET,
-        &format!("/items?categoryId={}&search=nut", id(&parts)),
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let combined = app
+        .caller(&t)
+        .get(&format!("/items?categoryId={}&search=nut", id(&parts)))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(skus(&combined), ["PT-NUT"]);
-    let unknown = expect(
-        &app,
-        Method::GET,
-        &format!("/items?categoryId={}", uuid::Uuid::new_v4()),
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let unknown = app
+        .caller(&t)
+        .get(&format!("/items?categoryId={}", uuid::Uuid::new_v4()))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(unknown["total"], 0);
-    assert_field_error(
-        send(&app, Method::GET, "/items?categoryId=abc", None, &t).await,
-        "categoryId",
-    )
-    .await;
+    api.get("/items?categoryId=abc")
+        .await
+        .field_error("categoryId");
 
     assert_eq!(
         skus(&get("?sort=name").await),
@@ -441,23 +327,17 @@ async fn item_list_filters_sorts_and_paginates() {
     );
     for bad in ["price", "name;DROP TABLE items", "-", "NAME"] {
         let path = format!("/items?sort={}", bad.replace(' ', "%20"));
-        assert_field_error(send(&app, Method::GET, &path, None, &t).await, "sort").await;
+        api.get(&path).await.field_error("sort");
     }
     // A repeated parameter does not fit the query's shape: 422 under `query`, not a 500.
-    assert_field_error(
-        send(&app, Method::GET, "/items?sort=name&sort=-name", None, &t).await,
-        "query",
-    )
-    .await;
+    api.get("/items?sort=name&sort=-name")
+        .await
+        .field_error("query");
 
     // lowStock: items with a reorder level and stock at or below it.
     assert_eq!(skus(&get("?lowStock=true").await), ["TL-DRILL", "PT-NUT"]);
     assert_eq!(get("?lowStock=false").await["total"], 4);
-    assert_field_error(
-        send(&app, Method::GET, "/items?lowStock=yes", None, &t).await,
-        "lowStock",
-    )
-    .await;
+    api.get("/items?lowStock=yes").await.field_error("lowStock");
     assert_eq!(rows_in(&app, "items").await, 5);
 }
 
@@ -465,40 +345,39 @@ async fn item_list_filters_sorts_and_paginates() {
 async fn stock_on_hand_sums_stock_levels_over_warehouses() {
     let app = spawn_app().await;
     let (t, org) = user(&app, "stock@example.com").await;
-    let a = create(&app, &t, "/warehouses", json!({"name": "A", "code": "A"})).await;
-    let b = create(&app, &t, "/warehouses", json!({"name": "B", "code": "B"})).await;
-    let item = create(
-        &app,
-        &t,
-        "/items",
-        json!({"name": "Screw", "sku": "SCR", "priceCents": 3}),
-    )
-    .await;
-    let other = create(
-        &app,
-        &t,
-        "/items",
-        json!({"name": "Washer", "sku": "WSH", "priceCents": 1}),
-    )
-    .await;
+    let api = app.caller(&t);
+    let a = api
+        .create("/warehouses", json!({"name": "A", "code": "A"}))
+        .await;
+    let b = api
+        .create("/warehouses", json!({"name": "B", "code": "B"}))
+        .await;
+    let item = api
+        .create(
+            "/items",
+            json!({"name": "Screw", "sku": "SCR", "priceCents": 3}),
+        )
+        .await;
+    let other = api
+        .create(
+            "/items",
+            json!({"name": "Washer", "sku": "WSH", "priceCents": 1}),
+        )
+        .await;
     put_stock(&app, &org, &id(&item), &id(&a), 40).await;
     put_stock(&app, &org, &id(&item), &id(&b), 2).await;
     put_stock(&app, &org, &id(&other), &id(&b), 0).await;
 
     let path = format!("/items/{}", id(&item));
     assert_eq!(
-        expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await["stockOnHand"],
+        api.get(&path).await.expect(StatusCode::OK)["stockOnHand"],
         42
     );
-    let list = expect(
-        &app,
-        Method::GET,
-        "/items?sort=name",
-        None,
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let list = app
+        .caller(&t)
+        .get("/items?sort=name")
+        .await
+        .expect(StatusCode::OK);
     let stock: Vec<i64> = list["data"]
         .as_array()
         .expect("data")
@@ -507,36 +386,20 @@ async fn stock_on_hand_sums_stock_levels_over_warehouses() {
         .collect();
     assert_eq!(stock, [42, 0]);
     // Writes answer with the current stock too.
-    let patched = expect(
-        &app,
-        Method::PATCH,
-        &path,
-        Some(json!({"reorderLevel": 50})),
-        &t,
-        StatusCode::OK,
-    )
-    .await;
+    let patched = app
+        .caller(&t)
+        .patch(&path, json!({"reorderLevel": 50}))
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(patched["stockOnHand"], 42);
     assert_eq!(
-        expect(
-            &app,
-            Method::GET,
-            "/items?lowStock=true",
-            None,
-            &t,
-            StatusCode::OK
-        )
-        .await["total"],
+        api.get("/items?lowStock=true").await.expect(StatusCode::OK)["total"],
         1
     );
 
     // An item with stock rows is referred to: 409, and it stays.
-    assert_problem(
-        send(&app, Method::DELETE, &path, None, &t).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await;
+    api.delete(&path).await.problem(StatusCode::CONFLICT);
+    api.get(&path).await.expect(StatusCode::OK);
 
     // The database refuses stock rows that mix organizations.
     let (_, org_b) = user(&app, "stockb@example.com").await;

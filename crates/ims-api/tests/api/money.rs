@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, create, id, spawn_app, TestApp};
+use crate::helpers::{assert_problem, id, spawn_app, TestApp};
 
 /// `ims_api::money::MAX_CENTS`, written out: the tests check the documented number.
 const MAX_CENTS: i64 = 10_000_000_000_000;
@@ -67,7 +67,7 @@ impl Org {
     }
 
     async fn created(&self, app: &TestApp, path: &str, body: Value) -> Value {
-        create(app, &self.token, path, body).await
+        app.caller(&self.token).create(path, body).await
     }
 
     /// Fulfils a sales order (must answer 200).

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, create, id, spawn_app, ServerProcess, TestApp};
+use crate::helpers::{assert_problem, id, spawn_app, ServerProcess, TestApp};
 
 /// A small catalog in a fresh organization.
 struct Shop {
@@ -21,49 +21,32 @@ async fn shop(app: &TestApp, email: &str) -> Shop {
         .as_str()
         .expect("token")
         .to_string();
-    let tax = create(
-        app,
-        &token,
-        "/tax-rates",
-        json!({"name": "Sales tax", "rateBps": 825}),
-    )
-    .await;
-    let warehouse = create(
-        app,
-        &token,
-        "/warehouses",
-        json!({"name": "Main", "code": "MAIN"}),
-    )
-    .await;
-    let other = create(
-        app,
-        &token,
-        "/warehouses",
-        json!({"name": "Overflow", "code": "OVF"}),
-    )
-    .await;
-    let widget = create(app, &token, "/items", json!({"name": "Widget", "sku": "W-1", "priceCents": 1000, "costCents": 400, "taxRateId": id(&tax), "reorderLevel": 5})).await;
-    let gadget = create(
-        app,
-        &token,
-        "/items",
-        json!({"name": "Gadget", "sku": "G-1", "priceCents": 2500, "costCents": 1200}),
-    )
-    .await;
-    let customer = create(
-        app,
-        &token,
-        "/contacts",
-        json!({"type": "customer", "name": "Ann"}),
-    )
-    .await;
-    let vendor = create(
-        app,
-        &token,
-        "/contacts",
-        json!({"type": "vendor", "name": "Supplies Ltd"}),
-    )
-    .await;
+    let api = app.caller(&token);
+    let tax = api
+        .create("/tax-rates", json!({"name": "Sales tax", "rateBps": 825}))
+        .await;
+    let warehouse = api
+        .create("/warehouses", json!({"name": "Main", "code": "MAIN"}))
+        .await;
+    let other = api
+        .create("/warehouses", json!({"name": "Overflow", "code": "OVF"}))
+        .await;
+    let widget = api.create("/items", json!({"name": "Widget", "sku": "W-1", "priceCents": 1000, "costCents": 400, "taxRateId": id(&tax), "reorderLevel": 5})).await;
+    let gadget = api
+        .create(
+            "/items",
+            json!({"name": "Gadget", "sku": "G-1", "priceCents": 2500, "costCents": 1200}),
+        )
+        .await;
+    let customer = api
+        .create("/contacts", json!({"type": "customer", "name": "Ann"}))
+        .await;
+    let vendor = api
+        .create(
+            "/contacts",
+            json!({"type": "vendor", "name": "Supplies Ltd"}),
+        )
+        .await;
     Shop {
         token,
         warehouse: id(&warehouse),
@@ -105,13 +88,12 @@ impl Shop {
     }
 
     async fn sales_order(&self, app: &TestApp, lines: Value) -> Value {
-        create(
-            app,
-            &self.token,
-            "/sales-orders",
-            json!({"customerId": self.customer, "warehouseId": self.warehouse, "lines": lines}),
-        )
-        .await
+        app.caller(&self.token)
+            .create(
+                "/sales-orders",
+                json!({"customerId": self.customer, "warehouseId": self.warehouse, "lines": lines}),
+            )
+            .await
     }
 }
 
@@ -289,13 +271,10 @@ async fn shop_token_of_other_org(app: &TestApp) -> (String, String) {
         .as_str()
         .expect("token")
         .to_string();
-    let warehouse = create(
-        app,
-        &token,
-        "/warehouses",
-        json!({"name": "Theirs", "code": "T"}),
-    )
-    .await;
+    let warehouse = app
+        .caller(&token)
+        .create("/warehouses", json!({"name": "Theirs", "code": "T"}))
+        .await;
     (token, id(&warehouse))
 }
 
@@ -303,6 +282,7 @@ async fn shop_token_of_other_org(app: &TestApp) -> (String, String) {
 async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     let app = spawn_app().await;
     let shop = shop(&app, "sales@example.com").await;
+    let api = app.caller(&shop.token);
     shop.adjust(&app, &shop.widget, &shop.warehouse, 10).await;
     shop.adjust(&app, &shop.gadget, &shop.warehouse, 3).await;
 
@@ -348,13 +328,9 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     assert_problem(patch, StatusCode::CONFLICT).await;
 
     // Invoice and payments.
-    let invoice = create(
-        &app,
-        &shop.token,
-        "/invoices",
-        json!({"salesOrderId": order_id}),
-    )
-    .await;
+    let invoice = api
+        .create("/invoices", json!({"salesOrderId": order_id}))
+        .await;
     assert_eq!(invoice["number"], "INV-000001");
     assert_eq!(invoice["totalCents"], 7248);
     assert_eq!(invoice["status"], "unpaid");
@@ -370,7 +346,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     )
     .await;
     let pay = format!("/invoices/{invoice_id}/payments");
-    let partial = create(&app, &shop.token, &pay, json!({"amountCents": 5000})).await;
+    let partial = api.create(&pay, json!({"amountCents": 5000})).await;
     assert_eq!(
         (partial["status"].as_str(), partial["balanceCents"].as_i64()),
         (Some("partially_paid"), Some(2248))
@@ -388,7 +364,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
         StatusCode::UNPROCESSABLE_ENTITY,
     )
     .await;
-    let paid = create(&app, &shop.token, &pay, json!({"amountCents": 2248})).await;
+    let paid = api.create(&pay, json!({"amountCents": 2248})).await;
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["payments"].as_array().expect("payments").len(), 2);
     assert_problem(
@@ -407,13 +383,9 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     let second = shop
         .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
         .await;
-    let second_invoice = create(
-        &app,
-        &shop.token,
-        "/invoices",
-        json!({"salesOrderId": id(&second)}),
-    )
-    .await;
+    let second_invoice = api
+        .create("/invoices", json!({"salesOrderId": id(&second)}))
+        .await;
     assert_eq!(second_invoice["number"], "INV-000002");
     assert_ledger_matches_levels(&app).await;
 }
@@ -535,16 +507,16 @@ async fn open_orders_can_change_and_be_cancelled() {
 async fn purchase_orders_put_stock_in_once() {
     let app = spawn_app().await;
     let shop = shop(&app, "buy@example.com").await;
-    let order = create(
-        &app,
-        &shop.token,
-        "/purchase-orders",
-        json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [
-            {"itemId": shop.widget, "quantity": 20, "unitCostCents": 350},
-            {"itemId": shop.widget, "quantity": 5, "unitCostCents": 360}
-        ]}),
-    )
-    .await;
+    let order = app
+        .caller(&shop.token)
+        .create(
+            "/purchase-orders",
+            json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [
+                {"itemId": shop.widget, "quantity": 20, "unitCostCents": 350},
+                {"itemId": shop.widget, "quantity": 5, "unitCostCents": 360}
+            ]}),
+        )
+        .await;
     assert_eq!(order["totalCents"], 20 * 350 + 5 * 360);
     assert_eq!(order["status"], "open");
     let receive = format!("/purchase-orders/{}/receive", id(&order));
@@ -641,18 +613,15 @@ async fn bad_sales_orders_are_422_and_write_nothing() {
 async fn another_organization_sees_and_touches_nothing() {
     let app = spawn_app().await;
     let shop = shop(&app, "owner@example.com").await;
+    let api = app.caller(&shop.token);
     shop.adjust(&app, &shop.widget, &shop.warehouse, 5).await;
     let order = shop
         .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
         .await;
-    let invoice = create(
-        &app,
-        &shop.token,
-        "/invoices",
-        json!({"salesOrderId": id(&order)}),
-    )
-    .await;
-    let purchase = create(&app, &shop.token, "/purchase-orders", json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1, "unitCostCents": 1}]})).await;
+    let invoice = api
+        .create("/invoices", json!({"salesOrderId": id(&order)}))
+        .await;
+    let purchase = api.create("/purchase-orders", json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": 1, "unitCostCents": 1}]})).await;
     let (intruder, _) = shop_token_of_other_org(&app).await;
     for path in [
         format!("/sales-orders/{}", id(&order)),

@@ -5,7 +5,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::dashboard::{fixture, get_ok};
-use crate::helpers::{assert_field_error, user};
+use crate::helpers::user;
 use crate::helpers::{assert_problem, spawn_app, TestApp};
 
 /// The parts of a report that do not depend on the clock.
@@ -241,7 +241,7 @@ async fn unknown_reports_are_404_and_bad_dates_422() {
         ("/reports/inventory-valuation?from=x", "from"),
         ("/reports/purchases-by-vendor?to=2026-1-31", "to"),
     ] {
-        assert_field_error(app.get(path, Some(&t)).await, field).await;
+        app.caller(&t).get(path).await.field_error(field);
     }
     assert_eq!(
         app.get("/reports/sales-by-item", None).await.status(),
@@ -254,13 +254,10 @@ async fn unknown_reports_are_404_and_bad_dates_422() {
 async fn reports_cap_rows_at_ten_thousand() {
     let app = spawn_app().await;
     let (t, org) = user(&app, "big@example.com").await;
-    let warehouse = crate::helpers::create(
-        &app,
-        &t,
-        "/warehouses",
-        json!({"name": "Big", "code": "BIG"}),
-    )
-    .await;
+    let warehouse = app
+        .caller(&t)
+        .create("/warehouses", json!({"name": "Big", "code": "BIG"}))
+        .await;
     let warehouse = crate::helpers::id(&warehouse);
     // Fixture shortcut: 10,001 items with stock, inserted in two statements rather than
     // 20,002 requests. Item n costs n cents and has 1 unit, so the value is 1 + … + 10001.

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{assert_problem, spawn_app, TestApp};
-use crate::helpers::{create, expect, id, rows_in, send, send_raw, user};
+use crate::helpers::{id, rows_in, send, send_raw, user};
 
 const NUL_TEXT: &str = "a\u{0}b";
 const NUL_MESSAGE: &str = "must not contain NUL characters";
@@ -101,54 +101,48 @@ async fn world(app: &TestApp) -> World {
     let pair = app.login("nul@example.com").await;
     let refresh = pair["refreshToken"].as_str().expect("refresh").to_string();
     let t = token.as_str();
-    let category = id(&create(app, t, "/categories", json!({"name": "Cat"})).await);
-    let tax = id(&create(app, t, "/tax-rates", json!({"name": "Tax", "rateBps": 5})).await);
-    let main = id(&create(app, t, "/warehouses", json!({"name": "Main", "code": "M"})).await);
-    let annex = id(&create(app, t, "/warehouses", json!({"name": "Annex", "code": "A"})).await);
-    let customer = id(&create(
-        app,
-        t,
-        "/contacts",
-        json!({"type": "customer", "name": "Cust"}),
-    )
-    .await);
-    let vendor = id(&create(
-        app,
-        t,
-        "/contacts",
-        json!({"type": "vendor", "name": "Vend"}),
-    )
-    .await);
-    let item = id(&create(
-        app,
-        t,
-        "/items",
-        json!({"name": "Item", "sku": "SKU", "priceCents": 100}),
-    )
-    .await);
-    create(
-        app,
-        t,
+    let api = app.caller(t);
+    let category = id(&api.create("/categories", json!({"name": "Cat"})).await);
+    let tax = id(&api
+        .create("/tax-rates", json!({"name": "Tax", "rateBps": 5}))
+        .await);
+    let main = id(&api
+        .create("/warehouses", json!({"name": "Main", "code": "M"}))
+        .await);
+    let annex = id(&api
+        .create("/warehouses", json!({"name": "Annex", "code": "A"}))
+        .await);
+    let customer = id(&api
+        .create("/contacts", json!({"type": "customer", "name": "Cust"}))
+        .await);
+    let vendor = id(&api
+        .create("/contacts", json!({"type": "vendor", "name": "Vend"}))
+        .await);
+    let item = id(&api
+        .create(
+            "/items",
+            json!({"name": "Item", "sku": "SKU", "priceCents": 100}),
+        )
+        .await);
+    api.create(
         "/inventory/adjustments",
         json!({"itemId": item, "warehouseId": main, "quantityDelta": 10, "reason": "count"}),
     )
     .await;
     let lines = json!([{"itemId": item, "quantity": 1}]);
-    let order = id(&create(
-        app,
-        t,
-        "/sales-orders",
-        json!({"customerId": customer, "warehouseId": main, "lines": lines}),
-    )
-    .await);
-    let purchase = id(&create(
-        app,
-        t,
-        "/purchase-orders",
-        json!({"vendorId": vendor, "warehouseId": main,
+    let order = id(&api
+        .create(
+            "/sales-orders",
+            json!({"customerId": customer, "warehouseId": main, "lines": lines}),
+        )
+        .await);
+    let purchase = id(&api
+        .create(
+            "/purchase-orders",
+            json!({"vendorId": vendor, "warehouseId": main,
             "lines": [{"itemId": item, "quantity": 1, "unitCostCents": 50}]}),
-    )
-    .await);
+        )
+        .await);
     World {
         token,
         refresh,
@@ -471,6 +465,7 @@ async fn nul_in_any_body_field_is_422_naming_it_and_writes_nothing() {
 async fn text_that_only_looks_like_nul_and_every_other_code_point_is_stored() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "codepoints@example.com").await;
+    let api = app.caller(&t);
     // An escaped backslash followed by "u0000" (JSON `"a\\u0000b"`), controls other than NUL,
     // noncharacters and the last code point: PostgreSQL's UTF-8 takes all of them.
     for name in [
@@ -480,20 +475,16 @@ async fn text_that_only_looks_like_nul_and_every_other_code_point_is_stored() {
         "\u{fffe}\u{ffff}\u{feff}x",
         "\u{10ffff}\u{1f600}",
     ] {
-        let row = create(&app, &t, "/categories", json!({"name": name})).await;
+        let row = api.create("/categories", json!({"name": name})).await;
         assert_eq!(row["name"], name);
         let path = format!("/categories/{}", id(&row));
-        let read = expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await;
+        let read = api.get(&path).await.expect(StatusCode::OK);
         assert_eq!(read["name"], name);
     }
     // A key with NUL is an unknown field, ignored like any other.
-    let row = create(
-        &app,
-        &t,
-        "/categories",
-        json!({"name": "Keyed", "x\u{0}": "y"}),
-    )
-    .await;
+    let row = api
+        .create("/categories", json!({"name": "Keyed", "x\u{0}": "y"}))
+        .await;
     assert_eq!(row["name"], "Keyed");
 }
 
@@ -551,15 +542,11 @@ async fn nul_in_any_query_parameter_is_422_naming_it() {
         assert_nul_errors(app.get(&url, Some(&w.token)).await, &["x"], &url).await;
     }
     // Percent-decoding happens once: `%2500` is the text "%00", not a NUL.
-    let list = expect(
-        &app,
-        Method::GET,
-        "/items?search=%2500",
-        None,
-        &w.token,
-        StatusCode::OK,
-    )
-    .await;
+    let list = app
+        .caller(&w.token)
+        .get("/items?search=%2500")
+        .await
+        .expect(StatusCode::OK);
     assert_eq!(list["total"], 0);
 
     assert_eq!(snapshot(&app, &w.token, &reads).await, before);
@@ -677,24 +664,18 @@ async fn raw_nul_never_gets_past_http_parsing_and_non_ascii_user_agents_are_not_
 async fn search_matches_percent_underscore_and_backslash_literally() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "search@example.com").await;
+    let api = app.caller(&t);
     for (i, name) in ["100% cotton", "a_b", "back\\slash", "plain"]
         .into_iter()
         .enumerate()
     {
-        create(
-            &app,
-            &t,
+        api.create(
             "/items",
             json!({"name": name, "sku": format!("SKU{i}"), "priceCents": 1}),
         )
         .await;
-        create(
-            &app,
-            &t,
-            "/contacts",
-            json!({"type": "customer", "name": name}),
-        )
-        .await;
+        api.create("/contacts", json!({"type": "customer", "name": name}))
+            .await;
     }
     let names = |list: &Value| -> Vec<String> {
         list["data"]
@@ -716,7 +697,7 @@ async fn search_matches_percent_underscore_and_backslash_literally() {
     ] {
         for list in ["/items", "/contacts"] {
             let path = format!("{list}?search={query}");
-            let got = expect(&app, Method::GET, &path, None, &t, StatusCode::OK).await;
+            let got = api.get(&path).await.expect(StatusCode::OK);
             assert_eq!(names(&got), expected, "{path}");
         }
     }
