@@ -151,12 +151,10 @@ async fn adjustments_and_transfers_move_stock_and_never_go_negative() {
         4
     );
     let too_much = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 7});
-    assert_problem(
-        app.post("/inventory/transfers", too_much, Some(&shop.token))
-            .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    app.caller(&shop.token)
+        .post("/inventory/transfers", too_much)
+        .await
+        .problem(StatusCode::CONFLICT);
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 6);
     assert_eq!(
         shop.level(&app, &shop.widget, &shop.other_warehouse).await,
@@ -213,6 +211,7 @@ async fn adjustments_and_transfers_move_stock_and_never_go_negative() {
 async fn bad_stock_requests_are_problems_and_change_nothing() {
     let app = spawn_app().await;
     let shop = shop(&app, "badstock@example.com").await;
+    let api = app.caller(&shop.token);
     let other = shop_token_of_other_org(&app).await;
     let cases = [
         json!({"itemId": shop.widget, "warehouseId": shop.warehouse, "quantityDelta": 0, "reason": "x"}),
@@ -229,19 +228,13 @@ async fn bad_stock_requests_are_problems_and_change_nothing() {
         assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
     }
     let same = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.warehouse, "quantity": 1});
-    assert_problem(
-        app.post("/inventory/transfers", same, Some(&shop.token))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    api.post("/inventory/transfers", same)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     let zero = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 0});
-    assert_problem(
-        app.post("/inventory/transfers", zero, Some(&shop.token))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    api.post("/inventory/transfers", zero)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     let response = app
         .client
         .post(format!("{}/inventory/adjustments", app.address))
@@ -252,12 +245,9 @@ async fn bad_stock_requests_are_problems_and_change_nothing() {
         .await
         .expect("send");
     assert_problem(response, StatusCode::BAD_REQUEST).await;
-    assert_problem(
-        app.get("/inventory/stock-levels?lowStock=maybe", Some(&shop.token))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    api.get("/inventory/stock-levels?lowStock=maybe")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM stock_movements")
         .fetch_one(app.state.db.pool())
         .await
@@ -311,11 +301,9 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     assert!(fulfilled["fulfilledAt"].is_string());
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 7);
     assert_eq!(shop.level(&app, &shop.gadget, &shop.warehouse).await, 1);
-    assert_problem(
-        app.post(&fulfil, json!({}), Some(&shop.token)).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    api.post(&fulfil, json!({}))
+        .await
+        .problem(StatusCode::CONFLICT);
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 7);
     let patch = app
         .request(
@@ -335,44 +323,30 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     assert_eq!(invoice["totalCents"], 7248);
     assert_eq!(invoice["status"], "unpaid");
     let invoice_id = id(&invoice);
-    assert_problem(
-        app.post(
-            "/invoices",
-            json!({"salesOrderId": order_id}),
-            Some(&shop.token),
-        )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    api.post("/invoices", json!({"salesOrderId": order_id}))
+        .await
+        .problem(StatusCode::CONFLICT);
     let pay = format!("/invoices/{invoice_id}/payments");
     let partial = api.create(&pay, json!({"amountCents": 5000})).await;
     assert_eq!(
         (partial["status"].as_str(), partial["balanceCents"].as_i64()),
         (Some("partially_paid"), Some(2248))
     );
-    let over = assert_problem(
-        app.post(&pay, json!({"amountCents": 2249}), Some(&shop.token))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    let over = app
+        .caller(&shop.token)
+        .post(&pay, json!({"amountCents": 2249}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(over["errors"]["amountCents"].is_array());
-    assert_problem(
-        app.post(&pay, json!({"amountCents": 0}), Some(&shop.token))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    api.post(&pay, json!({"amountCents": 0}))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     let paid = api.create(&pay, json!({"amountCents": 2248})).await;
     assert_eq!(paid["status"], "paid");
     assert_eq!(paid["payments"].as_array().expect("payments").len(), 2);
-    assert_problem(
-        app.post(&pay, json!({"amountCents": 1}), Some(&shop.token))
-            .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    api.post(&pay, json!({"amountCents": 1}))
+        .await
+        .problem(StatusCode::CONFLICT);
     let list: Value = app
         .get("/invoices?status=paid", Some(&shop.token))
         .await
@@ -430,6 +404,7 @@ async fn an_order_short_of_any_line_takes_nothing() {
 async fn open_orders_can_change_and_be_cancelled() {
     let app = spawn_app().await;
     let shop = shop(&app, "patch@example.com").await;
+    let api = app.caller(&shop.token);
     let order = shop
         .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
         .await;
@@ -471,22 +446,12 @@ async fn open_orders_can_change_and_be_cancelled() {
         .await
         .expect("json");
     assert_eq!(cancelled["status"], "cancelled");
-    assert_problem(
-        app.post(&format!("{path}/fulfil"), json!({}), Some(&shop.token))
-            .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
-    assert_problem(
-        app.post(
-            "/invoices",
-            json!({"salesOrderId": id(&order)}),
-            Some(&shop.token),
-        )
-        .await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    api.post(&format!("{path}/fulfil"), json!({}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    api.post("/invoices", json!({"salesOrderId": id(&order)}))
+        .await
+        .problem(StatusCode::CONFLICT);
     let open: Value = app
         .get("/sales-orders?status=open", Some(&shop.token))
         .await
@@ -507,6 +472,7 @@ async fn open_orders_can_change_and_be_cancelled() {
 async fn purchase_orders_put_stock_in_once() {
     let app = spawn_app().await;
     let shop = shop(&app, "buy@example.com").await;
+    let api = app.caller(&shop.token);
     let order = app
         .caller(&shop.token)
         .create(
@@ -528,11 +494,9 @@ async fn purchase_orders_put_stock_in_once() {
         .expect("json");
     assert_eq!(received["status"], "received");
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 25);
-    assert_problem(
-        app.post(&receive, json!({}), Some(&shop.token)).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    api.post(&receive, json!({}))
+        .await
+        .problem(StatusCode::CONFLICT);
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 25);
 
     // A purchase order needs a vendor and a unit cost on every line.
@@ -542,11 +506,9 @@ async fn purchase_orders_put_stock_in_once() {
         json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [{"itemId": shop.widget, "quantity": -1, "unitCostCents": 1}]}),
         json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": []}),
     ] {
-        assert_problem(
-            app.post("/purchase-orders", bad, Some(&shop.token)).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        api.post("/purchase-orders", bad)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
     let list: Value = app
         .get("/purchase-orders?status=received", Some(&shop.token))
@@ -562,6 +524,7 @@ async fn purchase_orders_put_stock_in_once() {
 async fn bad_sales_orders_are_422_and_write_nothing() {
     let app = spawn_app().await;
     let shop = shop(&app, "badsales@example.com").await;
+    let api = app.caller(&shop.token);
     let (_, foreign_warehouse) = shop_token_of_other_org(&app).await;
     let base = |lines: Value| json!({"customerId": shop.customer, "warehouseId": shop.warehouse, "lines": lines});
     let cases = [
@@ -589,24 +552,14 @@ async fn bad_sales_orders_are_422_and_write_nothing() {
         "/sales-orders/not-a-uuid",
         "/invoices/00000000-0000-0000-0000-000000000000",
     ] {
-        assert_problem(
-            app.get(path, Some(&shop.token)).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+        api.get(path).await.problem(StatusCode::NOT_FOUND);
     }
-    assert_problem(
-        app.get("/sales-orders?status=shipped", Some(&shop.token))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
-    assert_problem(
-        app.get("/sales-orders?from=2026-13-01", Some(&shop.token))
-            .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-    )
-    .await;
+    api.get("/sales-orders?status=shipped")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    api.get("/sales-orders?from=2026-13-01")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
 }
 
 #[tokio::test]
@@ -628,17 +581,19 @@ async fn another_organization_sees_and_touches_nothing() {
         format!("/invoices/{}", id(&invoice)),
         format!("/purchase-orders/{}", id(&purchase)),
     ] {
-        assert_problem(app.get(&path, Some(&intruder)).await, StatusCode::NOT_FOUND).await;
+        app.caller(&intruder)
+            .get(&path)
+            .await
+            .problem(StatusCode::NOT_FOUND);
     }
     for path in [
         format!("/sales-orders/{}/fulfil", id(&order)),
         format!("/purchase-orders/{}/receive", id(&purchase)),
     ] {
-        assert_problem(
-            app.post(&path, json!({}), Some(&intruder)).await,
-            StatusCode::NOT_FOUND,
-        )
-        .await;
+        app.caller(&intruder)
+            .post(&path, json!({}))
+            .await
+            .problem(StatusCode::NOT_FOUND);
     }
     let pay = app
         .post(

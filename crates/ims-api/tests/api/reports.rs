@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::dashboard::{fixture, get_ok};
 use crate::helpers::user;
-use crate::helpers::{assert_problem, spawn_app, TestApp};
+use crate::helpers::{spawn_app, TestApp};
 
 /// The parts of a report that do not depend on the clock.
 fn body(report: &Value) -> Value {
@@ -224,12 +224,13 @@ async fn inventory_valuation_movements_and_purchases() {
 async fn unknown_reports_are_404_and_bad_dates_422() {
     let app = spawn_app().await;
     let (t, _) = user(&app, "report-errors@example.com").await;
+    let api = app.caller(&t);
     for path in [
         "/reports/profit",
         "/reports/SALES-BY-ITEM",
         "/reports/sales-by-item%20",
     ] {
-        assert_problem(app.get(path, Some(&t)).await, StatusCode::NOT_FOUND).await;
+        api.get(path).await.problem(StatusCode::NOT_FOUND);
     }
     for (path, field) in [
         ("/reports/sales-by-item?from=2026-02-30", "from"),
@@ -241,7 +242,7 @@ async fn unknown_reports_are_404_and_bad_dates_422() {
         ("/reports/inventory-valuation?from=x", "from"),
         ("/reports/purchases-by-vendor?to=2026-1-31", "to"),
     ] {
-        app.caller(&t).get(path).await.field_error(field);
+        api.get(path).await.field_error(field);
     }
     assert_eq!(
         app.get("/reports/sales-by-item", None).await.status(),
