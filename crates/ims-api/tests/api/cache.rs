@@ -29,20 +29,21 @@ fn exists(app: &TestApp, key: &str) -> bool {
 async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
     let app = spawn_app().await;
     let org = org(&app, "cache@example.com").await;
+    let api = app.caller(&org.token);
     let expected_key = key(&org.org_id, "items:list", "/items", "");
     assert!(!exists(&app, &expected_key));
 
-    let first = app.get("/items", Some(&org.token)).await;
-    assert_eq!(first.status(), StatusCode::OK);
-    assert_eq!(header(&first, "x-cache"), "MISS");
-    let ttl: u64 = header(&first, "x-cache-ttl").parse().expect("ttl");
+    let first = api.get("/items").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("x-cache"), "MISS");
+    let ttl: u64 = first.header("x-cache-ttl").parse().expect("ttl");
     assert!(
         (57..=60).contains(&ttl),
         "jittered TTL within 5 % of 60: {ttl}"
     );
-    let etag = header(&first, "etag");
+    let etag = first.header("etag");
     assert!(etag.starts_with('"') && etag.len() == 34, "{etag}");
-    let first_body = first.text().await.expect("body");
+    let first_body = first.text;
     assert!(exists(&app, &expected_key), "stored at the contract's key");
     let mut conn = app.redis_conn();
     let pttl: i64 = redis::cmd("PTTL")
@@ -53,16 +54,16 @@ async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
     // freshness is the route's TTL (X-Cache-TTL above, and the hit below).
     assert!(pttl > 3_656_000 && pttl <= 3_660_000, "{pttl}");
 
-    let second = app.get("/items", Some(&org.token)).await;
-    assert_eq!(header(&second, "x-cache"), "HIT");
-    let left: u64 = header(&second, "x-cache-ttl").parse().expect("ttl");
+    let second = api.get("/items").await;
+    assert_eq!(second.header("x-cache"), "HIT");
+    let left: u64 = second.header("x-cache-ttl").parse().expect("ttl");
     assert!(
         left <= ttl && left >= ttl - 2,
         "real remaining time: {left} vs {ttl}"
     );
-    assert_eq!(header(&second, "etag"), etag);
-    assert_eq!(header(&second, "content-type"), "application/json");
-    assert_eq!(second.text().await.expect("body"), first_body);
+    assert_eq!(second.header("etag"), etag);
+    assert_eq!(second.header("content-type"), "application/json");
+    assert_eq!(second.text, first_body);
 
     // A client that has it gets 304 without a body.
     let revalidate = app
@@ -105,14 +106,11 @@ async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
 async fn the_query_hash_ignores_parameter_order() {
     let app = spawn_app().await;
     let org = org(&app, "order@example.com").await;
-    let a = app
-        .get("/items?limit=5&page=1&sort=name", Some(&org.token))
-        .await;
-    assert_eq!(header(&a, "x-cache"), "MISS");
-    let b = app
-        .get("/items?sort=name&page=1&limit=5", Some(&org.token))
-        .await;
-    assert_eq!(header(&b, "x-cache"), "HIT");
+    let api = app.caller(&org.token);
+    let a = api.get("/items?limit=5&page=1&sort=name").await;
+    assert_eq!(a.header("x-cache"), "MISS");
+    let b = api.get("/items?sort=name&page=1&limit=5").await;
+    assert_eq!(b.header("x-cache"), "HIT");
     assert!(exists(
         &app,
         &key(
@@ -122,10 +120,8 @@ async fn the_query_hash_ignores_parameter_order() {
             "limit=5&page=1&sort=name"
         )
     ));
-    let c = app
-        .get("/items?limit=6&page=1&sort=name", Some(&org.token))
-        .await;
-    assert_eq!(header(&c, "x-cache"), "MISS");
+    let c = api.get("/items?limit=6&page=1&sort=name").await;
+    assert_eq!(c.header("x-cache"), "MISS");
 }
 
 #[tokio::test]
@@ -134,17 +130,17 @@ async fn only_authenticated_200_gets_are_stored() {
     let org = org(&app, "only200@example.com").await;
     let unknown = "/items/00000000-0000-0000-0000-000000000000";
     for _ in 0..2 {
-        let response = app.get(unknown, Some(&org.token)).await;
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        assert_eq!(header(&response, "x-cache"), "MISS");
-        assert_eq!(header(&response, "x-cache-ttl"), "0");
+        let response = app.caller(&org.token).get(unknown).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+        assert_eq!(response.header("x-cache"), "MISS");
+        assert_eq!(response.header("x-cache-ttl"), "0");
     }
-    let bad = app.get("/items?limit=1000", Some(&org.token)).await;
-    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let bad = app.caller(&org.token).get("/items?limit=1000").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     let anonymous = app.get("/items", None).await;
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    let forged = app.get("/items", Some("not.a.token")).await;
-    assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+    let forged = app.caller("not.a.token").get("/items").await;
+    assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
     assert!(
         app.redis_keys("ims:cache:*").is_empty(),
         "{:?}",
@@ -152,10 +148,11 @@ async fn only_authenticated_200_gets_are_stored() {
     );
     // Writes are never cached, and a write answers without cache headers.
     let created = app
-        .post("/categories", json!({"name": "New"}), Some(&org.token))
+        .caller(&org.token)
+        .post("/categories", json!({"name": "New"}))
         .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    assert!(created.headers().get("x-cache").is_none());
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert!(created.headers.get("x-cache").is_none());
     assert!(app.redis_keys("ims:cache:*").is_empty());
 }
 
@@ -164,6 +161,7 @@ async fn tenants_never_read_write_or_delete_each_others_entries() {
     let app = spawn_app().await;
     let a = org(&app, "tenant-a@example.com").await;
     let b = org(&app, "tenant-b@example.com").await;
+    let bob = app.caller(&b.token);
     let adversarial = [
         "/items?search=*",
         "/items?search=%3A%2A%3F%5B%7B",
@@ -173,10 +171,10 @@ async fn tenants_never_read_write_or_delete_each_others_entries() {
     ];
     for path in adversarial.iter().chain(["/items"].iter()) {
         for org in [&a, &b] {
-            let response = app.get(path, Some(&org.token)).await;
-            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let response = app.caller(&org.token).get(path).await;
+            assert_eq!(response.status, StatusCode::OK, "{path}");
             assert_eq!(
-                header(&response, "x-cache"),
+                response.header("x-cache"),
                 "MISS",
                 "{path}: never another tenant's entry"
             );
@@ -189,14 +187,14 @@ async fn tenants_never_read_write_or_delete_each_others_entries() {
 
     // A's write removes A's item entries only.
     let response = app
-        .request(
+        .caller(&a.token)
+        .send(
             Method::PATCH,
             &format!("/items/{}", a.item),
             Some(json!({"name": "Mallet"})),
-            Some(&a.token),
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     // All gone but the patched item's detail, written through with the change.
     assert_eq!(
         app.redis_keys(&format!("ims:cache:{}:*", a.org_id)),
@@ -211,15 +209,15 @@ async fn tenants_never_read_write_or_delete_each_others_entries() {
         app.redis_keys(&format!("ims:cache:{}:*", b.org_id)).len(),
         b_keys.len()
     );
-    let b_again = app.get("/items", Some(&b.token)).await;
-    assert_eq!(header(&b_again, "x-cache"), "HIT");
-    let body: Value = b_again.json().await.expect("json");
+    let b_again = bob.get("/items").await;
+    assert_eq!(b_again.header("x-cache"), "HIT");
+    let body: Value = b_again.json();
     assert_eq!(body["data"][0]["name"], "Hammer", "B never sees A's rename");
 
     // Ids containing glob and separator characters are just unknown ids (404, not cached).
     for id in ["*", "a:b", "%7B%7D", "%5B"] {
-        let response = app.get(&format!("/items/{id}"), Some(&b.token)).await;
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let response = bob.get(&format!("/items/{id}")).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
     }
     assert_eq!(
         app.redis_keys(&format!("ims:cache:{}:*", b.org_id)).len(),
@@ -252,8 +250,8 @@ fn reads(org: &Org) -> Vec<(&'static str, String, &'static str)> {
 
 async fn prime(app: &TestApp, org: &Org) {
     for (_, path, _) in reads(org) {
-        let response = app.get(&path, Some(&org.token)).await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let response = app.caller(&org.token).get(&path).await;
+        assert_eq!(response.status, StatusCode::OK, "{path}");
     }
     assert_eq!(
         app.redis_keys(&format!("ims:cache:{}:*", org.org_id)).len(),
@@ -288,9 +286,7 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
     // Stock to sell, and an order to fulfil and invoice.
     let stock = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 50, "reason": "initial"});
     assert_eq!(
-        app.post("/inventory/adjustments", stock, Some(&t))
-            .await
-            .status(),
+        api.post("/inventory/adjustments", stock).await.status,
         StatusCode::CREATED
     );
     let order = id(&api.create("/sales-orders", json!({"customerId": org.customer, "warehouseId": org.warehouse, "lines": [{"itemId": org.item, "quantity": 1}]})).await);
@@ -417,23 +413,16 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
     ];
     for (name, method, path, body, groups) in cases {
         prime(&app, &org).await;
-        let response = app.request(method, &path, Some(body), Some(&t)).await;
-        assert!(
-            response.status().is_success(),
-            "{name}: {}",
-            response.status()
-        );
+        let response = api.send(method, &path, Some(body)).await;
+        assert!(response.status.is_success(), "{name}: {}", response.status);
         if name == "update item" {
             // Write-through: the item's own detail entry was stored again, with the change
             // (the rest of `items` is gone, as checked below).
             let detail = key(&org.org_id, "items:detail", &path, "");
             assert!(exists(&app, &detail), "{name}: written through");
-            let read = app.get(&path, Some(&t)).await;
-            assert_eq!(header(&read, "x-cache"), "HIT");
-            assert_eq!(
-                read.json::<Value>().await.expect("json")["priceCents"],
-                1600
-            );
+            let read = api.get(&path).await;
+            assert_eq!(read.header("x-cache"), "HIT");
+            assert_eq!(read.json()["priceCents"], 1600);
             let _: i64 = redis::cmd("DEL")
                 .arg(&detail)
                 .query(&mut app.redis_conn())
@@ -441,11 +430,10 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
         }
         check_row(&app, &org, name, groups).await;
         // Clear the rest so the next row starts from a fully primed cache.
-        app.request(
+        api.send(
             Method::PATCH,
             &format!("/categories/{}", org.category),
             Some(json!({"name": "Tools"})),
-            Some(&t),
         )
         .await;
         let mut conn = app.redis_conn();
@@ -462,19 +450,15 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
     prime(&app, &org).await;
     let transfer = json!({"itemId": org.item, "fromWarehouseId": org.warehouse, "toWarehouseId": other, "quantity": 1});
     assert_eq!(
-        app.post("/inventory/transfers", transfer, Some(&t))
-            .await
-            .status(),
+        api.post("/inventory/transfers", transfer).await.status,
         StatusCode::CREATED
     );
     check_row(&app, &org, "transfer", &["stock", "dashboard", "reports"]).await;
 
     // A failed write invalidates nothing.
     prime(&app, &org).await;
-    let refused = app
-        .post("/inventory/adjustments", json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": -100000, "reason": "x"}), Some(&t))
-        .await;
-    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let refused = api.post("/inventory/adjustments", json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": -100000, "reason": "x"})).await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
     check_row(&app, &org, "refused write", &[]).await;
 }
 
@@ -503,31 +487,31 @@ async fn concurrent_misses_of_one_key_run_the_handler_once() {
 async fn redis_down_is_a_plain_miss_and_caching_resumes_when_it_is_back() {
     let app = spawn_app().await;
     let org = org(&app, "down@example.com").await;
+    let api = app.caller(&org.token);
     app.redis.stop();
     for _ in 0..3 {
         let started = Instant::now();
-        let response = app.get("/items", Some(&org.token)).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(header(&response, "x-cache"), "MISS");
+        let response = api.get("/items").await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.header("x-cache"), "MISS");
         assert!(started.elapsed() < Duration::from_secs(1));
     }
     // Writes still succeed (their invalidation is skipped).
-    let response = app
-        .request(
+    let response = api
+        .send(
             Method::PATCH,
             &format!("/items/{}", org.item),
             Some(json!({"name": "Claw hammer"})),
-            Some(&org.token),
         )
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     app.redis.restart();
     app.wait_for_redis(true).await;
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let response = app.get("/items", Some(&org.token)).await;
-        if header(&response, "x-cache") == "HIT" {
-            let body: Value = response.json().await.expect("json");
+        let response = api.get("/items").await;
+        if response.header("x-cache") == "HIT" {
+            let body: Value = response.json();
             assert_eq!(body["data"][0]["name"], "Claw hammer");
             break;
         }
@@ -540,36 +524,29 @@ async fn redis_down_is_a_plain_miss_and_caching_resumes_when_it_is_back() {
 async fn writes_during_a_partition_cannot_leave_stale_entries() {
     let app = spawn_app().await;
     let org = org(&app, "partition@example.com").await;
+    let api = app.caller(&org.token);
     let path = format!("/items/{}", org.item);
-    let cached = app.get(&path, Some(&org.token)).await;
-    assert_eq!(header(&cached, "x-cache"), "MISS");
-    assert_eq!(
-        header(&app.get(&path, Some(&org.token)).await, "x-cache"),
-        "HIT"
-    );
+    let cached = api.get(&path).await;
+    assert_eq!(cached.header("x-cache"), "MISS");
+    assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
 
     // Redis stops answering but keeps its data, like a partition. Once the server has
     // noticed, a write cannot invalidate anything: no command is even sent.
     app.redis.pause();
     app.wait_for_redis(false).await;
-    let response = app
-        .request(
-            Method::PATCH,
-            &path,
-            Some(json!({"name": "Sledgehammer"})),
-            Some(&org.token),
-        )
+    let response = api
+        .send(Method::PATCH, &path, Some(json!({"name": "Sledgehammer"})))
         .await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     app.redis.resume();
     app.wait_for_redis(true).await;
 
     // The entry from before the write must never be served again.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let response = app.get(&path, Some(&org.token)).await;
-        let status = header(&response, "x-cache");
-        let body: Value = response.json().await.expect("json");
+        let response = api.get(&path).await;
+        let status = response.header("x-cache");
+        let body: Value = response.json();
         assert_eq!(
             body["name"], "Sledgehammer",
             "stale entry served ({status})"
@@ -586,6 +563,7 @@ async fn writes_during_a_partition_cannot_leave_stale_entries() {
 async fn no_read_started_after_a_write_returned_sees_older_data() {
     let app = spawn_app().await;
     let org = org(&app, "linear@example.com").await;
+    let api = app.caller(&org.token);
     let writes_done = AtomicI64::new(0);
     let stale = AtomicI64::new(0);
     let reads_done = AtomicI64::new(0);
@@ -595,10 +573,8 @@ async fn no_read_started_after_a_write_returned_sees_older_data() {
     let writer = async {
         for i in 0..60 {
             let body = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 1, "reason": "count"});
-            let response = app
-                .post("/inventory/adjustments", body, Some(&org.token))
-                .await;
-            assert_eq!(response.status(), StatusCode::CREATED);
+            let response = api.post("/inventory/adjustments", body).await;
+            assert_eq!(response.status, StatusCode::CREATED);
             writes_done.fetch_add(1, Ordering::SeqCst);
             if i == 30 {
                 // Redis dies in the middle of the run and comes back.
@@ -610,14 +586,13 @@ async fn no_read_started_after_a_write_returned_sees_older_data() {
         }
     };
     let reader = |path: String| {
-        let (app, org, writes_done, stale, reads_done) =
-            (&app, &org, &writes_done, &stale, &reads_done);
+        let (writes_done, stale, reads_done) = (&writes_done, &stale, &reads_done);
         async move {
             while writes_done.load(Ordering::SeqCst) < 60 {
                 let floor = writes_done.load(Ordering::SeqCst);
-                let response = app.get(&path, Some(&org.token)).await;
-                assert_eq!(response.status(), StatusCode::OK);
-                let body: Value = response.json().await.expect("json");
+                let response = api.get(&path).await;
+                assert_eq!(response.status, StatusCode::OK);
+                let body: Value = response.json();
                 let seen = if path.starts_with("/items/") {
                     body["stockOnHand"].as_i64().expect("stock")
                 } else {
@@ -654,20 +629,20 @@ async fn cached_responses_are_private_and_large_ones_are_served_but_not_stored()
     let app = spawn_app().await;
     let org = org(&app, "private@example.com").await;
     for expected in ["MISS", "HIT"] {
-        let response = app.get("/items", Some(&org.token)).await;
-        assert_eq!(header(&response, "x-cache"), expected);
+        let response = app.caller(&org.token).get("/items").await;
+        assert_eq!(response.header("x-cache"), expected);
         // Per tenant: never for a shared cache; revalidate (ETag) before reuse.
-        assert_eq!(header(&response, "cache-control"), "private, no-cache");
+        assert_eq!(response.header("cache-control"), "private, no-cache");
     }
     // CACHE_MAX_ENTRY_BYTES: the item list (well over 64 bytes) is served every time and
     // never stored.
     let small = spawn_app_with(&[("CACHE_MAX_ENTRY_BYTES", "64")]).await;
     let org = self::org(&small, "large@example.com").await;
     for _ in 0..3 {
-        let response = small.get("/items", Some(&org.token)).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(header(&response, "x-cache"), "MISS");
-        let body: Value = response.json().await.expect("json");
+        let response = small.caller(&org.token).get("/items").await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(response.header("x-cache"), "MISS");
+        let body: Value = response.json();
         assert_eq!(body["data"].as_array().expect("data").len(), 1);
     }
     assert!(small
@@ -741,7 +716,7 @@ async fn with_the_database_down_cached_routes_answer_stale_within_the_grace_peri
     let invalidated = org(&app, "fresh@example.com").await;
     for org in [&kept, &invalidated] {
         assert_eq!(
-            header(&app.get("/items", Some(&org.token)).await, "x-cache"),
+            app.caller(&org.token).get("/items").await.header("x-cache"),
             "MISS"
         );
     }
@@ -751,8 +726,8 @@ async fn with_the_database_down_cached_routes_answer_stale_within_the_grace_peri
         1
     );
     // An expired entry is a miss while the database answers: freshness is unchanged.
-    let response = app.get("/items", Some(&kept.token)).await;
-    assert_eq!(header(&response, "x-cache"), "MISS");
+    let response = app.caller(&kept.token).get("/items").await;
+    assert_eq!(response.header("x-cache"), "MISS");
     assert_eq!(
         expire_entry(&app, &pattern(&kept), Duration::from_secs(90)),
         1
@@ -763,59 +738,55 @@ async fn with_the_database_down_cached_routes_answer_stale_within_the_grace_peri
         1
     );
     let created = app
+        .caller(&invalidated.token)
         .post(
             "/items",
             json!({"name": "Saw", "sku": "S-1", "priceCents": 900}),
-            Some(&invalidated.token),
         )
         .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.status, StatusCode::CREATED);
 
     database_down(&app).await;
     let started = Instant::now();
-    let response = app.get("/items", Some(&kept.token)).await;
+    let response = app.caller(&kept.token).get("/items").await;
     assert!(
         started.elapsed() < Duration::from_secs(4),
         "noticed quickly"
     );
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(header(&response, "x-cache"), "STALE");
-    let age: u64 = header(&response, "age").parse().expect("age");
+    assert_eq!(response.status, StatusCode::OK);
+    assert_eq!(response.header("x-cache"), "STALE");
+    let age: u64 = response.header("age").parse().expect("age");
     assert!((90..100).contains(&age), "{age}");
-    let body: Value = response.json().await.expect("json");
+    let body: Value = response.json();
     assert_eq!(body["data"][0]["name"], "Hammer");
     // Invalidated: the error, not stale data.
-    let response = app.get("/items", Some(&invalidated.token)).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let response = app.caller(&invalidated.token).get("/items").await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
     // A route with nothing cached: the error too.
-    let response = app.get("/contacts", Some(&kept.token)).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let response = app.caller(&kept.token).get("/contacts").await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
 async fn without_a_grace_period_the_error_is_passed_on() {
     let app = spawn_app_with(&[("CACHE_GRACE", "0")]).await;
     let org = org(&app, "nograce@example.com").await;
-    assert_eq!(
-        header(&app.get("/items", Some(&org.token)).await, "x-cache"),
-        "MISS"
-    );
+    let api = app.caller(&org.token);
+    assert_eq!(api.get("/items").await.header("x-cache"), "MISS");
     let pattern = format!("ims:cache:{}:items:list:*", org.org_id);
     assert_eq!(expire_entry(&app, &pattern, Duration::from_secs(90)), 1);
     database_down(&app).await;
-    let response = app.get("/items", Some(&org.token)).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let response = api.get("/items").await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
 #[tokio::test]
 async fn an_item_update_writes_its_new_representation_through_to_its_detail_entry() {
     let app = spawn_app().await;
     let org = org(&app, "through@example.com").await;
+    let api = app.caller(&org.token);
     let path = format!("/items/{}", org.item);
-    assert_eq!(
-        header(&app.get(&path, Some(&org.token)).await, "x-cache"),
-        "MISS"
-    );
+    assert_eq!(api.get(&path).await.header("x-cache"), "MISS");
     for (method, body, price) in [
         (Method::PATCH, json!({"priceCents": 1700}), 1700),
         (
@@ -824,39 +795,24 @@ async fn an_item_update_writes_its_new_representation_through_to_its_detail_entr
             1800,
         ),
     ] {
-        let response = app
-            .request(method, &path, Some(body), Some(&org.token))
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let written: Value = response.json().await.expect("json");
+        let response = api.send(method, &path, Some(body)).await;
+        assert_eq!(response.status, StatusCode::OK);
+        let written: Value = response.json();
         // The next read is a hit that already shows the change, with the same body.
-        let read = app.get(&path, Some(&org.token)).await;
-        assert_eq!(header(&read, "x-cache"), "HIT");
-        let read: Value = read.json().await.expect("json");
+        let read = api.get(&path).await;
+        assert_eq!(read.header("x-cache"), "HIT");
+        let read: Value = read.json();
         assert_eq!(read["priceCents"], price);
         assert_eq!(read, written);
     }
     // Lists were invalidated, not written through.
-    assert_eq!(
-        header(&app.get("/items", Some(&org.token)).await, "x-cache"),
-        "MISS"
-    );
+    assert_eq!(api.get("/items").await.header("x-cache"), "MISS");
     // A failed update writes nothing through.
-    let refused = app
-        .request(
-            Method::PATCH,
-            &path,
-            Some(json!({"priceCents": -1})),
-            Some(&org.token),
-        )
+    let refused = api
+        .send(Method::PATCH, &path, Some(json!({"priceCents": -1})))
         .await;
-    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let read: Value = app
-        .get(&path, Some(&org.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let read = api.get(&path).await.json();
     assert_eq!(read["priceCents"], 1800);
 }
 
@@ -864,11 +820,12 @@ async fn an_item_update_writes_its_new_representation_through_to_its_detail_entr
 async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_apart() {
     let app = spawn_app().await;
     let org = org(&app, "csv@example.com").await;
+    let api = app.caller(&org.token);
     let stock = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 5, "reason": "initial"});
     assert_eq!(
-        app.post("/inventory/adjustments", stock.clone(), Some(&org.token))
+        api.post("/inventory/adjustments", stock.clone())
             .await
-            .status(),
+            .status,
         StatusCode::CREATED
     );
     let path = "/reports/inventory-valuation";
@@ -907,9 +864,7 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
     assert_eq!(again.text().await.expect("text"), text);
     // A write that touches reports invalidates both.
     assert_eq!(
-        app.post("/inventory/adjustments", stock, Some(&org.token))
-            .await
-            .status(),
+        api.post("/inventory/adjustments", stock).await.status,
         StatusCode::CREATED
     );
     for accept in ["text/csv", "application/json"] {
@@ -922,6 +877,7 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
 async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
     let app = spawn_app().await;
     let org = org(&app, "tags@example.com").await;
+    let api = app.caller(&org.token);
     let other = id(&app
         .caller(&org.token)
         .create(
@@ -931,78 +887,41 @@ async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
         .await);
     let (a, b) = (format!("/items/{}", org.item), format!("/items/{other}"));
     for path in [&a, &b, &"/items".to_string()] {
-        assert_eq!(
-            header(&app.get(path, Some(&org.token)).await, "x-cache"),
-            "MISS"
-        );
+        assert_eq!(api.get(path).await.header("x-cache"), "MISS");
     }
-    let updated = app
-        .request(
-            Method::PATCH,
-            &a,
-            Some(json!({"priceCents": 2500})),
-            Some(&org.token),
-        )
+    let updated = api
+        .send(Method::PATCH, &a, Some(json!({"priceCents": 2500})))
         .await;
-    assert_eq!(updated.status(), StatusCode::OK);
+    assert_eq!(updated.status, StatusCode::OK);
     // B's detail is still a hit; the list is not; A's is the written-through new one.
-    assert_eq!(
-        header(&app.get(&b, Some(&org.token)).await, "x-cache"),
-        "HIT"
-    );
-    assert_eq!(
-        header(&app.get("/items", Some(&org.token)).await, "x-cache"),
-        "MISS"
-    );
-    let read = app.get(&a, Some(&org.token)).await;
-    assert_eq!(header(&read, "x-cache"), "HIT");
-    assert_eq!(
-        read.json::<Value>().await.expect("json")["priceCents"],
-        2500
-    );
+    assert_eq!(api.get(&b).await.header("x-cache"), "HIT");
+    assert_eq!(api.get("/items").await.header("x-cache"), "MISS");
+    let read = api.get(&a).await;
+    assert_eq!(read.header("x-cache"), "HIT");
+    assert_eq!(read.json()["priceCents"], 2500);
     // Deleting B drops B's entry (a 404 now) and keeps A's.
-    let created = app
+    let created = api
         .post(
             "/items",
             json!({"name": "Saw", "sku": "S-9", "priceCents": 100}),
-            Some(&org.token),
         )
         .await;
-    let saw: Value = created.json().await.expect("json");
+    let saw: Value = created.json();
     let c = format!("/items/{}", saw["id"].as_str().expect("id"));
-    assert_eq!(
-        header(&app.get(&c, Some(&org.token)).await, "x-cache"),
-        "MISS"
-    );
-    assert_eq!(
-        header(&app.get(&a, Some(&org.token)).await, "x-cache"),
-        "HIT"
-    );
-    let deleted = app
-        .request(Method::DELETE, &c, None, Some(&org.token))
-        .await;
-    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
-    assert_eq!(
-        app.get(&c, Some(&org.token)).await.status(),
-        StatusCode::NOT_FOUND
-    );
-    assert_eq!(
-        header(&app.get(&a, Some(&org.token)).await, "x-cache"),
-        "HIT"
-    );
+    assert_eq!(api.get(&c).await.header("x-cache"), "MISS");
+    assert_eq!(api.get(&a).await.header("x-cache"), "HIT");
+    let deleted = api.send(Method::DELETE, &c, None).await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(api.get(&c).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(api.get(&a).await.header("x-cache"), "HIT");
     // A write that concerns every item (a stock adjustment) still drops every detail.
     let stock = json!({"itemId": other, "warehouseId": org.warehouse, "quantityDelta": 3, "reason": "count"});
     assert_eq!(
-        app.post("/inventory/adjustments", stock, Some(&org.token))
-            .await
-            .status(),
+        api.post("/inventory/adjustments", stock).await.status,
         StatusCode::CREATED
     );
     for path in [&a, &b] {
-        assert_eq!(
-            header(&app.get(path, Some(&org.token)).await, "x-cache"),
-            "MISS"
-        );
+        assert_eq!(api.get(path).await.header("x-cache"), "MISS");
     }
 }
 
@@ -1010,22 +929,19 @@ async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
 async fn tag_bookkeeping_does_not_grow_with_writes() {
     let app = spawn_app().await;
     let org = org(&app, "bookkeeping@example.com").await;
+    let api = app.caller(&org.token);
     let path = format!("/items/{}", org.item);
     for price in 0..40 {
-        let response = app
-            .request(
+        let response = api
+            .send(
                 Method::PATCH,
                 &path,
                 Some(json!({"priceCents": 100 + price})),
-                Some(&org.token),
             )
             .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            header(&app.get(&path, Some(&org.token)).await, "x-cache"),
-            "HIT"
-        );
-        app.get("/items", Some(&org.token)).await;
+        assert_eq!(response.status, StatusCode::OK);
+        assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
+        api.get("/items").await;
     }
     let mut conn = app.redis_conn();
     let mut card = |index: &str| -> u64 {

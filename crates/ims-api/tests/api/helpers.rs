@@ -411,7 +411,7 @@ impl Caller<'_> {
             request,
             status,
             headers,
-            json: serde_json::from_str(&text).ok(),
+            parsed: serde_json::from_str(&text).ok(),
             text,
         }
     }
@@ -449,7 +449,7 @@ pub struct Reply {
     pub status: StatusCode,
     pub headers: reqwest::header::HeaderMap,
     /// The body as JSON, if it is JSON.
-    json: Option<Value>,
+    parsed: Option<Value>,
     pub text: String,
 }
 
@@ -487,20 +487,27 @@ impl Reply {
     }
 
     /// The value of header `name`, or `""`.
-    pub fn header(&self, name: &str) -> &str {
+    pub fn header(&self, name: &str) -> String {
         self.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The JSON body, whatever the status (`Null` when the body is empty).
+    #[track_caller]
+    pub fn json(&self) -> Value {
+        match &self.parsed {
+            Some(json) => json.clone(),
+            None if self.text.is_empty() => Value::Null,
+            None => panic!("{}: not JSON: {}", self.request, self.text),
+        }
     }
 
     #[track_caller]
     fn json_body(self) -> Value {
-        match self.json {
-            Some(json) => json,
-            None if self.text.is_empty() => Value::Null,
-            None => panic!("{}: not JSON: {}", self.request, self.text),
-        }
+        self.json()
     }
 }
 
