@@ -1,7 +1,7 @@
 use std::time::Duration;
 
 use ims_api::auth::tokens::{Claims, TokenKeys};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, sha256, spawn_app, spawn_app_with, TestApp, TEST_JWT_SECRET};
@@ -15,12 +15,7 @@ fn s(v: &Value, field: &str) -> String {
 
 /// `GET /auth/sessions`: the sessions the access token's user has open.
 async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
-    let list: Value = app
-        .get("/auth/sessions", Some(access))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Value = app.caller(access).get("/auth/sessions").await.json();
     list["data"].as_array().expect("data").clone()
 }
 
@@ -71,9 +66,9 @@ async fn login_me_and_wrong_credentials() {
     let app = spawn_app().await;
     app.register("bob@example.com").await;
     let pair = app.login("BOB@example.com").await;
-    let me = app.get("/auth/me", Some(&s(&pair, "accessToken"))).await;
-    assert_eq!(me.status(), StatusCode::OK);
-    let me: Value = me.json().await.expect("json");
+    let me = app.caller(&s(&pair, "accessToken")).get("/auth/me").await;
+    assert_eq!(me.status, StatusCode::OK);
+    let me: Value = me.json();
     assert_eq!(me["email"], "bob@example.com");
     assert_eq!(me["name"], "Test User");
 
@@ -185,25 +180,19 @@ async fn logout_deletes_the_token_and_ends_the_session() {
     // Another user cannot end Dave's session with Dave's token.
     let eve = app.register("eve@example.com").await;
     let response = app
-        .post(
-            "/auth/logout",
-            json!({"refreshToken": refresh}),
-            Some(&s(&eve, "accessToken")),
-        )
+        .caller(&s(&eve, "accessToken"))
+        .post("/auth/logout", json!({"refreshToken": refresh}))
         .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
     assert!(app
         .redis_keys("ims:session:refresh:*")
         .contains(&format!("ims:session:refresh:{}", sha256(&refresh))));
 
     let response = app
-        .post(
-            "/auth/logout",
-            json!({"refreshToken": refresh}),
-            Some(&access),
-        )
+        .caller(&access)
+        .post("/auth/logout", json!({"refreshToken": refresh}))
         .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
     assert!(!app
         .redis_keys("ims:session:refresh:*")
         .contains(&format!("ims:session:refresh:{}", sha256(&refresh))));
@@ -217,6 +206,7 @@ async fn sessions_are_listed_and_revoked() {
     let second = app.login("fay@example.com").await;
     let third = app.login("fay@example.com").await;
     let access = s(&third, "accessToken");
+    let api = app.caller(&access);
 
     let open = sessions(&app, &access).await;
     assert_eq!(open.len(), 3);
@@ -228,15 +218,8 @@ async fn sessions_are_listed_and_revoked() {
     // Revoke the second login: its refresh token dies, the others live.
     let keys = TokenKeys::new(TEST_JWT_SECRET);
     let second_sid = keys.verify(&s(&second, "accessToken")).expect("claims").sid;
-    let response = app
-        .request(
-            Method::DELETE,
-            &format!("/auth/sessions/{second_sid}"),
-            None,
-            Some(&access),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = api.delete(&format!("/auth/sessions/{second_sid}")).await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
     assert_problem(
         app.refresh(&s(&second, "refreshToken")).await,
         StatusCode::UNAUTHORIZED,
@@ -249,22 +232,13 @@ async fn sessions_are_listed_and_revoked() {
     let other = app.register("gus@example.com").await;
     let other_sid = keys.verify(&s(&other, "accessToken")).expect("claims").sid;
     for id in [other_sid.as_str(), "not-a-uuid", second_sid.as_str()] {
-        let response = app
-            .request(
-                Method::DELETE,
-                &format!("/auth/sessions/{id}"),
-                None,
-                Some(&access),
-            )
-            .await;
-        assert_problem(response, StatusCode::NOT_FOUND).await;
+        let response = api.delete(&format!("/auth/sessions/{id}")).await;
+        response.problem(StatusCode::NOT_FOUND);
     }
 
     // Revoke all.
-    let response = app
-        .request(Method::DELETE, "/auth/sessions", None, Some(&access))
-        .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let response = api.delete("/auth/sessions").await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
     assert_eq!(sessions(&app, &access).await.len(), 0);
     assert_problem(
         app.refresh(&s(&third, "refreshToken")).await,
@@ -296,8 +270,11 @@ async fn redis_down_login_and_refresh_use_sql_then_redis_again_when_back() {
         2,
         "rotated row kept for reuse detection"
     );
-    let me = app.get("/auth/me", Some(&s(&rotated, "accessToken"))).await;
-    assert_eq!(me.status(), StatusCode::OK);
+    let me = app
+        .caller(&s(&rotated, "accessToken"))
+        .get("/auth/me")
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
 
     // Redis comes back without a server restart.
     app.redis.restart();
@@ -531,13 +508,10 @@ async fn logout_during_a_redis_outage_still_ends_the_session() {
     let refresh = s(&pair, "refreshToken");
     app.redis.stop();
     let response = app
-        .post(
-            "/auth/logout",
-            json!({"refreshToken": refresh}),
-            Some(&s(&pair, "accessToken")),
-        )
+        .caller(&s(&pair, "accessToken"))
+        .post("/auth/logout", json!({"refreshToken": refresh}))
         .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
     app.redis.restart();
     app.wait_for_redis(true).await;
     // Redis restarted empty here, but the session is revoked in SQL either way.

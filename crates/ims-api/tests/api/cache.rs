@@ -188,11 +188,7 @@ async fn tenants_never_read_write_or_delete_each_others_entries() {
     // A's write removes A's item entries only.
     let response = app
         .caller(&a.token)
-        .send(
-            Method::PATCH,
-            &format!("/items/{}", a.item),
-            Some(json!({"name": "Mallet"})),
-        )
+        .patch(&format!("/items/{}", a.item), json!({"name": "Mallet"}))
         .await;
     assert_eq!(response.status, StatusCode::OK);
     // All gone but the patched item's detail, written through with the change.
@@ -430,10 +426,9 @@ async fn every_write_invalidates_its_groups_and_nothing_else() {
         }
         check_row(&app, &org, name, groups).await;
         // Clear the rest so the next row starts from a fully primed cache.
-        api.send(
-            Method::PATCH,
+        api.patch(
             &format!("/categories/{}", org.category),
-            Some(json!({"name": "Tools"})),
+            json!({"name": "Tools"}),
         )
         .await;
         let mut conn = app.redis_conn();
@@ -498,10 +493,9 @@ async fn redis_down_is_a_plain_miss_and_caching_resumes_when_it_is_back() {
     }
     // Writes still succeed (their invalidation is skipped).
     let response = api
-        .send(
-            Method::PATCH,
+        .patch(
             &format!("/items/{}", org.item),
-            Some(json!({"name": "Claw hammer"})),
+            json!({"name": "Claw hammer"}),
         )
         .await;
     assert_eq!(response.status, StatusCode::OK);
@@ -534,9 +528,7 @@ async fn writes_during_a_partition_cannot_leave_stale_entries() {
     // noticed, a write cannot invalidate anything: no command is even sent.
     app.redis.pause();
     app.wait_for_redis(false).await;
-    let response = api
-        .send(Method::PATCH, &path, Some(json!({"name": "Sledgehammer"})))
-        .await;
+    let response = api.patch(&path, json!({"name": "Sledgehammer"})).await;
     assert_eq!(response.status, StatusCode::OK);
     app.redis.resume();
     app.wait_for_redis(true).await;
@@ -808,9 +800,7 @@ async fn an_item_update_writes_its_new_representation_through_to_its_detail_entr
     // Lists were invalidated, not written through.
     assert_eq!(api.get("/items").await.header("x-cache"), "MISS");
     // A failed update writes nothing through.
-    let refused = api
-        .send(Method::PATCH, &path, Some(json!({"priceCents": -1})))
-        .await;
+    let refused = api.patch(&path, json!({"priceCents": -1})).await;
     assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
     let read = api.get(&path).await.json();
     assert_eq!(read["priceCents"], 1800);
@@ -889,9 +879,7 @@ async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
     for path in [&a, &b, &"/items".to_string()] {
         assert_eq!(api.get(path).await.header("x-cache"), "MISS");
     }
-    let updated = api
-        .send(Method::PATCH, &a, Some(json!({"priceCents": 2500})))
-        .await;
+    let updated = api.patch(&a, json!({"priceCents": 2500})).await;
     assert_eq!(updated.status, StatusCode::OK);
     // B's detail is still a hit; the list is not; A's is the written-through new one.
     assert_eq!(api.get(&b).await.header("x-cache"), "HIT");
@@ -910,7 +898,7 @@ async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
     let c = format!("/items/{}", saw["id"].as_str().expect("id"));
     assert_eq!(api.get(&c).await.header("x-cache"), "MISS");
     assert_eq!(api.get(&a).await.header("x-cache"), "HIT");
-    let deleted = api.send(Method::DELETE, &c, None).await;
+    let deleted = api.delete(&c).await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
     assert_eq!(api.get(&c).await.status, StatusCode::NOT_FOUND);
     assert_eq!(api.get(&a).await.header("x-cache"), "HIT");
@@ -932,13 +920,7 @@ async fn tag_bookkeeping_does_not_grow_with_writes() {
     let api = app.caller(&org.token);
     let path = format!("/items/{}", org.item);
     for price in 0..40 {
-        let response = api
-            .send(
-                Method::PATCH,
-                &path,
-                Some(json!({"priceCents": 100 + price})),
-            )
-            .await;
+        let response = api.patch(&path, json!({"priceCents": 100 + price})).await;
         assert_eq!(response.status, StatusCode::OK);
         assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
         api.get("/items").await;

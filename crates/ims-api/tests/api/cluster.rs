@@ -115,13 +115,10 @@ async fn sessions_rotate_detect_reuse_and_log_out_on_a_cluster() {
     let token = pair["refreshToken"].as_str().expect("refresh").to_string();
     let access = pair["accessToken"].as_str().expect("access").to_string();
     let out = app
-        .post(
-            "/auth/logout",
-            json!({"refreshToken": token}),
-            Some(&access),
-        )
+        .caller(&access)
+        .post("/auth/logout", json!({"refreshToken": token}))
         .await;
-    assert_eq!(out.status(), StatusCode::NO_CONTENT);
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
     assert_eq!(app.refresh(&token).await.status(), StatusCode::UNAUTHORIZED);
     assert!(!exists(
         &cluster,
@@ -139,13 +136,13 @@ async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apar
     let empty = hex::encode(Md5::digest(b""));
     let key_of = |org: &Org| format!("ims:cache:{{{}}}:items:list:GET:/items:{empty}", org.org_id);
     for org in [&a, &b] {
-        let first = app.get("/items", Some(&org.token)).await;
-        assert_eq!(header(&first, "x-cache"), "MISS");
-        let second = app.get("/items", Some(&org.token)).await;
-        assert_eq!(header(&second, "x-cache"), "HIT");
-        let ttl: u64 = header(&second, "x-cache-ttl").parse().expect("ttl");
+        let first = app.caller(&org.token).get("/items").await;
+        assert_eq!(first.header("x-cache"), "MISS");
+        let second = app.caller(&org.token).get("/items").await;
+        assert_eq!(second.header("x-cache"), "HIT");
+        let ttl: u64 = second.header("x-cache-ttl").parse().expect("ttl");
         assert!((1..=60).contains(&ttl), "{ttl}");
-        assert!(!header(&second, "etag").is_empty());
+        assert!(!second.header("etag").is_empty());
         assert!(exists(&cluster, &key_of(org)), "{}", key_of(org));
     }
     // The two organizations' entries live wherever their tags hash; each group's epoch
@@ -172,13 +169,13 @@ async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apar
         .await);
     assert!(!exists(&cluster, &key_of(&a)));
     assert!(exists(&cluster, &key_of(&b)));
-    let after = app.get("/items", Some(&a.token)).await;
-    assert_eq!(header(&after, "x-cache"), "MISS");
-    let body: Value = after.json().await.expect("json");
+    let after = app.caller(&a.token).get("/items").await;
+    assert_eq!(after.header("x-cache"), "MISS");
+    let body: Value = after.json();
     assert_eq!(body["total"], 2, "the new item is there");
-    let other = app.get("/items", Some(&b.token)).await;
-    assert_eq!(header(&other, "x-cache"), "HIT");
-    let body: Value = other.json().await.expect("json");
+    let other = app.caller(&b.token).get("/items").await;
+    assert_eq!(other.header("x-cache"), "HIT");
+    let body: Value = other.json();
     assert_eq!(body["total"], 1, "B never sees A's item");
 
     // `/health` and `/health/cache` see the cluster.
@@ -204,9 +201,10 @@ async fn no_read_started_after_a_write_returned_sees_older_data_on_a_cluster() {
         for _ in 0..40 {
             let body = json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 1, "reason": "count"});
             let response = app
-                .post("/inventory/adjustments", body, Some(&org.token))
+                .caller(&org.token)
+                .post("/inventory/adjustments", body)
                 .await;
-            assert_eq!(response.status(), StatusCode::CREATED);
+            assert_eq!(response.status, StatusCode::CREATED);
             writes_done.fetch_add(1, Ordering::SeqCst);
         }
     };
@@ -446,9 +444,9 @@ async fn losing_a_master_under_load_fails_no_request_and_caching_resumes() {
     while hit.len() < orgs.len() {
         assert!(Instant::now() < deadline, "caching never resumed: {hit:?}");
         for (i, org) in orgs.iter().enumerate() {
-            let response = app.get("/items", Some(&org.token)).await;
-            assert_eq!(response.status(), StatusCode::OK);
-            if header(&response, "x-cache") == "HIT" {
+            let response = app.caller(&org.token).get("/items").await;
+            assert_eq!(response.status, StatusCode::OK);
+            if response.header("x-cache") == "HIT" {
                 hit.insert(i);
             }
         }

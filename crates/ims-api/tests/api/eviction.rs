@@ -88,14 +88,12 @@ async fn the_cache_can_live_in_its_own_redis() {
     let app = spawn_app_with(&[("REDIS_CACHE_URL", &cache.url())]).await;
     let pair = app.register("split@example.com").await;
     let token = pair["accessToken"].as_str().expect("token").to_string();
+    let api = app.caller(&token);
     for _ in 0..2 {
-        assert_eq!(
-            app.get("/items", Some(&token)).await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(api.get("/items").await.status, StatusCode::OK);
     }
-    let hit = app.get("/items", Some(&token)).await;
-    assert_eq!(crate::helpers::header(&hit, "x-cache"), "HIT");
+    let hit = api.get("/items").await;
+    assert_eq!(hit.header("x-cache"), "HIT");
     let mut cache_conn = redis::Client::open(cache.url())
         .expect("client")
         .get_connection()
@@ -117,8 +115,5 @@ async fn the_cache_can_live_in_its_own_redis() {
     cache.stop();
     let response = refresh(&app, pair["refreshToken"].as_str().expect("token")).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(
-        app.get("/items", Some(&token)).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(api.get("/items").await.status, StatusCode::OK);
 }

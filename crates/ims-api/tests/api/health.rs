@@ -81,17 +81,12 @@ async fn metrics_are_prometheus_text_labelled_by_route_template() {
     let app = spawn_app().await;
     let pair = app.register("metrics@example.com").await;
     let token = pair["accessToken"].as_str().expect("token");
+    let api = app.caller(token);
     for _ in 0..3 {
-        assert_eq!(
-            app.get("/items", Some(token)).await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(api.get("/items").await.status, StatusCode::OK);
     }
     let unknown = "/items/00000000-0000-0000-0000-000000000000";
-    assert_eq!(
-        app.get(unknown, Some(token)).await.status(),
-        StatusCode::NOT_FOUND
-    );
+    assert_eq!(api.get(unknown).await.status, StatusCode::NOT_FOUND);
     let response = app.get("/metrics", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{header, spawn_app_with, until_seen, ServerProcess, TestApp};
+use crate::helpers::{spawn_app_with, until_seen, ServerProcess, TestApp};
 
 /// `CACHE_L1_MAX_STALE_MS` of these tests.
 const BOUND: Duration = Duration::from_millis(1000);
@@ -37,14 +37,11 @@ async fn two_instances() -> (TestApp, ServerProcess, String, String) {
         .expect("token")
         .to_string();
     let response = app
-        .post(
-            "/tax-rates",
-            json!({"name": "v0", "rateBps": 100}),
-            Some(&token),
-        )
+        .caller(&token)
+        .post("/tax-rates", json!({"name": "v0", "rateBps": 100}))
         .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let rate: Value = response.json().await.expect("json");
+    assert_eq!(response.status, StatusCode::CREATED);
+    let rate: Value = response.json();
     let rate = rate["id"].as_str().expect("id").to_string();
     (app, writer, token, rate)
 }
@@ -70,10 +67,10 @@ async fn rename_on(
 }
 
 async fn name_on(app: &TestApp, token: &str) -> (String, String) {
-    let response = app.get("/tax-rates", Some(token)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let tier = header(&response, "x-cache-tier");
-    let body: Value = response.json().await.expect("json");
+    let response = app.caller(token).get("/tax-rates").await;
+    assert_eq!(response.status, StatusCode::OK);
+    let tier = response.header("x-cache-tier");
+    let body: Value = response.json();
     (
         body["data"][0]["name"]
             .as_str()
@@ -99,18 +96,19 @@ async fn visible_after(app: &TestApp, token: &str, name: &str, written: Instant)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_l1_hit_sends_nothing_to_redis() {
     let (app, _writer, token, _) = two_instances().await;
-    let first = app.get("/tax-rates", Some(&token)).await;
-    assert_eq!(header(&first, "x-cache"), "MISS");
-    let second = app.get("/tax-rates", Some(&token)).await;
-    assert_eq!(header(&second, "x-cache"), "HIT");
-    assert_eq!(header(&second, "x-cache-tier"), "L1");
-    let ttl: u64 = header(&second, "x-cache-ttl").parse().expect("ttl");
+    let api = app.caller(&token);
+    let first = api.get("/tax-rates").await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    let second = api.get("/tax-rates").await;
+    assert_eq!(second.header("x-cache"), "HIT");
+    assert_eq!(second.header("x-cache-tier"), "L1");
+    let ttl: u64 = second.header("x-cache-ttl").parse().expect("ttl");
     assert!((1..=600).contains(&ttl), "{ttl}");
-    let etag = header(&second, "etag");
+    let etag = second.header("etag");
     let before = command_calls(&app);
     for _ in 0..20 {
-        let hit = app.get("/tax-rates", Some(&token)).await;
-        assert_eq!(header(&hit, "x-cache-tier"), "L1");
+        let hit = api.get("/tax-rates").await;
+        assert_eq!(hit.header("x-cache-tier"), "L1");
     }
     let not_modified = app
         .client
@@ -276,25 +274,25 @@ async fn without_redis_the_whole_cache_runs_in_process() {
         .expect("token")
         .to_string();
     let created = app
+        .caller(&token)
         .post(
             "/items",
             json!({"name": "Hammer", "sku": "H-1", "priceCents": 100}),
-            Some(&token),
         )
         .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
+    assert_eq!(created.status, StatusCode::CREATED);
     // Every cached route, not only the L1 ones: items is a Redis-only route otherwise.
-    let first = app.get("/items", Some(&token)).await;
-    assert_eq!(header(&first, "x-cache"), "MISS");
-    let ttl: u64 = header(&first, "x-cache-ttl").parse().expect("ttl");
+    let first = app.caller(&token).get("/items").await;
+    assert_eq!(first.header("x-cache"), "MISS");
+    let ttl: u64 = first.header("x-cache-ttl").parse().expect("ttl");
     assert!(
         (55..=60).contains(&ttl),
         "stored with the route's TTL: {ttl}"
     );
-    let second = app.get("/items", Some(&token)).await;
-    assert_eq!(header(&second, "x-cache"), "HIT");
-    assert_eq!(header(&second, "x-cache-tier"), "L1");
-    let etag = header(&second, "etag");
+    let second = app.caller(&token).get("/items").await;
+    assert_eq!(second.header("x-cache"), "HIT");
+    assert_eq!(second.header("x-cache-tier"), "L1");
+    let etag = second.header("etag");
     let not_modified = app
         .client
         .get(format!("{}/items", app.address))
@@ -306,25 +304,25 @@ async fn without_redis_the_whole_cache_runs_in_process() {
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
     // The invalidation mapping holds: a write drops the list, the next read is current.
     let saw = app
+        .caller(&token)
         .post(
             "/items",
             json!({"name": "Saw", "sku": "S-1", "priceCents": 200}),
-            Some(&token),
         )
         .await;
-    assert_eq!(saw.status(), StatusCode::CREATED);
-    let after = app.get("/items", Some(&token)).await;
-    assert_eq!(header(&after, "x-cache"), "MISS");
-    let body: Value = after.json().await.expect("json");
+    assert_eq!(saw.status, StatusCode::CREATED);
+    let after = app.caller(&token).get("/items").await;
+    assert_eq!(after.header("x-cache"), "MISS");
+    let body: Value = after.json();
     assert_eq!(body["total"], 2);
     // Another organization never sees this one's entry.
     let other = app.register("other-local@example.com").await["accessToken"]
         .as_str()
         .expect("token")
         .to_string();
-    let theirs = app.get("/items", Some(&other)).await;
-    assert_eq!(header(&theirs, "x-cache"), "MISS");
-    let body: Value = theirs.json().await.expect("json");
+    let theirs = app.caller(&other).get("/items").await;
+    assert_eq!(theirs.header("x-cache"), "MISS");
+    let body: Value = theirs.json();
     assert_eq!(body["total"], 0);
 }
 
@@ -335,14 +333,14 @@ async fn cache_stats_are_per_organization_and_redis_figures_are_reported() {
     let a = token(app.register("stats-a@example.com").await);
     let b = token(app.register("stats-b@example.com").await);
     for path in ["/tax-rates", "/tax-rates", "/items"] {
-        assert_eq!(app.get(path, Some(&a)).await.status(), StatusCode::OK);
+        assert_eq!(app.caller(&a).get(path).await.status, StatusCode::OK);
     }
     let stats = |token: String| {
         let app = &app;
         async move {
-            let response = app.get("/cache/stats", Some(&token)).await;
-            assert_eq!(response.status(), StatusCode::OK);
-            response.json::<Value>().await.expect("json")
+            let response = app.caller(&token).get("/cache/stats").await;
+            assert_eq!(response.status, StatusCode::OK);
+            response.json()
         }
     };
     let mine = stats(a).await;
@@ -396,6 +394,7 @@ async fn warm_up_runs_once_per_interval_across_three_instances_and_refills_dashb
         .as_str()
         .expect("token")
         .to_string();
+    let api = app.caller(&token);
     let warmups = |base: String| {
         let app = &app;
         async move {
@@ -418,10 +417,8 @@ async fn warm_up_runs_once_per_interval_across_three_instances_and_refills_dashb
     let before = total(bases.clone()).await;
     let started = Instant::now();
     // A write: the organization is active, its dashboard invalidated.
-    let created = app
-        .post("/categories", json!({"name": "Tools"}), Some(&token))
-        .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
+    let created = api.post("/categories", json!({"name": "Tools"})).await;
+    assert_eq!(created.status, StatusCode::CREATED);
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let runs = total(bases.clone()).await - before;
     let intervals = started.elapsed().as_secs();
@@ -430,7 +427,7 @@ async fn warm_up_runs_once_per_interval_across_three_instances_and_refills_dashb
         "{runs} warm-ups in {intervals} intervals over three instances: once per interval"
     );
     // Nobody read the dashboard since the write, yet it is cached.
-    let kpis = app.get("/dashboard/kpis", Some(&token)).await;
-    assert_eq!(kpis.status(), StatusCode::OK);
-    assert_eq!(header(&kpis, "x-cache"), "HIT");
+    let kpis = api.get("/dashboard/kpis").await;
+    assert_eq!(kpis.status, StatusCode::OK);
+    assert_eq!(kpis.header("x-cache"), "HIT");
 }

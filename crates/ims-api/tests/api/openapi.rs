@@ -99,12 +99,13 @@ async fn document_is_openapi_3_and_every_documented_operation_is_served() {
         )
         .then(|| serde_json::json!({}));
         let response = app
-            .request(method.clone(), &concrete, body, Some(&token))
+            .caller(&token)
+            .send(method.clone(), &concrete, body)
             .await;
-        let status = response.status();
+        let status = response.status;
         assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
         if status == StatusCode::NOT_FOUND {
-            let problem: Value = response.json().await.unwrap_or_default();
+            let problem: Value = serde_json::from_str(&response.text).unwrap_or_default();
             assert_ne!(
                 problem["detail"], "no route matches this path",
                 "{method} {path} is documented but not routed"
@@ -318,31 +319,27 @@ async fn the_server_enforces_what_the_document_says() {
         "/items?sort=",
         "/contacts?type=",
     ] {
-        let response = app.get(path, Some(&token)).await;
-        assert_eq!(
-            response.status(),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "{path}"
-        );
+        let response = app.caller(&token).get(path).await;
+        assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
     }
     let created = app
+        .caller(&token)
         .post(
             "/tax-rates",
             serde_json::json!({"name": "VAT", "rateBps": 1500.0}),
-            Some(&token),
         )
         .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let body: Value = created.json().await.expect("json");
+    assert_eq!(created.status, StatusCode::CREATED);
+    let body: Value = created.json();
     assert_eq!(body["rateBps"], 1500);
     let fractional = app
+        .caller(&token)
         .post(
             "/tax-rates",
             serde_json::json!({"name": "VAT", "rateBps": 1500.5}),
-            Some(&token),
         )
         .await;
-    assert_eq!(fractional.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(fractional.status, StatusCode::UNPROCESSABLE_ENTITY);
     let untyped = reqwest::Client::new()
         .post(format!("{}/tax-rates", app.address))
         .bearer_auth(&token)

@@ -1,9 +1,9 @@
 //! Stock operations, sales and purchase orders, invoices and payments, over HTTP.
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, id, spawn_app, ServerProcess, TestApp};
+use crate::helpers::{assert_problem, id, spawn_app, Reply, ServerProcess, TestApp};
 
 /// A small catalog in a fresh organization.
 struct Shop {
@@ -59,31 +59,18 @@ async fn shop(app: &TestApp, email: &str) -> Shop {
 }
 
 impl Shop {
-    async fn adjust(
-        &self,
-        app: &TestApp,
-        item: &str,
-        warehouse: &str,
-        delta: i64,
-    ) -> reqwest::Response {
-        app.post(
-            "/inventory/adjustments",
-            json!({"itemId": item, "warehouseId": warehouse, "quantityDelta": delta, "reason": "count"}),
-            Some(&self.token),
-        )
-        .await
+    async fn adjust(&self, app: &TestApp, item: &str, warehouse: &str, delta: i64) -> Reply {
+        app.caller(&self.token).post("/inventory/adjustments", json!({"itemId": item, "warehouseId": warehouse, "quantityDelta": delta, "reason": "count"})).await
     }
 
     async fn level(&self, app: &TestApp, item: &str, warehouse: &str) -> i64 {
         let body: Value = app
-            .get(
-                &format!("/inventory/stock-levels?itemId={item}&warehouseId={warehouse}"),
-                Some(&self.token),
-            )
+            .caller(&self.token)
+            .get(&format!(
+                "/inventory/stock-levels?itemId={item}&warehouseId={warehouse}"
+            ))
             .await
-            .json()
-            .await
-            .expect("json");
+            .json();
         body["data"][0]["quantity"].as_i64().unwrap_or(0)
     }
 
@@ -119,20 +106,20 @@ async fn assert_ledger_matches_levels(app: &TestApp) {
 async fn adjustments_and_transfers_move_stock_and_never_go_negative() {
     let app = spawn_app().await;
     let shop = shop(&app, "stock@example.com").await;
+    let api = app.caller(&shop.token);
     assert_eq!(
         shop.adjust(&app, &shop.widget, &shop.warehouse, 10)
             .await
-            .status(),
+            .status,
         StatusCode::CREATED
     );
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 10);
 
     // Taking out more than is there: 409, nothing applied.
-    let problem = assert_problem(
-        shop.adjust(&app, &shop.widget, &shop.warehouse, -11).await,
-        StatusCode::CONFLICT,
-    )
-    .await;
+    let problem = shop
+        .adjust(&app, &shop.widget, &shop.warehouse, -11)
+        .await
+        .problem(StatusCode::CONFLICT);
     assert!(problem["detail"]
         .as_str()
         .expect("detail")
@@ -141,18 +128,15 @@ async fn adjustments_and_transfers_move_stock_and_never_go_negative() {
 
     // A transfer moves both sides, or neither.
     let transfer = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 4});
-    let response = app
-        .post("/inventory/transfers", transfer, Some(&shop.token))
-        .await;
-    assert_eq!(response.status(), StatusCode::CREATED);
+    let response = api.post("/inventory/transfers", transfer).await;
+    assert_eq!(response.status, StatusCode::CREATED);
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 6);
     assert_eq!(
         shop.level(&app, &shop.widget, &shop.other_warehouse).await,
         4
     );
     let too_much = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 7});
-    app.caller(&shop.token)
-        .post("/inventory/transfers", too_much)
+    api.post("/inventory/transfers", too_much)
         .await
         .problem(StatusCode::CONFLICT);
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 6);
@@ -162,46 +146,24 @@ async fn adjustments_and_transfers_move_stock_and_never_go_negative() {
     );
 
     // Lists and the ledger.
-    let adjustments: Value = app
-        .get("/inventory/adjustments", Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let adjustments: Value = api.get("/inventory/adjustments").await.json();
     assert_eq!(adjustments["total"], 1);
-    let transfers: Value = app
-        .get("/inventory/transfers", Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let transfers: Value = api.get("/inventory/transfers").await.json();
     assert_eq!(transfers["total"], 1);
     assert_eq!(transfers["data"][0]["quantity"], 4);
-    let movements: Value = app
-        .get(
-            &format!("/inventory/movements?itemId={}", shop.widget),
-            Some(&shop.token),
-        )
+    let movements: Value = api
+        .get(&format!("/inventory/movements?itemId={}", shop.widget))
         .await
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(movements["total"], 3);
-    let item: Value = app
-        .get(&format!("/items/{}", shop.widget), Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let item: Value = api.get(&format!("/items/{}", shop.widget)).await.json();
     assert_eq!(item["stockOnHand"], 10);
 
     // Low stock: the widget's reorder level is 5; Main has 6, Overflow 4.
-    let low: Value = app
-        .get("/inventory/stock-levels?lowStock=true", Some(&shop.token))
+    let low: Value = api
+        .get("/inventory/stock-levels?lowStock=true")
         .await
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(low["total"], 1);
     assert_eq!(low["data"][0]["warehouseId"], shop.other_warehouse.as_str());
     assert_ledger_matches_levels(&app).await;
@@ -222,10 +184,8 @@ async fn bad_stock_requests_are_problems_and_change_nothing() {
         json!({"itemId": shop.widget, "warehouseId": shop.warehouse}),
     ];
     for body in cases {
-        let response = app
-            .post("/inventory/adjustments", body.clone(), Some(&shop.token))
-            .await;
-        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let response = api.post("/inventory/adjustments", body.clone()).await;
+        response.problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
     let same = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.warehouse, "quantity": 1});
     api.post("/inventory/transfers", same)
@@ -294,9 +254,9 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     // Creating the order reserves nothing; fulfilling takes the stock.
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 10);
     let fulfil = format!("/sales-orders/{order_id}/fulfil");
-    let response = app.post(&fulfil, json!({}), Some(&shop.token)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let fulfilled: Value = response.json().await.expect("json");
+    let response = api.post(&fulfil, json!({})).await;
+    assert_eq!(response.status, StatusCode::OK);
+    let fulfilled: Value = response.json();
     assert_eq!(fulfilled["status"], "fulfilled");
     assert!(fulfilled["fulfilledAt"].is_string());
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 7);
@@ -305,15 +265,13 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
         .await
         .problem(StatusCode::CONFLICT);
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 7);
-    let patch = app
-        .request(
-            Method::PATCH,
+    let patch = api
+        .patch(
             &format!("/sales-orders/{order_id}"),
-            Some(json!({"notes": "late"})),
-            Some(&shop.token),
+            json!({"notes": "late"}),
         )
         .await;
-    assert_problem(patch, StatusCode::CONFLICT).await;
+    patch.problem(StatusCode::CONFLICT);
 
     // Invoice and payments.
     let invoice = api
@@ -347,12 +305,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     api.post(&pay, json!({"amountCents": 1}))
         .await
         .problem(StatusCode::CONFLICT);
-    let list: Value = app
-        .get("/invoices?status=paid", Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Value = api.get("/invoices?status=paid").await.json();
     assert_eq!(list["total"], 1);
     let second = shop
         .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
@@ -368,6 +321,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
 async fn an_order_short_of_any_line_takes_nothing() {
     let app = spawn_app().await;
     let shop = shop(&app, "short@example.com").await;
+    let api = app.caller(&shop.token);
     shop.adjust(&app, &shop.widget, &shop.warehouse, 10).await;
     shop.adjust(&app, &shop.gadget, &shop.warehouse, 1).await;
     let order = shop
@@ -376,26 +330,20 @@ async fn an_order_short_of_any_line_takes_nothing() {
             json!([{"itemId": shop.widget, "quantity": 4}, {"itemId": shop.gadget, "quantity": 2}]),
         )
         .await;
-    let response = app
-        .post(
-            &format!("/sales-orders/{}/fulfil", id(&order)),
-            json!({}),
-            Some(&shop.token),
-        )
+    let response = api
+        .post(&format!("/sales-orders/{}/fulfil", id(&order)), json!({}))
         .await;
-    let problem = assert_problem(response, StatusCode::CONFLICT).await;
+    let problem = response.problem(StatusCode::CONFLICT);
     assert!(problem["detail"]
         .as_str()
         .expect("detail")
         .contains(&shop.gadget));
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 10);
     assert_eq!(shop.level(&app, &shop.gadget, &shop.warehouse).await, 1);
-    let current: Value = app
-        .get(&format!("/sales-orders/{}", id(&order)), Some(&shop.token))
+    let current: Value = api
+        .get(&format!("/sales-orders/{}", id(&order)))
         .await
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(current["status"], "open");
     assert_ledger_matches_levels(&app).await;
 }
@@ -409,17 +357,13 @@ async fn open_orders_can_change_and_be_cancelled() {
         .sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
         .await;
     let path = format!("/sales-orders/{}", id(&order));
-    let patched: Value = app
-        .request(
-            Method::PATCH,
+    let patched: Value = api
+        .patch(
             &path,
-            Some(json!({"lines": [{"itemId": shop.gadget, "quantity": 2}], "notes": "rush"})),
-            Some(&shop.token),
+            json!({"lines": [{"itemId": shop.gadget, "quantity": 2}], "notes": "rush"}),
         )
         .await
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(patched["totalCents"], 5000);
     assert_eq!(patched["notes"], "rush");
     assert_eq!(patched["lines"].as_array().expect("lines").len(), 1);
@@ -429,22 +373,13 @@ async fn open_orders_can_change_and_be_cancelled() {
         json!({"customerId": shop.vendor}),
         json!({"lines": null}),
     ] {
-        let response = app
-            .request(Method::PATCH, &path, Some(bad), Some(&shop.token))
-            .await;
-        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let response = api.patch(&path, bad).await;
+        response.problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let cancelled: Value = app
-        .request(
-            Method::PATCH,
-            &path,
-            Some(json!({"status": "cancelled"})),
-            Some(&shop.token),
-        )
+    let cancelled: Value = api
+        .patch(&path, json!({"status": "cancelled"}))
         .await
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(cancelled["status"], "cancelled");
     api.post(&format!("{path}/fulfil"), json!({}))
         .await
@@ -452,19 +387,9 @@ async fn open_orders_can_change_and_be_cancelled() {
     api.post("/invoices", json!({"salesOrderId": id(&order)}))
         .await
         .problem(StatusCode::CONFLICT);
-    let open: Value = app
-        .get("/sales-orders?status=open", Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let open: Value = api.get("/sales-orders?status=open").await.json();
     assert_eq!(open["total"], 0);
-    let all: Value = app
-        .get("/sales-orders", Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let all: Value = api.get("/sales-orders").await.json();
     assert_eq!(all["total"], 1);
 }
 
@@ -486,12 +411,7 @@ async fn purchase_orders_put_stock_in_once() {
     assert_eq!(order["totalCents"], 20 * 350 + 5 * 360);
     assert_eq!(order["status"], "open");
     let receive = format!("/purchase-orders/{}/receive", id(&order));
-    let received: Value = app
-        .post(&receive, json!({}), Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let received: Value = api.post(&receive, json!({})).await.json();
     assert_eq!(received["status"], "received");
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 25);
     api.post(&receive, json!({}))
@@ -510,12 +430,7 @@ async fn purchase_orders_put_stock_in_once() {
             .await
             .problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
-    let list: Value = app
-        .get("/purchase-orders?status=received", Some(&shop.token))
-        .await
-        .json()
-        .await
-        .expect("json");
+    let list: Value = api.get("/purchase-orders?status=received").await.json();
     assert_eq!(list["total"], 1);
     assert_ledger_matches_levels(&app).await;
 }
@@ -538,10 +453,8 @@ async fn bad_sales_orders_are_422_and_write_nothing() {
         json!({"customerId": shop.customer, "warehouseId": shop.warehouse, "lines": "many"}),
     ];
     for body in cases {
-        let response = app
-            .post("/sales-orders", body.clone(), Some(&shop.token))
-            .await;
-        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let response = api.post("/sales-orders", body.clone()).await;
+        response.problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
     let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sales_orders")
         .fetch_one(app.state.db.pool())
@@ -596,30 +509,26 @@ async fn another_organization_sees_and_touches_nothing() {
             .problem(StatusCode::NOT_FOUND);
     }
     let pay = app
+        .caller(&intruder)
         .post(
             &format!("/invoices/{}/payments", id(&invoice)),
             json!({"amountCents": 1}),
-            Some(&intruder),
         )
         .await;
-    assert_problem(pay, StatusCode::NOT_FOUND).await;
+    pay.problem(StatusCode::NOT_FOUND);
     let steal = app
-        .post(
-            "/invoices",
-            json!({"salesOrderId": id(&order)}),
-            Some(&intruder),
-        )
+        .caller(&intruder)
+        .post("/invoices", json!({"salesOrderId": id(&order)}))
         .await;
-    assert_problem(steal, StatusCode::UNPROCESSABLE_ENTITY).await;
+    steal.problem(StatusCode::UNPROCESSABLE_ENTITY);
     let cancel = app
-        .request(
-            Method::PATCH,
+        .caller(&intruder)
+        .patch(
             &format!("/sales-orders/{}", id(&order)),
-            Some(json!({"status": "cancelled"})),
-            Some(&intruder),
+            json!({"status": "cancelled"}),
         )
         .await;
-    assert_problem(cancel, StatusCode::NOT_FOUND).await;
+    cancel.problem(StatusCode::NOT_FOUND);
     for path in [
         "/sales-orders",
         "/invoices",
@@ -628,21 +537,14 @@ async fn another_organization_sees_and_touches_nothing() {
         "/inventory/adjustments",
         "/inventory/movements",
     ] {
-        let list: Value = app
-            .get(path, Some(&intruder))
-            .await
-            .json()
-            .await
-            .expect("json");
+        let list: Value = app.caller(&intruder).get(path).await.json();
         assert_eq!(list["total"], 0, "{path}");
     }
     // The owner's data is intact, and the intruder's first invoice is its own INV-000001.
-    let mine: Value = app
-        .get(&format!("/sales-orders/{}", id(&order)), Some(&shop.token))
+    let mine: Value = api
+        .get(&format!("/sales-orders/{}", id(&order)))
         .await
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(mine["status"], "open");
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 5);
 }
@@ -663,12 +565,12 @@ async fn parallel_fulfilments_and_adjustments_never_oversell() {
         let path = format!("/sales-orders/{order}/fulfil");
         let app = &app;
         let token = shop.token.clone();
-        async move { app.post(&path, json!({}), Some(&token)).await.status() }
+        async move { app.caller(&token).post(&path, json!({})).await.status }
     });
     let withdrawals = (0..20).map(|_| async {
         shop.adjust(&app, &shop.widget, &shop.warehouse, -1)
             .await
-            .status()
+            .status
     });
     let (fulfilled, withdrawn) = tokio::join!(
         futures::future::join_all(fulfils),
@@ -686,11 +588,10 @@ async fn parallel_fulfilments_and_adjustments_never_oversell() {
         .all(|s| s.is_success() || *s == StatusCode::CONFLICT));
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 0);
     let fulfilled_orders: Value = app
-        .get("/sales-orders?status=fulfilled", Some(&shop.token))
+        .caller(&shop.token)
+        .get("/sales-orders?status=fulfilled")
         .await
-        .json()
-        .await
-        .expect("json");
+        .json();
     assert_eq!(fulfilled_orders["total"], ok(&fulfilled, StatusCode::OK));
     assert_ledger_matches_levels(&app).await;
 }

@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::helpers::{header, spawn_app, until_seen, ServerProcess, TestApp};
+use crate::helpers::{spawn_app, until_seen, ServerProcess, TestApp};
 
 /// The bound the outbox promises: its delay plus a poll, with room for a loaded machine.
 const BOUND: Duration = Duration::from_millis(1500);
@@ -69,14 +69,14 @@ async fn fixture(app: &TestApp) -> Fixture {
         .expect("token")
         .to_string();
     let created = app
+        .caller(&token)
         .post(
             "/items",
             json!({"name": "Hammer", "sku": "H-1", "priceCents": 100}),
-            Some(&token),
         )
         .await;
-    assert_eq!(created.status(), StatusCode::CREATED);
-    let item: Value = created.json().await.expect("json");
+    assert_eq!(created.status, StatusCode::CREATED);
+    let item: Value = created.json();
     Fixture {
         token,
         item: item["id"].as_str().expect("id").to_string(),
@@ -85,10 +85,13 @@ async fn fixture(app: &TestApp) -> Fixture {
 
 /// The price the reader instance serves for the item, and its `X-Cache`.
 async fn price_on(app: &TestApp, f: &Fixture) -> (i64, String) {
-    let response = app.get(&format!("/items/{}", f.item), Some(&f.token)).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let cache = header(&response, "x-cache");
-    let body: Value = response.json().await.expect("json");
+    let response = app
+        .caller(&f.token)
+        .get(&format!("/items/{}", f.item))
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    let cache = response.header("x-cache");
+    let body: Value = response.json();
     (body["priceCents"].as_i64().expect("price"), cache)
 }
 
@@ -227,38 +230,24 @@ async fn on_a_cluster_a_write_whose_writer_dies_after_committing_reaches_the_oth
 async fn a_refused_write_leaves_no_transaction_open() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
-    let other = app
+    let api = app.caller(&f.token);
+    let other = api
         .post(
             "/items",
             json!({"name": "Saw", "sku": "S-1", "priceCents": 100}),
-            Some(&f.token),
         )
         .await;
-    assert_eq!(other.status(), StatusCode::CREATED);
+    assert_eq!(other.status, StatusCode::CREATED);
     let path = format!("/items/{}", f.item);
     for _ in 0..12 {
-        let refused = app
-            .request(
-                Method::PATCH,
-                &path,
-                Some(json!({"sku": "S-1"})),
-                Some(&f.token),
-            )
-            .await;
-        assert_eq!(refused.status(), StatusCode::CONFLICT);
+        let refused = api.patch(&path, json!({"sku": "S-1"})).await;
+        assert_eq!(refused.status, StatusCode::CONFLICT);
     }
     for price in 200..220 {
-        let written = app
-            .request(
-                Method::PATCH,
-                &path,
-                Some(json!({"priceCents": price})),
-                Some(&f.token),
-            )
-            .await;
-        assert_eq!(written.status(), StatusCode::OK, "price {price}");
-        let read = app.get(&path, Some(&f.token)).await;
-        let body: Value = read.json().await.expect("json");
+        let written = api.patch(&path, json!({"priceCents": price})).await;
+        assert_eq!(written.status, StatusCode::OK, "price {price}");
+        let read = api.get(&path).await;
+        let body: Value = read.json();
         assert_eq!(body["priceCents"], price);
         assert_eq!(body["sku"], "H-1");
     }

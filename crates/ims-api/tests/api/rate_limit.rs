@@ -304,7 +304,7 @@ async fn credential_routes_allow_five_per_fifteen_minutes() {
         .expect("token")
         .to_string();
     assert_eq!(
-        app.get("/auth/me", Some(&token)).await.status(),
+        app.caller(&token).get("/auth/me").await.status,
         StatusCode::OK
     );
 }
@@ -469,7 +469,7 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
     let fresh = self::token(&app, "tier2@example.com").await;
     let mut admitted = 0;
     for _ in 0..9 {
-        if app.get("/categories", Some(&fresh)).await.status() == StatusCode::OK {
+        if app.caller(&fresh).get("/categories").await.status == StatusCode::OK {
             admitted += 1;
         }
     }
