@@ -76,21 +76,15 @@ async fn login_me_and_wrong_credentials() {
         json!({"email": "bob@example.com", "password": "wrong password"}),
         json!({"email": "nobody@example.com", "password": "correct horse battery"}),
     ] {
-        let problem = assert_problem(
-            app.post("/auth/login", body, None).await,
-            StatusCode::UNAUTHORIZED,
-        )
-        .await;
+        let problem = app
+            .anonymous()
+            .post("/auth/login", body)
+            .await
+            .problem(StatusCode::UNAUTHORIZED);
         assert_eq!(problem["detail"], "invalid email or password");
     }
-    let duplicate = app
-        .post(
-            "/auth/register",
-            json!({"email": "bob@example.com", "password": "another password", "name": "B", "organizationName": "O"}),
-            None,
-        )
-        .await;
-    assert_problem(duplicate, StatusCode::CONFLICT).await;
+    let duplicate = app.anonymous().post("/auth/register", json!({"email": "bob@example.com", "password": "another password", "name": "B", "organizationName": "O"})).await;
+    duplicate.problem(StatusCode::CONFLICT);
 }
 
 #[tokio::test]
@@ -173,9 +167,10 @@ async fn logout_deletes_the_token_and_ends_the_session() {
 
     // Logout needs the bearer token.
     let anonymous = app
-        .post("/auth/logout", json!({"refreshToken": refresh}), None)
+        .anonymous()
+        .post("/auth/logout", json!({"refreshToken": refresh}))
         .await;
-    assert_problem(anonymous, StatusCode::UNAUTHORIZED).await;
+    anonymous.problem(StatusCode::UNAUTHORIZED);
 
     // Another user cannot end Dave's session with Dave's token.
     let eve = app.register("eve@example.com").await;
@@ -442,30 +437,30 @@ async fn bad_input_on_every_auth_route_is_a_4xx_problem_and_writes_nothing() {
     }
 
     // Field-level validation names the fields.
-    let response = app
-        .post("/auth/register", json!({"email": "not-an-email", "password": "short", "name": " ", "organizationName": ""}), None)
-        .await;
-    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let response = app.anonymous().post("/auth/register", json!({"email": "not-an-email", "password": "short", "name": " ", "organizationName": ""})).await;
+    let problem = response.problem(StatusCode::UNPROCESSABLE_ENTITY);
     for field in ["email", "password", "name", "organizationName"] {
         assert!(problem["errors"][field].is_array(), "{field}: {problem}");
     }
     let response = app
-        .post("/auth/register", json!({"email": "lee@example.com"}), None)
+        .anonymous()
+        .post("/auth/register", json!({"email": "lee@example.com"}))
         .await;
-    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = response.problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(problem["errors"].is_object());
     let response = app
+        .anonymous()
         .post(
             "/auth/register",
             json!({"email": 5, "password": true, "name": [], "organizationName": {}}),
-            None,
         )
         .await;
-    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    response.problem(StatusCode::UNPROCESSABLE_ENTITY);
     let response = app
-        .post("/auth/refresh", json!({"refreshToken": ""}), None)
+        .anonymous()
+        .post("/auth/refresh", json!({"refreshToken": ""}))
         .await;
-    assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    response.problem(StatusCode::UNPROCESSABLE_ENTITY);
 
     // Nothing of the rejected registrations was written.
     let users: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")

@@ -137,8 +137,8 @@ async fn only_authenticated_200_gets_are_stored() {
     }
     let bad = app.caller(&org.token).get("/items?limit=1000").await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
-    let anonymous = app.get("/items", None).await;
-    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let anonymous = app.anonymous().get("/items").await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let forged = app.caller("not.a.token").get("/items").await;
     assert_eq!(forged.status, StatusCode::UNAUTHORIZED);
     assert!(

@@ -532,13 +532,13 @@ async fn organizations_never_see_or_touch_each_others_rows() {
             alice.delete(&path).await.problem(StatusCode::NOT_FOUND);
         }
         // No token: 401.
-        assert_problem(app.get(base, None).await, StatusCode::UNAUTHORIZED).await;
-        assert_problem(
-            app.post(base, body.clone(), None).await,
-            StatusCode::UNAUTHORIZED,
-        )
-        .await;
-        assert_problem(app.get(&path, None).await, StatusCode::UNAUTHORIZED).await;
+        let anonymous = app.anonymous();
+        anonymous.get(base).await.problem(StatusCode::UNAUTHORIZED);
+        anonymous
+            .post(base, body.clone())
+            .await
+            .problem(StatusCode::UNAUTHORIZED);
+        anonymous.get(&path).await.problem(StatusCode::UNAUTHORIZED);
     }
 }
 

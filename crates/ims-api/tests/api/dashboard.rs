@@ -661,7 +661,7 @@ async fn bad_parameters_are_422_naming_the_field() {
     assert_eq!(series(&decade).len(), 120);
     // No token, no figures.
     assert_eq!(
-        app.get("/dashboard/kpis", None).await.status(),
+        app.anonymous().get("/dashboard/kpis").await.status,
         StatusCode::UNAUTHORIZED
     );
 }

@@ -4,9 +4,9 @@
 
 use ims_testkit::RedisServer;
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp};
+use crate::helpers::{spawn_app, spawn_app_with, Reply, TestApp};
 
 /// Fills the app's Redis with ordinary keys until `key` has been evicted.
 fn flood_until_evicted(app: &TestApp, key: &str) {
@@ -51,8 +51,9 @@ fn token_key(refresh_token: &str) -> String {
     )
 }
 
-async fn refresh(app: &TestApp, token: &str) -> reqwest::Response {
-    app.post("/auth/refresh", json!({ "refreshToken": token }), None)
+async fn refresh(app: &TestApp, token: &str) -> Reply {
+    app.anonymous()
+        .post("/auth/refresh", json!({ "refreshToken": token }))
         .await
 }
 
@@ -68,18 +69,15 @@ async fn refresh_tokens_evicted_from_redis_still_refresh_once() {
     flood_until_evicted(&app, &token_key(&first));
 
     let response = refresh(&app, &first).await;
-    assert_eq!(response.status(), StatusCode::OK, "the session row vouches");
-    let second: Value = response.json().await.expect("pair");
+    assert_eq!(response.status, StatusCode::OK, "the session row vouches");
+    let second = response.json();
     let second = second["refreshToken"].as_str().expect("token").to_string();
     // The new token is the session's live one; evicted in turn, it refreshes too.
     flood_until_evicted(&app, &token_key(&second));
     let response = refresh(&app, &second).await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     // A rotated token never refreshes again.
-    assert_eq!(
-        refresh(&app, &first).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(refresh(&app, &first).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -114,6 +112,6 @@ async fn the_cache_can_live_in_its_own_redis() {
     // Losing the cache Redis loses nothing else.
     cache.stop();
     let response = refresh(&app, pair["refreshToken"].as_str().expect("token")).await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     assert_eq!(api.get("/items").await.status, StatusCode::OK);
 }

@@ -6,9 +6,9 @@ use crate::helpers::{spawn_app, spawn_app_with};
 #[tokio::test]
 async fn health_reports_both_services_with_real_round_trips() {
     let app = spawn_app().await;
-    let response = app.get("/health", None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.expect("json");
+    let response = app.anonymous().get("/health").await;
+    assert_eq!(response.status, StatusCode::OK);
+    let body: Value = response.json();
     assert_eq!(body["status"], "healthy");
     assert!(body["timestamp"]
         .as_str()
@@ -30,25 +30,25 @@ async fn redis_down_is_degraded_but_healthy_and_seen_in_one_request() {
     let app = spawn_app().await;
     app.redis.stop();
     // The very first request after the crash already reports it.
-    let response = app.get("/health", None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.expect("json");
+    let response = app.anonymous().get("/health").await;
+    assert_eq!(response.status, StatusCode::OK);
+    let body: Value = response.json();
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["services"]["redis"]["status"], "down");
     assert_eq!(body["services"]["database"]["status"], "up");
 
     app.redis.restart();
     app.wait_for_redis(true).await;
-    let body: Value = app.get("/health", None).await.json().await.expect("json");
+    let body: Value = app.anonymous().get("/health").await.json();
     assert_eq!(body["services"]["redis"]["status"], "up");
 }
 
 #[tokio::test]
 async fn redis_disabled_is_reported_down() {
     let app = spawn_app_with(&[("REDIS_ENABLED", "false")]).await;
-    let response = app.get("/health", None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let body: Value = response.json().await.expect("json");
+    let response = app.anonymous().get("/health").await;
+    assert_eq!(response.status, StatusCode::OK);
+    let body: Value = response.json();
     assert_eq!(body["services"]["redis"]["status"], "down");
     assert_eq!(app.redis_keys("*").len(), 0);
 }
@@ -57,9 +57,9 @@ async fn redis_disabled_is_reported_down() {
 async fn database_down_is_unhealthy_503() {
     let app = spawn_app().await;
     app.state.db.close().await;
-    let response = app.get("/health", None).await;
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = response.json().await.expect("json");
+    let response = app.anonymous().get("/health").await;
+    assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json();
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["services"]["database"]["status"], "down");
     assert_eq!(body["services"]["redis"]["status"], "up");
@@ -68,12 +68,15 @@ async fn database_down_is_unhealthy_503() {
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problems() {
     let app = spawn_app().await;
-    crate::helpers::assert_problem(app.get("/no/such/route", None).await, StatusCode::NOT_FOUND)
-        .await;
+    app.anonymous()
+        .get("/no/such/route")
+        .await
+        .problem(StatusCode::NOT_FOUND);
     let response = app
-        .request(reqwest::Method::DELETE, "/health", None, None)
+        .anonymous()
+        .send(reqwest::Method::DELETE, "/health", None)
         .await;
-    crate::helpers::assert_problem(response, StatusCode::METHOD_NOT_ALLOWED).await;
+    response.problem(StatusCode::METHOD_NOT_ALLOWED);
 }
 
 #[tokio::test]
@@ -87,14 +90,14 @@ async fn metrics_are_prometheus_text_labelled_by_route_template() {
     }
     let unknown = "/items/00000000-0000-0000-0000-000000000000";
     assert_eq!(api.get(unknown).await.status, StatusCode::NOT_FOUND);
-    let response = app.get("/metrics", None).await;
-    assert_eq!(response.status(), StatusCode::OK);
+    let response = app.anonymous().get("/metrics").await;
+    assert_eq!(response.status, StatusCode::OK);
     assert!(response
-        .headers()
+        .headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/plain")));
-    let text = response.text().await.expect("text");
+    let text = response.text;
     let line = |needle: &str| {
         text.lines()
             .find(|l| l.starts_with(needle))

@@ -382,17 +382,28 @@ pub fn sha256(token: &str) -> String {
 // Requests as the contract reads them: a caller sends, the reply is a status, headers and
 // JSON; `expect`, `problem` and `field_error` say what the contract promises of it.
 
-/// One caller of the API: every request carries its bearer token.
+/// One caller of the API: every request carries its bearer token, if it has one.
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
     app: &'a TestApp,
-    token: &'a str,
+    token: Option<&'a str>,
 }
 
 impl TestApp {
     /// The caller holding `token`.
     pub fn caller<'a>(&'a self, token: &'a str) -> Caller<'a> {
-        Caller { app: self, token }
+        Caller {
+            app: self,
+            token: Some(token),
+        }
+    }
+
+    /// A caller without a token (health, documents, logins, and 401s).
+    pub fn anonymous(&self) -> Caller<'_> {
+        Caller {
+            app: self,
+            token: None,
+        }
     }
 }
 
@@ -403,7 +414,7 @@ impl Caller<'_> {
             "{method} {path} {}",
             body.as_ref().map(Value::to_string).unwrap_or_default()
         );
-        let response = self.app.request(method, path, body, Some(self.token)).await;
+        let response = self.app.request(method, path, body, self.token).await;
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");

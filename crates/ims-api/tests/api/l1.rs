@@ -365,7 +365,7 @@ async fn cache_stats_are_per_organization_and_redis_figures_are_reported() {
         "another organization's figures never show: {theirs}"
     );
     assert_eq!(
-        app.get("/cache/stats", None).await.status(),
+        app.anonymous().get("/cache/stats").await.status,
         StatusCode::UNAUTHORIZED
     );
     let health: Value = app.cache_stats().await;

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{header, spawn_app};
+use crate::helpers::spawn_app;
 
 /// The routes that need no access token.
 const PUBLIC: &[&str] = &[
@@ -43,14 +43,14 @@ const METHODS: &[&str] = &["get", "put", "post", "delete", "options", "head", "p
 
 async fn document() -> Value {
     let app = spawn_app().await;
-    let response = app.get("/openapi.json", None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let content_type = header(&response, "content-type");
+    let response = app.anonymous().get("/openapi.json").await;
+    assert_eq!(response.status, StatusCode::OK);
+    let content_type = response.header("content-type");
     assert!(
         content_type.starts_with("application/json"),
         "{content_type}"
     );
-    response.json().await.expect("/openapi.json is JSON")
+    response.json()
 }
 
 fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
@@ -72,12 +72,7 @@ fn operations(doc: &Value) -> Vec<(String, String, &Value)> {
 #[tokio::test]
 async fn document_is_openapi_3_and_every_documented_operation_is_served() {
     let app = spawn_app().await;
-    let doc: Value = app
-        .get("/openapi.json", None)
-        .await
-        .json()
-        .await
-        .expect("document");
+    let doc: Value = app.anonymous().get("/openapi.json").await.json();
     let version = doc["openapi"].as_str().expect("openapi version");
     assert!(version.starts_with("3."), "{version}");
     assert_eq!(doc["info"]["title"], "IMS API");
@@ -229,11 +224,11 @@ async fn every_reference_resolves() {
 #[tokio::test]
 async fn docs_page_is_html_and_points_at_the_document() {
     let app = spawn_app().await;
-    let response = app.get("/docs", None).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let content_type = header(&response, "content-type");
+    let response = app.anonymous().get("/docs").await;
+    assert_eq!(response.status, StatusCode::OK);
+    let content_type = response.header("content-type");
     assert!(content_type.starts_with("text/html"), "{content_type}");
-    let body = response.text().await.expect("body");
+    let body = response.text;
     assert!(body.contains("/openapi.json"), "no link to the document");
     // The document is embedded, so the page shows the same operations.
     assert!(body.contains("\"IMS API\""));
@@ -251,11 +246,11 @@ async fn docs_page_is_html_and_points_at_the_document() {
         }
     }
     assert_eq!(scripts.len(), 1, "{scripts:?}");
-    let script = app.get(&scripts[0], None).await;
-    assert_eq!(script.status(), StatusCode::OK);
-    assert!(header(&script, "content-type").starts_with("text/javascript"));
-    assert!(header(&script, "cache-control").contains("immutable"));
-    assert!(script.bytes().await.expect("script").len() > 1_000_000);
+    let script = app.anonymous().get(&scripts[0]).await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script.header("content-type").starts_with("text/javascript"));
+    assert!(script.header("cache-control").contains("immutable"));
+    assert!(script.text.len() > 1_000_000);
 }
 
 #[tokio::test]
@@ -348,12 +343,7 @@ async fn the_server_enforces_what_the_document_says() {
         .await
         .expect("request");
     assert_eq!(untyped.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let document: Value = app
-        .get("/openapi.json", None)
-        .await
-        .json()
-        .await
-        .expect("document");
+    let document: Value = app.anonymous().get("/openapi.json").await.json();
     let responses = &document["paths"]["/tax-rates"]["post"]["responses"];
     assert!(responses.get("415").is_some(), "{responses}");
 }

@@ -16,22 +16,25 @@ use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
 async fn live_is_always_200_and_ready_follows_the_database() {
     let app = spawn_app().await;
     for path in ["/health/live", "/health/ready"] {
-        let response = app.get(path, None).await;
-        assert_eq!(response.status(), StatusCode::OK, "{path}");
-        assert!(response.headers().get("ratelimit-limit").is_none());
+        let response = app.anonymous().get(path).await;
+        assert_eq!(response.status, StatusCode::OK, "{path}");
+        assert!(response.headers.get("ratelimit-limit").is_none());
     }
     // Redis down: still ready (the API degrades without it).
     app.redis.stop();
     assert_eq!(
-        app.get("/health/ready", None).await.status(),
+        app.anonymous().get("/health/ready").await.status,
         StatusCode::OK
     );
     app.state.db.close().await;
-    let ready = app.get("/health/ready", None).await;
-    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = ready.json().await.expect("json");
+    let ready = app.anonymous().get("/health/ready").await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = ready.json();
     assert_eq!(body["status"], "database unavailable");
-    assert_eq!(app.get("/health/live", None).await.status(), StatusCode::OK);
+    assert_eq!(
+        app.anonymous().get("/health/live").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
@@ -64,8 +67,8 @@ async fn every_response_has_a_request_id_and_problems_carry_it() {
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
     }
     // Successful responses have one too, a different one each time.
-    let a = crate::helpers::header(&app.get("/health", None).await, "x-request-id");
-    let b = crate::helpers::header(&app.get("/health", None).await, "x-request-id");
+    let a = app.anonymous().get("/health").await.header("x-request-id");
+    let b = app.anonymous().get("/health").await.header("x-request-id");
     assert!(!a.is_empty() && a != b);
 }
 

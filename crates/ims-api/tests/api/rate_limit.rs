@@ -39,9 +39,8 @@ fn structured(response: &reqwest::Response, name: &str) -> (String, Vec<(String,
     (item.to_string(), params)
 }
 
-fn number(response: &reqwest::Response, name: &str) -> u64 {
-    response
-        .headers()
+fn number(headers: &reqwest::header::HeaderMap, name: &str) -> u64 {
+    headers
         .get(name)
         .unwrap_or_else(|| panic!("{name} missing"))
         .to_str()
@@ -96,8 +95,8 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
             .count();
         assert_eq!((passed, refused), (10, 20), "{path}: never 11");
         for response in &responses {
-            assert_eq!(number(response, "ratelimit-limit"), 10);
-            assert!(number(response, "ratelimit-reset") <= 60);
+            assert_eq!(number(response.headers(), "ratelimit-limit"), 10);
+            assert!(number(response.headers(), "ratelimit-reset") <= 60);
             // The IETF draft's structured fields (RFC 8941 lists of one item).
             let policy = structured(response, "ratelimit-policy");
             assert_eq!(
@@ -111,17 +110,20 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
             assert_eq!(state.0, "ip-route");
             assert_eq!(
                 state.1[0],
-                ("r".into(), number(response, "ratelimit-remaining"))
+                (
+                    "r".into(),
+                    number(response.headers(), "ratelimit-remaining")
+                )
             );
             assert_eq!(
                 state.1[1],
-                ("t".into(), number(response, "ratelimit-reset"))
+                ("t".into(), number(response.headers(), "ratelimit-reset"))
             );
         }
         let mut remaining: Vec<u64> = responses
             .iter()
             .filter(|r| r.status() != StatusCode::TOO_MANY_REQUESTS)
-            .map(|r| number(r, "ratelimit-remaining"))
+            .map(|r| number(r.headers(), "ratelimit-remaining"))
             .collect();
         remaining.sort();
         assert_eq!(remaining, (0..10).collect::<Vec<u64>>());
@@ -129,9 +131,9 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
             .into_iter()
             .find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
             .expect("a refusal");
-        let retry = number(&refused, "retry-after");
+        let retry = number(refused.headers(), "retry-after");
         assert!((1..=60).contains(&retry), "{retry}");
-        assert_eq!(number(&refused, "ratelimit-remaining"), 0);
+        assert_eq!(number(refused.headers(), "ratelimit-remaining"), 0);
         let problem = assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
         assert_eq!(problem["type"], "/problems/too-many-requests");
         // The exact key of the contract: ims:ratelimit:{ip}:{route template}.
@@ -274,15 +276,15 @@ async fn credential_routes_allow_five_per_fifteen_minutes() {
     let mut statuses = Vec::new();
     let mut last = None;
     for _ in 0..6 {
-        let response = app.post("/auth/login", body.clone(), None).await;
-        statuses.push(response.status());
+        let response = app.anonymous().post("/auth/login", body.clone()).await;
+        statuses.push(response.status);
         last = Some(response);
     }
     assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
     let refused = last.expect("sixth");
-    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(number(&refused, "ratelimit-limit"), 5);
-    let retry = number(&refused, "retry-after");
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(number(&refused.headers, "ratelimit-limit"), 5);
+    let retry = number(&refused.headers, "retry-after");
     assert!((895..=900).contains(&retry), "{retry}");
     let mut conn = app.redis_conn();
     let ttl: i64 = redis::cmd("TTL")
@@ -291,15 +293,9 @@ async fn credential_routes_allow_five_per_fifteen_minutes() {
         .expect("ttl");
     assert!((890..=900).contains(&ttl), "{ttl}");
     // Registration has its own count; other routes are not affected.
-    let registered = app
-        .post(
-            "/auth/register",
-            json!({"email": "new@example.com", "password": "long enough", "name": "N", "organizationName": "O"}),
-            None,
-        )
-        .await;
-    assert_eq!(registered.status(), StatusCode::CREATED);
-    let token = registered.json::<Value>().await.expect("json")["accessToken"]
+    let registered = app.anonymous().post("/auth/register", json!({"email": "new@example.com", "password": "long enough", "name": "N", "organizationName": "O"})).await;
+    assert_eq!(registered.status, StatusCode::CREATED);
+    let token = registered.json()["accessToken"]
         .as_str()
         .expect("token")
         .to_string();

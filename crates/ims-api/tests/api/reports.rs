@@ -245,7 +245,7 @@ async fn unknown_reports_are_404_and_bad_dates_422() {
         api.get(path).await.field_error(field);
     }
     assert_eq!(
-        app.get("/reports/sales-by-item", None).await.status(),
+        app.anonymous().get("/reports/sales-by-item").await.status,
         StatusCode::UNAUTHORIZED
     );
 }
