@@ -523,7 +523,7 @@ impl Reply {
 }
 
 // ---------------------------------------------------------------------------------------
-// Users, raw requests (a `reqwest::Response`, for tests that read it themselves), ids.
+// Users, raw bodies (a `reqwest::Response`, for JSON a client could not send), ids.
 
 /// Registers `email` (a new organization); returns (access token, organization id).
 pub async fn user(app: &TestApp, email: &str) -> (String, String) {
@@ -535,17 +535,6 @@ pub async fn user(app: &TestApp, email: &str) -> (String, String) {
             .expect("org")
             .to_string(),
     )
-}
-
-/// Sends with `token`; the response as it came.
-pub async fn send(
-    app: &TestApp,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-    token: &str,
-) -> Response {
-    app.request(method, path, body, Some(token)).await
 }
 
 /// A request with a raw body sent as `application/json`, for malformed JSON.

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, id, spawn_app, TestApp};
+use crate::helpers::{id, spawn_app, Reply, TestApp};
 
 /// `ims_api::money::MAX_CENTS`, written out: the tests check the documented number.
 const MAX_CENTS: i64 = 10_000_000_000_000;
@@ -55,15 +55,8 @@ impl Org {
         org
     }
 
-    async fn send(
-        &self,
-        app: &TestApp,
-        method: Method,
-        path: &str,
-        body: Value,
-    ) -> reqwest::Response {
-        app.request(method, path, Some(body), Some(&self.token))
-            .await
+    async fn send(&self, app: &TestApp, method: Method, path: &str, body: Value) -> Reply {
+        app.caller(&self.token).send(method, path, Some(body)).await
     }
 
     async fn created(&self, app: &TestApp, path: &str, body: Value) -> Value {
@@ -74,7 +67,7 @@ impl Org {
     async fn fulfil(&self, app: &TestApp, order_id: &str) {
         let path = format!("/sales-orders/{order_id}/fulfil");
         let fulfilled = self.send(app, Method::POST, &path, json!({})).await;
-        assert_eq!(fulfilled.status(), StatusCode::OK, "{path}");
+        assert_eq!(fulfilled.status, StatusCode::OK, "{path}");
     }
 
     /// The body as text, read past the cache.
@@ -107,8 +100,10 @@ impl Org {
 
 /// Sends `body` to `path` and expects a 422 naming `field`.
 async fn refused(org: &Org, app: &TestApp, method: Method, path: &str, body: Value, field: &str) {
-    let response = org.send(app, method, path, body.clone()).await;
-    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = org
+        .send(app, method, path, body.clone())
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
         problem["errors"][field].is_array(),
         "{path} {body}: expected an error on {field}, got {problem}"
@@ -302,13 +297,11 @@ async fn every_bounded_number_is_accepted_at_its_bound_and_refused_one_past() {
         ("limit=100", true),
         ("limit=101", false),
     ] {
-        let response = app.get(&format!("/items?{query}"), Some(&org.token)).await;
+        let response = app.caller(&org.token).get(&format!("/items?{query}")).await;
         if ok {
-            assert_eq!(response.status(), StatusCode::OK, "{query}");
+            assert_eq!(response.status, StatusCode::OK, "{query}");
         } else {
-            let field = query.split('=').next().unwrap_or_default();
-            let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
-            assert!(problem["errors"][field].is_array(), "{query}: {problem}");
+            response.field_error(query.split('=').next().unwrap_or_default());
         }
     }
 
@@ -647,7 +640,7 @@ async fn stock_valued_past_64_bits_is_exact_and_levels_stop_at_their_bound() {
             adjust(&dear, &org.warehouse, 1),
         )
         .await;
-    assert_problem(over, StatusCode::CONFLICT).await;
+    over.problem(StatusCode::CONFLICT);
     let take = org
         .send(
             &app,
@@ -656,7 +649,7 @@ async fn stock_valued_past_64_bits_is_exact_and_levels_stop_at_their_bound() {
             adjust(&dear, &org.warehouse, -1),
         )
         .await;
-    assert_eq!(take.status(), StatusCode::CREATED);
+    assert_eq!(take.status, StatusCode::CREATED);
     let transfer = org
         .send(
             &app,
@@ -665,7 +658,7 @@ async fn stock_valued_past_64_bits_is_exact_and_levels_stop_at_their_bound() {
             json!({"itemId": dear, "fromWarehouseId": org.other_warehouse, "toWarehouseId": org.warehouse, "quantity": 2}),
         )
         .await;
-    assert_problem(transfer, StatusCode::CONFLICT).await;
+    transfer.problem(StatusCode::CONFLICT);
     let levels: Value = serde_json::from_str(
         &org.read(&app, &format!("/inventory/stock-levels?itemId={dear}"))
             .await,

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{assert_problem, spawn_app, TestApp};
-use crate::helpers::{id, rows_in, send, send_raw, user};
+use crate::helpers::{id, rows_in, send_raw, user};
 
 const NUL_TEXT: &str = "a\u{0}b";
 const NUL_MESSAGE: &str = "must not contain NUL characters";
@@ -62,9 +62,8 @@ async fn snapshot(app: &TestApp, token: &str, reads: &[String]) -> Vec<Value> {
     state
 }
 
-/// Asserts a 422 whose `errors` are exactly `fields`, each with the NUL message.
-async fn assert_nul_errors(response: reqwest::Response, fields: &[&str], what: &str) {
-    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+/// Asserts that a 422 `problem`'s `errors` are exactly `fields`, each with the NUL message.
+fn assert_nul_errors(problem: Value, fields: &[&str], what: &str) {
     let mut expected = serde_json::Map::new();
     for field in fields {
         expected.insert(field.to_string(), json!([NUL_MESSAGE]));
@@ -401,18 +400,20 @@ fn body_cases(w: &World) -> Vec<Case> {
 async fn nul_in_any_body_field_is_422_naming_it_and_writes_nothing() {
     let app = spawn_app().await;
     let w = world(&app).await;
+    let api = app.caller(&w.token);
     let reads = reads(&w);
     let before = snapshot(&app, &w.token, &reads).await;
 
     let mut checked = 0;
     for (method, path, body, fields, auth) in body_cases(&w) {
-        let token = auth.then_some(w.token.as_str());
+        let caller = if auth { api } else { app.anonymous() };
         for field in fields {
             let bad = poisoned(&body, field, NUL_TEXT);
-            let response = app
-                .request(method.clone(), &path, Some(bad.clone()), token)
-                .await;
-            assert_nul_errors(response, &[field], &format!("{method} {path} {bad}")).await;
+            let problem = caller
+                .send(method.clone(), &path, Some(bad.clone()))
+                .await
+                .problem(StatusCode::UNPROCESSABLE_ENTITY);
+            assert_nul_errors(problem, &[field], &format!("{method} {path} {bad}"));
             checked += 1;
         }
     }
@@ -424,19 +425,21 @@ async fn nul_in_any_body_field_is_422_naming_it_and_writes_nothing() {
         "notes": "n"});
     let mut body = poisoned(&body, "notes", "\u{0}");
     body = poisoned(&body, "lines[1].itemId", &format!("{}\u{0}", w.item));
-    let response = send(&app, Method::POST, "/sales-orders", Some(body), &w.token).await;
-    assert_nul_errors(response, &["lines[1].itemId", "notes"], "two fields").await;
+    let problem = api
+        .post("/sales-orders", body)
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_nul_errors(problem, &["lines[1].itemId", "notes"], "two fields");
 
     // A field the route ignores is still refused: the rule is "no NUL in a body".
-    let response = send(
-        &app,
-        Method::POST,
-        "/categories",
-        Some(json!({"name": "Fine", "comment": {"tags": ["x", NUL_TEXT]}})),
-        &w.token,
-    )
-    .await;
-    assert_nul_errors(response, &["comment.tags[1]"], "unknown field").await;
+    let problem = api
+        .post(
+            "/categories",
+            json!({"name": "Fine", "comment": {"tags": ["x", NUL_TEXT]}}),
+        )
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert_nul_errors(problem, &["comment.tags[1]"], "unknown field");
 
     // A body `serde_json::Value` refuses (a lone surrogate in an ignored field) but the typed
     // parse accepts still cannot smuggle a NUL in: refused as a whole.
@@ -448,7 +451,8 @@ async fn nul_in_any_body_field_is_422_naming_it_and_writes_nothing() {
         &w.token,
     )
     .await;
-    assert_nul_errors(response, &["body"], "unplaced NUL").await;
+    let problem = assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_nul_errors(problem, &["body"], "unplaced NUL");
 
     // Still a 400 when the JSON is broken, NUL or not.
     for raw in [r#"{"name": "x\u0000""#, r#"{"name": "\ud800"}"#] {
@@ -492,6 +496,7 @@ async fn text_that_only_looks_like_nul_and_every_other_code_point_is_stored() {
 async fn nul_in_any_query_parameter_is_422_naming_it() {
     let app = spawn_app().await;
     let w = world(&app).await;
+    let api = app.caller(&w.token);
     let reads = reads(&w);
     let before = snapshot(&app, &w.token, &reads).await;
 
@@ -533,13 +538,20 @@ async fn nul_in_any_query_parameter_is_422_naming_it() {
                 } else {
                     format!("{path}?page=1&{param}={value}")
                 };
-                let response = app.get(&url, Some(&w.token)).await;
-                assert_nul_errors(response, &[param], &url).await;
+                let problem = api
+                    .get(&url)
+                    .await
+                    .problem(StatusCode::UNPROCESSABLE_ENTITY);
+                assert_nul_errors(problem, &[param], &url);
             }
         }
         // A parameter the route does not know is refused too, like an unknown body field.
         let url = format!("{path}?x=%00");
-        assert_nul_errors(app.get(&url, Some(&w.token)).await, &["x"], &url).await;
+        let problem = api
+            .get(&url)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_nul_errors(problem, &["x"], &url);
     }
     // Percent-decoding happens once: `%2500` is the text "%00", not a NUL.
     let list = app
@@ -582,9 +594,9 @@ async fn nul_or_non_utf8_in_a_path_segment_is_a_404() {
     ];
     for (method, path) in cases {
         let body = matches!(method, Method::PUT | Method::PATCH).then(|| valid.clone());
-        let response = send(&app, method.clone(), &path, body, &w.token).await;
-        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method} {path}");
-        assert_problem(response, StatusCode::NOT_FOUND).await;
+        let response = app.caller(&w.token).send(method.clone(), &path, body).await;
+        assert_eq!(response.status, StatusCode::NOT_FOUND, "{method} {path}");
+        response.problem(StatusCode::NOT_FOUND);
     }
     assert_eq!(snapshot(&app, &w.token, &reads).await, before);
 }
