@@ -258,10 +258,7 @@ async fn rate_limits_are_exact_across_three_processes_on_a_cluster() {
         ("RATE_LIMIT_GLOBAL", "10/60"),
     ];
     let app = spawn_on(&cluster, &vars[1..]).await;
-    let token = app.register("limits@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = app.token("limits@example.com").await;
     let others = [
         ServerProcess::beside_with(&app, &vars).await,
         ServerProcess::beside_with(&app, &vars).await,

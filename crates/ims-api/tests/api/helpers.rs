@@ -287,6 +287,14 @@ impl TestApp {
         self.request(Method::POST, path, Some(body), token).await
     }
 
+    /// Registers a user (and organization); returns its access token.
+    pub async fn token(&self, email: &str) -> String {
+        self.register(email).await["accessToken"]
+            .as_str()
+            .expect("token")
+            .to_string()
+    }
+
     /// Registers a user (and organization); returns the token pair.
     pub async fn register(&self, email: &str) -> Value {
         let response = self

@@ -32,16 +32,11 @@ fn command_calls(app: &TestApp) -> std::collections::HashMap<String, u64> {
 async fn two_instances() -> (TestApp, ServerProcess, String, String) {
     let app = spawn_app_with(&[("RATE_LIMIT_ENABLED", "false")]).await;
     let writer = ServerProcess::beside_with(&app, &[("RATE_LIMIT_ENABLED", "false")]).await;
-    let token = app.register("l1@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let response = app
+    let token = app.token("l1@example.com").await;
+    let rate = app
         .caller(&token)
-        .post("/tax-rates", json!({"name": "v0", "rateBps": 100}))
+        .create("/tax-rates", json!({"name": "v0", "rateBps": 100}))
         .await;
-    assert_eq!(response.status, StatusCode::CREATED);
-    let rate: Value = response.json();
     let rate = rate["id"].as_str().expect("id").to_string();
     (app, writer, token, rate)
 }
@@ -225,10 +220,7 @@ async fn thirty_concurrent_misses_of_one_report_over_three_processes_run_it_once
         ServerProcess::beside_with(&app, &[("RATE_LIMIT_ENABLED", "false")]).await,
         ServerProcess::beside_with(&app, &[("RATE_LIMIT_ENABLED", "false")]).await,
     ];
-    let token = app.register("flight@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = app.token("flight@example.com").await;
     let bases = [
         app.address.clone(),
         others[0].address.clone(),
@@ -269,18 +261,13 @@ async fn thirty_concurrent_misses_of_one_report_over_three_processes_run_it_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_redis_the_whole_cache_runs_in_process() {
     let app = spawn_app_with(&[("REDIS_ENABLED", "false")]).await;
-    let token = app.register("local@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let created = app
-        .caller(&token)
-        .post(
+    let token = app.token("local@example.com").await;
+    app.caller(&token)
+        .create(
             "/items",
             json!({"name": "Hammer", "sku": "H-1", "priceCents": 100}),
         )
         .await;
-    assert_eq!(created.status, StatusCode::CREATED);
     // Every cached route, not only the L1 ones: items is a Redis-only route otherwise.
     let first = app.caller(&token).get("/items").await;
     assert_eq!(first.header("x-cache"), "MISS");
@@ -303,23 +290,18 @@ async fn without_redis_the_whole_cache_runs_in_process() {
         .expect("conditional");
     assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
     // The invalidation mapping holds: a write drops the list, the next read is current.
-    let saw = app
-        .caller(&token)
-        .post(
+    app.caller(&token)
+        .create(
             "/items",
             json!({"name": "Saw", "sku": "S-1", "priceCents": 200}),
         )
         .await;
-    assert_eq!(saw.status, StatusCode::CREATED);
     let after = app.caller(&token).get("/items").await;
     assert_eq!(after.header("x-cache"), "MISS");
     let body: Value = after.json();
     assert_eq!(body["total"], 2);
     // Another organization never sees this one's entry.
-    let other = app.register("other-local@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let other = app.token("other-local@example.com").await;
     let theirs = app.caller(&other).get("/items").await;
     assert_eq!(theirs.header("x-cache"), "MISS");
     let body: Value = theirs.json();
@@ -390,10 +372,7 @@ async fn warm_up_runs_once_per_interval_across_three_instances_and_refills_dashb
         ServerProcess::beside_with(&app, &vars).await,
         ServerProcess::beside_with(&app, &vars).await,
     ];
-    let token = app.register("warm@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = app.token("warm@example.com").await;
     let api = app.caller(&token);
     let warmups = |base: String| {
         let app = &app;
@@ -417,8 +396,7 @@ async fn warm_up_runs_once_per_interval_across_three_instances_and_refills_dashb
     let before = total(bases.clone()).await;
     let started = Instant::now();
     // A write: the organization is active, its dashboard invalidated.
-    let created = api.post("/categories", json!({"name": "Tools"})).await;
-    assert_eq!(created.status, StatusCode::CREATED);
+    api.create("/categories", json!({"name": "Tools"})).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let runs = total(bases.clone()).await - before;
     let intervals = started.elapsed().as_secs();

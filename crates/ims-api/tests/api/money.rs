@@ -21,10 +21,7 @@ struct Org {
 
 impl Org {
     async fn new(app: &TestApp, email: &str) -> Org {
-        let token = app.register(email).await["accessToken"]
-            .as_str()
-            .expect("token")
-            .to_string();
+        let token = app.token(email).await;
         let mut org = Org {
             token,
             warehouse: String::new(),

@@ -77,10 +77,7 @@ async fn document_is_openapi_3_and_every_documented_operation_is_served() {
     assert!(version.starts_with("3."), "{version}");
     assert_eq!(doc["info"]["title"], "IMS API");
     assert_eq!(doc["info"]["version"], env!("CARGO_PKG_VERSION"));
-    let token = app.register("routes@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = app.token("routes@example.com").await;
     let operations = operations(&doc);
     assert!(operations.len() > 60, "{} operations", operations.len());
     for (path, method, _) in operations {
@@ -304,10 +301,7 @@ async fn limited_operations_document_the_429_and_the_rate_limit_headers() {
 #[tokio::test]
 async fn the_server_enforces_what_the_document_says() {
     let app = spawn_app().await;
-    let token = app.register("conformance@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = app.token("conformance@example.com").await;
     for path in [
         "/dashboard/kpis?to=",
         "/dashboard/sales-chart?interval=",
@@ -317,15 +311,13 @@ async fn the_server_enforces_what_the_document_says() {
         let response = app.caller(&token).get(path).await;
         assert_eq!(response.status, StatusCode::UNPROCESSABLE_ENTITY, "{path}");
     }
-    let created = app
+    let body = app
         .caller(&token)
-        .post(
+        .create(
             "/tax-rates",
             serde_json::json!({"name": "VAT", "rateBps": 1500.0}),
         )
         .await;
-    assert_eq!(created.status, StatusCode::CREATED);
-    let body: Value = created.json();
     assert_eq!(body["rateBps"], 1500);
     let fractional = app
         .caller(&token)

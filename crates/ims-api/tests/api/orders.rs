@@ -17,10 +17,7 @@ struct Shop {
 }
 
 async fn shop(app: &TestApp, email: &str) -> Shop {
-    let token = app.register(email).await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = app.token(email).await;
     let api = app.caller(&token);
     let tax = api
         .create("/tax-rates", json!({"name": "Sales tax", "rateBps": 825}))
@@ -128,8 +125,7 @@ async fn adjustments_and_transfers_move_stock_and_never_go_negative() {
 
     // A transfer moves both sides, or neither.
     let transfer = json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": shop.other_warehouse, "quantity": 4});
-    let response = api.post("/inventory/transfers", transfer).await;
-    assert_eq!(response.status, StatusCode::CREATED);
+    api.create("/inventory/transfers", transfer).await;
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 6);
     assert_eq!(
         shop.level(&app, &shop.widget, &shop.other_warehouse).await,
@@ -217,10 +213,7 @@ async fn bad_stock_requests_are_problems_and_change_nothing() {
 
 /// Another organization with its own warehouse: (token, warehouse id).
 async fn shop_token_of_other_org(app: &TestApp) -> (String, String) {
-    let token = app.register("other-org@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
+    let token = app.token("other-org@example.com").await;
     let warehouse = app
         .caller(&token)
         .create("/warehouses", json!({"name": "Theirs", "code": "T"}))

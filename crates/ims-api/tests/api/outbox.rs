@@ -64,19 +64,14 @@ struct Fixture {
 }
 
 async fn fixture(app: &TestApp) -> Fixture {
-    let token = app.register("outbox@example.com").await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string();
-    let created = app
+    let token = app.token("outbox@example.com").await;
+    let item = app
         .caller(&token)
-        .post(
+        .create(
             "/items",
             json!({"name": "Hammer", "sku": "H-1", "priceCents": 100}),
         )
         .await;
-    assert_eq!(created.status, StatusCode::CREATED);
-    let item: Value = created.json();
     Fixture {
         token,
         item: item["id"].as_str().expect("id").to_string(),
@@ -231,13 +226,11 @@ async fn a_refused_write_leaves_no_transaction_open() {
     let app = spawn_app().await;
     let f = fixture(&app).await;
     let api = app.caller(&f.token);
-    let other = api
-        .post(
-            "/items",
-            json!({"name": "Saw", "sku": "S-1", "priceCents": 100}),
-        )
-        .await;
-    assert_eq!(other.status, StatusCode::CREATED);
+    api.create(
+        "/items",
+        json!({"name": "Saw", "sku": "S-1", "priceCents": 100}),
+    )
+    .await;
     let path = format!("/items/{}", f.item);
     for _ in 0..12 {
         let refused = api.patch(&path, json!({"sku": "S-1"})).await;

@@ -7,13 +7,6 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, spawn_app_with, ServerProcess, TestApp};
 
-async fn token(app: &TestApp, email: &str) -> String {
-    app.register(email).await["accessToken"]
-        .as_str()
-        .expect("token")
-        .to_string()
-}
-
 /// Parses the first member of an RFC 8941 list: a string with integer parameters,
 /// `"name";a=1;b=2` (members are separated by `,` and optional spaces).
 fn structured(response: &reqwest::Response, name: &str) -> (String, Vec<(String, u64)>) {
@@ -79,7 +72,7 @@ fn admitted(responses: &[reqwest::Response]) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "10/60")]).await;
-    let token = token(&app, "burst@example.com").await;
+    let token = app.token("burst@example.com").await;
     // One plain route and one cached route (where the decision rides with the lookup).
     for path in ["/categories/00000000-0000-0000-0000-000000000000", "/items"] {
         let responses = burst(&app.address, &app.client, path, &token, 30).await;
@@ -158,7 +151,7 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
 async fn three_server_processes_sharing_redis_admit_the_limit_in_total() {
     let limit = [("RATE_LIMIT_GLOBAL", "12/60")];
     let app = spawn_app_with(&limit).await;
-    let token = token(&app, "shared@example.com").await;
+    let token = app.token("shared@example.com").await;
     let second = ServerProcess::beside_with(&app, &limit).await;
     let third = ServerProcess::beside_with(&app, &limit).await;
     let bases = [
@@ -181,7 +174,7 @@ async fn three_server_processes_sharing_redis_admit_the_limit_in_total() {
 #[tokio::test]
 async fn the_window_slides_and_admits_again() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/1")]).await;
-    let token = token(&app, "window@example.com").await;
+    let token = app.token("window@example.com").await;
     let first = burst(&app.address, &app.client, "/categories", &token, 4).await;
     assert_eq!(admitted(&first), 3);
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -198,7 +191,7 @@ fn rand_octet() -> u8 {
 #[tokio::test]
 async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/60")]).await;
-    let token = token(&app, "spoof@example.com").await;
+    let token = app.token("spoof@example.com").await;
     let send = |ip: &'static str| {
         app.client
             .get(format!("{}/categories", app.address))
@@ -218,7 +211,7 @@ async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
     assert!(app.redis_keys("ims:ratelimit:10.*").is_empty());
 
     let trusted = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/60"), ("TRUST_PROXY", "true")]).await;
-    let token = self::token(&trusted, "proxy@example.com").await;
+    let token = trusted.token("proxy@example.com").await;
     for ip in ["10.0.0.1", "10.0.0.2"] {
         let responses: Vec<StatusCode> = futures::future::join_all((0..4).map(|_| {
             trusted
@@ -250,7 +243,7 @@ async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
 #[tokio::test]
 async fn limits_hold_in_memory_while_redis_is_down_and_go_back_to_redis() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "5/60")]).await;
-    let token = token(&app, "fallback@example.com").await;
+    let token = app.token("fallback@example.com").await;
     app.redis.stop();
     let during = burst(&app.address, &app.client, "/categories", &token, 8).await;
     assert_eq!(admitted(&during), 5, "the in-memory store keeps the limit");
@@ -293,9 +286,8 @@ async fn credential_routes_allow_five_per_fifteen_minutes() {
         .expect("ttl");
     assert!((890..=900).contains(&ttl), "{ttl}");
     // Registration has its own count; other routes are not affected.
-    let registered = app.anonymous().post("/auth/register", json!({"email": "new@example.com", "password": "long enough", "name": "N", "organizationName": "O"})).await;
-    assert_eq!(registered.status, StatusCode::CREATED);
-    let token = registered.json()["accessToken"]
+    let registered = app.anonymous().create("/auth/register", json!({"email": "new@example.com", "password": "long enough", "name": "N", "organizationName": "O"})).await;
+    let token = registered["accessToken"]
         .as_str()
         .expect("token")
         .to_string();
@@ -400,7 +392,7 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
     ];
     let app = spawn_app_with(&vars).await;
     let other = ServerProcess::beside_with(&app, &vars).await;
-    let token = token(&app, "tier@example.com").await;
+    let token = app.token("tier@example.com").await;
     let bases = [app.address.clone(), other.address.clone()];
     let mut statuses = Vec::new();
     for i in 0..10 {
@@ -448,7 +440,7 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
     // and then the log also holds this instance's unused reservation.)
     let strict =
         spawn_app_with(&[("RATE_LIMIT_GLOBAL", "2/60"), ("RATE_LIMIT_USER", "20/60")]).await;
-    let token = self::token(&strict, "strict@example.com").await;
+    let token = strict.token("strict@example.com").await;
     for _ in 0..5 {
         strict.get("/categories", Some(&token)).await;
     }
@@ -462,7 +454,7 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
     // Redis down: every tier keeps its limit in memory.
     app.redis.stop();
     app.wait_for_redis(false).await;
-    let fresh = self::token(&app, "tier2@example.com").await;
+    let fresh = app.token("tier2@example.com").await;
     let mut admitted = 0;
     for _ in 0..9 {
         if app.caller(&fresh).get("/categories").await.status == StatusCode::OK {
