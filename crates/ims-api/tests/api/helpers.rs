@@ -147,6 +147,21 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
     }
     let mut settings = Settings::from_lookup(|k| env.get(k).cloned()).expect("test settings");
     settings.redis.probe_interval = Duration::from_millis(100);
+    let (address, state, shutdown) = start(settings).await;
+    TestApp {
+        address,
+        client: client(),
+        redis,
+        state,
+        database_url,
+        shutdown: Some(shutdown),
+        _db: db,
+    }
+}
+
+/// A server built from `settings` on its own port, in this process: its address and state,
+/// and the sender that stops it.
+pub async fn start(settings: Settings) -> (String, AppState, oneshot::Sender<()>) {
     let listener = tokio::net::TcpListener::bind(settings.bind)
         .await
         .expect("bind");
@@ -155,22 +170,19 @@ pub async fn spawn_app_with(vars: &[(&str, &str)]) -> TestApp {
         .expect("build app");
     let address = format!("http://127.0.0.1:{}", app.port());
     let state = app.state().clone();
-    let (tx, rx) = oneshot::channel::<()>();
+    let (stop, stopped) = oneshot::channel::<()>();
     tokio::spawn(app.run_until(async {
-        let _ = rx.await;
+        let _ = stopped.await;
     }));
-    TestApp {
-        address,
-        client: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client"),
-        redis,
-        state,
-        database_url,
-        shutdown: Some(tx),
-        _db: db,
-    }
+    (address, state, stop)
+}
+
+/// The HTTP client of the tests: generous time-out, so a hung server fails the test.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
 }
 
 /// A second API server in its own OS process (the real binary), sharing a test app's

@@ -2,15 +2,13 @@
 //! on that database, then the data's invariants checked in SQL.
 
 use std::process::{Command, Output};
-use std::time::Duration;
 
 use ims_api::config::Settings;
-use ims_api::startup::Application;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
 
-use crate::helpers::fresh_database;
+use crate::helpers::{client, fresh_database, start};
 
 fn run_seed(database_url: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ims-api"))
@@ -82,22 +80,9 @@ async fn seed_creates_a_consistent_organization_that_can_log_in() {
             .map(|(_, v)| v.clone())
     })
     .expect("settings");
-    let listener = tokio::net::TcpListener::bind(settings.bind)
-        .await
-        .expect("bind");
-    let app = Application::build_with_listener(settings, listener)
-        .await
-        .expect("build app");
-    let address = format!("http://127.0.0.1:{}", app.port());
-    let pool = app.state().db.pool().clone();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let (address, state, stop) = start(settings).await;
+    let pool = state.db.pool().clone();
+    let client = client();
     let response = client
         .post(format!("{address}/auth/login"))
         .json(&json!({"email": email, "password": password}))
