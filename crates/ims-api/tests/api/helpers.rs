@@ -1,4 +1,10 @@
-//! `spawn_app()`: the shared harness of every API test.
+//! `spawn_app()`: the shared harness of every API test, and the client they talk through.
+//!
+//! A test asks as a caller (`app.caller(&token)` or `app.anonymous()`) and gets a [`Reply`]:
+//! status, headers and JSON, as the contract states them. `expect`, `problem` and
+//! `field_error` say what the contract promises of a reply; raw `reqwest` requests remain
+//! only where a test needs what a well-behaved client would not send (a broken body, an
+//! odd header).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
