@@ -10,7 +10,7 @@
 
 mod support;
 
-use support::{application, base_url, ceiling, seed, UNREACHED_LIMITS};
+use support::{application, base_url, ceiling, seed, Timing, UNREACHED_LIMITS};
 
 use std::time::{Duration, Instant};
 
@@ -20,22 +20,6 @@ use serde_json::{json, Value};
 
 const CONCURRENCY: usize = 8;
 
-struct Run {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn summarize(mut samples: Vec<Duration>, elapsed: Duration) -> Run {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    Run {
-        rps: samples.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
-    }
-}
-
 /// `count` GETs of `url`, `CONCURRENCY` in flight; `before` runs (untimed) before each.
 async fn load<B, BF>(
     client: &reqwest::Client,
@@ -44,7 +28,7 @@ async fn load<B, BF>(
     count: usize,
     before: B,
     expect: &str,
-) -> Run
+) -> Timing
 where
     B: Fn() -> BF,
     BF: std::future::Future<Output = ()>,
@@ -76,7 +60,7 @@ where
         }
     });
     let samples: Vec<Duration> = requests.buffer_unordered(CONCURRENCY).collect().await;
-    summarize(samples, started.elapsed())
+    support::timing(samples, started.elapsed())
 }
 
 #[tokio::main]
@@ -249,7 +233,7 @@ async fn main() {
             assert!(response.status().is_success());
             samples.push(t.elapsed());
         }
-        let run = summarize(samples, Duration::from_secs(1));
+        let run = support::timing(samples, Duration::from_secs(1));
         let t = Instant::now();
         cache.flush_by_prefix(&format!("cache:{org}:items:")).await;
         let scan = t.elapsed();

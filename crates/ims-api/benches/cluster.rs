@@ -25,7 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ims_api::state::AppState;
 use ims_testkit::{RedisCluster, RedisServer};
 use serde_json::json;
@@ -199,49 +198,40 @@ async fn measure(
     let me = std::process::id();
     let redis_cpu = || redis_pids.iter().map(|p| cpu_ticks(*p)).sum::<u64>();
     let (self_before, redis_before) = (cpu_ticks(me), redis_cpu());
-    let started = Instant::now();
-    let results: Vec<(Duration, bool)> = futures::stream::iter(0..count)
-        .map(|i| {
-            let (url, token) = &targets[i % targets.len()];
-            async move {
-                let t = Instant::now();
-                let response = client
-                    .get(url)
-                    .bearer_auth(token)
-                    .send()
-                    .await
-                    .expect("get");
-                assert!(
-                    response.status().is_success(),
-                    "{url}: {}",
-                    response.status()
-                );
-                let hit = response
-                    .headers()
-                    .get("x-cache")
-                    .is_some_and(|v| v == "HIT");
-                response.bytes().await.expect("body");
-                (t.elapsed(), hit)
-            }
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
+    let (timing, hits) = support::timed(count, CONCURRENCY, |i| {
+        let (url, token) = &targets[i % targets.len()];
+        async move {
+            let response = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("get");
+            assert!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
+            let hit = response
+                .headers()
+                .get("x-cache")
+                .is_some_and(|v| v == "HIT");
+            response.bytes().await.expect("body");
+            hit
+        }
+    })
+    .await;
     let (self_after, redis_after) = (cpu_ticks(me), redis_cpu());
     let non_hits = if expect_hit {
-        results.iter().filter(|(_, hit)| !hit).count()
+        hits.iter().filter(|hit| !**hit).count()
     } else {
         0
     };
-    let mut samples: Vec<Duration> = results.into_iter().map(|(d, _)| d).collect();
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     let per_request = |ticks: u64| ticks as f64 * TICK_US / count as f64;
     Run {
-        rps: count as f64 / elapsed.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
+        rps: timing.rps,
+        p50: timing.p50,
+        p99: timing.p99,
         non_hits,
         cpu_self: per_request(self_after - self_before),
         cpu_redis: per_request(redis_after - redis_before),

@@ -37,7 +37,6 @@ use axum::body::Bytes;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use futures::StreamExt;
 use ims_api::auth::bearer_token;
 use ims_api::auth::tokens::TokenKeys;
 use ims_testkit::RedisServer;
@@ -276,61 +275,50 @@ async fn measure(
     let me = std::process::id().to_string();
     let redis_cpu = || redis.map(|p| cpu_split(&p.to_string(), "").0).unwrap_or(0);
     let ((srv_before, load_before), redis_before) = (cpu_split(&me, "ims-srv"), redis_cpu());
-    let started = Instant::now();
-    let results: Vec<(Duration, bool)> = futures::stream::iter(0..count)
-        .map(|i| async move {
-            let t = Instant::now();
-            let response = client
-                .get(&case.url)
-                .bearer_auth(token)
-                // Many clients behind one trusted proxy: each address has its own
-                // per-route log (the user's log is shared by all).
-                .header(
-                    "x-forwarded-for",
-                    format!("198.51.100.{}", i % ADDRESSES + 1),
-                )
-                .send()
-                .await
-                .expect("get");
-            assert!(
-                response.status().is_success(),
-                "{}: {}",
-                case.url,
-                response.status()
-            );
-            let tier = response
-                .headers()
-                .get("x-cache-tier")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let hit = response
-                .headers()
-                .get("x-cache")
-                .is_some_and(|v| v == "HIT");
-            let got = response.bytes().await.expect("body");
-            assert_eq!(got.len(), body.len(), "{}: another body", case.url);
-            let expected = match case.expect {
-                Expect::L1 => hit && tier.as_deref() == Some("L1"),
-                Expect::L2 => hit && tier.as_deref() == Some("L2"),
-                Expect::Bare => tier.is_none(),
-            };
-            (t.elapsed(), expected)
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
+    let (timing, answers) = support::timed(count, CONCURRENCY, |i| async move {
+        let response = client
+            .get(&case.url)
+            .bearer_auth(token)
+            // Many clients behind one trusted proxy: each address has its own
+            // per-route log (the user's log is shared by all).
+            .header(
+                "x-forwarded-for",
+                format!("198.51.100.{}", i % ADDRESSES + 1),
+            )
+            .send()
+            .await
+            .expect("get");
+        assert!(
+            response.status().is_success(),
+            "{}: {}",
+            case.url,
+            response.status()
+        );
+        let tier = response
+            .headers()
+            .get("x-cache-tier")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let hit = response
+            .headers()
+            .get("x-cache")
+            .is_some_and(|v| v == "HIT");
+        let got = response.bytes().await.expect("body");
+        assert_eq!(got.len(), body.len(), "{}: another body", case.url);
+        match case.expect {
+            Expect::L1 => hit && tier.as_deref() == Some("L1"),
+            Expect::L2 => hit && tier.as_deref() == Some("L2"),
+            Expect::Bare => tier.is_none(),
+        }
+    })
+    .await;
     let ((srv_after, load_after), redis_after) = (cpu_split(&me, "ims-srv"), redis_cpu());
-    let as_expected = results.iter().filter(|(_, ok)| *ok).count();
-    let mut samples: Vec<Duration> = results.into_iter().map(|(d, _)| d).collect();
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     let per_request = |ns: u64| ns as f64 / 1000.0 / count as f64;
     Run {
-        rps: count as f64 / elapsed.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
-        as_expected,
+        rps: timing.rps,
+        p50: timing.p50,
+        p99: timing.p99,
+        as_expected: answers.iter().filter(|ok| **ok).count(),
         cpu_server: per_request(srv_after.saturating_sub(srv_before)),
         cpu_load: per_request(load_after.saturating_sub(load_before)),
         cpu_redis: per_request(redis_after.saturating_sub(redis_before)),

@@ -24,7 +24,6 @@ use support::{application, base_url, env_number, task_cpu_ns, until_redis, UNREA
 
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use ims_api::outbox::POLL_SQL;
 use ims_api::state::AppState;
 use ims_testkit::RedisServer;
@@ -163,36 +162,27 @@ async fn measure(
     in_flight: usize,
 ) -> Run {
     let cpu_before = server_cpu_ns();
-    let started = Instant::now();
-    let mut samples: Vec<Duration> = futures::stream::iter(0..count)
-        .map(|i| {
-            let url = format!("{base}/items/{}", ids[i % ids.len()]);
-            async move {
-                let t = Instant::now();
-                let response = client
-                    .patch(&url)
-                    .bearer_auth(token)
-                    .json(&json!({"priceCents": 1000 + (i % 9973)}))
-                    .send()
-                    .await
-                    .expect("patch");
-                let status = response.status();
-                response.bytes().await.expect("body");
-                assert!(status.is_success(), "PATCH {url}: {status}");
-                t.elapsed()
-            }
-        })
-        .buffer_unordered(in_flight)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
+    let (timing, _) = support::timed(count, in_flight, |i| {
+        let url = format!("{base}/items/{}", ids[i % ids.len()]);
+        async move {
+            let response = client
+                .patch(&url)
+                .bearer_auth(token)
+                .json(&json!({"priceCents": 1000 + (i % 9973)}))
+                .send()
+                .await
+                .expect("patch");
+            let status = response.status();
+            response.bytes().await.expect("body");
+            assert!(status.is_success(), "PATCH {url}: {status}");
+        }
+    })
+    .await;
     let cpu = server_cpu_ns().saturating_sub(cpu_before);
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
     Run {
-        rps: count as f64 / elapsed.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
+        rps: timing.rps,
+        p50: timing.p50,
+        p99: timing.p99,
         cpu: cpu as f64 / 1000.0 / count as f64,
     }
 }

@@ -6,24 +6,15 @@
 
 mod support;
 
-use support::{application, base_url, UNREACHED_LIMITS};
+use support::{application, base_url, Timing, UNREACHED_LIMITS};
 
-use std::time::{Duration, Instant};
-
-use futures::StreamExt;
 use ims_testkit::RedisServer;
 use serde_json::{json, Value};
 
 const REQUESTS: usize = 4000;
 const CONCURRENCY: usize = 8;
 
-struct Run {
-    rps: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-async fn run(client: &reqwest::Client, url: &str, token: &str) -> Run {
+async fn run(client: &reqwest::Client, url: &str, token: &str) -> Timing {
     // Warm up (and, on the cached route, make the entry exist).
     for _ in 0..50 {
         let _ = client
@@ -35,31 +26,18 @@ async fn run(client: &reqwest::Client, url: &str, token: &str) -> Run {
             .bytes()
             .await;
     }
-    let started = Instant::now();
-    let mut samples: Vec<Duration> = futures::stream::iter(0..REQUESTS)
-        .map(|_| async {
-            let t = Instant::now();
-            let response = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("get");
-            assert!(response.status().is_success(), "{}", response.status());
-            response.bytes().await.expect("body");
-            t.elapsed()
-        })
-        .buffer_unordered(CONCURRENCY)
-        .collect()
-        .await;
-    let elapsed = started.elapsed();
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
-    Run {
-        rps: REQUESTS as f64 / elapsed.as_secs_f64(),
-        p50: at(0.5),
-        p99: at(0.99),
-    }
+    let (timing, _) = support::timed(REQUESTS, CONCURRENCY, |_| async {
+        let response = client
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("get");
+        assert!(response.status().is_success(), "{}", response.status());
+        response.bytes().await.expect("body");
+    })
+    .await;
+    timing
 }
 
 async fn server(database_url: &str, redis_url: &str, limiter: bool) -> String {

@@ -1,6 +1,58 @@
 //! Helpers the benches share. Each bench is its own crate and uses a subset of them.
 #![allow(dead_code)]
 
+/// Throughput and latency of one timed run.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// Requests per second over the whole run.
+    pub rps: f64,
+    pub p50: std::time::Duration,
+    pub p99: std::time::Duration,
+}
+
+/// Runs `count` requests, `in_flight` at a time: `request(i)` makes the `i`-th and returns
+/// what the bench makes of its answer; each is timed from its start to its end (its body
+/// read). Returns the timing and the answers, in completion order.
+pub async fn timed<F, Fut, T>(count: usize, in_flight: usize, request: F) -> (Timing, Vec<T>)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures::StreamExt;
+    let started = std::time::Instant::now();
+    let results: Vec<(std::time::Duration, T)> = futures::stream::iter(0..count)
+        .map(|i| {
+            let answer = request(i);
+            async move {
+                let t = std::time::Instant::now();
+                let answer = answer.await;
+                (t.elapsed(), answer)
+            }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let elapsed = started.elapsed();
+    let (samples, answers): (Vec<_>, Vec<_>) = results.into_iter().unzip();
+    (timing(samples, elapsed), answers)
+}
+
+/// Requests per second and percentiles of `samples` taken over `elapsed`.
+pub fn timing(mut samples: Vec<std::time::Duration>, elapsed: std::time::Duration) -> Timing {
+    samples.sort();
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q).round() as usize)
+            .copied()
+            .unwrap_or_default()
+    };
+    Timing {
+        rps: samples.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.5),
+        p99: at(0.99),
+    }
+}
+
 /// `name` from the environment as a number, else `default`.
 pub fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
