@@ -51,6 +51,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
 use sqlx::FromRow;
 use time::{OffsetDateTime, Time};
 use utoipa_axum::router::OpenApiRouter;
@@ -453,11 +454,7 @@ async fn top_customers(
     caller: AuthUser,
     Query(params): Query<Params>,
 ) -> ApiResult<Json<Ranking<TopCustomer>>> {
-    let mut v = Validator::default();
-    let period = parse_period(&params, &mut v);
-    let limit = parse_top(params.limit.as_deref(), &mut v);
-    v.finish()?;
-    let filter = sales_filter(&caller.org_id, &period, "o");
+    let (filter, limit) = ranked_sales(&caller.org_id, &params)?;
     let revenue = ExactSum("o.subtotal_cents");
     let sql = format!(
         "SELECT o.customer_id, c.name, {}, COUNT(*) AS order_count
@@ -472,15 +469,7 @@ async fn top_customers(
         revenue.order_desc(),
         next_placeholder(&filter)
     );
-    let mut query = sqlx::query_as::<_, TopCustomer>(&sql);
-    for b in filter.binds() {
-        query = query.bind(b);
-    }
-    let data = query
-        .bind(i64::from(limit))
-        .fetch_all(state.db.pool())
-        .await?;
-    Ok(Json(Ranking { data }))
+    ranking(&state.db, &sql, &filter, limit).await
 }
 
 #[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -517,11 +506,7 @@ async fn top_products(
     caller: AuthUser,
     Query(params): Query<Params>,
 ) -> ApiResult<Json<Ranking<TopProduct>>> {
-    let mut v = Validator::default();
-    let period = parse_period(&params, &mut v);
-    let limit = parse_top(params.limit.as_deref(), &mut v);
-    v.finish()?;
-    let filter = sales_filter(&caller.org_id, &period, "o");
+    let (filter, limit) = ranked_sales(&caller.org_id, &params)?;
     // Aggregate the lines of the period's orders first, then name the items. CROSS JOIN
     // fixes SQLite's loop order (orders by the status/date index, then their lines); left to
     // itself it starts from items and looks up every line and its order, 4x slower on the
@@ -544,14 +529,29 @@ async fn top_products(
         filter.sql(),
         next_placeholder(&filter)
     );
-    let mut query = sqlx::query_as::<_, TopProduct>(&sql);
+    ranking(&state.db, &sql, &filter, limit).await
+}
+
+/// The sales of a ranking's period (`from`, `to`) and its length (`limit`), validated
+/// together so that every bad parameter is named in one 422.
+fn ranked_sales(org_id: &str, params: &Params) -> ApiResult<(Filter, u32)> {
+    let mut v = Validator::default();
+    let period = parse_period(params, &mut v);
+    let limit = parse_top(params.limit.as_deref(), &mut v);
+    v.finish()?;
+    Ok((sales_filter(org_id, &period, "o"), limit))
+}
+
+/// Runs a ranking's `sql`: `filter`'s binds, then `limit` as the last placeholder.
+async fn ranking<R>(db: &Db, sql: &str, filter: &Filter, limit: u32) -> ApiResult<Json<Ranking<R>>>
+where
+    R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
+{
+    let mut query = sqlx::query_as::<_, R>(sql);
     for b in filter.binds() {
         query = query.bind(b);
     }
-    let data = query
-        .bind(i64::from(limit))
-        .fetch_all(state.db.pool())
-        .await?;
+    let data = query.bind(i64::from(limit)).fetch_all(db.pool()).await?;
     Ok(Json(Ranking { data }))
 }
 

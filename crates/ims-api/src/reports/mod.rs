@@ -28,6 +28,8 @@
 //!   always cover every matching row, and rows and totals are read from one snapshot
 //!   (one transaction, REPEATABLE READ on PostgreSQL) so they agree.
 
+use std::marker::PhantomData;
+
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -189,15 +191,16 @@ enum ReportTotals {
     PurchasesByVendor(PurchasesTotals),
 }
 
-/// The SQL of one report: the grouped rows (without `LIMIT`) and the totals over the same
-/// rows, both using `filter`'s placeholders.
-struct Spec<R> {
+/// The SQL of one report: the grouped rows `R` (without `LIMIT`) and the totals `T` over the
+/// same rows, both using `filter`'s placeholders.
+struct Spec<R, T> {
     rows_sql: String,
     totals_sql: String,
     filter: Filter,
     /// For an order SQL cannot compute exactly: every row is read and this stable sort
     /// puts them in order (ties keep the SQL's order) before the cap is applied.
     sort: Option<fn(&mut [R])>,
+    totals: PhantomData<fn() -> T>,
 }
 
 /// Starts a read-only transaction whose reads all see one snapshot. SQLite in WAL mode gives
@@ -214,7 +217,7 @@ async fn begin_snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>
     }
 }
 
-async fn fetch<R, T>(db: &Db, spec: &Spec<R>) -> ApiResult<(Vec<R>, T, bool)>
+async fn fetch<R, T>(db: &Db, spec: &Spec<R, T>) -> ApiResult<(Vec<R>, T, bool)>
 where
     R: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
     T: for<'r> FromRow<'r, AnyRow> + Send + Unpin,
@@ -260,7 +263,7 @@ async fn run<R, T>(
     db: &Db,
     kind: ReportType,
     period: Option<&Period>,
-    spec: Spec<R>,
+    spec: Spec<R, T>,
     format: Format,
 ) -> ApiResult<Response>
 where
@@ -360,50 +363,20 @@ async fn report(
     v.finish()?;
     let db = &state.db;
     let org = caller.org_id.as_str();
+    let dated = Some(&period);
     match kind {
-        ReportType::SalesByItem => {
-            run::<SalesByItem, SalesByItemTotals>(
-                db,
-                kind,
-                Some(&period),
-                sales_by_item(org, &period),
-                format,
-            )
-            .await
-        }
+        ReportType::SalesByItem => run(db, kind, dated, sales_by_item(org, &period), format).await,
         ReportType::SalesByCustomer => {
-            run::<SalesByCustomer, SalesByCustomerTotals>(
-                db,
-                kind,
-                Some(&period),
-                sales_by_customer(org, &period),
-                format,
-            )
-            .await
+            run(db, kind, dated, sales_by_customer(org, &period), format).await
         }
         ReportType::InventoryValuation => {
-            run::<Valuation, ValuationTotals>(db, kind, None, inventory_valuation(org), format)
-                .await
+            run(db, kind, None, inventory_valuation(org), format).await
         }
         ReportType::StockMovements => {
-            run::<Movements, MovementsTotals>(
-                db,
-                kind,
-                Some(&period),
-                stock_movements(org, &period),
-                format,
-            )
-            .await
+            run(db, kind, dated, stock_movements(org, &period), format).await
         }
         ReportType::PurchasesByVendor => {
-            run::<Purchases, PurchasesTotals>(
-                db,
-                kind,
-                Some(&period),
-                purchases_by_vendor(org, &period),
-                format,
-            )
-            .await
+            run(db, kind, dated, purchases_by_vendor(org, &period), format).await
         }
     }
 }
@@ -444,7 +417,7 @@ fn sales_sums(alias: &str) -> String {
 
 /// Lines of the sales in `period`; joined through the order because the order carries the
 /// status and date (and the `(organization_id, status, fulfilled_at)` index).
-fn sales_by_item(org_id: &str, period: &Period) -> Spec<SalesByItem> {
+fn sales_by_item(org_id: &str, period: &Period) -> Spec<SalesByItem, SalesByItemTotals> {
     let filter = sales_filter(org_id, period, "o");
     // CROSS JOIN fixes SQLite's loop order: orders by the status/date index, then their
     // lines, aggregated before the items are named (see `dashboard::top_products`, 4x faster
@@ -469,6 +442,7 @@ fn sales_by_item(org_id: &str, period: &Period) -> Spec<SalesByItem> {
         totals_sql: format!("SELECT {sums} {from} {where_sql}"),
         filter,
         sort: None,
+        totals: PhantomData,
     }
 }
 
@@ -498,7 +472,10 @@ struct SalesByCustomerTotals {
     total_cents: Cents,
 }
 
-fn sales_by_customer(org_id: &str, period: &Period) -> Spec<SalesByCustomer> {
+fn sales_by_customer(
+    org_id: &str,
+    period: &Period,
+) -> Spec<SalesByCustomer, SalesByCustomerTotals> {
     let filter = sales_filter(org_id, period, "o");
     let sums = format!("COUNT(*) AS order_count, {}", sales_sums("o"));
     let order = ExactSum("o.subtotal_cents").order_desc();
@@ -515,6 +492,7 @@ fn sales_by_customer(org_id: &str, period: &Period) -> Spec<SalesByCustomer> {
         totals_sql: format!("SELECT {sums} FROM sales_orders o {where_sql}"),
         filter,
         sort: None,
+        totals: PhantomData,
     }
 }
 
@@ -540,7 +518,7 @@ struct ValuationTotals {
 
 /// Values are exact sums of products (see [`ExactProductSum`]), which SQL cannot order
 /// exactly, so the rows come in name order and are sorted by value here, stably.
-fn inventory_valuation(org_id: &str) -> Spec<Valuation> {
+fn inventory_valuation(org_id: &str) -> Spec<Valuation, ValuationTotals> {
     let mut filter = Filter::default();
     let org = filter.bind(org_id);
     filter.and(format!("s.organization_id = {org}"));
@@ -570,6 +548,7 @@ fn inventory_valuation(org_id: &str) -> Spec<Valuation> {
         ),
         filter,
         sort: Some(|rows| rows.sort_by_key(|row| std::cmp::Reverse(row.value_cents))),
+        totals: PhantomData,
     }
 }
 
@@ -596,7 +575,7 @@ struct MovementsTotals {
     movement_count: i64,
 }
 
-fn stock_movements(org_id: &str, period: &Period) -> Spec<Movements> {
+fn stock_movements(org_id: &str, period: &Period) -> Spec<Movements, MovementsTotals> {
     let mut filter = Filter::default();
     let org = filter.bind(org_id);
     filter.and(format!("m.organization_id = {org}"));
@@ -620,6 +599,7 @@ fn stock_movements(org_id: &str, period: &Period) -> Spec<Movements> {
         totals_sql: format!("SELECT {sums} FROM stock_movements m {where_sql}"),
         filter,
         sort: None,
+        totals: PhantomData,
     }
 }
 
@@ -643,7 +623,7 @@ struct PurchasesTotals {
     total_cents: Cents,
 }
 
-fn purchases_by_vendor(org_id: &str, period: &Period) -> Spec<Purchases> {
+fn purchases_by_vendor(org_id: &str, period: &Period) -> Spec<Purchases, PurchasesTotals> {
     let mut filter = Filter::default();
     let org = filter.bind(org_id);
     filter.and(format!("p.organization_id = {org}"));
@@ -665,5 +645,6 @@ fn purchases_by_vendor(org_id: &str, period: &Period) -> Spec<Purchases> {
         totals_sql: format!("SELECT {sums} FROM purchase_orders p {where_sql}"),
         filter,
         sort: None,
+        totals: PhantomData,
     }
 }
