@@ -352,23 +352,17 @@ async fn create(
     let input = validate(&state.db, &caller.org_id, body, Validator::default()).await?;
     let id = Uuid::new_v4().to_string();
     let now = db::now();
-    let write = sqlx::query(
-        "INSERT INTO items (id, organization_id, name, sku, description, price_cents, cost_cents,
-           category_id, tax_rate_id, reorder_level, unit, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)",
+    let write = bind_fields(
+        sqlx::query(
+            "INSERT INTO items (name, sku, description, price_cents, cost_cents, category_id,
+               tax_rate_id, reorder_level, unit, created_at, updated_at, organization_id, id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11, $12)",
+        ),
+        &input,
     )
-    .bind(&id)
+    .bind(&now)
     .bind(&caller.org_id)
-    .bind(&input.name)
-    .bind(&input.sku)
-    .bind(&input.description)
-    .bind(input.price_cents)
-    .bind(input.cost_cents)
-    .bind(&input.category_id)
-    .bind(&input.tax_rate_id)
-    .bind(input.reorder_level)
-    .bind(&input.unit)
-    .bind(&now);
+    .bind(&id);
     state.db.execute_write(write).await.map_err(write_error)?;
     Ok((
         StatusCode::CREATED,
@@ -462,31 +456,39 @@ async fn patch(
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<Json<Item>> {
-    let updated = db
-        .execute_write(
-            sqlx::query(
-                "UPDATE items SET name = $1, sku = $2, description = $3, price_cents = $4,
-           cost_cents = $5, category_id = $6, tax_rate_id = $7, reorder_level = $8, unit = $9,
-           updated_at = $10
-         WHERE organization_id = $11 AND id = $12",
-            )
-            .bind(&input.name)
-            .bind(&input.sku)
-            .bind(&input.description)
-            .bind(input.price_cents)
-            .bind(input.cost_cents)
-            .bind(&input.category_id)
-            .bind(&input.tax_rate_id)
-            .bind(input.reorder_level)
-            .bind(&input.unit)
-            .bind(db::now())
-            .bind(org_id)
-            .bind(id),
-        )
-        .await
-        .map_err(write_error)?;
+    let write = bind_fields(
+        sqlx::query(
+            "UPDATE items SET name = $1, sku = $2, description = $3, price_cents = $4,
+               cost_cents = $5, category_id = $6, tax_rate_id = $7, reorder_level = $8,
+               unit = $9, updated_at = $10
+             WHERE organization_id = $11 AND id = $12",
+        ),
+        &input,
+    )
+    .bind(db::now())
+    .bind(org_id)
+    .bind(id);
+    let updated = db.execute_write(write).await.map_err(write_error)?;
     ROWS.read_back(db, org_id, id, updated).await
 }
+
+/// Binds an item's fields as `$1`..`$9`, in the order the `INSERT` and `UPDATE` name them
+/// (a new field is added here once, for both).
+fn bind_fields<'q>(query: AnyQuery<'q>, input: &'q ItemBody) -> AnyQuery<'q> {
+    query
+        .bind(&input.name)
+        .bind(&input.sku)
+        .bind(&input.description)
+        .bind(input.price_cents)
+        .bind(input.cost_cents)
+        .bind(&input.category_id)
+        .bind(&input.tax_rate_id)
+        .bind(input.reorder_level)
+        .bind(&input.unit)
+}
+
+/// A statement on the database whichever engine it is.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 #[utoipa::path(
     delete,
