@@ -2,9 +2,9 @@
 //!
 //! A test asks as a caller (`app.caller(&token)` or `app.anonymous()`) and gets a [`Reply`]:
 //! status, headers and JSON, as the contract states them. `expect`, `problem` and
-//! `field_error` say what the contract promises of a reply; raw `reqwest` requests remain
-//! only where a test needs what a well-behaved client would not send (a broken body, an
-//! odd header).
+//! `field_error` say what the contract promises of a reply. Raw `reqwest` requests remain
+//! where a test talks to another instance (`ServerProcess`) or needs what this client does
+//! not send: a broken body, a conditional or proxy header, another `Accept`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
