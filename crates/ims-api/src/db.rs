@@ -33,6 +33,9 @@ impl Backend {
     }
 }
 
+/// A statement for either engine, with its arguments bound.
+pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 /// A connection pool plus the engine it talks to.
 #[derive(Clone, Debug)]
 pub struct Db {
@@ -211,7 +214,7 @@ impl Db {
     /// engine (see `Self::execute_recorded`).
     pub async fn execute_write<'q>(
         &self,
-        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        query: AnyQuery<'q>,
     ) -> Result<AnyQueryResult, sqlx::Error> {
         let Some(pending) = ims_redis::invalidate::pending() else {
             return query.execute(&self.pool).await;
@@ -241,7 +244,7 @@ impl Db {
     /// Either way the record's values are bound after the write's, as `$n+1` to `$n+4`.
     async fn execute_recorded<'q>(
         &self,
-        mut query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        mut query: AnyQuery<'q>,
         pending: &ims_redis::invalidate::PendingInvalidation,
     ) -> Result<AnyQueryResult, sqlx::Error> {
         use sqlx::{Arguments, Execute};

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::AuthUser;
-use crate::db::{self, Db};
+use crate::db::{self, AnyQuery, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
 use crate::fields::{self, Table};
 use crate::money;
@@ -486,9 +486,6 @@ fn bind_fields<'q>(query: AnyQuery<'q>, input: &'q ItemBody) -> AnyQuery<'q> {
         .bind(input.reorder_level)
         .bind(&input.unit)
 }
-
-/// A statement on the database whichever engine it is.
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
 #[utoipa::path(
     delete,
