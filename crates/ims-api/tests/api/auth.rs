@@ -68,7 +68,7 @@ async fn login_me_and_wrong_credentials() {
     let pair = app.login("BOB@example.com").await;
     let me = app.caller(&s(&pair, "accessToken")).get("/auth/me").await;
     assert_eq!(me.status, StatusCode::OK);
-    let me: Value = me.json();
+    let me = me.json();
     assert_eq!(me["email"], "bob@example.com");
     assert_eq!(me["name"], "Test User");
 

@@ -207,7 +207,7 @@ async fn tenants_never_read_write_or_delete_each_others_entries() {
     );
     let b_again = bob.get("/items").await;
     assert_eq!(b_again.header("x-cache"), "HIT");
-    let body: Value = b_again.json();
+    let body = b_again.json();
     assert_eq!(body["data"][0]["name"], "Hammer", "B never sees A's rename");
 
     // Ids containing glob and separator characters are just unknown ids (404, not cached).
@@ -505,7 +505,7 @@ async fn redis_down_is_a_plain_miss_and_caching_resumes_when_it_is_back() {
     loop {
         let response = api.get("/items").await;
         if response.header("x-cache") == "HIT" {
-            let body: Value = response.json();
+            let body = response.json();
             assert_eq!(body["data"][0]["name"], "Claw hammer");
             break;
         }
@@ -538,7 +538,7 @@ async fn writes_during_a_partition_cannot_leave_stale_entries() {
     loop {
         let response = api.get(&path).await;
         let status = response.header("x-cache");
-        let body: Value = response.json();
+        let body = response.json();
         assert_eq!(
             body["name"], "Sledgehammer",
             "stale entry served ({status})"
@@ -584,7 +584,7 @@ async fn no_read_started_after_a_write_returned_sees_older_data() {
                 let floor = writes_done.load(Ordering::SeqCst);
                 let response = api.get(&path).await;
                 assert_eq!(response.status, StatusCode::OK);
-                let body: Value = response.json();
+                let body = response.json();
                 let seen = if path.starts_with("/items/") {
                     body["stockOnHand"].as_i64().expect("stock")
                 } else {
@@ -634,7 +634,7 @@ async fn cached_responses_are_private_and_large_ones_are_served_but_not_stored()
         let response = small.caller(&org.token).get("/items").await;
         assert_eq!(response.status, StatusCode::OK);
         assert_eq!(response.header("x-cache"), "MISS");
-        let body: Value = response.json();
+        let body = response.json();
         assert_eq!(body["data"].as_array().expect("data").len(), 1);
     }
     assert!(small
@@ -747,7 +747,7 @@ async fn with_the_database_down_cached_routes_answer_stale_within_the_grace_peri
     assert_eq!(response.header("x-cache"), "STALE");
     let age: u64 = response.header("age").parse().expect("age");
     assert!((90..100).contains(&age), "{age}");
-    let body: Value = response.json();
+    let body = response.json();
     assert_eq!(body["data"][0]["name"], "Hammer");
     // Invalidated: the error, not stale data.
     let response = app.caller(&invalidated.token).get("/items").await;
@@ -787,11 +787,11 @@ async fn an_item_update_writes_its_new_representation_through_to_its_detail_entr
     ] {
         let response = api.send(method, &path, Some(body)).await;
         assert_eq!(response.status, StatusCode::OK);
-        let written: Value = response.json();
+        let written = response.json();
         // The next read is a hit that already shows the change, with the same body.
         let read = api.get(&path).await;
         assert_eq!(read.header("x-cache"), "HIT");
-        let read: Value = read.json();
+        let read = read.json();
         assert_eq!(read["priceCents"], price);
         assert_eq!(read, written);
     }
@@ -892,7 +892,7 @@ async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
             json!({"name": "Saw", "sku": "S-9", "priceCents": 100}),
         )
         .await;
-    let saw: Value = created.json();
+    let saw = created.json();
     let c = format!("/items/{}", saw["id"].as_str().expect("id"));
     assert_eq!(api.get(&c).await.header("x-cache"), "MISS");
     assert_eq!(api.get(&a).await.header("x-cache"), "HIT");

@@ -171,11 +171,11 @@ async fn the_cache_on_a_cluster_keeps_keys_headers_invalidation_and_tenants_apar
     assert!(exists(&cluster, &key_of(&b)));
     let after = app.caller(&a.token).get("/items").await;
     assert_eq!(after.header("x-cache"), "MISS");
-    let body: Value = after.json();
+    let body = after.json();
     assert_eq!(body["total"], 2, "the new item is there");
     let other = app.caller(&b.token).get("/items").await;
     assert_eq!(other.header("x-cache"), "HIT");
-    let body: Value = other.json();
+    let body = other.json();
     assert_eq!(body["total"], 1, "B never sees A's item");
 
     // `/health` and `/health/cache` see the cluster.

@@ -8,7 +8,7 @@ async fn health_reports_both_services_with_real_round_trips() {
     let app = spawn_app().await;
     let response = app.anonymous().get("/health").await;
     assert_eq!(response.status, StatusCode::OK);
-    let body: Value = response.json();
+    let body = response.json();
     assert_eq!(body["status"], "healthy");
     assert!(body["timestamp"]
         .as_str()
@@ -32,7 +32,7 @@ async fn redis_down_is_degraded_but_healthy_and_seen_in_one_request() {
     // The very first request after the crash already reports it.
     let response = app.anonymous().get("/health").await;
     assert_eq!(response.status, StatusCode::OK);
-    let body: Value = response.json();
+    let body = response.json();
     assert_eq!(body["status"], "healthy");
     assert_eq!(body["services"]["redis"]["status"], "down");
     assert_eq!(body["services"]["database"]["status"], "up");
@@ -48,7 +48,7 @@ async fn redis_disabled_is_reported_down() {
     let app = spawn_app_with(&[("REDIS_ENABLED", "false")]).await;
     let response = app.anonymous().get("/health").await;
     assert_eq!(response.status, StatusCode::OK);
-    let body: Value = response.json();
+    let body = response.json();
     assert_eq!(body["services"]["redis"]["status"], "down");
     assert_eq!(app.redis_keys("*").len(), 0);
 }
@@ -59,7 +59,7 @@ async fn database_down_is_unhealthy_503() {
     app.state.db.close().await;
     let response = app.anonymous().get("/health").await;
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = response.json();
+    let body = response.json();
     assert_eq!(body["status"], "unhealthy");
     assert_eq!(body["services"]["database"]["status"], "down");
     assert_eq!(body["services"]["redis"]["status"], "up");

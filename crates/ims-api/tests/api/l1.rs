@@ -65,7 +65,7 @@ async fn name_on(app: &TestApp, token: &str) -> (String, String) {
     let response = app.caller(token).get("/tax-rates").await;
     assert_eq!(response.status, StatusCode::OK);
     let tier = response.header("x-cache-tier");
-    let body: Value = response.json();
+    let body = response.json();
     (
         body["data"][0]["name"]
             .as_str()
@@ -298,13 +298,13 @@ async fn without_redis_the_whole_cache_runs_in_process() {
         .await;
     let after = app.caller(&token).get("/items").await;
     assert_eq!(after.header("x-cache"), "MISS");
-    let body: Value = after.json();
+    let body = after.json();
     assert_eq!(body["total"], 2);
     // Another organization never sees this one's entry.
     let other = app.token("other-local@example.com").await;
     let theirs = app.caller(&other).get("/items").await;
     assert_eq!(theirs.header("x-cache"), "MISS");
-    let body: Value = theirs.json();
+    let body = theirs.json();
     assert_eq!(body["total"], 0);
 }
 

@@ -29,7 +29,7 @@ async fn live_is_always_200_and_ready_follows_the_database() {
     app.state.db.close().await;
     let ready = app.anonymous().get("/health/ready").await;
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
-    let body: Value = ready.json();
+    let body = ready.json();
     assert_eq!(body["status"], "database unavailable");
     assert_eq!(
         app.anonymous().get("/health/live").await.status,

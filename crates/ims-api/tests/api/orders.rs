@@ -249,7 +249,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
     let fulfil = format!("/sales-orders/{order_id}/fulfil");
     let response = api.post(&fulfil, json!({})).await;
     assert_eq!(response.status, StatusCode::OK);
-    let fulfilled: Value = response.json();
+    let fulfilled = response.json();
     assert_eq!(fulfilled["status"], "fulfilled");
     assert!(fulfilled["fulfilledAt"].is_string());
     assert_eq!(shop.level(&app, &shop.widget, &shop.warehouse).await, 7);

@@ -86,7 +86,7 @@ async fn price_on(app: &TestApp, f: &Fixture) -> (i64, String) {
         .await;
     assert_eq!(response.status, StatusCode::OK);
     let cache = response.header("x-cache");
-    let body: Value = response.json();
+    let body = response.json();
     (body["priceCents"].as_i64().expect("price"), cache)
 }
 
@@ -240,7 +240,7 @@ async fn a_refused_write_leaves_no_transaction_open() {
         let written = api.patch(&path, json!({"priceCents": price})).await;
         assert_eq!(written.status, StatusCode::OK, "price {price}");
         let read = api.get(&path).await;
-        let body: Value = read.json();
+        let body = read.json();
         assert_eq!(body["priceCents"], price);
         assert_eq!(body["sku"], "H-1");
     }
