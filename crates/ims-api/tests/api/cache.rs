@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{header, id, org, spawn_app, spawn_app_with, Org, TestApp};
+use crate::helpers::{id, org, spawn_app, spawn_app_with, Org, TestApp};
 
 /// The key contract §5 promises, computed here independently of the server.
 fn key(org_id: &str, prefix: &str, path: &str, sorted_query: &str) -> String {
@@ -66,17 +66,10 @@ async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
     assert_eq!(second.text, first_body);
 
     // A client that has it gets 304 without a body.
-    let revalidate = app
-        .client
-        .get(format!("{}/items", app.address))
-        .bearer_auth(&org.token)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(revalidate.status(), StatusCode::NOT_MODIFIED);
-    assert_eq!(header(&revalidate, "x-cache"), "HIT");
-    assert!(revalidate.bytes().await.expect("body").is_empty());
+    let revalidate = api.with(&[("if-none-match", &etag)]).get("/items").await;
+    assert_eq!(revalidate.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidate.header("x-cache"), "HIT");
+    assert!(revalidate.text.is_empty());
 
     // no-cache: the handler runs, nothing is read or written.
     let detail_key = key(
@@ -85,16 +78,12 @@ async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
         &format!("/items/{}", org.item),
         "",
     );
-    let bypass = app
-        .client
-        .get(format!("{}/items/{}", app.address, org.item))
-        .bearer_auth(&org.token)
-        .header("cache-control", "no-cache")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(bypass.status(), StatusCode::OK);
-    assert_eq!(header(&bypass, "x-cache"), "BYPASS");
+    let bypass = api
+        .with(&[("cache-control", "no-cache")])
+        .get(&format!("/items/{}", org.item))
+        .await;
+    assert_eq!(bypass.status, StatusCode::OK);
+    assert_eq!(bypass.header("x-cache"), "BYPASS");
     assert!(!exists(&app, &detail_key));
     let stats: Value = app.cache_stats().await;
     assert_eq!(stats["hits"], 2);
@@ -817,19 +806,16 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
         StatusCode::CREATED
     );
     let path = "/reports/inventory-valuation";
-    let get = |accept: &'static str| {
-        app.client
-            .get(format!("{}{path}", app.address))
-            .bearer_auth(&org.token)
-            .header("accept", accept)
-            .send()
+    let get = |accept: &'static str| async move {
+        let accept = [("accept", accept)];
+        api.with(&accept).get(path).await
     };
-    let csv = get("text/csv").await.expect("csv");
-    assert_eq!(csv.status(), StatusCode::OK);
-    assert!(header(&csv, "content-type").starts_with("text/csv"));
-    assert_eq!(header(&csv, "vary"), "Accept");
-    assert_eq!(header(&csv, "x-cache"), "MISS");
-    let text = csv.text().await.expect("text");
+    let csv = get("text/csv").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.header("content-type").starts_with("text/csv"));
+    assert_eq!(csv.header("vary"), "Accept");
+    assert_eq!(csv.header("x-cache"), "MISS");
+    let text = csv.text;
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "a header row and one item: {text}");
     assert!(
@@ -838,26 +824,26 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
     );
     assert!(lines[1].contains("H-1"), "{text}");
     // JSON is another entry: a miss the first time, whatever was cached for CSV.
-    let json = get("application/json").await.expect("json");
-    assert_eq!(header(&json, "x-cache"), "MISS");
-    assert_eq!(header(&json, "vary"), "Accept");
-    let body: Value = json.json().await.expect("json");
+    let json = get("application/json").await;
+    assert_eq!(json.header("x-cache"), "MISS");
+    assert_eq!(json.header("vary"), "Accept");
+    let body = json.json();
     assert_eq!(body["rows"].as_array().expect("rows").len(), 1);
     // Both are hits now, each with its own body; JSON ranked higher wins.
-    let again = get("text/csv;q=0.5, application/json").await.expect("json");
-    assert_eq!(header(&again, "x-cache"), "HIT");
-    assert!(header(&again, "content-type").starts_with("application/json"));
-    let again = get("text/csv").await.expect("csv");
-    assert_eq!(header(&again, "x-cache"), "HIT");
-    assert_eq!(again.text().await.expect("text"), text);
+    let again = get("text/csv;q=0.5, application/json").await;
+    assert_eq!(again.header("x-cache"), "HIT");
+    assert!(again.header("content-type").starts_with("application/json"));
+    let again = get("text/csv").await;
+    assert_eq!(again.header("x-cache"), "HIT");
+    assert_eq!(again.text, text);
     // A write that touches reports invalidates both.
     assert_eq!(
         api.post("/inventory/adjustments", stock).await.status,
         StatusCode::CREATED
     );
     for accept in ["text/csv", "application/json"] {
-        let response = get(accept).await.expect("send");
-        assert_eq!(header(&response, "x-cache"), "MISS", "{accept}");
+        let response = get(accept).await;
+        assert_eq!(response.header("x-cache"), "MISS", "{accept}");
     }
 }
 
@@ -866,8 +852,7 @@ async fn updating_or_deleting_one_item_leaves_the_other_items_details_cached() {
     let app = spawn_app().await;
     let org = org(&app, "tags@example.com").await;
     let api = app.caller(&org.token);
-    let other = id(&app
-        .caller(&org.token)
+    let other = id(&api
         .create(
             "/items",
             json!({"name": "Wrench", "sku": "W-1", "priceCents": 900}),

@@ -42,11 +42,7 @@ async fn categories_crud_with_parents_and_cycles_refused() {
     let path = format!("/categories/{}", id(&hammers));
     let got = api.get(&path).await.expect(StatusCode::OK);
     assert_eq!(got, hammers);
-    let list = app
-        .caller(&t)
-        .get("/categories")
-        .await
-        .expect(StatusCode::OK);
+    let list = api.get("/categories").await.expect(StatusCode::OK);
     assert_eq!(names(&list), ["Hammers", "Tools"]);
     assert_eq!(
         (
@@ -58,8 +54,7 @@ async fn categories_crud_with_parents_and_cycles_refused() {
     );
 
     // PUT replaces: an absent optional field is cleared.
-    let put = app
-        .caller(&t)
+    let put = api
         .put(&path, json!({"name": "Mallets"}))
         .await
         .expect(StatusCode::OK);
@@ -67,8 +62,7 @@ async fn categories_crud_with_parents_and_cycles_refused() {
     assert_eq!(put["parentId"], Value::Null);
     assert_eq!(put["createdAt"], hammers["createdAt"]);
     // PATCH: absent is unchanged, null clears, a value sets.
-    let patched = app
-        .caller(&t)
+    let patched = api
         .patch(&path, json!({"parentId": id(&tools)}))
         .await
         .expect(StatusCode::OK);
@@ -76,14 +70,12 @@ async fn categories_crud_with_parents_and_cycles_refused() {
         (patched["name"].clone(), patched["parentId"].clone()),
         (json!("Mallets"), tools["id"].clone())
     );
-    let patched = app
-        .caller(&t)
+    let patched = api
         .patch(&path, json!({"name": "Hammers"}))
         .await
         .expect(StatusCode::OK);
     assert_eq!(patched["parentId"], tools["id"], "absent field unchanged");
-    let cleared = app
-        .caller(&t)
+    let cleared = api
         .patch(&path, json!({"parentId": null}))
         .await
         .expect(StatusCode::OK);
@@ -133,15 +125,10 @@ async fn tax_rates_crud_and_range() {
         .await;
     let path = format!("/tax-rates/{}", id(&vat));
     assert_eq!(api.get(&path).await.expect(StatusCode::OK), vat);
-    let list = app
-        .caller(&t)
-        .get("/tax-rates")
-        .await
-        .expect(StatusCode::OK);
+    let list = api.get("/tax-rates").await.expect(StatusCode::OK);
     assert_eq!(names(&list), ["Max", "VAT", "Zero"]);
 
-    let put = app
-        .caller(&t)
+    let put = api
         .put(&path, json!({"name": "Sales tax", "rateBps": 825}))
         .await
         .expect(StatusCode::OK);
@@ -149,8 +136,7 @@ async fn tax_rates_crud_and_range() {
         (put["name"].clone(), put["rateBps"].clone()),
         (json!("Sales tax"), json!(825))
     );
-    let patched = app
-        .caller(&t)
+    let patched = api
         .patch(&path, json!({"rateBps": 850}))
         .await
         .expect(StatusCode::OK);
@@ -213,15 +199,10 @@ async fn warehouses_crud_with_codes_unique_per_organization() {
 
     let path = format!("/warehouses/{}", id(&east));
     assert_eq!(api.get(&path).await.expect(StatusCode::OK), east);
-    let list = app
-        .caller(&t)
-        .get("/warehouses")
-        .await
-        .expect(StatusCode::OK);
+    let list = api.get("/warehouses").await.expect(StatusCode::OK);
     assert_eq!(names(&list), ["East", "Main"]);
     assert_eq!(list["total"], 2);
-    let put = app
-        .caller(&t)
+    let put = api
         .put(&path, json!({"name": "East 2", "code": "E2"}))
         .await
         .expect(StatusCode::OK);
@@ -229,8 +210,7 @@ async fn warehouses_crud_with_codes_unique_per_organization() {
         (put["name"].clone(), put["code"].clone()),
         (json!("East 2"), json!("E2"))
     );
-    let patched = app
-        .caller(&t)
+    let patched = api
         .patch(&path, json!({"name": "Eastern"}))
         .await
         .expect(StatusCode::OK);
@@ -300,33 +280,28 @@ async fn contacts_crud_and_filters() {
 
     let all = api.get("/contacts").await.expect(StatusCode::OK);
     assert_eq!(names(&all), ["Acme Corp", "Bolts & Nuts", "Zed"]);
-    let customers = app
-        .caller(&t)
+    let customers = api
         .get("/contacts?type=customer")
         .await
         .expect(StatusCode::OK);
     assert_eq!(names(&customers), ["Acme Corp", "Zed"]);
     assert_eq!(customers["total"], 2);
-    let vendors = app
-        .caller(&t)
+    let vendors = api
         .get("/contacts?type=vendor")
         .await
         .expect(StatusCode::OK);
     assert_eq!(names(&vendors), ["Bolts & Nuts"]);
-    let search = app
-        .caller(&t)
+    let search = api
         .get("/contacts?search=ACME")
         .await
         .expect(StatusCode::OK);
     assert_eq!(names(&search), ["Acme Corp"]);
-    let by_email = app
-        .caller(&t)
+    let by_email = api
         .get("/contacts?search=buy%40")
         .await
         .expect(StatusCode::OK);
     assert_eq!(names(&by_email), ["Acme Corp"]);
-    let both = app
-        .caller(&t)
+    let both = api
         .get("/contacts?type=vendor&search=e")
         .await
         .expect(StatusCode::OK);
@@ -335,8 +310,7 @@ async fn contacts_crud_and_filters() {
 
     let path = format!("/contacts/{}", id(&acme));
     assert_eq!(api.get(&path).await.expect(StatusCode::OK), acme);
-    let put = app
-        .caller(&t)
+    let put = api
         .put(&path, json!({"type": "vendor", "name": "Acme Supply"}))
         .await
         .expect(StatusCode::OK);
@@ -346,8 +320,7 @@ async fn contacts_crud_and_filters() {
         Value::Null,
         "PUT clears absent optional fields"
     );
-    let patched = app
-        .caller(&t)
+    let patched = api
         .patch(&path, json!({"email": "a@b.example", "phone": "123"}))
         .await
         .expect(StatusCode::OK);
@@ -355,8 +328,7 @@ async fn contacts_crud_and_filters() {
         (patched["name"].clone(), patched["email"].clone()),
         (json!("Acme Supply"), json!("a@b.example"))
     );
-    let cleared = app
-        .caller(&t)
+    let cleared = api
         .patch(&path, json!({"email": null}))
         .await
         .expect(StatusCode::OK);
@@ -387,11 +359,7 @@ async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
         api.create("/categories", json!({"name": format!("C{n:02}")}))
             .await;
     }
-    let first = app
-        .caller(&t)
-        .get("/categories")
-        .await
-        .expect(StatusCode::OK);
+    let first = api.get("/categories").await.expect(StatusCode::OK);
     assert_eq!(first["data"].as_array().expect("data").len(), 20);
     assert_eq!(
         (
@@ -401,8 +369,7 @@ async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
         ),
         (json!(1), json!(20), json!(25))
     );
-    let second = app
-        .caller(&t)
+    let second = api
         .get("/categories?page=2&limit=10")
         .await
         .expect(StatusCode::OK);
@@ -418,14 +385,12 @@ async fn lists_paginate_with_totals_and_reject_bad_page_parameters() {
         ),
         (json!(2), json!(10), json!(25))
     );
-    let last = app
-        .caller(&t)
+    let last = api
         .get("/categories?page=3&limit=10")
         .await
         .expect(StatusCode::OK);
     assert_eq!(last["data"].as_array().expect("data").len(), 5);
-    let beyond = app
-        .caller(&t)
+    let beyond = api
         .get("/categories?page=9&limit=10")
         .await
         .expect(StatusCode::OK);
@@ -690,8 +655,7 @@ async fn bad_input_on_every_write_route_is_4xx_and_writes_nothing() {
                 .problem(StatusCode::UNPROCESSABLE_ENTITY);
             if method != Method::PATCH {
                 // Missing required fields are named.
-                let problem = app
-                    .caller(&t)
+                let problem = api
                     .send(method.clone(), target, Some(json!({})))
                     .await
                     .problem(StatusCode::UNPROCESSABLE_ENTITY);

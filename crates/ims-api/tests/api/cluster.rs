@@ -209,20 +209,14 @@ async fn no_read_started_after_a_write_returned_sees_older_data_on_a_cluster() {
         }
     };
     let reader = |base: String| {
-        let (app, org, path, writes_done, stale, reads) =
-            (&app, &org, &path, &writes_done, &stale, &reads);
+        let (api, path, writes_done, stale, reads) =
+            (app.caller(&org.token), &path, &writes_done, &stale, &reads);
         async move {
             while writes_done.load(Ordering::SeqCst) < 40 {
                 let floor = writes_done.load(Ordering::SeqCst);
-                let response = app
-                    .client
-                    .get(format!("{base}{path}"))
-                    .bearer_auth(&org.token)
-                    .send()
-                    .await
-                    .expect("read");
-                assert_eq!(response.status(), StatusCode::OK);
-                let body: Value = response.json().await.expect("json");
+                let response = api.at(&base).get(path).await;
+                assert_eq!(response.status, StatusCode::OK);
+                let body = response.json();
                 if body["stockOnHand"].as_i64().expect("stock") < floor {
                     stale.fetch_add(1, Ordering::SeqCst);
                 }
@@ -268,16 +262,12 @@ async fn rate_limits_are_exact_across_three_processes_on_a_cluster() {
         others[0].address.clone(),
         others[1].address.clone(),
     ];
-    let requests = (0..30).map(|i| {
-        app.client
-            .get(format!("{}/items", bases[i % 3]))
-            .bearer_auth(&token)
-            .send()
-    });
+    let api = app.caller(&token);
+    let requests = (0..30).map(|i| api.at(&bases[i % 3]).get("/items"));
     let statuses: Vec<StatusCode> = futures::future::join_all(requests)
         .await
         .into_iter()
-        .map(|r| r.expect("send").status())
+        .map(|r| r.status)
         .collect();
     let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
     let refused = statuses

@@ -408,11 +408,15 @@ pub fn sha256(token: &str) -> String {
 // Requests as the contract reads them: a caller sends, the reply is a status, headers and
 // JSON; `expect`, `problem` and `field_error` say what the contract promises of it.
 
-/// One caller of the API: every request carries its bearer token, if it has one.
+/// One caller of the API: every request carries its bearer token, if it has one, and the
+/// headers given with [`with`](Caller::with); it goes to the test's server, or to the one
+/// given with [`at`](Caller::at).
 #[derive(Clone, Copy)]
 pub struct Caller<'a> {
     app: &'a TestApp,
+    base: &'a str,
     token: Option<&'a str>,
+    headers: &'a [(&'a str, &'a str)],
 }
 
 impl TestApp {
@@ -420,7 +424,9 @@ impl TestApp {
     pub fn caller<'a>(&'a self, token: &'a str) -> Caller<'a> {
         Caller {
             app: self,
+            base: &self.address,
             token: Some(token),
+            headers: &[],
         }
     }
 
@@ -428,19 +434,45 @@ impl TestApp {
     pub fn anonymous(&self) -> Caller<'_> {
         Caller {
             app: self,
+            base: &self.address,
             token: None,
+            headers: &[],
         }
     }
 }
 
-impl Caller<'_> {
+impl<'a> Caller<'a> {
+    /// The same caller asking the server at `base` (another instance: `http://host:port`).
+    pub fn at(self, base: &'a str) -> Self {
+        Self { base, ..self }
+    }
+
+    /// The same caller sending `headers` with every request too.
+    pub fn with(self, headers: &'a [(&'a str, &'a str)]) -> Self {
+        Self { headers, ..self }
+    }
+
     /// Sends `method path` with an optional JSON body; the whole reply, body read.
-    pub async fn send(&self, method: Method, path: &str, body: Option<Value>) -> Reply {
+    pub async fn send(self, method: Method, path: &str, body: Option<Value>) -> Reply {
         let request = format!(
-            "{method} {path} {}",
+            "{method} {}{path} {}",
+            self.base,
             body.as_ref().map(Value::to_string).unwrap_or_default()
         );
-        let response = self.app.request(method, path, body, self.token).await;
+        let mut builder = self
+            .app
+            .client
+            .request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            builder = builder.json(&body);
+        }
+        if let Some(token) = self.token {
+            builder = builder.bearer_auth(token);
+        }
+        for (name, value) in self.headers {
+            builder = builder.header(*name, *value);
+        }
+        let response = builder.send().await.expect("request");
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
@@ -453,28 +485,28 @@ impl Caller<'_> {
         }
     }
 
-    pub async fn get(&self, path: &str) -> Reply {
+    pub async fn get(self, path: &str) -> Reply {
         self.send(Method::GET, path, None).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> Reply {
+    pub async fn post(self, path: &str, body: Value) -> Reply {
         self.send(Method::POST, path, Some(body)).await
     }
 
-    pub async fn put(&self, path: &str, body: Value) -> Reply {
+    pub async fn put(self, path: &str, body: Value) -> Reply {
         self.send(Method::PUT, path, Some(body)).await
     }
 
-    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+    pub async fn patch(self, path: &str, body: Value) -> Reply {
         self.send(Method::PATCH, path, Some(body)).await
     }
 
-    pub async fn delete(&self, path: &str) -> Reply {
+    pub async fn delete(self, path: &str) -> Reply {
         self.send(Method::DELETE, path, None).await
     }
 
     /// POSTs `body`, asserts `201 Created`; the new row.
-    pub async fn create(&self, path: &str, body: Value) -> Value {
+    pub async fn create(self, path: &str, body: Value) -> Value {
         self.post(path, body).await.expect(StatusCode::CREATED)
     }
 }

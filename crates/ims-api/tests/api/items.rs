@@ -78,8 +78,7 @@ async fn items_crud_put_replaces_and_patch_merges() {
     assert_eq!(api.get(&path).await.expect(StatusCode::OK), item);
 
     // PATCH: absent unchanged, null clears nullable fields, values set.
-    let patched = app
-        .caller(&t)
+    let patched = api
         .patch(
             &path,
             json!({"priceCents": 2499, "description": null, "categoryId": null}),
@@ -98,11 +97,7 @@ async fn items_crud_put_replaces_and_patch_merges() {
             .await
             .field_error(field);
     }
-    let unchanged = app
-        .caller(&t)
-        .patch(&path, json!({}))
-        .await
-        .expect(StatusCode::OK);
+    let unchanged = api.patch(&path, json!({})).await.expect(StatusCode::OK);
     assert_eq!(unchanged["priceCents"], 2499);
 
     // PUT replaces everything: absent optional fields become null.
@@ -165,8 +160,7 @@ async fn skus_are_unique_per_organization() {
             json!({"name": "Two", "sku": "SKU-2", "priceCents": 1}),
         )
         .await;
-    let problem = app
-        .caller(&a)
+    let problem = alice
         .post(
             "/items",
             json!({"name": "Dup", "sku": "SKU-1", "priceCents": 1}),
@@ -265,21 +259,18 @@ async fn item_list_filters_sorts_and_paginates() {
     assert_eq!(skus(&get("?search=zzz").await), Vec::<String>::new());
     assert_eq!(get("?search=t&limit=1").await["total"], 4);
 
-    let by_category = app
-        .caller(&t)
+    let by_category = api
         .get(&format!("/items?categoryId={}", id(&parts)))
         .await
         .expect(StatusCode::OK);
     assert_eq!(skus(&by_category), ["PT_BOLT", "PT-NUT"]);
     assert_eq!(by_category["total"], 2);
-    let combined = app
-        .caller(&t)
+    let combined = api
         .get(&format!("/items?categoryId={}&search=nut", id(&parts)))
         .await
         .expect(StatusCode::OK);
     assert_eq!(skus(&combined), ["PT-NUT"]);
-    let unknown = app
-        .caller(&t)
+    let unknown = api
         .get(&format!("/items?categoryId={}", uuid::Uuid::new_v4()))
         .await
         .expect(StatusCode::OK);
@@ -373,11 +364,7 @@ async fn stock_on_hand_sums_stock_levels_over_warehouses() {
         api.get(&path).await.expect(StatusCode::OK)["stockOnHand"],
         42
     );
-    let list = app
-        .caller(&t)
-        .get("/items?sort=name")
-        .await
-        .expect(StatusCode::OK);
+    let list = api.get("/items?sort=name").await.expect(StatusCode::OK);
     let stock: Vec<i64> = list["data"]
         .as_array()
         .expect("data")
@@ -386,8 +373,7 @@ async fn stock_on_hand_sums_stock_levels_over_warehouses() {
         .collect();
     assert_eq!(stock, [42, 0]);
     // Writes answer with the current stock too.
-    let patched = app
-        .caller(&t)
+    let patched = api
         .patch(&path, json!({"reorderLevel": 50}))
         .await
         .expect(StatusCode::OK);

@@ -49,15 +49,11 @@ async fn rename_on(
     rate: &str,
     name: &str,
 ) -> Instant {
-    let response = app
-        .client
-        .patch(format!("{}/tax-rates/{rate}", writer.address))
-        .bearer_auth(token)
-        .json(&json!({"name": name}))
-        .send()
+    app.caller(token)
+        .at(&writer.address)
+        .patch(&format!("/tax-rates/{rate}"), json!({"name": name}))
         .await
-        .expect("patch");
-    assert_eq!(response.status(), StatusCode::OK);
+        .expect(StatusCode::OK);
     Instant::now()
 }
 
@@ -105,15 +101,12 @@ async fn an_l1_hit_sends_nothing_to_redis() {
         let hit = api.get("/tax-rates").await;
         assert_eq!(hit.header("x-cache-tier"), "L1");
     }
-    let not_modified = app
-        .client
-        .get(format!("{}/tax-rates", app.address))
-        .bearer_auth(&token)
-        .header("If-None-Match", format!("W/{etag}"))
-        .send()
-        .await
-        .expect("conditional");
-    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+    let weak = format!("W/{etag}");
+    let not_modified = api
+        .with(&[("If-None-Match", &weak)])
+        .get("/tax-rates")
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     let after = command_calls(&app);
     for command in ["get", "mget", "pttl", "evalsha", "eval"] {
         assert_eq!(
@@ -221,6 +214,7 @@ async fn thirty_concurrent_misses_of_one_report_over_three_processes_run_it_once
         ServerProcess::beside_with(&app, &[("RATE_LIMIT_ENABLED", "false")]).await,
     ];
     let token = app.token("flight@example.com").await;
+    let api = app.caller(&token);
     let bases = [
         app.address.clone(),
         others[0].address.clone(),
@@ -232,17 +226,10 @@ async fn thirty_concurrent_misses_of_one_report_over_three_processes_run_it_once
         for base in &bases {
             before += misses(&app, base).await;
         }
-        let requests = (0..30).map(|i| {
-            app.client
-                .get(format!("{}{path}", bases[i % 3]))
-                .bearer_auth(&token)
-                .send()
-        });
+        let requests = (0..30).map(|i| api.at(&bases[i % 3]).get(&path));
         let mut bodies = std::collections::HashSet::new();
         for response in futures::future::join_all(requests).await {
-            let response = response.expect("send");
-            assert_eq!(response.status(), StatusCode::OK);
-            let body: Value = response.json().await.expect("json");
+            let body = response.expect(StatusCode::OK);
             bodies.insert(body["generatedAt"].to_string());
         }
         let mut after = 0;
@@ -281,14 +268,11 @@ async fn without_redis_the_whole_cache_runs_in_process() {
     assert_eq!(second.header("x-cache-tier"), "L1");
     let etag = second.header("etag");
     let not_modified = app
-        .client
-        .get(format!("{}/items", app.address))
-        .bearer_auth(&token)
-        .header("If-None-Match", etag)
-        .send()
-        .await
-        .expect("conditional");
-    assert_eq!(not_modified.status(), StatusCode::NOT_MODIFIED);
+        .caller(&token)
+        .with(&[("If-None-Match", &etag)])
+        .get("/items")
+        .await;
+    assert_eq!(not_modified.status, StatusCode::NOT_MODIFIED);
     // The invalidation mapping holds: a write drops the list, the next read is current.
     app.caller(&token)
         .create(

@@ -70,15 +70,12 @@ impl Org {
     /// The body as text, read past the cache.
     async fn read(&self, app: &TestApp, path: &str) -> String {
         let response = app
-            .client
-            .get(format!("{}{path}", app.address))
-            .bearer_auth(&self.token)
-            .header("Cache-Control", "no-cache")
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-        response.text().await.expect("body")
+            .caller(&self.token)
+            .with(&[("Cache-Control", "no-cache")])
+            .get(path)
+            .await;
+        assert_eq!(response.status, StatusCode::OK, "GET {path}");
+        response.text
     }
 
     async fn item(&self, app: &TestApp, sku: &str, price: i64, extra: Value) -> String {

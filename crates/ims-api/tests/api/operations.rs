@@ -10,7 +10,7 @@ use ims_testkit::{free_port, RedisServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn live_is_always_200_and_ready_follows_the_database() {
@@ -42,28 +42,21 @@ async fn every_response_has_a_request_id_and_problems_carry_it() {
     let app = spawn_app().await;
     // A sane incoming id is kept.
     let response = app
-        .client
-        .get(format!("{}/items", app.address))
-        .header("x-request-id", "client-abc.123")
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(
-        crate::helpers::header(&response, "x-request-id"),
-        "client-abc.123"
-    );
-    let problem = assert_problem(response, StatusCode::UNAUTHORIZED).await;
+        .anonymous()
+        .with(&[("x-request-id", "client-abc.123")])
+        .get("/items")
+        .await;
+    assert_eq!(response.header("x-request-id"), "client-abc.123");
+    let problem = response.problem(StatusCode::UNAUTHORIZED);
     assert_eq!(problem["requestId"], "client-abc.123");
     // Anything else is replaced by a fresh UUID.
     for bad in ["has space", &"x".repeat(200)] {
         let response = app
-            .client
-            .get(format!("{}/health/live", app.address))
-            .header("x-request-id", bad)
-            .send()
-            .await
-            .expect("send");
-        let id = crate::helpers::header(&response, "x-request-id");
+            .anonymous()
+            .with(&[("x-request-id", bad)])
+            .get("/health/live")
+            .await;
+        let id = response.header("x-request-id");
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
     }
     // Successful responses have one too, a different one each time.
@@ -75,43 +68,49 @@ async fn every_response_has_a_request_id_and_problems_carry_it() {
 #[tokio::test]
 async fn cors_answers_preflights_for_configured_origins_only() {
     let app = spawn_app_with(&[("CORS_ALLOWED_ORIGINS", "https://app.example.com")]).await;
-    let preflight = |origin: &'static str| {
-        app.client
-            .request(reqwest::Method::OPTIONS, format!("{}/items", app.address))
-            .header("origin", origin)
-            .header("access-control-request-method", "POST")
-            .header(
+    let anonymous = app.anonymous();
+    let preflight = |origin: &'static str| async move {
+        let headers = [
+            ("origin", origin),
+            ("access-control-request-method", "POST"),
+            (
                 "access-control-request-headers",
                 "authorization, content-type",
-            )
-            .send()
+            ),
+        ];
+        anonymous
+            .with(&headers)
+            .send(reqwest::Method::OPTIONS, "/items", None)
+            .await
     };
-    let allowed = preflight("https://app.example.com").await.expect("send");
-    assert!(allowed.status().is_success(), "{}", allowed.status());
-    assert!(!crate::helpers::header(&allowed, "x-request-id").is_empty());
+    let allowed = preflight("https://app.example.com").await;
+    assert!(allowed.status.is_success(), "{}", allowed.status);
+    assert!(!allowed.header("x-request-id").is_empty());
     assert_eq!(
-        crate::helpers::header(&allowed, "access-control-allow-origin"),
+        allowed.header("access-control-allow-origin"),
         "https://app.example.com"
     );
-    let methods = crate::helpers::header(&allowed, "access-control-allow-methods");
+    let methods = allowed.header("access-control-allow-methods");
     assert!(methods.contains("POST"), "{methods}");
-    let headers = crate::helpers::header(&allowed, "access-control-allow-headers").to_lowercase();
+    let headers = allowed
+        .header("access-control-allow-headers")
+        .to_lowercase();
     assert!(headers.contains("authorization"), "{headers}");
     assert!(allowed
-        .headers()
+        .headers
         .get("access-control-allow-credentials")
         .is_none());
-    let other = preflight("https://evil.example.net").await.expect("send");
-    assert!(other.headers().get("access-control-allow-origin").is_none());
+    let other = preflight("https://evil.example.net").await;
+    assert!(other.headers.get("access-control-allow-origin").is_none());
     // A simple request from the allowed origin sees the cache and rate-limit headers.
     let response = app
-        .client
-        .get(format!("{}/health", app.address))
-        .header("origin", "https://app.example.com")
-        .send()
-        .await
-        .expect("send");
-    let exposed = crate::helpers::header(&response, "access-control-expose-headers").to_lowercase();
+        .anonymous()
+        .with(&[("origin", "https://app.example.com")])
+        .get("/health")
+        .await;
+    let exposed = response
+        .header("access-control-expose-headers")
+        .to_lowercase();
     for name in [
         "x-cache",
         "x-cache-ttl",
@@ -125,15 +124,15 @@ async fn cors_answers_preflights_for_configured_origins_only() {
     // No origins configured: no CORS headers at all.
     let plain = spawn_app().await;
     let response = plain
-        .client
-        .request(reqwest::Method::OPTIONS, format!("{}/items", plain.address))
-        .header("origin", "https://app.example.com")
-        .header("access-control-request-method", "GET")
-        .send()
-        .await
-        .expect("send");
+        .anonymous()
+        .with(&[
+            ("origin", "https://app.example.com"),
+            ("access-control-request-method", "GET"),
+        ])
+        .send(reqwest::Method::OPTIONS, "/items", None)
+        .await;
     assert!(response
-        .headers()
+        .headers
         .get("access-control-allow-origin")
         .is_none());
 }
@@ -143,19 +142,19 @@ async fn a_request_over_the_time_out_is_a_503_problem() {
     // Registering hashes a password with argon2: far longer than a millisecond.
     let app = spawn_app_with(&[("REQUEST_TIMEOUT_MS", "1")]).await;
     let response = app
-        .client
-        .post(format!("{}/auth/register", app.address))
-        .json(&json!({
-            "email": "slow@example.com",
-            "password": "correct horse battery",
-            "name": "Slow User",
-            "organizationName": "Slow"
-        }))
-        .send()
-        .await
-        .expect("send");
-    let id = crate::helpers::header(&response, "x-request-id");
-    let problem = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE).await;
+        .anonymous()
+        .post(
+            "/auth/register",
+            json!({
+                "email": "slow@example.com",
+                "password": "correct horse battery",
+                "name": "Slow User",
+                "organizationName": "Slow"
+            }),
+        )
+        .await;
+    let id = response.header("x-request-id");
+    let problem = response.problem(StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(problem["requestId"], id.as_str());
     assert!(
         problem["detail"]

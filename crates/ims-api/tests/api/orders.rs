@@ -283,8 +283,7 @@ async fn a_sales_order_is_priced_taxed_fulfilled_once_and_invoiced() {
         (partial["status"].as_str(), partial["balanceCents"].as_i64()),
         (Some("partially_paid"), Some(2248))
     );
-    let over = app
-        .caller(&shop.token)
+    let over = api
         .post(&pay, json!({"amountCents": 2249}))
         .await
         .problem(StatusCode::UNPROCESSABLE_ENTITY);
@@ -391,8 +390,7 @@ async fn purchase_orders_put_stock_in_once() {
     let app = spawn_app().await;
     let shop = shop(&app, "buy@example.com").await;
     let api = app.caller(&shop.token);
-    let order = app
-        .caller(&shop.token)
+    let order = api
         .create(
             "/purchase-orders",
             json!({"vendorId": shop.vendor, "warehouseId": shop.warehouse, "lines": [
@@ -610,19 +608,12 @@ async fn invoice_numbers_have_no_gaps_or_duplicates_across_two_server_processes(
         };
         bases.into_iter().map(move |base| (base, order.clone()))
     });
-    let requests = attempts.map(|(base, order)| {
-        let client = app.client.clone();
-        let token = shop.token.clone();
-        async move {
-            client
-                .post(format!("{base}/invoices"))
-                .bearer_auth(token)
-                .json(&json!({"salesOrderId": order}))
-                .send()
-                .await
-                .expect("send")
-                .status()
-        }
+    let api = app.caller(&shop.token);
+    let requests = attempts.map(|(base, order)| async move {
+        api.at(&base)
+            .post("/invoices", json!({"salesOrderId": order}))
+            .await
+            .status
     });
     let statuses = futures::future::join_all(requests).await;
     assert_eq!(

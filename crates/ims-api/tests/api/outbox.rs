@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::helpers::{spawn_app, until_seen, ServerProcess, TestApp};
@@ -115,30 +115,24 @@ async fn a_write_by_an_instance_cut_off_from_redis_reaches_the_others_within_the
     proxy.cut();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let health: Value = reader
-            .client
-            .get(format!("{}/health", writer.address))
-            .send()
+        let health = reader
+            .anonymous()
+            .at(&writer.address)
+            .get("/health")
             .await
-            .expect("health")
-            .json()
-            .await
-            .expect("json");
+            .json();
         if health["services"]["redis"]["status"] == "down" {
             break;
         }
         assert!(Instant::now() < deadline, "the writer never saw Redis go");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let patched = reader
-        .client
-        .patch(format!("{}/items/{}", writer.address, f.item))
-        .bearer_auth(&f.token)
-        .json(&json!({"priceCents": 200}))
-        .send()
+    reader
+        .caller(&f.token)
+        .at(&writer.address)
+        .patch(&format!("/items/{}", f.item), json!({"priceCents": 200}))
         .await
-        .expect("patch");
-    assert_eq!(patched.status(), StatusCode::OK);
+        .expect(StatusCode::OK);
     let written = Instant::now();
     let lag = shows_within_bound(&reader, &f, 200, written).await;
     eprintln!("partitioned writer: the reader served the new price {lag:?} after the write");
@@ -175,16 +169,11 @@ async fn a_write_whose_writer_dies_after_committing_reaches_the_others_within_th
 
     let died = price_through_dying_writer(&reader, &writer, &f, 300).await;
     let committed = reader
-        .client
-        .get(format!("{}/items/{}", reader.address, f.item))
-        .bearer_auth(&f.token)
-        .header("Cache-Control", "no-cache")
-        .send()
+        .caller(&f.token)
+        .with(&[("Cache-Control", "no-cache")])
+        .get(&format!("/items/{}", f.item))
         .await
-        .expect("read")
-        .json::<Value>()
-        .await
-        .expect("json");
+        .expect(StatusCode::OK);
     assert_eq!(committed["priceCents"], 300, "the write committed");
     let lag = shows_within_bound(&reader, &f, 300, died).await;
     eprintln!("dead writer: the reader served the new price {lag:?} after the crash");

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::helpers::{assert_problem, spawn_app_with, ServerProcess, TestApp};
 
@@ -192,16 +192,11 @@ fn rand_octet() -> u8 {
 async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/60")]).await;
     let token = app.token("spoof@example.com").await;
-    let send = |ip: &'static str| {
-        app.client
-            .get(format!("{}/categories", app.address))
-            .bearer_auth(&token)
-            .header("x-forwarded-for", ip)
-            .send()
-    };
+    let api = app.caller(&token);
     let mut statuses = Vec::new();
     for ip in ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5"] {
-        statuses.push(send(ip).await.expect("send").status());
+        let forwarded = [("x-forwarded-for", ip)];
+        statuses.push(api.with(&forwarded).get("/categories").await.status);
     }
     assert_eq!(
         statuses.iter().filter(|s| **s == StatusCode::OK).count(),
@@ -213,19 +208,16 @@ async fn forwarded_for_is_ignored_unless_the_proxy_is_trusted() {
     let trusted = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/60"), ("TRUST_PROXY", "true")]).await;
     let token = trusted.token("proxy@example.com").await;
     for ip in ["10.0.0.1", "10.0.0.2"] {
-        let responses: Vec<StatusCode> = futures::future::join_all((0..4).map(|_| {
-            trusted
-                .client
-                .get(format!("{}/categories", trusted.address))
-                .bearer_auth(&token)
-                // The proxy appends what it saw; the left part is the client's own text.
-                .header("x-forwarded-for", format!("192.0.2.{}, {ip}", rand_octet()))
-                .send()
+        let api = trusted.caller(&token);
+        let responses: Vec<StatusCode> = futures::future::join_all((0..4).map(|_| async move {
+            // The proxy appends what it saw; the left part is the client's own text.
+            let forwarded = format!("192.0.2.{}, {ip}", rand_octet());
+            api.with(&[("x-forwarded-for", &forwarded)])
+                .get("/categories")
+                .await
+                .status
         }))
-        .await
-        .into_iter()
-        .map(|r| r.expect("send").status())
-        .collect();
+        .await;
         assert_eq!(
             responses.iter().filter(|s| **s == StatusCode::OK).count(),
             3,
@@ -306,15 +298,16 @@ async fn logins_via_proxy(
 ) -> Vec<StatusCode> {
     let mut statuses = Vec::new();
     for i in 0..n {
+        let forwarded = forwarded(i);
         let response = app
-            .client
-            .post(format!("{}/auth/login", app.address))
-            .header("x-forwarded-for", forwarded(i))
-            .json(&json!({"email": "nobody@example.com", "password": "wrong"}))
-            .send()
-            .await
-            .expect("send");
-        statuses.push(response.status());
+            .anonymous()
+            .with(&[("x-forwarded-for", &forwarded)])
+            .post(
+                "/auth/login",
+                json!({"email": "nobody@example.com", "password": "wrong"}),
+            )
+            .await;
+        statuses.push(response.status);
     }
     statuses
 }
@@ -362,22 +355,16 @@ async fn n_hops_and_trusted_networks_find_the_client_from_the_right() {
     assert_eq!(networks.redis_keys("ims:ratelimit:203.0.113.9:*").len(), 1);
 
     // The session remembers the same address the limits count.
-    let response = networks
-        .client
-        .post(format!("{}/auth/register", networks.address))
-        .header("x-forwarded-for", "6.6.6.6, 203.0.113.10, 10.9.9.9")
-        .json(&json!({"email": "who@example.com", "password": "correct horse battery", "name": "W", "organizationName": "O"}))
-        .send()
-        .await
-        .expect("register");
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let pair: Value = response.json().await.expect("json");
-    let sessions: Value = networks
-        .get("/auth/sessions", pair["accessToken"].as_str())
-        .await
-        .json()
-        .await
-        .expect("json");
+    let pair = networks
+        .anonymous()
+        .with(&[("x-forwarded-for", "6.6.6.6, 203.0.113.10, 10.9.9.9")])
+        .create(
+            "/auth/register",
+            json!({"email": "who@example.com", "password": "correct horse battery", "name": "W", "organizationName": "O"}),
+        )
+        .await;
+    let access = pair["accessToken"].as_str().expect("token");
+    let sessions = networks.caller(access).get("/auth/sessions").await.json();
     assert_eq!(sessions["data"][0]["ip"], "203.0.113.10", "{sessions}");
 }
 

@@ -38,16 +38,11 @@ const TABLES: &[&str] = &[
 
 /// A GET that skips the response cache, so a write the cache had not heard of would show.
 async fn fresh(app: &TestApp, token: &str, path: &str) -> Value {
-    let response = app
-        .client
-        .get(format!("{}{path}", app.address))
-        .bearer_auth(token)
-        .header("cache-control", "no-cache")
-        .send()
+    app.caller(token)
+        .with(&[("cache-control", "no-cache")])
+        .get(path)
         .await
-        .expect("request");
-    assert_eq!(response.status(), StatusCode::OK, "GET {path}");
-    response.json().await.expect("json")
+        .expect(StatusCode::OK)
 }
 
 /// Row counts of every table and the current state of `reads`.
@@ -554,11 +549,7 @@ async fn nul_in_any_query_parameter_is_422_naming_it() {
         assert_nul_errors(problem, &["x"], &url);
     }
     // Percent-decoding happens once: `%2500` is the text "%00", not a NUL.
-    let list = app
-        .caller(&w.token)
-        .get("/items?search=%2500")
-        .await
-        .expect(StatusCode::OK);
+    let list = api.get("/items?search=%2500").await.expect(StatusCode::OK);
     assert_eq!(list["total"], 0);
 
     assert_eq!(snapshot(&app, &w.token, &reads).await, before);
