@@ -95,8 +95,8 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
     let old = s(&first, "refreshToken");
 
     let response = app.refresh(&old).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let second: Value = response.json().await.expect("pair");
+    assert_eq!(response.status, StatusCode::OK);
+    let second: Value = response.json();
     let new = s(&second, "refreshToken");
     assert_ne!(old, new);
     assert_eq!(
@@ -107,20 +107,19 @@ async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
 
     // The old token is dead, and presenting it again means it was stolen: the whole session
     // (including the legitimately rotated new token) is revoked.
-    let replay = assert_problem(app.refresh(&old).await, StatusCode::UNAUTHORIZED).await;
+    let replay = app.refresh(&old).await.problem(StatusCode::UNAUTHORIZED);
     assert!(replay["detail"]
         .as_str()
         .expect("detail")
         .contains("already used"));
-    assert_problem(app.refresh(&new).await, StatusCode::UNAUTHORIZED).await;
+    app.refresh(&new).await.problem(StatusCode::UNAUTHORIZED);
     assert_eq!(sessions(&app, &s(&second, "accessToken")).await.len(), 0);
 
     // A token nobody ever issued is simply invalid.
-    let unknown = assert_problem(
-        app.refresh("not-a-real-token").await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    let unknown = app
+        .refresh("not-a-real-token")
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     assert!(unknown["detail"]
         .as_str()
         .expect("detail")
@@ -134,7 +133,7 @@ async fn concurrent_refreshes_of_one_token_never_fork_the_session() {
     let token = s(&pair, "refreshToken");
     let attempts = (0..8).map(|_| app.refresh(&token));
     let responses = futures::future::join_all(attempts).await;
-    let statuses: Vec<StatusCode> = responses.iter().map(|r| r.status()).collect();
+    let statuses: Vec<StatusCode> = responses.iter().map(|r| r.status).collect();
     assert!(
         statuses
             .iter()
@@ -143,8 +142,8 @@ async fn concurrent_refreshes_of_one_token_never_fork_the_session() {
     );
     let mut issued = Vec::new();
     for response in responses {
-        if response.status() == StatusCode::OK {
-            let pair: Value = response.json().await.expect("pair");
+        if response.status == StatusCode::OK {
+            let pair = response.json();
             issued.push(s(&pair, "refreshToken"));
         }
     }
@@ -153,7 +152,7 @@ async fn concurrent_refreshes_of_one_token_never_fork_the_session() {
     // after the winner's rotation commits, but either way no token of this session works now.
     assert!(issued.len() <= 1, "{statuses:?}");
     for token in issued.iter().chain(std::iter::once(&token)) {
-        assert_problem(app.refresh(token).await, StatusCode::UNAUTHORIZED).await;
+        app.refresh(token).await.problem(StatusCode::UNAUTHORIZED);
     }
     assert_eq!(sessions(&app, &s(&pair, "accessToken")).await.len(), 0);
 }
@@ -191,7 +190,9 @@ async fn logout_deletes_the_token_and_ends_the_session() {
     assert!(!app
         .redis_keys("ims:session:refresh:*")
         .contains(&format!("ims:session:refresh:{}", sha256(&refresh))));
-    assert_problem(app.refresh(&refresh).await, StatusCode::UNAUTHORIZED).await;
+    app.refresh(&refresh)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -215,13 +216,11 @@ async fn sessions_are_listed_and_revoked() {
     let second_sid = keys.verify(&s(&second, "accessToken")).expect("claims").sid;
     let response = api.delete(&format!("/auth/sessions/{second_sid}")).await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
-    assert_problem(
-        app.refresh(&s(&second, "refreshToken")).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    app.refresh(&s(&second, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     let first_refreshed = app.refresh(&s(&first, "refreshToken")).await;
-    assert_eq!(first_refreshed.status(), StatusCode::OK);
+    assert_eq!(first_refreshed.status, StatusCode::OK);
 
     // Unknown or someone else's session: 404.
     let other = app.register("gus@example.com").await;
@@ -235,14 +234,12 @@ async fn sessions_are_listed_and_revoked() {
     let response = api.delete("/auth/sessions").await;
     assert_eq!(response.status, StatusCode::NO_CONTENT);
     assert_eq!(sessions(&app, &access).await.len(), 0);
-    assert_problem(
-        app.refresh(&s(&third, "refreshToken")).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    app.refresh(&s(&third, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     // Gus is untouched.
     assert_eq!(
-        app.refresh(&s(&other, "refreshToken")).await.status(),
+        app.refresh(&s(&other, "refreshToken")).await.status,
         StatusCode::OK
     );
 }
@@ -258,8 +255,8 @@ async fn redis_down_login_and_refresh_use_sql_then_redis_again_when_back() {
     assert_eq!(app.sql_refresh_tokens().await, 1);
     // Refresh during the outage finds it in SQL and rotates it (still in SQL).
     let response = app.refresh(&s(&during, "refreshToken")).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let rotated: Value = response.json().await.expect("pair");
+    assert_eq!(response.status, StatusCode::OK);
+    let rotated: Value = response.json();
     assert_eq!(
         app.sql_refresh_tokens().await,
         2,
@@ -277,8 +274,8 @@ async fn redis_down_login_and_refresh_use_sql_then_redis_again_when_back() {
 
     // The token written to SQL during the outage still works; its successor goes to Redis.
     let response = app.refresh(&s(&rotated, "refreshToken")).await;
-    assert_eq!(response.status(), StatusCode::OK);
-    let after: Value = response.json().await.expect("pair");
+    assert_eq!(response.status, StatusCode::OK);
+    let after: Value = response.json();
     assert_eq!(
         app.redis_keys("ims:session:refresh:*"),
         vec![format!(
@@ -294,20 +291,17 @@ async fn redis_down_login_and_refresh_use_sql_then_redis_again_when_back() {
     )));
 
     // Replaying the SQL token rotated during the outage is detected as reuse.
-    let replay = assert_problem(
-        app.refresh(&s(&during, "refreshToken")).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    let replay = app
+        .refresh(&s(&during, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     assert!(replay["detail"]
         .as_str()
         .expect("detail")
         .contains("already used"));
-    assert_problem(
-        app.refresh(&s(&after, "refreshToken")).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    app.refresh(&s(&after, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -316,7 +310,7 @@ async fn redis_disabled_runs_everything_on_sql() {
     let pair = app.register("ida@example.com").await;
     assert_eq!(app.sql_refresh_tokens().await, 1);
     let response = app.refresh(&s(&pair, "refreshToken")).await;
-    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.status, StatusCode::OK);
     assert!(app.redis_keys("*").is_empty());
 }
 
@@ -486,7 +480,7 @@ async fn with_redis_stopped_auth_requests_do_not_wait_on_it() {
         let started = std::time::Instant::now();
         let pair = app.login("max@example.com").await;
         let response = app.refresh(&s(&pair, "refreshToken")).await;
-        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.status, StatusCode::OK);
         assert!(
             started.elapsed() < bound,
             "login+refresh took {:?}",
@@ -510,7 +504,9 @@ async fn logout_during_a_redis_outage_still_ends_the_session() {
     app.redis.restart();
     app.wait_for_redis(true).await;
     // Redis restarted empty here, but the session is revoked in SQL either way.
-    assert_problem(app.refresh(&refresh).await, StatusCode::UNAUTHORIZED).await;
+    app.refresh(&refresh)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     assert_eq!(sessions(&app, &s(&pair, "accessToken")).await.len(), 0);
 }
 
@@ -523,8 +519,7 @@ async fn two_tabs_refreshing_at_once_get_the_same_pair_within_the_grace_period()
     let responses = futures::future::join_all(attempts).await;
     let mut issued = Vec::new();
     for response in responses {
-        assert_eq!(response.status(), StatusCode::OK);
-        let pair: Value = response.json().await.expect("pair");
+        let pair = response.expect(StatusCode::OK);
         issued.push((s(&pair, "refreshToken"), s(&pair, "accessToken")));
     }
     issued.dedup();
@@ -533,14 +528,12 @@ async fn two_tabs_refreshing_at_once_get_the_same_pair_within_the_grace_period()
     // The session lives on: the new token refreshes, and then the old one is a replay
     // (its successor was used), which revokes the session.
     let third = app.refresh(&next).await;
-    assert_eq!(third.status(), StatusCode::OK);
-    let third: Value = third.json().await.expect("pair");
-    assert_problem(app.refresh(&token).await, StatusCode::UNAUTHORIZED).await;
-    assert_problem(
-        app.refresh(&s(&third, "refreshToken")).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    assert_eq!(third.status, StatusCode::OK);
+    let third: Value = third.json();
+    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    app.refresh(&s(&third, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
     assert_eq!(sessions(&app, &access).await.len(), 0, "revoked");
 }
 
@@ -550,18 +543,16 @@ async fn a_replay_after_the_grace_period_revokes_the_session() {
     let pair = app.register("late@example.com").await;
     let token = s(&pair, "refreshToken");
     let next = app.refresh(&token).await;
-    assert_eq!(next.status(), StatusCode::OK);
-    let next: Value = next.json().await.expect("pair");
+    assert_eq!(next.status, StatusCode::OK);
+    let next: Value = next.json();
     // Within the second: the same pair again.
-    let again: Value = app.refresh(&token).await.json().await.expect("pair");
+    let again = app.refresh(&token).await.json();
     assert_eq!(s(&again, "refreshToken"), s(&next, "refreshToken"));
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_problem(app.refresh(&token).await, StatusCode::UNAUTHORIZED).await;
-    assert_problem(
-        app.refresh(&s(&next, "refreshToken")).await,
-        StatusCode::UNAUTHORIZED,
-    )
-    .await;
+    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    app.refresh(&s(&next, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -572,9 +563,9 @@ async fn sessions_end_at_their_absolute_age_however_often_refreshed() {
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_millis(600)).await;
         let next = app.refresh(&token).await;
-        assert_eq!(next.status(), StatusCode::OK);
-        token = s(&next.json::<Value>().await.expect("pair"), "refreshToken");
+        assert_eq!(next.status, StatusCode::OK);
+        token = s(&next.json(), "refreshToken");
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_problem(app.refresh(&token).await, StatusCode::UNAUTHORIZED).await;
+    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
 }

@@ -451,12 +451,13 @@ async fn concurrent_misses_of_one_key_run_the_handler_once() {
     let app = spawn_app().await;
     let org = org(&app, "stampede@example.com").await;
     let before: Value = app.cache_stats().await;
-    let requests = (0..24).map(|_| app.get("/dashboard/kpis", Some(&org.token)));
+    let api = app.caller(&org.token);
+    let requests = (0..24).map(|_| api.get("/dashboard/kpis"));
     let responses = futures::future::join_all(requests).await;
     let mut bodies = std::collections::HashSet::new();
     for response in responses {
-        assert_eq!(response.status(), StatusCode::OK);
-        bodies.insert(response.text().await.expect("body"));
+        assert_eq!(response.status, StatusCode::OK);
+        bodies.insert(response.text);
     }
     assert_eq!(bodies.len(), 1);
     let after: Value = app.cache_stats().await;

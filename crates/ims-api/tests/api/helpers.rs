@@ -260,49 +260,18 @@ impl Drop for ServerProcess {
 }
 
 impl TestApp {
-    /// Sends a request with an optional JSON body and bearer token.
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Value>,
-        token: Option<&str>,
-    ) -> Response {
-        let mut request = self
-            .client
-            .request(method, format!("{}{path}", self.address));
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        request.send().await.expect("request")
-    }
-
     /// `GET /health/cache` of the server at `base` (this one or another process), as JSON.
     pub async fn cache_stats_at(&self, base: &str) -> Value {
-        self.client
-            .get(format!("{base}/health/cache"))
-            .send()
+        self.anonymous()
+            .at(base)
+            .get("/health/cache")
             .await
-            .expect("/health/cache")
-            .json()
-            .await
-            .expect("json")
+            .expect(StatusCode::OK)
     }
 
     /// `GET /health/cache` of this server, as JSON.
     pub async fn cache_stats(&self) -> Value {
         self.cache_stats_at(&self.address).await
-    }
-
-    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
-        self.request(Method::GET, path, None, token).await
-    }
-
-    pub async fn post(&self, path: &str, body: Value, token: Option<&str>) -> Response {
-        self.request(Method::POST, path, Some(body), token).await
     }
 
     /// Registers a user (and organization); returns its access token.
@@ -315,36 +284,30 @@ impl TestApp {
 
     /// Registers a user (and organization); returns the token pair.
     pub async fn register(&self, email: &str) -> Value {
-        let response = self
-            .post(
+        self.anonymous()
+            .create(
                 "/auth/register",
                 json!({"email": email, "password": "correct horse battery", "name": "Test User", "organizationName": "Test Org"}),
-                None,
             )
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED);
-        response.json().await.expect("token pair")
+            .await
     }
 
+    /// Logs `email` in (registered with [`register`](Self::register)); the token pair.
     pub async fn login(&self, email: &str) -> Value {
-        let response = self
+        self.anonymous()
             .post(
                 "/auth/login",
                 json!({"email": email, "password": "correct horse battery"}),
-                None,
             )
-            .await;
-        assert_eq!(response.status(), StatusCode::OK);
-        response.json().await.expect("token pair")
+            .await
+            .expect(StatusCode::OK)
     }
 
-    pub async fn refresh(&self, refresh_token: &str) -> Response {
-        self.post(
-            "/auth/refresh",
-            json!({"refreshToken": refresh_token}),
-            None,
-        )
-        .await
+    /// Presents `refresh_token` at `/auth/refresh`.
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.anonymous()
+            .post("/auth/refresh", json!({"refreshToken": refresh_token}))
+            .await
     }
 
     /// A plain connection to this test's Redis, for looking at keys as an operator would.

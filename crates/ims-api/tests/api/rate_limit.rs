@@ -429,7 +429,7 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
         spawn_app_with(&[("RATE_LIMIT_GLOBAL", "2/60"), ("RATE_LIMIT_USER", "20/60")]).await;
     let token = strict.token("strict@example.com").await;
     for _ in 0..5 {
-        strict.get("/categories", Some(&token)).await;
+        strict.caller(&token).get("/categories").await;
     }
     let user_key = strict.redis_keys("ims:ratelimit:user:*");
     let n = admissions(&mut strict.redis_conn(), &user_key[0]);
