@@ -5,13 +5,13 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_problem, spawn_app_with, ServerProcess, TestApp};
+use crate::helpers::{spawn_app_with, Caller, Reply, ServerProcess, TestApp};
 
 /// Parses the first member of an RFC 8941 list: a string with integer parameters,
 /// `"name";a=1;b=2` (members are separated by `,` and optional spaces).
-fn structured(response: &reqwest::Response, name: &str) -> (String, Vec<(String, u64)>) {
+fn structured(response: &Reply, name: &str) -> (String, Vec<(String, u64)>) {
     let text = response
-        .headers()
+        .headers
         .get(name)
         .unwrap_or_else(|| panic!("{name} missing"))
         .to_str()
@@ -42,30 +42,15 @@ fn number(headers: &reqwest::header::HeaderMap, name: &str) -> u64 {
         .expect("number")
 }
 
-async fn burst(
-    base: &str,
-    client: &reqwest::Client,
-    path: &str,
-    token: &str,
-    n: usize,
-) -> Vec<reqwest::Response> {
-    let requests = (0..n).map(|_| {
-        client
-            .get(format!("{base}{path}"))
-            .bearer_auth(token)
-            .send()
-    });
-    futures::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.expect("send"))
-        .collect()
+/// `n` concurrent `GET path`s of `api`.
+async fn burst(api: Caller<'_>, path: &str, n: usize) -> Vec<Reply> {
+    futures::future::join_all((0..n).map(|_| api.get(path))).await
 }
 
-fn admitted(responses: &[reqwest::Response]) -> usize {
+fn admitted(responses: &[Reply]) -> usize {
     responses
         .iter()
-        .filter(|r| r.status() == StatusCode::OK)
+        .filter(|r| r.status == StatusCode::OK)
         .count()
 }
 
@@ -75,21 +60,21 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
     let token = app.token("burst@example.com").await;
     // One plain route and one cached route (where the decision rides with the lookup).
     for path in ["/categories/00000000-0000-0000-0000-000000000000", "/items"] {
-        let responses = burst(&app.address, &app.client, path, &token, 30).await;
+        let responses = burst(app.caller(&token), path, 30).await;
         let ok_status = if path == "/items" {
             StatusCode::OK
         } else {
             StatusCode::NOT_FOUND
         };
-        let passed = responses.iter().filter(|r| r.status() == ok_status).count();
+        let passed = responses.iter().filter(|r| r.status == ok_status).count();
         let refused = responses
             .iter()
-            .filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+            .filter(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
             .count();
         assert_eq!((passed, refused), (10, 20), "{path}: never 11");
         for response in &responses {
-            assert_eq!(number(response.headers(), "ratelimit-limit"), 10);
-            assert!(number(response.headers(), "ratelimit-reset") <= 60);
+            assert_eq!(number(&response.headers, "ratelimit-limit"), 10);
+            assert!(number(&response.headers, "ratelimit-reset") <= 60);
             // The IETF draft's structured fields (RFC 8941 lists of one item).
             let policy = structured(response, "ratelimit-policy");
             assert_eq!(
@@ -103,31 +88,28 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
             assert_eq!(state.0, "ip-route");
             assert_eq!(
                 state.1[0],
-                (
-                    "r".into(),
-                    number(response.headers(), "ratelimit-remaining")
-                )
+                ("r".into(), number(&response.headers, "ratelimit-remaining"))
             );
             assert_eq!(
                 state.1[1],
-                ("t".into(), number(response.headers(), "ratelimit-reset"))
+                ("t".into(), number(&response.headers, "ratelimit-reset"))
             );
         }
         let mut remaining: Vec<u64> = responses
             .iter()
-            .filter(|r| r.status() != StatusCode::TOO_MANY_REQUESTS)
-            .map(|r| number(r.headers(), "ratelimit-remaining"))
+            .filter(|r| r.status != StatusCode::TOO_MANY_REQUESTS)
+            .map(|r| number(&r.headers, "ratelimit-remaining"))
             .collect();
         remaining.sort();
         assert_eq!(remaining, (0..10).collect::<Vec<u64>>());
         let refused = responses
             .into_iter()
-            .find(|r| r.status() == StatusCode::TOO_MANY_REQUESTS)
+            .find(|r| r.status == StatusCode::TOO_MANY_REQUESTS)
             .expect("a refusal");
-        let retry = number(refused.headers(), "retry-after");
+        let retry = number(&refused.headers, "retry-after");
         assert!((1..=60).contains(&retry), "{retry}");
-        assert_eq!(number(refused.headers(), "ratelimit-remaining"), 0);
-        let problem = assert_problem(refused, StatusCode::TOO_MANY_REQUESTS).await;
+        assert_eq!(number(&refused.headers, "ratelimit-remaining"), 0);
+        let problem = refused.problem(StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(problem["type"], "/problems/too-many-requests");
         // The exact key of the contract: ims:ratelimit:{ip}:{route template}.
         let template = if path == "/items" {
@@ -142,9 +124,9 @@ async fn a_concurrent_burst_admits_exactly_the_limit_with_headers() {
         );
     }
     // Other routes have their own count; health is never limited.
-    let health = burst(&app.address, &app.client, "/health", &token, 15).await;
+    let health = burst(app.caller(&token), "/health", 15).await;
     assert_eq!(admitted(&health), 15);
-    assert!(health[0].headers().get("ratelimit-limit").is_none());
+    assert!(health[0].headers.get("ratelimit-limit").is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -159,15 +141,9 @@ async fn three_server_processes_sharing_redis_admit_the_limit_in_total() {
         second.address.clone(),
         third.address.clone(),
     ];
-    let requests = (0..36).map(|i| {
-        let url = format!("{}/categories", bases[i % 3]);
-        app.client.get(url).bearer_auth(&token).send()
-    });
-    let responses: Vec<reqwest::Response> = futures::future::join_all(requests)
-        .await
-        .into_iter()
-        .map(|r| r.expect("send"))
-        .collect();
+    let api = app.caller(&token);
+    let requests = (0..36).map(|i| api.at(&bases[i % 3]).get("/categories"));
+    let responses = futures::future::join_all(requests).await;
     assert_eq!(admitted(&responses), 12, "12 in total, not 36");
 }
 
@@ -175,10 +151,10 @@ async fn three_server_processes_sharing_redis_admit_the_limit_in_total() {
 async fn the_window_slides_and_admits_again() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "3/1")]).await;
     let token = app.token("window@example.com").await;
-    let first = burst(&app.address, &app.client, "/categories", &token, 4).await;
+    let first = burst(app.caller(&token), "/categories", 4).await;
     assert_eq!(admitted(&first), 3);
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let again = burst(&app.address, &app.client, "/categories", &token, 4).await;
+    let again = burst(app.caller(&token), "/categories", 4).await;
     assert_eq!(admitted(&again), 3);
 }
 
@@ -237,14 +213,14 @@ async fn limits_hold_in_memory_while_redis_is_down_and_go_back_to_redis() {
     let app = spawn_app_with(&[("RATE_LIMIT_GLOBAL", "5/60")]).await;
     let token = app.token("fallback@example.com").await;
     app.redis.stop();
-    let during = burst(&app.address, &app.client, "/categories", &token, 8).await;
+    let during = burst(app.caller(&token), "/categories", 8).await;
     assert_eq!(admitted(&during), 5, "the in-memory store keeps the limit");
     assert!(during
         .iter()
-        .all(|r| r.headers().contains_key("ratelimit-limit")));
+        .all(|r| r.headers.contains_key("ratelimit-limit")));
     app.redis.restart();
     app.wait_for_redis(true).await;
-    let after = burst(&app.address, &app.client, "/tax-rates", &token, 7).await;
+    let after = burst(app.caller(&token), "/tax-rates", 7).await;
     assert_eq!(admitted(&after), 5);
     assert_eq!(
         app.redis_keys("ims:ratelimit:*:/tax-rates").len(),
@@ -384,28 +360,22 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
     let mut statuses = Vec::new();
     for i in 0..10 {
         // Two processes, two client addresses: one user.
+        let forwarded = format!("203.0.113.{}", i % 2 + 1);
         let response = app
-            .client
-            .get(format!("{}/categories", bases[i % 2]))
-            .bearer_auth(&token)
-            .header("x-forwarded-for", format!("203.0.113.{}", i % 2 + 1))
-            .send()
-            .await
-            .expect("send");
+            .caller(&token)
+            .at(&bases[i % 2])
+            .with(&[("x-forwarded-for", &forwarded)])
+            .get("/categories")
+            .await;
         if i == 0 {
             let policy = structured(&response, "ratelimit-policy");
             assert_eq!(policy.0, "ip-route");
-            let all = response
-                .headers()
-                .get("ratelimit-policy")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_string();
+            let all = response.header("ratelimit-policy");
             assert_eq!(all, "\"ip-route\";q=30;w=60, \"user\";q=6;w=60");
             // The binding policy is the one closest to its limit: the user's.
             assert_eq!(structured(&response, "ratelimit").0, "user");
         }
-        statuses.push(response.status());
+        statuses.push(response.status);
     }
     assert_eq!(
         statuses.iter().filter(|s| **s == StatusCode::OK).count(),
