@@ -45,19 +45,11 @@ async fn measure(label: &str, database_url: &str) -> Vec<Duration> {
         let mut samples = Vec::new();
         for _ in 0..7 {
             let t = Instant::now();
-            let response = client
+            let request = client
                 .get(format!("{base}{route}"))
                 .bearer_auth(&token)
-                .header("cache-control", "no-cache")
-                .send()
-                .await
-                .expect("get");
-            assert!(
-                response.status().is_success(),
-                "{route}: {}",
-                response.status()
-            );
-            response.bytes().await.expect("body");
+                .header("cache-control", "no-cache");
+            support::success(request).await.bytes().await.expect("body");
             samples.push(t.elapsed());
         }
         samples.sort();

@@ -201,17 +201,7 @@ async fn measure(
     let (timing, hits) = support::timed(count, CONCURRENCY, |i| {
         let (url, token) = &targets[i % targets.len()];
         async move {
-            let response = client
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("get");
-            assert!(
-                response.status().is_success(),
-                "{url}: {}",
-                response.status()
-            );
+            let response = support::success(client.get(url).bearer_auth(token)).await;
             let hit = response
                 .headers()
                 .get("x-cache")

@@ -276,7 +276,7 @@ async fn measure(
     let redis_cpu = || redis.map(|p| cpu_split(&p.to_string(), "").0).unwrap_or(0);
     let ((srv_before, load_before), redis_before) = (cpu_split(&me, "ims-srv"), redis_cpu());
     let (timing, answers) = support::timed(count, CONCURRENCY, |i| async move {
-        let response = client
+        let request = client
             .get(&case.url)
             .bearer_auth(token)
             // Many clients behind one trusted proxy: each address has its own
@@ -284,16 +284,8 @@ async fn measure(
             .header(
                 "x-forwarded-for",
                 format!("198.51.100.{}", i % ADDRESSES + 1),
-            )
-            .send()
-            .await
-            .expect("get");
-        assert!(
-            response.status().is_success(),
-            "{}: {}",
-            case.url,
-            response.status()
-        );
+            );
+        let response = support::success(request).await;
         let tier = response
             .headers()
             .get("x-cache-tier")

@@ -27,13 +27,7 @@ async fn run(client: &reqwest::Client, url: &str, token: &str) -> Timing {
             .await;
     }
     let (timing, _) = support::timed(REQUESTS, CONCURRENCY, |_| async {
-        let response = client
-            .get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("get");
-        assert!(response.status().is_success(), "{}", response.status());
+        let response = support::success(client.get(url).bearer_auth(token)).await;
         response.bytes().await.expect("body");
     })
     .await;

@@ -37,6 +37,18 @@ where
     (timing(samples, elapsed), answers)
 }
 
+/// `request` sent; its response, which must be a success (the body is left to read).
+pub async fn success(request: reqwest::RequestBuilder) -> reqwest::Response {
+    let response = request.send().await.expect("send");
+    assert!(
+        response.status().is_success(),
+        "{}: {}",
+        response.url(),
+        response.status()
+    );
+    response
+}
+
 /// Requests per second and percentiles of `samples` taken over `elapsed`.
 pub fn timing(mut samples: Vec<std::time::Duration>, elapsed: std::time::Duration) -> Timing {
     samples.sort();
