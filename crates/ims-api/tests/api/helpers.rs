@@ -2,9 +2,10 @@
 //!
 //! A test asks as a caller (`app.caller(&token)` or `app.anonymous()`) and gets a [`Reply`]:
 //! status, headers and JSON, as the contract states them. `expect`, `problem` and
-//! `field_error` say what the contract promises of a reply. Raw `reqwest` requests remain
-//! where a test talks to another instance (`ServerProcess`) or needs what this client does
-//! not send: a broken body, a conditional or proxy header, another `Accept`.
+//! `field_error` say what the contract promises of a reply; `at` asks another instance and
+//! `with` adds headers. Raw `reqwest` requests remain only where a test needs what this
+//! client does not do: send a broken body, or see a request fail in transport (a writer
+//! killed mid-request, a failover under load).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
