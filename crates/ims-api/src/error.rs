@@ -257,6 +257,11 @@ impl From<JsonRejection> for ApiError {
                     }
                 }
             }
+            // `1e400` is valid JSON (RFC 8259 sets no range); serde calls it a syntax error,
+            // but it is a value no field takes, so it is a 422 like any other.
+            JsonRejection::JsonSyntaxError(e) if e.body_text().contains("number out of range") => {
+                Self::field("body", "has a number out of range")
+            }
             JsonRejection::JsonSyntaxError(e) => Self::BadRequest(e.body_text()),
             JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType(
                 "expected a body with Content-Type: application/json".into(),
@@ -286,6 +291,27 @@ where
         if !json_content_type(req.headers()) {
             return Err(JsonRejection::from(MissingJsonContentType::default()).into());
         }
+        // A body sent compressed would be read as JSON text and refused as malformed; say
+        // what is wrong instead (RFC 9110 §8.4.1: 415 for a content coding not accepted).
+        if req
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|coding| !coding.as_bytes().eq_ignore_ascii_case(b"identity"))
+        {
+            return Err(Self::Rejection::UnsupportedMediaType(
+                "Content-Encoding is not supported: send the JSON body uncompressed".into(),
+            ));
+        }
+        // A declared length over the limit is refused before a byte is read: waiting for a
+        // body that will be refused anyway would hold the connection until it came, or until
+        // the request timed out (a 503 that would invite a retry).
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|length| length.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > crate::startup::BODY_LIMIT as u64) {
+            return Err(Self::Rejection::PayloadTooLarge);
+        }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(JsonRejection::from)?;
@@ -298,12 +324,19 @@ where
         if let Nul::In(errors) = nul {
             return Err(ApiError::Validation(errors));
         }
+        // Every body is an object; serde would also read a struct from an array of its
+        // fields in order (`["name", 825]`), which the document does not allow.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            return Err(ApiError::field("body", "must be a JSON object"));
+        }
         let value = match axum::Json::<T>::from_bytes(&bytes) {
             Ok(axum::Json(value)) => value,
             // JSON Schema counts `4768.0` as an integer, and so do some clients' encoders
             // (Python's for a float that holds one); serde does not. Such a body is read
             // again with those numbers made integers (only when exact), else refused as sent.
-            Err(rejection) => match integral_floats_as_integers(&bytes)
+            Err(rejection) => match written_integral(&bytes)
+                .then(|| integral_floats_as_integers(&bytes))
+                .flatten()
                 .and_then(|value| serde_json::from_value::<T>(value).ok())
             {
                 Some(value) => value,
@@ -339,6 +372,66 @@ fn integral_floats_as_integers(bytes: &[u8]) -> Option<serde_json::Value> {
     }
     let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
     walk(&mut value).then_some(value)
+}
+
+/// Whether every number in the JSON text `bytes` that is written with a fraction or an
+/// exponent is an integer as written: `4768.0`, `4.768e3` are; `1999.99999999999999` is
+/// not, though as a float it is `2000.0`. serde_json reads such numbers into an `f64` and
+/// keeps no digits (its `arbitrary_precision` feature would change every `Number` in the
+/// program), so the literals are checked here, on the text. Strings are skipped.
+fn written_integral(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                if !literal_integral(&bytes[start..i]) {
+                    return false;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    true
+}
+
+/// Whether one JSON number literal (`-12.50e1`) is an integer: every digit that the
+/// exponent leaves after the decimal point is `0`.
+fn literal_integral(literal: &[u8]) -> bool {
+    let (mantissa, exponent) = match literal.iter().position(|b| matches!(b, b'e' | b'E')) {
+        Some(at) => (&literal[..at], &literal[at + 1..]),
+        None => (literal, &b""[..]),
+    };
+    let mantissa = mantissa.strip_prefix(b"-").unwrap_or(mantissa);
+    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &b""[..]),
+    };
+    // Past ±10^6 the value is out of every field's range or zero either way; the typed
+    // parse decides those.
+    let shift: i64 = std::str::from_utf8(exponent)
+        .ok()
+        .filter(|e| !e.is_empty())
+        .and_then(|e| e.parse::<i64>().ok())
+        .map_or(0, |e| e.clamp(-1_000_000, 1_000_000));
+    let digits: Vec<u8> = whole.iter().chain(fraction).copied().collect();
+    let point = whole.len() as i64 + shift;
+    digits
+        .iter()
+        .enumerate()
+        .all(|(at, &digit)| (at as i64) < point || digit == b'0')
 }
 
 /// What the NUL check of a body found.
@@ -465,13 +558,14 @@ pub struct Validator {
 }
 
 impl Validator {
-    /// Records `message` against `field` when `ok` is false.
+    /// Records `message` against `field` when `ok` is false, once: a check repeated per line
+    /// or per item that fails twice says so once.
     pub fn check(&mut self, ok: bool, field: &str, message: &str) -> &mut Self {
         if !ok {
-            self.errors
-                .entry(field.to_string())
-                .or_default()
-                .push(message.to_string());
+            let messages = self.errors.entry(field.to_string()).or_default();
+            if !messages.iter().any(|known| known == message) {
+                messages.push(message.to_string());
+            }
         }
         self
     }
@@ -499,6 +593,48 @@ pub async fn method_not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_field_gets_each_message_once() {
+        let mut v = Validator::default();
+        for _ in 0..3 {
+            v.check(
+                false,
+                "lines",
+                "the order's total must not exceed 10^13 cents",
+            );
+        }
+        v.check(false, "lines", "another");
+        match v.finish() {
+            Err(ApiError::Validation(errors)) => assert_eq!(errors["lines"].len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn number_literals_are_integral_only_as_written() {
+        for integral in [
+            "4768.0", "4.768e3", "-12.50e1", "1E2", "0.0", "2000", "1.5e+1", "100e-2",
+        ] {
+            assert!(literal_integral(integral.as_bytes()), "{integral}");
+        }
+        for fractional in [
+            "1999.99999999999999",
+            "0.99999999999999999",
+            "10000000000000.0000001",
+            "1.5",
+            "15e-1",
+            "1e-400",
+        ] {
+            assert!(!literal_integral(fractional.as_bytes()), "{fractional}");
+        }
+        assert!(written_integral(
+            br#"{"a": 4768.0, "b": "1.5", "c": [2e3]}"#
+        ));
+        assert!(!written_integral(
+            br#"{"a": "x\"", "b": 1999.99999999999999}"#
+        ));
+    }
 
     #[test]
     fn json_content_types_are_axums() {

@@ -45,12 +45,59 @@ pub fn merge_nullable<T>(patched: Option<Option<T>>, current: Option<T>) -> Opti
     patched.unwrap_or(current)
 }
 
-/// The canonical (lower-case, hyphenated) form of a path id. Anything that is not a UUID
-/// cannot name a row, so it is a 404 like an unknown id.
+/// A path id, which must be a UUID written the way the API writes ids: lower-case and
+/// hyphenated. Anything else cannot name a row, so it is a 404 like an unknown id. Other
+/// spellings of the same UUID (upper case, braces, `urn:uuid:`, no hyphens) are refused
+/// rather than read as it: each would be another URL of the row, cached apart from it, and
+/// the row's writes invalidate its one URL.
 pub fn path_id(raw: &str, what: &str) -> ApiResult<String> {
-    Uuid::parse_str(raw.trim())
-        .map(|id| id.to_string())
-        .map_err(|_| not_found(what))
+    match Uuid::try_parse(raw) {
+        Ok(id) if id.hyphenated().to_string() == raw => Ok(raw.to_string()),
+        _ => Err(not_found(what)),
+    }
+}
+
+/// One row of the collection a route template is under, in words, for problems and the
+/// document alike: `/tax-rates/{id}` → `tax rate`, `/categories` → `category`.
+pub fn row_noun(route: &str) -> String {
+    let collection = route.split("/{").next().unwrap_or(route);
+    let words = collection
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .replace('-', " ");
+    match words.strip_suffix("ies") {
+        Some(stem) => format!("{stem}y"),
+        None => words.strip_suffix('s').unwrap_or(&words).to_string(),
+    }
+}
+
+/// The `{id}` of a row's route (`/tax-rates/{id}`, `/invoices/{id}/payments`), read from the
+/// URI as the client wrote it and checked by [`path_id`]; anything else is the 404 of an
+/// unknown row, named after the route's collection ([`row_noun`]) as the document's 404 is.
+/// The segment is taken undecoded on purpose: `%61` for `a` would name the same row under
+/// another URL, and so another cache entry that the row's writes do not invalidate.
+#[derive(Debug, Clone)]
+pub struct Id(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let route = parts
+            .extensions
+            .get::<axum::extract::MatchedPath>()
+            .map_or("", |route| route.as_str());
+        let raw = route
+            .split('/')
+            .position(|segment| segment == "{id}")
+            .and_then(|at| parts.uri.path().split('/').nth(at))
+            .unwrap_or_default();
+        path_id(raw, &row_noun(route)).map(Self)
+    }
 }
 
 /// The 404 for an id that is unknown in the caller's organization.
@@ -450,12 +497,27 @@ mod tests {
     }
 
     #[test]
-    fn path_ids_are_canonical() {
-        let id = "6F9619FF-8B86-D011-B42D-00C04FC964FF";
-        assert_eq!(
-            path_id(id, "x").ok().as_deref(),
-            Some("6f9619ff-8b86-d011-b42d-00c04fc964ff")
-        );
-        assert!(path_id("nope", "x").is_err());
+    fn path_ids_are_only_the_canonical_spelling() {
+        let id = "6f9619ff-8b86-d011-b42d-00c04fc964ff";
+        assert_eq!(path_id(id, "x").ok().as_deref(), Some(id));
+        for other in [
+            "6F9619FF-8B86-D011-B42D-00C04FC964FF",
+            "{6f9619ff-8b86-d011-b42d-00c04fc964ff}",
+            "urn:uuid:6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "6f9619ff8b86d011b42d00c04fc964ff",
+            " 6f9619ff-8b86-d011-b42d-00c04fc964ff",
+            "nope",
+        ] {
+            assert!(path_id(other, "x").is_err(), "{other}");
+        }
+    }
+
+    #[test]
+    fn a_row_is_named_after_its_collection() {
+        assert_eq!(row_noun("/tax-rates/{id}"), "tax rate");
+        assert_eq!(row_noun("/categories/{id}"), "category");
+        assert_eq!(row_noun("/invoices/{id}/payments"), "invoice");
+        assert_eq!(row_noun("/sales-orders/{id}/fulfil"), "sales order");
+        assert_eq!(row_noun("/sales-orders"), "sales order");
     }
 }

@@ -131,7 +131,7 @@ fn document_ids(doc: &mut utoipa::openapi::OpenApi) {
         let Some((collection, _)) = path.split_once("/{id}") else {
             continue;
         };
-        let noun = row_noun(collection.rsplit('/').next().unwrap_or_default());
+        let noun = crate::fields::row_noun(collection);
         let mut capitalized = noun.clone();
         if let Some(first) = capitalized.get_mut(0..1) {
             first.make_ascii_uppercase();
@@ -184,15 +184,6 @@ fn document_edits(doc: &mut utoipa::openapi::OpenApi) {
                 );
             }
         }
-    }
-}
-
-/// One row of a collection, in words: `tax-rates` → `tax rate`, `categories` → `category`.
-fn row_noun(collection: &str) -> String {
-    let words = collection.replace('-', " ");
-    match words.strip_suffix("ies") {
-        Some(stem) => format!("{stem}y"),
-        None => words.strip_suffix('s').unwrap_or(&words).to_string(),
     }
 }
 

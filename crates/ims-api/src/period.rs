@@ -27,7 +27,18 @@ fn parse_date(raw: Option<&str>, field: &str, v: &mut Validator) -> Option<Date>
     // Present means given: an empty or padded value is refused like any other non-date
     // (the document's `format: date`), not read as absent.
     let raw = raw?;
-    let parsed = Date::parse(raw, format_description!("[year]-[month]-[day]")).ok();
+    // RFC 3339's full-date: four-digit year, no sign (`time` would read `-2026-01-01`).
+    let shaped = raw.len() == 10
+        && raw.bytes().enumerate().all(|(at, b)| {
+            if at == 4 || at == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    let parsed = shaped
+        .then(|| Date::parse(raw, format_description!("[year]-[month]-[day]")).ok())
+        .flatten();
     v.check(parsed.is_some(), field, "must be a date like 2026-01-31");
     parsed
 }
@@ -85,6 +96,11 @@ mod tests {
         let mut v = Validator::default();
         Period::parse(Some("yesterday"), None, &mut v);
         assert!(v.finish().is_err());
+        for signed in ["-2026-01-01", "+2026-01-01", "-001-12-31", "12026-01-01"] {
+            let mut v = Validator::default();
+            Period::parse(None, Some(signed), &mut v);
+            assert!(v.finish().is_err(), "{signed}");
+        }
         let mut v = Validator::default();
         Period::parse(Some("2026-02-01"), Some("2026-01-01"), &mut v);
         assert!(v.finish().is_err());

@@ -175,7 +175,7 @@ impl Around for Track {
 
     fn before(&self, request: &mut Request) -> Self::Carry {
         let route = request.extensions().get::<MatchedPath>().cloned();
-        (Instant::now(), request.method().clone(), route)
+        (Instant::now(), known(request.method()), route)
     }
 
     async fn after<F>((started, method, route): Self::Carry, response: F) -> Response
@@ -188,6 +188,30 @@ impl Around for Track {
         requests.increment(1);
         latency.record(started.elapsed().as_secs_f64());
         response
+    }
+}
+
+/// The method as a label: RFC 9110's methods and PATCH are themselves, any other is `OTHER`.
+/// A client may send any token as a method (a 405 answers it), and every new label value
+/// would be a new series kept for the life of the process.
+fn known(method: &Method) -> Method {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::CONNECT,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PATCH,
+    ];
+    if KNOWN.contains(method) {
+        method.clone()
+    } else {
+        static OTHER: LazyLock<Method> =
+            LazyLock::new(|| Method::from_bytes(b"OTHER").unwrap_or(Method::GET));
+        OTHER.clone()
     }
 }
 

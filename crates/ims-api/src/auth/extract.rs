@@ -92,3 +92,37 @@ impl FromRequestParts<AppState> for AuthUser {
         })
     }
 }
+
+/// What a domain handler works with: the caller's organization (the scope of every domain
+/// query), the caller, and the services (`org.db`, `org.cache`, … through `Deref`). One
+/// argument where a handler took the state and [`AuthUser`] apart; refused like
+/// [`AuthUser`] (401) without a valid access token.
+#[derive(Clone)]
+pub struct Org {
+    /// Organization id (`org`).
+    pub id: String,
+    /// The caller's user id (`sub`).
+    pub user_id: String,
+    state: AppState,
+}
+
+impl FromRequestParts<AppState> for Org {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let caller = AuthUser::from_request_parts(parts, state).await?;
+        Ok(Self {
+            id: caller.org_id,
+            user_id: caller.user_id,
+            state: state.clone(),
+        })
+    }
+}
+
+impl std::ops::Deref for Org {
+    type Target = crate::state::Services;
+
+    fn deref(&self) -> &Self::Target {
+        &self.state
+    }
+}

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use time::OffsetDateTime;
 
-pub use extract::{bearer_token, verified, verify_once, AuthUser, VerifiedClaims};
+pub use extract::{bearer_token, verified, verify_once, AuthUser, Org, VerifiedClaims};
 use store::UserRow;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;

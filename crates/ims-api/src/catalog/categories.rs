@@ -1,6 +1,5 @@
 //! `/categories`: `{name, parentId?}`, a tree per organization.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -8,9 +7,10 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::{self, Db};
-use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields::Id;
 use crate::fields::{self, Table};
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
@@ -146,13 +146,9 @@ async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> Ap
         ),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(page): Query<PageParams>,
-) -> ApiResult<Json<Paginated<Category>>> {
-    let filter = ROWS.of_organization(&caller.org_id);
-    ROWS.page(&state.db, &filter, BY_NAME, page.validated()?)
+async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Paginated<Category>>> {
+    let filter = ROWS.of_organization(&org.id);
+    ROWS.page(&org.db, &filter, BY_NAME, page.validated()?)
         .await
 }
 
@@ -167,11 +163,10 @@ async fn list(
     ),
 )]
 async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Json(body): Json<CategoryBody>,
 ) -> ApiResult<(StatusCode, Json<Category>)> {
-    let input = validate(&state.db, &caller.org_id, None, body, Validator::default()).await?;
+    let input = validate(&org.db, &org.id, None, body, Validator::default()).await?;
     let now = db::now();
     let row = Category {
         id: Uuid::new_v4().to_string(),
@@ -185,13 +180,12 @@ async fn create(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&row.id)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&row.name)
     .bind(&row.parent_id)
     .bind(&row.created_at)
     .bind(&row.updated_at);
-    state
-        .db
+    org.db
         .execute_write(write)
         .await
         .map_err(fields::reference_gone)?;
@@ -207,13 +201,8 @@ async fn create(
         (status = 200, description = "The category", body = Category),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Category>> {
-    let id = fields::path_id(&id, "category")?;
-    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Category>> {
+    Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
@@ -227,22 +216,13 @@ async fn read(
     ),
 )]
 async fn replace(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
+    org: Org,
+    Id(id): Id,
     Json(body): Json<CategoryBody>,
 ) -> ApiResult<Json<Category>> {
-    let id = fields::path_id(&id, "category")?;
-    ROWS.find(&state.db, &caller.org_id, &id).await?;
-    let input = validate(
-        &state.db,
-        &caller.org_id,
-        Some(&id),
-        body,
-        Validator::default(),
-    )
-    .await?;
-    update(&state.db, &caller.org_id, &id, input).await
+    ROWS.find(&org.db, &org.id, &id).await?;
+    let input = validate(&org.db, &org.id, Some(&id), body, Validator::default()).await?;
+    update(&org.db, &org.id, &id, input).await
 }
 
 #[utoipa::path(
@@ -255,21 +235,15 @@ async fn replace(
         (status = 200, description = "The updated category", body = Category),
     ),
 )]
-async fn patch(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<CategoryPatch>,
-) -> ApiResult<Json<Category>> {
-    let id = fields::path_id(&id, "category")?;
-    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
+async fn patch(org: Org, Id(id): Id, Json(body): Json<CategoryPatch>) -> ApiResult<Json<Category>> {
+    let current = ROWS.find(&org.db, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = CategoryBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
         parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
     };
-    let input = validate(&state.db, &caller.org_id, Some(&id), merged, v).await?;
-    update(&state.db, &caller.org_id, &id, input).await
+    let input = validate(&org.db, &org.id, Some(&id), merged, v).await?;
+    update(&org.db, &org.id, &id, input).await
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json<Category>> {
@@ -299,10 +273,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
         (status = 409, description = "The category has subcategories or items", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn remove(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    ROWS.delete(&state.db, &caller.org_id, &id).await
+async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
+    ROWS.delete(&org.db, &org.id, &id).await
 }

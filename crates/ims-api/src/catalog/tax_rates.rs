@@ -1,6 +1,5 @@
 //! `/tax-rates`: `{name, rateBps}`, in basis points (825 = 8.25 %).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -8,10 +7,11 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::{self, Db};
-use crate::error::{ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::fields::Id;
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
@@ -95,13 +95,9 @@ fn validate(body: TaxRateBody, mut v: Validator) -> ApiResult<TaxRateBody> {
         ),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(page): Query<PageParams>,
-) -> ApiResult<Json<Paginated<TaxRate>>> {
-    let filter = ROWS.of_organization(&caller.org_id);
-    ROWS.page(&state.db, &filter, BY_NAME, page.validated()?)
+async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Paginated<TaxRate>>> {
+    let filter = ROWS.of_organization(&org.id);
+    ROWS.page(&org.db, &filter, BY_NAME, page.validated()?)
         .await
 }
 
@@ -115,11 +111,7 @@ async fn list(
         (status = 201, description = "The new tax rate", body = TaxRate),
     ),
 )]
-async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Json(body): Json<TaxRateBody>,
-) -> ApiResult<(StatusCode, Json<TaxRate>)> {
+async fn create(org: Org, Json(body): Json<TaxRateBody>) -> ApiResult<(StatusCode, Json<TaxRate>)> {
     let input = validate(body, Validator::default())?;
     let now = db::now();
     let row = TaxRate {
@@ -134,12 +126,12 @@ async fn create(
          VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(&row.id)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&row.name)
     .bind(row.rate_bps)
     .bind(&row.created_at)
     .bind(&row.updated_at);
-    state.db.execute_write(write).await?;
+    org.db.execute_write(write).await?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 
@@ -152,13 +144,8 @@ async fn create(
         (status = 200, description = "The tax rate", body = TaxRate),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<TaxRate>> {
-    let id = fields::path_id(&id, "tax rate")?;
-    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<TaxRate>> {
+    Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
@@ -171,16 +158,10 @@ async fn read(
         (status = 200, description = "The updated tax rate", body = TaxRate),
     ),
 )]
-async fn replace(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<TaxRateBody>,
-) -> ApiResult<Json<TaxRate>> {
-    let id = fields::path_id(&id, "tax rate")?;
-    ROWS.find(&state.db, &caller.org_id, &id).await?;
+async fn replace(org: Org, Id(id): Id, Json(body): Json<TaxRateBody>) -> ApiResult<Json<TaxRate>> {
+    ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(body, Validator::default())?;
-    update(&state.db, &caller.org_id, &id, input).await
+    update(&org.db, &org.id, &id, input).await
 }
 
 #[utoipa::path(
@@ -193,21 +174,15 @@ async fn replace(
         (status = 200, description = "The updated tax rate", body = TaxRate),
     ),
 )]
-async fn patch(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<TaxRatePatch>,
-) -> ApiResult<Json<TaxRate>> {
-    let id = fields::path_id(&id, "tax rate")?;
-    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
+async fn patch(org: Org, Id(id): Id, Json(body): Json<TaxRatePatch>) -> ApiResult<Json<TaxRate>> {
+    let current = ROWS.find(&org.db, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = TaxRateBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
         rate_bps: fields::merge_required(body.rate_bps, current.rate_bps, "rateBps", &mut v),
     };
     let input = validate(merged, v)?;
-    update(&state.db, &caller.org_id, &id, input).await
+    update(&org.db, &org.id, &id, input).await
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResult<Json<TaxRate>> {
@@ -236,10 +211,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
         (status = 409, description = "Items use the tax rate", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn remove(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    ROWS.delete(&state.db, &caller.org_id, &id).await
+async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
+    ROWS.delete(&org.db, &org.id, &id).await
 }

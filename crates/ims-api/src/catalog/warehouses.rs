@@ -1,7 +1,6 @@
 //! `/warehouses`: `{name, code}`. The code is the short handle people use on labels and in
 //! transfers, so it is unique within an organization (another organization may reuse it).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -9,10 +8,11 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::{self, Db};
-use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::fields::Id;
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{invalidates, Group};
@@ -97,13 +97,9 @@ fn duplicate_code(e: sqlx::Error) -> ApiError {
         (status = 200, description = "One page of warehouses", body = crate::pagination::Paginated<Warehouse>),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(page): Query<PageParams>,
-) -> ApiResult<Json<Paginated<Warehouse>>> {
-    let filter = ROWS.of_organization(&caller.org_id);
-    ROWS.page(&state.db, &filter, BY_NAME, page.validated()?)
+async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Paginated<Warehouse>>> {
+    let filter = ROWS.of_organization(&org.id);
+    ROWS.page(&org.db, &filter, BY_NAME, page.validated()?)
         .await
 }
 
@@ -119,8 +115,7 @@ async fn list(
     ),
 )]
 async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Json(body): Json<WarehouseBody>,
 ) -> ApiResult<(StatusCode, Json<Warehouse>)> {
     let input = validate(body, Validator::default())?;
@@ -132,15 +127,14 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    state
-        .db
+    org.db
         .execute_write(
             sqlx::query(
                 "INSERT INTO warehouses (id, organization_id, name, code, created_at, updated_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(&row.id)
-            .bind(&caller.org_id)
+            .bind(&org.id)
             .bind(&row.name)
             .bind(&row.code)
             .bind(&row.created_at)
@@ -160,13 +154,8 @@ async fn create(
         (status = 200, description = "The warehouse", body = Warehouse),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Warehouse>> {
-    let id = fields::path_id(&id, "warehouse")?;
-    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Warehouse>> {
+    Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
@@ -181,15 +170,13 @@ async fn read(
     ),
 )]
 async fn replace(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
+    org: Org,
+    Id(id): Id,
     Json(body): Json<WarehouseBody>,
 ) -> ApiResult<Json<Warehouse>> {
-    let id = fields::path_id(&id, "warehouse")?;
-    ROWS.find(&state.db, &caller.org_id, &id).await?;
+    ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(body, Validator::default())?;
-    update(&state.db, &caller.org_id, &id, input).await
+    update(&org.db, &org.id, &id, input).await
 }
 
 #[utoipa::path(
@@ -204,20 +191,18 @@ async fn replace(
     ),
 )]
 async fn patch(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
+    org: Org,
+    Id(id): Id,
     Json(body): Json<WarehousePatch>,
 ) -> ApiResult<Json<Warehouse>> {
-    let id = fields::path_id(&id, "warehouse")?;
-    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
+    let current = ROWS.find(&org.db, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = WarehouseBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
         code: fields::merge_required(body.code, current.code, "code", &mut v),
     };
     let input = validate(merged, v)?;
-    update(&state.db, &caller.org_id, &id, input).await
+    update(&org.db, &org.id, &id, input).await
 }
 
 async fn update(
@@ -252,10 +237,6 @@ async fn update(
         (status = 409, description = "The warehouse holds stock or orders refer to it", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn remove(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    ROWS.delete(&state.db, &caller.org_id, &id).await
+async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
+    ROWS.delete(&org.db, &org.id, &id).await
 }

@@ -4,7 +4,6 @@
 //! customers and purchase orders to vendors. The list filters by `type` and `search`
 //! (case-insensitive substring of name or email).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -12,10 +11,11 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::{self, Db};
-use crate::error::{ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::fields::Id;
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, Group, RoutePolicy};
@@ -161,14 +161,10 @@ struct ListParams {
         ),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(params): Query<ListParams>,
-) -> ApiResult<Json<Paginated<Contact>>> {
+async fn list(org: Org, Query(params): Query<ListParams>) -> ApiResult<Json<Paginated<Contact>>> {
     let mut v = Validator::default();
     let page = params.page.parse(&mut v);
-    let mut filter = ROWS.of_organization(&caller.org_id);
+    let mut filter = ROWS.of_organization(&org.id);
     if let Some(kind) = params.kind.as_deref() {
         v.check(
             TYPES.contains(&kind),
@@ -195,7 +191,7 @@ async fn list(
     }
     v.finish()?;
 
-    ROWS.page(&state.db, &filter, BY_NAME, page).await
+    ROWS.page(&org.db, &filter, BY_NAME, page).await
 }
 
 #[utoipa::path(
@@ -208,11 +204,7 @@ async fn list(
         (status = 201, description = "The new contact", body = Contact),
     ),
 )]
-async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Json(body): Json<ContactBody>,
-) -> ApiResult<(StatusCode, Json<Contact>)> {
+async fn create(org: Org, Json(body): Json<ContactBody>) -> ApiResult<(StatusCode, Json<Contact>)> {
     let input = validate(body, Validator::default())?;
     let now = db::now();
     let row = Contact {
@@ -225,8 +217,7 @@ async fn create(
         created_at: now.clone(),
         updated_at: now,
     };
-    state
-        .db
+    org.db
         .execute_write(
             sqlx::query(
                 "INSERT INTO contacts
@@ -234,7 +225,7 @@ async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(&row.id)
-            .bind(&caller.org_id)
+            .bind(&org.id)
             .bind(&row.kind)
             .bind(&row.name)
             .bind(&row.email)
@@ -256,13 +247,8 @@ async fn create(
         (status = 200, description = "The contact", body = Contact),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Contact>> {
-    let id = fields::path_id(&id, "contact")?;
-    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Contact>> {
+    Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
@@ -275,16 +261,10 @@ async fn read(
         (status = 200, description = "The updated contact", body = Contact),
     ),
 )]
-async fn replace(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<ContactBody>,
-) -> ApiResult<Json<Contact>> {
-    let id = fields::path_id(&id, "contact")?;
-    ROWS.find(&state.db, &caller.org_id, &id).await?;
+async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResult<Json<Contact>> {
+    ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(body, Validator::default())?;
-    update(&state.db, &caller.org_id, &id, input).await
+    update(&org.db, &org.id, &id, input).await
 }
 
 #[utoipa::path(
@@ -297,14 +277,8 @@ async fn replace(
         (status = 200, description = "The updated contact", body = Contact),
     ),
 )]
-async fn patch(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<ContactPatch>,
-) -> ApiResult<Json<Contact>> {
-    let id = fields::path_id(&id, "contact")?;
-    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
+async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResult<Json<Contact>> {
+    let current = ROWS.find(&org.db, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = ContactBody {
         kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
@@ -314,7 +288,7 @@ async fn patch(
         address: fields::merge_nullable(body.address, current.address),
     };
     let input = validate(merged, v)?;
-    update(&state.db, &caller.org_id, &id, input).await
+    update(&org.db, &org.id, &id, input).await
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResult<Json<Contact>> {
@@ -344,10 +318,6 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
         (status = 409, description = "Orders or invoices refer to the contact", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn remove(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    ROWS.delete(&state.db, &caller.org_id, &id).await
+async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
+    ROWS.delete(&org.db, &org.id, &id).await
 }

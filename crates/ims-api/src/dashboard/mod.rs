@@ -49,7 +49,6 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::FromRow;
@@ -57,7 +56,7 @@ use time::{OffsetDateTime, Time};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::money::{Cents, ExactProductSum, ExactSum};
@@ -263,23 +262,19 @@ fn average(revenue: Cents, orders: i64) -> Cents {
         ),
     ),
 )]
-async fn kpis(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(params): Query<Params>,
-) -> ApiResult<Json<Kpis>> {
+async fn kpis(org: Org, Query(params): Query<Params>) -> ApiResult<Json<Kpis>> {
     let mut v = Validator::default();
     let period = parse_period(&params, &mut v);
     v.finish()?;
-    let db = &state.db;
-    let sales = sales_totals(db, &caller.org_id, &period).await?;
-    let stock = stock_summary(db, &caller.org_id).await?;
+    let db = &org.db;
+    let sales = sales_totals(db, &org.id, &period).await?;
+    let stock = stock_summary(db, &org.id).await?;
     // Any unpaid remainder counts, however old: receivables are a balance, not a flow.
     let receivables: Value = sqlx::query_as(&format!(
         "SELECT {} FROM invoices WHERE organization_id = $1 AND status <> 'paid'",
         ExactSum("total_cents - paid_cents").select("value_cents")
     ))
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .fetch_one(db.pool())
     .await?;
     Ok(Json(Kpis {
@@ -288,7 +283,7 @@ async fn kpis(
         average_order_cents: average(sales.revenue_cents, sales.order_count),
         receivables_outstanding_cents: receivables.value_cents,
         low_stock_count: stock.low_stock_count,
-        inventory_value_cents: inventory_value(db, &caller.org_id).await?,
+        inventory_value_cents: inventory_value(db, &org.id).await?,
         from: period.from.map(date_text),
         to: period.to.map(date_text),
     }))
@@ -337,11 +332,7 @@ struct SalesChart {
         ),
     ),
 )]
-async fn sales_chart(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(params): Query<Params>,
-) -> ApiResult<Json<SalesChart>> {
+async fn sales_chart(org: Org, Query(params): Query<Params>) -> ApiResult<Json<SalesChart>> {
     let mut v = Validator::default();
     let period = parse_period(&params, &mut v);
     // Present means given: an empty value is refused, as the document's pattern says.
@@ -371,7 +362,7 @@ async fn sales_chart(
         to: Some(to),
     };
 
-    let filter = sales_filter(&caller.org_id, &bounded, "o");
+    let filter = sales_filter(&org.id, &bounded, "o");
     let len = interval.prefix_len();
     let sql = format!(
         "SELECT substr(o.fulfilled_at, 1, {len}) AS period, {}, COUNT(*) AS order_count
@@ -385,7 +376,7 @@ async fn sales_chart(
         query = query.bind(b);
     }
     let mut found: HashMap<String, Bucket> = query
-        .fetch_all(state.db.pool())
+        .fetch_all(org.db.pool())
         .await?
         .into_iter()
         .map(|b| (b.period.clone(), b))
@@ -450,11 +441,10 @@ struct TopCustomer {
     ),
 )]
 async fn top_customers(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Query(params): Query<Params>,
 ) -> ApiResult<Json<Ranking<TopCustomer>>> {
-    let (filter, limit) = ranked_sales(&caller.org_id, &params)?;
+    let (filter, limit) = ranked_sales(&org.id, &params)?;
     let revenue = ExactSum("o.subtotal_cents");
     let sql = format!(
         "SELECT o.customer_id, c.name, {}, COUNT(*) AS order_count
@@ -469,7 +459,7 @@ async fn top_customers(
         revenue.order_desc(),
         next_placeholder(&filter)
     );
-    ranking(&state.db, &sql, &filter, limit).await
+    ranking(&org.db, &sql, &filter, limit).await
 }
 
 #[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
@@ -502,11 +492,10 @@ struct TopProduct {
     ),
 )]
 async fn top_products(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Query(params): Query<Params>,
 ) -> ApiResult<Json<Ranking<TopProduct>>> {
-    let (filter, limit) = ranked_sales(&caller.org_id, &params)?;
+    let (filter, limit) = ranked_sales(&org.id, &params)?;
     // Aggregate the lines of the period's orders first, then name the items. CROSS JOIN
     // fixes SQLite's loop order (orders by the status/date index, then their lines); left to
     // itself it starts from items and looks up every line and its order, 4x slower on the
@@ -529,7 +518,7 @@ async fn top_products(
         filter.sql(),
         next_placeholder(&filter)
     );
-    ranking(&state.db, &sql, &filter, limit).await
+    ranking(&org.db, &sql, &filter, limit).await
 }
 
 /// The sales of a ranking's period (`from`, `to`) and its length (`limit`), validated
@@ -590,11 +579,8 @@ struct InventoryStatus {
         ),
     ),
 )]
-async fn inventory_status(
-    State(state): State<AppState>,
-    caller: AuthUser,
-) -> ApiResult<Json<InventoryStatus>> {
-    let stock = stock_summary(&state.db, &caller.org_id).await?;
+async fn inventory_status(org: Org) -> ApiResult<Json<InventoryStatus>> {
+    let stock = stock_summary(&org.db, &org.id).await?;
     // LEFT JOINs so that an empty warehouse is listed with zeros.
     let sql = format!(
         "SELECT w.id AS warehouse_id, w.name, w.code,
@@ -613,13 +599,13 @@ async fn inventory_status(
         .select("value_cents")
     );
     let warehouses = sqlx::query_as::<_, WarehouseStock>(&sql)
-        .bind(&caller.org_id)
-        .fetch_all(state.db.pool())
+        .bind(&org.id)
+        .fetch_all(org.db.pool())
         .await?;
     Ok(Json(InventoryStatus {
         item_count: stock.item_count,
         total_quantity: stock.total_quantity,
-        inventory_value_cents: inventory_value(&state.db, &caller.org_id).await?,
+        inventory_value_cents: inventory_value(&org.db, &org.id).await?,
         low_stock_count: stock.low_stock_count,
         out_of_stock_count: stock.out_of_stock_count,
         warehouses,

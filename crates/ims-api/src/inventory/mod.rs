@@ -6,7 +6,6 @@
 
 pub mod stock;
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -14,8 +13,8 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
-use crate::db;
+use crate::auth::Org;
+use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields::{self, Table};
 use crate::pagination::{Filter, PageParams, Paginated};
@@ -109,8 +108,7 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
     ),
 )]
 async fn stock_levels(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Query(query): Query<StockLevelQuery>,
 ) -> ApiResult<Json<Paginated<StockLevel>>> {
     let mut v = Validator::default();
@@ -121,8 +119,8 @@ async fn stock_levels(
     v.finish()?;
 
     let mut filter = Filter::default();
-    let org = filter.bind(&caller.org_id);
-    filter.and(format!("s.organization_id = {org}"));
+    let scope = filter.bind(&org.id);
+    filter.and(format!("s.organization_id = {scope}"));
     if let Some(id) = warehouse_id {
         let p = filter.bind(id);
         filter.and(format!("s.warehouse_id = {p}"));
@@ -144,7 +142,7 @@ async fn stock_levels(
     );
     let order = "i.name, w.name, s.item_id, s.warehouse_id";
     Ok(Json(
-        crate::pagination::fetch_page(&state.db, &select, from, &filter, order, page).await?,
+        crate::pagination::fetch_page(&org.db, &select, from, &filter, order, page).await?,
     ))
 }
 
@@ -195,31 +193,15 @@ struct Adjustment {
 
 /// Validates that `item_id` and `warehouse_id` name rows of the caller's organization.
 async fn check_item_and_warehouses(
-    state: &AppState,
+    db: &Db,
     org_id: &str,
     item: &Option<String>,
     warehouses: &[(&Option<String>, &str)],
     v: &mut Validator,
 ) -> ApiResult<()> {
-    fields::check_reference(
-        &state.db,
-        Table::Items,
-        org_id,
-        item.as_deref(),
-        "itemId",
-        v,
-    )
-    .await?;
+    fields::check_reference(db, Table::Items, org_id, item.as_deref(), "itemId", v).await?;
     for (id, field) in warehouses {
-        fields::check_reference(
-            &state.db,
-            Table::Warehouses,
-            org_id,
-            id.as_deref(),
-            field,
-            v,
-        )
-        .await?;
+        fields::check_reference(db, Table::Warehouses, org_id, id.as_deref(), field, v).await?;
     }
     Ok(())
 }
@@ -236,8 +218,7 @@ async fn check_item_and_warehouses(
     ),
 )]
 async fn adjust(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Json(body): Json<AdjustmentBody>,
 ) -> ApiResult<(StatusCode, Json<Adjustment>)> {
     let mut v = Validator::default();
@@ -255,8 +236,8 @@ async fn adjust(
         "must be at most 1,000,000,000 in size",
     );
     check_item_and_warehouses(
-        &state,
-        &caller.org_id,
+        &org.db,
+        &org.id,
         &item_id,
         &[(&warehouse_id, "warehouseId")],
         &mut v,
@@ -274,21 +255,21 @@ async fn adjust(
         warehouse_id,
         quantity_delta: body.quantity_delta,
         reason,
-        created_by: Some(caller.user_id.clone()),
+        created_by: Some(org.user_id.clone()),
         created_at: db::now(),
     };
-    let mut tx = state.db.begin_write().await?;
+    let mut tx = org.db.begin_write().await?;
     stock::apply(
         &mut tx,
         &Movement {
-            org_id: &caller.org_id,
+            org_id: &org.id,
             item_id: &adjustment.item_id,
             warehouse_id: &adjustment.warehouse_id,
             delta: adjustment.quantity_delta,
             source: Source::Adjustment,
             source_id: &adjustment.id,
             reason: Some(&adjustment.reason),
-            user_id: Some(&caller.user_id),
+            user_id: Some(&org.user_id),
         },
     )
     .await?;
@@ -297,7 +278,7 @@ async fn adjust(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&adjustment.id)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&adjustment.item_id)
     .bind(&adjustment.warehouse_id)
     .bind(adjustment.quantity_delta)
@@ -367,14 +348,13 @@ impl LedgerQuery {
     ),
 )]
 async fn list_adjustments(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Query(query): Query<LedgerQuery>,
 ) -> ApiResult<Json<Paginated<Adjustment>>> {
-    let (filter, page) = query.filter(&caller.org_id, "item_id", &["warehouse_id"])?;
+    let (filter, page) = query.filter(&org.id, "item_id", &["warehouse_id"])?;
     let columns = "id, item_id, warehouse_id, quantity_delta, reason, created_by, created_at";
     Ok(Json(
-        crate::pagination::newest_first(&state.db, columns, "stock_adjustments", filter, page)
+        crate::pagination::newest_first(&org.db, columns, "stock_adjustments", filter, page)
             .await?,
     ))
 }
@@ -416,8 +396,7 @@ struct Transfer {
     ),
 )]
 async fn transfer(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Json(body): Json<TransferBody>,
 ) -> ApiResult<(StatusCode, Json<Transfer>)> {
     let mut v = Validator::default();
@@ -435,8 +414,8 @@ async fn transfer(
         "must differ from fromWarehouseId",
     );
     check_item_and_warehouses(
-        &state,
-        &caller.org_id,
+        &org.db,
+        &org.id,
         &item_id,
         &[(&from, "fromWarehouseId"), (&to, "toWarehouseId")],
         &mut v,
@@ -450,11 +429,11 @@ async fn transfer(
         from_warehouse_id: from.unwrap_or_default(),
         to_warehouse_id: to.unwrap_or_default(),
         quantity: body.quantity,
-        created_by: Some(caller.user_id.clone()),
+        created_by: Some(org.user_id.clone()),
         created_at: db::now(),
     };
     // Both sides in one transaction: either the stock moves or nothing happens.
-    let mut tx = state.db.begin_write().await?;
+    let mut tx = org.db.begin_write().await?;
     for (warehouse_id, delta) in [
         (&transfer.from_warehouse_id, -transfer.quantity),
         (&transfer.to_warehouse_id, transfer.quantity),
@@ -462,14 +441,14 @@ async fn transfer(
         stock::apply(
             &mut tx,
             &Movement {
-                org_id: &caller.org_id,
+                org_id: &org.id,
                 item_id: &transfer.item_id,
                 warehouse_id,
                 delta,
                 source: Source::Transfer,
                 source_id: &transfer.id,
                 reason: None,
-                user_id: Some(&caller.user_id),
+                user_id: Some(&org.user_id),
             },
         )
         .await?;
@@ -479,7 +458,7 @@ async fn transfer(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&transfer.id)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&transfer.item_id)
     .bind(&transfer.from_warehouse_id)
     .bind(&transfer.to_warehouse_id)
@@ -508,20 +487,18 @@ async fn transfer(
     ),
 )]
 async fn list_transfers(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Query(query): Query<LedgerQuery>,
 ) -> ApiResult<Json<Paginated<Transfer>>> {
     let (filter, page) = query.filter(
-        &caller.org_id,
+        &org.id,
         "item_id",
         &["from_warehouse_id", "to_warehouse_id"],
     )?;
     let columns =
         "id, item_id, from_warehouse_id, to_warehouse_id, quantity, created_by, created_at";
     Ok(Json(
-        crate::pagination::newest_first(&state.db, columns, "stock_transfers", filter, page)
-            .await?,
+        crate::pagination::newest_first(&org.db, columns, "stock_transfers", filter, page).await?,
     ))
 }
 
@@ -555,15 +532,13 @@ struct MovementRow {
     ),
 )]
 async fn list_movements(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     Query(query): Query<LedgerQuery>,
 ) -> ApiResult<Json<Paginated<MovementRow>>> {
-    let (filter, page) = query.filter(&caller.org_id, "item_id", &["warehouse_id"])?;
+    let (filter, page) = query.filter(&org.id, "item_id", &["warehouse_id"])?;
     let columns =
         "id, item_id, warehouse_id, quantity_delta, source, source_id, reason, created_by, created_at";
     Ok(Json(
-        crate::pagination::newest_first(&state.db, columns, "stock_movements", filter, page)
-            .await?,
+        crate::pagination::newest_first(&org.db, columns, "stock_movements", filter, page).await?,
     ))
 }

@@ -9,7 +9,6 @@
 //! and `lowStock=true` (items with a reorder level whose stock is at or below it), and sorts
 //! by a fixed set of keys.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -17,9 +16,10 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::{self, AnyQuery, Db};
-use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
+use crate::fields::Id;
 use crate::fields::{self, Table};
 use crate::money;
 use crate::owned::Owned;
@@ -276,14 +276,10 @@ fn order_by(sort: &str) -> Option<&'static str> {
         ),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(params): Query<ListParams>,
-) -> ApiResult<Json<Paginated<Item>>> {
+async fn list(org: Org, Query(params): Query<ListParams>) -> ApiResult<Json<Paginated<Item>>> {
     let mut v = Validator::default();
     let page = params.page.parse(&mut v);
-    let mut filter = ROWS.of_organization(&caller.org_id);
+    let mut filter = ROWS.of_organization(&org.id);
     if let Some(raw) = params.search.as_deref() {
         let search = raw.trim();
         v.check(
@@ -330,7 +326,7 @@ async fn list(
     }
     v.finish()?;
 
-    ROWS.page(&state.db, &filter, order, page).await
+    ROWS.page(&org.db, &filter, order, page).await
 }
 
 #[utoipa::path(
@@ -344,12 +340,8 @@ async fn list(
         (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Json(body): Json<ItemBody>,
-) -> ApiResult<(StatusCode, Json<Item>)> {
-    let input = validate(&state.db, &caller.org_id, body, Validator::default()).await?;
+async fn create(org: Org, Json(body): Json<ItemBody>) -> ApiResult<(StatusCode, Json<Item>)> {
+    let input = validate(&org.db, &org.id, body, Validator::default()).await?;
     let id = Uuid::new_v4().to_string();
     let now = db::now();
     let write = bind_fields(
@@ -361,12 +353,12 @@ async fn create(
         &input,
     )
     .bind(&now)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&id);
-    state.db.execute_write(write).await.map_err(write_error)?;
+    org.db.execute_write(write).await.map_err(write_error)?;
     Ok((
         StatusCode::CREATED,
-        Json(ROWS.find(&state.db, &caller.org_id, &id).await?),
+        Json(ROWS.find(&org.db, &org.id, &id).await?),
     ))
 }
 
@@ -383,13 +375,8 @@ async fn create(
         ),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Item>> {
-    let id = fields::path_id(&id, "item")?;
-    Ok(Json(ROWS.find(&state.db, &caller.org_id, &id).await?))
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Item>> {
+    Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
@@ -403,16 +390,10 @@ async fn read(
         (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn replace(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<ItemBody>,
-) -> ApiResult<Json<Item>> {
-    let id = fields::path_id(&id, "item")?;
-    ROWS.find(&state.db, &caller.org_id, &id).await?;
-    let input = validate(&state.db, &caller.org_id, body, Validator::default()).await?;
-    update(&state.db, &caller.org_id, &id, input).await
+async fn replace(org: Org, Id(id): Id, Json(body): Json<ItemBody>) -> ApiResult<Json<Item>> {
+    ROWS.find(&org.db, &org.id, &id).await?;
+    let input = validate(&org.db, &org.id, body, Validator::default()).await?;
+    update(&org.db, &org.id, &id, input).await
 }
 
 #[utoipa::path(
@@ -426,14 +407,8 @@ async fn replace(
         (status = 409, description = "Another item of the organization has this SKU", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn patch(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<ItemPatch>,
-) -> ApiResult<Json<Item>> {
-    let id = fields::path_id(&id, "item")?;
-    let current = ROWS.find(&state.db, &caller.org_id, &id).await?;
+async fn patch(org: Org, Id(id): Id, Json(body): Json<ItemPatch>) -> ApiResult<Json<Item>> {
+    let current = ROWS.find(&org.db, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = ItemBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
@@ -451,8 +426,8 @@ async fn patch(
         reorder_level: fields::merge_nullable(body.reorder_level, current.reorder_level),
         unit: fields::merge_nullable(body.unit, current.unit),
     };
-    let input = validate(&state.db, &caller.org_id, merged, v).await?;
-    update(&state.db, &caller.org_id, &id, input).await
+    let input = validate(&org.db, &org.id, merged, v).await?;
+    update(&org.db, &org.id, &id, input).await
 }
 
 async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<Json<Item>> {
@@ -496,10 +471,6 @@ fn bind_fields<'q>(query: AnyQuery<'q>, input: &'q ItemBody) -> AnyQuery<'q> {
         (status = 409, description = "Stock, orders or movements refer to the item", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn remove(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    ROWS.delete(&state.db, &caller.org_id, &id).await
+async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
+    ROWS.delete(&org.db, &org.id, &id).await
 }

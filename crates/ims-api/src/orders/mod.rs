@@ -12,7 +12,7 @@ pub use write::{create, patch, NewOrder, OrderPatch, OrderType, Refs};
 
 use sqlx::AnyConnection;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::Db;
 use crate::error::{ApiError, ApiResult};
 use crate::fields::{self, Table};
@@ -37,6 +37,10 @@ pub struct OrderKind {
     pub table: (&'static str, &'static str),
     /// The lines' table, their order-id column and the columns of a line.
     pub lines: (&'static str, &'static str, &'static str),
+    /// The documents billed on an order, as the query of one's number (`$1` the
+    /// organization, `$2` the order): once billed, an order keeps the counterpart,
+    /// warehouse and lines it was billed for, and is no longer cancelled.
+    pub billed_by: Option<&'static str>,
 }
 
 /// A sales order: sold to a customer, fulfilled.
@@ -55,6 +59,9 @@ pub const SALES: OrderKind = OrderKind {
         "id, item_id, quantity, unit_price_cents, tax_rate_bps, subtotal_cents, tax_cents, \
          total_cents",
     ),
+    billed_by: Some(
+        "SELECT number FROM invoices WHERE organization_id = $1 AND sales_order_id = $2",
+    ),
 };
 
 /// A purchase order: bought from a vendor, received.
@@ -72,6 +79,7 @@ pub const PURCHASE: OrderKind = OrderKind {
         "purchase_order_id",
         "id, item_id, quantity, unit_cost_cents, total_cents",
     ),
+    billed_by: None,
 };
 
 /// The fields of an order row that the shared part of a PATCH changes.
@@ -169,28 +177,24 @@ pub struct Completion<S> {
 /// (all or nothing, one movement per item), in one transaction whose first write is the
 /// status change, conditional on the order being open. A second completion is therefore a
 /// 409 naming the status, never a second movement.
-pub async fn complete<O: OrderType>(
-    db: &Db,
-    caller: &AuthUser,
-    id: &str,
-) -> ApiResult<(O, Vec<O::Line>)> {
+pub async fn complete<O: OrderType>(org: &Org, id: &str) -> ApiResult<(O, Vec<O::Line>)> {
     let (kind, how) = (O::KIND, O::COMPLETION);
     let now = crate::db::now();
-    let mut tx = db.begin_write().await?;
+    let mut tx = org.db.begin_write().await?;
     let claimed = sqlx::query(&format!(
         "UPDATE {} SET status = $4, {} = $1, updated_at = $1
          WHERE organization_id = $2 AND id = $3 AND status = $5",
         kind.table.0, how.stamped
     ))
     .bind(&now)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(id)
     .bind(how.done.as_str())
     .bind(O::OPEN.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let (mut order, lines): (O, Vec<O::Line>) = load(&mut tx, kind, &caller.org_id, id).await?;
+    let (mut order, lines): (O, Vec<O::Line>) = load(&mut tx, kind, &org.id, id).await?;
     let (status, _, warehouse, _) = order.editable();
     if claimed == 0 {
         return Err(ApiError::Conflict(format!(
@@ -202,14 +206,14 @@ pub async fn complete<O: OrderType>(
     let per_item = lines::quantities_by_item(lines.iter().map(Quantity::item_and_quantity));
     for (item_id, quantity) in per_item {
         let movement = Movement {
-            org_id: &caller.org_id,
+            org_id: &org.id,
             item_id,
             warehouse_id: &warehouse,
             delta: how.direction * quantity,
             source: how.source,
             source_id: id,
             reason: None,
-            user_id: Some(&caller.user_id),
+            user_id: Some(&org.user_id),
         };
         stock::apply(&mut tx, &movement).await?;
     }

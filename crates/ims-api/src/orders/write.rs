@@ -14,7 +14,7 @@ use super::{
     delete_lines, ensure_open, load, Completion, Editable, OrderKind, Quantity, MAX_NOTES_CHARS,
 };
 use crate::db::{self, Db};
-use crate::error::{ApiResult, Validator};
+use crate::error::{ApiError, ApiResult, Validator};
 use crate::fields::{self, Table};
 use crate::owned::Row;
 
@@ -164,6 +164,31 @@ pub async fn patch<O: OrderType>(
     v.finish()?;
 
     let mut tx = db.begin_write().await?;
+    let binding = party.is_some() || warehouse.is_some() || priced.is_some() || cancel;
+    if let (Some(billed_by), true) = (kind.billed_by, binding) {
+        // The order's row first (PostgreSQL: its row lock; SQLite holds the write lock
+        // already), then its bill: billing takes the same row lock before it copies the
+        // figures, so one waits for the other and neither sees the other half done.
+        sqlx::query(&format!(
+            "UPDATE {} SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
+            kind.table.0
+        ))
+        .bind(org_id)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let billed: Option<String> = sqlx::query_scalar(billed_by)
+            .bind(org_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(number) = billed {
+            return Err(ApiError::Conflict(format!(
+                "the {} is invoiced ({number}): only its notes can change",
+                kind.noun
+            )));
+        }
+    }
     let (mut order, mut lines): (O, Vec<O::Line>) = load(&mut tx, kind, org_id, id).await?;
     {
         let (status, current_party, current_warehouse, current_notes) = order.editable();

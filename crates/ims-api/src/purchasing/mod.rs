@@ -1,7 +1,6 @@
 //! `/purchase-orders`: buying from vendors. An order is `open` until it is received (its
 //! lines' stock enters its warehouse, all in one transaction) or cancelled.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, FromRow};
@@ -9,10 +8,11 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::Db;
-use crate::error::{ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::fields::Id;
 use crate::inventory::stock::Source;
 use crate::orders::lines::{self, LineBody};
 use crate::orders::{self, Completion, NewOrder, OrderKind, OrderPatch, Refs, PURCHASE};
@@ -266,18 +266,14 @@ struct CreateBody {
         (status = 201, description = "The new purchase order, status `open`", body = Order),
     ),
 )]
-async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Json(body): Json<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Order>)> {
+async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode, Json<Order>)> {
     let new = NewOrder {
         party: body.vendor_id,
         warehouse: body.warehouse_id,
         notes: body.notes,
         lines: body.lines,
     };
-    let created = orders::create::<OrderRow>(&state.db, &caller.org_id, new).await?;
+    let created = orders::create::<OrderRow>(&org.db, &org.id, new).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -290,13 +286,8 @@ async fn create(
         (status = 200, description = "The purchase order", body = Order),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Order>> {
-    let id = fields::path_id(&id, "purchase order")?;
-    let read = orders::read::<OrderRow>(&state.db, &caller.org_id, &id).await?;
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Order>> {
+    let read = orders::read::<OrderRow>(&org.db, &org.id, &id).await?;
     Ok(Json(read.into()))
 }
 
@@ -324,26 +315,16 @@ struct ListQuery {
         (status = 200, description = "One page of purchase orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(query): Query<ListQuery>,
-) -> ApiResult<Json<Paginated<OrderRow>>> {
+async fn list(org: Org, Query(query): Query<ListQuery>) -> ApiResult<Json<Paginated<OrderRow>>> {
     let (filter, page) = DocumentFilter {
         statuses: PurchaseOrderStatus::NAMES,
         party: ("vendorId", "vendor_id"),
         date_column: "created_at",
     }
-    .build(&caller.org_id, query.document, query.vendor_id)?;
+    .build(&org.id, query.document, query.vendor_id)?;
     Ok(Json(
-        crate::pagination::newest_first(
-            &state.db,
-            PURCHASE.table.1,
-            PURCHASE.table.0,
-            filter,
-            page,
-        )
-        .await?,
+        crate::pagination::newest_first(&org.db, PURCHASE.table.1, PURCHASE.table.0, filter, page)
+            .await?,
     ))
 }
 
@@ -382,13 +363,7 @@ struct PatchBody {
         (status = 409, description = "The purchase order is no longer open", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn patch(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<PatchBody>,
-) -> ApiResult<Json<Order>> {
-    let id = fields::path_id(&id, "purchase order")?;
+async fn patch(org: Org, Id(id): Id, Json(body): Json<PatchBody>) -> ApiResult<Json<Order>> {
     let patch = OrderPatch {
         status: body.status,
         party: body.vendor_id,
@@ -396,7 +371,7 @@ async fn patch(
         notes: body.notes,
         lines: body.lines,
     };
-    let patched = orders::patch::<OrderRow>(&state.db, &caller.org_id, &id, patch).await?;
+    let patched = orders::patch::<OrderRow>(&org.db, &org.id, &id, patch).await?;
     Ok(Json(patched.into()))
 }
 
@@ -412,12 +387,7 @@ async fn patch(
         (status = 409, description = "The order is not open", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn receive(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Order>> {
-    let id = fields::path_id(&id, "purchase order")?;
-    let received = orders::complete::<OrderRow>(&state.db, &caller, &id).await?;
+async fn receive(org: Org, Id(id): Id) -> ApiResult<Json<Order>> {
+    let received = orders::complete::<OrderRow>(&org, &id).await?;
     Ok(Json(received.into()))
 }

@@ -30,7 +30,6 @@
 
 use std::marker::PhantomData;
 
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
@@ -38,7 +37,7 @@ use sqlx::{AnyConnection, FromRow};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::dashboard::{date_text, next_placeholder, sales_filter};
 use crate::db::{self, Backend, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
@@ -256,6 +255,31 @@ where
     Ok((rows, totals, truncated))
 }
 
+/// The CSV with every text cell that a spreadsheet would run as a formula (one starting
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return: OWASP's "CSV injection") prefixed
+/// with `'`, which spreadsheets show as text. Names are the users'; numbers (`-12`) stay
+/// numbers. The `csv` crate has no hook per cell, so the written file is read back.
+fn defuse_formulas(csv: &[u8]) -> Result<Vec<u8>, csv::Error> {
+    let risky = |cell: &str| {
+        cell.starts_with(['=', '+', '-', '@', '\t', '\r']) && cell.parse::<f64>().is_err()
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(csv);
+    let mut writer = csv::Writer::from_writer(Vec::with_capacity(csv.len()));
+    for record in reader.records() {
+        let record = record?;
+        writer.write_record(record.iter().map(|cell| {
+            if risky(cell) {
+                std::borrow::Cow::Owned(format!("'{cell}").into_bytes())
+            } else {
+                std::borrow::Cow::Borrowed(cell.as_bytes())
+            }
+        }))?;
+    }
+    writer.into_inner().map_err(|e| e.into_error().into())
+}
+
 /// Runs `spec` and wraps the result: JSON, or CSV (a header row of the row fields, then one
 /// line per row; the totals are left out, and `X-Report-Truncated: true` says when more
 /// rows matched than were returned).
@@ -283,7 +307,10 @@ where
         }
         let body = writer
             .into_inner()
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV: {e}")))?;
+            .map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV: {e}")))
+            .and_then(|csv| {
+                defuse_formulas(&csv).map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV: {e}")))
+            })?;
         let disposition = format!("inline; filename=\"{}.csv\"", kind.as_str());
         let mut response = (
             [
@@ -344,8 +371,7 @@ where
     ),
 )]
 async fn report(
-    State(state): State<AppState>,
-    caller: AuthUser,
+    org: Org,
     headers: axum::http::HeaderMap,
     Path(kind): Path<String>,
     Query(params): Query<Params>,
@@ -361,8 +387,8 @@ async fn report(
     let mut v = Validator::default();
     let period = Period::parse(params.from.as_deref(), params.to.as_deref(), &mut v);
     v.finish()?;
-    let db = &state.db;
-    let org = caller.org_id.as_str();
+    let db = &org.db;
+    let org = org.id.as_str();
     let dated = Some(&period);
     match kind {
         ReportType::SalesByItem => run(db, kind, dated, sales_by_item(org, &period), format).await,

@@ -6,7 +6,6 @@
 //! and the counter's row lock (PostgreSQL) or the database write lock (SQLite) serialises
 //! concurrent invoices, across any number of API instances sharing the database.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::FromRow;
@@ -14,10 +13,11 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::fields::Id;
 use crate::money::MAX_CENTS;
 use crate::pagination::{DocumentFilter, DocumentQuery, Paginated};
 use crate::policy::{invalidates, Group};
@@ -135,38 +135,38 @@ struct OrderFacts {
         (status = 409, description = "The order is cancelled or already invoiced", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Json(body): Json<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Invoice>)> {
+async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode, Json<Invoice>)> {
     let mut v = Validator::default();
     let order_id = fields::reference(Some(body.sales_order_id), "salesOrderId", &mut v);
     v.finish()?;
     let order_id = order_id.unwrap_or_default();
 
-    let mut tx = state.db.begin_write().await?;
+    let mut tx = org.db.begin_write().await?;
     // Counter first: it is the transaction's first write, so on SQLite the write lock is
     // held from here, and on PostgreSQL the row lock orders concurrent invoices.
     sqlx::query(
         "INSERT INTO invoice_counters (organization_id, last_number) VALUES ($1, 0)
          ON CONFLICT (organization_id) DO NOTHING",
     )
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .execute(&mut *tx)
     .await?;
     let sequence: i64 = sqlx::query_scalar(
         "UPDATE invoice_counters SET last_number = last_number + 1
          WHERE organization_id = $1 RETURNING last_number",
     )
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .fetch_one(&mut *tx)
     .await?;
+    // Read through a no-op UPDATE: on PostgreSQL it takes the order's row lock, which a
+    // PATCH of the order takes too, so the invoice copies the figures of a finished PATCH
+    // and a later PATCH sees the invoice (and refuses to change what it billed).
     let order: Option<OrderFacts> = sqlx::query_as(
-        "SELECT customer_id, status, subtotal_cents, tax_cents, total_cents
-         FROM sales_orders WHERE organization_id = $1 AND id = $2",
+        "UPDATE sales_orders SET updated_at = updated_at
+         WHERE organization_id = $1 AND id = $2
+         RETURNING customer_id, status, subtotal_cents, tax_cents, total_cents",
     )
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&order_id)
     .fetch_optional(&mut *tx)
     .await?;
@@ -204,7 +204,7 @@ async fn create(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&invoice.id)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&invoice.number)
     .bind(sequence)
     .bind(&invoice.sales_order_id)
@@ -247,14 +247,9 @@ async fn create(
         (status = 200, description = "The invoice", body = Invoice),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Invoice>> {
-    let id = fields::path_id(&id, "invoice")?;
-    let mut conn = state.db.pool().acquire().await?;
-    Ok(Json(load(&mut conn, &caller.org_id, &id).await?))
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Invoice>> {
+    let mut conn = org.db.pool().acquire().await?;
+    Ok(Json(load(&mut conn, &org.id, &id).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -281,20 +276,15 @@ struct ListQuery {
         (status = 200, description = "One page of invoices", body = crate::pagination::Paginated<InvoiceRow>),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(query): Query<ListQuery>,
-) -> ApiResult<Json<Paginated<InvoiceRow>>> {
+async fn list(org: Org, Query(query): Query<ListQuery>) -> ApiResult<Json<Paginated<InvoiceRow>>> {
     let (filter, page) = DocumentFilter {
         statuses: InvoiceStatus::NAMES,
         party: ("customerId", "customer_id"),
         date_column: "issued_at",
     }
-    .build(&caller.org_id, query.document, query.customer_id)?;
+    .build(&org.id, query.document, query.customer_id)?;
     Ok(Json(
-        crate::pagination::newest_first(&state.db, INVOICE_COLUMNS, "invoices", filter, page)
-            .await?,
+        crate::pagination::newest_first(&org.db, INVOICE_COLUMNS, "invoices", filter, page).await?,
     ))
 }
 
@@ -320,12 +310,10 @@ struct PaymentBody {
     ),
 )]
 async fn pay(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
+    org: Org,
+    Id(id): Id,
     Json(body): Json<PaymentBody>,
 ) -> ApiResult<(StatusCode, Json<Invoice>)> {
-    let id = fields::path_id(&id, "invoice")?;
     if !(1..=MAX_CENTS).contains(&body.amount_cents) {
         return Err(ApiError::field(
             "amountCents",
@@ -333,7 +321,7 @@ async fn pay(
         ));
     }
     let now = db::now();
-    let mut tx = state.db.begin_write().await?;
+    let mut tx = org.db.begin_write().await?;
     let applied = sqlx::query(
         "UPDATE invoices SET paid_cents = paid_cents + $1,
            status = CASE WHEN paid_cents + $1 >= total_cents THEN $5 ELSE $6 END,
@@ -342,7 +330,7 @@ async fn pay(
     )
     .bind(body.amount_cents)
     .bind(&now)
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&id)
     .bind(InvoiceStatus::Paid.as_str())
     .bind(InvoiceStatus::PartiallyPaid.as_str())
@@ -350,7 +338,7 @@ async fn pay(
     .await?
     .rows_affected();
     if applied == 0 {
-        let current = load(&mut tx, &caller.org_id, &id).await?;
+        let current = load(&mut tx, &org.id, &id).await?;
         return Err(if current.balance_cents == 0 {
             ApiError::Conflict("the invoice is already paid in full".into())
         } else {
@@ -368,13 +356,13 @@ async fn pay(
          VALUES ($1, $2, $3, $4, $5, $5)",
     )
     .bind(Uuid::new_v4().to_string())
-    .bind(&caller.org_id)
+    .bind(&org.id)
     .bind(&id)
     .bind(body.amount_cents)
     .bind(&now)
     .execute(&mut *tx)
     .await?;
-    let invoice = load(&mut tx, &caller.org_id, &id).await?;
+    let invoice = load(&mut tx, &org.id, &id).await?;
     tx.commit().await?;
     Ok((StatusCode::CREATED, Json(invoice)))
 }

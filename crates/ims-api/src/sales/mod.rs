@@ -7,7 +7,6 @@
 
 pub mod invoices;
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::{AnyConnection, FromRow};
@@ -15,10 +14,11 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
 use uuid::Uuid;
 
-use crate::auth::AuthUser;
+use crate::auth::Org;
 use crate::db::Db;
-use crate::error::{ApiResult, Json, Path, Query, Validator};
+use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::fields::Id;
 use crate::inventory::stock::Source;
 use crate::orders::lines::{self, LineBody};
 use crate::orders::{self, Completion, NewOrder, OrderKind, OrderPatch, Refs, SALES};
@@ -305,18 +305,14 @@ impl orders::OrderType for OrderRow {
         (status = 201, description = "The new sales order, status `open`", body = Order),
     ),
 )]
-async fn create(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Json(body): Json<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Order>)> {
+async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode, Json<Order>)> {
     let new = NewOrder {
         party: body.customer_id,
         warehouse: body.warehouse_id,
         notes: body.notes,
         lines: body.lines,
     };
-    let created = orders::create::<OrderRow>(&state.db, &caller.org_id, new).await?;
+    let created = orders::create::<OrderRow>(&org.db, &org.id, new).await?;
     Ok((StatusCode::CREATED, Json(created.into())))
 }
 
@@ -329,13 +325,8 @@ async fn create(
         (status = 200, description = "The sales order", body = Order),
     ),
 )]
-async fn read(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Order>> {
-    let id = fields::path_id(&id, "sales order")?;
-    let read = orders::read::<OrderRow>(&state.db, &caller.org_id, &id).await?;
+async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Order>> {
+    let read = orders::read::<OrderRow>(&org.db, &org.id, &id).await?;
     Ok(Json(read.into()))
 }
 
@@ -363,19 +354,15 @@ struct ListQuery {
         (status = 200, description = "One page of sales orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
     ),
 )]
-async fn list(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Query(query): Query<ListQuery>,
-) -> ApiResult<Json<Paginated<OrderRow>>> {
+async fn list(org: Org, Query(query): Query<ListQuery>) -> ApiResult<Json<Paginated<OrderRow>>> {
     let (filter, page) = DocumentFilter {
         statuses: SalesOrderStatus::NAMES,
         party: ("customerId", "customer_id"),
         date_column: "created_at",
     }
-    .build(&caller.org_id, query.document, query.customer_id)?;
+    .build(&org.id, query.document, query.customer_id)?;
     Ok(Json(
-        crate::pagination::newest_first(&state.db, SALES.table.1, SALES.table.0, filter, page)
+        crate::pagination::newest_first(&org.db, SALES.table.1, SALES.table.0, filter, page)
             .await?,
     ))
 }
@@ -415,13 +402,7 @@ struct PatchBody {
         (status = 409, description = "The sales order is no longer open", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn patch(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-    Json(body): Json<PatchBody>,
-) -> ApiResult<Json<Order>> {
-    let id = fields::path_id(&id, "sales order")?;
+async fn patch(org: Org, Id(id): Id, Json(body): Json<PatchBody>) -> ApiResult<Json<Order>> {
     let patch = OrderPatch {
         status: body.status,
         party: body.customer_id,
@@ -429,7 +410,7 @@ async fn patch(
         notes: body.notes,
         lines: body.lines,
     };
-    let patched = orders::patch::<OrderRow>(&state.db, &caller.org_id, &id, patch).await?;
+    let patched = orders::patch::<OrderRow>(&org.db, &org.id, &id, patch).await?;
     Ok(Json(patched.into()))
 }
 
@@ -446,12 +427,7 @@ async fn patch(
         (status = 409, description = "The order is not open, or there is not enough stock (nothing is applied)", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]
-async fn fulfil(
-    State(state): State<AppState>,
-    caller: AuthUser,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Order>> {
-    let id = fields::path_id(&id, "sales order")?;
-    let fulfilled = orders::complete::<OrderRow>(&state.db, &caller, &id).await?;
+async fn fulfil(org: Org, Id(id): Id) -> ApiResult<Json<Order>> {
+    let fulfilled = orders::complete::<OrderRow>(&org, &id).await?;
     Ok(Json(fulfilled.into()))
 }

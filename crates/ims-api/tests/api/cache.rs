@@ -928,3 +928,48 @@ async fn tag_bookkeeping_does_not_grow_with_writes() {
     let epochs = app.redis_keys(&format!("ims:cacheepoch:{org_id}:*"));
     assert!(epochs.len() <= 10, "{epochs:?}");
 }
+
+/// A row has one URL: another spelling of its id (upper case, braces, `urn:uuid:`, no
+/// hyphens, percent-encoded, padded) names no row, so no entry can be cached under a URL
+/// that the row's writes do not invalidate.
+#[tokio::test]
+async fn a_row_has_one_url_so_no_other_spelling_of_its_id_outlives_a_write() {
+    let app = spawn_app().await;
+    let org = org(&app, "spellings@example.com").await;
+    let api = app.caller(&org.token);
+    let id = org.item.clone();
+    let upper = id.to_uppercase();
+    let simple = id.replace('-', "");
+    let encoded = format!("%{:02x}{}", id.as_bytes()[0], &id[1..]);
+    for spelling in [
+        upper.clone(),
+        format!("{{{id}}}"),
+        format!("urn:uuid:{id}"),
+        simple,
+        encoded,
+        format!("{id}%20"),
+        format!("%20{id}"),
+    ] {
+        for _ in 0..2 {
+            let read = api.get(&format!("/items/{spelling}")).await;
+            assert_eq!(
+                read.problem(StatusCode::NOT_FOUND)["detail"],
+                "no such item"
+            );
+        }
+        let write = api
+            .patch(&format!("/items/{spelling}"), json!({"priceCents": 1}))
+            .await;
+        write.problem(StatusCode::NOT_FOUND);
+        let delete = api.delete(&format!("/items/{spelling}")).await;
+        delete.problem(StatusCode::NOT_FOUND);
+    }
+    // The one URL is cached, and a delete through it leaves nothing to serve.
+    let path = format!("/items/{id}");
+    assert_eq!(api.get(&path).await.header("x-cache"), "MISS");
+    assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
+    assert_eq!(api.delete(&path).await.status, StatusCode::NO_CONTENT);
+    for path in [path, format!("/items/{upper}")] {
+        api.get(&path).await.problem(StatusCode::NOT_FOUND);
+    }
+}

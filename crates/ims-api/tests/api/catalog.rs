@@ -749,3 +749,66 @@ async fn references_into_another_organization_are_422() {
     );
     assert_eq!(alice.get(&item_path).await.expect(StatusCode::OK), my_item);
 }
+
+/// A body is a JSON object, sent as written: an array of the fields in order (which serde
+/// would read as the struct), a compressed body, or a declared length over the limit are
+/// refused before anything is written. The last is refused at once, not after waiting for
+/// a body that would be refused anyway.
+#[tokio::test]
+async fn bodies_are_objects_sent_uncompressed_within_the_limit() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let (t, _) = user(&app, "shapes@example.com").await;
+    let api = app.caller(&t);
+    let rate = api
+        .create("/tax-rates", json!({"name": "VAT", "rateBps": 825}))
+        .await;
+    let path = format!("/tax-rates/{}", id(&rate));
+    for (method, target, body) in [
+        (Method::POST, "/tax-rates", json!(["Arrayed", 825])),
+        (Method::PUT, path.as_str(), json!(["Arrayed", 825])),
+        (Method::PATCH, path.as_str(), json!(["Arrayed"])),
+    ] {
+        let problem = api
+            .send(method, target, Some(body))
+            .await
+            .field_error("body");
+        assert_eq!(problem["errors"]["body"][0], "must be a JSON object");
+    }
+    let compressed = app
+        .client
+        .post(format!("{}/tax-rates", app.address))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(r#"{"name":"Zipped","rateBps":1}"#)
+        .send()
+        .await
+        .expect("request");
+    assert_problem(compressed, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    assert_eq!(rows_in(&app, "tax_rates").await, 1, "nothing created");
+    assert_eq!(api.get(&path).await.expect(StatusCode::OK), rate);
+
+    let host = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(host).await.expect("connect");
+    let head = format!(
+        "POST /tax-rates HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {t}\r\n\
+         Content-Type: application/json\r\nContent-Length: 5000000\r\n\r\n{{\"a\":1}}"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut response = vec![0u8; 4096];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read(&mut response),
+    )
+    .await
+    .expect("answered before the body came")
+    .expect("read");
+    let text = String::from_utf8_lossy(&response[..read]).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 413"), "{text}");
+    assert!(
+        text.contains("content-type: application/problem+json"),
+        "{text}"
+    );
+}

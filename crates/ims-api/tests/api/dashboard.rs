@@ -648,6 +648,15 @@ async fn bad_parameters_are_422_naming_the_field() {
         ("/dashboard/top-customers?limit=51", "limit"),
         ("/dashboard/top-products?limit=five", "limit"),
         ("/dashboard/top-products?from=2026-1-1", "from"),
+        // RFC 3339 full-dates only: no signed or five-digit years.
+        ("/dashboard/kpis?from=-2026-01-01", "from"),
+        ("/dashboard/kpis?from=%2B2026-01-01", "from"),
+        ("/dashboard/kpis?to=-9999-01-01", "to"),
+        ("/dashboard/kpis?to=12026-01-01", "to"),
+        (
+            "/dashboard/sales-chart?from=-0001-12-31&to=0000-01-02",
+            "from",
+        ),
     ] {
         app.caller(&t).get(path).await.field_error(field);
     }

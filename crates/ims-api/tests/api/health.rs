@@ -138,3 +138,32 @@ async fn metrics_are_prometheus_text_labelled_by_route_template() {
         );
     }
 }
+
+/// Any token is a method to HTTP, and each method label value would be a new series kept for
+/// the life of the process: methods RFC 9110 does not name are counted as `OTHER`.
+#[tokio::test]
+async fn unknown_methods_share_one_metric_label() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    for n in 0..20 {
+        let method =
+            reqwest::Method::from_bytes(format!("X{n:04}ABCDEF").as_bytes()).expect("method");
+        let response = client
+            .request(method, format!("{}/health/live", app.address))
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let metrics = app.anonymous().get("/metrics").await.text;
+    assert!(!metrics.contains("X0001ABCDEF"), "{metrics}");
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with(
+                r#"ims_http_requests_total{method="OTHER",route="/health/live",status="405"}"#,
+            )
+        })
+        .unwrap_or_else(|| panic!("no OTHER series in\n{metrics}"));
+    assert!(line.ends_with(" 20"), "{line}");
+}

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{id, spawn_app, Reply, TestApp};
+use crate::helpers::{assert_problem, id, send_raw, spawn_app, Reply, TestApp};
 
 /// `ims_api::money::MAX_CENTS`, written out: the tests check the documented number.
 const MAX_CENTS: i64 = 10_000_000_000_000;
@@ -691,4 +691,48 @@ async fn stock_valued_past_64_bits_is_exact_and_levels_stop_at_their_bound() {
         "valueCents",
         &(i128::from(MAX_STOCK) * i128::from(MAX_CENTS)).to_string(),
     );
+}
+
+/// A number is read as it is written: a fraction that a float cannot hold
+/// (`1999.99999999999999` is `2000.0` as an `f64`) is still a fraction, so a 422 and nothing
+/// written, never a rounded amount; an integer written as a float (`4.768e3`) is the integer.
+#[tokio::test]
+async fn a_fraction_is_refused_even_where_a_float_would_round_it_to_an_integer() {
+    let app = spawn_app().await;
+    let org = Org::new(&app, "fractions@example.com").await;
+    let item = org.item(&app, "F-1", 100, json!({})).await;
+    let adjust = |delta: &str| {
+        format!(
+            r#"{{"itemId":"{item}","warehouseId":"{}","quantityDelta":{delta},"reason":"x"}}"#,
+            org.warehouse
+        )
+    };
+    for (path, body) in [
+        (
+            "/items",
+            r#"{"name":"f","sku":"FR-1","priceCents":1999.99999999999999}"#.to_string(),
+        ),
+        (
+            "/items",
+            r#"{"name":"f","sku":"FR-2","priceCents":10000000000000.0000001}"#.to_string(),
+        ),
+        ("/inventory/adjustments", adjust("0.99999999999999999")),
+        ("/inventory/adjustments", adjust("1.0000000000000000001")),
+    ] {
+        let response = send_raw(&app, Method::POST, path, &body, &org.token).await;
+        assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+    }
+    assert_eq!(org.total(&app, "/items").await, 1, "no item written");
+    assert_eq!(org.total(&app, "/inventory/adjustments").await, 0);
+    let response = send_raw(
+        &app,
+        Method::POST,
+        "/items",
+        r#"{"name":"f","sku":"FR-3","priceCents":4.768e3}"#,
+        &org.token,
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let created: Value = response.json().await.expect("json");
+    assert_eq!(created["priceCents"], 4768);
 }

@@ -385,6 +385,45 @@ async fn open_orders_can_change_and_be_cancelled() {
     assert_eq!(all["total"], 1);
 }
 
+/// An invoice copies its order's figures, so once invoiced an order keeps what was billed:
+/// its customer, warehouse and lines no longer change and it is not cancelled (409 naming
+/// the invoice); its notes still change, and it is fulfilled as before.
+#[tokio::test]
+async fn an_invoiced_order_keeps_what_was_billed() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "billed@example.com").await;
+    let api = app.caller(&shop.token);
+    let order = shop
+        .sales_order(&app, json!([{"itemId": shop.gadget, "quantity": 1}]))
+        .await;
+    let path = format!("/sales-orders/{}", id(&order));
+    let invoice = api
+        .create("/invoices", json!({"salesOrderId": id(&order)}))
+        .await;
+    for change in [
+        json!({"lines": [{"itemId": shop.gadget, "quantity": 5}]}),
+        json!({"status": "cancelled"}),
+        json!({"warehouseId": shop.other_warehouse}),
+        json!({"customerId": shop.customer, "notes": "again"}),
+    ] {
+        let problem = api.patch(&path, change).await.problem(StatusCode::CONFLICT);
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("INV-000001")),
+            "{problem}"
+        );
+    }
+    let noted: Value = api.patch(&path, json!({"notes": "gift"})).await.json();
+    assert_eq!(noted["notes"], "gift");
+    assert_eq!(noted["totalCents"], invoice["totalCents"]);
+    assert_eq!(noted["status"], "open");
+    shop.adjust(&app, &shop.gadget, &shop.warehouse, 1).await;
+    let fulfilled: Value = api.post(&format!("{path}/fulfil"), json!({})).await.json();
+    assert_eq!(fulfilled["status"], "fulfilled");
+    assert_eq!(fulfilled["totalCents"], invoice["totalCents"]);
+}
+
 #[tokio::test]
 async fn purchase_orders_put_stock_in_once() {
     let app = spawn_app().await;

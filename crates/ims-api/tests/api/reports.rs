@@ -298,3 +298,50 @@ async fn reports_cap_rows_at_ten_thousand() {
         json!({"quantity": 10_001, "valueCents": 10_001 * 10_002 / 2})
     );
 }
+
+/// Names are the users': a CSV cell that a spreadsheet would run as a formula is written
+/// with a leading `'` (shown as text); numbers, negative ones included, stay numbers.
+#[tokio::test]
+async fn csv_cells_that_would_run_as_formulas_are_written_as_text() {
+    let app = spawn_app().await;
+    let (t, _) = user(&app, "formulas@example.com").await;
+    let api = app.caller(&t);
+    let warehouse = api
+        .create("/warehouses", json!({"name": "Main", "code": "M"}))
+        .await;
+    for (n, name) in [
+        r#"=HYPERLINK("http://evil","x")"#,
+        "+1+1",
+        "-2+3",
+        "@SUM(A1)",
+        "Plain",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let item = api
+            .create(
+                "/items",
+                json!({"name": name, "sku": format!("S{n}"), "priceCents": 100, "costCents": 50}),
+            )
+            .await;
+        let stock = json!({"itemId": item["id"], "warehouseId": warehouse["id"], "quantityDelta": 2, "reason": "count"});
+        api.create("/inventory/adjustments", stock).await;
+    }
+    let csv = api
+        .with(&[("accept", "text/csv")])
+        .get("/reports/inventory-valuation")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    let text = csv.text;
+    for defused in [
+        r#""'=HYPERLINK(""http://evil"",""x"")""#,
+        "'+1+1",
+        "'-2+3",
+        "'@SUM(A1)",
+    ] {
+        assert!(text.contains(defused), "{defused} in\n{text}");
+    }
+    assert!(text.contains(",Plain,"), "{text}");
+    assert!(!text.contains(",=") && !text.contains(",+"), "{text}");
+}
