@@ -13,6 +13,10 @@ pub fn query_hash(query: Option<&str>) -> String {
 /// Appends [`query_hash`] to `out` (a key being built: no string of its own).
 pub fn push_query_hash(out: &mut String, query: Option<&str>) {
     let query = query.unwrap_or("");
+    // The hash of no query, the commonest by far (a plain list read), is a constant.
+    if query.is_empty() {
+        return out.push_str(EMPTY_MD5_HEX);
+    }
     if is_canonical(query) {
         return push_md5_hex(out, query.as_bytes());
     }
@@ -24,6 +28,9 @@ pub fn push_query_hash(out: &mut String, query: Option<&str>) {
         .finish();
     push_md5_hex(out, canonical.as_bytes());
 }
+
+/// MD5 of the empty string, in hex.
+const EMPTY_MD5_HEX: &str = "d41d8cd98f00b204e9800998ecf8427e";
 
 /// Appends the MD5 hex of `bytes`, encoded in one pass (`hex::encode` collects it character
 /// by character into a string of its own).
