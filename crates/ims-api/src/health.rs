@@ -23,10 +23,7 @@ pub fn metrics_router() -> OpenApiRouter<AppState> {
 }
 
 #[utoipa::path(
-    get,
-    path = "/metrics",
-    operation_id = "getMetrics",
-    summary = "Prometheus metrics",
+    get, path = "/metrics", operation_id = "getMetrics", summary = "Prometheus metrics",
     description = "Requests and latency by route and status, response-cache counters, Redis state and database pool, in the Prometheus text format.",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain")),
 )]
@@ -110,14 +107,10 @@ struct OrganizationCacheStats {
 }
 
 #[utoipa::path(
-    get,
-    path = "/cache/stats",
-    operation_id = "getOrganizationCacheStats",
+    get, path = "/cache/stats", operation_id = "getOrganizationCacheStats",
     summary = "The caller's organization's cache figures",
     description = "Hits and misses on this instance since start, and entries cached now. Never another organization's.",
-    responses(
-        (status = 200, description = "The organization's figures", body = OrganizationCacheStats),
-    ),
+    responses((status = 200, description = "The organization's figures", body = OrganizationCacheStats)),
     security(("bearer" = []))
 )]
 async fn organization_cache_stats(
@@ -222,13 +215,9 @@ struct MasterReport {
 }
 
 #[utoipa::path(
-    get,
-    path = "/health/cache",
-    operation_id = "getCacheStats",
+    get, path = "/health/cache", operation_id = "getCacheStats",
     summary = "Response cache counters since start",
-    responses(
-        (status = 200, description = "Hits, misses, hit rate, L1/L2 split, invalidations, errors", body = CacheReport),
-    ),
+    responses((status = 200, description = "Hits, misses, hit rate, L1/L2 split, invalidations, errors", body = CacheReport)),
 )]
 async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     let stats = state.cache.stats();
@@ -321,10 +310,7 @@ struct Probe {
 }
 
 #[utoipa::path(
-    get,
-    path = "/health/live",
-    operation_id = "getLiveness",
-    summary = "Liveness probe",
+    get, path = "/health/live", operation_id = "getLiveness", summary = "Liveness probe",
     description = "200 while the process serves requests. Touches neither the database nor Redis.",
     responses((status = 200, description = "The process answers", body = Probe)),
 )]
@@ -333,10 +319,7 @@ async fn live() -> Json<Probe> {
 }
 
 #[utoipa::path(
-    get,
-    path = "/health/ready",
-    operation_id = "getReadiness",
-    summary = "Readiness probe",
+    get, path = "/health/ready", operation_id = "getReadiness", summary = "Readiness probe",
     description = "200 when the instance should get traffic; 503 while the database is unreachable (a real `SELECT 1`, at most 2 s) and from SIGTERM on (draining). Redis down is still ready: the API degrades without it.",
     responses(
         (status = 200, description = "Ready", body = Probe),
@@ -399,10 +382,7 @@ fn millis(d: Duration) -> f64 {
 }
 
 #[utoipa::path(
-    get,
-    path = "/health",
-    operation_id = "getHealth",
-    summary = "Service health",
+    get, path = "/health", operation_id = "getHealth", summary = "Service health",
     description = "Real round trips to the database (`SELECT 1`) and Redis (`PING`). Redis down is degraded but healthy.",
     responses(
         (status = 200, description = "Healthy (Redis may be down)", body = HealthReport),

@@ -3,14 +3,18 @@
 //!
 //! Every handler carries a `#[utoipa::path(...)]` attribute next to its code, and each
 //! domain module declares its routes with `utoipa_axum`'s `routes!`, so the router and the
-//! document come from one list: a route cannot be served undocumented. [`finish`] adds
+//! document come from one list: a route cannot be served undocumented. An attribute's
+//! first line is the operation's identity (method, path, operation id, summary); what
+//! follows says only what is the operation's own (its body, parameters, and answers, one
+//! per line; a single answer stays on one line). [`finish`] adds
 //! what is global: the title and version, the tags, the `bearer` security scheme (the
 //! access token of `POST /auth/login`), and what many operations share: a row's `id`
 //! parameter and 404, and the answers 401, 400, 422, 415, 429 with the rate-limit headers.
 //! The areas whose every route needs the token are marked once where they are merged
 //! (`crate::policy::signed_in`); each cached route's cache headers and 304
-//! come with its cache policy (`crate::policy::RoutePolicy::cache`). Request and response types derive `utoipa::ToSchema`, so a
-//! field added to a type shows up in the document without further work.
+//! come with its cache policy (`crate::policy::RoutePolicy::cache`). Request and response
+//! types derive `utoipa::ToSchema`, so a field added to a type shows up in the document
+//! without further work.
 //!
 //! `/openapi.json` is built once, at start, and served from memory; it needs nothing from
 //! outside. `/docs` is one HTML page embedding the same document and rendered by Scalar,

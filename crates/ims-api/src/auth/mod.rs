@@ -178,9 +178,7 @@ fn expiry_after(ttl: Duration) -> String {
 }
 
 #[utoipa::path(
-    post,
-    path = "/auth/register",
-    operation_id = "register",
+    post, path = "/auth/register", operation_id = "register",
     summary = "Register an organization and its first user",
     description = "Creates the organization and its first user (role `admin`) and starts a session.",
     request_body = RegisterBody,
@@ -244,10 +242,7 @@ async fn register(
 }
 
 #[utoipa::path(
-    post,
-    path = "/auth/login",
-    operation_id = "login",
-    summary = "Log in",
+    post, path = "/auth/login", operation_id = "login", summary = "Log in",
     request_body = LoginBody,
     responses(
         (status = 200, description = "A token pair for a new session", body = TokenPair),
@@ -354,9 +349,7 @@ fn invalid_refresh() -> ApiError {
 }
 
 #[utoipa::path(
-    post,
-    path = "/auth/refresh",
-    operation_id = "refreshTokens",
+    post, path = "/auth/refresh", operation_id = "refreshTokens",
     summary = "Rotate a refresh token",
     description = "Returns a new pair; the presented refresh token is dead from now on. Presenting an already rotated token revokes its whole session.",
     request_body = RefreshBody,
@@ -530,14 +523,10 @@ async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool
 }
 
 #[utoipa::path(
-    post,
-    path = "/auth/logout",
-    operation_id = "logout",
+    post, path = "/auth/logout", operation_id = "logout",
     summary = "Log out: end the refresh token's session",
     request_body = RefreshBody,
-    responses(
-        (status = 204, description = "Logged out"),
-    ),
+    responses((status = 204, description = "Logged out")),
     security(("bearer" = []))
 )]
 async fn logout(
@@ -585,13 +574,8 @@ async fn logout(
 }
 
 #[utoipa::path(
-    get,
-    path = "/auth/me",
-    operation_id = "getMe",
-    summary = "The calling user",
-    responses(
-        (status = 200, description = "The user, with the current session id", body = MeView),
-    ),
+    get, path = "/auth/me", operation_id = "getMe", summary = "The calling user",
+    responses((status = 200, description = "The user, with the current session id", body = MeView)),
     security(("bearer" = []))
 )]
 async fn me(State(state): State<AppState>, caller: AuthUser) -> ApiResult<Json<MeView>> {
@@ -631,13 +615,9 @@ struct SessionView {
 }
 
 #[utoipa::path(
-    get,
-    path = "/auth/sessions",
-    operation_id = "listSessions",
+    get, path = "/auth/sessions", operation_id = "listSessions",
     summary = "The caller's active sessions",
-    responses(
-        (status = 200, description = "Active sessions, the current one marked", body = SessionList),
-    ),
+    responses((status = 200, description = "Active sessions, the current one marked", body = SessionList)),
     security(("bearer" = []))
 )]
 async fn list_sessions(
@@ -656,13 +636,9 @@ async fn list_sessions(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/auth/sessions",
-    operation_id = "revokeAllSessions",
+    delete, path = "/auth/sessions", operation_id = "revokeAllSessions",
     summary = "Revoke all of the caller's sessions",
-    responses(
-        (status = 204, description = "Revoked"),
-    ),
+    responses((status = 204, description = "Revoked")),
     security(("bearer" = []))
 )]
 async fn revoke_all_sessions(
@@ -674,9 +650,7 @@ async fn revoke_all_sessions(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/auth/sessions/{id}",
-    operation_id = "revokeSession",
+    delete, path = "/auth/sessions/{id}", operation_id = "revokeSession",
     summary = "Revoke one of the caller's sessions",
     responses(
         (status = 204, description = "Revoked"),

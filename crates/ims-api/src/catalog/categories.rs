@@ -130,20 +130,9 @@ async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> Ap
 }
 
 #[utoipa::path(
-    get,
-    path = "/categories",
-    operation_id = "listCategories",
-    summary = "List categories",
-    params(
-        crate::pagination::PageParams,
-    ),
-    responses(
-        (
-            status = 200,
-            description = "One page of categories",
-            body = crate::pagination::Paginated<Category>,
-        ),
-    ),
+    get, path = "/categories", operation_id = "listCategories", summary = "List categories",
+    params(crate::pagination::PageParams),
+    responses((status = 200, description = "One page of categories", body = crate::pagination::Paginated<Category>)),
 )]
 async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Paginated<Category>>> {
     let filter = ROWS.of_organization(&org.id);
@@ -152,14 +141,9 @@ async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Pagina
 }
 
 #[utoipa::path(
-    post,
-    path = "/categories",
-    operation_id = "createCategory",
-    summary = "Create a category",
+    post, path = "/categories", operation_id = "createCategory", summary = "Create a category",
     request_body = CategoryBody,
-    responses(
-        (status = 201, description = "The new category", body = Category),
-    ),
+    responses((status = 201, description = "The new category", body = Category)),
 )]
 async fn create(
     org: Org,
@@ -192,27 +176,18 @@ async fn create(
 }
 
 #[utoipa::path(
-    get,
-    path = "/categories/{id}",
-    operation_id = "getCategory",
-    summary = "Get a category",
-    responses(
-        (status = 200, description = "The category", body = Category),
-    ),
+    get, path = "/categories/{id}", operation_id = "getCategory", summary = "Get a category",
+    responses((status = 200, description = "The category", body = Category)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Category>> {
     Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
-    put,
-    path = "/categories/{id}",
-    operation_id = "replaceCategory",
+    put, path = "/categories/{id}", operation_id = "replaceCategory",
     summary = "Replace a category",
     request_body = CategoryBody,
-    responses(
-        (status = 200, description = "The updated category", body = Category),
-    ),
+    responses((status = 200, description = "The updated category", body = Category)),
 )]
 async fn replace(
     org: Org,
@@ -225,14 +200,10 @@ async fn replace(
 }
 
 #[utoipa::path(
-    patch,
-    path = "/categories/{id}",
-    operation_id = "updateCategory",
+    patch, path = "/categories/{id}", operation_id = "updateCategory",
     summary = "Update some fields of a category",
     request_body = CategoryPatch,
-    responses(
-        (status = 200, description = "The updated category", body = Category),
-    ),
+    responses((status = 200, description = "The updated category", body = Category)),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<CategoryPatch>) -> ApiResult<Json<Category>> {
     let current = ROWS.find(&org.db, &org.id, &id).await?;
@@ -264,13 +235,9 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
 }
 
 #[utoipa::path(
-    delete,
-    path = "/categories/{id}",
-    operation_id = "deleteCategory",
+    delete, path = "/categories/{id}", operation_id = "deleteCategory",
     summary = "Delete a category",
-    responses(
-        (status = 409, description = "The category has subcategories or items", body = crate::error::Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 409, description = "The category has subcategories or items", body = crate::error::Problem, content_type = "application/problem+json")),
 )]
 async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
     ROWS.delete(&org.db, &org.id, &id).await

@@ -79,20 +79,9 @@ fn validate(body: TaxRateBody, mut v: Validator) -> ApiResult<TaxRateBody> {
 }
 
 #[utoipa::path(
-    get,
-    path = "/tax-rates",
-    operation_id = "listTaxRates",
-    summary = "List tax rates",
-    params(
-        crate::pagination::PageParams,
-    ),
-    responses(
-        (
-            status = 200,
-            description = "One page of tax rates",
-            body = crate::pagination::Paginated<TaxRate>,
-        ),
-    ),
+    get, path = "/tax-rates", operation_id = "listTaxRates", summary = "List tax rates",
+    params(crate::pagination::PageParams),
+    responses((status = 200, description = "One page of tax rates", body = crate::pagination::Paginated<TaxRate>)),
 )]
 async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Paginated<TaxRate>>> {
     let filter = ROWS.of_organization(&org.id);
@@ -101,14 +90,9 @@ async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Pagina
 }
 
 #[utoipa::path(
-    post,
-    path = "/tax-rates",
-    operation_id = "createTaxRate",
-    summary = "Create a tax rate",
+    post, path = "/tax-rates", operation_id = "createTaxRate", summary = "Create a tax rate",
     request_body = TaxRateBody,
-    responses(
-        (status = 201, description = "The new tax rate", body = TaxRate),
-    ),
+    responses((status = 201, description = "The new tax rate", body = TaxRate)),
 )]
 async fn create(org: Org, Json(body): Json<TaxRateBody>) -> ApiResult<(StatusCode, Json<TaxRate>)> {
     let input = validate(body, Validator::default())?;
@@ -135,27 +119,17 @@ async fn create(org: Org, Json(body): Json<TaxRateBody>) -> ApiResult<(StatusCod
 }
 
 #[utoipa::path(
-    get,
-    path = "/tax-rates/{id}",
-    operation_id = "getTaxRate",
-    summary = "Get a tax rate",
-    responses(
-        (status = 200, description = "The tax rate", body = TaxRate),
-    ),
+    get, path = "/tax-rates/{id}", operation_id = "getTaxRate", summary = "Get a tax rate",
+    responses((status = 200, description = "The tax rate", body = TaxRate)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<TaxRate>> {
     Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
-    put,
-    path = "/tax-rates/{id}",
-    operation_id = "replaceTaxRate",
-    summary = "Replace a tax rate",
+    put, path = "/tax-rates/{id}", operation_id = "replaceTaxRate", summary = "Replace a tax rate",
     request_body = TaxRateBody,
-    responses(
-        (status = 200, description = "The updated tax rate", body = TaxRate),
-    ),
+    responses((status = 200, description = "The updated tax rate", body = TaxRate)),
 )]
 async fn replace(org: Org, Id(id): Id, Json(body): Json<TaxRateBody>) -> ApiResult<Json<TaxRate>> {
     ROWS.find(&org.db, &org.id, &id).await?;
@@ -164,14 +138,10 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<TaxRateBody>) -> ApiResu
 }
 
 #[utoipa::path(
-    patch,
-    path = "/tax-rates/{id}",
-    operation_id = "updateTaxRate",
+    patch, path = "/tax-rates/{id}", operation_id = "updateTaxRate",
     summary = "Update some fields of a tax rate",
     request_body = TaxRatePatch,
-    responses(
-        (status = 200, description = "The updated tax rate", body = TaxRate),
-    ),
+    responses((status = 200, description = "The updated tax rate", body = TaxRate)),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<TaxRatePatch>) -> ApiResult<Json<TaxRate>> {
     let current = ROWS.find(&org.db, &org.id, &id).await?;
@@ -202,13 +172,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
 }
 
 #[utoipa::path(
-    delete,
-    path = "/tax-rates/{id}",
-    operation_id = "deleteTaxRate",
-    summary = "Delete a tax rate",
-    responses(
-        (status = 409, description = "Items use the tax rate", body = crate::error::Problem, content_type = "application/problem+json"),
-    ),
+    delete, path = "/tax-rates/{id}", operation_id = "deleteTaxRate", summary = "Delete a tax rate",
+    responses((status = 409, description = "Items use the tax rate", body = crate::error::Problem, content_type = "application/problem+json")),
 )]
 async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
     ROWS.delete(&org.db, &org.id, &id).await

@@ -85,16 +85,9 @@ fn duplicate_code(e: sqlx::Error) -> ApiError {
 }
 
 #[utoipa::path(
-    get,
-    path = "/warehouses",
-    operation_id = "listWarehouses",
-    summary = "List warehouses",
-    params(
-        crate::pagination::PageParams,
-    ),
-    responses(
-        (status = 200, description = "One page of warehouses", body = crate::pagination::Paginated<Warehouse>),
-    ),
+    get, path = "/warehouses", operation_id = "listWarehouses", summary = "List warehouses",
+    params(crate::pagination::PageParams),
+    responses((status = 200, description = "One page of warehouses", body = crate::pagination::Paginated<Warehouse>)),
 )]
 async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Paginated<Warehouse>>> {
     let filter = ROWS.of_organization(&org.id);
@@ -103,10 +96,7 @@ async fn list(org: Org, Query(page): Query<PageParams>) -> ApiResult<Json<Pagina
 }
 
 #[utoipa::path(
-    post,
-    path = "/warehouses",
-    operation_id = "createWarehouse",
-    summary = "Create a warehouse",
+    post, path = "/warehouses", operation_id = "createWarehouse", summary = "Create a warehouse",
     request_body = WarehouseBody,
     responses(
         (status = 201, description = "The new warehouse", body = Warehouse),
@@ -145,22 +135,15 @@ async fn create(
 }
 
 #[utoipa::path(
-    get,
-    path = "/warehouses/{id}",
-    operation_id = "getWarehouse",
-    summary = "Get a warehouse",
-    responses(
-        (status = 200, description = "The warehouse", body = Warehouse),
-    ),
+    get, path = "/warehouses/{id}", operation_id = "getWarehouse", summary = "Get a warehouse",
+    responses((status = 200, description = "The warehouse", body = Warehouse)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Warehouse>> {
     Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
-    put,
-    path = "/warehouses/{id}",
-    operation_id = "replaceWarehouse",
+    put, path = "/warehouses/{id}", operation_id = "replaceWarehouse",
     summary = "Replace a warehouse",
     request_body = WarehouseBody,
     responses(
@@ -179,9 +162,7 @@ async fn replace(
 }
 
 #[utoipa::path(
-    patch,
-    path = "/warehouses/{id}",
-    operation_id = "updateWarehouse",
+    patch, path = "/warehouses/{id}", operation_id = "updateWarehouse",
     summary = "Update some fields of a warehouse",
     request_body = WarehousePatch,
     responses(
@@ -228,13 +209,9 @@ async fn update(
 }
 
 #[utoipa::path(
-    delete,
-    path = "/warehouses/{id}",
-    operation_id = "deleteWarehouse",
+    delete, path = "/warehouses/{id}", operation_id = "deleteWarehouse",
     summary = "Delete a warehouse",
-    responses(
-        (status = 409, description = "The warehouse holds stock or orders refer to it", body = crate::error::Problem, content_type = "application/problem+json"),
-    ),
+    responses((status = 409, description = "The warehouse holds stock or orders refer to it", body = crate::error::Problem, content_type = "application/problem+json")),
 )]
 async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
     ROWS.delete(&org.db, &org.id, &id).await

@@ -143,22 +143,13 @@ struct ListParams {
 }
 
 #[utoipa::path(
-    get,
-    path = "/contacts",
-    operation_id = "listContacts",
-    summary = "List contacts",
+    get, path = "/contacts", operation_id = "listContacts", summary = "List contacts",
     params(
         crate::pagination::PageParams,
         ("type" = Option<String>, Query, pattern = "^(customer|vendor)$", description = "`customer` or `vendor`"),
         ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive substring of the name or email"),
     ),
-    responses(
-        (
-            status = 200,
-            description = "One page of contacts",
-            body = crate::pagination::Paginated<Contact>,
-        ),
-    ),
+    responses((status = 200, description = "One page of contacts", body = crate::pagination::Paginated<Contact>)),
 )]
 async fn list(org: Org, Query(params): Query<ListParams>) -> ApiResult<Json<Paginated<Contact>>> {
     let mut v = Validator::default();
@@ -194,14 +185,9 @@ async fn list(org: Org, Query(params): Query<ListParams>) -> ApiResult<Json<Pagi
 }
 
 #[utoipa::path(
-    post,
-    path = "/contacts",
-    operation_id = "createContact",
-    summary = "Create a contact",
+    post, path = "/contacts", operation_id = "createContact", summary = "Create a contact",
     request_body = ContactBody,
-    responses(
-        (status = 201, description = "The new contact", body = Contact),
-    ),
+    responses((status = 201, description = "The new contact", body = Contact)),
 )]
 async fn create(org: Org, Json(body): Json<ContactBody>) -> ApiResult<(StatusCode, Json<Contact>)> {
     let input = validate(body, Validator::default())?;
@@ -238,27 +224,17 @@ async fn create(org: Org, Json(body): Json<ContactBody>) -> ApiResult<(StatusCod
 }
 
 #[utoipa::path(
-    get,
-    path = "/contacts/{id}",
-    operation_id = "getContact",
-    summary = "Get a contact",
-    responses(
-        (status = 200, description = "The contact", body = Contact),
-    ),
+    get, path = "/contacts/{id}", operation_id = "getContact", summary = "Get a contact",
+    responses((status = 200, description = "The contact", body = Contact)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Contact>> {
     Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
-    put,
-    path = "/contacts/{id}",
-    operation_id = "replaceContact",
-    summary = "Replace a contact",
+    put, path = "/contacts/{id}", operation_id = "replaceContact", summary = "Replace a contact",
     request_body = ContactBody,
-    responses(
-        (status = 200, description = "The updated contact", body = Contact),
-    ),
+    responses((status = 200, description = "The updated contact", body = Contact)),
 )]
 async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResult<Json<Contact>> {
     ROWS.find(&org.db, &org.id, &id).await?;
@@ -267,14 +243,10 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResu
 }
 
 #[utoipa::path(
-    patch,
-    path = "/contacts/{id}",
-    operation_id = "updateContact",
+    patch, path = "/contacts/{id}", operation_id = "updateContact",
     summary = "Update some fields of a contact",
     request_body = ContactPatch,
-    responses(
-        (status = 200, description = "The updated contact", body = Contact),
-    ),
+    responses((status = 200, description = "The updated contact", body = Contact)),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResult<Json<Contact>> {
     let current = ROWS.find(&org.db, &org.id, &id).await?;
@@ -309,13 +281,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
 }
 
 #[utoipa::path(
-    delete,
-    path = "/contacts/{id}",
-    operation_id = "deleteContact",
-    summary = "Delete a contact",
-    responses(
-        (status = 409, description = "Orders or invoices refer to the contact", body = crate::error::Problem, content_type = "application/problem+json"),
-    ),
+    delete, path = "/contacts/{id}", operation_id = "deleteContact", summary = "Delete a contact",
+    responses((status = 409, description = "Orders or invoices refer to the contact", body = crate::error::Problem, content_type = "application/problem+json")),
 )]
 async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
     ROWS.delete(&org.db, &org.id, &id).await

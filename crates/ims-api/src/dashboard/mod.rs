@@ -246,21 +246,12 @@ fn average(revenue: Cents, orders: i64) -> Cents {
 }
 
 #[utoipa::path(
-    get,
-    path = "/dashboard/kpis",
-    operation_id = "getKpis",
-    summary = "Key figures",
+    get, path = "/dashboard/kpis", operation_id = "getKpis", summary = "Key figures",
     params(
         ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
     ),
-    responses(
-        (
-            status = 200,
-            description = "Revenue, orders, receivables and stock figures",
-            body = Kpis,
-        ),
-    ),
+    responses((status = 200, description = "Revenue, orders, receivables and stock figures", body = Kpis)),
 )]
 async fn kpis(org: Org, Query(params): Query<Params>) -> ApiResult<Json<Kpis>> {
     let mut v = Validator::default();
@@ -315,22 +306,14 @@ struct SalesChart {
 }
 
 #[utoipa::path(
-    get,
-    path = "/dashboard/sales-chart",
-    operation_id = "getSalesChart",
+    get, path = "/dashboard/sales-chart", operation_id = "getSalesChart",
     summary = "Sales per day or month",
     params(
         ("interval" = Option<String>, Query, pattern = "^(day|month)$", description = "`day` (default) or `month`"),
         ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
     ),
-    responses(
-        (
-            status = 200,
-            description = "Every day or month of the range, zero-filled",
-            body = SalesChart,
-        ),
-    ),
+    responses((status = 200, description = "Every day or month of the range, zero-filled", body = SalesChart)),
 )]
 async fn sales_chart(org: Org, Query(params): Query<Params>) -> ApiResult<Json<SalesChart>> {
     let mut v = Validator::default();
@@ -423,22 +406,14 @@ struct TopCustomer {
 }
 
 #[utoipa::path(
-    get,
-    path = "/dashboard/top-customers",
-    operation_id = "getTopCustomers",
+    get, path = "/dashboard/top-customers", operation_id = "getTopCustomers",
     summary = "Customers by revenue",
     params(
         ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Rows, 1 to 50; default 5"),
     ),
-    responses(
-        (
-            status = 200,
-            description = "Customers, highest revenue first",
-            body = Ranking<TopCustomer>,
-        ),
-    ),
+    responses((status = 200, description = "Customers, highest revenue first", body = Ranking<TopCustomer>)),
 )]
 async fn top_customers(
     org: Org,
@@ -474,22 +449,14 @@ struct TopProduct {
 }
 
 #[utoipa::path(
-    get,
-    path = "/dashboard/top-products",
-    operation_id = "getTopProducts",
+    get, path = "/dashboard/top-products", operation_id = "getTopProducts",
     summary = "Items by revenue",
     params(
         ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 50, description = "Rows, 1 to 50; default 5"),
     ),
-    responses(
-        (
-            status = 200,
-            description = "Items, highest revenue first",
-            body = Ranking<TopProduct>,
-        ),
-    ),
+    responses((status = 200, description = "Items, highest revenue first", body = Ranking<TopProduct>)),
 )]
 async fn top_products(
     org: Org,
@@ -567,17 +534,9 @@ struct InventoryStatus {
 }
 
 #[utoipa::path(
-    get,
-    path = "/dashboard/inventory-status",
-    operation_id = "getInventoryStatus",
+    get, path = "/dashboard/inventory-status", operation_id = "getInventoryStatus",
     summary = "Stock totals, overall and per warehouse",
-    responses(
-        (
-            status = 200,
-            description = "Stock totals",
-            body = InventoryStatus,
-        ),
-    ),
+    responses((status = 200, description = "Stock totals", body = InventoryStatus)),
 )]
 async fn inventory_status(org: Org) -> ApiResult<Json<InventoryStatus>> {
     let stock = stock_summary(&org.db, &org.id).await?;

@@ -89,9 +89,7 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
 }
 
 #[utoipa::path(
-    get,
-    path = "/inventory/stock-levels",
-    operation_id = "listStockLevels",
+    get, path = "/inventory/stock-levels", operation_id = "listStockLevels",
     summary = "Stock per item and warehouse",
     params(
         crate::pagination::PageParams,
@@ -99,13 +97,7 @@ fn flag(raw: Option<&str>, field: &str, v: &mut Validator) -> bool {
         ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
         ("lowStock" = Option<bool>, Query, description = "`true`: only rows at or below the item's reorder level"),
     ),
-    responses(
-        (
-            status = 200,
-            description = "One page of stock levels",
-            body = crate::pagination::Paginated<StockLevel>,
-        ),
-    ),
+    responses((status = 200, description = "One page of stock levels", body = crate::pagination::Paginated<StockLevel>)),
 )]
 async fn stock_levels(
     org: Org,
@@ -207,9 +199,7 @@ async fn check_item_and_warehouses(
 }
 
 #[utoipa::path(
-    post,
-    path = "/inventory/adjustments",
-    operation_id = "createAdjustment",
+    post, path = "/inventory/adjustments", operation_id = "createAdjustment",
     summary = "Adjust the stock of an item in a warehouse",
     request_body = AdjustmentBody,
     responses(
@@ -334,18 +324,14 @@ impl LedgerQuery {
 }
 
 #[utoipa::path(
-    get,
-    path = "/inventory/adjustments",
-    operation_id = "listAdjustments",
+    get, path = "/inventory/adjustments", operation_id = "listAdjustments",
     summary = "List stock adjustments",
     params(
         crate::pagination::PageParams,
         ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
         ("warehouseId" = Option<String>, Query, format = Uuid, description = "Only this warehouse"),
     ),
-    responses(
-        (status = 200, description = "One page of adjustments, newest first", body = crate::pagination::Paginated<Adjustment>),
-    ),
+    responses((status = 200, description = "One page of adjustments, newest first", body = crate::pagination::Paginated<Adjustment>)),
 )]
 async fn list_adjustments(
     org: Org,
@@ -385,9 +371,7 @@ struct Transfer {
 }
 
 #[utoipa::path(
-    post,
-    path = "/inventory/transfers",
-    operation_id = "createTransfer",
+    post, path = "/inventory/transfers", operation_id = "createTransfer",
     summary = "Move stock between warehouses",
     request_body = TransferBody,
     responses(
@@ -473,18 +457,14 @@ async fn transfer(
 }
 
 #[utoipa::path(
-    get,
-    path = "/inventory/transfers",
-    operation_id = "listTransfers",
+    get, path = "/inventory/transfers", operation_id = "listTransfers",
     summary = "List stock transfers",
     params(
         crate::pagination::PageParams,
         ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
         ("warehouseId" = Option<String>, Query, format = Uuid, description = "Only this warehouse"),
     ),
-    responses(
-        (status = 200, description = "One page of transfers, newest first", body = crate::pagination::Paginated<Transfer>),
-    ),
+    responses((status = 200, description = "One page of transfers, newest first", body = crate::pagination::Paginated<Transfer>)),
 )]
 async fn list_transfers(
     org: Org,
@@ -518,18 +498,14 @@ struct MovementRow {
 }
 
 #[utoipa::path(
-    get,
-    path = "/inventory/movements",
-    operation_id = "listMovements",
+    get, path = "/inventory/movements", operation_id = "listMovements",
     summary = "The stock ledger: every change of stock",
     params(
         crate::pagination::PageParams,
         ("itemId" = Option<String>, Query, format = Uuid, description = "Only this item"),
         ("warehouseId" = Option<String>, Query, format = Uuid, description = "Only this warehouse"),
     ),
-    responses(
-        (status = 200, description = "One page of movements, newest first", body = crate::pagination::Paginated<MovementRow>),
-    ),
+    responses((status = 200, description = "One page of movements, newest first", body = crate::pagination::Paginated<MovementRow>)),
 )]
 async fn list_movements(
     org: Org,

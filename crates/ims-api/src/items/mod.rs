@@ -256,10 +256,7 @@ fn order_by(sort: &str) -> Option<&'static str> {
 }
 
 #[utoipa::path(
-    get,
-    path = "/items",
-    operation_id = "listItems",
-    summary = "List items",
+    get, path = "/items", operation_id = "listItems", summary = "List items",
     params(
         crate::pagination::PageParams,
         ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive match on name or SKU"),
@@ -267,13 +264,7 @@ fn order_by(sort: &str) -> Option<&'static str> {
         ("sort" = Option<String>, Query, pattern = "^-?(name|sku|priceCents|createdAt)$", description = "`name`, `sku`, `priceCents` or `createdAt`; a leading `-` sorts descending. Default `name`"),
         ("lowStock" = Option<bool>, Query, description = "`true`: only items at or below their reorder level"),
     ),
-    responses(
-        (
-            status = 200,
-            description = "One page of items",
-            body = crate::pagination::Paginated<Item>,
-        ),
-    ),
+    responses((status = 200, description = "One page of items", body = crate::pagination::Paginated<Item>)),
 )]
 async fn list(org: Org, Query(params): Query<ListParams>) -> ApiResult<Json<Paginated<Item>>> {
     let mut v = Validator::default();
@@ -329,10 +320,7 @@ async fn list(org: Org, Query(params): Query<ListParams>) -> ApiResult<Json<Pagi
 }
 
 #[utoipa::path(
-    post,
-    path = "/items",
-    operation_id = "createItem",
-    summary = "Create an item",
+    post, path = "/items", operation_id = "createItem", summary = "Create an item",
     request_body = ItemBody,
     responses(
         (status = 201, description = "The new item", body = Item),
@@ -362,27 +350,15 @@ async fn create(org: Org, Json(body): Json<ItemBody>) -> ApiResult<(StatusCode, 
 }
 
 #[utoipa::path(
-    get,
-    path = "/items/{id}",
-    operation_id = "getItem",
-    summary = "Get an item",
-    responses(
-        (
-            status = 200,
-            description = "The item",
-            body = Item,
-        ),
-    ),
+    get, path = "/items/{id}", operation_id = "getItem", summary = "Get an item",
+    responses((status = 200, description = "The item", body = Item)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Item>> {
     Ok(Json(ROWS.find(&org.db, &org.id, &id).await?))
 }
 
 #[utoipa::path(
-    put,
-    path = "/items/{id}",
-    operation_id = "replaceItem",
-    summary = "Replace an item",
+    put, path = "/items/{id}", operation_id = "replaceItem", summary = "Replace an item",
     request_body = ItemBody,
     responses(
         (status = 200, description = "The updated item", body = Item),
@@ -396,9 +372,7 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<ItemBody>) -> ApiResult<
 }
 
 #[utoipa::path(
-    patch,
-    path = "/items/{id}",
-    operation_id = "updateItem",
+    patch, path = "/items/{id}", operation_id = "updateItem",
     summary = "Update some fields of an item",
     request_body = ItemPatch,
     responses(
@@ -462,13 +436,8 @@ fn bind_fields<'q>(query: AnyQuery<'q>, input: &'q ItemBody) -> AnyQuery<'q> {
 }
 
 #[utoipa::path(
-    delete,
-    path = "/items/{id}",
-    operation_id = "deleteItem",
-    summary = "Delete an item",
-    responses(
-        (status = 409, description = "Stock, orders or movements refer to the item", body = crate::error::Problem, content_type = "application/problem+json"),
-    ),
+    delete, path = "/items/{id}", operation_id = "deleteItem", summary = "Delete an item",
+    responses((status = 409, description = "Stock, orders or movements refer to the item", body = crate::error::Problem, content_type = "application/problem+json")),
 )]
 async fn remove(org: Org, Id(id): Id) -> ApiResult<StatusCode> {
     ROWS.delete(&org.db, &org.id, &id).await

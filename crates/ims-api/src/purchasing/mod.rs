@@ -256,14 +256,10 @@ struct CreateBody {
 }
 
 #[utoipa::path(
-    post,
-    path = "/purchase-orders",
-    operation_id = "createPurchaseOrder",
+    post, path = "/purchase-orders", operation_id = "createPurchaseOrder",
     summary = "Create a purchase order",
     request_body = CreateBody,
-    responses(
-        (status = 201, description = "The new purchase order, status `open`", body = Order),
-    ),
+    responses((status = 201, description = "The new purchase order, status `open`", body = Order)),
 )]
 async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode, Json<Order>)> {
     let new = NewOrder {
@@ -277,13 +273,9 @@ async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode
 }
 
 #[utoipa::path(
-    get,
-    path = "/purchase-orders/{id}",
-    operation_id = "getPurchaseOrder",
+    get, path = "/purchase-orders/{id}", operation_id = "getPurchaseOrder",
     summary = "Get a purchase order with its lines",
-    responses(
-        (status = 200, description = "The purchase order", body = Order),
-    ),
+    responses((status = 200, description = "The purchase order", body = Order)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Order>> {
     let read = orders::read::<OrderRow>(&org.db, &org.id, &id).await?;
@@ -299,9 +291,7 @@ struct ListQuery {
 }
 
 #[utoipa::path(
-    get,
-    path = "/purchase-orders",
-    operation_id = "listPurchaseOrders",
+    get, path = "/purchase-orders", operation_id = "listPurchaseOrders",
     summary = "List purchase orders",
     params(
         crate::pagination::PageParams,
@@ -310,9 +300,7 @@ struct ListQuery {
         ("from" = Option<String>, Query, format = Date, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
         ("to" = Option<String>, Query, format = Date, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
     ),
-    responses(
-        (status = 200, description = "One page of purchase orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
-    ),
+    responses((status = 200, description = "One page of purchase orders (without lines)", body = crate::pagination::Paginated<OrderRow>)),
 )]
 async fn list(org: Org, Query(query): Query<ListQuery>) -> ApiResult<Json<Paginated<OrderRow>>> {
     let (filter, page) = DocumentFilter {
@@ -351,9 +339,7 @@ struct PatchBody {
 /// Changes an open order (notes, vendor, warehouse, lines) or cancels it. Received and
 /// cancelled orders are history: 409.
 #[utoipa::path(
-    patch,
-    path = "/purchase-orders/{id}",
-    operation_id = "updatePurchaseOrder",
+    patch, path = "/purchase-orders/{id}", operation_id = "updatePurchaseOrder",
     summary = "Update or cancel an open purchase order",
     description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
     request_body = PatchBody,
@@ -377,9 +363,7 @@ async fn patch(org: Org, Id(id): Id, Json(body): Json<PatchBody>) -> ApiResult<J
 /// Puts every line's stock into the order's warehouse and marks the order received; a
 /// second receive is a 409, never a second delivery.
 #[utoipa::path(
-    post,
-    path = "/purchase-orders/{id}/receive",
-    operation_id = "receivePurchaseOrder",
+    post, path = "/purchase-orders/{id}/receive", operation_id = "receivePurchaseOrder",
     summary = "Receive a purchase order: put its stock in",
     responses(
         (status = 200, description = "The purchase order, with its new status", body = Order),

@@ -345,10 +345,7 @@ where
 }
 
 #[utoipa::path(
-    get,
-    path = "/reports/{type}",
-    operation_id = "getReport",
-    summary = "Run a report",
+    get, path = "/reports/{type}", operation_id = "getReport", summary = "Run a report",
     description = "At most 10,000 rows (`truncated` says when more matched); `totals` are over all matching rows.",
     params(
         ("type" = String, Path, description = "`sales-by-item`, `sales-by-customer`, `inventory-valuation`, `stock-movements` or `purchases-by-vendor`"),
@@ -356,17 +353,7 @@ where
         ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
     ),
     responses(
-        (
-            status = 200,
-            description = "The report; the shape of `rows` and `totals` depends on the type. With `Accept: text/csv` (ranked above JSON): CSV, a header row of the row fields and one line per row, without the totals (`X-Report-Truncated: true` when more rows matched). Both representations are cached apart (`Vary: Accept`).",
-            content(
-                (Report<ReportRow, ReportTotals> = "application/json"),
-                (String = "text/csv"),
-            ),
-            headers(
-                ("Vary" = String, description = "`Accept`: JSON and CSV are different representations"),
-            ),
-        ),
+        (status = 200, description = "The report; the shape of `rows` and `totals` depends on the type. With `Accept: text/csv` (ranked above JSON): CSV, a header row of the row fields and one line per row, without the totals (`X-Report-Truncated: true` when more rows matched). Both representations are cached apart (`Vary: Accept`).", content((Report<ReportRow, ReportTotals> = "application/json"), (String = "text/csv")), headers(("Vary" = String, description = "`Accept`: JSON and CSV are different representations"))),
         (status = 404, description = "No report of this type", body = crate::error::Problem, content_type = "application/problem+json"),
     ),
 )]

@@ -123,10 +123,7 @@ struct OrderFacts {
 }
 
 #[utoipa::path(
-    post,
-    path = "/invoices",
-    operation_id = "createInvoice",
-    summary = "Invoice a sales order",
+    post, path = "/invoices", operation_id = "createInvoice", summary = "Invoice a sales order",
     description = "Numbers (`INV-000001`, …) are sequential per organization, without gaps or duplicates.",
     request_body = CreateBody,
     responses(
@@ -238,13 +235,9 @@ async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode
 }
 
 #[utoipa::path(
-    get,
-    path = "/invoices/{id}",
-    operation_id = "getInvoice",
+    get, path = "/invoices/{id}", operation_id = "getInvoice",
     summary = "Get an invoice with its payments",
-    responses(
-        (status = 200, description = "The invoice", body = Invoice),
-    ),
+    responses((status = 200, description = "The invoice", body = Invoice)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Invoice>> {
     let mut conn = org.db.pool().acquire().await?;
@@ -260,10 +253,7 @@ struct ListQuery {
 }
 
 #[utoipa::path(
-    get,
-    path = "/invoices",
-    operation_id = "listInvoices",
-    summary = "List invoices",
+    get, path = "/invoices", operation_id = "listInvoices", summary = "List invoices",
     params(
         crate::pagination::PageParams,
         ("status" = Option<String>, Query, pattern = "^(unpaid|partially_paid|paid)$", description = "Invoice status"),
@@ -271,9 +261,7 @@ struct ListQuery {
         ("from" = Option<String>, Query, format = Date, description = "Issued on or after this date (`YYYY-MM-DD`, UTC)"),
         ("to" = Option<String>, Query, format = Date, description = "Issued on or before this date (`YYYY-MM-DD`, UTC)"),
     ),
-    responses(
-        (status = 200, description = "One page of invoices", body = crate::pagination::Paginated<InvoiceRow>),
-    ),
+    responses((status = 200, description = "One page of invoices", body = crate::pagination::Paginated<InvoiceRow>)),
 )]
 async fn list(org: Org, Query(query): Query<ListQuery>) -> ApiResult<Json<Paginated<InvoiceRow>>> {
     let (filter, page) = DocumentFilter {
@@ -297,9 +285,7 @@ struct PaymentBody {
 /// Records a payment; it may not exceed the balance. The balance check and the increment
 /// are one conditional statement, so concurrent payments can never overpay.
 #[utoipa::path(
-    post,
-    path = "/invoices/{id}/payments",
-    operation_id = "createPayment",
+    post, path = "/invoices/{id}/payments", operation_id = "createPayment",
     summary = "Record a payment",
     request_body = PaymentBody,
     responses(

@@ -295,14 +295,10 @@ impl orders::OrderType for OrderRow {
 }
 
 #[utoipa::path(
-    post,
-    path = "/sales-orders",
-    operation_id = "createSalesOrder",
+    post, path = "/sales-orders", operation_id = "createSalesOrder",
     summary = "Create a sales order",
     request_body = CreateBody,
-    responses(
-        (status = 201, description = "The new sales order, status `open`", body = Order),
-    ),
+    responses((status = 201, description = "The new sales order, status `open`", body = Order)),
 )]
 async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode, Json<Order>)> {
     let new = NewOrder {
@@ -316,13 +312,9 @@ async fn create(org: Org, Json(body): Json<CreateBody>) -> ApiResult<(StatusCode
 }
 
 #[utoipa::path(
-    get,
-    path = "/sales-orders/{id}",
-    operation_id = "getSalesOrder",
+    get, path = "/sales-orders/{id}", operation_id = "getSalesOrder",
     summary = "Get a sales order with its lines",
-    responses(
-        (status = 200, description = "The sales order", body = Order),
-    ),
+    responses((status = 200, description = "The sales order", body = Order)),
 )]
 async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Order>> {
     let read = orders::read::<OrderRow>(&org.db, &org.id, &id).await?;
@@ -338,10 +330,7 @@ struct ListQuery {
 }
 
 #[utoipa::path(
-    get,
-    path = "/sales-orders",
-    operation_id = "listSalesOrders",
-    summary = "List sales orders",
+    get, path = "/sales-orders", operation_id = "listSalesOrders", summary = "List sales orders",
     params(
         crate::pagination::PageParams,
         ("status" = Option<String>, Query, pattern = "^(open|fulfilled|cancelled)$", description = "`open`, `fulfilled` or `cancelled`"),
@@ -349,9 +338,7 @@ struct ListQuery {
         ("from" = Option<String>, Query, format = Date, description = "Created on or after this date (`YYYY-MM-DD`, UTC)"),
         ("to" = Option<String>, Query, format = Date, description = "Created on or before this date (`YYYY-MM-DD`, UTC)"),
     ),
-    responses(
-        (status = 200, description = "One page of sales orders (without lines)", body = crate::pagination::Paginated<OrderRow>),
-    ),
+    responses((status = 200, description = "One page of sales orders (without lines)", body = crate::pagination::Paginated<OrderRow>)),
 )]
 async fn list(org: Org, Query(query): Query<ListQuery>) -> ApiResult<Json<Paginated<OrderRow>>> {
     let (filter, page) = DocumentFilter {
@@ -390,9 +377,7 @@ struct PatchBody {
 /// Changes an open order: notes, customer, warehouse, lines (replaced whole, re-priced), or
 /// `status: "cancelled"`. Fulfilled and cancelled orders are history: 409.
 #[utoipa::path(
-    patch,
-    path = "/sales-orders/{id}",
-    operation_id = "updateSalesOrder",
+    patch, path = "/sales-orders/{id}", operation_id = "updateSalesOrder",
     summary = "Update or cancel an open sales order",
     description = "Fields left out are kept; `status: \"cancelled\"` cancels.",
     request_body = PatchBody,
@@ -417,9 +402,7 @@ async fn patch(org: Org, Id(id): Id, Json(body): Json<PatchBody>) -> ApiResult<J
 /// short item), and marks the order fulfilled. A second fulfil is a 409, never a second
 /// withdrawal: the status change is the transaction's first write and is conditional.
 #[utoipa::path(
-    post,
-    path = "/sales-orders/{id}/fulfil",
-    operation_id = "fulfilSalesOrder",
+    post, path = "/sales-orders/{id}/fulfil", operation_id = "fulfilSalesOrder",
     summary = "Fulfil a sales order: take its stock out",
     responses(
         (status = 200, description = "The sales order, with its new status", body = Order),
