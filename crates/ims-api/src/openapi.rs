@@ -3,9 +3,9 @@
 //!
 //! Every handler carries a `#[utoipa::path(...)]` attribute next to its code, and each
 //! domain module declares its routes with `utoipa_axum`'s `routes!`, so the router and the
-//! document come from one list: a route cannot be served undocumented. An attribute's
-//! first line is the operation's identity (method, path, operation id, summary); what
-//! follows says only what is the operation's own (its body, parameters, and answers, one
+//! document come from one list: a route cannot be served undocumented. An attribute
+//! begins with the operation's identity on one line (method, path, operation id,
+//! summary); what follows says only what is the operation's own (its body, parameters, and answers, one
 //! per line; a single answer stays on one line). [`finish`] adds
 //! what is global: the title and version, the tags, the `bearer` security scheme (the
 //! access token of `POST /auth/login`), and what many operations share: a row's `id`
