@@ -111,3 +111,50 @@ async fn redis_down_means_not_acquired_at_once() {
         "no blind retries"
     );
 }
+
+/// A holder that keeps its lease alive keeps the lock however long its work takes; once it
+/// is gone (dropped without a release, as when its task dies), the lock is free within one
+/// lease. A fencing counter expires a day after its last acquisition; an unfenced lock
+/// leaves no counter at all.
+#[tokio::test]
+async fn a_kept_alive_lease_outlives_its_term_and_ends_with_its_holder() {
+    let server = RedisServer::start();
+    let locks = locks(&server).await;
+    let lease = Duration::from_millis(300);
+    let mut holder = locks
+        .try_acquire_unfenced("flight", lease)
+        .await
+        .expect("holder");
+    assert_eq!(holder.fence(), 0);
+    holder.keep_alive(lease);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        locks.try_acquire("flight", lease).await.is_none(),
+        "still held after three leases"
+    );
+    drop(holder);
+    let started = Instant::now();
+    let next = locks
+        .acquire("flight", lease, Duration::from_secs(3))
+        .await
+        .expect("free once the holder is gone");
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    let client = redis::Client::open(server.url()).expect("client");
+    let mut conn = client.get_connection().expect("connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*fence*")
+        .query(&mut conn)
+        .expect("keys");
+    assert_eq!(
+        keys.len(),
+        1,
+        "only the fenced acquisition counts: {keys:?}"
+    );
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&keys[0])
+        .query(&mut conn)
+        .expect("ttl");
+    assert!(ttl > 23 * 3600 && ttl <= 24 * 3600, "{ttl}");
+    assert!(next.release().await);
+}

@@ -375,6 +375,12 @@ async fn the_user_tier_holds_across_processes_and_addresses_and_refusals_consume
             // The binding policy is the one closest to its limit: the user's.
             assert_eq!(structured(&response, "ratelimit").0, "user");
         }
+        if response.status == StatusCode::TOO_MANY_REQUESTS {
+            // The headers name the policy that refused, not the address's, which had room.
+            assert_eq!(structured(&response, "ratelimit").0, "user");
+            assert_eq!(response.header("ratelimit-limit"), "6");
+            assert_eq!(response.header("ratelimit-remaining"), "0");
+        }
         statuses.push(response.status);
     }
     assert_eq!(

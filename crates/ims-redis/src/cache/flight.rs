@@ -10,10 +10,14 @@ use tokio::sync::watch;
 
 use super::{Cached, Lookup, ResponseCache, Seen};
 
-/// How long a cluster-wide single flight holds its lock at most (a holder that dies frees
-/// it then), and how long the others wait for its result before running the handler
-/// themselves.
-const FLIGHT_LEASE: Duration = Duration::from_secs(15);
+/// The lease of a cluster-wide single flight's lock, renewed by its holder while the
+/// handler runs ([`crate::lock::Guard::keep_alive`]): a holder that dies, or loses Redis,
+/// frees the lock within this, and a waiting instance then runs the handler itself.
+const FLIGHT_LEASE: Duration = Duration::from_secs(2);
+
+/// How long the others wait for a live holder's result at most before running the
+/// handler themselves.
+const FLIGHT_WAIT: Duration = Duration::from_secs(15);
 
 /// How often an instance waiting on another's flight looks for the stored result.
 const FLIGHT_POLL: Duration = Duration::from_millis(25);
@@ -50,9 +54,10 @@ impl ResponseCache {
         seen: Seen,
     ) -> Shared {
         let name = format!("flight:{scope}:{key_prefix}:{rest}");
-        let deadline = std::time::Instant::now() + FLIGHT_LEASE;
+        let deadline = std::time::Instant::now() + FLIGHT_WAIT;
         loop {
-            if let Some(guard) = self.locks.try_acquire(&name, FLIGHT_LEASE).await {
+            if let Some(mut guard) = self.locks.try_acquire_unfenced(&name, FLIGHT_LEASE).await {
+                guard.keep_alive(FLIGHT_LEASE);
                 return match self.lookup(scope, key_prefix, rest, tag).await {
                     Lookup::Hit(cached, ttl) => {
                         guard.release().await;

@@ -30,14 +30,24 @@ use redis::Script;
 
 use crate::RedisService;
 
-// KEYS[1] lock, KEYS[2] fence counter; ARGV[1] owner token, ARGV[2] lease (ms).
-// Returns the fencing token, or nil when the lock is held.
+// KEYS[1] lock, KEYS[2] fence counter (absent: no fencing); ARGV[1] owner token, ARGV[2]
+// lease (ms), ARGV[3] how long the counter outlives its last acquisition (ms). Returns the
+// fencing token (0 without one), or nil when the lock is held.
 const ACQUIRE_SCRIPT: &str = r"
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  if KEYS[2] == nil then return 0 end
+  local fence = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return fence
 end
 return false
 ";
+
+/// How long a fencing counter is kept after its lock was last acquired. Fencing protects
+/// against a holder paused past its lease writing after its successor; a pause of a day is
+/// beyond any it is meant for, and a lock name used once (a key of its own per request,
+/// say) must not leave a counter behind for ever.
+const FENCE_TTL: Duration = Duration::from_secs(24 * 3600);
 
 // Deletes the lock only if it still holds our token.
 const RELEASE_SCRIPT: &str = r"
@@ -65,13 +75,23 @@ pub struct Locks {
     redis: RedisService,
 }
 
-/// A held lock; release it when done (dropping it leaves the lease to expire).
+/// A held lock; release it when done (dropping it leaves the lease to expire, and stops
+/// [`Guard::keep_alive`]'s renewals).
 #[derive(Debug)]
 pub struct Guard {
     redis: RedisService,
     key: String,
     token: String,
     fence: u64,
+    renewing: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(renewing) = self.renewing.take() {
+            renewing.abort();
+        }
+    }
 }
 
 impl Locks {
@@ -93,21 +113,37 @@ impl Locks {
     }
 
     /// One attempt: the guard if the lock was free, `None` if it is held or Redis could
-    /// not be asked.
+    /// not be asked. The guard carries a fencing token ([`Guard::fence`]).
     pub async fn try_acquire(&self, name: &str, lease: Duration) -> Option<Guard> {
+        self.attempt(name, lease, true).await
+    }
+
+    /// [`Locks::try_acquire`] without a fencing token (its [`Guard::fence`] is 0) and so
+    /// without a counter key: for a holder whose writes a stale successor cannot spoil, or
+    /// that are checked otherwise, such as a cache fill, whose store is refused by the
+    /// cache's own epochs when anything changed meanwhile.
+    pub async fn try_acquire_unfenced(&self, name: &str, lease: Duration) -> Option<Guard> {
+        self.attempt(name, lease, false).await
+    }
+
+    async fn attempt(&self, name: &str, lease: Duration, fenced: bool) -> Option<Guard> {
         let (key, fence_key) = self.keys(name);
         let token = format!("{:032x}", rand::random::<u128>());
         let lease_ms = lease.as_millis().max(1) as u64;
-        let (k, f, t) = (key.clone(), fence_key, token.clone());
+        let fence_ttl_ms = FENCE_TTL.as_millis() as u64;
+        let (k, t) = (key.clone(), token.clone());
         let fence = self
             .redis
             .connection()
             .run(|mut c| async move {
-                ACQUIRE
-                    .key(k)
-                    .key(f)
+                let mut invocation = ACQUIRE.key(k);
+                if fenced {
+                    invocation.key(fence_key);
+                }
+                invocation
                     .arg(t)
                     .arg(lease_ms)
+                    .arg(fence_ttl_ms)
                     .invoke_async::<Option<u64>>(&mut c)
                     .await
             })
@@ -119,6 +155,7 @@ impl Locks {
             key,
             token,
             fence,
+            renewing: None,
         })
     }
 
@@ -162,25 +199,39 @@ impl Guard {
 
     /// Extends the lease to `lease` from now; false if the lock is no longer ours.
     pub async fn extend(&self, lease: Duration) -> bool {
-        let (key, token) = (self.key.clone(), self.token.clone());
-        let lease_ms = lease.as_millis().max(1) as u64;
-        self.redis
-            .connection()
-            .run(|mut c| async move {
-                EXTEND
-                    .key(key)
-                    .arg(token)
-                    .arg(lease_ms)
-                    .invoke_async::<i64>(&mut c)
-                    .await
-            })
-            .await
-            .is_ok_and(|n| n == 1)
+        extend(&self.redis, self.key.clone(), self.token.clone(), lease).await
+    }
+
+    /// Renews the lease to `lease` every third of it, in a task of its own, until the guard
+    /// is released or dropped, or a renewal fails (the lock is no longer ours, or Redis
+    /// cannot be reached). So the lease can be short: waiters see a holder that died, or
+    /// lost Redis, within one lease, while a live holder keeps the lock however long its
+    /// work takes.
+    pub fn keep_alive(&mut self, lease: Duration) {
+        let (redis, key, token) = (self.redis.clone(), self.key.clone(), self.token.clone());
+        let task = tokio::spawn(async move {
+            let every = lease / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                if !extend(&redis, key.clone(), token.clone(), lease).await {
+                    return;
+                }
+            }
+        });
+        if let Some(previous) = self.renewing.replace(task.abort_handle()) {
+            previous.abort();
+        }
     }
 
     /// Releases the lock if it is still ours; true when it was.
-    pub async fn release(self) -> bool {
-        let (key, token) = (self.key, self.token);
+    pub async fn release(mut self) -> bool {
+        if let Some(renewing) = self.renewing.take() {
+            renewing.abort();
+        }
+        let (key, token) = (
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.token),
+        );
         self.redis
             .connection()
             .run(|mut c| async move {
@@ -193,4 +244,20 @@ impl Guard {
             .await
             .is_ok_and(|n| n == 1)
     }
+}
+
+async fn extend(redis: &RedisService, key: String, token: String, lease: Duration) -> bool {
+    let lease_ms = lease.as_millis().max(1) as u64;
+    redis
+        .connection()
+        .run(|mut c| async move {
+            EXTEND
+                .key(key)
+                .arg(token)
+                .arg(lease_ms)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .is_ok_and(|n| n == 1)
 }

@@ -224,12 +224,14 @@ impl Decisions {
         self.0.iter().all(|(_, d)| d.allowed)
     }
 
-    /// The policy that refused, else the one closest to its limit: the one whose
-    /// `RateLimit-*` figures the client should heed.
+    /// The policy that refused (of several, the one that frees a slot last: the request
+    /// needs room in all), else the one closest to its limit: the one whose `RateLimit-*`
+    /// figures and `Retry-After` the client should heed.
     fn binding(&self) -> Option<&(&'static str, Decision)> {
         self.0
             .iter()
-            .find(|(_, d)| !d.allowed)
+            .filter(|(_, d)| !d.allowed)
+            .max_by_key(|(_, d)| d.reset)
             .or_else(|| self.0.iter().min_by_key(|(_, d)| d.remaining))
     }
 }

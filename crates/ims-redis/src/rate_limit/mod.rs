@@ -306,8 +306,7 @@ impl Drop for Unsettled<'_> {
 /// Redis' answer for one key of a [`RESERVE_SCRIPT`] call.
 #[derive(Debug, Clone, Copy)]
 struct Reply {
-    /// Whether the whole call admitted the request (all its keys had room).
-    admitted: bool,
+    /// Whether this key had room (the whole call admits only if all had).
     room: bool,
     remaining: u32,
     reset: Duration,
@@ -521,7 +520,10 @@ impl RateLimiter {
                 let (key, quota) = &checks[i];
                 let decision = match reply {
                     Some(reply) => Decision {
-                        allowed: reply.room && reply.admitted,
+                        // This policy's own answer: whether it had room. A request one
+                        // policy refuses is refused (`admitted` below), but the headers
+                        // must name the policy that refused, not one that had room.
+                        allowed: reply.room,
                         limit: quota.limit,
                         remaining: reply.remaining + reply.got.saturating_sub(1),
                         reset: reply.reset,
@@ -603,13 +605,10 @@ impl RateLimiter {
             };
         }
         futures::future::join_all(missing.iter().zip(asks).map(|(&i, ask)| async move {
+            // One key per call: the request is admitted by this key alone; another key's
+            // refusal takes it back.
             let replies = call(&self.redis, &[&checks[i]], std::slice::from_ref(ask)).await?;
-            replies.into_iter().next().map(|reply| Reply {
-                // One key per call: the request is admitted by this key alone; another
-                // key's refusal takes it back.
-                admitted: reply.room,
-                ..reply
-            })
+            replies.into_iter().next()
         }))
         .await
     }
@@ -731,14 +730,13 @@ async fn call(redis: &RedisService, keys: &[&(String, Quota)], asks: &[Ask]) -> 
         })
         .await
         .ok()?;
-    let admitted = *reply.first()? == 1;
+    // The first field says whether the whole call admitted; each key's `room` says it too.
     let replies: Vec<Reply> = reply
         .get(2..)?
         .chunks(5)
         .map(|fields| {
             let field = |n: usize| fields.get(n).copied().unwrap_or(0);
             Reply {
-                admitted,
                 room: field(0) == 1,
                 remaining: field(1).clamp(0, i64::from(u32::MAX)) as u32,
                 reset: Duration::from_micros(field(2).max(0) as u64),
