@@ -554,8 +554,13 @@ impl ResponseCache {
         }
     }
 
-    /// Bumps every generation, then deletes every entry and index; true when all of it
-    /// succeeded.
+    /// Bumps every generation, then deletes every entry; true when all of it succeeded.
+    /// The indexes are left: another instance that has already recovered may store an
+    /// entry (and index it) while this one scans, and an index deleted after that store
+    /// would leave the entry where no invalidation finds it, stale for its whole TTL (a
+    /// black-box probe saw exactly that when the indexes were flushed too). An index member
+    /// whose entry is gone costs nothing: invalidation unlinks it as a no-op, and stores
+    /// trim members past their expiry.
     async fn flush_all(&self) -> bool {
         use futures::StreamExt;
         // One key on a server, one per slot (16,384) on a cluster, sent a few hundred at a
@@ -578,8 +583,7 @@ impl ResponseCache {
         if failed > 0 {
             return false;
         }
-        let removed = self.redis.flush_by_prefix("cache:").await
-            + self.redis.flush_by_prefix("cacheidx:").await;
+        let removed = self.redis.flush_by_prefix("cache:").await;
         if !self.redis.is_connected() {
             return false;
         }
