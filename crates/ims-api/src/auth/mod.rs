@@ -413,8 +413,18 @@ async fn refresh(
                         Some((user_id, session_id)) => {
                             tracing::info!(
                                 %session_id,
-                                "refresh token not in Redis (evicted?); the session row vouches for it"
+                                "refresh token not in Redis (evicted, or Redis away); the session row vouches for it"
                             );
+                            // Its Redis key, if Redis is away, outlives this rotation: the
+                            // row says it was rotated, for when it is presented again.
+                            store::record_rotated(
+                                &mut *tx,
+                                &token_hash,
+                                &user_id,
+                                &session_id,
+                                &expiry_after(ttl),
+                            )
+                            .await?;
                             (user_id, session_id, None)
                         }
                         None => {
@@ -443,6 +453,14 @@ async fn refresh(
     )
     .await?
     {
+        // Redis still held this token, but the session has moved on to another: it was
+        // rotated while Redis was away (through the session row), and this is a replay.
+        if let Some(presented) = presented {
+            if store::rotated_past(&mut *tx, &session_id, presented).await? {
+                tx.rollback().await?;
+                return Err(revoke_for_reuse(&state, &user_id, &session_id).await);
+            }
+        }
         return Err(invalid_refresh());
     }
     let user = store::find_user(&mut *tx, &user_id)
@@ -506,13 +524,13 @@ async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool
     let Some((user_id, session_id)) = rotated else {
         return invalid_refresh();
     };
-    if let Err(e) = store::revoke_sessions(
-        &state.db,
-        &user_id,
-        Some(&session_id),
-        "refresh token reuse",
-    )
-    .await
+    revoke_for_reuse(state, &user_id, &session_id).await
+}
+
+/// Ends the session of a replayed refresh token: someone else holds it.
+async fn revoke_for_reuse(state: &AppState, user_id: &str, session_id: &str) -> ApiError {
+    if let Err(e) =
+        store::revoke_sessions(&state.db, user_id, Some(session_id), "refresh token reuse").await
     {
         return e;
     }

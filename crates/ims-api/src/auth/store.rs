@@ -303,6 +303,49 @@ pub async fn consume_refresh_token<'c>(
     .await?)
 }
 
+/// Records `token_hash` as rotated, in the table whose rotated rows reveal a replay
+/// ([`rotated_token_session`]): for a token rotated through its session row (its Redis key
+/// gone, or Redis away), so that presenting it again is seen as reuse wherever Redis is.
+pub async fn record_rotated<'c>(
+    db: impl Executor<'c, Database = Any>,
+    token_hash: &str,
+    user_id: &str,
+    session_id: &str,
+    expires_at: &str,
+) -> ApiResult<()> {
+    let now = db::now();
+    sqlx::query(
+        "INSERT INTO refresh_tokens (token_hash, user_id, session_id, created_at, expires_at, rotated_at)
+         VALUES ($1, $2, $3, $4, $5, $4)
+         ON CONFLICT (token_hash) DO NOTHING",
+    )
+    .bind(token_hash)
+    .bind(user_id)
+    .bind(session_id)
+    .bind(&now)
+    .bind(expires_at)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Whether the live session `session_id` names a live refresh token other than
+/// `token_hash`: then `token_hash` was rotated, and presenting it is a replay.
+pub async fn rotated_past<'c>(
+    db: impl Executor<'c, Database = Any>,
+    session_id: &str,
+    token_hash: &str,
+) -> ApiResult<bool> {
+    let live: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT token_hash FROM sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
+    )
+    .bind(session_id)
+    .bind(db::now())
+    .fetch_optional(db)
+    .await?;
+    Ok(matches!(live, Some((Some(live),)) if live != token_hash))
+}
+
 /// The session of a fallback token that was already rotated, if any.
 pub async fn rotated_token_session(
     db: &Db,

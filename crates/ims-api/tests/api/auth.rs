@@ -569,3 +569,51 @@ async fn sessions_end_at_their_absolute_age_however_often_refreshed() {
     tokio::time::sleep(Duration::from_millis(1000)).await;
     app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
 }
+
+/// A token that lives in Redis and is rotated while Redis is away (through its session row)
+/// keeps its Redis key, which Redis still holds when it returns. Presenting it again is a
+/// replay all the same, during the outage and after it: the session is revoked, and its
+/// successor with it.
+#[tokio::test]
+async fn a_token_rotated_during_an_outage_is_a_replay_when_presented_again() {
+    let app = spawn_app().await;
+    app.register("pause@example.com").await;
+    let during = app.login("pause@example.com").await;
+    let after = app.login("pause@example.com").await;
+    app.redis.pause();
+    app.wait_for_redis(false).await;
+    let mut successors = Vec::new();
+    for pair in [&during, &after] {
+        let rotated = app.refresh(&s(pair, "refreshToken")).await;
+        successors.push(s(&rotated.expect(StatusCode::OK), "refreshToken"));
+    }
+    let replay = app
+        .refresh(&s(&during, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert!(
+        replay["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("already used")),
+        "{replay}"
+    );
+    app.refresh(&successors[0])
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+
+    app.redis.resume();
+    app.wait_for_redis(true).await;
+    let replay = app
+        .refresh(&s(&after, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert!(
+        replay["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("already used")),
+        "{replay}"
+    );
+    app.refresh(&successors[1])
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
