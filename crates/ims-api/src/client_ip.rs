@@ -35,18 +35,23 @@ pub struct ProxyTrust {
     pub networks: Vec<IpNet>,
 }
 
-/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`.
+/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`;
+/// an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) is its IPv4 address.
 fn parse(entry: &str) -> Option<IpAddr> {
     let entry = entry.trim();
     entry
         .parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 impl ProxyTrust {
-    /// The client address of a request that came from `peer` with `headers`.
+    /// The client address of a request that came from `peer` with `headers`. One client,
+    /// one address: `::ffff:1.2.3.4` (a dual-stack socket's view of an IPv4 peer, or a
+    /// proxy's spelling) is `1.2.3.4`, so it does not get a rate limit of its own.
     pub fn client(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        let peer = peer.map(|ip| ip.to_canonical());
         if self.hops == 0 && self.networks.is_empty() {
             return peer;
         }
@@ -187,6 +192,35 @@ mod tests {
         assert_eq!(
             trust.client(ip("127.0.0.1"), &headers(&["10.9.9.9"])),
             ip("10.9.9.9")
+        );
+    }
+
+    #[test]
+    fn an_ipv4_mapped_address_is_its_ipv4_address() {
+        let one = ProxyTrust {
+            hops: 1,
+            networks: vec![],
+        };
+        let v4 = ip("5.5.5.5");
+        assert_eq!(
+            one.client(ip("10.0.0.1"), &headers(&["::ffff:5.5.5.5"])),
+            v4
+        );
+        assert_eq!(
+            one.client(ip("10.0.0.1"), &headers(&["[::ffff:5.5.5.5]:80"])),
+            v4
+        );
+        assert_eq!(
+            ProxyTrust::default().client(ip("::ffff:5.5.5.5"), &headers(&[])),
+            v4
+        );
+        let known = ProxyTrust {
+            hops: 0,
+            networks: vec!["10.0.0.0/8".parse().expect("net")],
+        };
+        assert_eq!(
+            known.client(ip("::ffff:10.0.0.1"), &headers(&["5.5.5.5"])),
+            v4
         );
     }
 
