@@ -334,9 +334,7 @@ where
             // JSON Schema counts `4768.0` as an integer, and so do some clients' encoders
             // (Python's for a float that holds one); serde does not. Such a body is read
             // again with those numbers made integers (only when exact), else refused as sent.
-            Err(rejection) => match written_integral(&bytes)
-                .then(|| integral_floats_as_integers(&bytes))
-                .flatten()
+            Err(rejection) => match integral_floats_as_integers(&bytes, &rounded_literals(&bytes))
                 .and_then(|value| serde_json::from_value::<T>(value).ok())
             {
                 Some(value) => value,
@@ -351,35 +349,43 @@ where
 }
 
 /// The body as a JSON value with every number that is written as a float but holds an
-/// integer up to 2^53 (exact in a float) made an integer; `None` if there is none, or the
-/// body is not JSON.
-fn integral_floats_as_integers(bytes: &[u8]) -> Option<serde_json::Value> {
-    fn walk(value: &mut serde_json::Value) -> bool {
+/// integer up to 2^53 (exact in a float) made an integer, unless its value is one of
+/// `rounded` (see [`rounded_literals`]); `None` if there is none, or the body is not JSON.
+fn integral_floats_as_integers(bytes: &[u8], rounded: &[f64]) -> Option<serde_json::Value> {
+    fn walk(value: &mut serde_json::Value, rounded: &[f64]) -> bool {
         match value {
             serde_json::Value::Number(n) if n.is_f64() => match n.as_f64() {
-                Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => {
+                Some(f)
+                    if f.fract() == 0.0
+                        && f.abs() <= 9_007_199_254_740_992.0
+                        && !rounded.contains(&f) =>
+                {
                     *value = serde_json::Value::from(f as i64);
                     true
                 }
                 _ => false,
             },
-            serde_json::Value::Array(items) => items.iter_mut().fold(false, |c, v| walk(v) | c),
+            serde_json::Value::Array(items) => {
+                items.iter_mut().fold(false, |c, v| walk(v, rounded) | c)
+            }
             serde_json::Value::Object(fields) => {
-                fields.values_mut().fold(false, |c, v| walk(v) | c)
+                fields.values_mut().fold(false, |c, v| walk(v, rounded) | c)
             }
             _ => false,
         }
     }
     let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    walk(&mut value).then_some(value)
+    walk(&mut value, rounded).then_some(value)
 }
 
-/// Whether every number in the JSON text `bytes` that is written with a fraction or an
-/// exponent is an integer as written: `4768.0`, `4.768e3` are; `1999.99999999999999` is
-/// not, though as a float it is `2000.0`. serde_json reads such numbers into an `f64` and
-/// keeps no digits (its `arbitrary_precision` feature would change every `Number` in the
-/// program), so the literals are checked here, on the text. Strings are skipped.
-fn written_integral(bytes: &[u8]) -> bool {
+/// The values of the numbers in the JSON text `bytes` that a float rounds to an integer
+/// although they are not one as written: `1999.99999999999999` is `2000.0` as an `f64`, and
+/// must not be read as `2000`; `4768.0` and `4.768e3` are integers as written. serde_json
+/// reads numbers into an `f64` and keeps no digits (its `arbitrary_precision` feature would
+/// change every `Number` in the program), so the literals are read here, on the text.
+/// Strings are skipped.
+fn rounded_literals(bytes: &[u8]) -> Vec<f64> {
+    let mut rounded = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
@@ -397,14 +403,20 @@ fn written_integral(bytes: &[u8]) -> bool {
                 {
                     i += 1;
                 }
-                if !literal_integral(&bytes[start..i]) {
-                    return false;
+                let literal = &bytes[start..i];
+                if !literal_integral(literal) {
+                    let value = std::str::from_utf8(literal)
+                        .ok()
+                        .and_then(|text| text.parse::<f64>().ok());
+                    if let Some(value) = value.filter(|v| v.is_finite() && v.fract() == 0.0) {
+                        rounded.push(value);
+                    }
                 }
             }
             _ => i += 1,
         }
     }
-    true
+    rounded
 }
 
 /// Whether one JSON number literal (`-12.50e1`) is an integer: every digit that the
@@ -628,12 +640,20 @@ mod tests {
         ] {
             assert!(!literal_integral(fractional.as_bytes()), "{fractional}");
         }
-        assert!(written_integral(
-            br#"{"a": 4768.0, "b": "1.5", "c": [2e3]}"#
-        ));
-        assert!(!written_integral(
-            br#"{"a": "x\"", "b": 1999.99999999999999}"#
-        ));
+        assert!(
+            rounded_literals(br#"{"a": 4768.0, "b": "1.5", "c": [2e3], "d": 2.2e-16}"#).is_empty()
+        );
+        assert_eq!(
+            rounded_literals(br#"{"a": "x\" 1999.99999999999999", "b": 1999.99999999999999}"#),
+            vec![2000.0]
+        );
+        // A fraction elsewhere in the body does not stop an integral float being read.
+        let read = integral_floats_as_integers(
+            br#"{"rateBps": 1770.0, "ignored": 2.220446049250313e-16}"#,
+            &[],
+        )
+        .expect("converted");
+        assert_eq!(read["rateBps"], 1770);
     }
 
     #[test]
