@@ -437,3 +437,57 @@ async fn losing_a_master_under_load_fails_no_request_and_caching_resumes() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// L1 invalidations travel over the cluster's pub/sub as over a single server's: a write
+/// on one instance is published, heard by the other, and its L1 drops the entry at once
+/// (until this was tested, the message was pipelined with a keyed command, which a cluster
+/// refuses, and every L1 lagged its whole bound).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn l1_invalidations_reach_the_other_instance_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let other = second_on(&cluster, &app).await;
+    let token = app.token("l1-cluster@example.com").await;
+    let api = app.caller(&token);
+    let rate = api
+        .create("/tax-rates", json!({"name": "v0", "rateBps": 100}))
+        .await;
+    let path = format!("/tax-rates/{}", id(&rate));
+    for i in 1..=5 {
+        // The reader holds the list in L1 (which it only does once subscribed).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while api.get("/tax-rates").await.header("x-cache-tier") != "L1" {
+            assert!(Instant::now() < deadline, "never an L1 hit");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let name = format!("v{i}");
+        let renamed = api
+            .at(&other.address)
+            .patch(&path, json!({"name": name}))
+            .await;
+        assert_eq!(renamed.status, StatusCode::OK);
+        // Heard long before the 1 s bound would have let the entry expire by itself.
+        let deadline = Instant::now() + Duration::from_millis(500);
+        loop {
+            let list = api.get("/tax-rates").await.json();
+            if list["data"][0]["name"] == json!(name) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "write {i} not heard within 500 ms"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let reader: Value = app.cache_stats().await;
+    assert!(
+        reader["invalidationsReceived"].as_u64() >= Some(5),
+        "{reader}"
+    );
+    let writer: Value = app.cache_stats_at(&other.address).await;
+    assert!(
+        writer["invalidationsPublished"].as_u64() >= Some(5),
+        "{writer}"
+    );
+}

@@ -875,23 +875,27 @@ impl ResponseCache {
             .await;
         let active = self.redis.key(ACTIVE);
         let (scope_owned, now_ms) = (scope.to_string(), unix_millis());
-        let published = self
-            .redis
-            .connection()
-            .run(|mut c| async move {
-                // The activity record rides along: scheduled warm-ups read it.
-                redis::pipe()
-                    .cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(message)
-                    .cmd("ZADD")
-                    .arg(active)
-                    .arg(now_ms)
-                    .arg(scope_owned)
-                    .query_async::<(i64, i64)>(&mut c)
-                    .await
-            })
-            .await;
+        // Two commands, sent together (the multiplexed connection pipelines them), not one
+        // pipeline: on a cluster a pipeline goes to one node, and `PUBLISH` has no key to
+        // route by beside the activity record's, so the pipeline failed there and no
+        // instance ever heard of an invalidation (each L1 then lagged its whole bound).
+        let publish = self.redis.connection().run(|mut c| async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(message)
+                .query_async::<i64>(&mut c)
+                .await
+        });
+        // Scheduled warm-ups read the organizations that wrote lately.
+        let record = self.redis.connection().run(|mut c| async move {
+            redis::cmd("ZADD")
+                .arg(active)
+                .arg(now_ms)
+                .arg(scope_owned)
+                .query_async::<i64>(&mut c)
+                .await
+        });
+        let (published, _) = tokio::join!(publish, record);
         if published.is_ok() {
             self.l1.published.fetch_add(1, Ordering::Relaxed);
         }
