@@ -125,6 +125,21 @@ impl RedisConfig {
         if let Some(ms) = get("REDIS_CONNECT_TIMEOUT_MS") {
             config.connect_timeout = positive_millis("REDIS_CONNECT_TIMEOUT_MS", &ms)?;
         }
+        // Checked here, with the scheme and password they take from the other variables: a
+        // node that is no address would otherwise surface only at connect time, as a
+        // server running without Redis.
+        for (node, url) in config.cluster_nodes.iter().zip(config.cluster_urls()) {
+            let port = node
+                .rsplit_once(':')
+                .map(|(_, port)| port.trim_end_matches('/'));
+            let numbered = node.contains("://") || port.is_some_and(|p| p.parse::<u16>().is_ok());
+            if !numbered || redis::Client::open(url.as_str()).is_err() {
+                return Err(ConfigError::new(
+                    "REDIS_CLUSTER_NODES",
+                    format!("{node:?} is not a node address (expected host:port, comma-separated)"),
+                ));
+            }
+        }
         Ok(config)
     }
 
@@ -282,6 +297,11 @@ mod tests {
         assert_eq!(c.redacted_url(), "cluster a:1");
         let c = config(&[("REDIS_URL", "rediss://h:1/3"), ("REDIS_HOST", "x")]).expect("parses");
         assert_eq!(c.connection_url(), "rediss://h:1/3");
+        for bad in [":::", "foo:bar", "host", "a:1,b", "a:99999"] {
+            let error = config(&[("REDIS_CLUSTER_NODES", bad)]).expect_err(bad);
+            assert!(error.to_string().contains("REDIS_CLUSTER_NODES"), "{error}");
+        }
+        assert!(config(&[("REDIS_CLUSTER_NODES", "10.0.0.1:7000,[::1]:7001")]).is_ok());
     }
 
     #[test]

@@ -18,6 +18,7 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
         ("REDIS_PORT", "sixty"),
         ("DATABASE_URL", "mysql://x/y"),
         ("RATE_LIMIT_AUTH", "5"),
+        ("REDIS_CLUSTER_NODES", "foo:bar"),
     ] {
         let output = ims_api().env(var, value).output().expect("run ims-api");
         assert_eq!(output.status.code(), Some(2), "{var}");
