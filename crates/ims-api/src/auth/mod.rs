@@ -430,7 +430,7 @@ async fn refresh(
                         None => {
                             // Release the write lock before the reuse check writes elsewhere.
                             tx.rollback().await?;
-                            if let Some(pair) = within_grace(&state, &token_hash).await {
+                            if let Some(pair) = within_grace(&state, token).await {
                                 return Ok(Json(pair));
                             }
                             return Err(reject_unknown(&state, &token_hash, redis_answered).await);
@@ -472,7 +472,7 @@ async fn refresh(
     if !grace.is_zero() {
         state
             .refresh_tokens
-            .remember_successor(&token_hash, &pair, grace)
+            .remember_successor(token, &pair, grace)
             .await;
     }
     Ok(Json(pair))
@@ -483,10 +483,11 @@ async fn refresh(
 /// tabs refreshing at once): both get the same pair. The rotation may still be finishing
 /// when the second request sees the token gone, so a tombstone without a remembered pair
 /// is given a moment before it counts as reuse.
-async fn within_grace(state: &AppState, token_hash: &str) -> Option<TokenPair> {
+async fn within_grace(state: &AppState, token: &str) -> Option<TokenPair> {
     if state.settings.refresh_reuse_grace.is_zero() {
         return None;
     }
+    let token_hash = &hash_token(token);
     let tokens = &state.refresh_tokens;
     // Only while the successor is unused: still its session's live token (the session row
     // is the authority, whichever way the successor was rotated since).
@@ -494,14 +495,14 @@ async fn within_grace(state: &AppState, token_hash: &str) -> Option<TokenPair> {
         let live = store::is_live_token(&state.db, &hash_token(&pair.refresh_token)).await;
         live.unwrap_or(false).then_some(pair)
     };
-    if let Some(pair) = tokens.successor::<TokenPair>(token_hash).await {
+    if let Some(pair) = tokens.successor::<TokenPair>(token).await {
         return unused(pair).await;
     }
     tokens.rotated::<TokenRecord>(token_hash).await?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if let Some(pair) = tokens.successor::<TokenPair>(token_hash).await {
+        if let Some(pair) = tokens.successor::<TokenPair>(token).await {
             return unused(pair).await;
         }
     }

@@ -525,6 +525,17 @@ async fn two_tabs_refreshing_at_once_get_the_same_pair_within_the_grace_period()
     issued.dedup();
     assert_eq!(issued.len(), 1, "one new pair for every tab: {issued:?}");
     let (next, access) = issued.remove(0);
+    // Only hashes are stored, never a token: the remembered pair is sealed.
+    let grace = app.redis_keys("ims:session:grace:*");
+    assert_eq!(grace, vec![format!("ims:session:grace:{}", sha256(&token))]);
+    let stored: String = redis::cmd("GET")
+        .arg(&grace[0])
+        .query(&mut app.redis_conn())
+        .expect("grace value");
+    assert!(
+        !stored.contains(&next) && !stored.contains(&access),
+        "{stored}"
+    );
     // The session lives on: the new token refreshes, and then the old one is a replay
     // (its successor was used), which revokes the session.
     let third = app.refresh(&next).await;

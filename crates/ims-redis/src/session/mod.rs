@@ -169,24 +169,34 @@ impl RefreshTokenStore {
         self.redis.get(&self.tombstone_key(token_hash)).await
     }
 
-    /// Remembers, for `grace`, the answer that rotating the token `token_hash` produced, so
-    /// that a second presentation of it within that time (a browser with two tabs) gets the
-    /// same answer instead of counting as reuse. The answer holds the successor token in
-    /// clear for that long: keep `grace` short.
+    /// Remembers, for `grace`, the answer that rotating `token` produced, so that a second
+    /// presentation of it within that time (a browser with two tabs) gets the same answer
+    /// instead of counting as reuse. The answer holds the successor token, so it is sealed
+    /// (ChaCha20-Poly1305) with a key derived from `token` itself, which is stored nowhere:
+    /// only whoever presents `token` again can open it, and a leaked keyspace still holds no
+    /// usable token.
     pub async fn remember_successor<T: Serialize>(
         &self,
-        token_hash: &str,
+        token: &str,
         answer: &T,
         grace: Duration,
     ) -> bool {
+        let Some(sealed) = serde_json::to_vec(answer)
+            .ok()
+            .and_then(|plain| seal(token, &plain))
+        else {
+            return false;
+        };
         self.redis
-            .set(&self.grace_key(token_hash), answer, Some(grace))
+            .set(&self.grace_key(&hash_token(token)), &sealed, Some(grace))
             .await
     }
 
-    /// The answer remembered for a rotated token, if its grace period is still running.
-    pub async fn successor<T: DeserializeOwned>(&self, token_hash: &str) -> Option<T> {
-        self.redis.get(&self.grace_key(token_hash)).await
+    /// The answer remembered for the rotated `token`, if its grace period is still running.
+    pub async fn successor<T: DeserializeOwned>(&self, token: &str) -> Option<T> {
+        let sealed: String = self.redis.get(&self.grace_key(&hash_token(token))).await?;
+        let plain = open(token, &sealed)?;
+        serde_json::from_slice(&plain).ok()
     }
 
     /// Ends a rotated token's grace period early (its successor has been used).
@@ -204,6 +214,34 @@ impl RefreshTokenStore {
     }
 }
 
+/// The key that seals a rotated token's successor: a hash of the token under a label of its
+/// own, so it is neither the token nor the hash that names its keys.
+fn grace_cipher(token: &str) -> chacha20poly1305::ChaCha20Poly1305 {
+    use chacha20poly1305::KeyInit;
+    let key = Sha256::new()
+        .chain_update(b"ims-redis session grace key\0")
+        .chain_update(token.as_bytes())
+        .finalize();
+    chacha20poly1305::ChaCha20Poly1305::new(&key)
+}
+
+/// `plain` sealed for `token`: hex of a random nonce and the ciphertext.
+fn seal(token: &str, plain: &[u8]) -> Option<String> {
+    use chacha20poly1305::aead::Aead;
+    let nonce: [u8; 12] = rand::random();
+    let sealed = grace_cipher(token).encrypt(&nonce.into(), plain).ok()?;
+    Some(hex::encode([&nonce[..], &sealed].concat()))
+}
+
+/// What [`seal`] sealed for `token`; `None` for any other token or a damaged value.
+fn open(token: &str, sealed: &str) -> Option<Vec<u8>> {
+    use chacha20poly1305::aead::Aead;
+    let bytes = hex::decode(sealed).ok()?;
+    let (nonce, sealed) = bytes.split_at_checked(12)?;
+    let nonce: [u8; 12] = nonce.try_into().ok()?;
+    grace_cipher(token).decrypt(&nonce.into(), sealed).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,5 +252,18 @@ mod tests {
             hash_token("abc"),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn a_successor_is_sealed_for_the_token_that_was_rotated_only() {
+        let sealed = seal("old-token", b"{\"refreshToken\":\"next-token\"}").expect("sealed");
+        assert!(!sealed.contains(&hex::encode("next-token")));
+        assert_eq!(
+            open("old-token", &sealed).as_deref(),
+            Some(&b"{\"refreshToken\":\"next-token\"}"[..])
+        );
+        assert_eq!(open("other-token", &sealed), None);
+        assert_eq!(open(&hash_token("old-token"), &sealed), None);
+        assert_eq!(open("old-token", "00"), None);
     }
 }
