@@ -43,15 +43,16 @@ pub struct SqlJournal {
     /// rather than one commit per write (SQLite has one write lock).
     completed: std::sync::Mutex<Vec<String>>,
     /// Test fault point (`IMS_FAULT_ABORT_AFTER_COMMIT=1`): abort the process after a
-    /// write committed and before Redis hears of it, as a crash would.
+    /// write committed and before Redis hears of it, as a crash would. Only in debug builds
+    /// (the tests'): a stray variable must not be able to crash a release server.
     abort_after_commit: bool,
 }
 
 impl SqlJournal {
     /// The journal over `db`.
     pub fn new(db: Db) -> Self {
-        let abort_after_commit =
-            std::env::var("IMS_FAULT_ABORT_AFTER_COMMIT").is_ok_and(|v| v == "1");
+        let abort_after_commit = cfg!(debug_assertions)
+            && std::env::var("IMS_FAULT_ABORT_AFTER_COMMIT").is_ok_and(|v| v == "1");
         Self {
             db,
             completed: std::sync::Mutex::new(Vec::new()),

@@ -213,9 +213,11 @@ enum Event {
 
 impl Plan {
     /// Generates the organization and its history ending at `now` (Unix milliseconds).
-    pub(super) fn generate(options: &SeedOptions, email: &str, now: Ms) -> Self {
+    pub(super) fn generate(options: &SeedOptions, now: Ms) -> Self {
         let rng = &mut StdRng::seed_from_u64(options.seed);
-        let ids = &mut Ids(StdRng::seed_from_u64(options.seed ^ fnv1a(email)));
+        // Ids are random, not seeded: the same seed in two databases must not give the same
+        // organization id, which names its keys in a Redis the two may share.
+        let ids = &mut Ids(StdRng::from_entropy());
         let n_items = options.items.max(1) as usize;
         let n_warehouses = options.warehouses.max(1) as usize;
         let end = now;
