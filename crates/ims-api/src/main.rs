@@ -53,7 +53,9 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(if healthy { 0 } else { 1 });
         }
         Command::Migrate => {
-            let db = ims_api::db::Db::connect(&settings.database_url).await?;
+            let db = ims_api::db::Db::connect(&settings.database_url)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;
             db.migrate().await?;
             tracing::info!("migrations applied");
         }
