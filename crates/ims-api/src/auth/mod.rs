@@ -332,8 +332,15 @@ async fn issue_pair(
     // still refreshes (see `refresh`).
     store::set_session_token(&mut *conn, session_id, &token_hash).await?;
     if !state.refresh_tokens.put(&token_hash, &record, ttl).await {
-        store::insert_refresh_token(&mut *conn, &token_hash, &user.id, session_id, &expires_at)
-            .await?;
+        store::insert_refresh_token(
+            &mut *conn,
+            &token_hash,
+            &user.id,
+            session_id,
+            &expires_at,
+            false,
+        )
+        .await?;
     }
     Ok(TokenPair {
         access_token,
@@ -417,12 +424,13 @@ async fn refresh(
                             );
                             // Its Redis key, if Redis is away, outlives this rotation: the
                             // row says it was rotated, for when it is presented again.
-                            store::record_rotated(
+                            store::insert_refresh_token(
                                 &mut *tx,
                                 &token_hash,
                                 &user_id,
                                 &session_id,
                                 &expiry_after(ttl),
+                                true,
                             )
                             .await?;
                             (user_id, session_id, None)

@@ -264,23 +264,30 @@ pub async fn list_sessions(db: &Db, user_id: &str) -> ApiResult<Vec<SessionRow>>
     .await?)
 }
 
-/// Stores a refresh token's hash in SQL (used while Redis is down).
+/// Stores a refresh token's hash in SQL: a live one while Redis is down, or (`rotated`) one
+/// already rotated, whose row then reveals a replay ([`rotated_token_session`]): a token
+/// rotated through its session row (its Redis key gone, or Redis away), so that presenting
+/// it again is seen as reuse wherever Redis is.
 pub async fn insert_refresh_token<'c>(
     db: impl Executor<'c, Database = Any>,
     token_hash: &str,
     user_id: &str,
     session_id: &str,
     expires_at: &str,
+    rotated: bool,
 ) -> ApiResult<()> {
+    let now = db::now();
     sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, user_id, session_id, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO refresh_tokens (token_hash, user_id, session_id, created_at, expires_at, rotated_at)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (token_hash) DO NOTHING",
     )
     .bind(token_hash)
     .bind(user_id)
     .bind(session_id)
-    .bind(db::now())
+    .bind(&now)
     .bind(expires_at)
+    .bind(rotated.then_some(&now))
     .execute(db)
     .await?;
     Ok(())
@@ -301,32 +308,6 @@ pub async fn consume_refresh_token<'c>(
     .bind(token_hash)
     .fetch_optional(db)
     .await?)
-}
-
-/// Records `token_hash` as rotated, in the table whose rotated rows reveal a replay
-/// ([`rotated_token_session`]): for a token rotated through its session row (its Redis key
-/// gone, or Redis away), so that presenting it again is seen as reuse wherever Redis is.
-pub async fn record_rotated<'c>(
-    db: impl Executor<'c, Database = Any>,
-    token_hash: &str,
-    user_id: &str,
-    session_id: &str,
-    expires_at: &str,
-) -> ApiResult<()> {
-    let now = db::now();
-    sqlx::query(
-        "INSERT INTO refresh_tokens (token_hash, user_id, session_id, created_at, expires_at, rotated_at)
-         VALUES ($1, $2, $3, $4, $5, $4)
-         ON CONFLICT (token_hash) DO NOTHING",
-    )
-    .bind(token_hash)
-    .bind(user_id)
-    .bind(session_id)
-    .bind(&now)
-    .bind(expires_at)
-    .execute(db)
-    .await?;
-    Ok(())
 }
 
 /// Whether the live session `session_id` names a live refresh token other than

@@ -598,33 +598,20 @@ async fn a_token_rotated_during_an_outage_is_a_replay_when_presented_again() {
         let rotated = app.refresh(&s(pair, "refreshToken")).await;
         successors.push(s(&rotated.expect(StatusCode::OK), "refreshToken"));
     }
-    let replay = app
-        .refresh(&s(&during, "refreshToken"))
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
-    assert!(
-        replay["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("already used")),
-        "{replay}"
-    );
-    app.refresh(&successors[0])
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
-
+    // A replay is refused as reuse, and the session's successor with it.
+    let replayed = |token: String, successor: String| {
+        let app = &app;
+        async move {
+            let replay = app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+            let detail = replay["detail"].as_str().unwrap_or_default();
+            assert!(detail.contains("already used"), "{replay}");
+            app.refresh(&successor)
+                .await
+                .problem(StatusCode::UNAUTHORIZED);
+        }
+    };
+    replayed(s(&during, "refreshToken"), successors[0].clone()).await;
     app.redis.resume();
     app.wait_for_redis(true).await;
-    let replay = app
-        .refresh(&s(&after, "refreshToken"))
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
-    assert!(
-        replay["detail"]
-            .as_str()
-            .is_some_and(|d| d.contains("already used")),
-        "{replay}"
-    );
-    app.refresh(&successors[1])
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
+    replayed(s(&after, "refreshToken"), successors[1].clone()).await;
 }
