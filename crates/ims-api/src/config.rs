@@ -315,9 +315,14 @@ impl Settings {
                     .filter(|o| !o.is_empty())
                     .map(|o| {
                         let origin = o.trim_end_matches('/');
-                        let valid = (origin.starts_with("http://")
-                            || origin.starts_with("https://"))
-                            && axum::http::HeaderValue::from_str(origin).is_ok();
+                        // Scheme, host and port only: a browser's `Origin` never has a path,
+                        // so one written with a path would never match.
+                        let host = origin
+                            .strip_prefix("http://")
+                            .or_else(|| origin.strip_prefix("https://"));
+                        let valid = host.is_some_and(|host| {
+                            !host.is_empty() && !host.contains(['/', '?', '#', '@', ' '])
+                        }) && axum::http::HeaderValue::from_str(origin).is_ok();
                         if valid {
                             Ok(origin.to_string())
                         } else {
@@ -362,14 +367,20 @@ fn seconds(
     match get(var) {
         None => Ok(Duration::from_secs(default)),
         Some(v) => match v.trim().parse::<u64>() {
-            Ok(n) if n > 0 => Ok(Duration::from_secs(n)),
+            Ok(n) if (1..=MAX_SECONDS).contains(&n) => Ok(Duration::from_secs(n)),
             _ => Err(ConfigError::new(
                 var,
-                format!("{v:?} is not a positive number of seconds"),
+                format!("{v:?} is not a number of seconds from 1 to {MAX_SECONDS} (ten years)"),
             )),
         },
     }
 }
+
+/// The longest duration any variable takes, in seconds: ten years. Token lifetimes and
+/// rate-limit windows are added to clocks and counted in micro- or milliseconds; without a
+/// bound, a value near `u64::MAX` wrapped (every access token born expired) or overflowed
+/// (a panic on every login), and a huge window turned the limiter off.
+const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 fn rate_limit(
     get: &impl Fn(&str) -> Option<String>,
@@ -385,7 +396,11 @@ fn rate_limit(
     };
     let parsed = v.trim().split_once('/').and_then(|(r, w)| {
         let r = r.trim().parse::<u32>().ok().filter(|r| *r > 0)?;
-        let w = w.trim().parse::<u64>().ok().filter(|w| *w > 0)?;
+        let w = w
+            .trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|w| (1..=MAX_SECONDS).contains(w))?;
         Some(RateLimit {
             requests: r,
             window: Duration::from_secs(w),
@@ -394,7 +409,9 @@ fn rate_limit(
     parsed.ok_or_else(|| {
         ConfigError::new(
             var,
-            format!("{v:?} (expected requests/seconds, e.g. 100/60)"),
+            format!(
+                "{v:?} (expected requests/seconds, e.g. 100/60; at most {MAX_SECONDS} seconds)"
+            ),
         )
     })
 }
@@ -442,6 +459,37 @@ mod tests {
         assert_eq!(s.proxy_trust, crate::client_ip::ProxyTrust::default());
         assert_eq!(s.http_header_timeout, Duration::from_secs(10));
         assert_eq!(s.http_max_connections, None);
+    }
+
+    #[test]
+    fn durations_past_ten_years_and_origins_with_paths_are_refused() {
+        for (var, value) in [
+            ("ACCESS_TOKEN_TTL", "18446744073709551615"),
+            ("REFRESH_TOKEN_TTL", "9223372036854775807"),
+            ("RATE_LIMIT_GLOBAL", "3/18446744073709551615"),
+            ("RATE_LIMIT_USER", "3/315360001"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.com/path"),
+            ("CORS_ALLOWED_ORIGINS", "https://"),
+        ] {
+            let error = settings(&[(var, value)])
+                .err()
+                .unwrap_or_else(|| panic!("{var}={value}"));
+            assert!(error.to_string().contains(var), "{error}");
+        }
+        let s = settings(&[
+            ("REFRESH_TOKEN_TTL", "315360000"),
+            ("RATE_LIMIT_GLOBAL", "3/315360000"),
+            (
+                "CORS_ALLOWED_ORIGINS",
+                "https://a.com/, http://localhost:5173",
+            ),
+        ])
+        .expect("at the bounds");
+        assert_eq!(s.refresh_token_ttl, Duration::from_secs(315_360_000));
+        assert_eq!(
+            s.cors_allowed_origins,
+            ["https://a.com", "http://localhost:5173"]
+        );
     }
 
     #[test]

@@ -28,7 +28,15 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _ = dotenvy::dotenv();
+    // A `.env` that is there but does not parse stops start-up: dotenvy stops at the bad
+    // line, so every setting after it would silently fall back to its default (a random
+    // JWT secret, another database, someone else's Redis).
+    if let Err(e) = dotenvy::dotenv() {
+        if !e.not_found() {
+            eprintln!("ims-api: configuration error: .env: {e}");
+            std::process::exit(2);
+        }
+    }
     let settings = match Settings::from_env() {
         Ok(settings) => settings,
         Err(e) => {

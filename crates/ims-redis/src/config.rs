@@ -99,12 +99,21 @@ impl RedisConfig {
         }
         if let Some(port) = get("REDIS_PORT") {
             config.port = parse("REDIS_PORT", &port)?;
+            if config.port == 0 {
+                return Err(ConfigError::new(
+                    "REDIS_PORT",
+                    "0 is not a port".to_string(),
+                ));
+            }
         }
         if let Some(password) = lookup("REDIS_PASSWORD") {
             config.password = password;
         }
         if let Some(db) = get("REDIS_DB") {
             config.db = parse("REDIS_DB", &db)?;
+            if config.db < 0 {
+                return Err(ConfigError::new("REDIS_DB", format!("{db:?} is negative")));
+            }
         }
         if let Some(prefix) = lookup("REDIS_KEY_PREFIX") {
             config.key_prefix = prefix;
@@ -124,6 +133,16 @@ impl RedisConfig {
         }
         if let Some(ms) = get("REDIS_CONNECT_TIMEOUT_MS") {
             config.connect_timeout = positive_millis("REDIS_CONNECT_TIMEOUT_MS", &ms)?;
+        }
+        // The URL the fields make must be one (`REDIS_HOST='bad host!'` is not).
+        if config.url.is_none()
+            && config.cluster_nodes.is_empty()
+            && redis::Client::open(config.connection_url().as_str()).is_err()
+        {
+            return Err(ConfigError::new(
+                "REDIS_HOST",
+                format!("{:?} does not make a Redis address", config.host),
+            ));
         }
         // Checked here, with the scheme and password they take from the other variables: a
         // node that is no address would otherwise surface only at connect time, as a
@@ -297,6 +316,14 @@ mod tests {
         assert_eq!(c.redacted_url(), "cluster a:1");
         let c = config(&[("REDIS_URL", "rediss://h:1/3"), ("REDIS_HOST", "x")]).expect("parses");
         assert_eq!(c.connection_url(), "rediss://h:1/3");
+        for (var, bad) in [
+            ("REDIS_PORT", "0"),
+            ("REDIS_DB", "-1"),
+            ("REDIS_HOST", "bad host!"),
+        ] {
+            let error = config(&[(var, bad)]).expect_err(bad);
+            assert!(error.to_string().contains(var), "{error}");
+        }
         for bad in [":::", "foo:bar", "host", "a:1,b", "a:99999"] {
             let error = config(&[("REDIS_CLUSTER_NODES", bad)]).expect_err(bad);
             assert!(error.to_string().contains("REDIS_CLUSTER_NODES"), "{error}");

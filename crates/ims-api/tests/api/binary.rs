@@ -90,3 +90,22 @@ fn sigterm_drains_and_exits_cleanly() {
     }
     assert!(logs.contains("IMS API stopped"), "{logs}");
 }
+
+/// A `.env` that does not parse stops start-up: read up to its bad line, it would leave
+/// every later setting at its default without a word.
+#[test]
+fn a_malformed_env_file_stops_start_up() {
+    let dir = std::env::temp_dir().join(format!("ims-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join(".env"),
+        "IMS_BIND=127.0.0.1:0\nBROKEN LINE\nJWT_SECRET=x\n",
+    )
+    .expect(".env");
+    let output = ims_api().current_dir(&dir).output().expect("run ims-api");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(".env"), "{stderr}");
+}
