@@ -75,7 +75,7 @@ pub struct Settings {
     /// instance warms recently active organizations' dashboards.
     pub cache_warm_interval: Option<Duration>,
     /// `REDIS_CACHE_URL`: a separate Redis for response-cache entries (run it
-    /// `allkeys-lru`); `None`: the main Redis holds them.
+    /// `volatile-lru`); `None`: the main Redis holds them.
     pub redis_cache: Option<RedisConfig>,
     /// `REFRESH_REUSE_GRACE`: a rotated refresh token presented again this soon (and
     /// before its successor is used) gets the same new pair instead of revoking the

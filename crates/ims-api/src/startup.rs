@@ -262,13 +262,17 @@ impl Application {
         let connection = RedisConnection::connect(settings.redis.clone()).await;
         let redis = RedisService::new(connection, settings.redis.key_prefix.clone());
         let keys = Arc::new(TokenKeys::new(&settings.jwt_secret));
-        // Cache entries in their own Redis when REDIS_CACHE_URL says so (run it allkeys-lru;
+        // Cache entries in their own Redis when REDIS_CACHE_URL says so (run it volatile-lru;
         // sessions, limits and locks stay on the main one).
         let cache_redis = match &settings.redis_cache {
-            Some(config) => RedisService::new(
-                RedisConnection::connect(config.clone()).await,
-                config.key_prefix.clone(),
-            ),
+            Some(config) => {
+                let cache_redis = RedisService::new(
+                    RedisConnection::connect(config.clone()).await,
+                    config.key_prefix.clone(),
+                );
+                warn_if_evicting_bookkeeping(&cache_redis).await;
+                cache_redis
+            }
             None => {
                 warn_if_evicting(&redis).await;
                 redis.clone()
@@ -284,6 +288,9 @@ impl Application {
             settings.cache_ttl_jitter,
             settings.cache_l1,
         );
+        if settings.redis_cache.is_some() {
+            cache.keep_bookkeeping();
+        }
         cache.set_max_entry_bytes(settings.cache_max_entry_bytes);
         cache.set_grace(settings.cache_grace);
         let trust = settings.proxy_trust.clone();
@@ -409,7 +416,25 @@ async fn warn_if_evicting(redis: &RedisService) {
     if let Some(policy) = redis.config_get("maxmemory-policy").await {
         if policy != "noeviction" {
             tracing::warn!(
-                "Redis maxmemory-policy is {policy} and the response cache shares it with rate                  limits and locks: filling the cache can evict them (limits reset). Run a                  separate cache Redis (REDIS_CACHE_URL, allkeys-lru) and keep this one                  noeviction; see docs/redis.md"
+                "Redis maxmemory-policy is {policy} and the response cache shares it with rate \
+                 limits and locks: filling the cache can evict them (limits reset). Run a \
+                 separate cache Redis (REDIS_CACHE_URL, volatile-lru) and keep this one \
+                 noeviction; see docs/redis.md"
+            );
+        }
+    }
+}
+
+/// One warning at start when the cache Redis may evict keys without a TTL: the cache keeps
+/// its groups' epochs and indexes there without one, so that `volatile-lru` evicts only
+/// entries; an `allkeys-*` policy could evict an index and leave its entries stale.
+async fn warn_if_evicting_bookkeeping(redis: &RedisService) {
+    if let Some(policy) = redis.config_get("maxmemory-policy").await {
+        if policy.starts_with("allkeys") {
+            tracing::warn!(
+                "the cache Redis's maxmemory-policy is {policy}: it may evict a group's index \
+                 and leave its entries stale until their TTL. Run it volatile-lru (or \
+                 volatile-ttl); see docs/redis.md"
             );
         }
     }

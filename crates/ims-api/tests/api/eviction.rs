@@ -115,3 +115,84 @@ async fn the_cache_can_live_in_its_own_redis() {
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(api.get("/items").await.status, StatusCode::OK);
 }
+
+/// A cache Redis that is full evicts entries, never the epochs and indexes that let writes
+/// find them: those carry no TTL there, and the cache Redis runs `volatile-lru`. With them
+/// evictable, a hot entry outlived its index and was served stale after a write until its
+/// TTL ended (a black-box probe).
+#[tokio::test]
+async fn the_cache_redis_evicts_entries_but_never_their_bookkeeping() {
+    let cache = RedisServer::start();
+    let mut conn = redis::Client::open(cache.url())
+        .expect("client")
+        .get_connection()
+        .expect("connection");
+    for (name, value) in [("maxmemory", "3mb"), ("maxmemory-policy", "volatile-lru")] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(name)
+            .arg(value)
+            .query(&mut conn)
+            .expect("config");
+    }
+    let app = spawn_app_with(&[("REDIS_CACHE_URL", &cache.url())]).await;
+    let token = app.token("evict-cache@example.com").await;
+    let api = app.caller(&token);
+    let warehouse = api
+        .create("/warehouses", json!({"name": "Main", "code": "M"}))
+        .await;
+    let item = api
+        .create(
+            "/items",
+            json!({"name": "Hot", "sku": "HOT", "priceCents": 100}),
+        )
+        .await;
+    let path = format!("/items/{}", item["id"].as_str().expect("id"));
+    let adjust = json!({"itemId": item["id"], "warehouseId": warehouse["id"], "quantityDelta": 1, "reason": "count"});
+    // A first write makes the groups' epochs; reads store the entry and its indexes.
+    api.create("/inventory/adjustments", adjust.clone()).await;
+    for _ in 0..2 {
+        assert_eq!(api.get(&path).await.status, StatusCode::OK);
+    }
+    let bookkeeping: Vec<String> = redis::cmd("KEYS")
+        .arg("ims:cache[ie][dp]*")
+        .query(&mut conn)
+        .expect("keys");
+    assert!(bookkeeping.len() >= 2, "{bookkeeping:?}");
+    // Other entries (keys with a TTL) fill the cache Redis past its budget.
+    let filler = "x".repeat(2048);
+    for batch in 0..100 {
+        let mut pipe = redis::pipe();
+        for i in 0..100 {
+            pipe.cmd("SET")
+                .arg(format!("ims:cache:filler:{batch}:{i}"))
+                .arg(&filler)
+                .arg("EX")
+                .arg(3600)
+                .ignore();
+        }
+        let _: () = pipe.query(&mut conn).expect("fill");
+        // Evicted or not (LRU is sampled), it is never stale.
+        let read = api.get(&path).await;
+        assert_eq!(read.json()["stockOnHand"], 1);
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut conn)
+        .expect("info");
+    assert!(
+        !info.contains("evicted_keys:0\r"),
+        "the budget was never reached"
+    );
+    for key in &bookkeeping {
+        let ttl: i64 = redis::cmd("PTTL").arg(key).query(&mut conn).expect("pttl");
+        assert_eq!(ttl, -1, "{key} has a TTL, so it may be evicted");
+    }
+    // With the entry cached, the write still finds it: the next read is fresh.
+    api.get(&path).await;
+    assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
+    api.create("/inventory/adjustments", adjust).await;
+    let read = api.get(&path).await;
+    assert_eq!(read.header("x-cache"), "MISS");
+    assert_eq!(read.json()["stockOnHand"], 2);
+}

@@ -328,6 +328,8 @@ pub struct ResponseCache {
     inflight: Mutex<HashMap<String, watch::Receiver<Option<Arc<Cached>>>>>,
     /// False while the cache is flushed after an outage: entries may be stale until then.
     ready: AtomicBool,
+    /// Epochs and indexes are kept without a TTL ([`ResponseCache::keep_bookkeeping`]).
+    bookkeeping_persists: AtomicBool,
 }
 
 // Writes the entry only if neither the group's epoch nor the global generation moved since
@@ -335,12 +337,13 @@ pub struct ResponseCache {
 const STORE_SCRIPT: &str = r"
 -- KEYS: entry, generation, then (epoch, index) per membership. ARGV: generation, value,
 -- ttl (ms), mode ('exact': no membership's epoch moved; 'after-one': exactly one bump in
--- all, the write's own), then the epochs seen, one per membership.
+-- all, the write's own), '1' to keep indexes without a TTL, then the epochs seen, one per
+-- membership.
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
 local drift = 0
 for i = 3, #KEYS, 2 do
   local now = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-  local seen = tonumber(ARGV[5 + (i - 3) / 2]) or 0
+  local seen = tonumber(ARGV[6 + (i - 3) / 2]) or 0
   if ARGV[4] == 'exact' and now ~= seen then return 0 end
   drift = drift + now - seen
 end
@@ -352,17 +355,26 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
 for i = 4, #KEYS, 2 do
   redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
+  if ARGV[5] == '1' then
+    redis.call('PERSIST', KEYS[i])
+  elseif redis.call('PTTL', KEYS[i]) < ttl then
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
 end
 return 1
 ";
 
 // For each (epoch, index) pair: bump the epoch, delete the indexed entries, drop the index.
+// ARGV[1]: the epoch's TTL (ms), 0 to keep it without one.
 const INVALIDATE_SCRIPT: &str = r"
 local removed = 0
 for i = 1, #KEYS, 2 do
   redis.call('INCR', KEYS[i])
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  if ARGV[1] == '0' then
+    redis.call('PERSIST', KEYS[i])
+  else
+    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+  end
   local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
   for j = 1, #members, 1000 do
     removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
@@ -387,6 +399,17 @@ impl ResponseCache {
     /// Stores no response body larger than `bytes` (they are still served).
     pub fn set_max_entry_bytes(&self, bytes: usize) {
         self.max_entry_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Keeps the groups' epochs and indexes without a TTL, for a cache Redis that evicts
+    /// only keys with one (`maxmemory-policy volatile-lru`): entries (which always have a
+    /// TTL) are then the only keys it evicts. An evicted index or epoch would leave its
+    /// entries beyond every invalidation, stale until their TTL; an evicted entry is only a
+    /// miss. The bookkeeping stays bounded without TTLs: an index is trimmed of expired
+    /// members on every store and deleted by every invalidation, one epoch per (scope,
+    /// group).
+    pub fn keep_bookkeeping(&self) {
+        self.bookkeeping_persists.store(true, Ordering::Relaxed);
     }
 
     /// Keeps entries `grace` past their freshness: a miss whose handler then fails with a
@@ -422,6 +445,7 @@ impl ResponseCache {
             counters: Counters::default(),
             inflight: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(true),
+            bookkeeping_persists: AtomicBool::new(false),
         });
         let weak = Arc::downgrade(&cache);
         let mut changes = cache.redis.connection().subscribe();
@@ -800,6 +824,7 @@ impl ResponseCache {
         let generation = seen.generation.clone();
         let mode = if seen.after_one { "after-one" } else { "exact" };
         let epochs = seen.epochs.clone();
+        let persist = self.bookkeeping_persists.load(Ordering::Relaxed);
         let stored = self
             .redis
             .connection()
@@ -808,7 +833,12 @@ impl ResponseCache {
                 for key in &keys {
                     invocation.key(key);
                 }
-                invocation.arg(generation).arg(value).arg(ttl_ms).arg(mode);
+                invocation
+                    .arg(generation)
+                    .arg(value)
+                    .arg(ttl_ms)
+                    .arg(mode)
+                    .arg(if persist { "1" } else { "0" });
                 for epoch in &epochs {
                     invocation.arg(epoch);
                 }
@@ -861,7 +891,11 @@ impl ResponseCache {
             keys.push(self.redis.key(&self.layout.epoch(scope, group)));
             keys.push(self.redis.key(&self.layout.index(scope, group)));
         }
-        let epoch_ttl = EPOCH_TTL.as_millis() as u64;
+        let epoch_ttl = if self.bookkeeping_persists.load(Ordering::Relaxed) {
+            0
+        } else {
+            EPOCH_TTL.as_millis() as u64
+        };
         let removed = self
             .redis
             .connection()
