@@ -51,10 +51,15 @@ pub fn merge_nullable<T>(patched: Option<Option<T>>, current: Option<T>) -> Opti
 /// rather than read as it: each would be another URL of the row, cached apart from it, and
 /// the row's writes invalidate its one URL.
 pub fn path_id(raw: &str, what: &str) -> ApiResult<String> {
-    match Uuid::try_parse(raw) {
-        Ok(id) if id.hyphenated().to_string() == raw => Ok(raw.to_string()),
-        _ => Err(not_found(what)),
-    }
+    canonical_id(raw).ok_or_else(|| not_found(what))
+}
+
+/// `raw` if it is a UUID in the API's own spelling (lower-case, hyphenated).
+fn canonical_id(raw: &str) -> Option<String> {
+    Uuid::try_parse(raw)
+        .ok()
+        .filter(|id| id.hyphenated().to_string() == raw)
+        .map(|_| raw.to_string())
 }
 
 /// One row of the collection a route template is under, in words, for problems and the
@@ -96,7 +101,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
             .position(|segment| segment == "{id}")
             .and_then(|at| parts.uri.path().split('/').nth(at))
             .unwrap_or_default();
-        path_id(raw, &row_noun(route)).map(Self)
+        // The noun is only worded for the 404: a valid id costs no string.
+        canonical_id(raw)
+            .map(Self)
+            .ok_or_else(|| not_found(&row_noun(route)))
     }
 }
 
