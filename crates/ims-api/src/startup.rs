@@ -270,11 +270,11 @@ impl Application {
                     RedisConnection::connect(config.clone()).await,
                     config.key_prefix.clone(),
                 );
-                warn_if_evicting_bookkeeping(&cache_redis).await;
+                warn_if_evicting(&cache_redis, false).await;
                 cache_redis
             }
             None => {
-                warn_if_evicting(&redis).await;
+                warn_if_evicting(&redis, true).await;
                 redis.clone()
             }
         };
@@ -408,35 +408,29 @@ impl Application {
     }
 }
 
-/// One warning at start when the cache shares a Redis whose `maxmemory-policy` may evict
-/// keys other than cache entries: rate-limit logs and locks (sessions survive eviction:
-/// their SQL rows vouch for them). Silent when Redis refuses `CONFIG GET` (managed
-/// services often do) or is down.
-async fn warn_if_evicting(redis: &RedisService) {
-    if let Some(policy) = redis.config_get("maxmemory-policy").await {
-        if policy != "noeviction" {
-            tracing::warn!(
-                "Redis maxmemory-policy is {policy} and the response cache shares it with rate \
-                 limits and locks: filling the cache can evict them (limits reset). Run a \
-                 separate cache Redis (REDIS_CACHE_URL, volatile-lru) and keep this one \
-                 noeviction; see docs/redis.md"
-            );
-        }
-    }
-}
-
-/// One warning at start when the cache Redis may evict keys without a TTL: the cache keeps
-/// its groups' epochs and indexes there without one, so that `volatile-lru` evicts only
-/// entries; an `allkeys-*` policy could evict an index and leave its entries stale.
-async fn warn_if_evicting_bookkeeping(redis: &RedisService) {
-    if let Some(policy) = redis.config_get("maxmemory-policy").await {
-        if policy.starts_with("allkeys") {
-            tracing::warn!(
-                "the cache Redis's maxmemory-policy is {policy}: it may evict a group's index \
-                 and leave its entries stale until their TTL. Run it volatile-lru (or \
-                 volatile-ttl); see docs/redis.md"
-            );
-        }
+/// One warning at start when a Redis's `maxmemory-policy` may evict what the server keeps
+/// there. The main Redis holding the cache too (`cache_too`) must not evict at all: rate-limit
+/// logs and locks live there (sessions survive eviction: their SQL rows vouch for them). A
+/// cache Redis of its own must evict only keys with a TTL: the cache keeps its groups' epochs
+/// and indexes there without one, and evicting an index would leave its entries stale until
+/// their TTL. Silent when Redis refuses `CONFIG GET` (managed services often do) or is down.
+async fn warn_if_evicting(redis: &RedisService, cache_too: bool) {
+    let Some(policy) = redis.config_get("maxmemory-policy").await else {
+        return;
+    };
+    if cache_too && policy != "noeviction" {
+        tracing::warn!(
+            "Redis maxmemory-policy is {policy} and the response cache shares it with rate \
+             limits and locks: filling the cache can evict them (limits reset). Run a \
+             separate cache Redis (REDIS_CACHE_URL, volatile-lru) and keep this one \
+             noeviction; see docs/redis.md"
+        );
+    } else if !cache_too && policy.starts_with("allkeys") {
+        tracing::warn!(
+            "the cache Redis's maxmemory-policy is {policy}: it may evict a group's index \
+             and leave its entries stale until their TTL. Run it volatile-lru (or \
+             volatile-ttl); see docs/redis.md"
+        );
     }
 }
 

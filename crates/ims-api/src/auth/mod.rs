@@ -438,7 +438,7 @@ async fn refresh(
                         None => {
                             // Release the write lock before the reuse check writes elsewhere.
                             tx.rollback().await?;
-                            if let Some(pair) = within_grace(&state, token).await {
+                            if let Some(pair) = within_grace(&state, token, &token_hash).await {
                                 return Ok(Json(pair));
                             }
                             return Err(reject_unknown(&state, &token_hash, redis_answered).await);
@@ -491,11 +491,10 @@ async fn refresh(
 /// tabs refreshing at once): both get the same pair. The rotation may still be finishing
 /// when the second request sees the token gone, so a tombstone without a remembered pair
 /// is given a moment before it counts as reuse.
-async fn within_grace(state: &AppState, token: &str) -> Option<TokenPair> {
+async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option<TokenPair> {
     if state.settings.refresh_reuse_grace.is_zero() {
         return None;
     }
-    let token_hash = &hash_token(token);
     let tokens = &state.refresh_tokens;
     // Only while the successor is unused: still its session's live token (the session row
     // is the authority, whichever way the successor was rotated since).
