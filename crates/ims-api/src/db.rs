@@ -75,6 +75,26 @@ impl std::ops::DerefMut for WriteTx {
     }
 }
 
+/// Where a write goes: on its own ([`Db::execute_write`]: autocommit, with the request's
+/// outbox record) or into a transaction the caller holds open (a PATCH holds its row's lock
+/// from the read it merges into to the write).
+pub enum Writer<'a> {
+    /// A statement of its own.
+    Alone(&'a Db),
+    /// A statement of an open transaction.
+    In(&'a mut WriteTx),
+}
+
+impl Writer<'_> {
+    /// Runs `query` where this writer writes.
+    pub async fn execute(self, query: AnyQuery<'_>) -> Result<AnyQueryResult, sqlx::Error> {
+        match self {
+            Self::Alone(db) => db.execute_write(query).await,
+            Self::In(tx) => query.execute(&mut **tx).await,
+        }
+    }
+}
+
 /// A pool on `url`; on SQLite, each connection with `synchronous = NORMAL` and the file in
 /// WAL mode.
 async fn open(url: &str, backend: Backend, max_connections: u32) -> Result<AnyPool, sqlx::Error> {

@@ -13,11 +13,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use ims_redis::session::{hash_token, Taken};
 use serde::{Deserialize, Serialize};
 use sqlx::AnyConnection;
 use time::OffsetDateTime;
+use tower_http::set_header::SetResponseHeaderLayer;
 
 pub use extract::{bearer_token, verified, verify_once, AuthUser, Org, VerifiedClaims};
 use store::UserRow;
@@ -42,7 +43,13 @@ pub fn router() -> OpenApiRouter<AppState> {
             .routes(routes!(logout))
             .routes(routes!(me))
             .routes(routes!(list_sessions, revoke_all_sessions))
-            .routes(routes!(revoke_session)),
+            .routes(routes!(revoke_session))
+            // Tokens, sessions and the user's own record are never for a cache to keep
+            // (RFC 6749 §5.1 for token responses; found missing by a probe).
+            .layer(SetResponseHeaderLayer::if_not_present(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            )),
     )
 }
 

@@ -112,24 +112,30 @@ impl TokenKeys {
         self.verify_at(token, jsonwebtoken::get_current_timestamp())
     }
 
-    /// The check as of `now` (seconds since the epoch) for a token verified before; in
-    /// full, by `jsonwebtoken` on its own clock, for any other.
+    /// The check as of `now` (seconds since the epoch): for a token verified before, only
+    /// its expiry; any other in full by `jsonwebtoken`, then its expiry the same way.
     fn verify_at(&self, token: &str, now: u64) -> Result<Arc<Claims>, ApiError> {
-        if let Some(claims) = self.verified.get(token) {
-            // jsonwebtoken's rule with no leeway: expired once `exp` is in the past.
-            if claims.exp < now {
-                self.verified.remove(token);
-                return Err(expired());
+        let claims = match self.verified.get(token) {
+            Some(claims) => claims,
+            None => {
+                let claims =
+                    jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+                        .map(|data| Arc::new(data.claims))
+                        .map_err(|e| match e.kind() {
+                            jsonwebtoken::errors::ErrorKind::ExpiredSignature => expired(),
+                            _ => ApiError::Unauthorized("the access token is invalid".into()),
+                        })?;
+                self.verified.insert(Token(token.into()), claims.clone());
+                claims
             }
-            return Ok(claims);
+        };
+        // RFC 7519 §4.1.4: never accepted on or after `exp`. jsonwebtoken accepts the whole
+        // second `exp` names (its test is `exp < now`), so a token outlived its expiry by up
+        // to a second (found by a probe).
+        if claims.exp <= now {
+            self.verified.remove(token);
+            return Err(expired());
         }
-        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| Arc::new(data.claims))
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => expired(),
-                _ => ApiError::Unauthorized("the access token is invalid".into()),
-            })?;
-        self.verified.insert(Token(token.into()), claims.clone());
         Ok(claims)
     }
 }
@@ -230,13 +236,21 @@ mod tests {
             let changed = String::from_utf8(changed).expect("ascii");
             assert!(keys.verify(&changed).is_err(), "changed at {at} accepted");
         }
-        // Valid from the cache through the second `exp` names; then refused as expired,
-        // and forgotten.
-        let last = keys.verify_at(&token, claims.exp).expect("valid until exp");
+        // Valid from the cache until the second `exp` names; refused as expired from that
+        // second on, and forgotten.
+        let last = keys
+            .verify_at(&token, claims.exp - 1)
+            .expect("valid before exp");
         assert!(Arc::ptr_eq(&first, &last));
-        let err = keys.verify_at(&token, claims.exp + 1).expect_err("expired");
+        let err = keys
+            .verify_at(&token, claims.exp)
+            .expect_err("expired at exp");
         assert!(err.to_string().contains("expired"), "{err}");
         assert!(keys.verified.get(token.as_str()).is_none());
+        // Checked in full (not kept), the same: refused from the second `exp` names.
+        let fresh = TokenKeys::new("a-secret-of-at-least-thirty-two-chars!");
+        assert!(fresh.verify_at(&token, claims.exp).is_err());
+        assert!(fresh.verify_at(&token, claims.exp - 1).is_ok());
     }
 
     #[tokio::test]

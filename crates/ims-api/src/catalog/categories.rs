@@ -8,13 +8,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Org;
-use crate::db::{self, Db};
+use crate::db::{self, Db, Writer};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Id, Table};
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
+use sqlx::any::AnyQueryResult;
 
 /// Deepest tree walked when checking a new parent for cycles; trees are shallow in practice,
 /// and the bound keeps a corrupted chain from looping forever.
@@ -196,7 +197,8 @@ async fn replace(
 ) -> ApiResult<Json<Category>> {
     ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(&org.db, &org.id, Some(&id), body, Validator::default()).await?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::Alone(&org.db), &org.id, &id, input).await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
 #[utoipa::path(
@@ -206,19 +208,22 @@ async fn replace(
     responses((status = 200, description = "The updated category", body = Category)),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<CategoryPatch>) -> ApiResult<Json<Category>> {
-    let current = ROWS.find(&org.db, &org.id, &id).await?;
+    let mut tx = org.db.begin_write().await?;
+    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = CategoryBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
         parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
     };
     let input = validate(&org.db, &org.id, Some(&id), merged, v).await?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
+    tx.commit().await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
-async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json<Category>> {
-    let updated = db
-        .execute_write(
+async fn update(to: Writer<'_>, org_id: &str, id: &str, input: Input) -> ApiResult<AnyQueryResult> {
+    let updated = to
+        .execute(
             sqlx::query(
                 "UPDATE categories SET name = $1, parent_id = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
@@ -231,7 +236,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: Input) -> ApiResult<Json
         )
         .await
         .map_err(fields::reference_gone)?;
-    ROWS.read_back(db, org_id, id, updated).await
+    Ok(updated)
 }
 
 #[utoipa::path(

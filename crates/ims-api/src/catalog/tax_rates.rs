@@ -8,13 +8,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Org;
-use crate::db::{self, Db};
+use crate::db::{self, Writer};
 use crate::error::{ApiResult, Json, Query, Validator};
 use crate::fields::{self, Id};
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
+use sqlx::any::AnyQueryResult;
 
 // Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
 use crate::money::MAX_RATE_BPS;
@@ -134,7 +135,8 @@ async fn read(org: Org, Id(id): Id) -> ApiResult<Json<TaxRate>> {
 async fn replace(org: Org, Id(id): Id, Json(body): Json<TaxRateBody>) -> ApiResult<Json<TaxRate>> {
     ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(body, Validator::default())?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::Alone(&org.db), &org.id, &id, input).await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
 #[utoipa::path(
@@ -144,19 +146,27 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<TaxRateBody>) -> ApiResu
     responses((status = 200, description = "The updated tax rate", body = TaxRate)),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<TaxRatePatch>) -> ApiResult<Json<TaxRate>> {
-    let current = ROWS.find(&org.db, &org.id, &id).await?;
+    let mut tx = org.db.begin_write().await?;
+    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = TaxRateBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
         rate_bps: fields::merge_required(body.rate_bps, current.rate_bps, "rateBps", &mut v),
     };
     let input = validate(merged, v)?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
+    tx.commit().await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
-async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResult<Json<TaxRate>> {
-    let updated = db
-        .execute_write(
+async fn update(
+    to: Writer<'_>,
+    org_id: &str,
+    id: &str,
+    input: TaxRateBody,
+) -> ApiResult<AnyQueryResult> {
+    let updated = to
+        .execute(
             sqlx::query(
                 "UPDATE tax_rates SET name = $1, rate_bps = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
@@ -168,7 +178,7 @@ async fn update(db: &Db, org_id: &str, id: &str, input: TaxRateBody) -> ApiResul
             .bind(id),
         )
         .await?;
-    ROWS.read_back(db, org_id, id, updated).await
+    Ok(updated)
 }
 
 #[utoipa::path(

@@ -9,13 +9,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Org;
-use crate::db::{self, Db};
+use crate::db::{self, Writer};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Id};
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
+use sqlx::any::AnyQueryResult;
 
 const MAX_CODE_CHARS: usize = 50;
 
@@ -158,7 +159,8 @@ async fn replace(
 ) -> ApiResult<Json<Warehouse>> {
     ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(body, Validator::default())?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::Alone(&org.db), &org.id, &id, input).await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
 #[utoipa::path(
@@ -175,24 +177,27 @@ async fn patch(
     Id(id): Id,
     Json(body): Json<WarehousePatch>,
 ) -> ApiResult<Json<Warehouse>> {
-    let current = ROWS.find(&org.db, &org.id, &id).await?;
+    let mut tx = org.db.begin_write().await?;
+    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = WarehouseBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
         code: fields::merge_required(body.code, current.code, "code", &mut v),
     };
     let input = validate(merged, v)?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
+    tx.commit().await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
 async fn update(
-    db: &Db,
+    to: Writer<'_>,
     org_id: &str,
     id: &str,
     input: WarehouseBody,
-) -> ApiResult<Json<Warehouse>> {
-    let updated = db
-        .execute_write(
+) -> ApiResult<AnyQueryResult> {
+    let updated = to
+        .execute(
             sqlx::query(
                 "UPDATE warehouses SET name = $1, code = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
@@ -205,7 +210,7 @@ async fn update(
         )
         .await
         .map_err(duplicate_code)?;
-    ROWS.read_back(db, org_id, id, updated).await
+    Ok(updated)
 }
 
 #[utoipa::path(

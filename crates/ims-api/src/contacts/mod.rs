@@ -12,13 +12,14 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Org;
-use crate::db::{self, Db};
-use crate::error::{ApiResult, Json, Query, Validator};
+use crate::db::{self, Db, Writer};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Id};
 use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
+use sqlx::any::AnyQueryResult;
 
 const MAX_EMAIL_CHARS: usize = 254;
 const MAX_PHONE_CHARS: usize = 50;
@@ -234,23 +235,33 @@ async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Contact>> {
 #[utoipa::path(
     put, path = "/contacts/{id}", operation_id = "replaceContact", summary = "Replace a contact",
     request_body = ContactBody,
-    responses((status = 200, description = "The updated contact", body = Contact)),
+    responses(
+        (status = 200, description = "The updated contact", body = Contact),
+        (status = 409, description = "The type would change while orders or invoices name the contact", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
 )]
 async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResult<Json<Contact>> {
-    ROWS.find(&org.db, &org.id, &id).await?;
+    let current = ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(body, Validator::default())?;
-    update(&org.db, &org.id, &id, input).await
+    keep_type_if_named(&org.db, &org.id, &id, &current.kind, &input.kind).await?;
+    let written = update(Writer::Alone(&org.db), &org.id, &id, input).await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
 #[utoipa::path(
     patch, path = "/contacts/{id}", operation_id = "updateContact",
     summary = "Update some fields of a contact",
     request_body = ContactPatch,
-    responses((status = 200, description = "The updated contact", body = Contact)),
+    responses(
+        (status = 200, description = "The updated contact", body = Contact),
+        (status = 409, description = "The type would change while orders or invoices name the contact", body = crate::error::Problem, content_type = "application/problem+json"),
+    ),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResult<Json<Contact>> {
-    let current = ROWS.find(&org.db, &org.id, &id).await?;
+    let mut tx = org.db.begin_write().await?;
+    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
     let mut v = Validator::default();
+    let was = current.kind.clone();
     let merged = ContactBody {
         kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
         name: fields::merge_required(body.name, current.name, "name", &mut v),
@@ -259,10 +270,43 @@ async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResul
         address: fields::merge_nullable(body.address, current.address),
     };
     let input = validate(merged, v)?;
-    update(&org.db, &org.id, &id, input).await
+    keep_type_if_named(&org.db, &org.id, &id, &was, &input.kind).await?;
+    let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
+    tx.commit().await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
-async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResult<Json<Contact>> {
+/// 409 when the type would change while orders or invoices name the contact: they would
+/// then name a counterpart of the wrong kind (a probe turned a customer with an open order
+/// into a vendor, then invoiced the order).
+async fn keep_type_if_named(db: &Db, org_id: &str, id: &str, was: &str, to: &str) -> ApiResult<()> {
+    if was == to {
+        return Ok(());
+    }
+    let named: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM sales_orders WHERE organization_id = $1 AND customer_id = $2
+         UNION ALL SELECT 1 FROM purchase_orders WHERE organization_id = $1 AND vendor_id = $2
+         UNION ALL SELECT 1 FROM invoices WHERE organization_id = $1 AND customer_id = $2
+         LIMIT 1",
+    )
+    .bind(org_id)
+    .bind(id)
+    .fetch_optional(db.pool())
+    .await?;
+    match named {
+        Some(_) => Err(ApiError::Conflict(format!(
+            "orders or invoices name this {was}: its type cannot change"
+        ))),
+        None => Ok(()),
+    }
+}
+
+async fn update(
+    to: Writer<'_>,
+    org_id: &str,
+    id: &str,
+    input: ContactBody,
+) -> ApiResult<AnyQueryResult> {
     let write = sqlx::query(
         "UPDATE contacts SET contact_type = $1, name = $2, email = $3, phone = $4, address = $5,
            updated_at = $6
@@ -276,8 +320,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ContactBody) -> ApiResul
     .bind(db::now())
     .bind(org_id)
     .bind(id);
-    let updated = db.execute_write(write).await?;
-    ROWS.read_back(db, org_id, id, updated).await
+    let updated = to.execute(write).await?;
+    Ok(updated)
 }
 
 #[utoipa::path(

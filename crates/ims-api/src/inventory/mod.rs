@@ -416,12 +416,19 @@ async fn transfer(
         created_by: Some(org.user_id.clone()),
         created_at: db::now(),
     };
-    // Both sides in one transaction: either the stock moves or nothing happens.
-    let mut tx = org.db.begin_write().await?;
-    for (warehouse_id, delta) in [
+    // Both sides in one transaction: either the stock moves or nothing happens. Their
+    // levels are locked in warehouse order, not from-then-to: two opposite transfers of
+    // one item then lock in the same order instead of each holding the level the other
+    // waits for (PostgreSQL broke that deadlock by failing one with a 500; found by a
+    // probe). Orders lock their levels in item order within one warehouse, the same
+    // (item, warehouse) order.
+    let mut sides = [
         (&transfer.from_warehouse_id, -transfer.quantity),
         (&transfer.to_warehouse_id, transfer.quantity),
-    ] {
+    ];
+    sides.sort_by_key(|(warehouse_id, _)| *warehouse_id);
+    let mut tx = org.db.begin_write().await?;
+    for (warehouse_id, delta) in sides {
         stock::apply(
             &mut tx,
             &Movement {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::{ApiError, ApiResult};
+use crate::fields;
 use crate::money::MAX_STOCK;
 
 /// What caused a movement; stored in the ledger's `source` column.
@@ -47,7 +48,9 @@ pub struct Movement<'a> {
 }
 
 /// Applies `movement` and records it. Taking out more than is there is a 409 naming the
-/// item; the caller's transaction must then be rolled back (dropping it does that).
+/// item, and so is an item or warehouse deleted since the caller checked it (the level's or
+/// the ledger's foreign key; a 500 before, found by a probe racing adjustments with
+/// deletes); the caller's transaction must then be rolled back (dropping it does that).
 pub async fn apply(conn: &mut AnyConnection, movement: &Movement<'_>) -> ApiResult<()> {
     let now = db::now();
     if movement.delta < 0 {
@@ -64,7 +67,8 @@ pub async fn apply(conn: &mut AnyConnection, movement: &Movement<'_>) -> ApiResu
         .bind(movement.item_id)
         .bind(movement.warehouse_id)
         .execute(&mut *conn)
-        .await?
+        .await
+        .map_err(fields::reference_gone)?
         .rows_affected();
         if taken == 0 {
             let available: Option<i64> = sqlx::query_scalar(
@@ -100,7 +104,8 @@ pub async fn apply(conn: &mut AnyConnection, movement: &Movement<'_>) -> ApiResu
         .bind(&now)
         .bind(MAX_STOCK)
         .execute(&mut *conn)
-        .await?
+        .await
+        .map_err(fields::reference_gone)?
         .rows_affected();
         if put == 0 {
             return Err(ApiError::Conflict(format!(
@@ -125,6 +130,7 @@ pub async fn apply(conn: &mut AnyConnection, movement: &Movement<'_>) -> ApiResu
     .bind(movement.user_id)
     .bind(&now)
     .execute(&mut *conn)
-    .await?;
+    .await
+    .map_err(fields::reference_gone)?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Org;
-use crate::db::{self, AnyQuery, Db};
+use crate::db::{self, AnyQuery, Db, Writer};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Id, Table};
 use crate::money;
@@ -25,6 +25,7 @@ use crate::owned::Owned;
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, writes_through, Group, RoutePolicy};
 use crate::state::AppState;
+use sqlx::any::AnyQueryResult;
 
 const MAX_SKU_CHARS: usize = 100;
 const MAX_DESCRIPTION_CHARS: usize = 5000;
@@ -368,7 +369,8 @@ async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Item>> {
 async fn replace(org: Org, Id(id): Id, Json(body): Json<ItemBody>) -> ApiResult<Json<Item>> {
     ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(&org.db, &org.id, body, Validator::default()).await?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::Alone(&org.db), &org.id, &id, input).await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
 #[utoipa::path(
@@ -381,7 +383,8 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<ItemBody>) -> ApiResult<
     ),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<ItemPatch>) -> ApiResult<Json<Item>> {
-    let current = ROWS.find(&org.db, &org.id, &id).await?;
+    let mut tx = org.db.begin_write().await?;
+    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
     let mut v = Validator::default();
     let merged = ItemBody {
         name: fields::merge_required(body.name, current.name, "name", &mut v),
@@ -400,10 +403,17 @@ async fn patch(org: Org, Id(id): Id, Json(body): Json<ItemPatch>) -> ApiResult<J
         unit: fields::merge_nullable(body.unit, current.unit),
     };
     let input = validate(&org.db, &org.id, merged, v).await?;
-    update(&org.db, &org.id, &id, input).await
+    let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
+    tx.commit().await?;
+    ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
-async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<Json<Item>> {
+async fn update(
+    to: Writer<'_>,
+    org_id: &str,
+    id: &str,
+    input: ItemBody,
+) -> ApiResult<AnyQueryResult> {
     let write = bind_fields(
         sqlx::query(
             "UPDATE items SET name = $1, sku = $2, description = $3, price_cents = $4,
@@ -416,8 +426,8 @@ async fn update(db: &Db, org_id: &str, id: &str, input: ItemBody) -> ApiResult<J
     .bind(db::now())
     .bind(org_id)
     .bind(id);
-    let updated = db.execute_write(write).await.map_err(write_error)?;
-    ROWS.read_back(db, org_id, id, updated).await
+    let updated = to.execute(write).await.map_err(write_error)?;
+    Ok(updated)
 }
 
 /// Binds an item's fields as `$1`..`$9`, in the order the `INSERT` and `UPDATE` name them

@@ -141,8 +141,11 @@ pub async fn load_items(
 /// not fit is recorded in `v` against `lines[i]`.
 pub fn amounts(i: usize, quantity: i64, unit: i64, bps: i64, v: &mut Validator) -> LineAmounts {
     let amounts = money::line_amounts(quantity, unit, bps);
+    // A negative quantity or price is refused with its own message; only figures that are
+    // each valid can make a line too large (both messages at once misled, said a probe).
+    let figures_valid = quantity >= 0 && unit >= 0 && bps >= 0;
     v.check(
-        amounts.is_some(),
+        amounts.is_some() || !figures_valid,
         &format!("lines[{i}]"),
         &format!("the line's total would exceed {MAX_CENTS} cents"),
     );

@@ -164,19 +164,22 @@ pub async fn patch<O: OrderType>(
     v.finish()?;
 
     let mut tx = db.begin_write().await?;
+    // The order's row lock first (PostgreSQL; SQLite holds the write lock already), for
+    // every PATCH: the order is read and written back whole below, so without the lock a
+    // PATCH of its notes could read it before a concurrent PATCH of its lines committed and
+    // then write the old totals over the new lines (found by a probe with two instances).
+    sqlx::query(&format!(
+        "UPDATE {} SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
+        kind.table.0
+    ))
+    .bind(org_id)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
     let binding = party.is_some() || warehouse.is_some() || priced.is_some() || cancel;
     if let (Some(billed_by), true) = (kind.billed_by, binding) {
-        // The order's row first (PostgreSQL: its row lock; SQLite holds the write lock
-        // already), then its bill: billing takes the same row lock before it copies the
-        // figures, so one waits for the other and neither sees the other half done.
-        sqlx::query(&format!(
-            "UPDATE {} SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
-            kind.table.0
-        ))
-        .bind(org_id)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        // Then its bill: billing takes the same row lock before it copies the figures, so
+        // one waits for the other and neither sees the other half done.
         let billed: Option<String> = sqlx::query_scalar(billed_by)
             .bind(org_id)
             .bind(id)

@@ -280,6 +280,20 @@ fn defuse_formulas(csv: &[u8]) -> Result<Vec<u8>, csv::Error> {
     writer.into_inner().map_err(|e| e.into_error().into())
 }
 
+/// `R`'s CSV header row alone. The writer takes the header from the first row it writes,
+/// so a report without rows had none (found by a probe); it is cut from a default row's.
+fn header_row<R: Serialize + Default>() -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    writer.serialize(R::default())?;
+    let mut bytes = writer.into_inner().map_err(|e| e.into_error())?;
+    let end = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(bytes.len(), |i| i + 1);
+    bytes.truncate(end);
+    Ok(bytes)
+}
+
 /// Runs `spec` and wraps the result: JSON, or CSV (a header row of the row fields, then one
 /// line per row; the totals are left out, and `X-Report-Truncated: true` says when more
 /// rows matched than were returned).
@@ -291,7 +305,7 @@ async fn run<R, T>(
     format: Format,
 ) -> ApiResult<Response>
 where
-    R: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize,
+    R: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize + Default,
     T: for<'r> FromRow<'r, AnyRow> + Send + Unpin + Serialize,
 {
     use axum::http::header;
@@ -299,18 +313,21 @@ where
     let (rows, totals, truncated) = fetch::<R, T>(db, &spec).await?;
     let vary = (header::VARY, "Accept");
     if format.is_csv() {
+        let csv_error = |e: csv::Error| ApiError::Internal(anyhow::anyhow!("CSV: {e}"));
         let mut writer = csv::Writer::from_writer(Vec::new());
         for row in &rows {
-            writer
-                .serialize(row)
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV row: {e}")))?;
+            writer.serialize(row).map_err(csv_error)?;
         }
-        let body = writer
-            .into_inner()
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV: {e}")))
-            .and_then(|csv| {
-                defuse_formulas(&csv).map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV: {e}")))
-            })?;
+        let written = if rows.is_empty() {
+            header_row::<R>().map_err(csv_error)
+        } else {
+            writer
+                .into_inner()
+                .map_err(|e| csv_error(e.into_error().into()))
+        };
+        let body = written.and_then(|csv| {
+            defuse_formulas(&csv).map_err(|e| ApiError::Internal(anyhow::anyhow!("CSV: {e}")))
+        })?;
         let disposition = format!("inline; filename=\"{}.csv\"", kind.as_str());
         let mut response = (
             [
@@ -394,7 +411,7 @@ async fn report(
     }
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByItem {
     item_id: String,
@@ -409,7 +426,7 @@ struct SalesByItem {
     total_cents: Cents,
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByItemTotals {
     quantity: i64,
@@ -459,7 +476,7 @@ fn sales_by_item(org_id: &str, period: &Period) -> Spec<SalesByItem, SalesByItem
     }
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByCustomer {
     customer_id: String,
@@ -473,7 +490,7 @@ struct SalesByCustomer {
     total_cents: Cents,
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SalesByCustomerTotals {
     order_count: i64,
@@ -509,7 +526,7 @@ fn sales_by_customer(
     }
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Valuation {
     item_id: String,
@@ -521,7 +538,7 @@ struct Valuation {
     value_cents: Cents,
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct ValuationTotals {
     quantity: i64,
@@ -565,7 +582,7 @@ fn inventory_valuation(org_id: &str) -> Spec<Valuation, ValuationTotals> {
     }
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = StockMovements)]
 #[serde(rename_all = "camelCase")]
 struct Movements {
@@ -578,7 +595,7 @@ struct Movements {
     movement_count: i64,
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = StockMovementsTotals)]
 #[serde(rename_all = "camelCase")]
 struct MovementsTotals {
@@ -616,7 +633,7 @@ fn stock_movements(org_id: &str, period: &Period) -> Spec<Movements, MovementsTo
     }
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = PurchasesByVendor)]
 #[serde(rename_all = "camelCase")]
 struct Purchases {
@@ -627,7 +644,7 @@ struct Purchases {
     total_cents: Cents,
 }
 
-#[derive(Debug, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = PurchasesByVendorTotals)]
 #[serde(rename_all = "camelCase")]
 struct PurchasesTotals {

@@ -87,6 +87,29 @@ async fn login_me_and_wrong_credentials() {
     duplicate.problem(StatusCode::CONFLICT);
 }
 
+/// Tokens and the user's own record are never for a cache to keep (RFC 6749 §5.1).
+#[tokio::test]
+async fn token_answers_say_no_store() {
+    let app = spawn_app().await;
+    let register = app.anonymous().post("/auth/register", json!({"email": "dora@example.com", "password": "correct horse battery", "name": "Dora", "organizationName": "D"})).await;
+    assert_eq!(register.status, StatusCode::CREATED);
+    assert_eq!(register.header("cache-control"), "no-store");
+    let login = app
+        .anonymous()
+        .post(
+            "/auth/login",
+            json!({"email": "dora@example.com", "password": "correct horse battery"}),
+        )
+        .await;
+    assert_eq!(login.header("cache-control"), "no-store");
+    let pair = login.expect(StatusCode::OK);
+    let refreshed = app.refresh(&s(&pair, "refreshToken")).await;
+    assert_eq!(refreshed.status, StatusCode::OK);
+    assert_eq!(refreshed.header("cache-control"), "no-store");
+    let me = app.caller(&s(&pair, "accessToken")).get("/auth/me").await;
+    assert_eq!(me.header("cache-control"), "no-store");
+}
+
 #[tokio::test]
 async fn refresh_rotates_and_a_replayed_token_revokes_the_session() {
     // Strict reuse detection: no grace period for a second presentation.

@@ -91,6 +91,42 @@ async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
     assert!(stats["hitRate"].as_f64().expect("rate") > 0.0);
 }
 
+/// A HEAD is answered as its GET: from the cache, with the same headers and no body; its
+/// miss stores the GET's entry; a client that has the entry gets a 304.
+#[tokio::test]
+async fn head_answers_from_the_cache_with_the_headers_of_its_get() {
+    let app = spawn_app().await;
+    let org = org(&app, "head@example.com").await;
+    let api = app.caller(&org.token);
+    let path = format!("/items/{}", org.item);
+    let head = api.send(reqwest::Method::HEAD, &path, None).await;
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(head.header("x-cache"), "MISS");
+    assert!(head.text.is_empty());
+    let get = api.get(&path).await;
+    assert_eq!(
+        get.header("x-cache"),
+        "HIT",
+        "the HEAD stored the GET's entry"
+    );
+    let head = api.send(reqwest::Method::HEAD, &path, None).await;
+    assert_eq!(head.header("x-cache"), "HIT");
+    assert!(!head.header("x-cache-tier").is_empty());
+    for name in ["etag", "cache-control", "content-type", "content-length"] {
+        assert_eq!(head.header(name), get.header(name), "{name}");
+    }
+    assert!(head.text.is_empty());
+    let etag = get.header("etag");
+    let revalidate = api
+        .with(&[("if-none-match", &etag)])
+        .send(reqwest::Method::HEAD, &path, None)
+        .await;
+    assert_eq!(revalidate.status, StatusCode::NOT_MODIFIED);
+    let stats: Value = app.cache_stats().await;
+    assert_eq!(stats["hits"], 3);
+    assert_eq!(stats["misses"], 1);
+}
+
 #[tokio::test]
 async fn the_query_hash_ignores_parameter_order() {
     let app = spawn_app().await;
@@ -837,6 +873,14 @@ async fn reports_answer_csv_when_asked_and_the_two_representations_are_cached_ap
     let again = get("text/csv").await;
     assert_eq!(again.header("x-cache"), "HIT");
     assert_eq!(again.text, text);
+    // A 304 says what it varies by, as the 200 did (RFC 9110 §15.4.5).
+    let etag = again.header("etag");
+    let revalidate = api
+        .with(&[("accept", "text/csv"), ("if-none-match", &etag)])
+        .get(path)
+        .await;
+    assert_eq!(revalidate.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidate.header("vary"), "Accept");
     // A write that touches reports invalidates both.
     assert_eq!(
         api.post("/inventory/adjustments", stock).await.status,

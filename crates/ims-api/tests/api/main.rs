@@ -19,6 +19,7 @@ mod openapi;
 mod operations;
 mod orders;
 mod outbox;
+mod races;
 mod rate_limit;
 mod reports;
 mod seed;

@@ -486,6 +486,20 @@ async fn bad_sales_orders_are_422_and_write_nothing() {
         let response = api.post("/sales-orders", body.clone()).await;
         response.problem(StatusCode::UNPROCESSABLE_ENTITY);
     }
+    // A negative figure is refused for what it is, not also as a line total too large.
+    for (line, field) in [
+        (json!({"itemId": shop.widget, "quantity": -1}), "quantity"),
+        (
+            json!({"itemId": shop.widget, "quantity": 1, "unitPriceCents": -1}),
+            "unitPriceCents",
+        ),
+    ] {
+        let problem = api
+            .post("/sales-orders", base(json!([line])))
+            .await
+            .field_error(&format!("lines[0].{field}"));
+        assert!(problem["errors"]["lines[0]"].is_null(), "{problem}");
+    }
     let orders: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sales_orders")
         .fetch_one(app.state.db.pool())
         .await
@@ -676,4 +690,39 @@ async fn invoice_numbers_have_no_gaps_or_duplicates_across_two_server_processes(
     numbers.sort();
     let expected: Vec<String> = (1..=30).map(|n| format!("INV-{n:06}")).collect();
     assert_eq!(numbers, expected);
+}
+
+/// A contact that orders name keeps its type (else an order's customer would be a vendor,
+/// and its invoice issued to one); its other fields still change, and a contact no order
+/// names changes type freely.
+#[tokio::test]
+async fn a_contact_named_by_orders_keeps_its_type() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "contact-type@example.com").await;
+    let api = app.caller(&shop.token);
+    shop.sales_order(&app, json!([{"itemId": shop.widget, "quantity": 1}]))
+        .await;
+    let path = format!("/contacts/{}", shop.customer);
+    api.patch(&path, json!({"type": "vendor"}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    api.put(&path, json!({"type": "vendor", "name": "Ann"}))
+        .await
+        .problem(StatusCode::CONFLICT);
+    let renamed = api
+        .patch(&path, json!({"name": "Ann B."}))
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(renamed["type"], "customer");
+    let free = api
+        .create("/contacts", json!({"type": "customer", "name": "Bo"}))
+        .await;
+    let switched = api
+        .patch(
+            &format!("/contacts/{}", id(&free)),
+            json!({"type": "vendor"}),
+        )
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(switched["type"], "vendor");
 }

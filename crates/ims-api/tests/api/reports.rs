@@ -345,3 +345,23 @@ async fn csv_cells_that_would_run_as_formulas_are_written_as_text() {
     assert!(text.contains(",Plain,"), "{text}");
     assert!(!text.contains(",=") && !text.contains(",+"), "{text}");
 }
+
+/// A report without rows is still a CSV with its header row (the rows' field names).
+#[tokio::test]
+async fn an_empty_report_in_csv_is_its_header_row() {
+    let app = spawn_app().await;
+    let (token, _) = user(&app, "empty-csv@example.com").await;
+    let csv = app
+        .caller(&token)
+        .with(&[("accept", "text/csv")])
+        .get("/reports/sales-by-item?from=2020-01-01&to=2020-01-02")
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    let lines: Vec<&str> = csv.text.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", csv.text);
+    assert!(
+        lines[0].starts_with("itemId,") && lines[0].contains("subtotalCents"),
+        "{}",
+        csv.text
+    );
+}

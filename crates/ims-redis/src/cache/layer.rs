@@ -21,7 +21,8 @@ pub type CacheBody = LayerBody;
 
 /// Caches `GET` responses of the routes it wraps under `key_prefix` for `ttl`.
 ///
-/// Only `200` responses of requests with a scope are stored, never with `Set-Cookie`.
+/// Only `200` responses of requests with a scope are stored, never with `Set-Cookie`. A
+/// `HEAD` is served as its `GET` (the HTTP server sends no body for it).
 /// Every response of a scoped `GET` carries `X-Cache: HIT|MISS|BYPASS` and `X-Cache-TTL`
 /// (seconds left; 0 when nothing is stored); cached ones carry an `ETag` and answer a
 /// matching `If-None-Match` with `304`. `Cache-Control: no-cache` runs the handler without
@@ -205,6 +206,19 @@ fn mark(response: &mut Response<CacheBody>, status: &'static str, ttl: Duration)
 /// Headers a replayed `200` usually ends up with besides the entry's own.
 const REPLAY_HEADERS: usize = 16;
 
+/// The stored fields a `304` repeats (RFC 9110 §15.4.5; `ETag` and `Date` come apart).
+const NOT_MODIFIED_KEEPS: [&str; 4] = ["cache-control", "content-location", "expires", "vary"];
+
+/// The entry's own header fields (those that parse: all, unless the entry was damaged).
+fn stored_headers(cached: &Cached) -> impl Iterator<Item = (HeaderName, HeaderValue)> + '_ {
+    cached.headers.iter().filter_map(|(name, value)| {
+        Some((
+            HeaderName::from_bytes(name.as_bytes()).ok()?,
+            HeaderValue::from_str(value).ok()?,
+        ))
+    })
+}
+
 /// The response for a cached entry: `304` when the client already has it.
 fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<CacheBody> {
     let matches = if_none_match
@@ -220,6 +234,14 @@ fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<Cach
     let mut response = if matches {
         let mut r = Response::new(full(Bytes::new()));
         *r.status_mut() = StatusCode::NOT_MODIFIED;
+        // RFC 9110 §15.4.5: a 304 carries the fields a 200 would have had among these (a
+        // report's `Vary: Accept` was missing, found by a probe); the cache layer adds its
+        // `Cache-Control` on the way out unless the entry has its own.
+        for (name, value) in stored_headers(cached) {
+            if NOT_MODIFIED_KEEPS.contains(&name.as_str()) {
+                r.headers_mut().append(name, value);
+            }
+        }
         r
     } else {
         let mut r = Response::new(full(cached.body.clone()));
@@ -228,13 +250,8 @@ fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<Cach
         *r.headers_mut() = http::HeaderMap::with_capacity(REPLAY_HEADERS + cached.headers.len());
         let headers = r.headers_mut();
         headers.insert(header::CONTENT_TYPE, cached.content_type.clone());
-        for (name, value) in &cached.headers {
-            if let (Ok(name), Ok(value)) = (
-                header::HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
+        for (name, value) in stored_headers(cached) {
+            headers.append(name, value);
         }
         r
     };
@@ -376,12 +393,20 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<tower::BoxError>,
 {
-    let is_get = request.method() == Method::GET;
+    // A HEAD is answered as the GET it stands for (RFC 9110 §9.3.2: the same header
+    // fields): looked up, replayed (304 included), stored and marked alike, the handler
+    // asked for the GET; the HTTP server sends no body for a HEAD. Passed by, it ran the
+    // handler every time and answered none of the cache's headers (found by a probe).
+    let is_head = request.method() == Method::HEAD;
+    let is_get = request.method() == Method::GET || is_head;
     let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
     let Some(cache) = cache.filter(|_| is_get) else {
         return inner.call(request).await.map(boxed);
     };
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    if is_head {
+        parts.method = Method::GET;
+    }
     let scope = cache.scope_of(&parts);
     let Some(scope) = scope else {
         return inner
