@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sqlx::any::AnyQueryResult;
 use sqlx::FromRow;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -15,7 +16,6 @@ use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
-use sqlx::any::AnyQueryResult;
 
 /// Deepest tree walked when checking a new parent for cycles; trees are shallow in practice,
 /// and the bound keeps a corrupted chain from looping forever.

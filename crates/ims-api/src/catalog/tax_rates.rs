@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sqlx::any::AnyQueryResult;
 use sqlx::FromRow;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -15,7 +16,6 @@ use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached_l1, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
-use sqlx::any::AnyQueryResult;
 
 // Highest rate accepted: 1000 %. Generous, but it catches rates sent as percent × 10 000.
 use crate::money::MAX_RATE_BPS;

@@ -3,6 +3,7 @@
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sqlx::any::AnyQueryResult;
 use sqlx::FromRow;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -16,7 +17,6 @@ use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{invalidates, Group};
 use crate::state::AppState;
-use sqlx::any::AnyQueryResult;
 
 const MAX_CODE_CHARS: usize = 50;
 

@@ -6,6 +6,7 @@
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sqlx::any::AnyQueryResult;
 use sqlx::FromRow;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -19,7 +20,6 @@ use crate::owned::{Owned, BY_NAME};
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
-use sqlx::any::AnyQueryResult;
 
 const MAX_EMAIL_CHARS: usize = 254;
 const MAX_PHONE_CHARS: usize = 50;

@@ -11,6 +11,7 @@
 
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
+use sqlx::any::AnyQueryResult;
 use sqlx::FromRow;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -25,7 +26,6 @@ use crate::owned::Owned;
 use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, writes_through, Group, RoutePolicy};
 use crate::state::AppState;
-use sqlx::any::AnyQueryResult;
 
 const MAX_SKU_CHARS: usize = 100;
 const MAX_DESCRIPTION_CHARS: usize = 5000;
