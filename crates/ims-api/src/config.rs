@@ -184,6 +184,13 @@ impl Settings {
                 })
             }
         };
+        // A directive the filter cannot read used to be dropped in silence (the default filter
+        // then ran instead of what was asked for; found by a probe).
+        if let Some(filter) = get("RUST_LOG") {
+            if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&filter) {
+                return Err(ConfigError::new("RUST_LOG", format!("{filter:?}: {e}")));
+            }
+        }
         Ok(Self {
             bind,
             database_url,
@@ -518,6 +525,8 @@ mod tests {
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("JWT_SECRET", "short"),
             ("LOG_FORMAT", "xml"),
+            ("RUST_LOG", "info,[bad"),
+            ("RUST_LOG", "info,sqlx=verbose"),
             ("CACHE_TTL_JITTER", "0.9"),
             ("HTTP_HEADER_TIMEOUT_MS", "0"),
             ("HTTP_HEADER_TIMEOUT_MS", "10s"),

@@ -275,8 +275,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// `GET /health/live` on the server bound to `bind` (the unspecified address means this
-/// host), by hand over TCP: true on a 200 within 3 s. For `ims-api healthcheck`.
-pub async fn probe_live(bind: std::net::SocketAddr) -> bool {
+/// host), by hand over TCP: `Ok` on a 200 within 3 s, else why not. For `ims-api
+/// healthcheck`.
+pub async fn probe_live(bind: std::net::SocketAddr) -> Result<(), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut target = bind;
     if target.ip().is_unspecified() {
@@ -287,19 +288,30 @@ pub async fn probe_live(bind: std::net::SocketAddr) -> bool {
         });
     }
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(target).await.ok()?;
+        let mut stream = tokio::net::TcpStream::connect(target)
+            .await
+            .map_err(|e| format!("cannot connect to {target}: {e}"))?;
         stream
             .write_all(b"GET /health/live HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
-            .ok()?;
+            .map_err(|e| format!("cannot send to {target}: {e}"))?;
         let mut head = [0u8; 12];
-        stream.read_exact(&mut head).await.ok()?;
-        Some(head.starts_with(b"HTTP/1.1 200"))
+        stream
+            .read_exact(&mut head)
+            .await
+            .map_err(|e| format!("no answer from {target}: {e}"))?;
+        if head.starts_with(b"HTTP/1.1 200") {
+            Ok(())
+        } else {
+            Err(format!(
+                "{target} answered {:?}",
+                String::from_utf8_lossy(&head)
+            ))
+        }
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(3), probe).await,
-        Ok(Some(true))
-    )
+    tokio::time::timeout(Duration::from_secs(3), probe)
+        .await
+        .map_err(|_| format!("no answer from {target} within 3 s"))?
 }
 
 /// A probe's answer.

@@ -57,8 +57,12 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         }
         Command::Healthcheck => {
-            let healthy = ims_api::health::probe_live(settings.bind).await;
-            std::process::exit(if healthy { 0 } else { 1 });
+            // Why it failed goes to stderr, where a container's health log keeps it (it
+            // said nothing before; found by a probe).
+            if let Err(why) = ims_api::health::probe_live(settings.bind).await {
+                eprintln!("ims-api healthcheck: {why}");
+                std::process::exit(1);
+            }
         }
         Command::Migrate => {
             let db = ims_api::db::Db::connect(&settings.database_url)

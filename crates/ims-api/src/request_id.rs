@@ -153,22 +153,42 @@ impl Around for AccessLog {
     where
         F: Future<Output = Response> + Send + 'static,
     {
+        let mut pending = Unanswered(requested);
         let response = response.await;
-        let Some(r) = requested else {
-            return response;
-        };
+        if let Some(r) = pending.0.take() {
+            r.log(response.status().as_u16());
+        }
+        response
+    }
+}
+
+/// The access line of a request whose client went away before its answer: hyper drops the
+/// request's future mid-await, and the request left no line at all (found by a probe). It
+/// is written on drop with status 499, nginx's "client closed request".
+struct Unanswered(Option<Requested>);
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.log(499);
+        }
+    }
+}
+
+impl Requested {
+    fn log(self, status: u16) {
+        let latency_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
         tracing::info!(
             target: "ims_api::access",
-            method = %r.method,
-            route = r.route.as_deref().unwrap_or("-"),
-            path = %r.path,
-            status = response.status().as_u16(),
-            latency_ms = format_args!("{:.3}", r.started.elapsed().as_secs_f64() * 1000.0),
-            request_id = r.id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
-            client = %r.client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            method = %self.method,
+            route = self.route.as_deref().unwrap_or("-"),
+            path = %self.path,
+            status,
+            latency_ms,
+            request_id = self.id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
+            client = %self.client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
             "request"
         );
-        response
     }
 }
 

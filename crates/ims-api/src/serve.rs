@@ -114,6 +114,8 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout);
     metrics::gauge!("ims_http_connections_max").set(options.max_connections as f64);
+    // Exported from the start at 0, so that `increase()` sees the first time-out too.
+    metrics::counter!("ims_http_header_timeouts_total").increment(0);
     let mut accept_errors = AcceptErrors::default();
     let mut shutdown = std::pin::pin!(shutdown);
 

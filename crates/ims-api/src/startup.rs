@@ -32,6 +32,9 @@ use crate::{auth, error, health};
 /// Request bodies above this are refused with 413 (contract §2).
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// How long shutdown waits for the database and Redis connections to close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// How often expired fallback refresh tokens are purged from SQL.
 const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
@@ -104,12 +107,14 @@ pub fn router(state: AppState) -> Router {
                 tracing::enabled!(target: "ims_api::access", tracing::Level::INFO)
                     .then(|| AroundLayer(AccessLog(state.settings.clone()))),
             )
+            // Counted outside the time-out, so that its 503 is counted too (inside it, the
+            // count was dropped with the timed-out future; found by a probe).
+            .layer(AroundLayer(crate::telemetry::Track))
             // A request running longer than REQUEST_TIMEOUT_MS is a 503 and a panic in a
             // handler a 500, both problem+json, counted, logged, with the id.
             .layer(AroundLayer(error::RequestTimeout(
                 state.settings.request_timeout,
             )))
-            .layer(AroundLayer(crate::telemetry::Track))
             .layer(CatchPanicLayer::custom(error::panicked))
             // Outside every route layer: the token is verified once, for all of them.
             .map_request(crate::auth::verify_once(state.keys.clone()))
@@ -401,8 +406,21 @@ impl Application {
         if let Some(warmup) = warmup {
             warmup.abort();
         }
-        state.redis.connection().close().await;
-        state.db.close().await;
+        // Closing waits for every connection to say goodbye; one whose peer went silent
+        // (a database cut off mid-query) would hold the process forever (found by a
+        // probe: SIGTERM never finished while PostgreSQL was unreachable). The requests
+        // are done by now, so what is left is bounded and then abandoned.
+        let closed = tokio::time::timeout(CLOSE_TIMEOUT, async {
+            state.redis.connection().close().await;
+            state.db.close().await;
+        })
+        .await;
+        if closed.is_err() {
+            tracing::warn!(
+                "the database or Redis did not close within {} s; exiting without them",
+                CLOSE_TIMEOUT.as_secs()
+            );
+        }
         tracing::info!("IMS API stopped");
         Ok(())
     }

@@ -19,8 +19,13 @@ use crate::around::Around;
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
 pub fn init(json: bool) {
+    // RUST_LOG was checked with the settings (a bad one stops start-up); unset, the
+    // default. The Redis client's own warnings are left out by default: it logs every
+    // failed reconnection to a lost cluster node, about two lines a second for as long as
+    // the node is gone, where the server logs one line when Redis is lost and one when it
+    // is back (contract §8).
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info"));
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,redis=error"));
     let builder = fmt().with_env_filter(filter);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
@@ -182,13 +187,33 @@ impl Around for Track {
     where
         F: Future<Output = Response> + Send + 'static,
     {
+        let mut pending = Uncounted(Some((started, method, route)));
         let response = response.await;
-        let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-        let (requests, latency) = handles(&method, route, response.status().as_u16());
-        requests.increment(1);
-        latency.record(started.elapsed().as_secs_f64());
+        if let Some(request) = pending.0.take() {
+            count(request, response.status().as_u16());
+        }
         response
     }
+}
+
+/// A request whose client went away before its answer: hyper drops the request's future
+/// mid-await, and it was not counted at all (found by a probe). It is counted on drop with
+/// status 499, nginx's "client closed request".
+struct Uncounted(Option<(Instant, Method, Option<MatchedPath>)>);
+
+impl Drop for Uncounted {
+    fn drop(&mut self) {
+        if let Some(request) = self.0.take() {
+            count(request, 499);
+        }
+    }
+}
+
+fn count((started, method, route): (Instant, Method, Option<MatchedPath>), status: u16) {
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let (requests, latency) = handles(&method, route, status);
+    requests.increment(1);
+    latency.record(started.elapsed().as_secs_f64());
 }
 
 /// The method as a label: RFC 9110's methods and PATCH are themselves, any other is `OTHER`.

@@ -109,3 +109,133 @@ fn a_malformed_env_file_stops_start_up() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains(".env"), "{stderr}");
 }
+
+/// A TCP relay to `target` that can go silent: while `open` is false it forwards nothing
+/// and answers nothing, as a cut network does.
+fn relay(target: std::net::SocketAddr, open: std::sync::Arc<std::sync::atomic::AtomicBool>) -> u16 {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(target) else {
+                continue;
+            };
+            for (mut from, mut to) in [
+                (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                ),
+                (server, client),
+            ] {
+                let open = open.clone();
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 16 * 1024];
+                    loop {
+                        while !open.load(Ordering::Relaxed) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        match from.read(&mut buffer) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => {
+                                while !open.load(Ordering::Relaxed) {
+                                    std::thread::sleep(Duration::from_millis(20));
+                                }
+                                if to.write_all(&buffer[..n]).is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    });
+    port
+}
+
+/// SIGTERM ends the process even when the database went silent while a query ran: closing
+/// the pool waits for that connection's goodbye, which never comes, so it is bounded (it
+/// hung for as long as the network was cut, found by a probe). PostgreSQL only: SQLite has
+/// no network to cut.
+#[tokio::test]
+async fn sigterm_exits_even_when_the_database_went_silent_mid_query() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if std::env::var("IMS_TEST_POSTGRES_URL").is_err() {
+        eprintln!("needs PostgreSQL (IMS_TEST_POSTGRES_URL)");
+        return;
+    }
+    let (url, _db) = crate::helpers::fresh_database().await;
+    let target: std::net::SocketAddr = "127.0.0.1:5432".parse().expect("addr");
+    let open = Arc::new(AtomicBool::new(true));
+    let relayed = url.replace(
+        "127.0.0.1:5432",
+        &format!("127.0.0.1:{}", relay(target, open.clone())),
+    );
+    assert_ne!(relayed, url, "the test database is on 127.0.0.1:5432");
+    let redis = RedisServer::start();
+    let port = free_port();
+    let mut child = ims_api()
+        .env("IMS_BIND", format!("127.0.0.1:{port}"))
+        .env("DATABASE_URL", &relayed)
+        .env("REDIS_URL", redis.url())
+        .env("REQUEST_TIMEOUT_MS", "1000")
+        .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ims-api");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health_ok(port) {
+        assert!(Instant::now() < deadline, "server never became ready");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    // A registration waits on a lock the test holds, so its statement is in flight when the
+    // network goes silent; the request then times out (503) and its connection is stuck.
+    use sqlx::Connection;
+    let mut locker = sqlx::AnyConnection::connect(&url).await.expect("connect");
+    let mut lock = locker.begin().await.expect("begin");
+    sqlx::query("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let register = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/auth/register"))
+            .json(&serde_json::json!({"email": "stuck@example.com", "password": "correct horse battery", "name": "S", "organizationName": "S"}))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    open.store(false, Ordering::Relaxed);
+    let status = register.await.expect("join").expect("answer");
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let stopped = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exited = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break Some(exit);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    if exited.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    open.store(true, Ordering::Relaxed);
+    drop(lock);
+    assert!(
+        exited.is_some_and(|e| e.success()),
+        "{exited:?}: still running 15 s after SIGTERM"
+    );
+}

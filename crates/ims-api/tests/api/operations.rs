@@ -163,6 +163,48 @@ async fn a_request_over_the_time_out_is_a_503_problem() {
             .contains("1 ms"),
         "{problem}"
     );
+    // Counted with its 503 (the count used to be dropped with the timed-out request).
+    let metrics = app.anonymous().get("/metrics").await.text;
+    assert!(
+        metrics.contains(
+            r#"ims_http_requests_total{method="POST",route="/auth/register",status="503"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+/// A request whose client goes away before the answer is counted as 499 ("client closed
+/// request"); it left no trace at all before.
+#[tokio::test]
+async fn a_request_its_client_abandons_is_counted_as_499() {
+    use tokio::io::AsyncWriteExt;
+    let app = spawn_app().await;
+    let body = json!({"email": "gone@example.com", "password": "correct horse battery",
+                      "name": "Gone", "organizationName": "Gone"})
+    .to_string();
+    let request = format!(
+        "POST /auth/register HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address)
+        .await
+        .expect("connect");
+    stream.write_all(request.as_bytes()).await.expect("send");
+    // Gone while the password is hashed (argon2: far longer than this).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    drop(stream);
+    let line = r#"ims_http_requests_total{method="POST",route="/auth/register",status="499"} 1"#;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = app.anonymous().get("/metrics").await.text;
+        if metrics.contains(line) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no 499 counted: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn ims_api() -> Command {
