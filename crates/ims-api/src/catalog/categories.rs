@@ -222,21 +222,19 @@ async fn patch(org: Org, Id(id): Id, Json(body): Json<CategoryPatch>) -> ApiResu
 }
 
 async fn update(to: Writer<'_>, org_id: &str, id: &str, input: Input) -> ApiResult<AnyQueryResult> {
-    let updated = to
-        .execute(
-            sqlx::query(
-                "UPDATE categories SET name = $1, parent_id = $2, updated_at = $3
+    to.execute(
+        sqlx::query(
+            "UPDATE categories SET name = $1, parent_id = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
-            )
-            .bind(&input.name)
-            .bind(&input.parent_id)
-            .bind(db::now())
-            .bind(org_id)
-            .bind(id),
         )
-        .await
-        .map_err(fields::reference_gone)?;
-    Ok(updated)
+        .bind(&input.name)
+        .bind(&input.parent_id)
+        .bind(db::now())
+        .bind(org_id)
+        .bind(id),
+    )
+    .await
+    .map_err(fields::reference_gone)
 }
 
 #[utoipa::path(

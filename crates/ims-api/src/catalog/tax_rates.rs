@@ -165,7 +165,7 @@ async fn update(
     id: &str,
     input: TaxRateBody,
 ) -> ApiResult<AnyQueryResult> {
-    let updated = to
+    Ok(to
         .execute(
             sqlx::query(
                 "UPDATE tax_rates SET name = $1, rate_bps = $2, updated_at = $3
@@ -177,8 +177,7 @@ async fn update(
             .bind(org_id)
             .bind(id),
         )
-        .await?;
-    Ok(updated)
+        .await?)
 }
 
 #[utoipa::path(

@@ -196,21 +196,19 @@ async fn update(
     id: &str,
     input: WarehouseBody,
 ) -> ApiResult<AnyQueryResult> {
-    let updated = to
-        .execute(
-            sqlx::query(
-                "UPDATE warehouses SET name = $1, code = $2, updated_at = $3
+    to.execute(
+        sqlx::query(
+            "UPDATE warehouses SET name = $1, code = $2, updated_at = $3
          WHERE organization_id = $4 AND id = $5",
-            )
-            .bind(&input.name)
-            .bind(&input.code)
-            .bind(db::now())
-            .bind(org_id)
-            .bind(id),
         )
-        .await
-        .map_err(duplicate_code)?;
-    Ok(updated)
+        .bind(&input.name)
+        .bind(&input.code)
+        .bind(db::now())
+        .bind(org_id)
+        .bind(id),
+    )
+    .await
+    .map_err(duplicate_code)
 }
 
 #[utoipa::path(

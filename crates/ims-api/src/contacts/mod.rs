@@ -320,8 +320,7 @@ async fn update(
     .bind(db::now())
     .bind(org_id)
     .bind(id);
-    let updated = to.execute(write).await?;
-    Ok(updated)
+    Ok(to.execute(write).await?)
 }
 
 #[utoipa::path(

@@ -426,8 +426,7 @@ async fn update(
     .bind(db::now())
     .bind(org_id)
     .bind(id);
-    let updated = to.execute(write).await.map_err(write_error)?;
-    Ok(updated)
+    to.execute(write).await.map_err(write_error)
 }
 
 /// Binds an item's fields as `$1`..`$9`, in the order the `INSERT` and `UPDATE` name them
