@@ -229,6 +229,17 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        // No connection within the acquire time-out: every one busy (a burst of slow
+        // reports) or the database unreachable; said as both, where "unavailable" alone
+        // misled a probe whose database was up and merely saturated.
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            tracing::warn!(
+                "no database connection within the acquire time-out: all busy, or the database unreachable"
+            );
+            return Self::Unavailable(
+                "the database is busy or unreachable; try again shortly".into(),
+            );
+        }
         if is_unavailable(&e) {
             tracing::error!("database unavailable: {e}");
             return Self::Unavailable("the database is unavailable; try again shortly".into());

@@ -379,6 +379,7 @@ impl Application {
             options.header_timeout.as_millis()
         );
         let purge = tokio::spawn(purge_expired_tokens(state.clone()));
+        let upkeep = tokio::spawn(crate::telemetry::upkeep());
         let outbox = state
             .settings
             .cache_outbox
@@ -400,6 +401,7 @@ impl Application {
         };
         crate::serve::serve(listener, app, options, shutdown).await;
         purge.abort();
+        upkeep.abort();
         if let Some(outbox) = outbox {
             outbox.abort();
         }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{LazyLock, OnceLock, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
@@ -58,6 +58,22 @@ pub fn prometheus() -> &'static PrometheusHandle {
         describe();
         handle
     })
+}
+
+/// How often the recorder folds recorded latencies into its histograms.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Folds the latencies recorded since the last time into the histograms, every few seconds.
+/// The recorder keeps each sample until then, and it did so only when `/metrics` was
+/// scraped: an instance nobody scraped grew by 13–20 bytes per request without bound
+/// (found by a probe; the stock compose file runs no scraper).
+pub async fn upkeep() {
+    let mut every = tokio::time::interval(UPKEEP_INTERVAL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        prometheus().run_upkeep();
+    }
 }
 
 /// The standard `process_*` metrics (CPU, memory, descriptors, threads), read from the OS

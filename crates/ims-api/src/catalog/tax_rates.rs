@@ -115,7 +115,10 @@ async fn create(org: Org, Json(body): Json<TaxRateBody>) -> ApiResult<(StatusCod
     .bind(row.rate_bps)
     .bind(&row.created_at)
     .bind(&row.updated_at);
-    org.db.execute_write(write).await?;
+    org.db
+        .execute_write(write)
+        .await
+        .map_err(fields::reference_gone)?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 

@@ -81,7 +81,7 @@ fn duplicate_code(e: sqlx::Error) -> ApiError {
     if db::is_unique_violation(&e) {
         ApiError::Conflict("a warehouse with this code already exists".into())
     } else {
-        e.into()
+        fields::reference_gone(e)
     }
 }
 

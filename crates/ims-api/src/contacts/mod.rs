@@ -220,7 +220,8 @@ async fn create(org: Org, Json(body): Json<ContactBody>) -> ApiResult<(StatusCod
             .bind(&row.created_at)
             .bind(&row.updated_at),
         )
-        .await?;
+        .await
+        .map_err(fields::reference_gone)?;
     Ok((StatusCode::CREATED, Json(row)))
 }
 

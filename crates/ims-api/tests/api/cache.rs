@@ -127,6 +127,43 @@ async fn head_answers_from_the_cache_with_the_headers_of_its_get() {
     assert_eq!(stats["misses"], 1);
 }
 
+/// A write while Redis is full (`maxmemory` reached, `noeviction`) still drops the entries
+/// it invalidates: the next read shows it. Redis refuses the epoch's INCR then, and the
+/// entries used to stay, served stale for their whole TTL.
+#[tokio::test]
+async fn a_write_while_redis_is_full_leaves_no_stale_read() {
+    let app = spawn_app().await;
+    let org = org(&app, "full@example.com").await;
+    let api = app.caller(&org.token);
+    let path = format!("/items/{}", org.item);
+    api.get(&path).await.expect(StatusCode::OK);
+    assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
+    let list = api.get("/items").await.expect(StatusCode::OK);
+    assert_eq!(list["data"][0]["priceCents"], 1500);
+    let mut conn = app.redis_conn();
+    let full = |conn: &mut redis::Connection, maxmemory: &str| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg("noeviction")
+            .arg("maxmemory")
+            .arg(maxmemory)
+            .query(conn)
+            .expect("config set");
+    };
+    full(&mut conn, "1");
+    let refused = redis::cmd("INCR").arg("probe").query::<i64>(&mut conn);
+    assert!(refused.is_err(), "Redis is not full: {refused:?}");
+    api.patch(&path, json!({"priceCents": 1999}))
+        .await
+        .expect(StatusCode::OK);
+    let item = api.get(&path).await.expect(StatusCode::OK);
+    assert_eq!(item["priceCents"], 1999, "{item}");
+    let list = api.get("/items").await.expect(StatusCode::OK);
+    assert_eq!(list["data"][0]["priceCents"], 1999, "{list}");
+    full(&mut conn, "0");
+}
+
 #[tokio::test]
 async fn the_query_hash_ignores_parameter_order() {
     let app = spawn_app().await;

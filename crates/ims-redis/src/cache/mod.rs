@@ -364,10 +364,22 @@ end
 return 1
 ";
 
-// For each (epoch, index) pair: bump the epoch, delete the indexed entries, drop the index.
-// ARGV[1]: the epoch's TTL (ms), 0 to keep it without one.
+// For each (epoch, index) pair: delete the indexed entries, drop the index, bump the epoch.
+// ARGV[1]: the epoch's TTL (ms), 0 to keep it without one. Deleting comes first: a Redis
+// full under `noeviction` refuses the epoch's INCR, which ends the script there, but always
+// allows deleting. With the epochs bumped first, a full Redis kept every entry of a written
+// group and served it stale for its whole TTL (found by a probe); now the entries are gone
+// (and no new one can be stored while Redis is full), and the outbox retries until the
+// bump goes through.
 const INVALIDATE_SCRIPT: &str = r"
 local removed = 0
+for i = 1, #KEYS, 2 do
+  local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
+  for j = 1, #members, 1000 do
+    removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
+  end
+  redis.call('DEL', KEYS[i + 1])
+end
 for i = 1, #KEYS, 2 do
   redis.call('INCR', KEYS[i])
   if ARGV[1] == '0' then
@@ -375,11 +387,6 @@ for i = 1, #KEYS, 2 do
   else
     redis.call('PEXPIRE', KEYS[i], ARGV[1])
   end
-  local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
-  for j = 1, #members, 1000 do
-    removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
-  end
-  redis.call('DEL', KEYS[i + 1])
 end
 return removed
 ";
