@@ -139,9 +139,7 @@ impl Settings {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let redis = RedisConfig::from_lookup(&lookup)?;
         let bind = match get("IMS_BIND") {
-            Some(v) => v
-                .trim()
-                .parse()
+            Some(v) => listen_address(v.trim())
                 .map_err(|e| ConfigError::new("IMS_BIND", format!("{v:?}: {e}")))?,
             None => SocketAddr::from(([127, 0, 0, 1], 3000)),
         };
@@ -366,6 +364,19 @@ impl Settings {
     }
 }
 
+/// `host:port` as an address to listen on: an IP literal, or a name resolved once now
+/// (`localhost:3000`; a probe found names refused), its first address.
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(address) = text.parse() {
+        return Ok(address);
+    }
+    use std::net::ToSocketAddrs;
+    let mut resolved = text.to_socket_addrs().map_err(|e| e.to_string())?;
+    resolved
+        .next()
+        .ok_or_else(|| "the name resolves to no address".to_string())
+}
+
 fn seconds(
     get: &impl Fn(&str) -> Option<String>,
     var: &str,
@@ -447,6 +458,15 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         Settings::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn the_listen_address_may_name_its_host() {
+        let s = settings(&[("IMS_BIND", "localhost:4000")]).expect("a host name");
+        assert!(s.bind.ip().is_loopback(), "{}", s.bind);
+        assert_eq!(s.bind.port(), 4000);
+        let s = settings(&[("IMS_BIND", "0.0.0.0:4001")]).expect("an address");
+        assert_eq!(s.bind.to_string(), "0.0.0.0:4001");
     }
 
     #[test]

@@ -181,7 +181,7 @@ impl Requested {
         tracing::info!(
             target: "ims_api::access",
             method = %self.method,
-            route = self.route.as_deref().unwrap_or("-"),
+            route = self.route.as_deref().unwrap_or("unmatched"),
             path = %self.path,
             status,
             latency_ms,
