@@ -164,6 +164,37 @@ async fn a_write_while_redis_is_full_leaves_no_stale_read() {
     full(&mut conn, "0");
 }
 
+/// The record of organizations that wrote lately (for warm-ups) keeps a day and expires: it
+/// had no TTL and, with warm-ups off, kept every organization that ever wrote.
+#[tokio::test]
+async fn the_record_of_recent_writers_is_trimmed_and_expires() {
+    let app = spawn_app().await;
+    let org = org(&app, "active@example.com").await;
+    let mut conn = app.redis_conn();
+    let () = redis::cmd("ZADD")
+        .arg("ims:cacheactive")
+        .arg(1000)
+        .arg("an-organization-of-1970")
+        .query(&mut conn)
+        .expect("zadd");
+    app.caller(&org.token)
+        .post("/tax-rates", json!({"name": "Reduced", "rateBps": 700}))
+        .await
+        .expect(StatusCode::CREATED);
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("ims:cacheactive")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .expect("zrange");
+    assert_eq!(members, [org.org_id.clone()]);
+    let ttl: i64 = redis::cmd("TTL")
+        .arg("ims:cacheactive")
+        .query(&mut conn)
+        .expect("ttl");
+    assert!((86_000..=86_400).contains(&ttl), "{ttl}");
+}
+
 #[tokio::test]
 async fn the_query_hash_ignores_parameter_order() {
     let app = spawn_app().await;

@@ -276,6 +276,9 @@ pub fn tag_name(tag: &str) -> String {
 /// `cache:`, which holds entries only (and is flushed after an outage).
 const ACTIVE: &str = "cacheactive";
 
+/// How long a write is remembered in [`ACTIVE`]: longer than any warm-up asks about.
+const ACTIVE_KEPT: Duration = Duration::from_secs(24 * 3600);
+
 fn unix_millis() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -927,13 +930,28 @@ impl ResponseCache {
                 .query_async::<i64>(&mut c)
                 .await
         });
-        // Scheduled warm-ups read the organizations that wrote lately.
+        // Scheduled warm-ups read the organizations that wrote lately. Records older than
+        // a day are trimmed here too, and the set expires a day after the last write: only
+        // a warm-up trimmed it before, so with warm-ups off it grew by every organization
+        // that ever wrote, without a TTL (found by a probe).
         let record = self.redis.connection().run(|mut c| async move {
-            redis::cmd("ZADD")
-                .arg(active)
+            let keep = ACTIVE_KEPT.as_millis() as u64;
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(&active)
                 .arg(now_ms)
                 .arg(scope_owned)
-                .query_async::<i64>(&mut c)
+                .ignore()
+                .cmd("ZREMRANGEBYSCORE")
+                .arg(&active)
+                .arg("-inf")
+                .arg(format!("({}", now_ms.saturating_sub(keep)))
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&active)
+                .arg(keep)
+                .ignore()
+                .query_async::<()>(&mut c)
                 .await
         });
         let (published, _) = tokio::join!(publish, record);
