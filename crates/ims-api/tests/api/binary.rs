@@ -28,6 +28,35 @@ fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
     }
 }
 
+/// Waits until the server on `port` answers `/health` with 200: ready, not merely
+/// accepting connections (the socket is bound before migrations run).
+fn wait_until_ready(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !health_ok(port) {
+        assert!(Instant::now() < deadline, "server never became ready");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Sends SIGTERM to `child`; how it exited, or `None` if it still runs after `limit`.
+fn terminate(child: &mut std::process::Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            return Some(exit);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
 fn health_ok(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
@@ -58,26 +87,8 @@ fn sigterm_drains_and_exits_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ims-api");
-    // Ready means answering /health, not merely accepting connections: the socket is bound
-    // before migrations run.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health_ok(port) {
-        assert!(Instant::now() < deadline, "server never became ready");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    wait_until_ready(port);
+    let exit = terminate(&mut child, Duration::from_secs(10)).expect("stopped on SIGTERM");
     assert!(exit.success(), "{exit:?}");
     let mut logs = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut logs)
@@ -187,11 +198,7 @@ async fn sigterm_exits_even_when_the_database_went_silent_mid_query() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn ims-api");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !health_ok(port) {
-        assert!(Instant::now() < deadline, "server never became ready");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    wait_until_ready(port);
     // A registration waits on a lock the test holds, so its statement is in flight when the
     // network goes silent; the request then times out (503) and its connection is stuck.
     use sqlx::Connection;
@@ -213,21 +220,7 @@ async fn sigterm_exits_even_when_the_database_went_silent_mid_query() {
     open.store(false, Ordering::Relaxed);
     let status = register.await.expect("join").expect("answer");
     assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE);
-    let stopped = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exited = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break Some(exit);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let exited = terminate(&mut child, Duration::from_secs(15));
     if exited.is_none() {
         let _ = child.kill();
         let _ = child.wait();

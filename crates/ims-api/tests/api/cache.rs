@@ -187,7 +187,7 @@ async fn the_record_of_recent_writers_is_trimmed_and_expires() {
         .arg(-1)
         .query(&mut conn)
         .expect("zrange");
-    assert_eq!(members, [org.org_id.clone()]);
+    assert_eq!(members, [org.org_id.as_str()]);
     let ttl: i64 = redis::cmd("TTL")
         .arg("ims:cacheactive")
         .query(&mut conn)
