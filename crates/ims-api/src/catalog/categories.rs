@@ -52,7 +52,7 @@ struct CategoryBody {
     parent_id: Option<String>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct CategoryPatch {
     #[serde(default, deserialize_with = "fields::patch")]
@@ -208,14 +208,25 @@ async fn replace(
     responses((status = 200, description = "The updated category", body = Category)),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<CategoryPatch>) -> ApiResult<Json<Category>> {
-    let mut tx = org.db.begin_write().await?;
-    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
-    let mut v = Validator::default();
-    let merged = CategoryBody {
-        name: fields::merge_required(body.name, current.name, "name", &mut v),
-        parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
-    };
-    let input = validate(&org.db, &org.id, Some(&id), merged, v).await?;
+    let (mut tx, input) = ROWS
+        .patch(
+            &org.db,
+            &org.id,
+            &id,
+            |row| &row.updated_at,
+            |current| {
+                let (body, org, id) = (body.clone(), &org, &id);
+                async move {
+                    let mut v = Validator::default();
+                    let merged = CategoryBody {
+                        name: fields::merge_required(body.name, current.name, "name", &mut v),
+                        parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
+                    };
+                    validate(&org.db, &org.id, Some(id), merged, v).await
+                }
+            },
+        )
+        .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await

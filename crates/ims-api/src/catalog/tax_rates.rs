@@ -47,7 +47,7 @@ struct TaxRateBody {
     rate_bps: i64,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TaxRatePatch {
     #[serde(default, deserialize_with = "fields::patch")]
@@ -149,14 +149,30 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<TaxRateBody>) -> ApiResu
     responses((status = 200, description = "The updated tax rate", body = TaxRate)),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<TaxRatePatch>) -> ApiResult<Json<TaxRate>> {
-    let mut tx = org.db.begin_write().await?;
-    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
-    let mut v = Validator::default();
-    let merged = TaxRateBody {
-        name: fields::merge_required(body.name, current.name, "name", &mut v),
-        rate_bps: fields::merge_required(body.rate_bps, current.rate_bps, "rateBps", &mut v),
-    };
-    let input = validate(merged, v)?;
+    let (mut tx, input) = ROWS
+        .patch(
+            &org.db,
+            &org.id,
+            &id,
+            |row| &row.updated_at,
+            |current| {
+                let body = body.clone();
+                async move {
+                    let mut v = Validator::default();
+                    let merged = TaxRateBody {
+                        name: fields::merge_required(body.name, current.name, "name", &mut v),
+                        rate_bps: fields::merge_required(
+                            body.rate_bps,
+                            current.rate_bps,
+                            "rateBps",
+                            &mut v,
+                        ),
+                    };
+                    validate(merged, v)
+                }
+            },
+        )
+        .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await

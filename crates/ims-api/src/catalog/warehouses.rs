@@ -53,7 +53,7 @@ struct WarehouseBody {
     code: String,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 struct WarehousePatch {
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(schema_with = fields::name_schema)]
@@ -177,14 +177,25 @@ async fn patch(
     Id(id): Id,
     Json(body): Json<WarehousePatch>,
 ) -> ApiResult<Json<Warehouse>> {
-    let mut tx = org.db.begin_write().await?;
-    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
-    let mut v = Validator::default();
-    let merged = WarehouseBody {
-        name: fields::merge_required(body.name, current.name, "name", &mut v),
-        code: fields::merge_required(body.code, current.code, "code", &mut v),
-    };
-    let input = validate(merged, v)?;
+    let (mut tx, input) = ROWS
+        .patch(
+            &org.db,
+            &org.id,
+            &id,
+            |row| &row.updated_at,
+            |current| {
+                let body = body.clone();
+                async move {
+                    let mut v = Validator::default();
+                    let merged = WarehouseBody {
+                        name: fields::merge_required(body.name, current.name, "name", &mut v),
+                        code: fields::merge_required(body.code, current.code, "code", &mut v),
+                    };
+                    validate(merged, v)
+                }
+            },
+        )
+        .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await

@@ -77,7 +77,7 @@ struct ContactBody {
     address: Option<String>,
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, Deserialize, utoipa::ToSchema)]
 struct ContactPatch {
     #[serde(rename = "type", default, deserialize_with = "fields::patch")]
     #[schema(pattern = "^(customer|vendor)$", nullable = false)]
@@ -259,19 +259,31 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResu
     ),
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResult<Json<Contact>> {
-    let mut tx = org.db.begin_write().await?;
-    let current = ROWS.lock(&mut tx, &org.id, &id).await?;
-    let mut v = Validator::default();
-    let was = current.kind.clone();
-    let merged = ContactBody {
-        kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
-        name: fields::merge_required(body.name, current.name, "name", &mut v),
-        email: fields::merge_nullable(body.email, current.email),
-        phone: fields::merge_nullable(body.phone, current.phone),
-        address: fields::merge_nullable(body.address, current.address),
-    };
-    let input = validate(merged, v)?;
-    keep_type_if_named(&org.db, &org.id, &id, &was, &input.kind).await?;
+    let (mut tx, input) = ROWS
+        .patch(
+            &org.db,
+            &org.id,
+            &id,
+            |row| &row.updated_at,
+            |current| {
+                let (body, org, id) = (body.clone(), &org, &id);
+                async move {
+                    let mut v = Validator::default();
+                    let was = current.kind.clone();
+                    let merged = ContactBody {
+                        kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
+                        name: fields::merge_required(body.name, current.name, "name", &mut v),
+                        email: fields::merge_nullable(body.email, current.email),
+                        phone: fields::merge_nullable(body.phone, current.phone),
+                        address: fields::merge_nullable(body.address, current.address),
+                    };
+                    let input = validate(merged, v)?;
+                    keep_type_if_named(&org.db, &org.id, id, &was, &input.kind).await?;
+                    Ok(input)
+                }
+            },
+        )
+        .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await

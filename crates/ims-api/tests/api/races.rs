@@ -252,3 +252,29 @@ async fn stock_writes_racing_a_delete_are_never_500() {
         );
     }
 }
+
+/// More concurrent PATCHes than the pool has connections all succeed: a PATCH's validation
+/// reads the database, and it must not wait for a second connection while its transaction
+/// holds the first (with every connection held by a waiting PATCH, all of them timed out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_concurrent_patches_than_connections_all_succeed() {
+    let app = crate::helpers::spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "3")]).await;
+    let rows = rows(&app, "pool@example.com").await;
+    let api = app.caller(&rows.token);
+    let category = id(&api.create("/categories", json!({"name": "Tools"})).await);
+    let mut items = Vec::new();
+    for i in 0..12 {
+        let body = json!({"name": format!("Item {i}"), "sku": format!("S-{i}"), "priceCents": 100});
+        items.push(id(&api.create("/items", body).await));
+    }
+    let patches = items.iter().map(|item| {
+        let path = format!("/items/{item}");
+        let body = json!({"name": "Renamed", "categoryId": category});
+        async move { api.patch(&path, body).await.status }
+    });
+    let statuses = futures::future::join_all(patches).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+}
