@@ -5,18 +5,18 @@ use serde_json::{json, Value};
 
 use crate::helpers::{assert_problem, id, spawn_app, Reply, ServerProcess, TestApp};
 
-/// A small catalog in a fresh organization.
-struct Shop {
-    token: String,
-    warehouse: String,
-    other_warehouse: String,
-    widget: String, // 1,000 cents, taxed at 8.25 %
-    gadget: String, // 2,500 cents, untaxed
-    customer: String,
-    vendor: String,
+/// A small catalog in a fresh organization (also the races' fixture).
+pub(crate) struct Shop {
+    pub(crate) token: String,
+    pub(crate) warehouse: String,
+    pub(crate) other_warehouse: String,
+    pub(crate) widget: String, // 1,000 cents, taxed at 8.25 %
+    pub(crate) gadget: String, // 2,500 cents, untaxed
+    pub(crate) customer: String,
+    pub(crate) vendor: String,
 }
 
-async fn shop(app: &TestApp, email: &str) -> Shop {
+pub(crate) async fn shop(app: &TestApp, email: &str) -> Shop {
     let token = app.token(email).await;
     let api = app.caller(&token);
     let tax = api

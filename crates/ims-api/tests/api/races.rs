@@ -6,42 +6,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{id, spawn_app, ServerProcess, TestApp};
-
-/// A warehouse pair, an item and a customer of a fresh organization.
-struct Rows {
-    token: String,
-    warehouse: String,
-    other_warehouse: String,
-    item: String,
-    customer: String,
-}
-
-async fn rows(app: &TestApp, email: &str) -> Rows {
-    let token = app.token(email).await;
-    let api = app.caller(&token);
-    let warehouse = api
-        .create("/warehouses", json!({"name": "Main", "code": "MAIN"}))
-        .await;
-    let other = api
-        .create("/warehouses", json!({"name": "Overflow", "code": "OVF"}))
-        .await;
-    let item = api
-        .create(
-            "/items",
-            json!({"name": "Widget", "sku": "W-1", "priceCents": 1000}),
-        )
-        .await;
-    let customer = api
-        .create("/contacts", json!({"type": "customer", "name": "Ann"}))
-        .await;
-    Rows {
-        token,
-        warehouse: id(&warehouse),
-        other_warehouse: id(&other),
-        item: id(&item),
-        customer: id(&customer),
-    }
-}
+use crate::orders::shop;
 
 /// Every request's status, sent all at once, alternately to `app` and `second`.
 async fn at_once(
@@ -71,7 +36,7 @@ async fn at_once(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_patches_of_different_fields_all_land() {
     let app = spawn_app().await;
-    let rows = rows(&app, "patches@example.com").await;
+    let shop = shop(&app, "patches@example.com").await;
     let second = ServerProcess::beside(&app).await;
     for round in 0..5 {
         let fields = [
@@ -85,19 +50,19 @@ async fn concurrent_patches_of_different_fields_all_land() {
         let patches = fields
             .iter()
             .map(|body| {
-                let path = format!("/items/{}", rows.item);
+                let path = format!("/items/{}", shop.widget);
                 (reqwest::Method::PATCH, path, Some(body.clone()))
             })
             .collect();
-        let statuses = at_once(&app, &second, &rows.token, patches).await;
+        let statuses = at_once(&app, &second, &shop.token, patches).await;
         assert!(
             statuses.iter().all(|s| *s == StatusCode::OK),
             "{statuses:?}"
         );
         let item = app
-            .caller(&rows.token)
+            .caller(&shop.token)
             .with(&[("cache-control", "no-cache")])
-            .get(&format!("/items/{}", rows.item))
+            .get(&format!("/items/{}", shop.widget))
             .await
             .expect(StatusCode::OK);
         for body in &fields {
@@ -113,15 +78,15 @@ async fn concurrent_patches_of_different_fields_all_land() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_notes_patch_racing_a_lines_patch_keeps_the_totals_in_line() {
     let app = spawn_app().await;
-    let rows = rows(&app, "order-patches@example.com").await;
+    let shop = shop(&app, "order-patches@example.com").await;
     let second = ServerProcess::beside(&app).await;
-    let api = app.caller(&rows.token);
+    let api = app.caller(&shop.token);
     for round in 0..8 {
         let order = api
             .create(
                 "/sales-orders",
-                json!({"customerId": rows.customer, "warehouseId": rows.warehouse,
-                       "lines": [{"itemId": rows.item, "quantity": 1}]}),
+                json!({"customerId": shop.customer, "warehouseId": shop.warehouse,
+                       "lines": [{"itemId": shop.widget, "quantity": 1}]}),
             )
             .await;
         let path = format!("/sales-orders/{}", id(&order));
@@ -129,7 +94,7 @@ async fn a_notes_patch_racing_a_lines_patch_keeps_the_totals_in_line() {
             (
                 reqwest::Method::PATCH,
                 path.clone(),
-                Some(json!({"lines": [{"itemId": rows.item, "quantity": 7}]})),
+                Some(json!({"lines": [{"itemId": shop.widget, "quantity": 7}]})),
             ),
             (
                 reqwest::Method::PATCH,
@@ -142,7 +107,7 @@ async fn a_notes_patch_racing_a_lines_patch_keeps_the_totals_in_line() {
                 Some(json!({"notes": format!("again {round}")})),
             ),
         ];
-        let statuses = at_once(&app, &second, &rows.token, patches).await;
+        let statuses = at_once(&app, &second, &shop.token, patches).await;
         assert!(
             statuses.iter().all(|s| *s == StatusCode::OK),
             "{statuses:?}"
@@ -164,22 +129,22 @@ async fn a_notes_patch_racing_a_lines_patch_keeps_the_totals_in_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn opposite_transfers_at_once_all_succeed() {
     let app = spawn_app().await;
-    let rows = rows(&app, "transfers@example.com").await;
+    let shop = shop(&app, "transfers@example.com").await;
     let second = ServerProcess::beside(&app).await;
-    let api = app.caller(&rows.token);
-    for warehouse in [&rows.warehouse, &rows.other_warehouse] {
-        api.post("/inventory/adjustments", json!({"itemId": rows.item, "warehouseId": warehouse, "quantityDelta": 100, "reason": "count"}))
+    let api = app.caller(&shop.token);
+    for warehouse in [&shop.warehouse, &shop.other_warehouse] {
+        api.post("/inventory/adjustments", json!({"itemId": shop.widget, "warehouseId": warehouse, "quantityDelta": 100, "reason": "count"}))
             .await
             .expect(StatusCode::CREATED);
     }
     let transfers = (0..24)
         .map(|i| {
             let (from, to) = if i % 4 < 2 {
-                (&rows.warehouse, &rows.other_warehouse)
+                (&shop.warehouse, &shop.other_warehouse)
             } else {
-                (&rows.other_warehouse, &rows.warehouse)
+                (&shop.other_warehouse, &shop.warehouse)
             };
-            let body = json!({"itemId": rows.item, "fromWarehouseId": from, "toWarehouseId": to, "quantity": 1});
+            let body = json!({"itemId": shop.widget, "fromWarehouseId": from, "toWarehouseId": to, "quantity": 1});
             (
                 reqwest::Method::POST,
                 "/inventory/transfers".to_string(),
@@ -187,13 +152,13 @@ async fn opposite_transfers_at_once_all_succeed() {
             )
         })
         .collect();
-    let statuses = at_once(&app, &second, &rows.token, transfers).await;
+    let statuses = at_once(&app, &second, &shop.token, transfers).await;
     assert!(
         statuses.iter().all(|s| *s == StatusCode::CREATED),
         "{statuses:?}"
     );
     let levels = api
-        .get(&format!("/inventory/stock-levels?itemId={}", rows.item))
+        .get(&format!("/inventory/stock-levels?itemId={}", shop.widget))
         .await
         .expect(StatusCode::OK);
     let quantities: Vec<i64> = levels["data"]
@@ -210,10 +175,10 @@ async fn opposite_transfers_at_once_all_succeed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn stock_writes_racing_a_delete_are_never_500() {
     let app = spawn_app().await;
-    let rows = rows(&app, "deletes@example.com").await;
+    let shop = shop(&app, "deletes@example.com").await;
     let second = ServerProcess::beside(&app).await;
-    let api = app.caller(&rows.token);
-    api.post("/inventory/adjustments", json!({"itemId": rows.item, "warehouseId": rows.warehouse, "quantityDelta": 100, "reason": "count"}))
+    let api = app.caller(&shop.token);
+    api.post("/inventory/adjustments", json!({"itemId": shop.widget, "warehouseId": shop.warehouse, "quantityDelta": 100, "reason": "count"}))
         .await
         .expect(StatusCode::CREATED);
     for round in 0..12 {
@@ -234,18 +199,18 @@ async fn stock_writes_racing_a_delete_are_never_500() {
                 reqwest::Method::POST,
                 "/inventory/adjustments".to_string(),
                 Some(
-                    json!({"itemId": rows.item, "warehouseId": warehouse, "quantityDelta": 1, "reason": "count"}),
+                    json!({"itemId": shop.widget, "warehouseId": warehouse, "quantityDelta": 1, "reason": "count"}),
                 ),
             ),
             (
                 reqwest::Method::POST,
                 "/inventory/transfers".to_string(),
                 Some(
-                    json!({"itemId": rows.item, "fromWarehouseId": rows.warehouse, "toWarehouseId": warehouse, "quantity": 1}),
+                    json!({"itemId": shop.widget, "fromWarehouseId": shop.warehouse, "toWarehouseId": warehouse, "quantity": 1}),
                 ),
             ),
         ];
-        let statuses = at_once(&app, &second, &rows.token, requests).await;
+        let statuses = at_once(&app, &second, &shop.token, requests).await;
         assert!(
             statuses.iter().all(|s| !s.is_server_error()),
             "round {round}: {statuses:?}"
@@ -259,8 +224,8 @@ async fn stock_writes_racing_a_delete_are_never_500() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn more_concurrent_patches_than_connections_all_succeed() {
     let app = crate::helpers::spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "3")]).await;
-    let rows = rows(&app, "pool@example.com").await;
-    let api = app.caller(&rows.token);
+    let shop = shop(&app, "pool@example.com").await;
+    let api = app.caller(&shop.token);
     let category = id(&api.create("/categories", json!({"name": "Tools"})).await);
     let mut items = Vec::new();
     for i in 0..12 {
