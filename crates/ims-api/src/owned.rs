@@ -68,6 +68,13 @@ impl<T: Row> Owned<T> {
 
     /// The caller's row `id`, or `404`.
     pub async fn find(&self, db: &Db, org_id: &str, id: &str) -> ApiResult<T> {
+        self.find_on(db.pool(), org_id, id).await
+    }
+
+    async fn find_on<'c, E>(&self, on: E, org_id: &str, id: &str) -> ApiResult<T>
+    where
+        E: sqlx::Executor<'c, Database = sqlx::Any>,
+    {
         let sql = format!(
             "{} WHERE {} = $1 AND {} = $2",
             self.select,
@@ -77,7 +84,7 @@ impl<T: Row> Owned<T> {
         sqlx::query_as(&sql)
             .bind(org_id)
             .bind(id)
-            .fetch_optional(db.pool())
+            .fetch_optional(on)
             .await?
             .ok_or_else(|| fields::not_found(self.noun))
     }
@@ -85,12 +92,11 @@ impl<T: Row> Owned<T> {
     /// A PATCH of the caller's row `id`, up to the open transaction its write goes into.
     /// `merge` makes the validated input from the row as it is now (it may read the
     /// database); the transaction then locks the row (a no-op `UPDATE`: PostgreSQL's row
-    /// lock; SQLite's write transaction holds the database already) on condition that its
-    /// `stamp` (`updated_at`) is still the one `merge` saw. If another write came between,
-    /// `merge` runs again on the new row, at most [`PATCH_TRIES`] times, then 409. (A stamp
-    /// has millisecond resolution: two writes of one row in the same millisecond, with this
-    /// merge's read between them, would go unnoticed; nothing short of a version column
-    /// closes that.)
+    /// lock; SQLite's write transaction holds the database already) and reads it again. If
+    /// it is no longer the row `merge` saw, another write came between, and `merge` runs
+    /// again on the new row, at most [`PATCH_TRIES`] times, then 409. The whole row is
+    /// compared, not its `updated_at`: two writes of one row within a millisecond (common on
+    /// SQLite) leave the same stamp, and a test saw a field lost that way.
     ///
     /// The merged row is written back whole: without this, two concurrent PATCHes of
     /// different fields each wrote the other's old values back (a probe lost fields in 14
@@ -102,31 +108,27 @@ impl<T: Row> Owned<T> {
         db: &Db,
         org_id: &str,
         id: &str,
-        stamp: fn(&T) -> &str,
         merge: M,
     ) -> ApiResult<(WriteTx, I)>
     where
+        T: Clone + PartialEq,
         M: Fn(T) -> Fut,
         Fut: std::future::Future<Output = ApiResult<I>>,
     {
         let lock = format!(
-            "UPDATE {} SET updated_at = updated_at
-             WHERE organization_id = $1 AND id = $2 AND updated_at = $3",
+            "UPDATE {} SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
             self.table
         );
         for _ in 0..PATCH_TRIES {
-            let current = self.find(db, org_id, id).await?;
-            let seen = stamp(&current).to_string();
-            let input = merge(current).await?;
+            let seen = self.find(db, org_id, id).await?;
+            let input = merge(seen.clone()).await?;
             let mut tx = db.begin_write().await?;
-            let locked = sqlx::query(&lock)
+            sqlx::query(&lock)
                 .bind(org_id)
                 .bind(id)
-                .bind(&seen)
                 .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if locked == 1 {
+                .await?;
+            if self.find_on(&mut *tx, org_id, id).await? == seen {
                 return Ok((tx, input));
             }
             // Lost to another write of the row: merge again after a short random pause, so

@@ -31,7 +31,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 /// A category as stored and as clients see it.
-#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Category {
     id: String,
@@ -209,23 +209,17 @@ async fn replace(
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<CategoryPatch>) -> ApiResult<Json<Category>> {
     let (mut tx, input) = ROWS
-        .patch(
-            &org.db,
-            &org.id,
-            &id,
-            |row| &row.updated_at,
-            |current| {
-                let (body, org, id) = (body.clone(), &org, &id);
-                async move {
-                    let mut v = Validator::default();
-                    let merged = CategoryBody {
-                        name: fields::merge_required(body.name, current.name, "name", &mut v),
-                        parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
-                    };
-                    validate(&org.db, &org.id, Some(id), merged, v).await
-                }
-            },
-        )
+        .patch(&org.db, &org.id, &id, |current| {
+            let (body, org, id) = (body.clone(), &org, &id);
+            async move {
+                let mut v = Validator::default();
+                let merged = CategoryBody {
+                    name: fields::merge_required(body.name, current.name, "name", &mut v),
+                    parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
+                };
+                validate(&org.db, &org.id, Some(id), merged, v).await
+            }
+        })
         .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;

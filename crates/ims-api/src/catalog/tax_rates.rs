@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(replace, patch, remove).layer(invalidates(&[Group::Tax])))
 }
 
-#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct TaxRate {
     id: String,
@@ -150,28 +150,22 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<TaxRateBody>) -> ApiResu
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<TaxRatePatch>) -> ApiResult<Json<TaxRate>> {
     let (mut tx, input) = ROWS
-        .patch(
-            &org.db,
-            &org.id,
-            &id,
-            |row| &row.updated_at,
-            |current| {
-                let body = body.clone();
-                async move {
-                    let mut v = Validator::default();
-                    let merged = TaxRateBody {
-                        name: fields::merge_required(body.name, current.name, "name", &mut v),
-                        rate_bps: fields::merge_required(
-                            body.rate_bps,
-                            current.rate_bps,
-                            "rateBps",
-                            &mut v,
-                        ),
-                    };
-                    validate(merged, v)
-                }
-            },
-        )
+        .patch(&org.db, &org.id, &id, |current| {
+            let body = body.clone();
+            async move {
+                let mut v = Validator::default();
+                let merged = TaxRateBody {
+                    name: fields::merge_required(body.name, current.name, "name", &mut v),
+                    rate_bps: fields::merge_required(
+                        body.rate_bps,
+                        current.rate_bps,
+                        "rateBps",
+                        &mut v,
+                    ),
+                };
+                validate(merged, v)
+            }
+        })
         .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;

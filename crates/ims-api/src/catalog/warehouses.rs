@@ -35,7 +35,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(replace, patch, remove).layer(writes()))
 }
 
-#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Warehouse {
     id: String,
@@ -178,23 +178,17 @@ async fn patch(
     Json(body): Json<WarehousePatch>,
 ) -> ApiResult<Json<Warehouse>> {
     let (mut tx, input) = ROWS
-        .patch(
-            &org.db,
-            &org.id,
-            &id,
-            |row| &row.updated_at,
-            |current| {
-                let body = body.clone();
-                async move {
-                    let mut v = Validator::default();
-                    let merged = WarehouseBody {
-                        name: fields::merge_required(body.name, current.name, "name", &mut v),
-                        code: fields::merge_required(body.code, current.code, "code", &mut v),
-                    };
-                    validate(merged, v)
-                }
-            },
-        )
+        .patch(&org.db, &org.id, &id, |current| {
+            let body = body.clone();
+            async move {
+                let mut v = Validator::default();
+                let merged = WarehouseBody {
+                    name: fields::merge_required(body.name, current.name, "name", &mut v),
+                    code: fields::merge_required(body.code, current.code, "code", &mut v),
+                };
+                validate(merged, v)
+            }
+        })
         .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;

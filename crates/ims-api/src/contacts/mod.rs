@@ -41,7 +41,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Contact {
     id: String,
@@ -260,29 +260,23 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResu
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResult<Json<Contact>> {
     let (mut tx, input) = ROWS
-        .patch(
-            &org.db,
-            &org.id,
-            &id,
-            |row| &row.updated_at,
-            |current| {
-                let (body, org, id) = (body.clone(), &org, &id);
-                async move {
-                    let mut v = Validator::default();
-                    let was = current.kind.clone();
-                    let merged = ContactBody {
-                        kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
-                        name: fields::merge_required(body.name, current.name, "name", &mut v),
-                        email: fields::merge_nullable(body.email, current.email),
-                        phone: fields::merge_nullable(body.phone, current.phone),
-                        address: fields::merge_nullable(body.address, current.address),
-                    };
-                    let input = validate(merged, v)?;
-                    keep_type_if_named(&org.db, &org.id, id, &was, &input.kind).await?;
-                    Ok(input)
-                }
-            },
-        )
+        .patch(&org.db, &org.id, &id, |current| {
+            let (body, org, id) = (body.clone(), &org, &id);
+            async move {
+                let mut v = Validator::default();
+                let was = current.kind.clone();
+                let merged = ContactBody {
+                    kind: fields::merge_required(body.kind, current.kind, "type", &mut v),
+                    name: fields::merge_required(body.name, current.name, "name", &mut v),
+                    email: fields::merge_nullable(body.email, current.email),
+                    phone: fields::merge_nullable(body.phone, current.phone),
+                    address: fields::merge_nullable(body.address, current.address),
+                };
+                let input = validate(merged, v)?;
+                keep_type_if_named(&org.db, &org.id, id, &was, &input.kind).await?;
+                Ok(input)
+            }
+        })
         .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;

@@ -74,7 +74,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     )
 }
 
-#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, FromRow, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct Item {
     id: String,
@@ -384,38 +384,32 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<ItemBody>) -> ApiResult<
 )]
 async fn patch(org: Org, Id(id): Id, Json(body): Json<ItemPatch>) -> ApiResult<Json<Item>> {
     let (mut tx, input) = ROWS
-        .patch(
-            &org.db,
-            &org.id,
-            &id,
-            |row| &row.updated_at,
-            |current| {
-                let (body, org) = (body.clone(), &org);
-                async move {
-                    let mut v = Validator::default();
-                    let merged = ItemBody {
-                        name: fields::merge_required(body.name, current.name, "name", &mut v),
-                        sku: fields::merge_required(body.sku, current.sku, "sku", &mut v),
-                        price_cents: fields::merge_required(
-                            body.price_cents,
-                            current.price_cents,
-                            "priceCents",
-                            &mut v,
-                        ),
-                        cost_cents: fields::merge_nullable(body.cost_cents, current.cost_cents),
-                        description: fields::merge_nullable(body.description, current.description),
-                        category_id: fields::merge_nullable(body.category_id, current.category_id),
-                        tax_rate_id: fields::merge_nullable(body.tax_rate_id, current.tax_rate_id),
-                        reorder_level: fields::merge_nullable(
-                            body.reorder_level,
-                            current.reorder_level,
-                        ),
-                        unit: fields::merge_nullable(body.unit, current.unit),
-                    };
-                    validate(&org.db, &org.id, merged, v).await
-                }
-            },
-        )
+        .patch(&org.db, &org.id, &id, |current| {
+            let (body, org) = (body.clone(), &org);
+            async move {
+                let mut v = Validator::default();
+                let merged = ItemBody {
+                    name: fields::merge_required(body.name, current.name, "name", &mut v),
+                    sku: fields::merge_required(body.sku, current.sku, "sku", &mut v),
+                    price_cents: fields::merge_required(
+                        body.price_cents,
+                        current.price_cents,
+                        "priceCents",
+                        &mut v,
+                    ),
+                    cost_cents: fields::merge_nullable(body.cost_cents, current.cost_cents),
+                    description: fields::merge_nullable(body.description, current.description),
+                    category_id: fields::merge_nullable(body.category_id, current.category_id),
+                    tax_rate_id: fields::merge_nullable(body.tax_rate_id, current.tax_rate_id),
+                    reorder_level: fields::merge_nullable(
+                        body.reorder_level,
+                        current.reorder_level,
+                    ),
+                    unit: fields::merge_nullable(body.unit, current.unit),
+                };
+                validate(&org.db, &org.id, merged, v).await
+            }
+        })
         .await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;
