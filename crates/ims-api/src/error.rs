@@ -25,6 +25,10 @@ pub type FieldErrors = BTreeMap<String, Vec<String>>;
 /// Everything a handler can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// 308: the row is at another URL (an id written in another form than the API's own:
+    /// upper case, no hyphens, braces); the canonical URL goes in `Location`.
+    #[error("ids are written as lower-case hyphenated UUIDs; this row's URL is {0}")]
+    Moved(String),
     /// 400: the request cannot be understood (malformed JSON, bad query string).
     #[error("{0}")]
     BadRequest(String),
@@ -100,6 +104,7 @@ impl ApiError {
     /// The HTTP status this error becomes.
     pub fn status(&self) -> StatusCode {
         match self {
+            Self::Moved(_) => StatusCode::PERMANENT_REDIRECT,
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -116,6 +121,7 @@ impl ApiError {
 
     fn kind(&self) -> &'static str {
         match self {
+            Self::Moved(_) => "/problems/non-canonical-id",
             Self::BadRequest(_) => "/problems/bad-request",
             Self::Unauthorized(_) => "/problems/unauthorized",
             Self::Forbidden(_) => "/problems/forbidden",
@@ -162,6 +168,11 @@ impl IntoResponse for ApiError {
         );
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::Moved(location) = &self {
+            if let Ok(location) = HeaderValue::try_from(location.as_str()) {
+                headers.insert(header::LOCATION, location);
+            }
         }
         response
     }

@@ -49,7 +49,8 @@ pub fn merge_nullable<T>(patched: Option<Option<T>>, current: Option<T>) -> Opti
 /// hyphenated. Anything else cannot name a row, so it is a 404 like an unknown id. Other
 /// spellings of the same UUID (upper case, braces, `urn:uuid:`, no hyphens) are refused
 /// rather than read as it: each would be another URL of the row, cached apart from it, and
-/// the row's writes invalidate its one URL.
+/// the row's writes invalidate its one URL. (The row routes' [`Id`] redirects them to the
+/// canonical URL before this is reached; a session's id is refused.)
 pub fn path_id(raw: &str, what: &str) -> ApiResult<String> {
     canonical_id(raw).ok_or_else(|| not_found(what))
 }
@@ -78,10 +79,14 @@ pub fn row_noun(route: &str) -> String {
 }
 
 /// The `{id}` of a row's route (`/tax-rates/{id}`, `/invoices/{id}/payments`), read from the
-/// URI as the client wrote it and checked by [`path_id`]; anything else is the 404 of an
-/// unknown row, named after the route's collection ([`row_noun`]) as the document's 404 is.
-/// The segment is taken undecoded on purpose: `%61` for `a` would name the same row under
-/// another URL, and so another cache entry that the row's writes do not invalidate.
+/// URI as the client wrote it and checked by [`canonical_id`]; anything else is the 404 of
+/// an unknown row, named after the route's collection ([`row_noun`]) as the document's 404
+/// is. The segment is taken undecoded on purpose: `%61` for `a` would name the same row
+/// under another URL, and so another cache entry that the row's writes do not invalidate.
+/// For the same reason a UUID written another way (upper case, as RFC 9562 allows on
+/// input; no hyphens; braces) is not served under that URL but redirected (308) to the
+/// row's own, which a client follows with the same method and body: answered as a 404, it
+/// told a client that a row it had just created did not exist (found by a probe).
 #[derive(Debug, Clone)]
 pub struct Id(pub String);
 
@@ -102,9 +107,34 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
             .and_then(|at| parts.uri.path().split('/').nth(at))
             .unwrap_or_default();
         // The noun is only worded for the 404: a valid id costs no string.
-        canonical_id(raw)
-            .map(Self)
-            .ok_or_else(|| not_found(&row_noun(route)))
+        if let Some(id) = canonical_id(raw) {
+            return Ok(Self(id));
+        }
+        match Uuid::try_parse(raw) {
+            Ok(id) => Err(ApiError::Moved(canonical_target(&parts.uri, raw, &id))),
+            Err(_) => Err(not_found(&row_noun(route))),
+        }
+    }
+}
+
+/// `uri`'s path and query with the segment `raw` written as `id`'s canonical form.
+fn canonical_target(uri: &axum::http::Uri, raw: &str, id: &Uuid) -> String {
+    let canonical = id.hyphenated().to_string();
+    let path = uri
+        .path()
+        .split('/')
+        .map(|segment| {
+            if segment == raw {
+                canonical.as_str()
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/");
+    match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
     }
 }
 

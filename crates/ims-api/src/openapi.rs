@@ -152,11 +152,23 @@ fn document_ids(doc: &mut utoipa::openapi::OpenApi) {
             ))
             .build();
         let missing = problem(&format!("No such {noun} in the caller's organization"));
+        let mut moved = problem(
+            "The id written in another form than lower-case hyphenated (upper case, no \
+             hyphens, braces): the same request belongs at the URL in `Location`",
+        );
+        moved.headers.insert(
+            "Location".into(),
+            utoipa::openapi::header::HeaderBuilder::new()
+                .schema(ObjectBuilder::new().schema_type(Type::String))
+                .description(Some("The row's URL, its id lower-case and hyphenated"))
+                .build(),
+        );
         for operation in operations_mut(item) {
             let parameters = operation.parameters.get_or_insert_with(Vec::new);
             if !parameters.iter().any(|p| p.name == "id") {
                 parameters.insert(0, id.clone());
             }
+            answers(operation, "308", &moved);
             answers(operation, "404", &missing);
         }
     }

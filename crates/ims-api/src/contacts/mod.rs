@@ -148,7 +148,7 @@ struct ListParams {
     params(
         crate::pagination::PageParams,
         ("type" = Option<String>, Query, pattern = "^(customer|vendor)$", description = "`customer` or `vendor`"),
-        ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive substring of the name or email"),
+        ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive substring of the name or email (on SQLite, only ASCII letters are matched regardless of case; PostgreSQL folds every letter)"),
     ),
     responses((status = 200, description = "One page of contacts", body = crate::pagination::Paginated<Contact>)),
 )]

@@ -310,9 +310,10 @@ struct SalesChart {
     summary = "Sales per day or month",
     params(
         ("interval" = Option<String>, Query, pattern = "^(day|month)$", description = "`day` (default) or `month`"),
-        ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
-        ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: unbounded"),
+        ("from" = Option<String>, Query, format = Date, description = "First day, inclusive (`YYYY-MM-DD`, UTC); absent: 29 days before `to` (30 days in all) with `day`, the first of the month 11 months before `to`'s (12 months in all) with `month`"),
+        ("to" = Option<String>, Query, format = Date, description = "Last day, inclusive (`YYYY-MM-DD`, UTC); absent: today"),
     ),
+    description = "A chart is bounded: at most 366 days or 120 months, else 422 (so a `from` more than a year before today needs a `to`). The answer's `from` and `to` say which range was charted.",
     responses((status = 200, description = "Every day or month of the range, zero-filled", body = SalesChart)),
 )]
 async fn sales_chart(org: Org, Query(params): Query<Params>) -> ApiResult<Json<SalesChart>> {

@@ -260,7 +260,7 @@ fn order_by(sort: &str) -> Option<&'static str> {
     get, path = "/items", operation_id = "listItems", summary = "List items",
     params(
         crate::pagination::PageParams,
-        ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive match on name or SKU"),
+        ("search" = Option<String>, Query, max_length = 200, description = "Case-insensitive match on name or SKU (on SQLite, only ASCII letters are matched regardless of case; PostgreSQL folds every letter)"),
         ("categoryId" = Option<String>, Query, format = Uuid, description = "Only items of this category"),
         ("sort" = Option<String>, Query, pattern = "^-?(name|sku|priceCents|createdAt)$", description = "`name`, `sku`, `priceCents` or `createdAt`; a leading `-` sorts descending. Default `name`"),
         ("lowStock" = Option<bool>, Query, description = "`true`: only items at or below their reorder level"),

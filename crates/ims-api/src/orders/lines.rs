@@ -74,11 +74,23 @@ pub fn validate(
                 &format!("lines[{i}].quantity"),
                 &format!("must be a whole number from 1 to {MAX_QUANTITY}"),
             );
-            let unit = if unit_field == "unitCostCents" {
-                line.unit_cost_cents
+            let (unit, other, other_field) = if unit_field == "unitCostCents" {
+                (
+                    line.unit_cost_cents,
+                    line.unit_price_cents,
+                    "unitPriceCents",
+                )
             } else {
-                line.unit_price_cents
+                (line.unit_price_cents, line.unit_cost_cents, "unitCostCents")
             };
+            // The other order type's field is not used here, but the line's one schema bounds
+            // it, and a value past the bounds is refused as the document says rather than
+            // silently dropped (found by a probe).
+            v.check(
+                other.is_none_or(|u| (0..=MAX_CENTS).contains(&u)),
+                &format!("lines[{i}].{other_field}"),
+                &format!("must be from 0 to {MAX_CENTS}"),
+            );
             v.check(
                 unit.is_some() || !unit_required,
                 &format!("lines[{i}].{unit_field}"),

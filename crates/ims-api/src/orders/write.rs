@@ -177,25 +177,32 @@ pub async fn patch<O: OrderType>(
     .execute(&mut *tx)
     .await?;
     let binding = party.is_some() || warehouse.is_some() || priced.is_some() || cancel;
-    if let (Some(billed_by), true) = (kind.billed_by, binding) {
-        // Then its bill: billing takes the same row lock before it copies the figures, so
-        // one waits for the other and neither sees the other half done.
-        let billed: Option<String> = sqlx::query_scalar(billed_by)
-            .bind(org_id)
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    // Then its bill: billing takes the same row lock before it copies the figures, so one
+    // waits for the other and neither sees the other half done.
+    let billed: Option<String> = match (kind.billed_by, binding) {
+        (Some(billed_by), true) => {
+            sqlx::query_scalar(billed_by)
+                .bind(org_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+        _ => None,
+    };
+    let (mut order, mut lines): (O, Vec<O::Line>) = load(&mut tx, kind, org_id, id).await?;
+    {
+        let (status, current_party, current_warehouse, current_notes) = order.editable();
+        // A closed order changes in nothing, notes included: said first, so that the
+        // invoiced order's answer below never points to an edit that is then refused
+        // (a fulfilled, invoiced order was told "only its notes can change"; found by a
+        // probe).
+        ensure_open(*status, O::OPEN)?;
         if let Some(number) = billed {
             return Err(ApiError::Conflict(format!(
                 "the {} is invoiced ({number}): only its notes can change",
                 kind.noun
             )));
         }
-    }
-    let (mut order, mut lines): (O, Vec<O::Line>) = load(&mut tx, kind, org_id, id).await?;
-    {
-        let (status, current_party, current_warehouse, current_notes) = order.editable();
-        ensure_open(*status, O::OPEN)?;
         if let Some(new) = party {
             *current_party = new;
         }

@@ -8,7 +8,7 @@ use md5::{Digest, Md5};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::helpers::{id, org, spawn_app, spawn_app_with, Org, TestApp};
+use crate::helpers::{header, id, org, spawn_app, spawn_app_with, Org, TestApp};
 
 /// The key contract §5 promises, computed here independently of the server.
 fn key(org_id: &str, prefix: &str, path: &str, sorted_query: &str) -> String {
@@ -1041,26 +1041,64 @@ async fn tag_bookkeeping_does_not_grow_with_writes() {
     assert!(epochs.len() <= 10, "{epochs:?}");
 }
 
-/// A row has one URL: another spelling of its id (upper case, braces, `urn:uuid:`, no
-/// hyphens, percent-encoded, padded) names no row, so no entry can be cached under a URL
-/// that the row's writes do not invalidate.
+/// A row has one URL. Another spelling of its id that is still a UUID (upper case,
+/// `urn:uuid:`, no hyphens) is redirected there (308, the same method and body), and one
+/// that is not (percent-encoded, padded) names no row: nothing is ever cached, changed or
+/// deleted under a URL that the row's writes do not invalidate, and a client that follows
+/// redirects (as reqwest does) reads the row through either.
 #[tokio::test]
 async fn a_row_has_one_url_so_no_other_spelling_of_its_id_outlives_a_write() {
     let app = spawn_app().await;
     let org = org(&app, "spellings@example.com").await;
     let api = app.caller(&org.token);
     let id = org.item.clone();
+    let path = format!("/items/{id}");
     let upper = id.to_uppercase();
-    let simple = id.replace('-', "");
+    let unfollowed = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let send = |method: reqwest::Method, target: String| {
+        unfollowed
+            .request(method, format!("{}{target}", app.address))
+            .bearer_auth(&org.token)
+            .json(&json!({"priceCents": 1}))
+            .send()
+    };
+    let price = api.get(&path).await.json()["priceCents"].clone();
+    for spelling in [upper.clone(), format!("urn:uuid:{id}"), id.replace('-', "")] {
+        for method in [
+            reqwest::Method::GET,
+            reqwest::Method::GET,
+            reqwest::Method::PATCH,
+            reqwest::Method::DELETE,
+        ] {
+            let moved = send(method.clone(), format!("/items/{spelling}?a=1"))
+                .await
+                .expect("request");
+            assert_eq!(
+                moved.status(),
+                StatusCode::PERMANENT_REDIRECT,
+                "{method} {spelling}"
+            );
+            assert_eq!(header(&moved, "location"), format!("{path}?a=1"));
+            assert!(header(&moved, "x-cache") != "HIT", "{method} {spelling}");
+            assert_eq!(header(&moved, "content-type"), "application/problem+json");
+        }
+        // Followed, the redirect reads the row itself.
+        let read = api.get(&format!("/items/{spelling}")).await;
+        assert_eq!(read.status, StatusCode::OK, "{spelling}");
+        assert_eq!(read.json()["id"], id.as_str());
+    }
+    // Neither the PATCHes nor the DELETEs reached the row.
+    assert_eq!(api.get(&path).await.json()["priceCents"], price);
     let encoded = format!("%{:02x}{}", id.as_bytes()[0], &id[1..]);
+    // reqwest sends braces percent-encoded, as the URL standard has it.
     for spelling in [
-        upper.clone(),
-        format!("{{{id}}}"),
-        format!("urn:uuid:{id}"),
-        simple,
         encoded,
         format!("{id}%20"),
         format!("%20{id}"),
+        format!("{{{id}}}"),
     ] {
         for _ in 0..2 {
             let read = api.get(&format!("/items/{spelling}")).await;
@@ -1076,9 +1114,8 @@ async fn a_row_has_one_url_so_no_other_spelling_of_its_id_outlives_a_write() {
         let delete = api.delete(&format!("/items/{spelling}")).await;
         delete.problem(StatusCode::NOT_FOUND);
     }
-    // The one URL is cached, and a delete through it leaves nothing to serve.
-    let path = format!("/items/{id}");
-    assert_eq!(api.get(&path).await.header("x-cache"), "MISS");
+    // The one URL is cached (every read above, followed redirects included, went there),
+    // and a delete through it leaves nothing to serve under any spelling.
     assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
     assert_eq!(api.delete(&path).await.status, StatusCode::NO_CONTENT);
     for path in [path, format!("/items/{upper}")] {

@@ -422,6 +422,56 @@ async fn an_invoiced_order_keeps_what_was_billed() {
     let fulfilled: Value = api.post(&format!("{path}/fulfil"), json!({})).await.json();
     assert_eq!(fulfilled["status"], "fulfilled");
     assert_eq!(fulfilled["totalCents"], invoice["totalCents"]);
+    // Fulfilled, it changes in nothing, and says so for every change: never that its
+    // notes could still change.
+    for change in [json!({"status": "cancelled"}), json!({"notes": "late"})] {
+        let problem = api.patch(&path, change).await.problem(StatusCode::CONFLICT);
+        assert_eq!(
+            problem["detail"],
+            "the order is fulfilled; only open orders can change"
+        );
+    }
+}
+
+/// A line has one schema for both order types: the unit field the other type uses is not
+/// read, but past its documented bounds it is refused, not dropped.
+#[tokio::test]
+async fn a_line_field_past_its_bounds_is_refused_on_either_order_type() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "bounds@example.com").await;
+    let api = app.caller(&shop.token);
+    for (path, party, line, field) in [
+        (
+            "/sales-orders",
+            json!({"customerId": shop.customer}),
+            json!({"itemId": shop.gadget, "quantity": 1, "unitCostCents": -1}),
+            "lines[0].unitCostCents",
+        ),
+        (
+            "/sales-orders",
+            json!({"customerId": shop.customer}),
+            json!({"itemId": shop.gadget, "quantity": 1, "unitCostCents": 10_000_000_000_001_i64}),
+            "lines[0].unitCostCents",
+        ),
+        (
+            "/purchase-orders",
+            json!({"vendorId": shop.vendor}),
+            json!({"itemId": shop.widget, "quantity": 1, "unitCostCents": 1, "unitPriceCents": -1}),
+            "lines[0].unitPriceCents",
+        ),
+    ] {
+        let mut body = party;
+        body["warehouseId"] = json!(shop.warehouse);
+        body["lines"] = json!([line]);
+        let problem = api
+            .post(path, body)
+            .await
+            .problem(StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            problem["errors"][field][0], "must be from 0 to 10000000000000",
+            "{problem}"
+        );
+    }
 }
 
 #[tokio::test]
