@@ -4,6 +4,8 @@
 //! are logged and never sent; the client gets a stable title and a useful detail.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::path::ErrorKind;
@@ -47,6 +49,10 @@ pub enum ApiError {
     /// 409: conflicts with the current state (duplicate, in use, not enough stock).
     #[error("{0}")]
     Conflict(String),
+    /// 408: the request's body did not arrive within `REQUEST_TIMEOUT_MS` (the client, not
+    /// the server, was slow). Sent with `Connection: close`.
+    #[error("{0}")]
+    BodyTimeout(String),
     /// 413: the body is over the limit.
     #[error("request body is too large")]
     PayloadTooLarge,
@@ -111,6 +117,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -128,6 +135,7 @@ impl ApiError {
             Self::NotFound(_) => "/problems/not-found",
             Self::MethodNotAllowed => "/problems/method-not-allowed",
             Self::Conflict(_) => "/problems/conflict",
+            Self::BodyTimeout(_) => "/problems/request-timeout",
             Self::PayloadTooLarge => "/problems/payload-too-large",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::Validation(_) => "/problems/validation",
@@ -174,31 +182,60 @@ impl IntoResponse for ApiError {
                 headers.insert(header::LOCATION, location);
             }
         }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body may still arrive: the connection cannot be reused.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }
 
 /// Answers 503 when the request runs longer than `REQUEST_TIMEOUT_MS` (the handler is
-/// dropped: a transaction it held rolls back).
+/// dropped: a transaction it held rolls back), or 408 when what it was waiting for at that
+/// moment was the rest of the request's body: a client that stalls or sends less than its
+/// `Content-Length` is the client's fault, not a server error to retry (RFC 9110 §15.5.9;
+/// it was a 503 "try again" until a probe found it).
 #[derive(Clone, Copy, Debug)]
 pub struct RequestTimeout(pub std::time::Duration);
 
 impl crate::around::Around for RequestTimeout {
-    type Carry = std::time::Duration;
+    type Carry = (std::time::Duration, Option<Arc<BodyState>>);
 
-    fn before(&self, _: &mut axum::extract::Request) -> Self::Carry {
-        self.0
+    fn before(&self, request: &mut axum::extract::Request) -> Self::Carry {
+        use http_body::Body as _;
+        // Requests without a body (most reads) are not watched: nothing to wrap or box.
+        if request.body().is_end_stream() {
+            return (self.0, None);
+        }
+        let state = Arc::new(BodyState::default());
+        let body = std::mem::take(request.body_mut());
+        *request.body_mut() = axum::body::Body::new(Watched {
+            inner: body,
+            state: state.clone(),
+        });
+        (self.0, Some(state))
     }
 
-    async fn after<F>(limit: Self::Carry, response: F) -> Response
+    async fn after<F>((limit, body): Self::Carry, response: F) -> Response
     where
         F: std::future::Future<Output = Response> + Send + 'static,
     {
         match tokio::time::timeout(limit, response).await {
             Ok(response) => response,
             Err(_) => {
-                tracing::warn!("request timed out after {} ms", limit.as_millis());
                 metrics::counter!("ims_http_request_timeouts_total").increment(1);
+                if body.is_some_and(|body| body.waiting()) {
+                    tracing::info!(
+                        "request body incomplete after {} ms; answered 408",
+                        limit.as_millis()
+                    );
+                    return ApiError::BodyTimeout(format!(
+                        "the request's body did not arrive within {} ms",
+                        limit.as_millis()
+                    ))
+                    .into_response();
+                }
+                tracing::warn!("request timed out after {} ms", limit.as_millis());
                 ApiError::Unavailable(format!(
                     "the request took longer than {} ms and was abandoned; try again",
                     limit.as_millis()
@@ -206,6 +243,44 @@ impl crate::around::Around for RequestTimeout {
                 .into_response()
             }
         }
+    }
+}
+
+/// Whether a handler is waiting on its request's body: set while a read of it is pending.
+#[derive(Debug, Default)]
+pub struct BodyState(AtomicBool);
+
+impl BodyState {
+    fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A request body that records, in its [`BodyState`], whether its last read is pending.
+struct Watched {
+    inner: axum::body::Body,
+    state: Arc<BodyState>,
+}
+
+impl http_body::Body for Watched {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        self.state.0.store(polled.is_pending(), Ordering::Relaxed);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -496,17 +571,30 @@ fn nul_in_body(body: &[u8]) -> Nul {
     }
 }
 
-/// The check axum's `Json` makes (`application/json`, or any `application/*+json`), with the
-/// same `mime` parse, so both accept exactly the same requests.
+/// Whether the body is declared JSON: `application/json`, or any `application/*+json` but a
+/// JSON Patch (the check axum's `Json` makes, but closer to RFC 9110's media-type syntax).
 fn json_content_type(headers: &HeaderMap) -> bool {
-    headers
+    // Only the type and subtype decide; parameters are not read, so any valid spelling of
+    // them passes (`application/json ; charset=utf-8`, which `mime` refused). The subtype is
+    // `json` or ends in `+json` (RFC 6839), but not `json-patch+json`: a JSON Patch is not
+    // the merge patch these routes take (RFC 7396), and `json+zip` is not JSON (`mime` read
+    // it as `json` with a suffix; both found by a probe).
+    let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<mime::Mime>().ok())
-        .is_some_and(|mime| {
-            mime.type_() == "application"
-                && (mime.subtype() == "json" || mime.suffix().is_some_and(|name| name == "json"))
-        })
+    else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    let subtype = subtype.to_ascii_lowercase();
+    kind.eq_ignore_ascii_case("application")
+        && (subtype == "json"
+            || (subtype.len() > "+json".len()
+                && subtype.ends_with("+json")
+                && subtype != "json-patch+json"))
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
@@ -679,7 +767,7 @@ mod tests {
     }
 
     #[test]
-    fn json_content_types_are_axums() {
+    fn json_content_types_are_json_and_its_suffix() {
         let accepts = |value: &str| {
             let mut headers = HeaderMap::new();
             if let Ok(value) = HeaderValue::from_str(value) {
@@ -692,8 +780,16 @@ mod tests {
         assert!(accepts("application/json;charset=utf-8"));
         assert!(accepts("Application/JSON"));
         assert!(accepts("application/cloudevents+json"));
+        assert!(accepts("application/json ; charset=utf-8"));
+        assert!(accepts("application/json;;"));
+        assert!(accepts("application/merge-patch+json"));
         assert!(!accepts("text/json"));
         assert!(!accepts("application/jsonx"));
+        assert!(!accepts("application/json+zip"));
+        assert!(!accepts("application/json+xml"));
+        assert!(!accepts("application/json-patch+json"));
+        assert!(!accepts("application/+json"));
+        assert!(!accepts("application"));
         assert!(!accepts(""));
         assert!(!json_content_type(&HeaderMap::new()));
     }

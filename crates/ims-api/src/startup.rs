@@ -181,9 +181,17 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             header::CACHE_CONTROL,
             HeaderName::from_static("x-request-id"),
         ])
+        // Every response header a browser client needs to read (the truncation of a CSV
+        // report, its file name, a stale entry's age, why a token was refused; a probe found
+        // these four missing).
         .expose_headers([
             header::ETAG,
             header::RETRY_AFTER,
+            header::AGE,
+            header::CONTENT_DISPOSITION,
+            header::WWW_AUTHENTICATE,
+            header::LOCATION,
+            HeaderName::from_static("x-report-truncated"),
             HeaderName::from_static("x-cache"),
             HeaderName::from_static("x-cache-ttl"),
             HeaderName::from_static("x-cache-tier"),

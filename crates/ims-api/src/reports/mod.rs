@@ -78,7 +78,10 @@ enum Format {
 
 impl Format {
     fn of(headers: &axum::http::HeaderMap) -> Self {
-        let mut csv = 0.0_f32;
+        // `text/csv` itself ranks CSV; failing that, `text/*` does (the more specific range
+        // wins, RFC 9110 §12.5.1). Parameter names are case-insensitive (`Q=0`).
+        let mut csv: Option<f32> = None;
+        let mut any_text = 0.0_f32;
         let mut json = 0.0_f32;
         for accept in headers.get_all(axum::http::header::ACCEPT) {
             let Ok(accept) = accept.to_str() else {
@@ -88,16 +91,19 @@ impl Format {
                 let mut parts = range.split(';');
                 let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
                 let q = parts
-                    .filter_map(|p| p.trim().strip_prefix("q="))
-                    .find_map(|q| q.trim().parse::<f32>().ok())
+                    .filter_map(|p| p.split_once('='))
+                    .filter(|(name, _)| name.trim().eq_ignore_ascii_case("q"))
+                    .find_map(|(_, q)| q.trim().parse::<f32>().ok())
                     .unwrap_or(1.0);
                 match media.as_str() {
-                    "text/csv" => csv = csv.max(q),
+                    "text/csv" => csv = Some(csv.unwrap_or(0.0).max(q)),
+                    "text/*" => any_text = any_text.max(q),
                     "application/json" | "application/*" | "*/*" => json = json.max(q),
                     _ => {}
                 }
             }
         }
+        let csv = csv.unwrap_or(any_text);
         if csv > 0.0 && csv > json {
             Self::Csv
         } else {

@@ -91,6 +91,36 @@ async fn miss_then_hit_with_ttl_etag_and_bypass_at_the_exact_key() {
     assert!(stats["hitRate"].as_f64().expect("rate") > 0.0);
 }
 
+/// HTTP's finer points on a cached read: `If-None-Match` on several lines is one list (RFC
+/// 9110 §5.3), and HTTP/1.0's `Pragma: no-cache` bypasses the cache like `Cache-Control:
+/// no-cache` when that header is absent (RFC 9111 §5.4); present, `Cache-Control` decides.
+#[tokio::test]
+async fn if_none_match_lines_are_one_list_and_pragma_no_cache_bypasses() {
+    let app = spawn_app().await;
+    let org = org(&app, "finer-points@example.com").await;
+    let api = app.caller(&org.token);
+    let etag = api.get("/items").await.header("etag");
+    for (second, status) in [
+        (etag.as_str(), StatusCode::NOT_MODIFIED),
+        ("*", StatusCode::NOT_MODIFIED),
+        ("\"yyy\"", StatusCode::OK),
+    ] {
+        let answer = api
+            .with(&[("if-none-match", "\"zzz\""), ("if-none-match", second)])
+            .get("/items")
+            .await;
+        assert_eq!(answer.status, status, "{second}");
+        assert_eq!(answer.header("x-cache"), "HIT");
+    }
+    let pragma = api.with(&[("pragma", "no-cache")]).get("/items").await;
+    assert_eq!(pragma.header("x-cache"), "BYPASS");
+    let decided = api
+        .with(&[("pragma", "no-cache"), ("cache-control", "max-age=60")])
+        .get("/items")
+        .await;
+    assert_eq!(decided.header("x-cache"), "HIT");
+}
+
 /// A HEAD is answered as its GET: from the cache, with the same headers and no body; its
 /// miss stores the GET's entry; a client that has the entry gets a 304.
 #[tokio::test]

@@ -118,6 +118,11 @@ async fn cors_answers_preflights_for_configured_origins_only() {
         "ratelimit-remaining",
         "retry-after",
         "x-request-id",
+        "x-report-truncated",
+        "content-disposition",
+        "age",
+        "www-authenticate",
+        "location",
     ] {
         assert!(exposed.contains(name), "{name} not in {exposed}");
     }
@@ -135,6 +140,43 @@ async fn cors_answers_preflights_for_configured_origins_only() {
         .headers
         .get("access-control-allow-origin")
         .is_none());
+}
+
+/// A body that stops short of its `Content-Length`, or a chunked body that never ends, is
+/// the client's time-out: 408 with `Connection: close`, not a 503 inviting a retry.
+#[tokio::test]
+async fn a_body_that_never_arrives_is_a_408_not_a_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_MS", "500")]).await;
+    let address = app.address.trim_start_matches("http://").to_string();
+    for request in [
+        "POST /auth/login HTTP/1.1\r\nHost: ims\r\nContent-Type: application/json\r\n\
+         Content-Length: 50\r\n\r\n{\"email\":\"a@b.c\",",
+        "POST /auth/login HTTP/1.1\r\nHost: ims\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n5\r\n{\"ema\r\n",
+    ] {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("send");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+            .await
+            .expect("the server closes the connection")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer).to_lowercase();
+        assert!(answer.starts_with("http/1.1 408"), "{answer}");
+        assert!(answer.contains("connection: close"), "{answer}");
+        assert!(answer.contains("/problems/request-timeout"), "{answer}");
+    }
+    let metrics = app.anonymous().get("/metrics").await.text;
+    assert!(
+        metrics.contains(
+            r#"ims_http_requests_total{method="POST",route="/auth/login",status="408"} 2"#
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

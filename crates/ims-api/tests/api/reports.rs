@@ -346,6 +346,34 @@ async fn csv_cells_that_would_run_as_formulas_are_written_as_text() {
     assert!(!text.contains(",=") && !text.contains(",+"), "{text}");
 }
 
+/// `Accept` ranks as RFC 9110 §12.5.1 has it: `text/*` asks for CSV (the only text the
+/// report has), a more specific `text/csv;q=0` refuses it, and the `q` name is
+/// case-insensitive.
+#[tokio::test]
+async fn accept_ranges_and_weights_choose_the_report_format() {
+    let app = spawn_app().await;
+    let (token, _) = user(&app, "accept-ranges@example.com").await;
+    let api = app.caller(&token);
+    for (accept, format) in [
+        ("text/*", "text/csv"),
+        ("text/*, application/json;q=0.5", "text/csv"),
+        ("text/csv;Q=0", "application/json"),
+        ("text/*, text/csv;q=0", "application/json"),
+        ("text/csv;Q=0.9, application/json;Q=0.2", "text/csv"),
+    ] {
+        let answer = api
+            .with(&[("accept", accept)])
+            .get("/reports/sales-by-item?from=2020-01-01&to=2020-01-02")
+            .await;
+        assert_eq!(answer.status, StatusCode::OK, "{accept}");
+        assert!(
+            answer.header("content-type").starts_with(format),
+            "{accept}: {}",
+            answer.header("content-type")
+        );
+    }
+}
+
 /// A report without rows is still a CSV with its header row (the rows' field names).
 #[tokio::test]
 async fn an_empty_report_in_csv_is_its_header_row() {

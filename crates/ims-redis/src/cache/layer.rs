@@ -262,15 +262,42 @@ fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<Cach
 }
 
 fn no_cache(request: &http::request::Parts) -> bool {
-    request
-        .headers
-        .get_all(header::CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| {
-            v.split(',')
-                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-        })
+    let has = |name: header::HeaderName| {
+        request
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+            })
+    };
+    // HTTP/1.0's `Pragma: no-cache` means the same when `Cache-Control` is absent (RFC 9111
+    // §5.4; found by a probe).
+    if request.headers.contains_key(header::CACHE_CONTROL) {
+        has(header::CACHE_CONTROL)
+    } else {
+        has(header::PRAGMA)
+    }
+}
+
+/// The request's `If-None-Match`, its lines joined as one list: several lines mean the
+/// same as one comma-separated line (RFC 9110 §5.3), and only the first was read (found by
+/// a probe).
+fn if_none_match(request: &http::request::Parts) -> Option<HeaderValue> {
+    let mut lines = request.headers.get_all(header::IF_NONE_MATCH).iter();
+    let first = lines.next()?;
+    let mut joined: Option<Vec<u8>> = None;
+    for line in lines {
+        let list = joined.get_or_insert_with(|| first.as_bytes().to_vec());
+        list.extend_from_slice(b", ");
+        list.extend_from_slice(line.as_bytes());
+    }
+    match joined {
+        None => Some(first.clone()),
+        Some(list) => HeaderValue::from_bytes(&list).ok(),
+    }
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
@@ -423,7 +450,7 @@ where
         mark(&mut response, "BYPASS", Duration::ZERO);
         return Ok(response);
     }
-    let if_none_match = parts.headers.get(header::IF_NONE_MATCH).cloned();
+    let if_none_match = if_none_match(&parts);
     let key_prefix = if policy.per_last_segment {
         let segment = parts.uri.path().rsplit('/').next().unwrap_or_default();
         std::borrow::Cow::Owned(format!("{}:{segment}", policy.key_prefix))
