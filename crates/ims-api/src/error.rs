@@ -575,10 +575,11 @@ fn nul_in_body(body: &[u8]) -> Nul {
 /// JSON Patch (the check axum's `Json` makes, but closer to RFC 9110's media-type syntax).
 fn json_content_type(headers: &HeaderMap) -> bool {
     // Only the type and subtype decide; parameters are not read, so any valid spelling of
-    // them passes (`application/json ; charset=utf-8`, which `mime` refused). The subtype is
+    // them passes (`application/json ; charset=utf-8`, which the `mime` crate refused). The subtype is
     // `json` or ends in `+json` (RFC 6839), but not `json-patch+json`: a JSON Patch is not
     // the merge patch these routes take (RFC 7396), and `json+zip` is not JSON (`mime` read
-    // it as `json` with a suffix; both found by a probe).
+    // it as `json` with a suffix; both found by a probe). Written by hand: `mime` is what
+    // got both wrong.
     let Some(value) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
