@@ -49,10 +49,6 @@ pub enum ApiError {
     /// 409: conflicts with the current state (duplicate, in use, not enough stock).
     #[error("{0}")]
     Conflict(String),
-    /// 408: the request's body did not arrive within `REQUEST_TIMEOUT_MS` (the client, not
-    /// the server, was slow). Sent with `Connection: close`.
-    #[error("{0}")]
-    BodyTimeout(String),
     /// 413: the body is over the limit.
     #[error("request body is too large")]
     PayloadTooLarge,
@@ -117,7 +113,6 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
-            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -135,7 +130,6 @@ impl ApiError {
             Self::NotFound(_) => "/problems/not-found",
             Self::MethodNotAllowed => "/problems/method-not-allowed",
             Self::Conflict(_) => "/problems/conflict",
-            Self::BodyTimeout(_) => "/problems/request-timeout",
             Self::PayloadTooLarge => "/problems/payload-too-large",
             Self::UnsupportedMediaType(_) => "/problems/unsupported-media-type",
             Self::Validation(_) => "/problems/validation",
@@ -182,19 +176,17 @@ impl IntoResponse for ApiError {
                 headers.insert(header::LOCATION, location);
             }
         }
-        if status == StatusCode::REQUEST_TIMEOUT {
-            // The rest of the body may still arrive: the connection cannot be reused.
-            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
         response
     }
 }
 
 /// Answers 503 when the request runs longer than `REQUEST_TIMEOUT_MS` (the handler is
-/// dropped: a transaction it held rolls back), or 408 when what it was waiting for at that
-/// moment was the rest of the request's body: a client that stalls or sends less than its
-/// `Content-Length` is the client's fault, not a server error to retry (RFC 9110 §15.5.9;
-/// it was a 503 "try again" until a probe found it).
+/// dropped: a transaction it held rolls back). When what the handler was waiting for at
+/// that moment was the rest of the request's body (a client that stalls, or sends less
+/// than its `Content-Length`), the answer says so instead of inviting a retry, and closes
+/// the connection, whose framing the missing bytes have broken. RFC 9110 would call that a
+/// 408; the contract answers every request over the time-out with 503 (§1), so the status
+/// stays (a probe found the "try again" and the missing `Connection: close`).
 #[derive(Clone, Copy, Debug)]
 pub struct RequestTimeout(pub std::time::Duration);
 
@@ -226,14 +218,18 @@ impl crate::around::Around for RequestTimeout {
                 metrics::counter!("ims_http_request_timeouts_total").increment(1);
                 if body.is_some_and(|body| body.waiting()) {
                     tracing::info!(
-                        "request body incomplete after {} ms; answered 408",
+                        "request body still incomplete after {} ms",
                         limit.as_millis()
                     );
-                    return ApiError::BodyTimeout(format!(
-                        "the request's body did not arrive within {} ms",
+                    let mut response = ApiError::Unavailable(format!(
+                        "the request's body did not arrive within {} ms; the connection is closed",
                         limit.as_millis()
                     ))
                     .into_response();
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    return response;
                 }
                 tracing::warn!("request timed out after {} ms", limit.as_millis());
                 ApiError::Unavailable(format!(
