@@ -12,9 +12,12 @@
 //!   those networks is a proxy and skipped; the first one outside them is the client (if the
 //!   peer is not a known proxy, the header is ignored). Takes precedence over `TRUST_PROXY`.
 //!
-//! An entry that is not an IP address never becomes the client: the rule then falls back to
-//! the last address it could trust (the peer, or the proxy to the entry's right), so a
-//! garbled header costs its sender the proxy's shared limit instead of a fresh one.
+//! An entry that is not an IP address (an empty one included: `1.1.1.1, ` has two) never
+//! becomes the client, and neither does anything to its left: with `TRUST_PROXY` the rule
+//! falls back to the peer, with `TRUSTED_PROXIES` to the last address it could trust (the
+//! proxy to the entry's right), so a garbled header costs its sender the proxy's shared
+//! limit instead of a fresh one. (Empty entries used to be skipped, which made the
+//! client-written entry to their left the key; found by a probe.)
 //! (`axum-client-ip` offers the rightmost entry, but neither n hops nor CIDR skipping, so
 //! this is written by hand; `ipnet` parses the networks.)
 
@@ -35,14 +38,22 @@ pub struct ProxyTrust {
     pub networks: Vec<IpNet>,
 }
 
-/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`;
-/// an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) is its IPv4 address.
+/// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`,
+/// `[::1]:80`; an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) is its IPv4 address.
 fn parse(entry: &str) -> Option<IpAddr> {
     let entry = entry.trim();
     entry
         .parse::<IpAddr>()
         .ok()
         .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .or_else(|| {
+            entry
+                .strip_prefix('[')?
+                .strip_suffix(']')?
+                .parse::<std::net::Ipv6Addr>()
+                .ok()
+                .map(IpAddr::V6)
+        })
         .map(|ip| ip.to_canonical())
 }
 
@@ -57,14 +68,15 @@ impl ProxyTrust {
         }
         // Every X-Forwarded-For header, in order, as one list, read from the right (on every
         // limited request: no list is collected).
+        // A line that is not text is one entry that is not an address; an empty entry is
+        // kept as one too, not skipped.
         let mut from_right = headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .rev()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or_default())
             .flat_map(|v| v.rsplit(','))
-            .map(str::trim)
-            .filter(|e| !e.is_empty());
+            .map(str::trim);
         if !self.networks.is_empty() {
             let mut client = peer?;
             while self.networks.iter().any(|net| net.contains(&client)) {
@@ -152,6 +164,20 @@ mod tests {
         // Garbage, or no header: the proxy's own address.
         assert_eq!(trust.client(peer, &headers(&["1.1.1.1, nonsense"])), peer);
         assert_eq!(trust.client(peer, &headers(&[])), peer);
+        // An empty entry is not an address either: what the client wrote to its left
+        // never becomes the key.
+        for written in [
+            &["1.1.1.1, "][..],
+            &["1.1.1.1,"],
+            &["1.1.1.1", ""],
+            &["1.1.1.1, ,"],
+        ] {
+            assert_eq!(trust.client(peer, &headers(written)), peer, "{written:?}");
+        }
+        assert_eq!(
+            trust.client(peer, &headers(&["[2001:db8::1]"])),
+            ip("2001:db8::1")
+        );
     }
 
     #[test]
@@ -167,6 +193,11 @@ mod tests {
             trust.client(peer, &headers(&["10.0.0.2"])),
             peer,
             "too short"
+        );
+        assert_eq!(
+            trust.client(peer, &headers(&["1.1.1.1, , 10.0.0.2"])),
+            peer,
+            "an empty entry"
         );
     }
 

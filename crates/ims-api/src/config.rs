@@ -204,8 +204,11 @@ impl Settings {
                 hops: match get("TRUST_PROXY").map(|v| v.trim().to_ascii_lowercase()) {
                     None => 0,
                     Some(v) => match v.as_str() {
-                        "true" | "yes" | "on" => 1,
-                        "false" | "no" | "off" => 0,
+                        // Only the contract's spellings: a value it does not name is
+                        // refused rather than guessed (`yes` used to mean one trusted proxy,
+                        // where the contract would ignore the header; found by a probe).
+                        "true" => 1,
+                        "false" => 0,
                         n => n.parse::<usize>().ok().filter(|n| *n <= 16).ok_or_else(|| {
                             ConfigError::new(
                                 "TRUST_PROXY",
@@ -541,6 +544,8 @@ mod tests {
             ("RATE_LIMIT_GLOBAL", "100"),
             ("RATE_LIMIT_AUTH", "5/0"),
             ("TRUST_PROXY", "perhaps"),
+            ("TRUST_PROXY", "yes"),
+            ("TRUST_PROXY", "on"),
             ("TRUST_PROXY", "17"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("JWT_SECRET", "short"),

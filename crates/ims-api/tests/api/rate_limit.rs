@@ -302,10 +302,14 @@ async fn a_client_rotating_the_left_of_forwarded_for_stays_limited() {
     );
     assert_eq!(app.redis_keys("ims:ratelimit:203.0.113.5:*").len(), 1);
     assert!(app.redis_keys("ims:ratelimit:198.51.100.*").is_empty());
-    // Garbage never becomes the client: the proxy's own address is counted instead.
-    let garbage = logins_via_proxy(&app, 1, |_| "not-an-address".into()).await;
-    assert_eq!(garbage, [StatusCode::UNAUTHORIZED]);
+    // Garbage never becomes the client, nor does what the client wrote to its left (an
+    // empty entry included): the proxy's own address is counted instead.
+    for header in ["not-an-address", "198.51.100.77, ", "198.51.100.77,"] {
+        let garbage = logins_via_proxy(&app, 1, |_| header.into()).await;
+        assert_eq!(garbage, [StatusCode::UNAUTHORIZED], "{header}");
+    }
     assert_eq!(app.redis_keys("ims:ratelimit:127.0.0.1:*").len(), 1);
+    assert!(app.redis_keys("ims:ratelimit:198.51.100.*").is_empty());
 }
 
 #[tokio::test]
