@@ -25,6 +25,7 @@
 //! Both routes are public and not cached by the response cache: they describe the API, not
 //! an organization's data.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::header;
@@ -41,7 +42,10 @@ use crate::state::AppState;
 /// The API description routes, serving `doc` (made by [`finish`]).
 pub fn router(doc: utoipa::openapi::OpenApi) -> Router<AppState> {
     // Serialized once: the document is fixed for the life of the process.
-    let json: Arc<str> = match serde_json::to_string(&doc) {
+    let json: Arc<str> = match serde_json::to_value(&doc).and_then(|mut value| {
+        camel_case_links(&mut value);
+        serde_json::to_string(&value)
+    }) {
         Ok(json) => json.into(),
         Err(e) => {
             tracing::error!("cannot serialize the OpenAPI document: {e}");
@@ -83,6 +87,7 @@ pub fn finish(
         document_shared_answers(part);
         document_body_media_type(part);
     }
+    document_links(&mut limited);
     // Last: the answers above passed the rate limiter too, and carry its headers.
     document_rate_limits(&mut limited);
     let mut doc = ApiDoc::openapi();
@@ -170,6 +175,81 @@ fn document_ids(doc: &mut utoipa::openapi::OpenApi) {
             }
             answers(operation, "308", &moved);
             answers(operation, "404", &missing);
+        }
+    }
+}
+
+/// utoipa 5.5 writes a Link Object's fields in snake case (`operation_id`), where OpenAPI
+/// names them `operationId`, `operationRef` and `requestBody`; a client (schemathesis among
+/// them) then sees links that name no operation. Renamed in the served JSON until utoipa
+/// does it itself.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(snake) {
+                link.insert(camel.into(), value);
+            }
+        }
+    }
+}
+
+/// Links (OpenAPI 3.1 §4.8.20) from each create (`POST /x` answering `201` with the row) to
+/// every operation on that row (`/x/{id}`, `/x/{id}/…`), its `id` taken from the created
+/// row: how a client goes from a row it made to what it can do with it, and how
+/// schemathesis's stateful phase reaches those operations with ids that exist (without
+/// them it only ever sent unknown ids there and got 404s).
+fn document_links(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::link::LinkBuilder;
+    use utoipa::openapi::RefOr;
+
+    let mut on_rows: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let Some((collection, _)) = path.split_once("/{id}") else {
+            continue;
+        };
+        let ids = operations_mut(item).filter_map(|operation| operation.operation_id.clone());
+        on_rows
+            .entry(collection.to_string())
+            .or_default()
+            .extend(ids);
+    }
+    for (collection, targets) in on_rows {
+        let Some(created) = doc
+            .paths
+            .paths
+            .get_mut(&collection)
+            .and_then(|item| item.post.as_mut())
+            .and_then(|post| post.responses.responses.get_mut("201"))
+        else {
+            continue;
+        };
+        let RefOr::T(created) = created else {
+            continue;
+        };
+        for target in targets {
+            created.links.entry(target.clone()).or_insert_with(|| {
+                LinkBuilder::new()
+                    .operation_id(target)
+                    .parameter("id", "$response.body#/id")
+                    .build()
+                    .into()
+            });
         }
     }
 }

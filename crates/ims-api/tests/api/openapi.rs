@@ -171,6 +171,50 @@ async fn operations_are_tagged_unique_and_errors_are_problem_json() {
     }
 }
 
+/// Each create links to the operations on the row it made, with the row's id (OpenAPI
+/// Link Objects, written as OpenAPI names their fields), and every link names an operation
+/// the document has.
+#[tokio::test]
+async fn creates_link_to_the_operations_on_their_row() {
+    let doc = document().await;
+    let links = &doc["paths"]["/invoices"]["post"]["responses"]["201"]["links"];
+    for operation in ["getInvoice", "createPayment"] {
+        assert_eq!(links[operation]["operationId"], operation, "{links}");
+        assert_eq!(
+            links[operation]["parameters"]["id"], "$response.body#/id",
+            "{links}"
+        );
+    }
+    let item = &doc["paths"]["/items"]["post"]["responses"]["201"]["links"];
+    for operation in ["getItem", "replaceItem", "updateItem", "deleteItem"] {
+        assert_eq!(item[operation]["operationId"], operation, "{item}");
+    }
+    let mut known = std::collections::HashSet::new();
+    let mut named = Vec::new();
+    for item in doc["paths"].as_object().expect("paths").values() {
+        for operation in item.as_object().expect("item").values() {
+            if let Some(id) = operation["operationId"].as_str() {
+                known.insert(id.to_string());
+            }
+            for response in operation["responses"].as_object().into_iter().flatten() {
+                for link in response.1["links"].as_object().into_iter().flatten() {
+                    assert!(link.1.get("operation_id").is_none(), "{link:?}");
+                    named.push(
+                        link.1["operationId"]
+                            .as_str()
+                            .expect("operationId")
+                            .to_string(),
+                    );
+                }
+            }
+        }
+    }
+    assert!(named.len() >= 20, "{named:?}");
+    for id in named {
+        assert!(known.contains(&id), "{id} is no operation");
+    }
+}
+
 #[tokio::test]
 async fn cached_routes_document_the_cache_headers() {
     let doc = document().await;
