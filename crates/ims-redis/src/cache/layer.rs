@@ -262,23 +262,19 @@ fn replay(cached: &Cached, if_none_match: Option<&HeaderValue>) -> Response<Cach
 }
 
 fn no_cache(request: &http::request::Parts) -> bool {
-    let has = |name: header::HeaderName| {
-        request
-            .headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
-            })
+    let says_no_cache = |lines: http::header::GetAll<'_, HeaderValue>| {
+        lines.iter().filter_map(|v| v.to_str().ok()).any(|v| {
+            v.split(',')
+                .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
+        })
     };
     // HTTP/1.0's `Pragma: no-cache` means the same when `Cache-Control` is absent (RFC 9111
-    // §5.4; found by a probe).
-    if request.headers.contains_key(header::CACHE_CONTROL) {
-        has(header::CACHE_CONTROL)
+    // §5.4; found by a probe). `Cache-Control` is looked up once, as before.
+    let cache_control = request.headers.get_all(header::CACHE_CONTROL);
+    if cache_control.iter().next().is_some() {
+        says_no_cache(cache_control)
     } else {
-        has(header::PRAGMA)
+        says_no_cache(request.headers.get_all(header::PRAGMA))
     }
 }
 
