@@ -17,21 +17,45 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::around::Around;
 
+/// The log filter when `RUST_LOG` is unset.
+pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,tower_http=info";
+
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
 pub fn init(json: bool) {
     // RUST_LOG was checked with the settings (a bad one stops start-up); unset, the
-    // default. The Redis client's own warnings are left out by default: it logs every
-    // failed reconnection to a lost cluster node, about two lines a second for as long as
-    // the node is gone, where the server logs one line when Redis is lost and one when it
-    // is back (contract §8).
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=info,redis=error"));
+    // default.
+    let configured = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let mut filter = configured
+        .as_deref()
+        .and_then(|v| EnvFilter::try_new(v).ok())
+        .unwrap_or_else(|| EnvFilter::new(DEFAULT_LOG_FILTER));
+    // The Redis client's own lines are left out unless RUST_LOG names them: on a cluster
+    // it logs every failed reconnection to a lost node, at WARN and ERROR, several lines a
+    // second for as long as the node is gone (a probe counted about 1,000 per instance in
+    // a 30 s outage), where the server logs one line when Redis is lost and one when it
+    // is back, with the reason (contract §8).
+    if !configured.as_deref().is_some_and(names_redis_client) {
+        if let Ok(directive) = "redis=off".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     let builder = fmt().with_env_filter(filter);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+}
+
+/// Whether a `RUST_LOG` value has a directive for the Redis client's targets (`redis`,
+/// `redis::…`), which then decides what of it is logged.
+fn names_redis_client(filter: &str) -> bool {
+    filter.split(',').any(|directive| {
+        let target = directive.split(['=', '[']).next().unwrap_or_default().trim();
+        target == "redis" || target.starts_with("redis::")
+    })
 }
 
 /// Latency buckets in seconds: a cache hit is well under a millisecond, an uncached report
@@ -294,4 +318,19 @@ fn handles(method: &Method, route: &str, status: u16) -> (Counter, Histogram) {
         }
     }
     made
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_directive_for_the_redis_client_lets_its_lines_through() {
+        assert!(names_redis_client("info,redis=warn"));
+        assert!(names_redis_client("redis::cluster_handling=debug"));
+        assert!(names_redis_client(" redis[span]=info"));
+        assert!(!names_redis_client("info"));
+        assert!(!names_redis_client("info,ims_redis=debug"));
+        assert!(!names_redis_client("warn,sqlx=info"));
+    }
 }

@@ -232,3 +232,42 @@ async fn sigterm_exits_even_when_the_database_went_silent_mid_query() {
         "{exited:?}: still running 15 s after SIGTERM"
     );
 }
+
+/// Contract §8: one warning when Redis is lost, one when it is back. On a cluster the Redis
+/// client logs every failed reconnection itself, several lines a second (a probe counted
+/// about 1,000 per instance in a 30 s outage, at WARN and ERROR); those stay out of the
+/// log unless `RUST_LOG` names the client's target.
+#[test]
+fn the_redis_clients_own_lines_stay_out_of_the_log_unless_asked_for() {
+    // A cluster seed where nothing listens: the client retries it over and over.
+    let dead = free_port();
+    let library_lines = |rust_log: &str| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut child = ims_api()
+            .env("IMS_BIND", format!("127.0.0.1:{port}"))
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display()),
+            )
+            .env("REDIS_CLUSTER_NODES", format!("127.0.0.1:{dead}"))
+            .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
+            .env("RUST_LOG", rust_log)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ims-api");
+        wait_until_ready(port);
+        std::thread::sleep(Duration::from_secs(3));
+        let _ = child.kill();
+        let output = child.wait_with_output().expect("output");
+        let log = [output.stdout, output.stderr].concat();
+        let log = String::from_utf8_lossy(&log).into_owned();
+        let ours = log.lines().filter(|l| l.contains("ims_redis::")).count();
+        assert!(ours >= 1, "the server's own line about Redis is missing:\n{log}");
+        log.lines().filter(|l| l.contains(" redis::")).count()
+    };
+    assert_eq!(library_lines("info"), 0);
+    assert!(library_lines("info,redis=warn") > 0, "the test sees no client lines");
+}

@@ -491,3 +491,80 @@ async fn l1_invalidations_reach_the_other_instance_on_a_cluster() {
         "{writer}"
     );
 }
+
+/// `CLUSTER INFO`'s `cluster_state` as the node on `port` sees it.
+fn cluster_state(port: u16) -> String {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("client");
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query(&mut client.get_connection().expect("connection"))
+        .expect("cluster info");
+    info.lines()
+        .find_map(|l| l.trim().strip_prefix("cluster_state:"))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A master can report `cluster_state:fail` while the other masters report `ok` (a probe
+/// got there with stale slot-migration marks: the master refused its own slots). Redis then
+/// stays down, steadily, until that master is whole again: asking one node at random, as
+/// the health probe did, flipped the state with the node asked, twice a second, each flip
+/// flushing the in-process tier and logging a line.
+#[tokio::test]
+async fn one_master_reporting_the_cluster_failed_keeps_redis_down_without_flapping() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let master = cluster.masters()[0];
+    let client = redis::Client::open(format!("redis://127.0.0.1:{master}")).expect("client");
+    let mut conn = client.get_connection().expect("connection");
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut conn)
+        .expect("cluster nodes");
+    let own = nodes
+        .lines()
+        .find(|l| l.contains("myself"))
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|range| range.split('-').next())
+        .and_then(|first| first.parse::<u16>().ok())
+        .expect("a slot of the master");
+    // The master gives up one of its slots: it sees that slot unserved and reports `fail`;
+    // the others still map the slot to it and report `ok`.
+    let () = redis::cmd("CLUSTER")
+        .arg("DELSLOTS")
+        .arg(own)
+        .query(&mut conn)
+        .expect("delslots");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while cluster_state(master) != "fail" {
+        assert!(Instant::now() < deadline, "the master never reported fail");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let others: Vec<String> = cluster.masters()[1..]
+        .iter()
+        .map(|p| cluster_state(*p))
+        .collect();
+    assert!(others.iter().all(|s| s == "ok"), "{others:?}");
+
+    let redis = &app.state.redis;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis.is_connected() {
+        assert!(Instant::now() < deadline, "Redis never counted down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let outages = redis.connection().outages();
+    // Several probe periods: down on every look.
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!redis.is_connected(), "Redis counted up again");
+    }
+    assert_eq!(redis.connection().outages(), outages);
+
+    // The slot back: up again.
+    let () = redis::cmd("CLUSTER")
+        .arg("ADDSLOTS")
+        .arg(own)
+        .query(&mut conn)
+        .expect("addslots");
+    wait_until_up(&app).await;
+}

@@ -148,11 +148,15 @@ pub(super) fn cluster_link(config: &RedisConfig) -> Option<RedisLink> {
         .map(RedisLink::Cluster)
 }
 
-/// Fails unless the cluster (asked at a random node) reports `cluster_state:ok` and every
-/// master it lists as healthy answers a `PING`: with a slot unserved, Redis Cluster refuses
-/// commands anyway, and answering them as misses at once beats sending each to a dead
-/// master and waiting out the command time-out. The second check matters in the first
-/// `cluster-node-timeout` after a master dies, while the survivors still report `ok`.
+/// Fails unless every slot has a master not flagged failed, and every such master answers
+/// and reports `cluster_state:ok`: with a slot unserved, Redis Cluster refuses commands
+/// anyway, and answering them as misses at once beats sending each to a dead master and
+/// waiting out the command time-out. Asking each master matters twice: in the first
+/// `cluster-node-timeout` after a master dies the survivors still report `ok` (the dead
+/// one does not answer), and a master can report `fail` while the others report `ok` (a
+/// probe left one with stale slot-migration marks; it refused its own slots). Asking one
+/// node at random made the answer flip with the node asked, twice a second, each flip
+/// flushing the in-process tier and logging a line.
 pub(super) async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<()> {
     let nodes: String = redis::from_redis_value(
         cluster
@@ -174,27 +178,31 @@ pub(super) async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::Re
         if failed {
             continue;
         }
-        let route = SingleNodeRoutingInfo::ByAddress { host, port };
-        cluster
-            .route_command(redis::cmd("PING"), RoutingInfo::SingleNode(route))
-            .await?;
+        let route = SingleNodeRoutingInfo::ByAddress {
+            host: host.clone(),
+            port,
+        };
+        let info: String = redis::from_redis_value(
+            cluster
+                .route_command(
+                    redis::cmd("CLUSTER").arg("INFO").clone(),
+                    RoutingInfo::SingleNode(route),
+                )
+                .await?,
+        )?;
+        if !reports_ok(&info) {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                format!("the cluster reports cluster_state:fail at {host}:{port}"),
+            )));
+        }
     }
-    let info: String = redis::from_redis_value(
-        cluster
-            .route_command(
-                redis::cmd("CLUSTER").arg("INFO").clone(),
-                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
-            )
-            .await?,
-    )?;
-    if info.lines().any(|l| l.trim() == "cluster_state:ok") {
-        Ok(())
-    } else {
-        Err(redis::RedisError::from(std::io::Error::new(
-            std::io::ErrorKind::NotConnected,
-            "the cluster reports cluster_state:fail",
-        )))
-    }
+    Ok(())
+}
+
+/// Whether `CLUSTER INFO` text says the node considers the cluster usable.
+fn reports_ok(info: &str) -> bool {
+    info.lines().any(|l| l.trim() == "cluster_state:ok")
 }
 
 /// How many slots masters not flagged failed serve, from `CLUSTER NODES` text (slot fields
