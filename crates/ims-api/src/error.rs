@@ -187,17 +187,33 @@ impl IntoResponse for ApiError {
 /// the connection, whose framing the missing bytes have broken. RFC 9110 would call that a
 /// 408; the contract answers every request over the time-out with 503 (§1), so the status
 /// stays (a probe found the "try again" and the missing `Connection: close`).
+///
+/// A write that has already sent its `COMMIT` (or an autocommitted statement) is not
+/// dropped at the time-out: the database may have applied it, and a 503 "try again" would
+/// make a client apply a stock movement or a payment twice (a probe saw it: 3 of 60
+/// adjustments with a 4 ms time-out). Such a request gets up to another
+/// `REQUEST_TIMEOUT_MS` for its own answer; past that, the 503 says the outcome is unknown.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestTimeout(pub std::time::Duration);
 
 impl crate::around::Around for RequestTimeout {
-    type Carry = (std::time::Duration, Option<Arc<BodyState>>);
+    type Carry = (
+        std::time::Duration,
+        Option<Arc<BodyState>>,
+        Option<Arc<AtomicBool>>,
+    );
 
     fn before(&self, request: &mut axum::extract::Request) -> Self::Carry {
         use http_body::Body as _;
+        // Only writes can make a change the time-out must not hide; reads are not watched.
+        let durable = (!matches!(
+            *request.method(),
+            axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+        ))
+        .then(|| Arc::new(AtomicBool::new(false)));
         // Requests without a body (most reads) are not watched: nothing to wrap or box.
         if request.body().is_end_stream() {
-            return (self.0, None);
+            return (self.0, None, durable);
         }
         let state = Arc::new(BodyState::default());
         let body = std::mem::take(request.body_mut());
@@ -205,41 +221,75 @@ impl crate::around::Around for RequestTimeout {
             inner: body,
             state: state.clone(),
         });
-        (self.0, Some(state))
+        (self.0, Some(state), durable)
     }
 
-    async fn after<F>((limit, body): Self::Carry, response: F) -> Response
+    async fn after<F>((limit, body, durable): Self::Carry, response: F) -> Response
     where
         F: std::future::Future<Output = Response> + Send + 'static,
     {
-        match tokio::time::timeout(limit, response).await {
+        let Some(durable) = durable else {
+            return match tokio::time::timeout(limit, response).await {
+                Ok(response) => response,
+                Err(_) => timed_out(limit, body.as_deref()),
+            };
+        };
+        let response = crate::db::watch_durable(durable.clone(), response);
+        tokio::pin!(response);
+        match tokio::time::timeout(limit, &mut response).await {
             Ok(response) => response,
-            Err(_) => {
-                metrics::counter!("ims_http_request_timeouts_total").increment(1);
-                if body.is_some_and(|body| body.waiting()) {
-                    tracing::info!(
-                        "request body still incomplete after {} ms",
-                        limit.as_millis()
-                    );
-                    let mut response = ApiError::Unavailable(format!(
-                        "the request's body did not arrive within {} ms; the connection is closed",
-                        limit.as_millis()
-                    ))
-                    .into_response();
-                    response
-                        .headers_mut()
-                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    return response;
-                }
-                tracing::warn!("request timed out after {} ms", limit.as_millis());
-                ApiError::Unavailable(format!(
-                    "the request took longer than {} ms and was abandoned; try again",
+            Err(_) if durable.load(Ordering::Relaxed) => {
+                tracing::info!(
+                    "request past {} ms while its write was being committed; waiting for it",
                     limit.as_millis()
-                ))
-                .into_response()
+                );
+                match tokio::time::timeout(limit, response).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        metrics::counter!("ims_http_request_timeouts_total").increment(1);
+                        tracing::warn!(
+                            "request still committing after {} ms",
+                            2 * limit.as_millis()
+                        );
+                        ApiError::Unavailable(format!(
+                            "the request took longer than {} ms while its changes were being \
+                             saved; whether they were saved is unknown: read them back before \
+                             trying again",
+                            2 * limit.as_millis()
+                        ))
+                        .into_response()
+                    }
+                }
             }
+            Err(_) => timed_out(limit, body.as_deref()),
         }
     }
+}
+
+/// The 503 of a request dropped at its time-out, before it wrote anything.
+fn timed_out(limit: std::time::Duration, body: Option<&BodyState>) -> Response {
+    metrics::counter!("ims_http_request_timeouts_total").increment(1);
+    if body.is_some_and(BodyState::waiting) {
+        tracing::info!(
+            "request body still incomplete after {} ms",
+            limit.as_millis()
+        );
+        let mut response = ApiError::Unavailable(format!(
+            "the request's body did not arrive within {} ms; the connection is closed",
+            limit.as_millis()
+        ))
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    tracing::warn!("request timed out after {} ms", limit.as_millis());
+    ApiError::Unavailable(format!(
+        "the request took longer than {} ms and was abandoned; try again",
+        limit.as_millis()
+    ))
+    .into_response()
 }
 
 /// Whether a handler is waiting on its request's body: set while a read of it is pending.

@@ -53,7 +53,11 @@ pub fn init(json: bool) {
 /// `redis::…`), which then decides what of it is logged.
 fn names_redis_client(filter: &str) -> bool {
     filter.split(',').any(|directive| {
-        let target = directive.split(['=', '[']).next().unwrap_or_default().trim();
+        let target = directive
+            .split(['=', '['])
+            .next()
+            .unwrap_or_default()
+            .trim();
         target == "redis" || target.starts_with("redis::")
     })
 }

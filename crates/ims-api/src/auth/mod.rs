@@ -301,7 +301,7 @@ async fn start_session(
     )
     .await?;
     let pair = issue_pair(state, &mut tx, user, &session_id, None).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(pair)
 }
 
@@ -482,7 +482,7 @@ async fn refresh(
         .await?
         .ok_or_else(invalid_refresh)?;
     let pair = issue_pair(&state, &mut tx, &user, &session_id, Some(&token_hash)).await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     let grace = state.settings.refresh_reuse_grace;
     if !grace.is_zero() {
         state

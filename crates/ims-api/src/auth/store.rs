@@ -89,7 +89,7 @@ pub async fn create_org_with_admin(
         }
         other => other?,
     };
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(user)
 }
 
@@ -247,7 +247,7 @@ pub async fn revoke_sessions(
     .bind(session_id)
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
+    crate::db::commit(tx).await?;
     Ok(revoked)
 }
 

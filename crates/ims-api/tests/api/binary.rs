@@ -265,9 +265,15 @@ fn the_redis_clients_own_lines_stay_out_of_the_log_unless_asked_for() {
         let log = [output.stdout, output.stderr].concat();
         let log = String::from_utf8_lossy(&log).into_owned();
         let ours = log.lines().filter(|l| l.contains("ims_redis::")).count();
-        assert!(ours >= 1, "the server's own line about Redis is missing:\n{log}");
+        assert!(
+            ours >= 1,
+            "the server's own line about Redis is missing:\n{log}"
+        );
         log.lines().filter(|l| l.contains(" redis::")).count()
     };
     assert_eq!(library_lines("info"), 0);
-    assert!(library_lines("info,redis=warn") > 0, "the test sees no client lines");
+    assert!(
+        library_lines("info,redis=warn") > 0,
+        "the test sees no client lines"
+    );
 }
