@@ -177,14 +177,54 @@ pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
     }
 }
 
+/// Applies every record left undone, however young, before the server takes its first
+/// request (when Redis is reachable then), bounded by `limit`. Left-over records at start
+/// are writes whose writers died before telling Redis; when every instance died with them,
+/// nobody applied them, and without this a restarted instance served the entries they
+/// invalidate until its first poll (a probe saw 9 such reads, 3.2 s after the write's
+/// answer). A young record may be a live writer's on another instance: applying it early
+/// is harmless (invalidating twice only bumps and deletes again).
+pub async fn apply_left_over(state: &AppState, limit: Duration) {
+    if !state.redis.is_connected() {
+        return;
+    }
+    let drain = async {
+        loop {
+            match apply_batch(state, std::time::SystemTime::now()).await {
+                Ok(applied) if applied < BATCH as usize => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match tokio::time::timeout(limit, drain).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!("invalidation outbox at start: {e}"),
+        Err(_) => tracing::warn!(
+            "invalidation outbox at start: records still left after {} ms; the polls go on",
+            limit.as_millis()
+        ),
+    }
+}
+
 async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
+    apply_batch(state, std::time::SystemTime::now() - APPLY_DELAY)
+        .await
+        .map(|_| ())
+}
+
+/// Applies up to [`BATCH`] records made before `cutoff`, oldest first; how many it applied
+/// (fewer than it found when Redis went away meanwhile).
+async fn apply_batch(
+    state: &AppState,
+    cutoff: std::time::SystemTime,
+) -> Result<usize, sqlx::Error> {
     let pending: Vec<Pending> = sqlx::query_as(POLL_SQL)
-        .bind(ims_redis::invalidate::record_id_cutoff(
-            std::time::SystemTime::now() - APPLY_DELAY,
-        ))
+        .bind(ims_redis::invalidate::record_id_cutoff(cutoff))
         .bind(BATCH)
         .fetch_all(state.db.pool())
         .await?;
+    let mut applied = 0;
     for record in pending {
         let groups: Vec<&str> = record.cache_groups.split(',').collect();
         if state
@@ -194,13 +234,14 @@ async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
             .is_none()
         {
             // Redis went away: the record stays for the next poll.
-            return Ok(());
+            return Ok(0);
         }
         let _turn = state.db.write_turn().await;
         sqlx::query("DELETE FROM cache_outbox WHERE id = $1")
             .bind(&record.id)
             .execute(state.db.pool())
             .await?;
+        applied += 1;
     }
-    Ok(())
+    Ok(applied)
 }

@@ -38,6 +38,10 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often expired fallback refresh tokens are purged from SQL.
 const TOKEN_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
+/// How long start-up waits for invalidations left over by instances that died
+/// (`outbox::apply_left_over`) before serving anyway.
+const OUTBOX_AT_START: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The whole HTTP API. Each area owns its routes; cross-cutting policies are attached where
 /// routes are declared.
 pub fn router(state: AppState) -> Router {
@@ -386,6 +390,9 @@ impl Application {
             options.max_connections,
             options.header_timeout.as_millis()
         );
+        if state.settings.cache_outbox {
+            crate::outbox::apply_left_over(&state, OUTBOX_AT_START).await;
+        }
         let purge = tokio::spawn(purge_expired_tokens(state.clone()));
         let upkeep = tokio::spawn(crate::telemetry::upkeep());
         let outbox = state

@@ -234,3 +234,44 @@ async fn a_refused_write_leaves_no_transaction_open() {
         assert_eq!(body["sku"], "H-1");
     }
 }
+
+/// Every instance dies with an invalidation left undone (its writer died after committing,
+/// and nobody else polls): an instance started afterwards applies it before it serves, so
+/// its very first read shows the write. It served the old entry from Redis until its first
+/// poll before (probe 13: nine reads, 3.2 s after the write's answer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_instance_started_after_every_writer_died_applies_their_left_over_records_first() {
+    // The in-process server only provides the database and Redis: it runs no outbox.
+    let reader = crate::helpers::spawn_app_with(&[("CACHE_OUTBOX", "false")]).await;
+    let writer =
+        ServerProcess::beside_with(&reader, &[("IMS_FAULT_ABORT_AFTER_COMMIT", "1")]).await;
+    let f = fixture(&reader).await;
+    cache_on_reader(&reader, &f).await;
+    price_through_dying_writer(&reader, &writer, &f, 500).await;
+    drop(writer);
+    // The old entry is still in Redis: nobody applied the record.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(price_on(&reader, &f).await, (100, "HIT".to_string()));
+
+    let restarted = ServerProcess::beside(&reader).await;
+    let (price, cache) = price_on_at(&reader, &f, &restarted.address).await;
+    assert_eq!(
+        price, 500,
+        "the restarted instance served the old entry ({cache})"
+    );
+}
+
+/// [`price_on`] at another server.
+async fn price_on_at(app: &TestApp, f: &Fixture, base: &str) -> (i64, String) {
+    let response = app
+        .caller(&f.token)
+        .at(base)
+        .get(&format!("/items/{}", f.item))
+        .await;
+    assert_eq!(response.status, StatusCode::OK);
+    let cache = response.header("x-cache");
+    (
+        response.json()["priceCents"].as_i64().expect("price"),
+        cache,
+    )
+}
