@@ -12,6 +12,16 @@ fn ims_api() -> Command {
     command
 }
 
+/// [`ims_api`] serving on `port` with a new SQLite database in `dir`.
+fn ims_api_on_sqlite(dir: &tempfile::TempDir, port: u16) -> Command {
+    let mut command = ims_api();
+    command.env("IMS_BIND", format!("127.0.0.1:{port}")).env(
+        "DATABASE_URL",
+        format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display()),
+    );
+    command
+}
+
 #[test]
 fn a_bad_variable_stops_start_up_with_one_line_naming_it() {
     for (var, value) in [
@@ -75,12 +85,7 @@ fn sigterm_drains_and_exits_cleanly() {
     let redis = RedisServer::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let mut child = ims_api()
-        .env("IMS_BIND", format!("127.0.0.1:{port}"))
-        .env(
-            "DATABASE_URL",
-            format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display()),
-        )
+    let mut child = ims_api_on_sqlite(&dir, port)
         .env("REDIS_URL", redis.url())
         .env("LOG_FORMAT", "json")
         .stdout(Stdio::piped())
@@ -244,12 +249,7 @@ fn the_redis_clients_own_lines_stay_out_of_the_log_unless_asked_for() {
     let library_lines = |rust_log: &str| {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let mut child = ims_api()
-            .env("IMS_BIND", format!("127.0.0.1:{port}"))
-            .env(
-                "DATABASE_URL",
-                format!("sqlite://{}?mode=rwc", dir.path().join("ims.db").display()),
-            )
+        let mut child = ims_api_on_sqlite(&dir, port)
             .env("REDIS_CLUSTER_NODES", format!("127.0.0.1:{dead}"))
             .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
             .env("RUST_LOG", rust_log)
