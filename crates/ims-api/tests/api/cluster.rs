@@ -568,3 +568,56 @@ async fn one_master_reporting_the_cluster_failed_keeps_redis_down_without_flappi
         .expect("addslots");
     wait_until_up(&app).await;
 }
+
+/// A planned `CLUSTER FAILOVER` (a replica takes over its master's slots, nothing lost)
+/// under reads and writes: Redis was never down, so no instance may count an outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_planned_failover_under_load_is_not_an_outage() {
+    let cluster = RedisCluster::start();
+    let app = spawn_on(&cluster, &[]).await;
+    let mut orgs = Vec::new();
+    for n in 0..6 {
+        orgs.push(org(&app, &format!("planned{n}@example.com")).await);
+    }
+    let stop = AtomicBool::new(false);
+    let load = |o: &Org| {
+        let (app, stop) = (&app, &stop);
+        let (token, item) = (o.token.clone(), o.item.clone());
+        async move {
+            let api = app.caller(&token);
+            let mut n = 0;
+            while !stop.load(Ordering::SeqCst) {
+                n += 1;
+                let read = api.get(&format!("/items/{item}")).await;
+                assert_eq!(read.status, StatusCode::OK);
+                let write = api
+                    .patch(&format!("/items/{item}"), json!({"priceCents": 100 + n}))
+                    .await;
+                assert_eq!(write.status, StatusCode::OK);
+            }
+        }
+    };
+    let failover = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let replica = cluster.replicas()[0];
+        let client = redis::Client::open(format!("redis://127.0.0.1:{replica}")).expect("client");
+        let mut conn = client.get_connection().expect("connection");
+        let () = redis::cmd("CLUSTER")
+            .arg("FAILOVER")
+            .query(&mut conn)
+            .expect("cluster failover");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.masters().contains(&replica) {
+            assert!(Instant::now() < deadline, "the replica never took over");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::SeqCst);
+    };
+    futures::future::join(failover, futures::future::join_all(orgs.iter().map(load))).await;
+    assert_eq!(
+        app.state.redis.connection().outages(),
+        0,
+        "a planned failover counted as an outage"
+    );
+}

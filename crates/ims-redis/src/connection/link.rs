@@ -157,7 +157,12 @@ pub(super) fn cluster_link(config: &RedisConfig) -> Option<RedisLink> {
 /// probe left one with stale slot-migration marks; it refused its own slots). Asking one
 /// node at random made the answer flip with the node asked, twice a second, each flip
 /// flushing the in-process tier and logging a line.
-pub(super) async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<()> {
+///
+/// A master the link has no connection to yet (its slot map predates a failover that
+/// promoted it) is skipped, and `Ok(true)` asks the caller to rebuild the link: commands to
+/// its slots fail at once the same way, so nothing waits on it, and the cluster's own
+/// view (the slot count above) already says it serves its slots.
+pub(super) async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::RedisResult<bool> {
     let nodes: String = redis::from_redis_value(
         cluster
             .route_command(
@@ -174,6 +179,7 @@ pub(super) async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::Re
             "not every slot has a healthy master",
         )));
     }
+    let mut stale = false;
     for ((host, port), failed) in parse_masters(&nodes) {
         if failed {
             continue;
@@ -182,14 +188,19 @@ pub(super) async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::Re
             host: host.clone(),
             port,
         };
-        let info: String = redis::from_redis_value(
-            cluster
-                .route_command(
-                    redis::cmd("CLUSTER").arg("INFO").clone(),
-                    RoutingInfo::SingleNode(route),
-                )
-                .await?,
-        )?;
+        let reply = cluster
+            .route_command(
+                redis::cmd("CLUSTER").arg("INFO").clone(),
+                RoutingInfo::SingleNode(route),
+            )
+            .await;
+        let info: String = match reply {
+            Err(e) if super::is_stale_topology(&e) => {
+                stale = true;
+                continue;
+            }
+            reply => redis::from_redis_value(reply?)?,
+        };
         if !reports_ok(&info) {
             return Err(redis::RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
@@ -197,7 +208,7 @@ pub(super) async fn cluster_usable(cluster: &mut ClusterConnection) -> redis::Re
             )));
         }
     }
-    Ok(())
+    Ok(stale)
 }
 
 /// Whether `CLUSTER INFO` text says the node considers the cluster usable.

@@ -53,6 +53,13 @@ struct Inner {
     closed: AtomicBool,
     /// Number of transitions from up to down, for statistics and tests.
     outages: AtomicU64,
+    /// Probes in a row that reached Redis but found the cluster unusable.
+    unusable_probes: AtomicU64,
+    /// When the cluster link was last rebuilt for a command that found no connection to a
+    /// node of its slot map (milliseconds since `created`), so that a burst of such
+    /// commands rebuilds it once.
+    topology_rebuilt_ms: AtomicU64,
+    created: Instant,
     /// Publishes every state change, for subsystems that must react to recovery.
     changes: watch::Sender<bool>,
     command_timeout: Duration,
@@ -119,6 +126,9 @@ impl RedisConnection {
                 up: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 outages: AtomicU64::new(0),
+                unusable_probes: AtomicU64::new(0),
+                topology_rebuilt_ms: AtomicU64::new(0),
+                created: Instant::now(),
                 changes: watch::channel(false).0,
                 command_timeout: config.command_timeout,
                 ping_timeout: config.command_timeout + config.connect_timeout,
@@ -300,6 +310,17 @@ impl RedisConnection {
         }
         match tokio::time::timeout(self.inner.command_timeout, command(manager)).await {
             Ok(Ok(value)) => Ok(value),
+            // The cluster link's slot map names a node it has no connection to: the topology
+            // moved (a planned failover, a node rejoining as a replica), not Redis away. The
+            // command fails (its caller degrades as for any failure) and the link is rebuilt
+            // from the seeds; the probe, within its period, tells whether the cluster is
+            // really unusable. Opening the breaker here made a planned `CLUSTER FAILOVER`
+            // count as an outage (flushing the in-process tier, deferring invalidations to
+            // the outbox), found by a probe.
+            Ok(Err(e)) if self.inner.cluster && is_stale_topology(&e) => {
+                self.refresh_topology();
+                Err(RedisError::Connection(e))
+            }
             Ok(Err(e)) if is_connection_error(&e) => {
                 self.mark_down(&e.to_string());
                 Err(RedisError::Connection(e))
@@ -312,15 +333,47 @@ impl RedisConnection {
         }
     }
 
+    /// Rebuilds the cluster link, at most once per [`TOPOLOGY_REFRESH_INTERVAL_MS`].
+    fn refresh_topology(&self) {
+        let now = u64::try_from(self.inner.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.inner.topology_rebuilt_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= TOPOLOGY_REFRESH_INTERVAL_MS;
+        if due
+            && self
+                .inner
+                .topology_rebuilt_ms
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.rebuild_cluster_link();
+        }
+    }
+
     /// Sends a real `PING` even while the breaker is open and returns its round-trip time.
     /// Success closes the breaker, failure opens it; this is how outages end.
+    ///
+    /// A cluster that answers but is found unusable (a slot without a healthy master, a
+    /// master reporting `cluster_state:fail`) opens the breaker on the second such probe in
+    /// a row: a planned failover passes through such states for an instant (a probe and a
+    /// test saw a node report `fail` while its replica took over), and a real loss of a
+    /// master is seen at once by the commands sent to it, which time out or are refused.
     pub async fn ping(&self) -> Result<Duration, RedisError> {
         match self.ping_inner().await {
             Ok(elapsed) => {
+                self.inner.unusable_probes.store(0, Ordering::Relaxed);
                 self.mark_up();
                 Ok(elapsed)
             }
-            Err(e) => {
+            Err(Probe::Unusable(e)) => {
+                let seen = self.inner.unusable_probes.fetch_add(1, Ordering::Relaxed) + 1;
+                if seen >= 2 || !self.is_connected() {
+                    self.mark_down(&e.to_string());
+                    self.rebuild_cluster_link();
+                }
+                Err(e)
+            }
+            Err(Probe::Failed(e)) => {
+                self.inner.unusable_probes.store(0, Ordering::Relaxed);
                 if e.is_unavailable() {
                     self.mark_down(&e.to_string());
                     self.rebuild_cluster_link();
@@ -330,27 +383,45 @@ impl RedisConnection {
         }
     }
 
-    async fn ping_inner(&self) -> Result<Duration, RedisError> {
-        let mut conn = self.link().ok_or(RedisError::Disabled)?;
+    async fn ping_inner(&self) -> Result<Duration, Probe> {
+        let mut conn = self.link().ok_or(Probe::Failed(RedisError::Disabled))?;
         if self.inner.closed.load(Ordering::Acquire) {
-            return Err(RedisError::Unavailable);
+            return Err(Probe::Failed(RedisError::Unavailable));
         }
         let started = Instant::now();
+        let classify = |e: redis::RedisError| {
+            if is_connection_error(&e) {
+                RedisError::Connection(e)
+            } else {
+                RedisError::Command(e)
+            }
+        };
         let reply = tokio::time::timeout(self.inner.ping_timeout, async {
-            redis::cmd("PING").query_async::<String>(&mut conn).await?;
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map_err(|e| {
+                    // The link's slot map is behind the cluster's: see `run`.
+                    if self.inner.cluster && is_stale_topology(&e) {
+                        self.refresh_topology();
+                        Probe::Unusable(classify(e))
+                    } else {
+                        Probe::Failed(classify(e))
+                    }
+                })?;
             let elapsed = started.elapsed();
             if let RedisLink::Cluster(cluster) = &mut conn {
-                cluster_usable(cluster).await?;
+                let stale = cluster_usable(cluster)
+                    .await
+                    .map_err(|e| Probe::Unusable(classify(e)))?;
+                if stale {
+                    self.refresh_topology();
+                }
             }
-            Ok::<_, redis::RedisError>(elapsed)
+            Ok(elapsed)
         })
         .await;
-        match reply {
-            Ok(Ok(elapsed)) => Ok(elapsed),
-            Ok(Err(e)) if is_connection_error(&e) => Err(RedisError::Connection(e)),
-            Ok(Err(e)) => Err(RedisError::Command(e)),
-            Err(_) => Err(RedisError::Timeout),
-        }
+        reply.unwrap_or(Err(Probe::Failed(RedisError::Timeout)))
     }
 
     fn mark_down(&self, reason: &str) {
@@ -401,6 +472,30 @@ impl std::fmt::Debug for RedisConnection {
             .field("connected", &self.is_connected())
             .finish()
     }
+}
+
+/// How a probe failed: Redis did not answer, or a cluster answered but is not usable.
+enum Probe {
+    Failed(RedisError),
+    Unusable(RedisError),
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Failed(e) | Self::Unusable(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Cluster commands rebuild the link at most this often for a stale slot map.
+const TOPOLOGY_REFRESH_INTERVAL_MS: u64 = 250;
+
+/// A cluster command whose slot map named a node the link has no connection to (redis-rs'
+/// `ClusterConnectionNotFound` with the node's address): the topology moved under it.
+pub(crate) fn is_stale_topology(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::ClusterConnectionNotFound
+        && e.to_string().contains("Requested connection not found")
 }
 
 fn is_connection_error(e: &redis::RedisError) -> bool {
