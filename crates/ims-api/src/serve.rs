@@ -8,10 +8,9 @@
 //! answering"). This loop keeps what `axum::serve` provided (the peer address as
 //! `ConnectInfo<SocketAddr>`, graceful shutdown, surviving `accept()` errors) and adds:
 //!
-//! - a header-read time-out (`HTTP_HEADER_TIMEOUT_MS`), which is the idle keep-alive
-//!   time-out as well: a connection idle (no request in progress) for that long is closed.
-//!   It is one timer per connection ([`idle`]) instead of hyper's, which costs a timer per
-//!   request;
+//! - hyper's header-read time-out (`HTTP_HEADER_TIMEOUT_MS`). hyper arms the same timer
+//!   whenever it waits for a request head, which includes a keep-alive connection waiting
+//!   for its next request, so it is the idle keep-alive time-out as well;
 //! - a cap on open connections (`HTTP_MAX_CONNECTIONS`): one semaphore permit per
 //!   connection, taken *before* `accept()`. Past the cap, new connections wait in the
 //!   kernel's listen backlog until one closes; none is refused, and the process never runs
@@ -28,14 +27,12 @@ use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::ServiceExt;
-
-mod idle;
 
 /// Upper end of the default connection cap.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -112,16 +109,15 @@ pub async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(options.max_connections));
     let graceful = GracefulShutdown::new();
-    // No hyper timer: its only use on an HTTP/1 server is the header-read time-out, which
-    // `idle` keeps per connection rather than per request.
     let mut builder = http1::Builder::new();
-    builder.header_read_timeout(None);
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
     metrics::gauge!("ims_http_connections_max").set(options.max_connections as f64);
     // Exported from the start at 0, so that `increase()` sees the first time-out too.
     metrics::counter!("ims_http_header_timeouts_total").increment(0);
     let mut accept_errors = AcceptErrors::default();
     let mut shutdown = std::pin::pin!(shutdown);
-    let header_timeout = options.header_timeout;
 
     'serve: loop {
         // The permit comes first: past the cap the loop stops calling accept(), so new
@@ -145,35 +141,23 @@ pub async fn serve(
         };
         // Rate limiting and sessions read the client address from the request, as
         // `into_make_service_with_connect_info` provided it.
-        let activity = idle::Activity::new();
-        let service = {
-            let (begun, ended) = (activity.clone(), activity.clone());
-            TowerToHyperService::new(
-                app.clone()
-                    .map_request(move |mut request: axum::http::Request<Incoming>| {
-                        begun.begin();
-                        request.extensions_mut().insert(ConnectInfo(peer));
-                        request
-                    })
-                    .map_response(move |response: axum::response::Response| {
-                        response.map(|body| ended.track(body))
-                    }),
-            )
-        };
+        let service = TowerToHyperService::new(app.clone().map_request(
+            move |mut request: axum::http::Request<Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request
+            },
+        ));
         let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         metrics::gauge!("ims_http_connections_open").increment(1.0);
         tokio::spawn(async move {
-            tokio::select! {
-                // The connection first: the timer only needs a look when it is due.
-                biased;
-                ended = connection => if let Err(e) = ended {
-                    tracing::debug!(%peer, "connection ended with an error: {e}");
-                },
-                () = activity.idle_for(header_timeout) => {
+            if let Err(e) = connection.await {
+                if e.is_timeout() {
                     // Expected for idle keep-alive connections; a flood of them is visible
-                    // in the metric, not in the log. Dropping the connection closes it.
+                    // in the metric, not in the log.
                     metrics::counter!("ims_http_header_timeouts_total").increment(1);
                     tracing::debug!(%peer, "connection closed: header read time-out");
+                } else {
+                    tracing::debug!(%peer, "connection ended with an error: {e}");
                 }
             }
             metrics::gauge!("ims_http_connections_open").decrement(1.0);
