@@ -56,11 +56,64 @@ pub struct WriteTx {
 }
 
 impl WriteTx {
-    /// Commits; the next writer's turn comes after.
+    /// Commits; the next writer's turn comes after. Runs to its end even if the request is
+    /// abandoned meanwhile ([`finish`]).
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         durable();
-        self.tx.commit().await
+        let Self { tx, _turn: turn } = self;
+        finish(async move {
+            let committed = tx.commit().await;
+            drop(turn);
+            committed
+        })
+        .await
     }
+}
+
+/// A pooled connection that is closed rather than returned to the pool when dropped while
+/// still held (its holder was abandoned with a script half-run); taken out, it returns.
+struct CloseIfAbandoned(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
+
+impl std::ops::Deref for CloseIfAbandoned {
+    type Target = sqlx::pool::PoolConnection<sqlx::Any>;
+
+    fn deref(&self) -> &Self::Target {
+        // Set from construction until the last use; `take` comes after it.
+        self.0
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("used after it was released"))
+    }
+}
+
+impl std::ops::DerefMut for CloseIfAbandoned {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0
+            .as_mut()
+            .unwrap_or_else(|| unreachable!("used after it was released"))
+    }
+}
+
+impl Drop for CloseIfAbandoned {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.take() {
+            drop(conn.detach());
+        }
+    }
+}
+
+/// Runs `work` (a `BEGIN`, a `COMMIT`) in a task of its own and waits for it. A request abandoned at its time-out drops the future
+/// that waits, not the work: the work finishes, and a transaction it began is dropped
+/// whole and rolled back. Dropped half-way, a `BEGIN` left its pooled connection inside a
+/// transaction nobody owned: on PostgreSQL the next requests' statements ran inside it (a
+/// `DELETE` answered 204 and was never applied), on SQLite it kept the write lock for
+/// minutes and the next `BEGIN` on that connection failed (found by a black-box probe with
+/// a 2–10 ms `REQUEST_TIMEOUT_MS`).
+async fn finish<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, sqlx::Error>> + Send + 'static,
+) -> Result<T, sqlx::Error> {
+    tokio::spawn(work)
+        .await
+        .map_err(|e| sqlx::Error::Protocol(format!("a database step failed to finish: {e}")))?
 }
 
 tokio::task_local! {
@@ -86,11 +139,11 @@ pub fn durable() {
     let _ = DURABLE.try_with(|flag| flag.store(true, Ordering::Relaxed));
 }
 
-/// Commits `tx`, a transaction begun on the pool directly (the auth tables), as
+/// Commits `tx`, a transaction from [`Db::begin`] (the auth tables), as
 /// [`WriteTx::commit`] does.
-pub async fn commit(tx: sqlx::Transaction<'_, sqlx::Any>) -> Result<(), sqlx::Error> {
+pub async fn commit(tx: sqlx::Transaction<'static, sqlx::Any>) -> Result<(), sqlx::Error> {
     durable();
-    tx.commit().await
+    finish(tx.commit()).await
 }
 
 impl std::ops::Deref for WriteTx {
@@ -250,8 +303,8 @@ impl Db {
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         let turn = self.write_turn().await;
         let mut tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self.begin_with(Some("BEGIN IMMEDIATE")).await?,
+            Backend::Postgres => self.begin().await?,
         };
         if let Some(pending) = ims_redis::invalidate::pending() {
             if pending.mark_recorded() {
@@ -332,28 +385,57 @@ impl Db {
         }
         let script = format!("BEGIN IMMEDIATE; {record}; {sql}; COMMIT");
         let _turn = self.write_turn().await;
-        let mut conn = self.pool.acquire().await?;
+        // The script opens and closes its transaction; abandoned half-way (the request's
+        // time-out), its connection must not go back to the pool inside it (see `finish`):
+        // it is closed instead, and SQLite rolls back what it had not committed.
+        let mut conn = CloseIfAbandoned(Some(self.pool.acquire().await?));
         let results = {
             use futures::TryStreamExt;
-            sqlx::Executor::execute_many(&mut *conn, sqlx::query_with(&script, arguments))
+            sqlx::Executor::execute_many(&mut **conn, sqlx::query_with(&script, arguments))
                 .try_collect::<Vec<AnyQueryResult>>()
                 .await
         };
-        match results {
+        let answer = match results {
             // One result per statement: the write's is the third (SQLite's change count
             // after `COMMIT` repeats the last write's, so the sum would be wrong).
             Ok(results) => results.into_iter().nth(2).ok_or_else(|| {
                 sqlx::Error::Protocol("the write script returned too few results".into())
             }),
             Err(e) => {
-                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                if sqlx::query("ROLLBACK").execute(&mut **conn).await.is_err() {
                     // Nothing to roll back (it failed at BEGIN) or a connection in doubt:
                     // rare either way, and a closed connection cannot leak a transaction.
-                    let _ = conn.close().await;
+                    if let Some(conn) = conn.0.take() {
+                        let _ = conn.close().await;
+                    }
                 }
                 Err(e)
             }
-        }
+        };
+        // Done: back to the pool.
+        conn.0.take();
+        answer
+    }
+
+    /// A transaction on the pool, begun whole even if the request is abandoned meanwhile
+    /// ([`finish`]).
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        self.begin_with(None).await
+    }
+
+    /// [`Self::begin`] with `statement` instead of `BEGIN`.
+    pub async fn begin_with(
+        &self,
+        statement: Option<&'static str>,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        let pool = self.pool.clone();
+        finish(async move {
+            match statement {
+                Some(statement) => pool.begin_with(statement).await,
+                None => pool.begin().await,
+            }
+        })
+        .await
     }
 
     /// On SQLite, this process's turn to write, held until dropped: writers queue here

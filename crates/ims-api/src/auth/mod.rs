@@ -291,7 +291,7 @@ async fn start_session(
     meta: &ClientMeta,
 ) -> ApiResult<TokenPair> {
     let expires_at = expiry_after(state.settings.refresh_token_ttl);
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin().await?;
     let session_id = store::create_session(
         &mut *tx,
         user,
@@ -385,12 +385,17 @@ async fn refresh(
 
     // Redis first (the normal home of tokens), then the SQL fallback table. All SQL work of a
     // rotation is one transaction: one commit whether or not Redis is up.
+    // Taking the token from Redis consumes it: from here on, a 503 "try again" at the
+    // request's time-out would send the client back with a token already rotated, which
+    // past its grace period revokes the session (a probe saw 4 of 60 at a 2 ms time-out).
+    // So the time-out waits for this request's own answer (`db::durable`).
+    db::durable();
     let taken = state
         .refresh_tokens
         .take::<TokenRecord>(&token_hash, ttl)
         .await;
     let redis_answered = matches!(taken, Taken::Missing);
-    let mut tx = state.db.pool().begin().await?;
+    let mut tx = state.db.begin().await?;
     // `presented`: the token must still be its session's live one (the row is the
     // authority; a claim below has already checked and cleared it).
     let (user_id, session_id, presented) = match taken {

@@ -61,7 +61,7 @@ pub async fn create_org_with_admin(
         role: "admin".into(),
         created_at: now.clone(),
     };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("INSERT INTO organizations (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(&org_id)
         .bind(organization_name)
@@ -228,7 +228,7 @@ pub async fn revoke_sessions(
     reason: &str,
 ) -> ApiResult<u64> {
     let now = db::now();
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let revoked = sqlx::query(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2
          WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id = $4)",

@@ -214,11 +214,10 @@ struct Spec<R, T> {
 async fn begin_snapshot(db: &Db) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
     match db.backend() {
         Backend::Postgres => {
-            db.pool()
-                .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            db.begin_with(Some("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
                 .await
         }
-        Backend::Sqlite => db.pool().begin().await,
+        Backend::Sqlite => db.begin().await,
     }
 }
 

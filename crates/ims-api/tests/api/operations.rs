@@ -469,3 +469,86 @@ async fn a_write_whose_commit_was_sent_is_not_answered_try_again() {
         "no request reached the time-out"
     );
 }
+
+/// Writes abandoned half-way, by their time-out or by a client that hangs up, leave no
+/// transaction behind: a `BEGIN` dropped before it returned left its pooled connection
+/// inside a transaction nobody owned. On SQLite that kept the write lock for minutes, and
+/// later writes on this process and others failed with 500 ("begin_with at non-zero
+/// transaction depth", "database is locked"); on PostgreSQL later requests' statements ran
+/// inside it (probe 16). Here: a burst of writes that mostly time out, and writes whose
+/// clients hang up at once; then every answer was a documented one, and a write on another
+/// process of the same database succeeds at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_writes_leave_no_transaction_behind() {
+    use std::io::Write;
+
+    let app = spawn_app().await;
+    let org = crate::helpers::org(&app, "abandoned@example.com").await;
+    let hurried =
+        crate::helpers::ServerProcess::beside_with(&app, &[("REQUEST_TIMEOUT_MS", "3")]).await;
+    let body = json!({"vendorId": org.vendor, "warehouseId": org.warehouse,
+                      "lines": [{"itemId": org.item, "quantity": 1, "unitCostCents": 100}]});
+    let burst = (0..6).map(|_| {
+        let api = app.caller(&org.token).at(&hurried.address);
+        let body = body.clone();
+        async move {
+            let mut statuses = Vec::new();
+            for _ in 0..25 {
+                statuses.push(api.post("/purchase-orders", body.clone()).await.status);
+            }
+            statuses
+        }
+    });
+    let statuses: Vec<StatusCode> = futures::future::join_all(burst)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    // Clients that send a write and hang up before the answer.
+    let port: u16 = hurried
+        .address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let text = body.to_string();
+    for _ in 0..40 {
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let request = format!(
+            "POST /purchase-orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+            org.token,
+            text.len()
+        );
+        stream.write_all(request.as_bytes()).expect("send");
+        drop(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    // The database takes writes from elsewhere, at once.
+    let started = Instant::now();
+    let reply = app
+        .caller(&org.token)
+        .post("/purchase-orders", body.clone())
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a write waited {:?}",
+        started.elapsed()
+    );
+    // And the hurried process itself, given time.
+    let patient = crate::helpers::ServerProcess::beside(&app).await;
+    drop(hurried);
+    let reply = app
+        .caller(&org.token)
+        .at(&patient.address)
+        .post("/purchase-orders", body)
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+}
