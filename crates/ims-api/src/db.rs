@@ -322,8 +322,11 @@ impl Db {
         query: AnyQuery<'q>,
     ) -> Result<AnyQueryResult, sqlx::Error> {
         let Some(pending) = ims_redis::invalidate::pending() else {
+            // Durable once it has a connection to go out on, not while it waits for one
+            // (a request abandoned in the pool's queue wrote nothing).
+            let mut conn = self.pool.acquire().await?;
             durable();
-            return query.execute(&self.pool).await;
+            return query.execute(&mut *conn).await;
         };
         if pending.mark_recorded() {
             return self.execute_recorded(query, &pending).await;
@@ -376,11 +379,12 @@ impl Db {
             n + 3,
             n + 4
         );
-        durable();
         if self.backend == Backend::Postgres {
             let statement = format!("WITH recorded AS ({record}) {sql}");
+            let mut conn = self.pool.acquire().await?;
+            durable();
             return sqlx::query_with(&statement, arguments)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await;
         }
         let script = format!("BEGIN IMMEDIATE; {record}; {sql}; COMMIT");
@@ -389,6 +393,7 @@ impl Db {
         // time-out), its connection must not go back to the pool inside it (see `finish`):
         // it is closed instead, and SQLite rolls back what it had not committed.
         let mut conn = CloseIfAbandoned(Some(self.pool.acquire().await?));
+        durable();
         let results = {
             use futures::TryStreamExt;
             sqlx::Executor::execute_many(&mut **conn, sqlx::query_with(&script, arguments))
