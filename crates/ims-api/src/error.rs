@@ -476,11 +476,14 @@ where
             Ok(axum::Json(value)) => value,
             // JSON Schema counts `4768.0` as an integer, and so do some clients' encoders
             // (Python's for a float that holds one); serde does not. Such a body is read
-            // again with those numbers made integers (only when exact), else refused as sent.
-            Err(rejection) => match integral_floats_as_integers(&bytes, &rounded_literals(&bytes))
-                .and_then(|value| serde_json::from_value::<T>(value).ok())
-            {
-                Some(value) => value,
+            // again, as text with those literals written as integers (only those integral
+            // as written), through the same typed parse: duplicate keys, syntax errors and
+            // every other rule apply to it as to the body sent.
+            Err(rejection) => match integral_literals_rewritten(&bytes) {
+                Some(rewritten) => match axum::Json::<T>::from_bytes(&rewritten) {
+                    Ok(axum::Json(value)) => value,
+                    Err(rejection) => return Err(rejection.into()),
+                },
                 None => return Err(rejection.into()),
             },
         };
@@ -491,53 +494,28 @@ where
     }
 }
 
-/// The body as a JSON value with every number that is written as a float but holds an
-/// integer up to 2^53 (exact in a float) made an integer, unless its value is one of
-/// `rounded` (see [`rounded_literals`]); `None` if there is none, or the body is not JSON.
-fn integral_floats_as_integers(bytes: &[u8], rounded: &[f64]) -> Option<serde_json::Value> {
-    fn walk(value: &mut serde_json::Value, rounded: &[f64]) -> bool {
-        match value {
-            serde_json::Value::Number(n) if n.is_f64() => match n.as_f64() {
-                Some(f)
-                    if f.fract() == 0.0
-                        && f.abs() <= 9_007_199_254_740_992.0
-                        && !rounded.contains(&f) =>
-                {
-                    *value = serde_json::Value::from(f as i64);
-                    true
-                }
-                _ => false,
-            },
-            serde_json::Value::Array(items) => {
-                items.iter_mut().fold(false, |c, v| walk(v, rounded) | c)
-            }
-            serde_json::Value::Object(fields) => {
-                fields.values_mut().fold(false, |c, v| walk(v, rounded) | c)
-            }
-            _ => false,
-        }
-    }
-    let mut value: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    walk(&mut value, rounded).then_some(value)
-}
-
-/// The values of the numbers in the JSON text `bytes` that a float rounds to an integer
-/// although they are not one as written: `1999.99999999999999` is `2000.0` as an `f64`, and
-/// must not be read as `2000`; `4768.0` and `4.768e3` are integers as written. serde_json
-/// reads numbers into an `f64` and keeps no digits (its `arbitrary_precision` feature would
-/// change every `Number` in the program), so the literals are read here, on the text.
-/// Strings are skipped.
-fn rounded_literals(bytes: &[u8]) -> Vec<f64> {
-    let mut rounded = Vec::new();
+/// The JSON text `bytes` with every number literal that is written as a float but is an
+/// integer as written (`4768.0`, `4.768e3`; not `1999.99999999999999`, which a float would
+/// round to 2000) written as that integer; `None` if there is none. Read on the text, not
+/// through an `f64`: serde_json's default float parsing may be a unit in the last place
+/// off, which made `999999.0000000001` an integral 999999.0 (a probe found such literals
+/// stored rounded), and a reparse through `serde_json::Value` lost duplicate keys. Strings
+/// are skipped. Literals of more than 19 integer digits are left as they are (no field
+/// takes them; the typed parse refuses them).
+fn integral_literals_rewritten(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut changed = false;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
             b'"' => {
+                let start = i;
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
-                i += 1;
+                i = (i + 1).min(bytes.len());
+                out.extend_from_slice(&bytes[start..i]);
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
@@ -547,19 +525,67 @@ fn rounded_literals(bytes: &[u8]) -> Vec<f64> {
                     i += 1;
                 }
                 let literal = &bytes[start..i];
-                if !literal_integral(literal) {
-                    let value = std::str::from_utf8(literal)
-                        .ok()
-                        .and_then(|text| text.parse::<f64>().ok());
-                    if let Some(value) = value.filter(|v| v.is_finite() && v.fract() == 0.0) {
-                        rounded.push(value);
+                match integer_of(literal) {
+                    Some(integer) => {
+                        out.extend_from_slice(integer.as_bytes());
+                        changed = true;
                     }
+                    None => out.extend_from_slice(literal),
                 }
             }
-            _ => i += 1,
+            other => {
+                out.push(other);
+                i += 1;
+            }
         }
     }
-    rounded
+    changed.then_some(out)
+}
+
+/// The integer a float-shaped literal (`-12.50e1`) is as written (`-125`), if it is one of
+/// at most 19 digits; `None` for a plain integer literal, which needs no rewriting.
+fn integer_of(literal: &[u8]) -> Option<String> {
+    if !literal.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) || !literal_integral(literal) {
+        return None;
+    }
+    let (mantissa, exponent) = match literal.iter().position(|b| matches!(b, b'e' | b'E')) {
+        Some(at) => (&literal[..at], &literal[at + 1..]),
+        None => (literal, &b""[..]),
+    };
+    let negative = mantissa.first() == Some(&b'-');
+    let mantissa = mantissa.strip_prefix(b"-").unwrap_or(mantissa);
+    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
+        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
+        None => (mantissa, &b""[..]),
+    };
+    let shift: i64 = std::str::from_utf8(exponent)
+        .ok()
+        .filter(|e| !e.is_empty())
+        .and_then(|e| e.parse::<i64>().ok())
+        .map_or(0, |e| e.clamp(-1_000_000, 1_000_000));
+    let digits: Vec<u8> = whole.iter().chain(fraction).copied().collect();
+    let point = usize::try_from(whole.len() as i64 + shift).unwrap_or(0);
+    // The digits before the point, with zeros for an exponent past the last digit.
+    let mut integer: Vec<u8> = digits.iter().take(point).copied().collect();
+    integer.resize(point.max(integer.len()), b'0');
+    let significant: Vec<u8> = integer
+        .iter()
+        .skip_while(|&&d| d == b'0')
+        .copied()
+        .collect();
+    if significant.len() > 19 {
+        return None;
+    }
+    let mut text = String::with_capacity(significant.len() + 1);
+    if negative && !significant.is_empty() {
+        text.push('-');
+    }
+    if significant.is_empty() {
+        text.push('0');
+    } else {
+        text.extend(significant.iter().map(|&d| char::from(d)));
+    }
+    Some(text)
 }
 
 /// Whether one JSON number literal (`-12.50e1`) is an integer: every digit that the
@@ -797,20 +823,33 @@ mod tests {
         ] {
             assert!(!literal_integral(fractional.as_bytes()), "{fractional}");
         }
-        assert!(
-            rounded_literals(br#"{"a": 4768.0, "b": "1.5", "c": [2e3], "d": 2.2e-16}"#).is_empty()
-        );
+        let rewritten = |body: &[u8]| {
+            integral_literals_rewritten(body).map(|b| String::from_utf8(b).expect("utf-8"))
+        };
         assert_eq!(
-            rounded_literals(br#"{"a": "x\" 1999.99999999999999", "b": 1999.99999999999999}"#),
-            vec![2000.0]
+            rewritten(br#"{"a": 4768.0, "b": "1.5 2.0", "c": [2e3], "d": 2.2e-16, "e": -0.0}"#)
+                .as_deref(),
+            Some(r#"{"a": 4768, "b": "1.5 2.0", "c": [2000], "d": 2.2e-16, "e": 0}"#)
         );
-        // A fraction elsewhere in the body does not stop an integral float being read.
-        let read = integral_floats_as_integers(
-            br#"{"rateBps": 1770.0, "ignored": 2.220446049250313e-16}"#,
-            &[],
-        )
-        .expect("converted");
-        assert_eq!(read["rateBps"], 1770);
+        assert_eq!(rewritten(br#"{"a": 12, "b": "x\" 2.0"}"#), None);
+        // Not integral as written, whatever a float makes of them (probe 15).
+        for kept in [
+            "999999.0000000001",
+            "999999.9999999999",
+            "0.9999999999999999",
+            "99999999999999.99e-1",
+            "1999.99999999999999",
+        ] {
+            assert_eq!(
+                rewritten(format!(r#"{{"a": {kept}}}"#).as_bytes()),
+                None,
+                "{kept}"
+            );
+        }
+        assert_eq!(
+            rewritten(br#"{"a": -12.50e1, "b": 1e18, "c": 1e19}"#).as_deref(),
+            Some(r#"{"a": -125, "b": 1000000000000000000, "c": 1e19}"#)
+        );
     }
 
     #[test]

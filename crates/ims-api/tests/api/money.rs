@@ -718,6 +718,21 @@ async fn a_fraction_is_refused_even_where_a_float_would_round_it_to_an_integer()
         ),
         ("/inventory/adjustments", adjust("0.99999999999999999")),
         ("/inventory/adjustments", adjust("1.0000000000000000001")),
+        // A float reads these one unit in the last place off, as an integer (probe 15).
+        (
+            "/items",
+            r#"{"name":"f","sku":"FR-4","priceCents":999999.0000000001}"#.to_string(),
+        ),
+        (
+            "/items",
+            r#"{"name":"f","sku":"FR-5","priceCents":99999999999999.99e-1}"#.to_string(),
+        ),
+        ("/inventory/adjustments", adjust("0.9999999999999999")),
+        // A duplicate key is refused when another number is a float, as without (probe 15).
+        (
+            "/items",
+            r#"{"name":"f","sku":"FR-6","priceCents":20000000000000,"priceCents":1.0}"#.to_string(),
+        ),
     ] {
         let response = send_raw(&app, Method::POST, path, &body, &org.token).await;
         assert_problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
