@@ -114,6 +114,14 @@ impl RedisConfig {
             if config.db < 0 {
                 return Err(ConfigError::new("REDIS_DB", format!("{db:?} is negative")));
             }
+            // Redis numbers its databases with an `int`; past it `SELECT` always fails and
+            // the server would run "Redis unreachable" for good.
+            if config.db > i64::from(i32::MAX) {
+                return Err(ConfigError::new(
+                    "REDIS_DB",
+                    format!("{db:?} (expected 0 to {})", i32::MAX),
+                ));
+            }
         }
         if let Some(prefix) = lookup("REDIS_KEY_PREFIX") {
             config.key_prefix = prefix;
@@ -239,13 +247,18 @@ where
         .map_err(|e| ConfigError::new(var, format!("{value:?}: {e}")))
 }
 
+/// The longest Redis time-out accepted: a command or connection that may take longer would
+/// hold every request that waits on it (contract §8: none may wait on a dead Redis), and a
+/// probe set `u64::MAX` and saw every request wait 30 s for its own time-out instead.
+const MAX_TIMEOUT_MS: u64 = 60_000;
+
 fn positive_millis(var: &str, value: &str) -> Result<Duration, ConfigError> {
     match parse::<u64>(var, value)? {
-        0 => Err(ConfigError::new(
+        ms @ 1..=MAX_TIMEOUT_MS => Ok(Duration::from_millis(ms)),
+        _ => Err(ConfigError::new(
             var,
-            "must be a positive number of milliseconds",
+            format!("{value:?} (expected milliseconds, 1 to {MAX_TIMEOUT_MS})"),
         )),
-        ms => Ok(Duration::from_millis(ms)),
     }
 }
 
@@ -346,5 +359,14 @@ mod tests {
         );
         let e = config(&[("REDIS_COMMAND_TIMEOUT_MS", "0")]).expect_err("must fail");
         assert_eq!(e.var, "REDIS_COMMAND_TIMEOUT_MS");
+        for (var, value) in [
+            ("REDIS_COMMAND_TIMEOUT_MS", "18446744073709551615"),
+            ("REDIS_CONNECT_TIMEOUT_MS", "60001"),
+            ("REDIS_DB", "4294967296"),
+        ] {
+            let e = config(&[(var, value)]).expect_err("must fail");
+            assert_eq!(e.var, var);
+        }
+        assert!(config(&[("REDIS_COMMAND_TIMEOUT_MS", "60000")]).is_ok());
     }
 }
