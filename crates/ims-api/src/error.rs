@@ -542,12 +542,15 @@ fn integral_literals_rewritten(bytes: &[u8]) -> Option<Vec<u8>> {
     changed.then_some(out)
 }
 
-/// The integer a float-shaped literal (`-12.50e1`) is as written (`-125`), if it is one of
-/// at most 19 digits; `None` for a plain integer literal, which needs no rewriting.
-fn integer_of(literal: &[u8]) -> Option<String> {
-    if !literal.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) || !literal_integral(literal) {
-        return None;
-    }
+/// A JSON number literal (`-12.50e1`) taken apart: its sign, its digits (`1250`) and where
+/// the decimal point falls among them once the exponent is applied (`3`).
+struct Literal {
+    negative: bool,
+    digits: Vec<u8>,
+    point: i64,
+}
+
+fn literal_parts(literal: &[u8]) -> Literal {
     let (mantissa, exponent) = match literal.iter().position(|b| matches!(b, b'e' | b'E')) {
         Some(at) => (&literal[..at], &literal[at + 1..]),
         None => (literal, &b""[..]),
@@ -558,13 +561,32 @@ fn integer_of(literal: &[u8]) -> Option<String> {
         Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
         None => (mantissa, &b""[..]),
     };
+    // Past ±10^6 the value is out of every field's range or zero either way; the typed
+    // parse decides those.
     let shift: i64 = std::str::from_utf8(exponent)
         .ok()
         .filter(|e| !e.is_empty())
         .and_then(|e| e.parse::<i64>().ok())
         .map_or(0, |e| e.clamp(-1_000_000, 1_000_000));
-    let digits: Vec<u8> = whole.iter().chain(fraction).copied().collect();
-    let point = usize::try_from(whole.len() as i64 + shift).unwrap_or(0);
+    Literal {
+        negative,
+        digits: whole.iter().chain(fraction).copied().collect(),
+        point: whole.len() as i64 + shift,
+    }
+}
+
+/// The integer a float-shaped literal (`-12.50e1`) is as written (`-125`), if it is one of
+/// at most 19 digits; `None` for a plain integer literal, which needs no rewriting.
+fn integer_of(literal: &[u8]) -> Option<String> {
+    if !literal.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) || !literal_integral(literal) {
+        return None;
+    }
+    let Literal {
+        negative,
+        digits,
+        point,
+    } = literal_parts(literal);
+    let point = usize::try_from(point).unwrap_or(0);
     // The digits before the point, with zeros for an exponent past the last digit.
     let mut integer: Vec<u8> = digits.iter().take(point).copied().collect();
     integer.resize(point.max(integer.len()), b'0');
@@ -591,24 +613,7 @@ fn integer_of(literal: &[u8]) -> Option<String> {
 /// Whether one JSON number literal (`-12.50e1`) is an integer: every digit that the
 /// exponent leaves after the decimal point is `0`.
 fn literal_integral(literal: &[u8]) -> bool {
-    let (mantissa, exponent) = match literal.iter().position(|b| matches!(b, b'e' | b'E')) {
-        Some(at) => (&literal[..at], &literal[at + 1..]),
-        None => (literal, &b""[..]),
-    };
-    let mantissa = mantissa.strip_prefix(b"-").unwrap_or(mantissa);
-    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
-        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
-        None => (mantissa, &b""[..]),
-    };
-    // Past ±10^6 the value is out of every field's range or zero either way; the typed
-    // parse decides those.
-    let shift: i64 = std::str::from_utf8(exponent)
-        .ok()
-        .filter(|e| !e.is_empty())
-        .and_then(|e| e.parse::<i64>().ok())
-        .map_or(0, |e| e.clamp(-1_000_000, 1_000_000));
-    let digits: Vec<u8> = whole.iter().chain(fraction).copied().collect();
-    let point = whole.len() as i64 + shift;
+    let Literal { digits, point, .. } = literal_parts(literal);
     digits
         .iter()
         .enumerate()
