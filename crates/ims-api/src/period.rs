@@ -36,10 +36,18 @@ fn parse_date(raw: Option<&str>, field: &str, v: &mut Validator) -> Option<Date>
                 b.is_ascii_digit()
             }
         });
+    // Year 0000 parses (the proleptic calendar's 1 BC), but a default range counted back
+    // from it starts in year -1, which no date field can write (a probe saw the sales
+    // chart echo `-001-12-03`): dates start at 0001-01-01.
     let parsed = shaped
         .then(|| Date::parse(raw, format_description!("[year]-[month]-[day]")).ok())
-        .flatten();
-    v.check(parsed.is_some(), field, "must be a date like 2026-01-31");
+        .flatten()
+        .filter(|date| date.year() >= 1);
+    v.check(
+        parsed.is_some(),
+        field,
+        "must be a date like 2026-01-31, from 0001-01-01",
+    );
     parsed
 }
 
@@ -96,7 +104,14 @@ mod tests {
         let mut v = Validator::default();
         Period::parse(Some("yesterday"), None, &mut v);
         assert!(v.finish().is_err());
-        for signed in ["-2026-01-01", "+2026-01-01", "-001-12-31", "12026-01-01"] {
+        for signed in [
+            "-2026-01-01",
+            "+2026-01-01",
+            "-001-12-31",
+            "12026-01-01",
+            "0000-01-01",
+            "0000-12-31",
+        ] {
             let mut v = Validator::default();
             Period::parse(None, Some(signed), &mut v);
             assert!(v.finish().is_err(), "{signed}");
