@@ -74,6 +74,13 @@ impl WriteTx {
 /// still held (its holder was abandoned with a script half-run); taken out, it returns.
 struct CloseIfAbandoned(Option<sqlx::pool::PoolConnection<sqlx::Any>>);
 
+impl CloseIfAbandoned {
+    /// Done with it: the connection goes back to the pool.
+    fn release(&mut self) {
+        self.0.take();
+    }
+}
+
 impl std::ops::Deref for CloseIfAbandoned {
     type Target = sqlx::pool::PoolConnection<sqlx::Any>;
 
@@ -101,9 +108,9 @@ impl Drop for CloseIfAbandoned {
     }
 }
 
-/// Runs `work` (a `BEGIN`, a `COMMIT`) in a task of its own and waits for it. A request abandoned at its time-out drops the future
-/// that waits, not the work: the work finishes, and a transaction it began is dropped
-/// whole and rolled back. Dropped half-way, a `BEGIN` left its pooled connection inside a
+/// Runs `work` (a `BEGIN`, a `COMMIT`) in a task of its own and waits for it. A request
+/// abandoned at its time-out drops the future that waits, not the work: the work
+/// finishes, and a transaction it began is dropped whole and rolled back. Dropped half-way, a `BEGIN` left its pooled connection inside a
 /// transaction nobody owned: on PostgreSQL the next requests' statements ran inside it (a
 /// `DELETE` answered 204 and was never applied), on SQLite it kept the write lock for
 /// minutes and the next `BEGIN` on that connection failed (found by a black-box probe with
@@ -417,8 +424,7 @@ impl Db {
                 Err(e)
             }
         };
-        // Done: back to the pool.
-        conn.0.take();
+        conn.release();
         answer
     }
 
