@@ -357,6 +357,42 @@ pub async fn check_reference(
     Ok(())
 }
 
+/// Checks again, inside a write's transaction, that `id` is still a contact of the kind
+/// `table` names (customers, vendors), and holds its row until the write commits: a contact
+/// whose type changed between the check before the transaction and the write gave orders
+/// and invoices a vendor as customer (two concurrent requests, found by a black-box probe).
+/// A concurrent change of the type waits for this write, then sees its order and is a 409;
+/// one that came first makes this a 422 on `field`. Other tables: nothing to hold (a row
+/// deleted meanwhile is caught by its foreign key).
+pub async fn hold_contact(
+    tx: &mut crate::db::WriteTx,
+    table: Table,
+    org_id: &str,
+    id: &str,
+    field: &str,
+) -> ApiResult<()> {
+    let contact_type = match table {
+        Table::Customers => "customer",
+        Table::Vendors => "vendor",
+        _ => return Ok(()),
+    };
+    // A no-op `UPDATE`: the row lock both engines understand (SQLite's write lock is held
+    // already).
+    let held = sqlx::query(
+        "UPDATE contacts SET updated_at = updated_at
+         WHERE organization_id = $1 AND id = $2 AND contact_type = $3",
+    )
+    .bind(org_id)
+    .bind(id)
+    .bind(contact_type)
+    .execute(&mut **tx)
+    .await?;
+    if held.rows_affected() == 0 {
+        return Err(ApiError::field(field, "does not exist"));
+    }
+    Ok(())
+}
+
 /// Deletes the row named by the path id `raw_id` with `delete_sql` (fixed SQL of the form
 /// `DELETE FROM t WHERE organization_id = $1 AND id = $2`): 404 when it is not the caller's,
 /// 409 when other rows still refer to it.

@@ -9,7 +9,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Org;
-use crate::db::{self, Db, Writer};
+use crate::db::{self, Db, WriteTx, Writer};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Id, Table};
 use crate::owned::{Owned, BY_NAME};
@@ -77,13 +77,7 @@ const ROWS: Owned<Category> = Owned::new(
 );
 
 /// Checks a body's shape and references. `id` is the category being updated, if any.
-async fn validate(
-    db: &Db,
-    org_id: &str,
-    id: Option<&str>,
-    body: CategoryBody,
-    mut v: Validator,
-) -> ApiResult<Input> {
+async fn validate(db: &Db, org_id: &str, body: CategoryBody, mut v: Validator) -> ApiResult<Input> {
     let name = fields::name(&body.name, "name", &mut v);
     let parent_id = fields::reference(body.parent_id, "parentId", &mut v);
     v.finish()?;
@@ -97,19 +91,36 @@ async fn validate(
     )
     .await?;
     v.finish()?;
-    if let (Some(id), Some(parent)) = (id, parent_id.as_deref()) {
-        if is_ancestor_or_self(db, org_id, id, parent).await? {
-            return Err(ApiError::field(
-                "parentId",
-                "must not be the category itself or one of its descendants",
-            ));
-        }
-    }
     Ok(Input { name, parent_id })
 }
 
+/// Refuses `parent` as the new parent of `id` when that would close a cycle, checked in the
+/// write's transaction after it locked the organization's tree: two concurrent moves (A under
+/// B, B under A) each checked alone and both landed, and the cycle then refused every edit of
+/// its categories (found by a black-box probe with two instances). Moves of one organization
+/// take turns on its row (a no-op `UPDATE`, the engines' one portable row lock; SQLite's
+/// write lock already serialises them); nothing else locks that row but a rename of it.
+async fn keep_tree(tx: &mut WriteTx, org_id: &str, id: &str, parent: &str) -> ApiResult<()> {
+    sqlx::query("UPDATE organizations SET name = name WHERE id = $1")
+        .bind(org_id)
+        .execute(&mut **tx)
+        .await?;
+    if is_ancestor_or_self(tx, org_id, id, parent).await? {
+        return Err(ApiError::field(
+            "parentId",
+            "must not be the category itself or one of its descendants",
+        ));
+    }
+    Ok(())
+}
+
 /// True when `id` is `start` or one of `start`'s ancestors.
-async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> ApiResult<bool> {
+async fn is_ancestor_or_self(
+    tx: &mut WriteTx,
+    org_id: &str,
+    id: &str,
+    start: &str,
+) -> ApiResult<bool> {
     let mut current = Some(start.to_string());
     for _ in 0..MAX_DEPTH {
         let Some(node) = current else {
@@ -123,7 +134,7 @@ async fn is_ancestor_or_self(db: &Db, org_id: &str, id: &str, start: &str) -> Ap
         )
         .bind(org_id)
         .bind(&node)
-        .fetch_optional(db.pool())
+        .fetch_optional(&mut **tx)
         .await?
         .flatten();
     }
@@ -150,7 +161,7 @@ async fn create(
     org: Org,
     Json(body): Json<CategoryBody>,
 ) -> ApiResult<(StatusCode, Json<Category>)> {
-    let input = validate(&org.db, &org.id, None, body, Validator::default()).await?;
+    let input = validate(&org.db, &org.id, body, Validator::default()).await?;
     let now = db::now();
     let row = Category {
         id: Uuid::new_v4().to_string(),
@@ -196,8 +207,14 @@ async fn replace(
     Json(body): Json<CategoryBody>,
 ) -> ApiResult<Json<Category>> {
     ROWS.find(&org.db, &org.id, &id).await?;
-    let input = validate(&org.db, &org.id, Some(&id), body, Validator::default()).await?;
-    let written = update(Writer::Alone(&org.db), &org.id, &id, input).await?;
+    let input = validate(&org.db, &org.id, body, Validator::default()).await?;
+    let mut tx = org.db.begin_write().await?;
+    // Checked whatever the row held when it was read: it may have moved since.
+    if let Some(parent) = input.parent_id.as_deref() {
+        keep_tree(&mut tx, &org.id, &id, parent).await?;
+    }
+    let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
+    tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
@@ -210,17 +227,28 @@ async fn replace(
 async fn patch(org: Org, Id(id): Id, Json(body): Json<CategoryPatch>) -> ApiResult<Json<Category>> {
     let (mut tx, input) = ROWS
         .patch(&org.db, &org.id, &id, |current| {
-            let (body, org, id) = (body.clone(), &org, &id);
+            let (body, org) = (body.clone(), &org);
             async move {
                 let mut v = Validator::default();
+                let was = current.parent_id.clone();
                 let merged = CategoryBody {
                     name: fields::merge_required(body.name, current.name, "name", &mut v),
                     parent_id: fields::merge_nullable(body.parent_id, current.parent_id),
                 };
-                validate(&org.db, &org.id, Some(id), merged, v).await
+                let input = validate(&org.db, &org.id, merged, v).await?;
+                // Only a move can close a cycle.
+                let moved = input
+                    .parent_id
+                    .clone()
+                    .filter(|parent| was.as_ref() != Some(parent));
+                Ok((input, moved))
             }
         })
         .await?;
+    let (input, moved) = input;
+    if let Some(parent) = moved {
+        keep_tree(&mut tx, &org.id, &id, &parent).await?;
+    }
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await

@@ -13,7 +13,7 @@ use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Org;
-use crate::db::{self, Db, Writer};
+use crate::db::{self, WriteTx, Writer};
 use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields::{self, Id};
 use crate::owned::{Owned, BY_NAME};
@@ -242,10 +242,22 @@ async fn read(org: Org, Id(id): Id) -> ApiResult<Json<Contact>> {
     ),
 )]
 async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResult<Json<Contact>> {
-    let current = ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(body, Validator::default())?;
-    keep_type_if_named(&org.db, &org.id, &id, &current.kind, &input.kind).await?;
-    let written = update(Writer::Alone(&org.db), &org.id, &id, input).await?;
+    let mut tx = org.db.begin_write().await?;
+    // The type as it is under the row's lock (a no-op `UPDATE` takes it), not as an earlier
+    // read saw it.
+    let was: String = sqlx::query_scalar(
+        "UPDATE contacts SET updated_at = updated_at WHERE organization_id = $1 AND id = $2
+         RETURNING contact_type",
+    )
+    .bind(&org.id)
+    .bind(&id)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| fields::not_found("contact"))?;
+    keep_type_if_named(&mut tx, &org.id, &id, &was, &input.kind).await?;
+    let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
+    tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await
 }
 
@@ -261,7 +273,7 @@ async fn replace(org: Org, Id(id): Id, Json(body): Json<ContactBody>) -> ApiResu
 async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResult<Json<Contact>> {
     let (mut tx, input) = ROWS
         .patch(&org.db, &org.id, &id, |current| {
-            let (body, org, id) = (body.clone(), &org, &id);
+            let body = body.clone();
             async move {
                 let mut v = Validator::default();
                 let was = current.kind.clone();
@@ -272,12 +284,12 @@ async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResul
                     phone: fields::merge_nullable(body.phone, current.phone),
                     address: fields::merge_nullable(body.address, current.address),
                 };
-                let input = validate(merged, v)?;
-                keep_type_if_named(&org.db, &org.id, id, &was, &input.kind).await?;
-                Ok(input)
+                Ok((validate(merged, v)?, was))
             }
         })
         .await?;
+    let (input, was) = input;
+    keep_type_if_named(&mut tx, &org.id, &id, &was, &input.kind).await?;
     let written = update(Writer::In(&mut tx), &org.id, &id, input).await?;
     tx.commit().await?;
     ROWS.read_back(&org.db, &org.id, &id, written).await
@@ -285,8 +297,17 @@ async fn patch(org: Org, Id(id): Id, Json(body): Json<ContactPatch>) -> ApiResul
 
 /// 409 when the type would change while orders or invoices name the contact: they would
 /// then name a counterpart of the wrong kind (a probe turned a customer with an open order
-/// into a vendor, then invoiced the order).
-async fn keep_type_if_named(db: &Db, org_id: &str, id: &str, was: &str, to: &str) -> ApiResult<()> {
+/// into a vendor, then invoiced the order). Asked in the write's transaction, under the
+/// contact's row lock, which an order naming the contact holds until it commits
+/// (`fields::hold_contact`): asked before it, a concurrent order slipped through (a probe,
+/// two requests at once).
+async fn keep_type_if_named(
+    tx: &mut WriteTx,
+    org_id: &str,
+    id: &str,
+    was: &str,
+    to: &str,
+) -> ApiResult<()> {
     if was == to {
         return Ok(());
     }
@@ -298,7 +319,7 @@ async fn keep_type_if_named(db: &Db, org_id: &str, id: &str, was: &str, to: &str
     )
     .bind(org_id)
     .bind(id)
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut **tx)
     .await?;
     match named {
         Some(_) => Err(ApiError::Conflict(format!(

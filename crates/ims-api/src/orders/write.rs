@@ -104,14 +104,17 @@ pub async fn create<O: OrderType>(
     let (lines, figures) = O::price(db, org_id, &new.lines, &mut v).await?;
     v.finish()?;
 
+    let party = party.unwrap_or_default();
+    let mut tx = db.begin_write().await?;
+    let (field, table) = kind.party;
+    fields::hold_contact(&mut tx, table, org_id, &party, field).await?;
     let refs = Refs {
-        party: party.unwrap_or_default(),
+        party,
         warehouse: warehouse.unwrap_or_default(),
         notes,
     };
     let id = Uuid::new_v4().to_string();
     let order = O::open(id.clone(), refs, figures, db::now());
-    let mut tx = db.begin_write().await?;
     order.insert(&mut tx, org_id).await?;
     O::insert_lines(&mut tx, org_id, &id, &lines).await?;
     tx.commit().await?;
@@ -176,6 +179,10 @@ pub async fn patch<O: OrderType>(
     .bind(id)
     .execute(&mut *tx)
     .await?;
+    if let Some(party) = party.as_deref() {
+        let (field, table) = kind.party;
+        fields::hold_contact(&mut tx, table, org_id, party, field).await?;
+    }
     let binding = party.is_some() || warehouse.is_some() || priced.is_some() || cancel;
     // Then its bill: billing takes the same row lock before it copies the figures, so one
     // waits for the other and neither sees the other half done.

@@ -243,3 +243,106 @@ async fn more_concurrent_patches_than_connections_all_succeed() {
         "{statuses:?}"
     );
 }
+
+/// A contact's type and the orders naming it agree, whatever races: turning a customer into
+/// a vendor while an order was made out to it (or an order moved to it) let both land, and
+/// the vendor then had sales orders and invoices (a black-box probe, 11 rounds of 12).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_contact_changing_type_while_an_order_names_it_never_leaves_both() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "contact-type-race@example.com").await;
+    let second = ServerProcess::beside(&app).await;
+    let api = app.caller(&shop.token);
+    let order = api
+        .create(
+            "/sales-orders",
+            json!({"customerId": shop.customer, "warehouseId": shop.warehouse,
+                   "lines": [{"itemId": shop.widget, "quantity": 1}]}),
+        )
+        .await;
+    let order_path = format!("/sales-orders/{}", id(&order));
+    for round in 0..12 {
+        let contact = api
+            .create(
+                "/contacts",
+                json!({"type": "customer", "name": format!("Racer {round}")}),
+            )
+            .await;
+        let contact_path = format!("/contacts/{}", id(&contact));
+        // Half the rounds make an order out to the contact, half move an open order to it.
+        let naming = if round % 2 == 0 {
+            (
+                reqwest::Method::POST,
+                "/sales-orders".to_string(),
+                Some(
+                    json!({"customerId": id(&contact), "warehouseId": shop.warehouse,
+                            "lines": [{"itemId": shop.widget, "quantity": 1}]}),
+                ),
+            )
+        } else {
+            (
+                reqwest::Method::PATCH,
+                order_path.clone(),
+                Some(json!({"customerId": id(&contact)})),
+            )
+        };
+        let turning = (
+            reqwest::Method::PATCH,
+            contact_path.clone(),
+            Some(json!({"type": "vendor"})),
+        );
+        let statuses = at_once(&app, &second, &shop.token, vec![turning, naming]).await;
+        let turned = statuses[0] == StatusCode::OK;
+        let named = statuses[1].is_success();
+        assert!(
+            !(turned && named),
+            "round {round}: both landed: {statuses:?}"
+        );
+        assert!(
+            turned || statuses[0] == StatusCode::CONFLICT,
+            "{statuses:?}"
+        );
+        assert!(
+            named || statuses[1] == StatusCode::UNPROCESSABLE_ENTITY,
+            "{statuses:?}"
+        );
+    }
+}
+
+/// Moving two categories under each other at once closes no cycle: each move was checked
+/// alone, both landed, and the cycle then refused every edit of its categories (a
+/// black-box probe, 9 rounds of 10 on one instance).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn opposite_category_moves_at_once_close_no_cycle() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "category-cycle@example.com").await;
+    let second = ServerProcess::beside(&app).await;
+    let api = app.caller(&shop.token);
+    for round in 0..10 {
+        let a = id(&api
+            .create("/categories", json!({"name": format!("A{round}")}))
+            .await);
+        let b = id(&api
+            .create("/categories", json!({"name": format!("B{round}")}))
+            .await);
+        let moves = vec![
+            (
+                reqwest::Method::PATCH,
+                format!("/categories/{a}"),
+                Some(json!({"parentId": b})),
+            ),
+            (
+                reqwest::Method::PUT,
+                format!("/categories/{b}"),
+                Some(json!({"name": format!("B{round}"), "parentId": a})),
+            ),
+        ];
+        let mut statuses = at_once(&app, &second, &shop.token, moves).await;
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY],
+            "round {round}"
+        );
+    }
+}
