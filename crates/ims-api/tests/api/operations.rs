@@ -177,6 +177,46 @@ async fn a_body_that_never_arrives_is_named_and_closes_the_connection() {
     }
 }
 
+/// A body over 1 MiB sent without a `Content-Length` (chunked) is refused as one with a
+/// length over it: the limit is applied while the body is read, not only to its declared
+/// length.
+#[tokio::test]
+async fn a_chunked_body_over_the_limit_is_a_413_problem() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let address = app.address.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    let head = "POST /auth/login HTTP/1.1\r\nHost: ims\r\nContent-Type: application/json\r\n\
+                Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.expect("head");
+    // 1 MiB in 16 chunks of 64 KiB, then one byte more.
+    let chunk = format!("10000\r\n{}\r\n", "x".repeat(0x10000));
+    let mut body = chunk.repeat(16);
+    body.push_str("1\r\nx\r\n0\r\n\r\n");
+    // The server may answer and close before it has read it all.
+    let _ = stream.write_all(body.as_bytes()).await;
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let read = async {
+        while let Ok(n) = stream.read(&mut buffer).await {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buffer[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("answered");
+    let answer = String::from_utf8_lossy(&answer).to_lowercase();
+    assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("/problems/payload-too-large"), "{answer}");
+}
+
 #[tokio::test]
 async fn a_request_over_the_time_out_is_a_503_problem() {
     // Registering hashes a password with argon2: far longer than a millisecond.
