@@ -461,8 +461,7 @@ async fn refresh(
         }
     };
     // SESSION_MAX_AGE: however often it is refreshed, a session ends this long after login.
-    let started_after =
-        db::timestamp(time::OffsetDateTime::now_utc() - state.settings.session_max_age);
+    let started_after = started_after(state.settings.session_max_age);
     if !store::touch_session(
         &mut *tx,
         &session_id,
@@ -576,37 +575,32 @@ async fn logout(
         return Err(ApiError::field("refreshToken", "must be a refresh token"));
     }
     let token_hash = hash_token(&body.refresh_token);
-    // Only the token's owner may end its session; anyone else's token is left alone, and
-    // the answer is the same so it reveals nothing.
-    let owner = match state.refresh_tokens.get::<TokenRecord>(&token_hash).await {
-        Some(record) => Some((record.user_id, record.session_id)),
-        None => {
-            sqlx::query_as::<_, (String, String)>(
-                "SELECT user_id, session_id FROM refresh_tokens WHERE token_hash = $1",
-            )
-            .bind(&token_hash)
-            .fetch_optional(state.db.pool())
-            .await?
-        }
-    };
-    match owner {
-        Some((user_id, session_id)) if user_id == caller.user_id => {
-            state.refresh_tokens.remove(&token_hash).await;
-            store::delete_refresh_token(&state.db, &token_hash).await?;
-            store::revoke_sessions(&state.db, &user_id, Some(&session_id), "logout").await?;
-        }
-        Some(_) => {}
-        // Not found (or Redis cannot be asked): end the session the caller is using, so a
-        // logout during a Redis outage still takes effect when Redis comes back.
-        None => {
-            store::revoke_sessions(
-                &state.db,
-                &caller.user_id,
-                Some(&caller.session_id),
-                "logout",
-            )
-            .await?;
-        }
+    // The token's owner: Redis, the SQL fallback table, then the session row, which keeps
+    // every session's current token and so answers when Redis has lost the key or cannot
+    // be asked. (Without that last look, a logout during an outage ended the caller's own
+    // session and left the token's alive; found by a black-box probe.)
+    let mut owner = state
+        .refresh_tokens
+        .get::<TokenRecord>(&token_hash)
+        .await
+        .map(|record| (record.user_id, record.session_id));
+    if owner.is_none() {
+        owner = sqlx::query_as::<_, (String, String)>(
+            "SELECT user_id, session_id FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(&token_hash)
+        .fetch_optional(state.db.pool())
+        .await?;
+    }
+    if owner.is_none() {
+        owner = store::session_of_token(&state.db, &token_hash).await?;
+    }
+    // Only the token's owner ends its session. Anyone else's token, or one found nowhere,
+    // changes nothing, and the answer is the same 204, so it reveals nothing.
+    if let Some((user_id, session_id)) = owner.filter(|(user, _)| *user == caller.user_id) {
+        state.refresh_tokens.remove(&token_hash).await;
+        store::delete_refresh_token(&state.db, &token_hash).await?;
+        store::revoke_sessions(&state.db, &user_id, Some(&session_id), "logout").await?;
     }
     Ok(StatusCode::NO_CONTENT)
 }
@@ -662,14 +656,25 @@ async fn list_sessions(
     State(state): State<AppState>,
     caller: AuthUser,
 ) -> ApiResult<Json<SessionList>> {
-    let sessions: Vec<SessionView> = store::list_sessions(&state.db, &caller.user_id)
-        .await?
-        .into_iter()
-        .map(|session| SessionView {
-            current: session.id == caller.session_id,
-            session,
-        })
-        .collect();
+    let max_age = state.settings.session_max_age;
+    let sessions: Vec<SessionView> =
+        store::list_sessions(&state.db, &caller.user_id, &started_after(max_age))
+            .await?
+            .into_iter()
+            .map(|mut session| {
+                // It ends at its sliding expiry or SESSION_MAX_AGE after it began, whichever
+                // comes first (the row keeps only the former).
+                if let Some(end) = ends_by_age(&session.created_at, max_age) {
+                    if end < session.expires_at {
+                        session.expires_at = end;
+                    }
+                }
+                SessionView {
+                    current: session.id == caller.session_id,
+                    session,
+                }
+            })
+            .collect();
     Ok(Json(SessionList { data: sessions }))
 }
 
@@ -705,12 +710,32 @@ async fn revoke_session(
     // Session ids are UUIDs. Parsing first keeps arbitrary path text (`%00`, which PostgreSQL
     // cannot even compare) out of SQL, and gives the same 404 as an unknown id.
     let id = fields::path_id(&id, "session").map_err(|_| not_found())?;
+    let started_after = started_after(state.settings.session_max_age);
+    if !store::is_live_session(&state.db, &caller.user_id, &id, &started_after).await? {
+        return Err(not_found());
+    }
     let revoked =
         store::revoke_sessions(&state.db, &caller.user_id, Some(&id), "revoked by user").await?;
     if revoked == 0 {
         return Err(not_found());
     }
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The start a session must be younger than to be live: `SESSION_MAX_AGE` ago.
+fn started_after(max_age: std::time::Duration) -> String {
+    db::timestamp(time::OffsetDateTime::now_utc() - max_age)
+}
+
+/// When a session that began at `created_at` reaches `SESSION_MAX_AGE`, in the rows' format
+/// (`None` if the stamp does not parse).
+fn ends_by_age(created_at: &str, max_age: std::time::Duration) -> Option<String> {
+    let began =
+        time::OffsetDateTime::parse(created_at, &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    Some(db::timestamp(
+        began.checked_add(time::Duration::try_from(max_age).ok()?)?,
+    ))
 }
 
 /// Deletes fallback refresh tokens past their expiry (run periodically).

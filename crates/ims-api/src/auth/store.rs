@@ -251,17 +251,57 @@ pub async fn revoke_sessions(
     Ok(revoked)
 }
 
-/// The user's live sessions, newest first.
-pub async fn list_sessions(db: &Db, user_id: &str) -> ApiResult<Vec<SessionRow>> {
+/// The user's live sessions, newest first: not revoked, not expired, and started after
+/// `started_after` (`SESSION_MAX_AGE` ago; an older one refreshes no more, so it is over
+/// whatever its sliding expiry says).
+pub async fn list_sessions(
+    db: &Db,
+    user_id: &str,
+    started_after: &str,
+) -> ApiResult<Vec<SessionRow>> {
     Ok(sqlx::query_as(
         "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions
-         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND created_at > $3
          ORDER BY created_at DESC",
     )
     .bind(user_id)
     .bind(db::now())
+    .bind(started_after)
     .fetch_all(db.pool())
     .await?)
+}
+
+/// The (user, session) of the unrevoked session whose current refresh token is
+/// `token_hash`: the session row's copy, which answers also when Redis has lost the token or
+/// cannot be asked.
+pub async fn session_of_token(db: &Db, token_hash: &str) -> ApiResult<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, id FROM sessions WHERE token_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
+/// Whether `id` is a live session of `user_id` (as [`list_sessions`] counts them).
+pub async fn is_live_session(
+    db: &Db,
+    user_id: &str,
+    id: &str,
+    started_after: &str,
+) -> ApiResult<bool> {
+    let found: Option<(String,)> = sqlx::query_as(
+        "SELECT id FROM sessions
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > $3
+           AND created_at > $4",
+    )
+    .bind(id)
+    .bind(user_id)
+    .bind(db::now())
+    .bind(started_after)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(found.is_some())
 }
 
 /// Stores a refresh token's hash in SQL: a live one while Redis is down, or (`rotated`) one

@@ -638,3 +638,95 @@ async fn a_token_rotated_during_an_outage_is_a_replay_when_presented_again() {
     app.wait_for_redis(true).await;
     replayed(s(&after, "refreshToken"), successors[1].clone()).await;
 }
+
+/// Logout ends the session of the token it is given, also when Redis has lost that token or
+/// cannot be asked (the session row knows it); a token found nowhere ends nothing. Before,
+/// both ended the caller's own session instead and left the named one refreshing (a
+/// black-box probe).
+#[tokio::test]
+async fn logout_ends_the_named_session_even_when_redis_lost_or_cannot_find_the_token() {
+    let app = spawn_app().await;
+    let first = app.register("lena@example.com").await;
+    let access = s(&first, "accessToken");
+    let caller = app.caller(&access);
+    let logout = move |token: String| async move {
+        let reply = caller
+            .post("/auth/logout", json!({"refreshToken": token}))
+            .await;
+        assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    };
+
+    // A token found nowhere: nothing ends, the caller's session included.
+    logout("0".repeat(64)).await;
+    let first = app.refresh(&s(&first, "refreshToken")).await;
+    assert_eq!(first.status, StatusCode::OK, "the caller's session ended");
+    let first: Value = first.json();
+
+    // Redis lost the second session's token (eviction, a restart without data).
+    let second = app.login("lena@example.com").await;
+    let mut conn = app.redis_conn();
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut conn)
+        .expect("flush");
+    logout(s(&second, "refreshToken")).await;
+    app.refresh(&s(&second, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    let first = app.refresh(&s(&first, "refreshToken")).await;
+    assert_eq!(first.status, StatusCode::OK, "the caller's session ended");
+    let first: Value = first.json();
+
+    // Redis cannot be asked at all.
+    let third = app.login("lena@example.com").await;
+    app.redis.stop();
+    logout(s(&third, "refreshToken")).await;
+    app.redis.restart();
+    app.wait_for_redis(true).await;
+    app.refresh(&s(&third, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.refresh(&s(&first, "refreshToken")).await.status,
+        StatusCode::OK,
+        "the caller's session ended"
+    );
+}
+
+/// A session past SESSION_MAX_AGE is over, however recently it was refreshed: it is not
+/// listed, cannot be revoked (404), and a live one's `expiresAt` is no later than its
+/// start plus that age (the list showed dead sessions with their sliding expiry).
+#[tokio::test]
+async fn sessions_past_their_maximum_age_are_not_listed_as_live() {
+    let app = spawn_app_with(&[("SESSION_MAX_AGE", "2"), ("REFRESH_TOKEN_TTL", "3600")]).await;
+    let pair = app.register("max@example.com").await;
+    let listed = app
+        .caller(&s(&pair, "accessToken"))
+        .get("/auth/sessions")
+        .await
+        .expect(StatusCode::OK);
+    let session = &listed["data"][0];
+    let at = |field: &str| {
+        time::OffsetDateTime::parse(
+            session[field].as_str().expect("stamp"),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .expect("parse")
+    };
+    assert_eq!(
+        at("expiresAt") - at("createdAt"),
+        time::Duration::seconds(2)
+    );
+    let id = session["id"].as_str().expect("id").to_string();
+
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let listed = app
+        .caller(&s(&pair, "accessToken"))
+        .get("/auth/sessions")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(listed["data"], json!([]), "{listed}");
+    app.caller(&s(&pair, "accessToken"))
+        .delete(&format!("/auth/sessions/{id}"))
+        .await
+        .problem(StatusCode::NOT_FOUND);
+}
