@@ -390,12 +390,26 @@ async fn losing_a_master_under_load_fails_no_request_and_caching_resumes() {
             }
         }
     };
+    let outages = app.state.redis.connection().outages();
     let chaos = async {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let killed = cluster.kill_master();
         if let Ok(mut at) = killed_at.lock() {
             *at = Some(Instant::now());
         }
+        // While the cluster fails over, `/health/cache` still lists its masters, the dead
+        // one down (the list was empty whenever the breaker was open).
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let stats: Value = app.cache_stats().await;
+        let masters = stats["cluster"]["masters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            masters.iter().any(|m| m["status"] == "down")
+                && masters.iter().any(|m| m["status"] == "up"),
+            "{stats}"
+        );
         // Off the runtime's threads, so the load keeps running (and is timed) meanwhile.
         let waiting = cluster.clone();
         let took = tokio::task::spawn_blocking(move || waiting.wait_for_failover(killed))
@@ -421,6 +435,14 @@ async fn losing_a_master_under_load_fails_no_request_and_caching_resumes() {
         "a read waited on the failover: {slowest_read:?}"
     );
     assert_eq!(failed.load(Ordering::SeqCst), 0, "no request failed");
+    // One outage, lost once and back once: the dead master's slots count as unserved from
+    // the moment its link drops, not only once the cluster flags it (before, the breaker
+    // closed and opened again every half second until the failover).
+    assert_eq!(
+        app.state.redis.connection().outages(),
+        outages + 1,
+        "the breaker flapped during the failover"
+    );
 
     // Caching resumes by itself on every organization, whatever slot it lives in.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -216,15 +216,21 @@ fn reports_ok(info: &str) -> bool {
     info.lines().any(|l| l.trim() == "cluster_state:ok")
 }
 
-/// How many slots masters not flagged failed serve, from `CLUSTER NODES` text (slot fields
-/// `0-5460` or `5461`; migration markers `[…]` are not ownership).
+/// How many slots healthy masters serve, from `CLUSTER NODES` text (slot fields `0-5460` or
+/// `5461`; migration markers `[…]` are not ownership). Healthy: not flagged failed, and its
+/// link to the node asked is `connected`. A master that died is flagged `fail` only after
+/// `cluster-node-timeout`, but its cluster-bus link drops at once; counting it until the
+/// flag came made the probe call a cluster with a dead master usable, the breaker closed
+/// every half second and each command to the dead slots waited out its time-out (a
+/// black-box probe saw six outages logged for one failover).
 fn served_slots(text: &str) -> u32 {
     text.lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             let flags = fields.get(2)?;
             let healthy_master = flags.split(',').any(|f| f == "master")
-                && !flags.split(',').any(|f| f.starts_with("fail"));
+                && !flags.split(',').any(|f| f.starts_with("fail"))
+                && fields.get(7) == Some(&"connected");
             healthy_master.then(|| {
                 fields
                     .iter()
@@ -255,6 +261,9 @@ d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
         assert_eq!(served_slots(whole), 16_384);
         let failing = whole.replace("master - 0 0 5", "master,fail - 0 0 5");
         assert_eq!(served_slots(&failing), 10_923);
+        // Dead but not yet flagged: its link is down.
+        let dead = whole.replace("0 0 5 connected", "0 0 5 disconnected");
+        assert_eq!(served_slots(&dead), 10_923);
     }
 
     #[test]

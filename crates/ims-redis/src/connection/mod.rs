@@ -168,10 +168,22 @@ impl RedisConnection {
     /// The `host:port` of every master and whether it answers a `PING` within the command
     /// time-out; empty on a single server or when the cluster cannot be asked.
     pub async fn cluster_masters(&self) -> Vec<(String, bool)> {
-        let Ok(Some(masters)) = self
-            .run(|mut c| async move { c.masters().await.transpose() })
-            .await
-        else {
+        // Not through `run` either: while the breaker is open (a master died, the cluster is
+        // failing over) is when an operator needs the list most, and it was empty then.
+        let Some(mut link) = self.link() else {
+            return Vec::new();
+        };
+        // The node asked is picked at random and may be the dead one: a second try.
+        let mut masters = None;
+        for _ in 0..2 {
+            if let Ok(Some(Ok(found))) =
+                tokio::time::timeout(self.inner.command_timeout, link.masters()).await
+            {
+                masters = Some(found);
+                break;
+            }
+        }
+        let Some(masters) = masters else {
             return Vec::new();
         };
         let checks = masters.into_iter().map(|(node, _)| async move {
