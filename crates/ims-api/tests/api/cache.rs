@@ -588,9 +588,30 @@ async fn concurrent_misses_of_one_key_run_the_handler_once() {
     let api = app.caller(&org.token);
     let requests = (0..24).map(|_| api.get("/dashboard/kpis"));
     let responses = futures::future::join_all(requests).await;
+    // Every hit says its tier and at most the TTL the miss stored the entry with: those that
+    // waited for the one handler run said the route's nominal TTL (above the stored one by
+    // its jitter) and no tier (a probe).
+    let stored: u64 = responses
+        .iter()
+        .find(|r| r.header("x-cache") == "MISS")
+        .expect("one miss")
+        .header("x-cache-ttl")
+        .parse()
+        .expect("ttl");
     let mut bodies = std::collections::HashSet::new();
     for response in responses {
         assert_eq!(response.status, StatusCode::OK);
+        if response.header("x-cache") == "HIT" {
+            assert!(
+                ["L1", "L2"].contains(&response.header("x-cache-tier").as_str()),
+                "a hit without its tier"
+            );
+            let ttl: u64 = response.header("x-cache-ttl").parse().expect("ttl");
+            assert!(
+                ttl <= stored,
+                "a hit says {ttl} s, the entry was stored for {stored} s"
+            );
+        }
         bodies.insert(response.text);
     }
     assert_eq!(bodies.len(), 1);

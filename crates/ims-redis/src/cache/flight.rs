@@ -31,12 +31,17 @@ pub(crate) enum Shared {
     Run(Option<crate::lock::Guard>, Option<Seen>),
 }
 
+/// What a flight's leader hands its followers: the response it got, and until when it is
+/// fresh as stored (`None`: not stored), so that each follower says the entry's real TTL,
+/// as a hit from the store would (they said the route's nominal TTL; found by a probe).
+pub(crate) type Published = (Arc<Cached>, Option<std::time::Instant>);
+
 /// A request's part in the single flight of its key.
 pub(crate) enum Flight {
     /// First miss: run the handler, publish the result.
-    Leader(watch::Sender<Option<Arc<Cached>>>),
+    Leader(watch::Sender<Option<Published>>),
     /// A miss for the same key is running: wait for its result.
-    Follower(watch::Receiver<Option<Arc<Cached>>>),
+    Follower(watch::Receiver<Option<Published>>),
     /// Coordination unavailable (poisoned lock): run alone.
     Alone,
 }

@@ -590,11 +590,23 @@ impl Miss {
                     Ok(()) => receiver.borrow().clone(),
                     Err(_) => None,
                 };
-                if let Some(cached) = shared {
+                if let Some((cached, fresh_until)) = shared {
                     cache.count(&scope, Event::Coalesced);
-                    cache.count(&scope, Event::Hit);
                     let mut response = replay(&cached, if_none_match.as_ref());
-                    mark(&mut response, "HIT", policy.ttl);
+                    match fresh_until {
+                        // The stored entry, as a hit from the store says it.
+                        Some(until) => {
+                            cache.count(&scope, Event::Hit);
+                            let ttl = until.saturating_duration_since(std::time::Instant::now());
+                            mark(&mut response, "HIT", ttl);
+                            tier(&mut response, if cache.is_local() { "L1" } else { "L2" });
+                        }
+                        // The leader's answer, which nothing stored.
+                        None => {
+                            cache.count(&scope, Event::Miss);
+                            mark(&mut response, "MISS", Duration::ZERO);
+                        }
+                    }
                     return Ok(response);
                 }
                 (None, None)
@@ -616,7 +628,8 @@ impl Miss {
                     super::Shared::Hit(cached, ttl) => {
                         let cached = Arc::new(cached);
                         if let Some(sender) = sender {
-                            sender.send_replace(Some(cached.clone()));
+                            let until = std::time::Instant::now() + ttl;
+                            sender.send_replace(Some((cached.clone(), Some(until))));
                         }
                         if let Some((key, _)) = l1 {
                             cache.l1_insert(key, &scope, key_prefix, cached.clone(), fresh_at, ttl);
@@ -682,7 +695,8 @@ impl Miss {
         };
         let cached = Arc::new(cached);
         if let Some(sender) = sender {
-            sender.send_replace(Some(cached.clone()));
+            let until = stored.map(|ttl| std::time::Instant::now() + ttl);
+            sender.send_replace(Some((cached.clone(), until)));
         }
         if let (Some((key, _)), Some(ttl)) = (l1, stored) {
             cache.l1_insert(key, &scope, key_prefix, cached.clone(), fresh_at, ttl);

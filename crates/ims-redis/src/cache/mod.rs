@@ -328,7 +328,7 @@ pub struct ResponseCache {
     jitter: f64,
     counters: Counters,
     /// In-process single flight: the receiver of the one running miss per key.
-    inflight: Mutex<HashMap<String, watch::Receiver<Option<Arc<Cached>>>>>,
+    inflight: Mutex<HashMap<String, watch::Receiver<Option<flight::Published>>>>,
     /// False while the cache is flushed after an outage: entries may be stale until then.
     ready: AtomicBool,
     /// Epochs and indexes are kept without a TTL ([`ResponseCache::keep_bookkeeping`]).
