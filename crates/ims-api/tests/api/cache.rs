@@ -917,7 +917,17 @@ async fn without_a_grace_period_the_error_is_passed_on() {
 
 #[tokio::test]
 async fn an_item_update_writes_its_new_representation_through_to_its_detail_entry() {
-    let app = spawn_app().await;
+    writes_through(spawn_app().await).await;
+}
+
+/// The in-process engine writes through as well (contract §5: "the same cache runs in
+/// process memory"; the next read was a miss, found by a probe).
+#[tokio::test]
+async fn without_redis_an_item_update_writes_through_too() {
+    writes_through(spawn_app_with(&[("REDIS_ENABLED", "false")]).await).await;
+}
+
+async fn writes_through(app: TestApp) {
     let org = org(&app, "through@example.com").await;
     let api = app.caller(&org.token);
     let path = format!("/items/{}", org.item);

@@ -649,16 +649,7 @@ impl ResponseCache {
             if let Some((cached, ttl)) = self.l1.get_local(&l1_key(scope, key_prefix, rest)) {
                 return Lookup::Hit((*cached).clone(), ttl);
             }
-            let epochs = memberships(key_prefix, tag)
-                .iter()
-                .map(|name| self.local_epoch(scope, name).to_string())
-                .collect();
-            return Lookup::Miss(Seen {
-                epochs,
-                generation: String::new(),
-                after_one: false,
-                stale: None,
-            });
+            return Lookup::Miss(self.local_seen(scope, key_prefix, tag));
         }
         if !self.ready.load(Ordering::Acquire) {
             return Lookup::Unavailable;
@@ -721,8 +712,22 @@ impl ResponseCache {
             .collect()
     }
 
+    /// The in-process engine's epochs of an entry's memberships now (`REDIS_ENABLED=false`).
+    fn local_seen(&self, scope: &str, key_prefix: &str, tag: Option<&str>) -> Seen {
+        Seen {
+            epochs: memberships(key_prefix, tag)
+                .iter()
+                .map(|name| self.local_epoch(scope, name).to_string())
+                .collect(),
+            generation: String::new(),
+            after_one: false,
+            stale: None,
+        }
+    }
+
     /// What a store of this key would be checked against now (its group's epoch and the
-    /// entry's generation), without reading the entry. `None` when Redis cannot be asked.
+    /// entry's generation), without reading the entry. `None` when Redis cannot be asked
+    /// (with the in-process engine, its own epochs).
     pub async fn observe(
         &self,
         scope: &str,
@@ -730,7 +735,10 @@ impl ResponseCache {
         rest: &str,
         tag: Option<&str>,
     ) -> Option<Seen> {
-        if self.is_local() || !self.ready.load(Ordering::Acquire) {
+        if self.is_local() {
+            return Some(self.local_seen(scope, key_prefix, tag));
+        }
+        if !self.ready.load(Ordering::Acquire) {
             return None;
         }
         let entry = self

@@ -8,8 +8,9 @@
 //! the write and stores only if the epoch is now exactly one higher: the write's own bump
 //! and no other. Any other write's invalidation in between (whose data may be newer) makes
 //! the store fail, and any later write's invalidation deletes the entry, since an
-//! invalidation always follows its commit. Without a scope, without Redis, or on any other
-//! method the layer does nothing.
+//! invalidation always follows its commit. The in-process engine (`REDIS_ENABLED=false`)
+//! does the same with its own epochs. Without a scope, with Redis unreachable, or on any
+//! other method the layer does nothing.
 //!
 //! [`InvalidateLayer`]: crate::invalidate::InvalidateLayer
 //!
@@ -106,7 +107,7 @@ where
         let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
         let (parts, body) = request.into_parts();
         let target = match cache {
-            Some(cache) if writes && !cache.is_local() => cache
+            Some(cache) if writes => cache
                 .scope_of(&parts)
                 .map(|scope| (cache, scope, parts.uri.path().to_string())),
             _ => None,
