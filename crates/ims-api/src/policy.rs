@@ -73,6 +73,18 @@ pub enum Group {
 }
 
 impl Group {
+    /// Every group.
+    pub const ALL: [Group; 8] = [
+        Self::Items,
+        Self::ItemsList,
+        Self::Stock,
+        Self::Dashboard,
+        Self::Reports,
+        Self::Categories,
+        Self::Contacts,
+        Self::Tax,
+    ];
+
     /// The name the cache indexes it under.
     pub fn name(self) -> &'static str {
         match self {

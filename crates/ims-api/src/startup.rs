@@ -308,6 +308,15 @@ impl Application {
         if settings.redis_cache.is_some() {
             cache.keep_bookkeeping();
         }
+        // `/cache/stats` counts the same entries on every instance: every group, not only
+        // those this one has stored under (key prefixes such as `items:list` are inside
+        // their group and would count its entries twice).
+        cache.count_groups(
+            crate::policy::Group::ALL
+                .iter()
+                .map(|group| group.name())
+                .filter(|name| !name.contains(':')),
+        );
         cache.set_max_entry_bytes(settings.cache_max_entry_bytes);
         cache.set_grace(settings.cache_grace);
         let trust = settings.proxy_trust.clone();

@@ -309,6 +309,16 @@ async fn cache_stats_are_per_organization_and_redis_figures_are_reported() {
             response.json()
         }
     };
+    // Another instance on the same Redis, which stored nothing, counts the same entries
+    // (it counted only the groups it had stored under itself: 0; a probe).
+    let second = crate::helpers::ServerProcess::beside(&app).await;
+    let seen_there: Value = app
+        .caller(&a)
+        .at(&second.address)
+        .get("/cache/stats")
+        .await
+        .expect(StatusCode::OK);
+    assert_eq!(seen_there["entries"], json!(2), "{seen_there}");
     let mine = stats(a).await;
     assert_eq!(
         (

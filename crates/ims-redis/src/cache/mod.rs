@@ -422,6 +422,17 @@ impl ResponseCache {
         self.bookkeeping_persists.store(true, Ordering::Relaxed);
     }
 
+    /// Names the groups (the first segment of a key prefix: `items` of `items:detail`) whose
+    /// entries [`scope_stats`](Self::scope_stats) counts, besides those this instance has
+    /// stored under: with every group an application declares named at start, every
+    /// instance sharing the Redis counts the same entries (each counted only the groups it
+    /// had stored under since it started; a probe saw two instances disagree).
+    pub fn count_groups<'a>(&self, groups: impl IntoIterator<Item = &'a str>) {
+        if let Ok(mut seen) = self.groups_seen.lock() {
+            seen.extend(groups.into_iter().map(str::to_string));
+        }
+    }
+
     /// Keeps entries `grace` past their freshness: a miss whose handler then fails with a
     /// 5xx answers with the expired entry (`X-Cache: STALE`). Zero (the default): off.
     pub fn set_grace(&self, grace: Duration) {

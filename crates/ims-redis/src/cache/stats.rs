@@ -126,8 +126,11 @@ impl ResponseCache {
 
     /// This instance's hits and misses for `scope` since start (or since the scope was
     /// last among the 100,000 most recently counted), and the entries `scope` has cached
-    /// now: live members of its groups' indexes in Redis, or its entries in process memory
-    /// without Redis.
+    /// now: the unexpired members of its groups' indexes in Redis (the groups named with
+    /// [`count_groups`](Self::count_groups) and those this instance stored under), or its
+    /// entries in process memory without Redis. An index member outlives its entry when
+    /// only a tag's invalidation or the flush after an outage removed the entry; it counts
+    /// until it expires (checking each member would cost a command per entry).
     pub async fn scope_stats(&self, scope: &str) -> ScopeStats {
         let counters = self.per_scope.get(scope).unwrap_or_default();
         let hits = counters.hits.load(Ordering::Relaxed);
