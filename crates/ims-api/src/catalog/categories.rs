@@ -209,6 +209,18 @@ async fn replace(
     ROWS.find(&org.db, &org.id, &id).await?;
     let input = validate(&org.db, &org.id, body, Validator::default()).await?;
     let mut tx = org.db.begin_write().await?;
+    // The row's lock first, then the tree's, in the order a PATCH takes them: a PUT that took
+    // the tree first could wait on a PATCH of the same row waiting on it (a deadlock).
+    let locked = sqlx::query(
+        "UPDATE categories SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
+    )
+    .bind(&org.id)
+    .bind(&id)
+    .execute(&mut *tx)
+    .await?;
+    if locked.rows_affected() == 0 {
+        return Err(fields::not_found("category"));
+    }
     // Checked whatever the row held when it was read: it may have moved since.
     if let Some(parent) = input.parent_id.as_deref() {
         keep_tree(&mut tx, &org.id, &id, parent).await?;

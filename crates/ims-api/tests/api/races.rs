@@ -344,5 +344,28 @@ async fn opposite_category_moves_at_once_close_no_cycle() {
             [StatusCode::OK, StatusCode::UNPROCESSABLE_ENTITY],
             "round {round}"
         );
+        // A PUT and a PATCH moving the same category at once: both lock the row, then the
+        // tree, never the other way round (a PUT took the tree first: two such could wait on
+        // each other).
+        let c = id(&api
+            .create("/categories", json!({"name": format!("C{round}")}))
+            .await);
+        let moves = vec![
+            (
+                reqwest::Method::PUT,
+                format!("/categories/{c}"),
+                Some(json!({"name": format!("C{round}"), "parentId": a})),
+            ),
+            (
+                reqwest::Method::PATCH,
+                format!("/categories/{c}"),
+                Some(json!({"parentId": b})),
+            ),
+        ];
+        let statuses = at_once(&app, &second, &shop.token, moves).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "round {round}: {statuses:?}"
+        );
     }
 }
