@@ -171,6 +171,12 @@ impl IntoResponse for ApiError {
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        // The body over the limit is left unread, so the connection cannot carry another
+        // request: say so, rather than let a client's next request on it fail (hyper closed
+        // it silently; a probe's pooled client got a reset).
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Self::Moved(location) = &self {
             if let Ok(location) = HeaderValue::try_from(location.as_str()) {
                 headers.insert(header::LOCATION, location);

@@ -312,16 +312,31 @@ fn problem(description: &str) -> utoipa::openapi::Response {
 }
 
 /// The answers many operations share, declared here once instead of in each: `401` for
-/// every operation that needs the access token, `400` (malformed JSON) for every one that
-/// takes a body, `422` for every one that takes a body or query parameters. An operation
-/// that documents one of them itself (a more specific description) keeps its own.
+/// every operation that needs the access token, `400` (malformed JSON) and `413` for every
+/// one that takes a body, `409` for every write that takes one (a row it names deleted
+/// meanwhile), `422` for every one that takes a body or query parameters, and `503` for
+/// every one (over `REQUEST_TIMEOUT_MS`, or the database away). An operation that documents
+/// one of them itself (a more specific description) keeps its own. (413, 409 and 503 were
+/// missing: a client generated from the document did not expect them; a probe.)
 fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::path::ParameterIn;
 
     let unauthorized = problem("Missing, invalid or expired access token");
     let malformed = problem("Malformed JSON body");
+    let too_large = problem(
+        "The body is over 1 MiB; the connection is closed after this answer \
+         (`Connection: close`)",
+    );
+    let conflict = problem(
+        "The write conflicts with the data: a row it names was deleted meanwhile (try \
+         again), or a rule the `detail` states",
+    );
+    let unavailable = problem(
+        "Over `REQUEST_TIMEOUT_MS`, or the database is unreachable; the `detail` says \
+         whether to try again",
+    );
     let invalid = problem("Invalid fields or query parameters, listed in `errors`");
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
         for operation in operations_mut(item) {
             let secured = operation.security.as_ref().is_some_and(|requirements| {
                 serde_json::to_value(requirements)
@@ -338,10 +353,15 @@ fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
             }
             if body {
                 answers(operation, "400", &malformed);
+                answers(operation, "413", &too_large);
+            }
+            if body && !path.starts_with("/auth") {
+                answers(operation, "409", &conflict);
             }
             if body || query {
                 answers(operation, "422", &invalid);
             }
+            answers(operation, "503", &unavailable);
         }
     }
 }

@@ -26,7 +26,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Path, Validator};
+use crate::error::{ApiError, ApiResult, Json, Validator};
 use crate::fields;
 use crate::policy::{Limit, RoutePolicy};
 use crate::state::AppState;
@@ -704,12 +704,12 @@ async fn revoke_all_sessions(
 async fn revoke_session(
     State(state): State<AppState>,
     caller: AuthUser,
-    Path(id): Path<String>,
+    // As every row's `{id}`: a UUID written another way is redirected (308) to the
+    // session's URL, as the document says (this route answered 404; a probe), and path
+    // text that is no UUID (`%00`, which PostgreSQL cannot even compare) never reaches SQL.
+    fields::Id(id): fields::Id,
 ) -> ApiResult<StatusCode> {
     let not_found = || ApiError::NotFound("no such active session".into());
-    // Session ids are UUIDs. Parsing first keeps arbitrary path text (`%00`, which PostgreSQL
-    // cannot even compare) out of SQL, and gives the same 404 as an unknown id.
-    let id = fields::path_id(&id, "session").map_err(|_| not_found())?;
     let started_after = started_after(state.settings.session_max_age);
     if !store::is_live_session(&state.db, &caller.user_id, &id, &started_after).await? {
         return Err(not_found());

@@ -249,7 +249,7 @@ struct CreateBody {
     vendor_id: String,
     #[schema(format = Uuid)]
     warehouse_id: String,
-    #[schema(min_items = 1)]
+    #[schema(min_items = 1, max_items = 500)]
     lines: Vec<LineBody>,
     #[schema(max_length = 2000)]
     notes: Option<String>,
@@ -332,7 +332,7 @@ struct PatchBody {
     #[schema(format = Uuid, nullable = false)]
     warehouse_id: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(min_items = 1, nullable = false)]
+    #[schema(min_items = 1, max_items = 500, nullable = false)]
     lines: Option<Option<Vec<LineBody>>>,
 }
 

@@ -183,7 +183,10 @@ enum ReportRow {
     PurchasesByVendor(Purchases),
 }
 
-// Documentation only: the totals of each report type, for the OpenAPI document.
+// Documentation only: the totals of each report type, for the OpenAPI document. Each
+// type's totals are a closed object (`additionalProperties: false`, from
+// `deny_unknown_fields`): open, a sales-by-customer total also matched the purchases one
+// (a subset of its fields), and this `oneOf` failed validation (a probe).
 /// A report's totals; their shape depends on the report type.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -432,7 +435,7 @@ struct SalesByItem {
 }
 
 #[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SalesByItemTotals {
     quantity: i64,
     #[sqlx(try_from = "String")]
@@ -496,7 +499,7 @@ struct SalesByCustomer {
 }
 
 #[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SalesByCustomerTotals {
     order_count: i64,
     #[sqlx(try_from = "String")]
@@ -544,7 +547,7 @@ struct Valuation {
 }
 
 #[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ValuationTotals {
     quantity: i64,
     #[sqlx(try_from = "String")]
@@ -602,7 +605,7 @@ struct Movements {
 
 #[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = StockMovementsTotals)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct MovementsTotals {
     in_quantity: i64,
     out_quantity: i64,
@@ -651,7 +654,7 @@ struct Purchases {
 
 #[derive(Debug, Default, FromRow, Serialize, utoipa::ToSchema)]
 #[schema(as = PurchasesByVendorTotals)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PurchasesTotals {
     order_count: i64,
     #[sqlx(try_from = "String")]

@@ -446,11 +446,9 @@ async fn bad_input_on_every_auth_route_is_a_4xx_problem_and_writes_nothing() {
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
-        assert_problem(
-            request.send().await.expect("send"),
-            StatusCode::PAYLOAD_TOO_LARGE,
-        )
-        .await;
+        let response = request.send().await.expect("send");
+        assert_eq!(response.headers()["connection"], "close");
+        assert_problem(response, StatusCode::PAYLOAD_TOO_LARGE).await;
     }
 
     // Field-level validation names the fields.
@@ -729,4 +727,36 @@ async fn sessions_past_their_maximum_age_are_not_listed_as_live() {
         .delete(&format!("/auth/sessions/{id}"))
         .await
         .problem(StatusCode::NOT_FOUND);
+}
+
+/// A session id written in upper case is redirected (308) to the session's URL, as for
+/// every row's `{id}` and as the document says; the client, following it, revokes the
+/// session (this route answered 404; a probe).
+#[tokio::test]
+async fn a_session_id_in_another_spelling_is_redirected_to_its_url() {
+    let app = spawn_app().await;
+    let first = app.register("spell@example.com").await;
+    let second = app.login("spell@example.com").await;
+    let listed = app
+        .caller(&s(&first, "accessToken"))
+        .get("/auth/sessions")
+        .await
+        .expect(StatusCode::OK);
+    let other = listed["data"]
+        .as_array()
+        .expect("sessions")
+        .iter()
+        .find(|session| session["current"] == false)
+        .expect("the other session")["id"]
+        .as_str()
+        .expect("id")
+        .to_uppercase();
+    let reply = app
+        .caller(&s(&first, "accessToken"))
+        .delete(&format!("/auth/sessions/{other}"))
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.text);
+    app.refresh(&s(&second, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
 }

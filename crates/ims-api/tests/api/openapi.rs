@@ -150,6 +150,23 @@ async fn operations_are_tagged_unique_and_errors_are_problem_json() {
             responses.keys().any(|s| s.starts_with('2')),
             "{method} {path} documents no success"
         );
+        // What any operation can answer: 503 over the time-out or without the database;
+        // 413 when it takes a body, and 409 when that body writes rows it names (a probe
+        // found all three answered but undocumented).
+        let takes_body = op.get("requestBody").is_some();
+        let mut shared = vec!["503"];
+        if takes_body {
+            shared.push("413");
+        }
+        if takes_body && !path.starts_with("/auth") {
+            shared.push("409");
+        }
+        for status in shared {
+            assert!(
+                responses.contains_key(status),
+                "{method} {path} does not document {status}"
+            );
+        }
         for (status, response) in responses {
             if status.starts_with('4') {
                 assert!(
@@ -396,4 +413,22 @@ async fn credential_routes_carry_their_rate_limit_in_the_document() {
         );
     }
     assert!(doc["paths"]["/auth/me"]["get"]["x-rate-limit"].is_null());
+}
+
+/// A report's `totals` is one of five shapes, each closed, so that exactly one matches:
+/// open, a sales-by-customer total also matched the purchases-by-vendor one (a subset of
+/// its fields) and failed the `oneOf` (a probe).
+#[tokio::test]
+async fn report_totals_are_closed_so_one_shape_matches() {
+    let doc = document().await;
+    for name in [
+        "SalesByItemTotals",
+        "SalesByCustomerTotals",
+        "ValuationTotals",
+        "StockMovementsTotals",
+        "PurchasesByVendorTotals",
+    ] {
+        let schema = &doc["components"]["schemas"][name];
+        assert_eq!(schema["additionalProperties"], false, "{name}: {schema}");
+    }
 }

@@ -213,6 +213,8 @@ async fn a_chunked_body_over_the_limit_is_a_413_problem() {
         .expect("answered");
     let answer = String::from_utf8_lossy(&answer).to_lowercase();
     assert!(answer.starts_with("http/1.1 413"), "{answer}");
+    // The rest of the body is left unread: the connection is said to close.
+    assert!(answer.contains("connection: close"), "{answer}");
     assert!(answer.contains("application/problem+json"), "{answer}");
     assert!(answer.contains("/problems/payload-too-large"), "{answer}");
 }
