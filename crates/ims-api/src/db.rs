@@ -13,6 +13,9 @@ use sqlx::AnyPool;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// The migrations this binary carries (`migrations/`).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
 /// Which engine a URL points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -283,7 +286,7 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         let mut attempt = 0;
         loop {
-            match sqlx::migrate!("./migrations").run(&self.pool).await {
+            match MIGRATOR.run(&self.pool).await {
                 Err(e) if self.backend == Backend::Sqlite && attempt < 20 => {
                     attempt += 1;
                     tracing::debug!("migration attempt {attempt} failed ({e}); retrying");
@@ -292,6 +295,22 @@ impl Db {
                 result => return result,
             }
         }
+    }
+
+    /// How many of this version's migrations the database has not applied (all of them
+    /// when it has no migration table yet): with `MIGRATE_ON_START=false`, start-up refuses
+    /// a database that lacks any, rather than report ready and answer every request with a
+    /// 500 on a missing table (a black-box probe).
+    pub async fn missing_migrations(&self) -> usize {
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = TRUE")
+                .fetch_all(&self.pool)
+                .await
+                .unwrap_or_default();
+        MIGRATOR
+            .iter()
+            .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+            .count()
     }
 
     /// The pool, for queries.

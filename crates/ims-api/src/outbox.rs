@@ -163,16 +163,57 @@ struct Pending {
 /// Applies records left undone, every [`POLL_INTERVAL`], while Redis is reachable. Runs on
 /// every instance until the process ends.
 pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
+    let mut failing = Failing::default();
     loop {
         tokio::time::sleep(POLL_INTERVAL).await;
-        if let Err(e) = journal.flush_completed().await {
-            tracing::warn!("invalidation outbox: marking records done: {e}");
+        let marked = journal.flush_completed().await;
+        if let Err(e) = &marked {
+            failing.failed(&format!("marking records done: {e}"));
         }
         if !state.redis.is_connected() {
+            if marked.is_ok() {
+                failing.recovered();
+            }
             continue;
         }
-        if let Err(e) = apply_pending(&state).await {
-            tracing::warn!("invalidation outbox: {e}");
+        match apply_pending(&state).await {
+            Err(e) => failing.failed(&e.to_string()),
+            Ok(_) if marked.is_ok() => failing.recovered(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The poll's failures, logged as the Redis connection's are: one warning when they start
+/// and one line when they stop. Every poll while the database was away logged a warning,
+/// four a second per instance for as long as the outage lasted (a black-box probe).
+#[derive(Default)]
+struct Failing {
+    since: Option<std::time::Instant>,
+    polls: u64,
+}
+
+impl Failing {
+    fn failed(&mut self, what: &str) {
+        self.polls += 1;
+        if self.since.is_none() {
+            self.since = Some(std::time::Instant::now());
+            tracing::warn!(
+                "invalidation outbox: {what}; retrying every poll, logged again when it works"
+            );
+        } else {
+            tracing::debug!("invalidation outbox: {what}");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::info!(
+                failed_polls = self.polls,
+                "invalidation outbox works again after {:.1} s",
+                since.elapsed().as_secs_f64()
+            );
+            self.polls = 0;
         }
     }
 }
@@ -244,4 +285,26 @@ async fn apply_batch(
         applied += 1;
     }
     Ok(applied)
+}
+
+#[cfg(test)]
+mod failing_tests {
+    use super::Failing;
+
+    #[test]
+    fn failures_are_one_outage_until_a_poll_works() {
+        let mut failing = Failing::default();
+        failing.recovered();
+        assert!(failing.since.is_none(), "nothing failed");
+        failing.failed("the database is away");
+        let since = failing.since;
+        assert!(since.is_some());
+        failing.failed("the database is away");
+        failing.failed("the database is away");
+        assert_eq!(failing.since, since, "one outage, not three");
+        assert_eq!(failing.polls, 3);
+        failing.recovered();
+        assert!(failing.since.is_none());
+        assert_eq!(failing.polls, 0);
+    }
 }

@@ -275,6 +275,15 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;
         if settings.migrate_on_start {
             db.migrate().await?;
+        } else {
+            let missing = db.missing_migrations().await;
+            if missing > 0 {
+                anyhow::bail!(
+                    "the database lacks {missing} of this version's migrations and \
+                     MIGRATE_ON_START=false: run `ims-api migrate` first (or set \
+                     MIGRATE_ON_START=true)"
+                );
+            }
         }
         let connection = RedisConnection::connect(settings.redis.clone()).await;
         let redis = RedisService::new(connection, settings.redis.key_prefix.clone());

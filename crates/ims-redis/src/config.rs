@@ -135,6 +135,14 @@ impl RedisConfig {
                 .map(|n| n.trim().to_string())
                 .filter(|n| !n.is_empty())
                 .collect();
+            // Set but naming no node (`,,`): a typo, not a request for a single server (it
+            // fell back to `REDIS_URL`'s default, whatever answered on localhost; a probe).
+            if config.cluster_nodes.is_empty() && !nodes.trim().is_empty() {
+                return Err(ConfigError::new(
+                    "REDIS_CLUSTER_NODES",
+                    format!("{nodes:?} names no node (expected host:port, comma-separated)"),
+                ));
+            }
         }
         if let Some(ms) = get("REDIS_COMMAND_TIMEOUT_MS") {
             config.command_timeout = positive_millis("REDIS_COMMAND_TIMEOUT_MS", &ms)?;
@@ -337,7 +345,7 @@ mod tests {
             let error = config(&[(var, bad)]).expect_err(bad);
             assert!(error.to_string().contains(var), "{error}");
         }
-        for bad in [":::", "foo:bar", "host", "a:1,b", "a:99999"] {
+        for bad in [":::", "foo:bar", "host", "a:1,b", "a:99999", ",,", " , "] {
             let error = config(&[("REDIS_CLUSTER_NODES", bad)]).expect_err(bad);
             assert!(error.to_string().contains("REDIS_CLUSTER_NODES"), "{error}");
         }

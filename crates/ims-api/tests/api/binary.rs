@@ -277,3 +277,40 @@ fn the_redis_clients_own_lines_stay_out_of_the_log_unless_asked_for() {
         "the test sees no client lines"
     );
 }
+
+/// With `MIGRATE_ON_START=false`, a database without this version's migrations stops
+/// start-up with one line saying what to run (it reported ready and answered every request
+/// with a 500 on a missing table; a probe); once `ims-api migrate` has run, it serves.
+#[test]
+fn an_unmigrated_database_stops_start_up_when_migrations_are_left_to_a_separate_step() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = free_port();
+    let output = ims_api_on_sqlite(&dir, port)
+        .env("MIGRATE_ON_START", "false")
+        .env("REDIS_ENABLED", "false")
+        .output()
+        .expect("run ims-api");
+    assert!(!output.status.success(), "it started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("MIGRATE_ON_START") && stderr.contains("ims-api migrate"),
+        "{stderr}"
+    );
+
+    let migrated = ims_api_on_sqlite(&dir, port)
+        .env("REDIS_ENABLED", "false")
+        .arg("migrate")
+        .output()
+        .expect("run ims-api migrate");
+    assert!(migrated.status.success(), "{migrated:?}");
+    let mut child = ims_api_on_sqlite(&dir, port)
+        .env("MIGRATE_ON_START", "false")
+        .env("REDIS_ENABLED", "false")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_until_ready(port);
+    assert!(terminate(&mut child, Duration::from_secs(10)).is_some_and(|exit| exit.success()));
+}
