@@ -1183,3 +1183,51 @@ async fn a_row_has_one_url_so_no_other_spelling_of_its_id_outlives_a_write() {
         api.get(&path).await.problem(StatusCode::NOT_FOUND);
     }
 }
+
+/// A group's invalidation leaves no index of its key prefixes behind: each kept a member
+/// per deleted entry for an hour, and in a cache Redis, where the indexes have no TTL, a
+/// flood of distinct misses between writes filled it until every store was refused (a
+/// probe). An entity's invalidation (a tag) keeps the prefix's index, whose other entries
+/// live on.
+#[tokio::test]
+async fn a_group_invalidation_drops_the_indexes_of_its_key_prefixes() {
+    let app = spawn_app().await;
+    let org = org(&app, "indexes@example.com").await;
+    let api = app.caller(&org.token);
+    let list_index = format!("ims:cacheidx:{}:items:list", org.org_id);
+    let detail_index = format!("ims:cacheidx:{}:items:detail", org.org_id);
+    for page in 1..=3 {
+        api.get(&format!("/items?page={page}")).await;
+    }
+    api.get(&format!("/items/{}", org.item)).await;
+    assert_eq!(app.redis_keys(&list_index), vec![list_index.clone()]);
+    assert_eq!(app.redis_keys(&detail_index), vec![detail_index.clone()]);
+
+    // A new item invalidates the item lists only (a key prefix): the details' index stays.
+    api.create(
+        "/items",
+        json!({"name": "Saw", "sku": "S-9", "priceCents": 200}),
+    )
+    .await;
+    assert!(
+        app.redis_keys(&list_index).is_empty(),
+        "the list entries' index"
+    );
+    assert_eq!(app.redis_keys(&detail_index), vec![detail_index.clone()]);
+
+    // A stock adjustment invalidates the whole `items` group: no prefix index stays.
+    for page in 1..=3 {
+        api.get(&format!("/items?page={page}")).await;
+    }
+    api.post(
+        "/inventory/adjustments",
+        json!({"itemId": org.item, "warehouseId": org.warehouse, "quantityDelta": 1, "reason": "count"}),
+    )
+    .await;
+    assert!(
+        app.redis_keys(&format!("ims:cacheidx:{}:items:*", org.org_id))
+            .is_empty(),
+        "{:?}",
+        app.redis_keys(&format!("ims:cacheidx:{}:*", org.org_id))
+    );
+}

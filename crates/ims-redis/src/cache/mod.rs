@@ -374,14 +374,38 @@ return 1
 // group and served it stale for its whole TTL (found by a probe); now the entries are gone
 // (and no new one can be stored while Redis is full), and the outbox retries until the
 // bump goes through.
+//
+// A group's invalidation also drops the indexes of the key prefixes its entries name
+// (`items:list` of `…cache:<org>:items:list:GET:…`): every entry of them is in the group
+// and gone, and left behind those indexes kept a member per deleted entry until its expiry
+// plus grace, an hour; in a cache Redis, where they have no TTL to evict them by, a flood
+// of distinct misses grew them past `maxmemory` and every later store was refused (a
+// probe). Their epochs stay: the group's bump already refuses a store begun before.
+// ARGV[2], ARGV[3]: the scope's entry and index key bases; ARGV[3 + pair]: '1' when that
+// pair is a group's. (Only a group's: an entity tag's or a key prefix's entries are not
+// all of their prefix's, whose index must keep the others.)
 const INVALIDATE_SCRIPT: &str = r"
 local removed = 0
+local entries, indexes = ARGV[2], ARGV[3]
 for i = 1, #KEYS, 2 do
   local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
   for j = 1, #members, 1000 do
     removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
   end
   redis.call('DEL', KEYS[i + 1])
+  if ARGV[3 + (i + 1) / 2] == '1' then
+    local prefixes = {}
+    for _, member in ipairs(members) do
+      if string.sub(member, 1, #entries) == entries then
+        local rest = string.sub(member, #entries + 1)
+        local at = string.find(rest, ':GET:', 1, true)
+        if at then prefixes[string.sub(rest, 1, at - 1)] = true end
+      end
+    end
+    for prefix in pairs(prefixes) do
+      redis.call('DEL', indexes .. prefix)
+    end
+  end
 end
 for i = 1, #KEYS, 2 do
   redis.call('INCR', KEYS[i])
@@ -925,6 +949,21 @@ impl ResponseCache {
         } else {
             EPOCH_TTL.as_millis() as u64
         };
+        let entry_base = self
+            .redis
+            .key_of(&self.layout.entry_parts(scope, "", "")[..5]);
+        let index_base = self.redis.key(&self.layout.index(scope, ""));
+        // A group's name is a key prefix's first segment; tags and key prefixes have more.
+        let is_group: Vec<&str> = groups
+            .iter()
+            .map(|name| {
+                if name.contains(':') || name.starts_with('#') {
+                    "0"
+                } else {
+                    "1"
+                }
+            })
+            .collect();
         let removed = self
             .redis
             .connection()
@@ -933,7 +972,11 @@ impl ResponseCache {
                 for key in &keys {
                     invocation.key(key);
                 }
-                invocation.arg(epoch_ttl).invoke_async::<u64>(&mut c).await
+                invocation.arg(epoch_ttl).arg(&entry_base).arg(&index_base);
+                for flag in &is_group {
+                    invocation.arg(*flag);
+                }
+                invocation.invoke_async::<u64>(&mut c).await
             })
             .await;
         let active = self.redis.key(ACTIVE);
