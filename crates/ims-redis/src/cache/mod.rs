@@ -418,6 +418,25 @@ end
 return removed
 ";
 
+/// Logs a store Redis refused (a full cache Redis answers `OOM`), at most once a minute:
+/// the refusals were only counted, so a cache Redis that refused every store was silent in
+/// the log (a black-box probe). Not the breaker's business: Redis answers, and reads go on.
+fn warn_store_failed(e: &crate::RedisError) {
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = unix_millis();
+    let last = LAST.load(Ordering::Relaxed);
+    if now.saturating_sub(last) >= 60_000
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            "a cache store failed ({e}); counted in ims_cache_errors_total, logged at most \
+             once a minute"
+        );
+    }
+}
+
 // Hashed once per process (for EVALSHA), not once per request.
 static STORE: LazyLock<Script> = LazyLock::new(|| Script::new(STORE_SCRIPT));
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
@@ -907,8 +926,9 @@ impl ResponseCache {
                 self.counters.stale_refused.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            Err(_) => {
+            Err(e) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                warn_store_failed(&e);
                 None
             }
         }
