@@ -115,19 +115,11 @@ impl<T: Row> Owned<T> {
         M: Fn(T) -> Fut,
         Fut: std::future::Future<Output = ApiResult<I>>,
     {
-        let lock = format!(
-            "UPDATE {} SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
-            self.table
-        );
         for _ in 0..PATCH_TRIES {
             let seen = self.find(db, org_id, id).await?;
             let input = merge(seen.clone()).await?;
             let mut tx = db.begin_write().await?;
-            sqlx::query(&lock)
-                .bind(org_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            self.lock(&mut tx, org_id, id).await?;
             if self.find_on(&mut *tx, org_id, id).await? == seen {
                 return Ok((tx, input));
             }
@@ -141,6 +133,24 @@ impl<T: Row> Owned<T> {
             "the {} kept changing while this update was made; try again",
             self.noun
         )))
+    }
+
+    /// Locks the caller's row `id` until `tx` ends (a no-op `UPDATE`: PostgreSQL's row lock;
+    /// SQLite's write transaction holds the database already), or `404`.
+    pub async fn lock(&self, tx: &mut WriteTx, org_id: &str, id: &str) -> ApiResult<()> {
+        let lock = format!(
+            "UPDATE {} SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
+            self.table
+        );
+        let locked = sqlx::query(&lock)
+            .bind(org_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+        if locked.rows_affected() == 0 {
+            return Err(fields::not_found(self.noun));
+        }
+        Ok(())
     }
 
     /// A filter holding the caller's organization, for more conditions to be added.

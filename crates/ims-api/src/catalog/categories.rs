@@ -76,7 +76,8 @@ const ROWS: Owned<Category> = Owned::new(
     "category",
 );
 
-/// Checks a body's shape and references. `id` is the category being updated, if any.
+/// Checks a body's shape and references (cycles are checked under the tree's lock:
+/// [`keep_tree`]).
 async fn validate(db: &Db, org_id: &str, body: CategoryBody, mut v: Validator) -> ApiResult<Input> {
     let name = fields::name(&body.name, "name", &mut v);
     let parent_id = fields::reference(body.parent_id, "parentId", &mut v);
@@ -211,16 +212,7 @@ async fn replace(
     let mut tx = org.db.begin_write().await?;
     // The row's lock first, then the tree's, in the order a PATCH takes them: a PUT that took
     // the tree first could wait on a PATCH of the same row waiting on it (a deadlock).
-    let locked = sqlx::query(
-        "UPDATE categories SET updated_at = updated_at WHERE organization_id = $1 AND id = $2",
-    )
-    .bind(&org.id)
-    .bind(&id)
-    .execute(&mut *tx)
-    .await?;
-    if locked.rows_affected() == 0 {
-        return Err(fields::not_found("category"));
-    }
+    ROWS.lock(&mut tx, &org.id, &id).await?;
     // Checked whatever the row held when it was read: it may have moved since.
     if let Some(parent) = input.parent_id.as_deref() {
         keep_tree(&mut tx, &org.id, &id, parent).await?;
