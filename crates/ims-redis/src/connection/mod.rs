@@ -428,6 +428,14 @@ impl RedisConnection {
                     .map_err(|e| Probe::Unusable(classify(e)))?;
                 if stale {
                     self.refresh_topology();
+                    // While the breaker is open, a master the link could not reach is not
+                    // known to be alive: the next probe, on the rebuilt link, decides.
+                    // Closing it here closed it, now and then, on a master that had just
+                    // died and that the others did not see gone yet; its commands then
+                    // timed out, a second outage for one failover (the failover test).
+                    if !self.is_connected() {
+                        return Err(Probe::Unusable(RedisError::Unavailable));
+                    }
                 }
             }
             Ok(elapsed)
