@@ -422,6 +422,10 @@ return removed
 /// the refusals were only counted, so a cache Redis that refused every store was silent in
 /// the log (a black-box probe). Not the breaker's business: Redis answers, and reads go on.
 fn warn_store_failed(e: &crate::RedisError) {
+    // Redis away has its own two lines (lost, back), as in `service::log_failure`.
+    if e.is_unavailable() {
+        return;
+    }
     static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let now = unix_millis();
     let last = LAST.load(Ordering::Relaxed);
