@@ -111,6 +111,23 @@ pub fn text(ip: IpAddr) -> String {
     out
 }
 
+/// The client a request's per-address rate limits count it under: an IPv4 address itself,
+/// an IPv6 address's /64 network (`2001:db8:1:2::/64`). One IPv6 host is usually given a
+/// whole /64 and may send from any address in it; counted by the full address, it could
+/// take a new one for every request and escape every per-address limit, the login limit
+/// included (found by a code review). An IPv4 address mapped into IPv6 (`::ffff:a.b.c.d`,
+/// a dual-stack socket's view of an IPv4 client) counts as that IPv4 address. Sessions
+/// record the full address.
+pub fn rate_limit_client(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => text(IpAddr::V4(v4)),
+        IpAddr::V6(v6) => {
+            let [a, b, c, d, ..] = v6.segments();
+            format!("{}/64", std::net::Ipv6Addr::new(a, b, c, d, 0, 0, 0, 0))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +286,16 @@ mod tests {
             let address: IpAddr = written.parse().expect("address");
             assert_eq!(text(address), written);
         }
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64_network() {
+        let key = |s: &str| rate_limit_client(s.parse().expect("address"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_eq!(key("2001:db8:1:3::1"), "2001:db8:1:3::/64");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::1"), "::/64");
     }
 }

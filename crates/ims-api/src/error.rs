@@ -485,7 +485,7 @@ where
             // again, as text with those literals written as integers (only those integral
             // as written), through the same typed parse: duplicate keys, syntax errors and
             // every other rule apply to it as to the body sent.
-            Err(rejection) => match integral_literals_rewritten(&bytes) {
+            Err(rejection) => match crate::json_integers::rewritten(&bytes) {
                 Some(rewritten) => match axum::Json::<T>::from_bytes(&rewritten) {
                     Ok(axum::Json(value)) => value,
                     Err(rejection) => return Err(rejection.into()),
@@ -498,132 +498,6 @@ where
         }
         Ok(Self(value))
     }
-}
-
-/// The JSON text `bytes` with every number literal that is written as a float but is an
-/// integer as written (`4768.0`, `4.768e3`; not `1999.99999999999999`, which a float would
-/// round to 2000) written as that integer; `None` if there is none. Read on the text, not
-/// through an `f64`: serde_json's default float parsing may be a unit in the last place
-/// off, which made `999999.0000000001` an integral 999999.0 (a probe found such literals
-/// stored rounded), and a reparse through `serde_json::Value` lost duplicate keys. Strings
-/// are skipped. Literals of more than 19 integer digits are left as they are (no field
-/// takes them; the typed parse refuses them).
-fn integral_literals_rewritten(bytes: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut changed = false;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => {
-                let start = i;
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-                i = (i + 1).min(bytes.len());
-                out.extend_from_slice(&bytes[start..i]);
-            }
-            b'-' | b'0'..=b'9' => {
-                let start = i;
-                while i < bytes.len()
-                    && matches!(bytes[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
-                {
-                    i += 1;
-                }
-                let literal = &bytes[start..i];
-                match integer_of(literal) {
-                    Some(integer) => {
-                        out.extend_from_slice(integer.as_bytes());
-                        changed = true;
-                    }
-                    None => out.extend_from_slice(literal),
-                }
-            }
-            other => {
-                out.push(other);
-                i += 1;
-            }
-        }
-    }
-    changed.then_some(out)
-}
-
-/// A JSON number literal (`-12.50e1`) taken apart: its sign, its digits (`1250`) and where
-/// the decimal point falls among them once the exponent is applied (`3`).
-struct Literal {
-    negative: bool,
-    digits: Vec<u8>,
-    point: i64,
-}
-
-fn literal_parts(literal: &[u8]) -> Literal {
-    let (mantissa, exponent) = match literal.iter().position(|b| matches!(b, b'e' | b'E')) {
-        Some(at) => (&literal[..at], &literal[at + 1..]),
-        None => (literal, &b""[..]),
-    };
-    let negative = mantissa.first() == Some(&b'-');
-    let mantissa = mantissa.strip_prefix(b"-").unwrap_or(mantissa);
-    let (whole, fraction) = match mantissa.iter().position(|&b| b == b'.') {
-        Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
-        None => (mantissa, &b""[..]),
-    };
-    // Past ±10^6 the value is out of every field's range or zero either way; the typed
-    // parse decides those.
-    let shift: i64 = std::str::from_utf8(exponent)
-        .ok()
-        .filter(|e| !e.is_empty())
-        .and_then(|e| e.parse::<i64>().ok())
-        .map_or(0, |e| e.clamp(-1_000_000, 1_000_000));
-    Literal {
-        negative,
-        digits: whole.iter().chain(fraction).copied().collect(),
-        point: whole.len() as i64 + shift,
-    }
-}
-
-/// The integer a float-shaped literal (`-12.50e1`) is as written (`-125`), if it is one of
-/// at most 19 digits; `None` for a plain integer literal, which needs no rewriting.
-fn integer_of(literal: &[u8]) -> Option<String> {
-    if !literal.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) || !literal_integral(literal) {
-        return None;
-    }
-    let Literal {
-        negative,
-        digits,
-        point,
-    } = literal_parts(literal);
-    let point = usize::try_from(point).unwrap_or(0);
-    // The digits before the point, with zeros for an exponent past the last digit.
-    let mut integer: Vec<u8> = digits.iter().take(point).copied().collect();
-    integer.resize(point.max(integer.len()), b'0');
-    let significant: Vec<u8> = integer
-        .iter()
-        .skip_while(|&&d| d == b'0')
-        .copied()
-        .collect();
-    if significant.len() > 19 {
-        return None;
-    }
-    let mut text = String::with_capacity(significant.len() + 1);
-    if negative && !significant.is_empty() {
-        text.push('-');
-    }
-    if significant.is_empty() {
-        text.push('0');
-    } else {
-        text.extend(significant.iter().map(|&d| char::from(d)));
-    }
-    Some(text)
-}
-
-/// Whether one JSON number literal (`-12.50e1`) is an integer: every digit that the
-/// exponent leaves after the decimal point is `0`.
-fn literal_integral(literal: &[u8]) -> bool {
-    let Literal { digits, point, .. } = literal_parts(literal);
-    digits
-        .iter()
-        .enumerate()
-        .all(|(at, &digit)| (at as i64) < point || digit == b'0')
 }
 
 /// What the NUL check of a body found.
@@ -815,52 +689,6 @@ mod tests {
             Err(ApiError::Validation(errors)) => assert_eq!(errors["lines"].len(), 2),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn number_literals_are_integral_only_as_written() {
-        for integral in [
-            "4768.0", "4.768e3", "-12.50e1", "1E2", "0.0", "2000", "1.5e+1", "100e-2",
-        ] {
-            assert!(literal_integral(integral.as_bytes()), "{integral}");
-        }
-        for fractional in [
-            "1999.99999999999999",
-            "0.99999999999999999",
-            "10000000000000.0000001",
-            "1.5",
-            "15e-1",
-            "1e-400",
-        ] {
-            assert!(!literal_integral(fractional.as_bytes()), "{fractional}");
-        }
-        let rewritten = |body: &[u8]| {
-            integral_literals_rewritten(body).map(|b| String::from_utf8(b).expect("utf-8"))
-        };
-        assert_eq!(
-            rewritten(br#"{"a": 4768.0, "b": "1.5 2.0", "c": [2e3], "d": 2.2e-16, "e": -0.0}"#)
-                .as_deref(),
-            Some(r#"{"a": 4768, "b": "1.5 2.0", "c": [2000], "d": 2.2e-16, "e": 0}"#)
-        );
-        assert_eq!(rewritten(br#"{"a": 12, "b": "x\" 2.0"}"#), None);
-        // Not integral as written, whatever a float makes of them (probe 15).
-        for kept in [
-            "999999.0000000001",
-            "999999.9999999999",
-            "0.9999999999999999",
-            "99999999999999.99e-1",
-            "1999.99999999999999",
-        ] {
-            assert_eq!(
-                rewritten(format!(r#"{{"a": {kept}}}"#).as_bytes()),
-                None,
-                "{kept}"
-            );
-        }
-        assert_eq!(
-            rewritten(br#"{"a": -12.50e1, "b": 1e18, "c": 1e19}"#).as_deref(),
-            Some(r#"{"a": -125, "b": 1000000000000000000, "c": 1e19}"#)
-        );
     }
 
     #[test]

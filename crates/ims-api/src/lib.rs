@@ -22,6 +22,7 @@ pub mod fields;
 pub mod health;
 pub mod inventory;
 pub mod items;
+pub mod json_integers;
 pub mod money;
 pub mod openapi;
 pub mod orders;

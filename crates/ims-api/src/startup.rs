@@ -327,6 +327,10 @@ impl Application {
                 .filter(|name| !name.contains(':')),
         );
         cache.set_max_entry_bytes(settings.cache_max_entry_bytes);
+        // The warm-up asks which organizations wrote lately; without it, nothing records.
+        if settings.cache_warm_interval.is_some() {
+            cache.track_activity();
+        }
         cache.set_grace(settings.cache_grace);
         let trust = settings.proxy_trust.clone();
         let limiter = RateLimiter::new(
@@ -338,7 +342,7 @@ impl Application {
                     .map(|c| c.0.ip());
                 trust
                     .client(peer, &parts.headers)
-                    .map(|ip| Cow::Owned(crate::client_ip::text(ip)))
+                    .map(|ip| Cow::Owned(crate::client_ip::rate_limit_client(ip)))
             }),
             Arc::new(|parts: &axum::http::request::Parts| {
                 parts

@@ -37,3 +37,64 @@ impl RedisError {
         )
     }
 }
+
+/// A warning logged at most once a minute per site: Redis answering every command with the
+/// same error (`READONLY`, `NOREPLICAS`, `NOPERM`, `OOM`) while it stays reachable would
+/// otherwise write a line per request (a probe counted 53 a second). Redis away is not
+/// logged through this at all: the connection logs one line when lost and one when back.
+#[derive(Debug)]
+pub(crate) struct Throttled {
+    last: std::sync::atomic::AtomicU64,
+    skipped: std::sync::atomic::AtomicU64,
+}
+
+impl Throttled {
+    /// Nothing logged yet.
+    pub(crate) const fn new() -> Self {
+        Self {
+            last: std::sync::atomic::AtomicU64::new(0),
+            skipped: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Calls `log` with the number of warnings skipped since the last one, if a minute has
+    /// passed since then; else counts this one as skipped.
+    pub(crate) fn warn(&self, log: impl FnOnce(u64)) {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.last.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 60_000
+            && self
+                .last
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            log(self.skipped.swap(0, Ordering::Relaxed));
+        } else {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throttled_warning_is_written_once_a_minute() {
+        let throttled = Throttled::new();
+        let mut written = Vec::new();
+        for _ in 0..5 {
+            throttled.warn(|skipped| written.push(skipped));
+        }
+        assert_eq!(written, [0]);
+        // A minute later (the clock moved back by hand): the next one, with the count.
+        throttled
+            .last
+            .fetch_sub(60_000, std::sync::atomic::Ordering::Relaxed);
+        throttled.warn(|skipped| written.push(skipped));
+        assert_eq!(written, [0, 4]);
+    }
+}

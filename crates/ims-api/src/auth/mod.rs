@@ -426,34 +426,33 @@ async fn refresh(
                     let claimed = if rotated {
                         None
                     } else {
-                        store::claim_session_by_token(&mut *tx, &token_hash).await?
+                        claim_through_row(&mut tx, &token_hash, ttl).await?
                     };
                     match claimed {
-                        Some((user_id, session_id)) => {
-                            tracing::info!(
-                                %session_id,
-                                "refresh token not in Redis (evicted, or Redis away); the session row vouches for it"
-                            );
-                            // Its Redis key, if Redis is away, outlives this rotation: the
-                            // row says it was rotated, for when it is presented again.
-                            store::insert_refresh_token(
-                                &mut *tx,
-                                &token_hash,
-                                &user_id,
-                                &session_id,
-                                &expiry_after(ttl),
-                                true,
-                            )
-                            .await?;
-                            (user_id, session_id, None)
-                        }
+                        Some(claimed) => claimed,
                         None => {
                             // Release the write lock before the reuse check writes elsewhere.
                             tx.rollback().await?;
                             if let Some(pair) = within_grace(&state, token, &token_hash).await {
                                 return Ok(Json(pair));
                             }
-                            return Err(reject_unknown(&state, &token_hash, redis_answered).await);
+                            // A tombstone, no successor, and the session row still naming
+                            // this token as live: the rotation that wrote the tombstone
+                            // never committed (its database work failed after it took the
+                            // token from Redis, or its process died), and this is the
+                            // client's retry. Not a reuse: rotate through the row.
+                            let uncommitted =
+                                rotated && store::is_live_token(&state.db, &token_hash).await?;
+                            if !uncommitted {
+                                return Err(
+                                    reject_unknown(&state, &token_hash, redis_answered).await
+                                );
+                            }
+                            tx = state.db.begin().await?;
+                            match claim_through_row(&mut tx, &token_hash, ttl).await? {
+                                Some(claimed) => claimed,
+                                None => return Err(invalid_refresh()),
+                            }
                         }
                     }
                 }
@@ -495,6 +494,36 @@ async fn refresh(
             .await;
     }
     Ok(Json(pair))
+}
+
+/// Claims the session whose live token is `token_hash` when Redis has no record of it
+/// (evicted, flushed, away, or taken by a rotation that never committed): the session row
+/// vouches for it. Records the token as rotated in the SQL fallback table, for when it is
+/// presented again (its Redis key, if Redis is away, outlives this rotation). Returns the
+/// user, the session and `None` for the presented token (the claim already checked it).
+async fn claim_through_row(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    token_hash: &str,
+    ttl: std::time::Duration,
+) -> ApiResult<Option<(String, String, Option<&'static str>)>> {
+    let Some((user_id, session_id)) = store::claim_session_by_token(&mut **tx, token_hash).await?
+    else {
+        return Ok(None);
+    };
+    tracing::info!(
+        %session_id,
+        "refresh token not in Redis (evicted, Redis away, or a rotation that failed); the session row vouches for it"
+    );
+    store::insert_refresh_token(
+        &mut **tx,
+        token_hash,
+        &user_id,
+        &session_id,
+        &expiry_after(ttl),
+        true,
+    )
+    .await?;
+    Ok(Some((user_id, session_id, None)))
 }
 
 /// The pair a rotated token was answered with, if it is presented again within

@@ -760,3 +760,63 @@ async fn a_session_id_in_another_spelling_is_redirected_to_its_url() {
         .await
         .problem(StatusCode::UNAUTHORIZED);
 }
+
+/// Makes every `UPDATE` of `sessions` fail (`on`) or work again: a database that fails in
+/// the middle of a rotation, after the token was taken from Redis.
+async fn sessions_updates_fail(app: &TestApp, on: bool) {
+    use ims_api::db::Backend;
+    let statements: &[&str] = match (app.state.db.backend(), on) {
+        (Backend::Sqlite, true) => &["CREATE TRIGGER fail_updates BEFORE UPDATE ON sessions \
+              BEGIN SELECT RAISE(ABORT, 'the database is failing'); END"],
+        (Backend::Sqlite, false) => &["DROP TRIGGER fail_updates"],
+        (Backend::Postgres, true) => &[
+            "CREATE FUNCTION fail_updates() RETURNS trigger AS \
+             $$ BEGIN RAISE EXCEPTION 'the database is failing'; END $$ LANGUAGE plpgsql",
+            "CREATE TRIGGER fail_updates BEFORE UPDATE ON sessions \
+             FOR EACH ROW EXECUTE FUNCTION fail_updates()",
+        ],
+        (Backend::Postgres, false) => &[
+            "DROP TRIGGER fail_updates ON sessions",
+            "DROP FUNCTION fail_updates()",
+        ],
+    };
+    for statement in statements {
+        sqlx::query(statement)
+            .execute(app.state.db.pool())
+            .await
+            .expect(statement);
+    }
+}
+
+/// A rotation whose database work fails after it took the token from Redis leaves a
+/// tombstone there. The client's retry with the same token was taken for a replay: 401
+/// "already used" and the session revoked, logging the user out over a database hiccup
+/// (found by a code review). The session row still names the token as live, so the retry
+/// rotates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_a_rotation_failed_in_the_database_is_not_a_replay() {
+    for grace in ["0", "5"] {
+        let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", grace)]).await;
+        let pair = app.register("retry@example.com").await;
+        let token = s(&pair, "refreshToken");
+
+        sessions_updates_fail(&app, true).await;
+        let failed = app.refresh(&token).await;
+        assert!(
+            failed.status.is_server_error(),
+            "grace {grace}: {}",
+            failed.status
+        );
+        sessions_updates_fail(&app, false).await;
+
+        let retried = app.refresh(&token).await;
+        assert_eq!(retried.status, StatusCode::OK, "grace {grace}: the retry");
+        let next: Value = retried.json();
+        assert_ne!(s(&next, "refreshToken"), token);
+        // The session lives on: the new token refreshes, and the old one is now a replay.
+        let after = app.refresh(&s(&next, "refreshToken")).await;
+        assert_eq!(after.status, StatusCode::OK, "grace {grace}: the next one");
+        let live = sessions(&app, &s(&after.json(), "accessToken")).await;
+        assert_eq!(live.len(), 1, "grace {grace}");
+    }
+}

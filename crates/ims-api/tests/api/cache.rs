@@ -194,11 +194,72 @@ async fn a_write_while_redis_is_full_leaves_no_stale_read() {
     full(&mut conn, "0");
 }
 
-/// The record of organizations that wrote lately (for warm-ups) keeps a day and expires: it
-/// had no TTL and, with warm-ups off, kept every organization that ever wrote.
+/// A Redis that answers reads but refuses writes (`NOREPLICAS` here; a read-only replica
+/// or a user without `EVALSHA` alike) cannot apply an invalidation. The entry was then
+/// served stale until its TTL (a probe saw minutes of it); now the cache stops serving
+/// until it can flush, and serves again once Redis takes writes.
 #[tokio::test]
-async fn the_record_of_recent_writers_is_trimmed_and_expires() {
+async fn a_redis_refusing_writes_serves_no_stale_entry() {
     let app = spawn_app().await;
+    let org = org(&app, "replicas@example.com").await;
+    let api = app.caller(&org.token);
+    let path = format!("/items/{}", org.item);
+    api.get(&path).await.expect(StatusCode::OK);
+    assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
+    let mut conn = app.redis_conn();
+    let replicas = |conn: &mut redis::Connection, n: &str| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(n)
+            .query(conn)
+            .expect("config set");
+    };
+    replicas(&mut conn, "1");
+    // A route with cluster-wide single flight: its lock's script is refused too, and the
+    // miss waited 15 s for a holder that could never be (probe 22). It runs alone.
+    api.get("/dashboard/kpis").await.expect(StatusCode::OK);
+    assert_eq!(app.cache_stats().await["lockWaits"], 0);
+    api.patch(&path, json!({"priceCents": 2999}))
+        .await
+        .expect(StatusCode::OK);
+    for _ in 0..3 {
+        let read = api.get(&path).await;
+        assert_ne!(read.header("x-cache"), "HIT");
+        assert_eq!(read.expect(StatusCode::OK)["priceCents"], 2999);
+    }
+    replicas(&mut conn, "0");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let read = api.get(&path).await;
+        let hit = read.header("x-cache") == "HIT";
+        assert_eq!(read.expect(StatusCode::OK)["priceCents"], 2999);
+        if hit {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the cache never served again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The record of organizations that wrote lately (for warm-ups) keeps a day and expires: it
+/// had no TTL and, with warm-ups off, kept every organization that ever wrote. With
+/// warm-ups off nothing is recorded at all (it cost every write three Redis commands).
+#[tokio::test]
+async fn the_record_of_recent_writers_is_kept_for_warm_ups_only_trimmed_and_expiring() {
+    let quiet = spawn_app().await;
+    let writer = org(&quiet, "quiet@example.com").await;
+    quiet
+        .caller(&writer.token)
+        .post("/tax-rates", json!({"name": "Reduced", "rateBps": 700}))
+        .await
+        .expect(StatusCode::CREATED);
+    assert!(quiet.redis_keys("ims:cacheactive").is_empty());
+
+    let app = spawn_app_with(&[("CACHE_WARM_INTERVAL", "3600")]).await;
     let org = org(&app, "active@example.com").await;
     let mut conn = app.redis_conn();
     let () = redis::cmd("ZADD")

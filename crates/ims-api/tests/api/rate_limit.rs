@@ -441,3 +441,29 @@ fn admissions(conn: &mut redis::Connection, key: &str) -> u64 {
         .expect("LRANGE");
     ims_testkit::limiter_log(&items).0
 }
+
+/// One IPv6 host holds a whole /64: rotating through its addresses must not escape the
+/// credential limit (each address was a new key; found by a code review). Another /64 is
+/// another client.
+#[tokio::test]
+async fn an_ipv6_client_rotating_through_its_64_stays_limited() {
+    let app = spawn_app_with(&[("TRUST_PROXY", "true"), ("RATE_LIMIT_AUTH", "5/900")]).await;
+    let statuses = logins_via_proxy(&app, 8, |i| format!("2001:db8:7:1::{:x}", i + 1)).await;
+    assert_eq!(statuses[..5], [StatusCode::UNAUTHORIZED; 5]);
+    assert_eq!(
+        statuses[5..],
+        [StatusCode::TOO_MANY_REQUESTS; 3],
+        "{statuses:?}"
+    );
+    let other = logins_via_proxy(&app, 1, |_| "2001:db8:7:2::1".into()).await;
+    assert_eq!(other, [StatusCode::UNAUTHORIZED]);
+    let mut keys = app.redis_keys("ims:ratelimit:2001:db8:7:*");
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "ims:ratelimit:2001:db8:7:1::/64:/auth/login",
+            "ims:ratelimit:2001:db8:7:2::/64:/auth/login"
+        ]
+    );
+}

@@ -61,7 +61,18 @@ impl ResponseCache {
         let name = format!("flight:{scope}:{key_prefix}:{rest}");
         let deadline = std::time::Instant::now() + FLIGHT_WAIT;
         loop {
-            if let Some(mut guard) = self.locks.try_acquire_unfenced(&name, FLIGHT_LEASE).await {
+            let taken = self
+                .locks
+                .try_acquire_unfenced_or_fail(&name, FLIGHT_LEASE)
+                .await;
+            // Redis refused the lock's script (read-only replica, `NOREPLICAS`, no
+            // permission) or could not be asked: nobody holds it, so nothing will ever be
+            // stored to wait for. Run alone at once (every such miss waited the whole
+            // 15 s, found by a probe).
+            let Ok(taken) = taken else {
+                return Shared::Run(None, Some(seen));
+            };
+            if let Some(mut guard) = taken {
                 guard.keep_alive(FLIGHT_LEASE);
                 return match self.lookup(scope, key_prefix, rest, tag).await {
                     Lookup::Hit(cached, ttl) => {

@@ -71,7 +71,7 @@ pub use stats::{CacheStats, L1Stats, ScopeStats};
 use stats::{Counters, ScopeCounters};
 pub use write_through::{WriteThroughLayer, WriteThroughService};
 
-use crate::RedisService;
+use crate::{RedisError, RedisService};
 
 /// Identifies the tenant of a request, or `None` for requests that must not be cached.
 pub type ScopeFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
@@ -333,6 +333,11 @@ pub struct ResponseCache {
     ready: AtomicBool,
     /// Epochs and indexes are kept without a TTL ([`ResponseCache::keep_bookkeeping`]).
     bookkeeping_persists: AtomicBool,
+    /// Invalidations record their scope for [`active_scopes`](Self::active_scopes).
+    tracks_activity: AtomicBool,
+    /// Woken when Redis answered an invalidation without applying it: the recovery flush
+    /// (as after an outage) runs while lookups bypass the cache.
+    refused: Arc<tokio::sync::Notify>,
 }
 
 // Writes the entry only if neither the group's epoch nor the global generation moved since
@@ -418,26 +423,36 @@ end
 return removed
 ";
 
+/// Whether Redis refused a write in a way that lasts (`READONLY`: the URL names a replica;
+/// `NOREPLICAS`, `MISCONF`: the server stopped taking writes; `NOPERM`: the user may not
+/// run the script; `OOM`: full, without eviction) while it keeps answering reads. Not a
+/// time-out, a lost connection or a moved slot: the breaker and the cluster link handle
+/// those, and the outbox applies the invalidation once it passes (suspending the cache for
+/// them turned a planned failover into a whole-cache flush and an outage).
+fn refuses_writes(e: &RedisError) -> bool {
+    let RedisError::Command(e) = e else {
+        return false;
+    };
+    matches!(
+        e.code(),
+        Some("READONLY" | "NOREPLICAS" | "MISCONF" | "NOPERM" | "OOM")
+    )
+}
+
 /// Logs a store Redis refused (a full cache Redis answers `OOM`), at most once a minute:
 /// the refusals were only counted, so a cache Redis that refused every store was silent in
 /// the log (a black-box probe). Not the breaker's business: Redis answers, and reads go on.
 fn warn_store_failed(e: &crate::RedisError) {
+    static THROTTLED: crate::error::Throttled = crate::error::Throttled::new();
     // Redis away has its own two lines (lost, back), as in `service::log_failure`.
-    if e.is_unavailable() {
-        return;
-    }
-    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let now = unix_millis();
-    let last = LAST.load(Ordering::Relaxed);
-    if now.saturating_sub(last) >= 60_000
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!(
-            "a cache store failed ({e}); counted in ims_cache_errors_total, logged at most \
-             once a minute"
-        );
+    if !e.is_unavailable() {
+        THROTTLED.warn(|skipped| {
+            tracing::warn!(
+                skipped,
+                "a cache store failed ({e}); counted in the cache's errors, logged at most \
+                 once a minute"
+            );
+        });
     }
 }
 
@@ -514,20 +529,37 @@ impl ResponseCache {
             inflight: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(true),
             bookkeeping_persists: AtomicBool::new(false),
+            tracks_activity: AtomicBool::new(false),
+            refused: Arc::new(tokio::sync::Notify::new()),
         });
         let weak = Arc::downgrade(&cache);
         let mut changes = cache.redis.connection().subscribe();
+        let refused = cache.refused.clone();
         tokio::spawn(async move {
             let mut was_up = *changes.borrow_and_update();
-            while changes.changed().await.is_ok() {
-                let up = *changes.borrow_and_update();
-                let Some(cache) = weak.upgrade() else { break };
-                if up && !was_up {
-                    cache.recover().await;
-                } else if !up {
-                    cache.ready.store(false, Ordering::Release);
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let up = *changes.borrow_and_update();
+                        let Some(cache) = weak.upgrade() else { break };
+                        if up && !was_up {
+                            cache.recover().await;
+                        } else if !up {
+                            cache.ready.store(false, Ordering::Release);
+                        }
+                        was_up = up;
+                    }
+                    () = refused.notified() => {
+                        let Some(cache) = weak.upgrade() else { break };
+                        // Down: the recovery runs when it is back.
+                        if was_up && cache.recover().await {
+                            tracing::warn!("response cache serving again");
+                        }
+                    }
                 }
-                was_up = up;
             }
         });
         tokio::spawn(l1::subscribe(Arc::downgrade(&cache)));
@@ -552,8 +584,17 @@ impl ResponseCache {
             .unwrap_or(0)
     }
 
+    /// Records the scope of every invalidation, for [`active_scopes`](Self::active_scopes)
+    /// (a scheduled warm-up asks which scopes wrote lately). Off by default: it costs every
+    /// write three more Redis commands, for a caller that never asks. Every instance whose
+    /// writes a warm-up should know of must turn it on.
+    pub fn track_activity(&self) {
+        self.tracks_activity.store(true, Ordering::Relaxed);
+    }
+
     /// Scopes that wrote (invalidated anything) within `window`, most recent first; older
-    /// records are trimmed on the way. Empty when Redis cannot be asked.
+    /// records are trimmed on the way; empty unless [`track_activity`](Self::track_activity)
+    /// is on, and when Redis cannot be asked.
     pub async fn active_scopes(&self, window: Duration) -> Vec<String> {
         let key = self.redis.key(ACTIVE);
         let since = unix_millis().saturating_sub(window.as_millis() as u64);
@@ -635,15 +676,17 @@ impl ResponseCache {
     /// Retried until it succeeds while Redis is up: on a cluster, a slot whose master just
     /// died fails the bump until its replica takes over, and the cache must then come back
     /// by itself.
-    async fn recover(&self) {
+    /// True once flushed; false when Redis went away first (its return recovers).
+    async fn recover(&self) -> bool {
         self.ready.store(false, Ordering::Release);
         while self.redis.is_connected() {
             if self.flush_all().await {
                 self.ready.store(true, Ordering::Release);
-                return;
+                return true;
             }
             tokio::time::sleep(RECOVERY_RETRY).await;
         }
+        false
     }
 
     /// Bumps every generation, then deletes every entry; true when all of it succeeded.
@@ -1020,27 +1063,36 @@ impl ResponseCache {
         // a day are trimmed here too, and the set expires a day after the last write: only
         // a warm-up trimmed it before, so with warm-ups off it grew by every organization
         // that ever wrote, without a TTL (found by a probe).
-        let record = self.redis.connection().run(|mut c| async move {
-            let keep = ACTIVE_KEPT.as_millis() as u64;
-            redis::pipe()
-                .cmd("ZADD")
-                .arg(&active)
-                .arg(now_ms)
-                .arg(scope_owned)
-                .ignore()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(&active)
-                .arg("-inf")
-                .arg(format!("({}", now_ms.saturating_sub(keep)))
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&active)
-                .arg(keep)
-                .ignore()
-                .query_async::<()>(&mut c)
-                .await
+        let tracked = self.tracks_activity.load(Ordering::Relaxed);
+        let record = tracked.then(|| {
+            self.redis.connection().run(|mut c| async move {
+                let keep = ACTIVE_KEPT.as_millis() as u64;
+                redis::pipe()
+                    .cmd("ZADD")
+                    .arg(&active)
+                    .arg(now_ms)
+                    .arg(scope_owned)
+                    .ignore()
+                    .cmd("ZREMRANGEBYSCORE")
+                    .arg(&active)
+                    .arg("-inf")
+                    .arg(format!("({}", now_ms.saturating_sub(keep)))
+                    .ignore()
+                    .cmd("PEXPIRE")
+                    .arg(&active)
+                    .arg(keep)
+                    .ignore()
+                    .query_async::<()>(&mut c)
+                    .await
+            })
         });
-        let (published, _) = tokio::join!(publish, record);
+        let record = async move {
+            if let Some(record) = record {
+                // Best effort: a lost record only makes a warm-up skip the scope once.
+                let _ = record.await;
+            }
+        };
+        let (published, ()) = tokio::join!(publish, record);
         if published.is_ok() {
             self.l1.published.fetch_add(1, Ordering::Relaxed);
         }
@@ -1054,11 +1106,30 @@ impl ResponseCache {
                     .fetch_add(n, Ordering::Relaxed);
                 Some(n)
             }
-            Err(_) => {
+            Err(e) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
+                if refuses_writes(&e) {
+                    self.suspend(&e);
+                }
                 None
             }
         }
+    }
+
+    /// Redis answered an invalidation with a refusal that lasts until an operator acts
+    /// ([`refuses_writes`]), while still serving reads: the entries it should have deleted would be served stale until their
+    /// TTL (a probe saw minutes of it). Lookups bypass the cache from here until a flush of
+    /// every entry succeeds, as after an outage ([`recover`](Self::recover)); the write's
+    /// outbox record is applied again meanwhile. Every instance retrying that record meets
+    /// the same refusal, and so stops serving from the cache too. One warning per episode.
+    fn suspend(&self, error: &RedisError) {
+        if self.ready.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                "Redis did not apply a cache invalidation ({error}); serving no cached \
+                 response until the whole cache can be flushed"
+            );
+        }
+        self.refused.notify_one();
     }
 
     /// Cache-aside for code that is not an HTTP handler: returns the cached value of

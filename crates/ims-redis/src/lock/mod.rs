@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use redis::Script;
 
-use crate::RedisService;
+use crate::{RedisError, RedisService};
 
 // KEYS[1] lock, KEYS[2] fence counter (absent: no fencing); ARGV[1] owner token, ARGV[2]
 // lease (ms), ARGV[3] how long the counter outlives its last acquisition (ms). Returns the
@@ -115,7 +115,7 @@ impl Locks {
     /// One attempt: the guard if the lock was free, `None` if it is held or Redis could
     /// not be asked. The guard carries a fencing token ([`Guard::fence`]).
     pub async fn try_acquire(&self, name: &str, lease: Duration) -> Option<Guard> {
-        self.attempt(name, lease, true).await
+        self.attempt(name, lease, true).await.ok().flatten()
     }
 
     /// [`Locks::try_acquire`] without a fencing token (its [`Guard::fence`] is 0) and so
@@ -123,10 +123,27 @@ impl Locks {
     /// that are checked otherwise, such as a cache fill, whose store is refused by the
     /// cache's own epochs when anything changed meanwhile.
     pub async fn try_acquire_unfenced(&self, name: &str, lease: Duration) -> Option<Guard> {
+        self.attempt(name, lease, false).await.ok().flatten()
+    }
+
+    /// [`Locks::try_acquire_unfenced`] telling a lock held by another (`Ok(None)`) from one
+    /// that could not be asked for (`Err`: Redis away, or answering the script with an
+    /// error, such as `READONLY`, `NOREPLICAS` or `NOPERM`). A caller that would wait for the
+    /// holder must not wait on an error: no holder will ever show up.
+    pub async fn try_acquire_unfenced_or_fail(
+        &self,
+        name: &str,
+        lease: Duration,
+    ) -> Result<Option<Guard>, RedisError> {
         self.attempt(name, lease, false).await
     }
 
-    async fn attempt(&self, name: &str, lease: Duration, fenced: bool) -> Option<Guard> {
+    async fn attempt(
+        &self,
+        name: &str,
+        lease: Duration,
+        fenced: bool,
+    ) -> Result<Option<Guard>, RedisError> {
         let (key, fence_key) = self.keys(name);
         let token = format!("{:032x}", rand::random::<u128>());
         let lease_ms = lease.as_millis().max(1) as u64;
@@ -147,16 +164,14 @@ impl Locks {
                     .invoke_async::<Option<u64>>(&mut c)
                     .await
             })
-            .await
-            .ok()
-            .flatten()?;
-        Some(Guard {
+            .await?;
+        Ok(fence.map(|fence| Guard {
             redis: self.redis.clone(),
             key,
             token,
             fence,
             renewing: None,
-        })
+        }))
     }
 
     /// Tries until the lock is acquired or `wait` has passed (`Duration::ZERO`: once).

@@ -342,8 +342,16 @@ pub(crate) fn escape_glob(raw: &str) -> String {
 }
 
 fn log_failure(op: &str, key: &str, e: &RedisError) {
+    static THROTTLED: crate::error::Throttled = crate::error::Throttled::new();
     if !e.is_unavailable() {
-        tracing::warn!(op, key, "Redis operation failed: {e}");
+        THROTTLED.warn(|skipped| {
+            tracing::warn!(
+                op,
+                key,
+                skipped,
+                "Redis operation failed: {e} (logged at most once a minute)"
+            );
+        });
     }
 }
 

@@ -158,7 +158,13 @@ impl RefreshTokenStore {
             Ok(None) => Taken::Missing,
             Err(e) if e.is_unavailable() => Taken::Unavailable,
             Err(e) => {
-                tracing::warn!("refresh token take failed: {e}");
+                static THROTTLED: crate::error::Throttled = crate::error::Throttled::new();
+                THROTTLED.warn(|skipped| {
+                    tracing::warn!(
+                        skipped,
+                        "refresh token take failed: {e} (logged at most once a minute)"
+                    );
+                });
                 Taken::Unavailable
             }
         }
