@@ -38,6 +38,9 @@ pub struct Settings {
     pub jwt_secret: String,
     /// True when the secret was generated: tokens die with the process.
     pub jwt_secret_generated: bool,
+    /// A `TRUST_PROXY` value that is neither `true`, `false` nor a number: the header is
+    /// ignored, as contract §1 says, and start-up warns that the value means nothing.
+    pub trust_proxy_ignored: Option<String>,
     /// `ACCESS_TOKEN_TTL`.
     pub access_token_ttl: Duration,
     /// `REFRESH_TOKEN_TTL`.
@@ -200,23 +203,12 @@ impl Settings {
             rate_limit_global: rate_limit(&get, "RATE_LIMIT_GLOBAL", 100, 60)?,
             rate_limit_auth: rate_limit(&get, "RATE_LIMIT_AUTH", 5, 900)?,
             rate_limit_user: rate_limit(&get, "RATE_LIMIT_USER", 1000, 3600)?,
+            trust_proxy_ignored: trust_proxy_hops(get("TRUST_PROXY").as_deref())
+                .is_none()
+                .then(|| get("TRUST_PROXY"))
+                .flatten(),
             proxy_trust: crate::client_ip::ProxyTrust {
-                hops: match get("TRUST_PROXY").map(|v| v.trim().to_ascii_lowercase()) {
-                    None => 0,
-                    Some(v) => match v.as_str() {
-                        // Only the contract's spellings: a value it does not name is
-                        // refused rather than guessed (`yes` used to mean one trusted proxy,
-                        // where the contract would ignore the header; found by a probe).
-                        "true" => 1,
-                        "false" => 0,
-                        n => n.parse::<usize>().ok().filter(|n| *n <= 16).ok_or_else(|| {
-                            ConfigError::new(
-                                "TRUST_PROXY",
-                                format!("{v:?} (expected true, false or a number of proxies, 0 to 16)"),
-                            )
-                        })?,
-                    },
-                },
+                hops: trust_proxy_hops(get("TRUST_PROXY").as_deref()).unwrap_or(0),
                 networks: match get("TRUSTED_PROXIES") {
                     None => Vec::new(),
                     Some(list) => list
@@ -227,7 +219,10 @@ impl Settings {
                             n.parse::<ipnet::IpNet>()
                                 .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
                                 .map_err(|_| {
-                                    ConfigError::new("TRUSTED_PROXIES", format!("{n:?} is not a CIDR network or address"))
+                                    ConfigError::new(
+                                        "TRUSTED_PROXIES",
+                                        format!("{n:?} is not a CIDR network or address"),
+                                    )
                                 })
                         })
                         .collect::<Result<_, _>>()?,
@@ -450,6 +445,22 @@ fn boolean(
     }
 }
 
+/// `TRUST_PROXY` as contract §1 reads it: `true` is one trusted proxy, a number that many
+/// hops, anything else (`false` included) none: the header is ignored. `None` for a value
+/// that is neither `true`, `false` nor a number, which start-up warns about (it used to be
+/// refused; `yes` had once meant one proxy, found by a probe). Hops past 16 are read as 16:
+/// no deployment has more, and the client is then the leftmost entry or the peer anyway.
+fn trust_proxy_hops(value: Option<&str>) -> Option<usize> {
+    let Some(value) = value.map(|v| v.trim().to_ascii_lowercase()) else {
+        return Some(0);
+    };
+    match value.as_str() {
+        "true" => Some(1),
+        "false" | "" => Some(0),
+        n => n.parse::<u64>().ok().map(|n| n.min(16) as usize),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -543,10 +554,6 @@ mod tests {
             ("REFRESH_TOKEN_TTL", "soon"),
             ("RATE_LIMIT_GLOBAL", "100"),
             ("RATE_LIMIT_AUTH", "5/0"),
-            ("TRUST_PROXY", "perhaps"),
-            ("TRUST_PROXY", "yes"),
-            ("TRUST_PROXY", "on"),
-            ("TRUST_PROXY", "17"),
             ("TRUSTED_PROXIES", "10.0.0.0/33"),
             ("JWT_SECRET", "short"),
             ("LOG_FORMAT", "xml"),
@@ -579,5 +586,22 @@ mod tests {
                 window: Duration::from_secs(30)
             }
         );
+    }
+
+    #[test]
+    fn trust_proxy_other_than_true_or_a_number_ignores_the_header() {
+        assert_eq!(trust_proxy_hops(None), Some(0));
+        assert_eq!(trust_proxy_hops(Some("true")), Some(1));
+        assert_eq!(trust_proxy_hops(Some(" TRUE ")), Some(1));
+        assert_eq!(trust_proxy_hops(Some("false")), Some(0));
+        assert_eq!(trust_proxy_hops(Some("2")), Some(2));
+        assert_eq!(trust_proxy_hops(Some("17")), Some(16));
+        for other in ["yes", "on", "perhaps", "-1", "1.5"] {
+            assert_eq!(trust_proxy_hops(Some(other)), None, "{other}");
+            let s = Settings::from_lookup(|k| (k == "TRUST_PROXY").then(|| other.to_string()))
+                .expect("starts");
+            assert_eq!(s.proxy_trust.hops, 0, "{other}");
+            assert_eq!(s.trust_proxy_ignored.as_deref(), Some(other));
+        }
     }
 }

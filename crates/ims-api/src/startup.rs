@@ -266,6 +266,12 @@ impl Application {
                  (at least 32 characters) in production."
             );
         }
+        if let Some(value) = &settings.trust_proxy_ignored {
+            tracing::warn!(
+                "TRUST_PROXY={value:?} is neither true, false nor a number of proxies: \
+                 X-Forwarded-For is ignored (contract §1), clients are their peer addresses"
+            );
+        }
         crate::telemetry::prometheus();
         // Here rather than in `main`, so tests, which run the server in their own process,
         // get the same raised limit and derived cap.
