@@ -135,7 +135,7 @@ impl SqlJournal {
             Ok(mut completed) => std::mem::take(&mut *completed),
             Err(_) => return Ok(()),
         };
-        for chunk in ids.chunks(200) {
+        for (at, chunk) in ids.chunks(200).enumerate() {
             let placeholders: Vec<String> =
                 (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
             let sql = format!(
@@ -147,7 +147,15 @@ impl SqlJournal {
                 query = query.bind(id);
             }
             let _turn = self.db.write_turn().await;
-            query.execute(self.db.pool()).await?;
+            if let Err(e) = query.execute(self.db.pool()).await {
+                // The ids not deleted yet go back, for the next poll: dropped, their
+                // records stayed until a poll applied them once more, on every instance
+                // (a code review).
+                if let Ok(mut completed) = self.completed.lock() {
+                    completed.extend_from_slice(&ids[at * 200..]);
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
