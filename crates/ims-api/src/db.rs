@@ -44,11 +44,27 @@ pub type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArgument
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
+    /// One connection of its own for `ping` (health and readiness): a pool busy with slow
+    /// reports made them wait two seconds for a connection and call the database down
+    /// (probe 24), while it was only busy. Opened on first use, reopened when lost.
+    probe: AnyPool,
+    /// For the migrations' own connection.
+    url: Secret,
     backend: Backend,
     /// SQLite only: write transactions queue here, in order, instead of polling the file
     /// lock (SQLite's busy handler sleeps up to 100 ms between tries, which made the
     /// slowest writes under concurrency tens of milliseconds).
     writers: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+/// The database URL, which may hold a password: never in a `Debug` print of the state.
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<DATABASE_URL>")
+    }
 }
 
 /// A write transaction from [`Db::begin_write`]: use it as the connection (`&mut *tx`) and
@@ -192,7 +208,12 @@ impl Writer<'_> {
 
 /// A pool on `url`; on SQLite, each connection with `synchronous = NORMAL` and the file in
 /// WAL mode.
-async fn open(url: &str, backend: Backend, max_connections: u32) -> Result<AnyPool, sqlx::Error> {
+async fn open(
+    url: &str,
+    backend: Backend,
+    max_connections: u32,
+    statement_timeout: Option<Duration>,
+) -> Result<AnyPool, sqlx::Error> {
     let pool = AnyPoolOptions::new()
         .max_connections(max_connections)
         // A database that refuses connections is noticed within two seconds (and cached
@@ -205,6 +226,18 @@ async fn open(url: &str, backend: Backend, max_connections: u32) -> Result<AnyPo
                     // and survives an application crash; only an OS crash or power cut
                     // can lose the last commits. FULL would fsync every commit.
                     sqlx::query("PRAGMA synchronous = NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                }
+                if let (Backend::Postgres, Some(limit)) = (backend, statement_timeout) {
+                    // A request given up at its time-out drops its query's future, but
+                    // PostgreSQL runs the statement to its end: a probe saw reports run
+                    // 25 s past their 503, and each "try again" add another. No statement
+                    // may outlast the request that asked for it.
+                    // At least a second: a request cut short at a few milliseconds still
+                    // finishes the rotation or commit it had begun (`durable`, `finish`).
+                    let ms = limit.as_millis().max(1000);
+                    sqlx::query(&format!("SET statement_timeout = {ms}"))
                         .execute(&mut *conn)
                         .await?;
                 }
@@ -237,14 +270,16 @@ impl Db {
     /// Connects to `url` (creating the SQLite file when the URL says `mode=rwc`) with the
     /// engine's default pool size.
     pub async fn connect(url: &str) -> Result<Self, sqlx::Error> {
-        Self::connect_with(url, None).await
+        Self::connect_with(url, None, None).await
     }
 
     /// Connects with at most `max_connections` (`DATABASE_MAX_CONNECTIONS`; `None`: 8 for
-    /// SQLite, 16 for PostgreSQL).
+    /// SQLite, 16 for PostgreSQL). On PostgreSQL, no statement runs longer than
+    /// `statement_timeout` (the server's request time-out), but migrations.
     pub async fn connect_with(
         url: &str,
         max_connections: Option<u32>,
+        statement_timeout: Option<Duration>,
     ) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let backend = Backend::from_url(url)
@@ -261,7 +296,7 @@ impl Db {
         // the file is free, for at most ten seconds.
         let deadline = Instant::now() + Duration::from_secs(10);
         let pool = loop {
-            match open(url, backend, max_connections).await {
+            match open(url, backend, max_connections, statement_timeout).await {
                 Err(e) if backend == Backend::Sqlite && busy(&e) && Instant::now() < deadline => {
                     tracing::debug!("the SQLite file is busy ({e}); opening it again");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -270,8 +305,15 @@ impl Db {
             }
         };
         let writers = (backend == Backend::Sqlite).then(Arc::default);
+        let probe = AnyPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_lazy(url)?;
         Ok(Self {
             pool,
+            probe,
+            url: Secret(url.to_string()),
             backend,
             writers,
         })
@@ -286,7 +328,7 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         let mut attempt = 0;
         loop {
-            match MIGRATOR.run(&self.pool).await {
+            match self.run_migrations().await {
                 Err(e) if self.backend == Backend::Sqlite && attempt < 20 => {
                     attempt += 1;
                     tracing::debug!("migration attempt {attempt} failed ({e}); retrying");
@@ -295,6 +337,22 @@ impl Db {
                 result => return result,
             }
         }
+    }
+
+    /// Runs the migrator; on PostgreSQL on a connection of its own, without the pool's
+    /// statement time-out (building an index on a large table may take longer than any
+    /// request).
+    async fn run_migrations(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        if self.backend != Backend::Postgres {
+            return MIGRATOR.run(&self.pool).await;
+        }
+        let own = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&self.url.0)
+            .await?;
+        let result = MIGRATOR.run(&own).await;
+        own.close().await;
+        result
     }
 
     /// How many of this version's migrations the database has not applied (all of them
@@ -486,12 +544,13 @@ impl Db {
     /// A real `SELECT 1` round trip; its duration.
     pub async fn ping(&self) -> Result<Duration, sqlx::Error> {
         let started = Instant::now();
-        let _: AnyQueryResult = sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let _: AnyQueryResult = sqlx::query("SELECT 1").execute(&self.probe).await?;
         Ok(started.elapsed())
     }
 
     /// Closes every connection; later queries fail. Used on shutdown.
     pub async fn close(&self) {
+        self.probe.close().await;
         self.pool.close().await;
     }
 }

@@ -276,9 +276,13 @@ impl Application {
         // Here rather than in `main`, so tests, which run the server in their own process,
         // get the same raised limit and derived cap.
         let max_connections = crate::serve::max_connections(settings.http_max_connections);
-        let db = Db::connect_with(&settings.database_url, settings.database_max_connections)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;
+        let db = Db::connect_with(
+            &settings.database_url,
+            settings.database_max_connections,
+            Some(settings.request_timeout),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database (DATABASE_URL): {e}"))?;
         if settings.migrate_on_start {
             db.migrate().await?;
         } else {

@@ -167,3 +167,40 @@ async fn unknown_methods_share_one_metric_label() {
         .unwrap_or_else(|| panic!("no OTHER series in\n{metrics}"));
     assert!(line.ends_with(" 20"), "{line}");
 }
+
+/// A pool busy with slow requests is not a database down: health and readiness have a
+/// connection of their own. They waited two seconds for a pooled one and answered 503
+/// "database unavailable" (probe 24), which behind a load balancer takes every busy
+/// instance out of service.
+#[tokio::test]
+async fn a_busy_pool_is_not_a_database_down() {
+    let app = spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "2")]).await;
+    let pool = app.state.db.pool();
+    let held = (
+        pool.acquire().await.expect("one"),
+        pool.acquire().await.expect("two"),
+    );
+    let ready = app.anonymous().get("/health/ready").await;
+    assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+    let health = app.anonymous().get("/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.json()["services"]["database"]["status"], "up");
+    drop(held);
+}
+
+/// On PostgreSQL no statement outlives the request time-out: a request given up at its
+/// time-out left its query running to the end (a report 25 s past its 503, another with
+/// every "try again"; probe 24). SQLite runs in-process and has no such setting: there the
+/// test has nothing to check.
+#[tokio::test]
+async fn no_statement_outlives_the_request_time_out() {
+    let app = spawn_app_with(&[("REQUEST_TIMEOUT_MS", "1000")]).await;
+    if app.state.db.backend() != ims_api::db::Backend::Postgres {
+        return;
+    }
+    let error = sqlx::query("SELECT pg_sleep(10)")
+        .execute(app.state.db.pool())
+        .await
+        .expect_err("cancelled");
+    assert!(error.to_string().contains("statement timeout"), "{error}");
+}
