@@ -139,6 +139,9 @@ impl ApiError {
     }
 }
 
+/// `Retry-After` of every `503` problem: the seconds a client should wait.
+pub const RETRY_AFTER_BUSY: &str = "5";
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -176,6 +179,15 @@ impl IntoResponse for ApiError {
         // it silently; a probe's pooled client got a reset).
         if status == StatusCode::PAYLOAD_TOO_LARGE {
             headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        // When to try again (a probe found the 503s said "try again" without it, and
+        // clients retried at once, adding load to a database already behind): a few
+        // seconds, long enough for a busy pool to drain.
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_BUSY),
+            );
         }
         if let Self::Moved(location) = &self {
             if let Ok(location) = HeaderValue::try_from(location.as_str()) {

@@ -331,9 +331,16 @@ fn document_shared_answers(doc: &mut utoipa::openapi::OpenApi) {
         "The write conflicts with the data: a row it names was deleted meanwhile (try \
          again), or a rule the `detail` states",
     );
-    let unavailable = problem(
-        "Over `REQUEST_TIMEOUT_MS`, or the database is unreachable; the `detail` says \
-         whether to try again",
+    let mut unavailable = problem(
+        "Over `REQUEST_TIMEOUT_MS`, or the database is unreachable or busy; the `detail` \
+         says whether to try again, `Retry-After` when",
+    );
+    unavailable.headers.insert(
+        "Retry-After".into(),
+        utoipa::openapi::HeaderBuilder::new()
+            .schema(<u64 as utoipa::PartialSchema>::schema())
+            .description(Some("Seconds to wait before trying again"))
+            .build(),
     );
     let invalid = problem("Invalid fields or query parameters, listed in `errors`");
     for (path, item) in doc.paths.paths.iter_mut() {

@@ -974,6 +974,8 @@ async fn without_a_grace_period_the_error_is_passed_on() {
     database_down(&app).await;
     let response = api.get("/items").await;
     assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
+    // Says when to try again (probe 24: clients retried at once).
+    assert_eq!(response.header("retry-after"), "5");
 }
 
 #[tokio::test]
