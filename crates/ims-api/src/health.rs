@@ -199,6 +199,10 @@ struct CacheReport {
     /// Redis Cluster mode only: each master and whether it answered a `PING` now.
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterReport>,
+    /// False while lookups bypass the cache: after a Redis outage until every entry is
+    /// flushed, or while Redis refuses the writes an invalidation needs (`READONLY`,
+    /// `NOREPLICAS`, `NOPERM`, `MISCONF`, `OOM`), which `redis` alone does not show.
+    serving: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -247,6 +251,7 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
         lock_waits: stats.l1.lock_waits,
         warmups: crate::warmup::WARMUPS.load(std::sync::atomic::Ordering::Relaxed),
         cluster,
+        serving: state.cache.is_serving(),
         l1_hits: stats.l1.hits,
         l2_hits: stats.hits.saturating_sub(stats.l1.hits),
         l1_entries: stats.l1.entries,

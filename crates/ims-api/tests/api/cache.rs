@@ -228,6 +228,12 @@ async fn a_redis_refusing_writes_serves_no_stale_entry() {
         assert_ne!(read.header("x-cache"), "HIT");
         assert_eq!(read.expect(StatusCode::OK)["priceCents"], 2999);
     }
+    // An operator sees why: Redis is up, the cache is not serving.
+    let health = app.cache_stats().await;
+    assert_eq!(
+        (health["redis"].as_str(), health["serving"].as_bool()),
+        (Some("up"), Some(false))
+    );
     replicas(&mut conn, "0");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -235,6 +241,7 @@ async fn a_redis_refusing_writes_serves_no_stale_entry() {
         let hit = read.header("x-cache") == "HIT";
         assert_eq!(read.expect(StatusCode::OK)["priceCents"], 2999);
         if hit {
+            assert_eq!(app.cache_stats().await["serving"], true);
             break;
         }
         assert!(

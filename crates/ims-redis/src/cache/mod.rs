@@ -584,6 +584,12 @@ impl ResponseCache {
             .unwrap_or(0)
     }
 
+    /// Whether lookups may be answered from the cache: false after a Redis outage until
+    /// every entry is flushed, and while Redis refuses the writes an invalidation needs.
+    pub fn is_serving(&self) -> bool {
+        self.is_local() || self.ready.load(Ordering::Acquire)
+    }
+
     /// Records the scope of every invalidation, for [`active_scopes`](Self::active_scopes)
     /// (a scheduled warm-up asks which scopes wrote lately). Off by default: it costs every
     /// write three more Redis commands, for a caller that never asks. Every instance whose
