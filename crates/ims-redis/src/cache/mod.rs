@@ -685,12 +685,17 @@ impl ResponseCache {
     /// True once flushed; false when Redis went away first (its return recovers).
     async fn recover(&self) -> bool {
         self.ready.store(false, Ordering::Release);
+        // Doubling up to 5 s: a Redis that keeps refusing writes (a read-only replica, a
+        // user without `INCR`) is asked a few times a minute, not five times a second (on
+        // a cluster, a flush attempt is one `INCR` per slot).
+        let mut pause = RECOVERY_RETRY;
         while self.redis.is_connected() {
             if self.flush_all().await {
                 self.ready.store(true, Ordering::Release);
                 return true;
             }
-            tokio::time::sleep(RECOVERY_RETRY).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(5));
         }
         false
     }
