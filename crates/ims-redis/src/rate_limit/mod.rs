@@ -48,9 +48,9 @@
 
 mod layer;
 pub mod lease;
+mod memory;
 
 use std::borrow::Cow;
-use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -108,7 +108,7 @@ pub(crate) enum Admission {
     None,
     /// Entries pushed onto the Redis log: their stamp (µs) and how many (a reservation).
     Redis(i64, u32),
-    /// The instant pushed onto the in-memory log.
+    /// The instant of an admission counted in memory (its slice is found from it).
     Memory(Instant),
     /// A slot of this instance's lease.
     Lease(lease::Taken),
@@ -119,7 +119,7 @@ pub(crate) enum Admission {
 pub type PartsFn =
     Arc<dyn for<'a> Fn(&'a http::request::Parts) -> Option<Cow<'a, str>> + Send + Sync>;
 
-type Log = Arc<Mutex<VecDeque<Instant>>>;
+type Log = Arc<Mutex<memory::Slices>>;
 type SharedLease = Arc<LeaseCell>;
 
 /// The rate-limiting engine shared by every limited route of a process.
@@ -373,8 +373,10 @@ impl RateLimiter {
     }
 
     fn check_in_memory(&self, key: &str, quota: Quota) -> Decision {
-        let log = self.memory.get_with(key.to_string(), Log::default);
         let now = Instant::now();
+        let log = self.memory.get_with(key.to_string(), || {
+            Arc::new(Mutex::new(memory::Slices::new(now, quota)))
+        });
         let Ok(mut log) = log.lock() else {
             // A poisoned log means a panic mid-update elsewhere; admitting is the safe
             // failure for availability, and it cannot happen without a bug.
@@ -388,25 +390,16 @@ impl RateLimiter {
                 admission: Admission::None,
             };
         };
-        while log
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= quota.window)
-        {
-            log.pop_front();
-        }
-        let allowed = (log.len() as u32) < quota.limit;
-        if allowed {
-            log.push_back(now);
-        }
-        let reset = log
-            .front()
-            .map(|oldest| quota.window.saturating_sub(now.duration_since(*oldest)))
-            .unwrap_or(quota.window);
+        let memory::Counted {
+            allowed,
+            in_window,
+            reset,
+        } = log.admit(now, quota);
         Decision {
             allowed,
             limit: quota.limit,
             window: quota.window,
-            remaining: quota.limit.saturating_sub(log.len() as u32),
+            remaining: quota.limit.saturating_sub(in_window),
             reset,
             store: Store::Memory,
             admission: if allowed {
@@ -675,9 +668,7 @@ impl RateLimiter {
             Admission::Memory(at) => {
                 if let Some(log) = self.memory.get(key) {
                     if let Ok(mut log) = log.lock() {
-                        if let Some(i) = log.iter().rposition(|t| *t == at) {
-                            log.remove(i);
-                        }
+                        log.give_back(at);
                     }
                 }
             }
