@@ -84,6 +84,17 @@ pub(crate) struct L1 {
     seq: AtomicU64,
     /// The last sequence number seen from each other instance.
     last_seen: Mutex<HashMap<u64, u64>>,
+    /// Invalidations of the last `max_stale`: scope → name → when. An entry whose content
+    /// was read before an invalidation of one of its names is not served. Older ones need
+    /// no record, since an entry read before them is past `max_stale` and not served
+    /// anyway, so this holds at most a `max_stale`'s worth of writes. It replaces moka's
+    /// `invalidate_entries_if`, whose predicates every `get` checked until a background scan
+    /// of the whole tier retired them: under a steady stream of writes each hit cost more
+    /// the more writes were pending (a code review). Not for the process-only cache, whose
+    /// entries live their TTL: it keeps the predicates.
+    recent: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    /// The process-only cache (`REDIS_ENABLED=false`): invalidation by predicate.
+    local: bool,
     pub hits: AtomicU64,
     pub flushes: AtomicU64,
     pub published: AtomicU64,
@@ -93,8 +104,8 @@ pub(crate) struct L1 {
 }
 
 impl L1 {
-    pub fn new(max_bytes: u64, max_stale: Duration) -> Self {
-        let entries = moka::sync::Cache::builder()
+    pub fn new(max_bytes: u64, max_stale: Duration, local: bool) -> Self {
+        let builder = moka::sync::Cache::builder()
             .max_capacity(max_bytes)
             // Body plus key plus bookkeeping; a zero weight would escape the bound.
             .weigher(|key: &String, entry: &Arc<Entry>| {
@@ -106,9 +117,12 @@ impl L1 {
                     + entry.names.iter().map(String::len).sum::<usize>()
                     + 128;
                 u32::try_from(bytes).unwrap_or(u32::MAX)
-            })
-            .support_invalidation_closures()
-            .build();
+            });
+        let entries = if local {
+            builder.support_invalidation_closures().build()
+        } else {
+            builder.build()
+        };
         Self {
             entries,
             max_stale,
@@ -116,6 +130,8 @@ impl L1 {
             instance: rand::random::<u64>() >> 1,
             seq: AtomicU64::new(0),
             last_seen: Mutex::new(HashMap::new()),
+            recent: Mutex::new(HashMap::new()),
+            local,
             hits: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
             published: AtomicU64::new(0),
@@ -147,6 +163,10 @@ impl L1 {
         let entry = self.entries.get(key)?;
         let now = Instant::now();
         if now.duration_since(entry.fresh_at) > bound || now >= entry.expires_at {
+            return None;
+        }
+        if self.invalidated_since(&entry) {
+            self.entries.invalidate(key);
             return None;
         }
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -208,14 +228,47 @@ impl L1 {
         self.entries.insert(key, Arc::new(entry));
     }
 
+    /// Whether one of `entry`'s names was invalidated at or after its content was read.
+    fn invalidated_since(&self, entry: &Entry) -> bool {
+        let Ok(recent) = self.recent.lock() else {
+            // Poisoned by a panic elsewhere: serve nothing rather than risk a stale entry.
+            return true;
+        };
+        let Some(names) = recent.get(&entry.scope) else {
+            return false;
+        };
+        entry
+            .names
+            .iter()
+            .any(|name| names.get(name).is_some_and(|at| entry.fresh_at <= *at))
+    }
+
     /// Drops the entries of `scope` indexed under any of `names` (groups, key prefixes,
-    /// tags).
+    /// tags): every later `get` of them misses.
     pub fn invalidate(&self, scope: &str, names: &[String]) {
-        let (scope, names) = (scope.to_string(), names.to_vec());
-        // Applied to every later read at once; moka removes the entries in the background.
-        let _ = self.entries.invalidate_entries_if(move |_, entry| {
-            entry.scope == scope && entry.names.iter().any(|name| names.contains(name))
+        if self.local {
+            let (scope, names) = (scope.to_string(), names.to_vec());
+            // Applied to every later read at once; moka removes the entries in the
+            // background.
+            let _ = self.entries.invalidate_entries_if(move |_, entry| {
+                entry.scope == scope && entry.names.iter().any(|name| names.contains(name))
+            });
+            return;
+        }
+        let now = Instant::now();
+        let Ok(mut recent) = self.recent.lock() else {
+            self.flush();
+            return;
+        };
+        // What `max_stale` already refuses needs no record.
+        recent.retain(|_, names| {
+            names.retain(|_, at| now.duration_since(*at) <= self.max_stale);
+            !names.is_empty()
         });
+        let names_of_scope = recent.entry(scope.to_string()).or_default();
+        for name in names {
+            names_of_scope.insert(name.clone(), now);
+        }
     }
 
     /// Drops everything.
@@ -355,7 +408,7 @@ mod tests {
     }
 
     fn tier() -> L1 {
-        let l1 = L1::new(1 << 20, Duration::from_millis(200));
+        let l1 = L1::new(1 << 20, Duration::from_millis(200), false);
         l1.set_subscribed(true);
         l1
     }
@@ -461,5 +514,52 @@ mod tests {
         assert!(l1.get("a2", bound, true).is_none());
         assert!(l1.get("b1", bound, true).is_none());
         assert_eq!(l1.flushes.load(Ordering::Relaxed), 1);
+    }
+
+    /// An entry read before an invalidation of one of its names is not served, even when
+    /// inserted after it (a read that raced the write); one read after it is. The record of
+    /// invalidations keeps only the last `max_stale`.
+    #[test]
+    fn invalidations_drop_what_was_read_before_them_and_are_forgotten_after_max_stale() {
+        let l1 = tier();
+        let names = || vec!["posts".to_string(), "#post:1".to_string()];
+        let before = Instant::now();
+        std::thread::sleep(Duration::from_millis(2));
+        l1.invalidate("org", &["#post:1".to_string()]);
+        l1.insert(
+            "raced".into(),
+            "org",
+            names(),
+            cached("old"),
+            before,
+            Duration::from_secs(60),
+        );
+        assert!(l1.get("raced", Duration::MAX, true).is_none());
+        std::thread::sleep(Duration::from_millis(2));
+        l1.insert(
+            "after".into(),
+            "org",
+            names(),
+            cached("new"),
+            Instant::now(),
+            Duration::from_secs(60),
+        );
+        assert!(l1.get("after", Duration::MAX, true).is_some());
+        // Another scope, or a name it does not have: untouched.
+        l1.insert(
+            "other".into(),
+            "org2",
+            names(),
+            cached("x"),
+            before,
+            Duration::from_secs(60),
+        );
+        assert!(l1.get("other", Duration::MAX, true).is_some());
+        // Past max_stale (200 ms), the next invalidation forgets this one.
+        std::thread::sleep(Duration::from_millis(250));
+        l1.invalidate("org", &["tags".to_string()]);
+        let recent = l1.recent.lock().expect("lock");
+        assert_eq!(recent.len(), 1);
+        assert_eq!(recent["org"].keys().collect::<Vec<_>>(), ["tags"]);
     }
 }

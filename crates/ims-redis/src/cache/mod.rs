@@ -513,13 +513,14 @@ impl ResponseCache {
         let layout = Layout {
             cluster: redis.connection().is_cluster(),
         };
+        let redis_enabled = redis.connection().is_enabled();
         let cache = Arc::new(Self {
             max_entry_bytes: std::sync::atomic::AtomicUsize::new(DEFAULT_MAX_ENTRY_BYTES),
             grace: std::sync::atomic::AtomicU64::new(0),
             locks: crate::lock::Locks::new(redis.clone()),
             redis,
             layout,
-            l1: l1::L1::new(l1.max_bytes, l1.max_stale),
+            l1: l1::L1::new(l1.max_bytes, l1.max_stale, !redis_enabled),
             local_epochs: Mutex::new(HashMap::new()),
             per_scope: quick_cache::sync::Cache::new(100_000),
             groups_seen: Mutex::new(std::collections::BTreeSet::new()),
