@@ -485,7 +485,12 @@ async fn the_largest_rate_on_the_largest_subtotal_is_exact_through_invoice_and_p
 /// Copies order `template` (with its one line) `copies` times in SQL: far quicker than the
 /// API for a million orders, and the copies are what the API would have written.
 async fn copy_order(app: &TestApp, template: &str, copies: i64) {
-    let pool = app.state.db.pool();
+    // A connection of its own: the server's carry a statement time-out of the request
+    // time-out, which a million-row copy on a loaded machine can outlast.
+    let own = sqlx::AnyPool::connect(&app.state.settings.database_url)
+        .await
+        .expect("connect");
+    let pool = &own;
     let numbers = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $2)";
     let order_sql = format!(
         "{numbers} INSERT INTO sales_orders
