@@ -153,6 +153,8 @@ impl Settings {
                 format!("unknown scheme in {database_url:?} (expected sqlite:// or postgres://)"),
             )
         })?;
+        let trust_proxy = get("TRUST_PROXY");
+        let hops = trust_proxy_hops(trust_proxy.as_deref());
         let (jwt_secret, jwt_secret_generated) = match get("JWT_SECRET") {
             Some(secret) if secret.len() < 32 => {
                 return Err(ConfigError::new(
@@ -203,12 +205,9 @@ impl Settings {
             rate_limit_global: rate_limit(&get, "RATE_LIMIT_GLOBAL", 100, 60)?,
             rate_limit_auth: rate_limit(&get, "RATE_LIMIT_AUTH", 5, 900)?,
             rate_limit_user: rate_limit(&get, "RATE_LIMIT_USER", 1000, 3600)?,
-            trust_proxy_ignored: trust_proxy_hops(get("TRUST_PROXY").as_deref())
-                .is_none()
-                .then(|| get("TRUST_PROXY"))
-                .flatten(),
+            trust_proxy_ignored: trust_proxy.filter(|_| hops.is_none()),
             proxy_trust: crate::client_ip::ProxyTrust {
-                hops: trust_proxy_hops(get("TRUST_PROXY").as_deref()).unwrap_or(0),
+                hops: hops.unwrap_or(0),
                 networks: match get("TRUSTED_PROXIES") {
                     None => Vec::new(),
                     Some(list) => list

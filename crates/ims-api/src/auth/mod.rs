@@ -429,7 +429,8 @@ async fn refresh(
                         claim_through_row(&mut tx, &token_hash, ttl).await?
                     };
                     match claimed {
-                        Some(claimed) => claimed,
+                        // No token to check against the row: the claim already did.
+                        Some((user_id, session_id)) => (user_id, session_id, None),
                         None => {
                             // Release the write lock before the reuse check writes elsewhere.
                             tx.rollback().await?;
@@ -450,7 +451,7 @@ async fn refresh(
                             }
                             tx = state.db.begin().await?;
                             match claim_through_row(&mut tx, &token_hash, ttl).await? {
-                                Some(claimed) => claimed,
+                                Some((user_id, session_id)) => (user_id, session_id, None),
                                 None => return Err(invalid_refresh()),
                             }
                         }
@@ -500,12 +501,12 @@ async fn refresh(
 /// (evicted, flushed, away, or taken by a rotation that never committed): the session row
 /// vouches for it. Records the token as rotated in the SQL fallback table, for when it is
 /// presented again (its Redis key, if Redis is away, outlives this rotation). Returns the
-/// user, the session and `None` for the presented token (the claim already checked it).
+/// user and the session.
 async fn claim_through_row(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     token_hash: &str,
     ttl: std::time::Duration,
-) -> ApiResult<Option<(String, String, Option<&'static str>)>> {
+) -> ApiResult<Option<(String, String)>> {
     let Some((user_id, session_id)) = store::claim_session_by_token(&mut **tx, token_hash).await?
     else {
         return Ok(None);
@@ -523,7 +524,7 @@ async fn claim_through_row(
         true,
     )
     .await?;
-    Ok(Some((user_id, session_id, None)))
+    Ok(Some((user_id, session_id)))
 }
 
 /// The pair a rotated token was answered with, if it is presented again within

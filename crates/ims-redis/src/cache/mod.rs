@@ -1076,33 +1076,35 @@ impl ResponseCache {
         // a warm-up trimmed it before, so with warm-ups off it grew by every organization
         // that ever wrote, without a TTL (found by a probe).
         let tracked = self.tracks_activity.load(Ordering::Relaxed);
-        let record = tracked.then(|| {
-            self.redis.connection().run(|mut c| async move {
-                let keep = ACTIVE_KEPT.as_millis() as u64;
-                redis::pipe()
-                    .cmd("ZADD")
-                    .arg(&active)
-                    .arg(now_ms)
-                    .arg(scope_owned)
-                    .ignore()
-                    .cmd("ZREMRANGEBYSCORE")
-                    .arg(&active)
-                    .arg("-inf")
-                    .arg(format!("({}", now_ms.saturating_sub(keep)))
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&active)
-                    .arg(keep)
-                    .ignore()
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-        });
         let record = async move {
-            if let Some(record) = record {
-                // Best effort: a lost record only makes a warm-up skip the scope once.
-                let _ = record.await;
+            if !tracked {
+                return;
             }
+            // Best effort: a lost record only makes a warm-up skip the scope once.
+            let _ = self
+                .redis
+                .connection()
+                .run(|mut c| async move {
+                    let keep = ACTIVE_KEPT.as_millis() as u64;
+                    redis::pipe()
+                        .cmd("ZADD")
+                        .arg(&active)
+                        .arg(now_ms)
+                        .arg(scope_owned)
+                        .ignore()
+                        .cmd("ZREMRANGEBYSCORE")
+                        .arg(&active)
+                        .arg("-inf")
+                        .arg(format!("({}", now_ms.saturating_sub(keep)))
+                        .ignore()
+                        .cmd("PEXPIRE")
+                        .arg(&active)
+                        .arg(keep)
+                        .ignore()
+                        .query_async::<()>(&mut c)
+                        .await
+                })
+                .await;
         };
         let (published, ()) = tokio::join!(publish, record);
         if published.is_ok() {
