@@ -298,19 +298,18 @@ impl Application {
         let connection = RedisConnection::connect(settings.redis.clone()).await;
         let redis = RedisService::new(connection, settings.redis.key_prefix.clone());
         let keys = Arc::new(TokenKeys::new(&settings.jwt_secret));
-        // Cache entries in their own Redis when REDIS_CACHE_URL says so (run it volatile-lru;
-        // sessions, limits and locks stay on the main one).
+        // Cache entries in their own Redis when REDIS_CACHE_URL says so (run it allkeys-lru,
+        // as contract §1 says; sessions, limits and locks stay on the main one).
         let cache_redis = match &settings.redis_cache {
             Some(config) => {
                 let cache_redis = RedisService::new(
                     RedisConnection::connect(config.clone()).await,
                     config.key_prefix.clone(),
                 );
-                warn_if_evicting(&cache_redis, false).await;
                 cache_redis
             }
             None => {
-                warn_if_evicting(&redis, true).await;
+                warn_if_evicting(&redis).await;
                 redis.clone()
             }
         };
@@ -324,9 +323,6 @@ impl Application {
             settings.cache_ttl_jitter,
             settings.cache_l1,
         );
-        if settings.redis_cache.is_some() {
-            cache.keep_bookkeeping();
-        }
         // `/cache/stats` counts the same entries on every instance: every group, not only
         // those this one has stored under (key prefixes such as `items:list` are inside
         // their group and would count its entries twice).
@@ -475,28 +471,21 @@ impl Application {
     }
 }
 
-/// One warning at start when a Redis's `maxmemory-policy` may evict what the server keeps
-/// there. The main Redis holding the cache too (`cache_too`) must not evict at all: rate-limit
-/// logs and locks live there (sessions survive eviction: their SQL rows vouch for them). A
-/// cache Redis of its own must evict only keys with a TTL: the cache keeps its groups' epochs
-/// and indexes there without one, and evicting an index would leave its entries stale until
-/// their TTL. Silent when Redis refuses `CONFIG GET` (managed services often do) or is down.
-async fn warn_if_evicting(redis: &RedisService, cache_too: bool) {
+/// One warning at start when the main Redis, holding the response cache too, may evict: rate
+/// limit logs and locks live there (sessions survive eviction: their SQL rows vouch for
+/// them; the cache does too: a hit checks its epochs). A cache Redis of its own may evict
+/// anything (`allkeys-lru`, contract §1). Silent when Redis refuses `CONFIG GET` (managed
+/// services often do) or is down.
+async fn warn_if_evicting(redis: &RedisService) {
     let Some(policy) = redis.config_get("maxmemory-policy").await else {
         return;
     };
-    if cache_too && policy != "noeviction" {
+    if policy != "noeviction" {
         tracing::warn!(
             "Redis maxmemory-policy is {policy} and the response cache shares it with rate \
              limits and locks: filling the cache can evict them (limits reset). Run a \
-             separate cache Redis (REDIS_CACHE_URL, volatile-lru) and keep this one \
+             separate cache Redis (REDIS_CACHE_URL, allkeys-lru) and keep this one \
              noeviction; see docs/redis.md"
-        );
-    } else if !cache_too && policy.starts_with("allkeys") {
-        tracing::warn!(
-            "the cache Redis's maxmemory-policy is {policy}: it may evict a group's index \
-             and leave its entries stale until their TTL. Run it volatile-lru (or \
-             volatile-ttl); see docs/redis.md"
         );
     }
 }

@@ -37,6 +37,37 @@ async fn engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection)
     (cache, raw)
 }
 
+/// An engine over a Redis that may evict any key (`allkeys-lru` under a `maxmemory`, as
+/// contract §1 runs a cache Redis of its own).
+async fn evicting_engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection) {
+    let mut raw = redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("allkeys-lru")
+        .arg("maxmemory")
+        .arg("64mb")
+        .query(&mut raw)
+        .expect("config");
+    let (cache, raw) = engine(server).await;
+    assert!(cache.checks_epochs());
+    (cache, raw)
+}
+
+/// Calls of `command` so far, from `INFO commandstats`.
+fn calls(raw: &mut redis::Connection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(raw)
+        .expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn body(text: &'static str) -> Cached {
     Cached::new(
         "application/json".into(),
@@ -162,11 +193,12 @@ async fn invalidation_touches_only_the_groups_entries_whatever_else_is_in_redis(
     assert_eq!(removed, 20);
     let size: u64 = redis::cmd("DBSIZE").query(&mut raw).expect("dbsize");
     // The 50,000 others, the tags entry and its two indexes (group `tags`, key prefix
-    // `tags:list`) and the bumped epoch of posts; no record of org1's activity (only a
+    // `tags:list`) and the four epochs the misses made (`posts`, `posts:list`, `tags`,
+    // `tags:list`; the first one bumped since); no record of org1's activity (only a
     // cache told to `track_activity`, for warm-ups, keeps one). The `posts:list` index
     // went with its entries: a group's invalidation drops the indexes of its key prefixes
     // (left, it held a member per deleted entry for an hour).
-    assert_eq!(size, 50_000 + 3 + 1);
+    assert_eq!(size, 50_000 + 3 + 4);
     assert!(matches!(
         cache.lookup("org1", "tags:list", "GET:/tags:h", None).await,
         Lookup::Hit(..)
@@ -220,11 +252,21 @@ async fn bookkeeping_stays_bounded_under_distinct_misses_without_writes() {
         largest_index < i / 2,
         "the index never held most of the {i} entries ({largest_index})"
     );
-    // Idle, everything goes: entries and the index expire on their own.
+    // Idle, everything goes: entries and the index expire on their own. What stays is one
+    // epoch per name (here the group and the key prefix), for minutes, whatever the number
+    // of entries.
     tokio::time::sleep(Duration::from_millis(400)).await;
     // KEYS skips logically expired keys that Redis' active expiry has not reclaimed yet.
-    let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).expect("keys");
-    assert!(left.is_empty(), "nothing left behind: {left:?}");
+    let mut left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut raw).expect("keys");
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "ims:cacheepoch:org1:posts",
+            "ims:cacheepoch:org1:posts:list"
+        ],
+        "nothing else left behind"
+    );
 }
 
 #[tokio::test]
@@ -359,4 +401,105 @@ async fn a_tag_invalidation_drops_exactly_its_entries_and_refuses_older_stores()
             .await,
         Lookup::Miss(..)
     ));
+}
+
+/// A Redis run `allkeys-lru` (as contract §1 says for a cache Redis of its own) may evict an
+/// entry's index or epochs and keep the entry. The write then finds nothing to delete; the
+/// entry must still not be served, because a hit checks the epochs it was stored under.
+#[tokio::test]
+async fn an_entry_whose_bookkeeping_was_evicted_is_not_served_after_a_write() {
+    let server = RedisServer::start();
+    let (cache, mut raw) = evicting_engine(&server).await;
+    let stored = |cache: Arc<ResponseCache>, text: &'static str| async move {
+        let Lookup::Miss(seen) = lookup(&cache).await else {
+            panic!("miss");
+        };
+        store(&cache, text, &seen).await.expect("stored");
+        assert!(matches!(lookup(&cache).await, Lookup::Hit(..)));
+    };
+    let evict = |raw: &mut redis::Connection, pattern: &str| {
+        let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(raw).expect("keys");
+        assert!(!keys.is_empty(), "nothing matches {pattern}");
+        let () = redis::cmd("DEL").arg(&keys).query(raw).expect("del");
+    };
+    // The indexes go: the write deletes nothing, and the entry is still a miss.
+    stored(cache.clone(), "before").await;
+    evict(&mut raw, "ims:cacheidx:*");
+    assert_eq!(cache.invalidate("org1", &["posts"]).await, Some(0));
+    assert!(
+        redis::cmd("EXISTS")
+            .arg("ims:cache:org1:posts:list:GET:/posts:x")
+            .query::<bool>(&mut raw)
+            .expect("exists"),
+        "the entry outlived its index"
+    );
+    assert!(matches!(lookup(&cache).await, Lookup::Miss(_)));
+    // The epochs go too, before and after the write: each made again is a value the
+    // entry was never stamped with (an `INCR` from nothing would give 1 again).
+    stored(cache.clone(), "before").await;
+    evict(&mut raw, "ims:cacheidx:*");
+    evict(&mut raw, "ims:cacheepoch:*");
+    assert!(matches!(lookup(&cache).await, Lookup::Miss(_)));
+    cache.invalidate("org1", &["posts"]).await.expect("bumped");
+    assert!(matches!(lookup(&cache).await, Lookup::Miss(_)));
+    evict(&mut raw, "ims:cacheepoch:*");
+    assert!(matches!(lookup(&cache).await, Lookup::Miss(_)));
+    // Stored again under the epochs made since, it is a hit again.
+    stored(cache.clone(), "after").await;
+    let Lookup::Hit(cached, _) = lookup(&cache).await else {
+        panic!("hit");
+    };
+    assert_eq!(cached.body, Bytes::from_static(b"after"));
+}
+
+/// A miss whose epoch is evicted before it stores is refused: the epoch made again cannot be
+/// told from one bumped by a write meanwhile.
+#[tokio::test]
+async fn a_store_whose_epoch_was_evicted_meanwhile_is_refused() {
+    let server = RedisServer::start();
+    let (cache, mut raw) = engine(&server).await;
+    let Lookup::Miss(seen) = lookup(&cache).await else {
+        panic!("miss");
+    };
+    let () = redis::cmd("DEL")
+        .arg("ims:cacheepoch:org1:posts")
+        .query(&mut raw)
+        .expect("del");
+    assert_eq!(store(&cache, "old", &seen).await, None);
+    assert!(matches!(lookup(&cache).await, Lookup::Miss(_)));
+}
+
+/// Where Redis cannot evict (`noeviction`, the default), a hit is one `GET` of the entry; where
+/// it can, one `MGET` of the entry and its epochs.
+#[tokio::test]
+async fn a_hit_checks_epochs_only_where_redis_may_evict() {
+    for (evicting, command) in [(false, "get"), (true, "mget")] {
+        let server = RedisServer::start();
+        let (cache, mut raw) = if evicting {
+            evicting_engine(&server).await
+        } else {
+            engine(&server).await
+        };
+        let started = Instant::now();
+        while cache.checks_epochs() != evicting {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "policy never read"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let Lookup::Miss(seen) = lookup(&cache).await else {
+            panic!("miss");
+        };
+        store(&cache, "x", &seen).await.expect("stored");
+        let (gets, mgets) = (calls(&mut raw, "get"), calls(&mut raw, "mget"));
+        for _ in 0..10 {
+            assert!(matches!(lookup(&cache).await, Lookup::Hit(..)));
+        }
+        let made = calls(&mut raw, command) - if evicting { mgets } else { gets };
+        assert_eq!(made, 10, "{command} per hit");
+        let other = if evicting { "get" } else { "mget" };
+        let before = if evicting { gets } else { mgets };
+        assert_eq!(calls(&mut raw, other), before, "no {other} on a hit");
+    }
 }

@@ -856,7 +856,8 @@ async fn cached_responses_are_private_and_large_ones_are_served_but_not_stored()
 }
 
 /// Makes a stored entry look `age` old and past its freshness, as if its TTL had run out
-/// (the entry's value carries `expires:stored` in ms on its third line).
+/// (the entry's value carries `expires:stored` in ms on its fourth line, after its epochs,
+/// content type and ETag).
 fn expire_entry(app: &TestApp, pattern: &str, age: Duration) -> usize {
     let mut conn = app.redis_conn();
     let keys = app.redis_keys(pattern);
@@ -866,15 +867,16 @@ fn expire_entry(app: &TestApp, pattern: &str, age: Duration) -> usize {
         .as_millis() as u64;
     for key in &keys {
         let raw: Vec<u8> = redis::cmd("GET").arg(key).query(&mut conn).expect("get");
-        let mut lines = raw.splitn(4, |b| *b == b'\n');
-        let (ty, tag, _stamp, rest) = (
+        let mut lines = raw.splitn(5, |b| *b == b'\n');
+        let (epochs, ty, tag, _stamp, rest) = (
+            lines.next().expect("epochs"),
             lines.next().expect("type"),
             lines.next().expect("tag"),
             lines.next().expect("stamp"),
             lines.next().expect("rest"),
         );
         let stamp = format!("{}:{}", now - 1000, now - age.as_millis() as u64);
-        let value = [ty, tag, stamp.as_bytes(), rest].join(&b'\n');
+        let value = [epochs, ty, tag, stamp.as_bytes(), rest].join(&b'\n');
         let _: () = redis::cmd("SET")
             .arg(key)
             .arg(value)

@@ -117,6 +117,14 @@ impl Layout {
         format!("cacheepoch:{}:{group}", self.scope(scope))
     }
 
+    /// The parts of [`epoch`](Self::epoch) for a name given in two parts (`["#", tag]` for
+    /// a tag, `["", group]` otherwise), for making the whole key in one allocation on every
+    /// lookup.
+    pub fn epoch_parts<'a>(self, scope: &'a str, name: [&'a str; 2]) -> [&'a str; 7] {
+        let (open, close) = if self.cluster { ("{", "}") } else { ("", "") };
+        ["cacheepoch:", open, scope, close, ":", name[0], name[1]]
+    }
+
     /// The index of a (scope, group): a sorted set of its entry keys scored by expiry time.
     pub fn index(self, scope: &str, group: &str) -> String {
         format!("cacheidx:{}:{group}", self.scope(scope))

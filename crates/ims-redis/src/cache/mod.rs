@@ -17,11 +17,23 @@
 //!
 //! # Race safety
 //! Each (scope, group) has an epoch counter that invalidation increments. A miss reads the
-//! epoch together with the entry (one round trip) before the handler runs; the store is a
-//! script that writes only if the epoch is still the one seen. A response computed before a
-//! concurrent write therefore cannot be stored after that write's invalidation, in the
-//! spirit of memcache leases. A global generation plays the same role for the flush that
-//! follows a Redis outage (writes made while Redis was unreachable could not invalidate).
+//! epoch before the handler runs; the store is a script that writes only if the epoch is
+//! still the one seen. A response computed before a concurrent write therefore cannot be
+//! stored after that write's invalidation, in the spirit of memcache leases. A global
+//! generation plays the same role for the flush that follows a Redis outage (writes made
+//! while Redis was unreachable could not invalidate).
+//!
+//! # Eviction
+//! A Redis run `allkeys-lru` (contract §1, for a cache Redis of its own) may evict an index
+//! or an epoch while the entries they describe survive; a write would then find nothing to
+//! delete. So an entry is written with the epochs it was stored under, a hit reads the
+//! epochs with the entry (one `MGET`, one slot) and serves it only if they are unchanged,
+//! and an epoch that disappears is made again from Redis' clock in microseconds, a value
+//! no earlier counter of that key reached. Deleting indexed entries on invalidation frees
+//! memory; the epochs decide what may be served. A Redis that cannot evict (`noeviction`, or
+//! no `maxmemory`), read every few seconds with `CONFIG GET`, is spared the check: there a
+//! hit is one `GET` of the entry, which costs the server about a sixth less than the
+//! `MGET` and its parse.
 //!
 //! # Example
 //! ```no_run
@@ -60,6 +72,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use redis::Script;
 use serde::{de::DeserializeOwned, Serialize};
+use smallvec::SmallVec;
 use tokio::sync::watch;
 
 pub(crate) use flight::{Flight, Shared};
@@ -76,9 +89,20 @@ use crate::{RedisError, RedisService};
 /// Identifies the tenant of a request, or `None` for requests that must not be cached.
 pub type ScopeFn = Arc<dyn Fn(&http::request::Parts) -> Option<String> + Send + Sync>;
 
-/// How long an epoch counter outlives its last bump. Far longer than any request, so a miss
-/// can never see an epoch vanish and reappear.
+/// How long an epoch counter outlives its last bump or its making (and at least its
+/// longest-lived entry: a store extends it). An epoch that expires or is evicted only makes
+/// its entries misses.
 const EPOCH_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// How long an epoch a miss had to make lives unless a store extends it (to its entry's
+/// lifetime): longer than any handler runs between the miss and its store, short enough that
+/// an entity read once does not leave its tag's epoch for a day.
+const MADE_EPOCH_TTL: Duration = Duration::from_secs(300);
+
+/// How often the cache asks its Redis whether it may evict (`CONFIG GET`): a policy changed
+/// at run time is noticed within this, and entries are always stamped, so every entry stored
+/// before is checked from then on.
+const POLICY_CHECK: Duration = Duration::from_secs(10);
 
 /// Responses above this many bytes are served but not stored, unless
 /// [`ResponseCache::set_max_entry_bytes`] says otherwise.
@@ -124,8 +148,9 @@ impl Cached {
     // Unix epoch), one of the other headers (a JSON array of pairs; JSON escapes any line
     // break), then the raw body: no escaping, no parsing cost proportional to the body on
     // a hit. The expiry in the value spares a hit the `PTTL` it would need for
-    // `X-Cache-TTL`: a hit is one `GET`, like a bare handler's. (Instances' clocks differ by
-    // their NTP error at most, which is all the header can be off by.)
+    // `X-Cache-TTL`. (Instances' clocks differ by their NTP error at most, which is all the
+    // header can be off by.) The store script puts one more line in front: `@` and the
+    // epochs the entry was stored under, comma-separated, which only the script knows.
     fn encode(&self, stamp: Stamp) -> Vec<u8> {
         let expires = format!("{}:{}", stamp.expires, stamp.stored);
         let headers = serde_json::to_string(&self.headers).unwrap_or_else(|_| "[]".into());
@@ -150,14 +175,19 @@ impl Cached {
         out
     }
 
-    /// The entry and its expiry; `None` for anything else (an entry of an older format
-    /// included: it counts as a miss and is replaced).
-    fn decode(raw: Vec<u8>) -> Option<(Self, Stamp)> {
+    /// The entry, its expiry and the epochs it was stored under (the `@` line, without
+    /// the `@`); `None` for anything else (an entry of an older format included: it counts
+    /// as a miss and is replaced).
+    fn decode(raw: Vec<u8>) -> Option<(Self, Stamp, Bytes)> {
         let raw = Bytes::from(raw);
         let line = |from: usize| -> Option<usize> {
             Some(from + raw.get(from..)?.iter().position(|b| *b == b'\n')?)
         };
-        let first = line(0)?;
+        let epochs = line(0)?;
+        if raw.first() != Some(&b'@') {
+            return None;
+        }
+        let first = line(epochs + 1)?;
         let second = line(first + 1)?;
         let third = line(second + 1)?;
         let fourth = line(third + 1)?;
@@ -175,14 +205,26 @@ impl Cached {
         };
         Some((
             Self {
-                content_type: HeaderValue::from_maybe_shared(raw.slice(..first)).ok()?,
+                content_type: HeaderValue::from_maybe_shared(raw.slice(epochs + 1..first)).ok()?,
                 etag: HeaderValue::from_maybe_shared(raw.slice(first + 1..second)).ok()?,
                 body: raw.slice(fourth + 1..),
                 headers,
             },
             stamp,
+            raw.slice(1..epochs),
         ))
     }
+}
+
+/// Whether the epochs an entry was stored under (`stamped`, comma-separated) are its
+/// memberships' epochs `now`, in order. A missing epoch matches nothing: it was evicted or
+/// expired, and whatever invalidated the entry meanwhile cannot be known.
+fn epochs_match(stamped: &[u8], now: &[Option<Vec<u8>>]) -> bool {
+    let mut stamps = stamped.split(|b| *b == b',');
+    now.iter().all(|now| match (stamps.next(), now) {
+        (Some(stamp), Some(now)) => stamp == now.as_slice(),
+        _ => false,
+    }) && stamps.next().is_none()
 }
 
 /// When an entry was stored and when it stops being fresh (milliseconds since the Unix
@@ -261,6 +303,18 @@ pub fn memberships(key_prefix: &str, tag: Option<&str>) -> Vec<String> {
     names
 }
 
+/// [`memberships`] without allocating: each name in two parts (`["#", tag]` for a tag),
+/// for the epoch keys a lookup reads.
+fn membership_parts<'a>(
+    key_prefix: &'a str,
+    tag: Option<&'a str>,
+) -> impl Iterator<Item = [&'a str; 2]> {
+    let group = group_of(key_prefix);
+    std::iter::once(["", group])
+        .chain((key_prefix != group).then_some(["", key_prefix]))
+        .chain(tag.map(|tag| ["#", tag]))
+}
+
 /// The tag `{name}:{last segment of path}` (`post`, `/posts/42` → `post:42`).
 pub fn last_segment_tag(name: &str, path: &str) -> String {
     format!("{name}:{}", path.rsplit('/').next().unwrap_or_default())
@@ -331,49 +385,83 @@ pub struct ResponseCache {
     inflight: Mutex<HashMap<String, watch::Receiver<Option<flight::Published>>>>,
     /// False while the cache is flushed after an outage: entries may be stale until then.
     ready: AtomicBool,
-    /// Epochs and indexes are kept without a TTL ([`ResponseCache::keep_bookkeeping`]).
-    bookkeeping_persists: AtomicBool,
     /// Invalidations record their scope for [`active_scopes`](Self::active_scopes).
     tracks_activity: AtomicBool,
+    /// A hit checks the epochs its entry was stored under: Redis may evict bookkeeping (or
+    /// it is not known whether it may). See [Eviction](self#eviction).
+    checks_epochs: AtomicBool,
     /// Woken when Redis answered an invalidation without applying it: the recovery flush
     /// (as after an outage) runs while lookups bypass the cache.
     refused: Arc<tokio::sync::Notify>,
 }
 
-// Writes the entry only if neither the group's epoch nor the global generation moved since
-// the miss read them; records it in the group's index and trims expired index members.
+// Writes the entry only if neither its memberships' epochs nor the generation moved since
+// the miss read them, stamped with those epochs (the `@` line: a hit serves it only while
+// they are unchanged); records it in each membership's index and trims expired members.
+// An epoch missing now refuses the store: it was evicted or expired, and the miss made it
+// (`ENSURE_SCRIPT`), so whatever it held cannot be compared. Each epoch and index is kept at
+// least as long as the entry.
 const STORE_SCRIPT: &str = r"
 -- KEYS: entry, generation, then (epoch, index) per membership. ARGV: generation, value,
 -- ttl (ms), mode ('exact': no membership's epoch moved; 'after-one': exactly one bump in
--- all, the write's own), '1' to keep indexes without a TTL, then the epochs seen, one per
--- membership.
+-- all, the write's own), then the epochs seen, one per membership.
 if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
+local stamps = {}
 local drift = 0
 for i = 3, #KEYS, 2 do
-  local now = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-  local seen = tonumber(ARGV[6 + (i - 3) / 2]) or 0
-  if ARGV[4] == 'exact' and now ~= seen then return 0 end
-  drift = drift + now - seen
+  local now = redis.call('GET', KEYS[i])
+  if not now then return 0 end
+  local seen = ARGV[5 + (i - 3) / 2]
+  if ARGV[4] == 'exact' then
+    if now ~= seen then return 0 end
+  else
+    drift = drift + (tonumber(now) or 0) - (tonumber(seen) or 0)
+  end
+  stamps[#stamps + 1] = now
 end
 if ARGV[4] == 'after-one' and drift ~= 1 then return 0 end
 local ttl = tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
-for i = 4, #KEYS, 2 do
-  redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  if ARGV[5] == '1' then
-    redis.call('PERSIST', KEYS[i])
-  elseif redis.call('PTTL', KEYS[i]) < ttl then
+redis.call('SET', KEYS[1], '@' .. table.concat(stamps, ',') .. '\n' .. ARGV[2], 'PX', ttl)
+for i = 3, #KEYS do
+  if i % 2 == 0 then
+    redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+  end
+  if redis.call('PTTL', KEYS[i]) < ttl then
     redis.call('PEXPIRE', KEYS[i], ttl)
   end
 end
 return 1
 ";
 
-// For each (epoch, index) pair: delete the indexed entries, drop the index, bump the epoch.
-// ARGV[1]: the epoch's TTL (ms), 0 to keep it without one. Deleting comes first: a Redis
+// The generation and the epochs a store will be checked against, making each missing epoch
+// (never bumped, expired or evicted) from Redis' clock in microseconds: a value no earlier
+// counter of that key reached (it started from an earlier clock reading and counts one per
+// invalidation), so an entry stamped before an eviction never matches again. Run by a miss
+// only when its `MGET` found an epoch missing. KEYS: generation, then the epochs; ARGV[1]:
+// the epochs' TTL (ms).
+const ENSURE_SCRIPT: &str = r"
+local out = { redis.call('GET', KEYS[1]) or '' }
+local made = nil
+for i = 2, #KEYS do
+  local epoch = redis.call('GET', KEYS[i])
+  if not epoch then
+    local t = redis.call('TIME')
+    made = made or (t[1] .. string.format('%06d', tonumber(t[2])))
+    epoch = made
+    redis.call('SET', KEYS[i], epoch, 'PX', ARGV[1])
+  end
+  out[#out + 1] = epoch
+end
+return out
+";
+
+// For each (epoch, index) pair: delete the indexed entries, drop the index, bump the epoch
+// (a missing one is made from Redis' clock, as in `ENSURE_SCRIPT`: `INCR` would start it
+// again at 1, a value an entry stored before its eviction may carry). ARGV[1]: the epoch's
+// TTL (ms). Deleting comes first: a Redis
 // full under `noeviction` refuses the epoch's INCR, which ends the script there, but always
 // allows deleting. With the epochs bumped first, a full Redis kept every entry of a written
 // group and served it stale for its whole TTL (found by a probe); now the entries are gone
@@ -412,13 +500,16 @@ for i = 1, #KEYS, 2 do
     end
   end
 end
+local made = nil
 for i = 1, #KEYS, 2 do
-  redis.call('INCR', KEYS[i])
-  if ARGV[1] == '0' then
-    redis.call('PERSIST', KEYS[i])
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('INCR', KEYS[i])
   else
-    redis.call('PEXPIRE', KEYS[i], ARGV[1])
+    local t = redis.call('TIME')
+    made = made or (t[1] .. string.format('%06d', tonumber(t[2])))
+    redis.call('SET', KEYS[i], made)
   end
+  redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
 return removed
 ";
@@ -459,6 +550,7 @@ fn warn_store_failed(e: &crate::RedisError) {
 // Hashed once per process (for EVALSHA), not once per request.
 static STORE: LazyLock<Script> = LazyLock::new(|| Script::new(STORE_SCRIPT));
 static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
+static ENSURE: LazyLock<Script> = LazyLock::new(|| Script::new(ENSURE_SCRIPT));
 
 impl ResponseCache {
     /// An engine over `redis`, scoping keys with `scope`, shortening each entry's TTL by a
@@ -471,17 +563,6 @@ impl ResponseCache {
     /// Stores no response body larger than `bytes` (they are still served).
     pub fn set_max_entry_bytes(&self, bytes: usize) {
         self.max_entry_bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    /// Keeps the groups' epochs and indexes without a TTL, for a cache Redis that evicts
-    /// only keys with one (`maxmemory-policy volatile-lru`): entries (which always have a
-    /// TTL) are then the only keys it evicts. An evicted index or epoch would leave its
-    /// entries beyond every invalidation, stale until their TTL; an evicted entry is only a
-    /// miss. The bookkeeping stays bounded without TTLs: an index is trimmed of expired
-    /// members on every store and deleted by every invalidation, one epoch per (scope,
-    /// group).
-    pub fn keep_bookkeeping(&self) {
-        self.bookkeeping_persists.store(true, Ordering::Relaxed);
     }
 
     /// Names the groups (the first segment of a key prefix: `items` of `items:detail`) whose
@@ -529,8 +610,8 @@ impl ResponseCache {
             counters: Counters::default(),
             inflight: Mutex::new(HashMap::new()),
             ready: AtomicBool::new(true),
-            bookkeeping_persists: AtomicBool::new(false),
             tracks_activity: AtomicBool::new(false),
+            checks_epochs: AtomicBool::new(true),
             refused: Arc::new(tokio::sync::Notify::new()),
         });
         let weak = Arc::downgrade(&cache);
@@ -538,8 +619,14 @@ impl ResponseCache {
         let refused = cache.refused.clone();
         tokio::spawn(async move {
             let mut was_up = *changes.borrow_and_update();
+            let mut policy_check = tokio::time::interval(POLICY_CHECK);
+            policy_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
+                    _ = policy_check.tick() => {
+                        let Some(cache) = weak.upgrade() else { break };
+                        cache.read_eviction_policy().await;
+                    }
                     changed = changes.changed() => {
                         if changed.is_err() {
                             break;
@@ -565,6 +652,44 @@ impl ResponseCache {
         });
         tokio::spawn(l1::subscribe(Arc::downgrade(&cache)));
         cache
+    }
+
+    /// Asks Redis whether it may evict keys, and so whether a hit must check its entry's
+    /// epochs: not under `noeviction` or without `maxmemory`; yes under any other policy, on
+    /// a cluster (whose nodes may differ, and `CONFIG` reaches one), and when Redis refuses
+    /// `CONFIG` (managed services often do). Unchanged while Redis is away.
+    async fn read_eviction_policy(&self) {
+        if self.is_local() || !self.redis.is_connected() {
+            return;
+        }
+        let evicts = if self.layout.cluster {
+            true
+        } else {
+            let policy = self.redis.config_get("maxmemory-policy").await;
+            let limit = self.redis.config_get("maxmemory").await;
+            if !self.redis.is_connected() {
+                return;
+            }
+            !matches!(
+                (policy.as_deref(), limit.as_deref()),
+                (Some("noeviction"), Some(_)) | (Some(_), Some("0"))
+            )
+        };
+        if self.checks_epochs.swap(evicts, Ordering::Relaxed) != evicts {
+            tracing::info!(
+                checks_epochs = evicts,
+                "the cache's Redis {} evict keys: cache hits {} the epochs their entries were \
+                 stored under",
+                if evicts { "may" } else { "does not" },
+                if evicts { "check" } else { "no longer check" }
+            );
+        }
+    }
+
+    /// Whether a hit checks its entry's epochs (see
+    /// [`read_eviction_policy`](Self::read_eviction_policy)).
+    pub fn checks_epochs(&self) -> bool {
+        self.checks_epochs.load(Ordering::Relaxed)
     }
 
     /// True with `REDIS_ENABLED=false`: the whole cache lives in this process, for a
@@ -686,6 +811,8 @@ impl ResponseCache {
     /// True once flushed; false when Redis went away first (its return recovers).
     async fn recover(&self) -> bool {
         self.ready.store(false, Ordering::Release);
+        // A Redis that restarted may run another policy.
+        self.read_eviction_policy().await;
         // Doubling up to 5 s: a Redis that keeps refusing writes (a read-only replica, a
         // user without `INCR`) is asked a few times a minute, not five times a second (on
         // a cluster, a flush attempt is one `INCR` per slot).
@@ -746,11 +873,12 @@ impl ResponseCache {
         ttl.mul_f64(1.0 - cut).max(Duration::from_millis(1))
     }
 
-    /// Looks up an entry. A hit is one `GET` of the entry (it carries its own expiry). A
-    /// miss then reads what a later store must find unchanged, the epochs of the entry's
-    /// memberships and the generation, in a second round trip before the handler runs:
-    /// anything invalidated after that read is caught when the store compares them. Reading
-    /// them on every hit instead cost each hit three more keys to fetch and parse.
+    /// Looks up an entry. A hit is one `MGET` of the entry and its memberships' epochs (in
+    /// the scope's slot), served only if the epochs it was stored under are those (see
+    /// [Eviction](self#eviction)); it carries its own expiry, so no `PTTL` either. A miss
+    /// then reads what a later store must find unchanged, the epochs and the generation, in
+    /// a second round trip before the handler runs: anything invalidated after that read is
+    /// caught when the store compares them.
     pub async fn lookup(
         &self,
         scope: &str,
@@ -767,30 +895,48 @@ impl ResponseCache {
         if !self.ready.load(Ordering::Acquire) {
             return Lookup::Unavailable;
         }
-        let entry_key = self
-            .redis
-            .key_of(&self.layout.entry_parts(scope, key_prefix, rest));
+        let checks_epochs = self.checks_epochs.load(Ordering::Relaxed);
+        let mut get = redis::cmd(if checks_epochs { "MGET" } else { "GET" });
+        get.arg(
+            self.redis
+                .key_of(&self.layout.entry_parts(scope, key_prefix, rest)),
+        );
+        if checks_epochs {
+            for name in membership_parts(key_prefix, tag) {
+                get.arg(self.redis.key_of(&self.layout.epoch_parts(scope, name)));
+            }
+        }
         let reply = self
             .redis
             .connection()
-            .run(|mut c| async move {
-                redis::cmd("GET")
-                    .arg(&entry_key)
-                    .query_async::<Option<Vec<u8>>>(&mut c)
-                    .await
-            })
+            .run(|mut c| async move { get.query_async::<redis::Value>(&mut c).await })
             .await;
-        let Ok(entry) = reply else {
+        let Ok(reply) = reply else {
             return self.lookup_failed();
+        };
+        // The entry, then (when checked) the epochs, as they are: no copy.
+        let bulk = |value: redis::Value| match value {
+            redis::Value::BulkString(bytes) => Some(bytes),
+            _ => None,
+        };
+        let (entry, epochs): (_, SmallVec<[Option<Vec<u8>>; 3]>) = match reply {
+            redis::Value::Array(values) => {
+                let mut values = values.into_iter().map(bulk);
+                (values.next().flatten(), values.collect())
+            }
+            single => (bulk(single), SmallVec::new()),
         };
         let now = unix_millis();
         let stale = match entry.and_then(Cached::decode) {
-            Some((cached, stamp)) if stamp.expires > now => {
+            // Stored under other epochs: invalidated since (its index may have been
+            // evicted, so the write could not delete it). Never a hit, never stale.
+            Some((.., stamped)) if checks_epochs && !epochs_match(&stamped, &epochs) => None,
+            Some((cached, stamp, _)) if stamp.expires > now => {
                 return Lookup::Hit(cached, Duration::from_millis(stamp.expires - now));
             }
             // Expired but within the grace period (the key's own TTL covers it): usable
             // only if the handler fails.
-            Some((cached, stamp))
+            Some((cached, stamp, _))
                 if now
                     < stamp
                         .expires
@@ -859,22 +1005,46 @@ impl ResponseCache {
             .key_of(&self.layout.entry_parts(scope, key_prefix, rest));
         let generation = self.redis.key(&self.layout.generation(&entry));
         let epoch_keys = self.epoch_keys(scope, &memberships(key_prefix, tag));
+        let (read_generation, read_epochs) = (generation.clone(), epoch_keys.clone());
         let values = self
             .redis
             .connection()
             .run(|mut c| async move {
                 redis::cmd("MGET")
-                    .arg(&generation)
-                    .arg(&epoch_keys)
+                    .arg(&read_generation)
+                    .arg(&read_epochs)
                     .query_async::<Vec<Option<String>>>(&mut c)
                     .await
             })
             .await
             .ok()?;
-        let mut values = values.into_iter();
-        let generation = values.next().flatten().unwrap_or_default();
+        let mut values: Vec<String> = if values.iter().skip(1).any(Option::is_none) {
+            // An epoch never bumped, expired or evicted: made now, so that the store has
+            // something to compare and the entry something to be stamped with.
+            self.redis
+                .connection()
+                .run(|mut c| async move {
+                    let mut invocation = ENSURE.prepare_invoke();
+                    invocation.key(&generation);
+                    for key in &epoch_keys {
+                        invocation.key(key);
+                    }
+                    invocation
+                        .arg(MADE_EPOCH_TTL.as_millis() as u64)
+                        .invoke_async::<Vec<String>>(&mut c)
+                        .await
+                })
+                .await
+                .ok()?
+        } else {
+            values.into_iter().map(Option::unwrap_or_default).collect()
+        };
+        if values.is_empty() {
+            return None;
+        }
+        let generation = values.remove(0);
         Some(Seen {
-            epochs: values.map(Option::unwrap_or_default).collect(),
+            epochs: values,
             generation,
             after_one: false,
             stale: None,
@@ -955,7 +1125,6 @@ impl ResponseCache {
         let generation = seen.generation.clone();
         let mode = if seen.after_one { "after-one" } else { "exact" };
         let epochs = seen.epochs.clone();
-        let persist = self.bookkeeping_persists.load(Ordering::Relaxed);
         let stored = self
             .redis
             .connection()
@@ -964,12 +1133,7 @@ impl ResponseCache {
                 for key in &keys {
                     invocation.key(key);
                 }
-                invocation
-                    .arg(generation)
-                    .arg(value)
-                    .arg(ttl_ms)
-                    .arg(mode)
-                    .arg(if persist { "1" } else { "0" });
+                invocation.arg(generation).arg(value).arg(ttl_ms).arg(mode);
                 for epoch in &epochs {
                     invocation.arg(epoch);
                 }
@@ -1023,11 +1187,7 @@ impl ResponseCache {
             keys.push(self.redis.key(&self.layout.epoch(scope, group)));
             keys.push(self.redis.key(&self.layout.index(scope, group)));
         }
-        let epoch_ttl = if self.bookkeeping_persists.load(Ordering::Relaxed) {
-            0
-        } else {
-            EPOCH_TTL.as_millis() as u64
-        };
+        let epoch_ttl = EPOCH_TTL.as_millis() as u64;
         let entry_base = self
             .redis
             .key_of(&self.layout.entry_parts(scope, "", "")[..5]);
@@ -1208,12 +1368,37 @@ mod tests {
             expires: 1234,
             stored: 1000,
         };
-        let (decoded, decoded_stamp) = Cached::decode(cached.encode(stamp)).expect("decodes");
+        // The store script puts the epochs in front.
+        let mut stored = b"@17,1732900000000001\n".to_vec();
+        stored.extend(cached.encode(stamp));
+        let (decoded, decoded_stamp, epochs) = Cached::decode(stored).expect("decodes");
         assert_eq!(decoded_stamp, stamp);
         assert_eq!(decoded, cached);
+        assert_eq!(&epochs[..], b"17,1732900000000001");
         assert!(Cached::decode(b"no newline".to_vec()).is_none());
-        // Older formats (no expiry line, no header line): a miss, not a garbled hit.
+        // Older formats (no epochs, no expiry line, no header line): a miss, not a garbled
+        // hit.
+        assert!(Cached::decode(cached.encode(stamp)).is_none());
         assert!(Cached::decode(b"application/json\n\"tag\"\n{\"a\":1}".to_vec()).is_none());
         assert!(Cached::decode(b"application/json\n\"tag\"\n99\n{\"a\":1}".to_vec()).is_none());
+    }
+
+    #[test]
+    fn an_entry_is_valid_only_under_the_epochs_it_was_stored_with() {
+        let now = |epochs: &[Option<&str>]| -> Vec<Option<Vec<u8>>> {
+            epochs
+                .iter()
+                .map(|epoch| epoch.map(|e| e.as_bytes().to_vec()))
+                .collect()
+        };
+        assert!(epochs_match(b"3,17", &now(&[Some("3"), Some("17")])));
+        // Bumped since.
+        assert!(!epochs_match(b"3,17", &now(&[Some("4"), Some("17")])));
+        // Evicted or expired: whatever happened to it meanwhile is unknown.
+        assert!(!epochs_match(b"3,17", &now(&[Some("3"), None])));
+        // Stored under other memberships (a tag more or less).
+        assert!(!epochs_match(b"3,17", &now(&[Some("3")])));
+        assert!(!epochs_match(b"3", &now(&[Some("3"), Some("17")])));
+        assert!(!epochs_match(b"", &now(&[Some("3")])));
     }
 }
