@@ -21,7 +21,10 @@
 //! Sizes: IMS_BENCH_REQUESTS (default 10000 per case and round), IMS_BENCH_ROUNDS (default 7:
 //! short rounds, so that a burst of other work on the machine skews few of them).
 //! IMS_BENCH_ONLY=<part of a case name>[|<another>] runs only the matching cases (for
-//! profiling, or pairing two cases).
+//! profiling, or pairing two cases). IMS_BENCH_REDIS_POLICY=allkeys-lru runs the Redis with
+//! that `maxmemory-policy` under a 1 GB `maxmemory` (nothing is evicted), so that the
+//! servers' cache hits check their entries' epochs as they do against a Redis that may
+//! evict (the default, `noeviction`, spares them the check).
 
 mod support;
 
@@ -322,6 +325,20 @@ async fn bench(srv: tokio::runtime::Handle) {
     let rounds = env_number("IMS_BENCH_ROUNDS", 7).max(1);
     let started = Instant::now();
     let redis = RedisServer::start();
+    if let Ok(policy) = std::env::var("IMS_BENCH_REDIS_POLICY") {
+        let mut conn = redis::Client::open(redis.url())
+            .and_then(|client| client.get_connection())
+            .expect("redis");
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(&policy)
+            .arg("maxmemory")
+            .arg("1gb")
+            .query(&mut conn)
+            .expect("config set");
+        println!("Redis maxmemory-policy {policy}: cache hits check their epochs");
+    }
     let redis_pid = redis_pids().get(&redis.port()).copied();
     if redis_pid.is_none() {
         println!("(redis-server pid not found: no Redis CPU figures)");

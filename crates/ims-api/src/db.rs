@@ -293,11 +293,17 @@ impl Db {
         // creates it, switches it to WAL or migrates it, and SQLite answers some of those
         // contentions "database is locked" at once instead of through the busy time-out
         // (seen about once in 30 starts of three instances). Opening is tried again until
-        // the file is free, for at most ten seconds.
+        // the file is free, for at most ten seconds; so is a first connection slower than
+        // the pool's two-second acquire time-out (a start under valgrind, a database that
+        // is itself starting), which is meant for requests, not for start-up.
         let deadline = Instant::now() + Duration::from_secs(10);
         let pool = loop {
             match open(url, backend, max_connections, statement_timeout).await {
-                Err(e) if backend == Backend::Sqlite && busy(&e) && Instant::now() < deadline => {
+                Err(e)
+                    if (backend == Backend::Sqlite && busy(&e)
+                        || matches!(e, sqlx::Error::PoolTimedOut))
+                        && Instant::now() < deadline =>
+                {
                     tracing::debug!("the SQLite file is busy ({e}); opening it again");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

@@ -65,6 +65,11 @@ async fn metrics_text(State(state): State<AppState>) -> impl axum::response::Int
     metrics::gauge!("ims_cache_l1_bytes").set(stats.l1.bytes as f64);
     metrics::counter!("ims_redis_outages_total").absolute(state.redis.connection().outages());
     metrics::gauge!("ims_redis_up").set(if state.redis.is_connected() { 1.0 } else { 0.0 });
+    metrics::gauge!("ims_redis_cache_up").set(if state.cache.redis().is_connected() {
+        1.0
+    } else {
+        0.0
+    });
     metrics::gauge!("ims_db_pool_connections").set(f64::from(state.db.pool().size()));
     metrics::gauge!("ims_db_pool_idle_connections").set(state.db.pool().num_idle() as f64);
     metrics::gauge!("ims_uptime_seconds").set(state.started_at.elapsed().as_secs_f64());
@@ -188,6 +193,7 @@ struct CacheReport {
     invalidations_received: u64,
     /// Times the in-process tier was dropped whole (a lost message or subscription).
     l1_flushes: u64,
+    /// The cache's Redis (`REDIS_CACHE_URL`'s, or the main one): `up` or `down`.
     redis: &'static str,
     /// Redis' own figures; absent when Redis cannot be asked.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -203,6 +209,10 @@ struct CacheReport {
     /// flushed, or while Redis refuses the writes an invalidation needs (`READONLY`,
     /// `NOREPLICAS`, `NOPERM`, `MISCONF`, `OOM`), which `redis` alone does not show.
     serving: bool,
+    /// Whether a hit checks the epochs its entry was stored under: true when the cache's
+    /// Redis may evict keys (any `maxmemory-policy` but `noeviction` under a `maxmemory`, a
+    /// cluster, or a Redis that refuses `CONFIG`); see docs/redis.md.
+    checks_epochs: bool,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -225,7 +235,8 @@ struct MasterReport {
 )]
 async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     let stats = state.cache.stats();
-    let connection = state.redis.connection();
+    // The cache's Redis: its own (`REDIS_CACHE_URL`) or the main one.
+    let connection = state.cache.redis().connection();
     let cluster = if connection.is_cluster() {
         let masters = connection
             .cluster_masters()
@@ -259,11 +270,12 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
         invalidations_published: stats.l1.invalidations_published,
         invalidations_received: stats.l1.invalidations_received,
         l1_flushes: stats.l1.flushes,
-        redis: if state.redis.is_connected() {
+        redis: if connection.is_connected() {
             "up"
         } else {
             "down"
         },
+        checks_epochs: state.cache.checks_epochs(),
         stats,
     })
 }
@@ -372,9 +384,15 @@ struct ServiceHealth {
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 struct Services {
     database: ServiceHealth,
+    /// The main Redis: sessions, rate limits, locks (and the cache, unless it has its own).
     redis: ServiceHealth,
+    /// The cache's own Redis (`REDIS_CACHE_URL`), when there is one. Down: every request is
+    /// a miss, still healthy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redis_cache: Option<ServiceHealth>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -427,22 +445,31 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport
             },
         }
     };
-    let redis = async {
-        let started = std::time::Instant::now();
-        match state.redis.connection().ping().await {
-            Ok(rtt) => ServiceHealth {
-                status: "up",
-                response_time: millis(rtt),
-                error: None,
-            },
-            Err(e) => ServiceHealth {
-                status: "down",
-                response_time: millis(started.elapsed()),
-                error: Some(e.to_string()),
-            },
+    let ping = |redis: &ims_redis::RedisService| {
+        let connection = redis.connection().clone();
+        async move {
+            let started = std::time::Instant::now();
+            match connection.ping().await {
+                Ok(rtt) => ServiceHealth {
+                    status: "up",
+                    response_time: millis(rtt),
+                    error: None,
+                },
+                Err(e) => ServiceHealth {
+                    status: "down",
+                    response_time: millis(started.elapsed()),
+                    error: Some(e.to_string()),
+                },
+            }
         }
     };
-    let (database, redis) = tokio::join!(database, redis);
+    let redis_cache = async {
+        match state.settings.redis_cache {
+            Some(_) => Some(ping(state.cache.redis()).await),
+            None => None,
+        }
+    };
+    let (database, redis, redis_cache) = tokio::join!(database, ping(&state.redis), redis_cache);
     let healthy = database.status == "up";
     let memory = memory_stats::memory_stats();
     let report = HealthReport {
@@ -453,7 +480,11 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport
             rss: memory.map(|m| m.physical_mem),
             virtual_size: memory.map(|m| m.virtual_mem),
         },
-        services: Services { database, redis },
+        services: Services {
+            database,
+            redis,
+            redis_cache,
+        },
     };
     let status = if healthy {
         StatusCode::OK

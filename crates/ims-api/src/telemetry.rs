@@ -205,6 +205,10 @@ fn describe() {
         "Times the Redis connection was lost"
     );
     describe_gauge!("ims_redis_up", "1 while Redis answers, else 0");
+    describe_gauge!(
+        "ims_redis_cache_up",
+        "1 while the cache's Redis answers (REDIS_CACHE_URL's, else the main one), else 0"
+    );
     describe_gauge!("ims_db_pool_connections", "Open database connections");
     describe_gauge!("ims_db_pool_idle_connections", "Idle database connections");
     describe_gauge!(

@@ -109,11 +109,29 @@ async fn the_cache_can_live_in_its_own_redis() {
         !app.redis_keys("ims:session:refresh:*").is_empty(),
         "sessions stay in the main Redis"
     );
-    // Losing the cache Redis loses nothing else.
+    let health = app.anonymous().get("/health").await.json();
+    assert_eq!(health["services"]["redisCache"]["status"], "up", "{health}");
+    // Losing the cache Redis loses nothing else, and health says which one went: both
+    // said "up" with the cache Redis stopped (a black-box probe).
     cache.stop();
     let response = refresh(&app, pair["refreshToken"].as_str().expect("token")).await;
     assert_eq!(response.status, StatusCode::OK);
     assert_eq!(api.get("/items").await.status, StatusCode::OK);
+    let health = app.anonymous().get("/health").await;
+    assert_eq!(health.status, StatusCode::OK);
+    let health = health.json();
+    assert_eq!(health["status"], "healthy");
+    assert_eq!(health["services"]["redis"]["status"], "up", "{health}");
+    assert_eq!(
+        health["services"]["redisCache"]["status"], "down",
+        "{health}"
+    );
+    let report = app.anonymous().get("/health/cache").await.json();
+    assert_eq!(report["redis"], "down", "{report}");
+    assert!(report.get("redisInfo").is_none(), "{report}");
+    let metrics = app.anonymous().get("/metrics").await.text;
+    assert!(metrics.contains("ims_redis_up 1"), "{metrics}");
+    assert!(metrics.contains("ims_redis_cache_up 0"), "{metrics}");
 }
 
 /// A cache Redis run as contract §1 says (`allkeys-lru`; here at 3 MB) evicts whatever it

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 
 use super::Cached;
 
+/// The most senders whose last sequence number is kept for the gap check.
+const LAST_SEEN_MAX: usize = 1024;
+
 /// One L1 entry.
 #[derive(Debug)]
 struct Entry {
@@ -310,6 +313,12 @@ impl L1 {
         self.received.fetch_add(1, Ordering::Relaxed);
         let gap = match self.last_seen.lock() {
             Ok(mut seen) => {
+                // Every restart is a new instance id: forgetting them all now and then keeps
+                // the map bounded, and costs only the gap check of each sender's next
+                // message (`max_stale` bounds staleness without it).
+                if seen.len() >= LAST_SEEN_MAX && !seen.contains_key(&message.instance) {
+                    seen.clear();
+                }
                 let previous = seen.insert(message.instance, message.seq);
                 previous.is_some_and(|p| message.seq != p + 1)
             }

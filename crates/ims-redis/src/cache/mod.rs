@@ -99,6 +99,16 @@ const EPOCH_TTL: Duration = Duration::from_secs(24 * 3600);
 /// an entity read once does not leave its tag's epoch for a day.
 const MADE_EPOCH_TTL: Duration = Duration::from_secs(300);
 
+/// The most (scope, name) epochs the in-process engine keeps (`REDIS_ENABLED=false`).
+const LOCAL_EPOCHS_MAX: usize = 100_000;
+
+/// A value for a new in-process epoch: above every value any in-process epoch has had, as
+/// each is made 2³² above the last one made and counts one per invalidation from there.
+fn next_local_epoch() -> u64 {
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    MADE.fetch_add(1 << 32, Ordering::Relaxed) + (1 << 32)
+}
+
 /// How often the cache asks its Redis whether it may evict (`CONFIG GET`): a policy changed
 /// at run time is noticed within this, and entries are always stamped, so every entry stored
 /// before is checked from then on.
@@ -279,7 +289,7 @@ impl Seen {
 /// Whether a store may land, given how far each membership's epoch moved since the miss
 /// (`after_one`: a write-through, allowed exactly the write's own single bump).
 fn epochs_allow(drift: &[u64], after_one: bool) -> bool {
-    let total: u64 = drift.iter().sum();
+    let total = drift.iter().fold(0u64, |total, d| total.saturating_add(*d));
     if after_one {
         total == 1
     } else {
@@ -686,6 +696,12 @@ impl ResponseCache {
         }
     }
 
+    /// The Redis the cache keeps its entries in (a cache Redis of its own, or the main
+    /// one): the one whose state `/health`-like reports of the cache should describe.
+    pub fn redis(&self) -> &RedisService {
+        &self.redis
+    }
+
     /// Whether a hit checks its entry's epochs (see
     /// [`read_eviction_policy`](Self::read_eviction_policy)).
     pub fn checks_epochs(&self) -> bool {
@@ -698,16 +714,22 @@ impl ResponseCache {
         !self.redis.connection().is_enabled()
     }
 
-    fn local_epoch(&self, scope: &str, group: &str) -> u64 {
-        self.local_epochs
-            .lock()
-            .map(|epochs| {
-                epochs
-                    .get(&format!("{scope}\n{group}"))
-                    .copied()
-                    .unwrap_or(0)
-            })
-            .unwrap_or(0)
+    /// The in-process epoch of `name` in `scope`, made when missing (the same rule as in
+    /// Redis: a value no earlier epoch of any name reached). The map is bounded: past
+    /// [`LOCAL_EPOCHS_MAX`] names it is emptied, which only refuses the stores of misses in
+    /// flight (a missing epoch matches nothing), where it grew by every entity tag ever
+    /// invalidated.
+    fn local_epoch(epochs: &mut HashMap<String, u64>, scope: &str, name: &str) -> u64 {
+        let key = format!("{scope}\n{name}");
+        if let Some(epoch) = epochs.get(&key) {
+            return *epoch;
+        }
+        if epochs.len() >= LOCAL_EPOCHS_MAX {
+            epochs.clear();
+        }
+        let made = next_local_epoch();
+        epochs.insert(key, made);
+        made
     }
 
     /// Whether lookups may be answered from the cache: false after a Redis outage until
@@ -973,10 +995,14 @@ impl ResponseCache {
 
     /// The in-process engine's epochs of an entry's memberships now (`REDIS_ENABLED=false`).
     fn local_seen(&self, scope: &str, key_prefix: &str, tag: Option<&str>) -> Seen {
+        let mut epochs = match self.local_epochs.lock() {
+            Ok(epochs) => epochs,
+            Err(poisoned) => poisoned.into_inner(),
+        };
         Seen {
             epochs: memberships(key_prefix, tag)
                 .iter()
-                .map(|name| self.local_epoch(scope, name).to_string())
+                .map(|name| Self::local_epoch(&mut epochs, scope, name).to_string())
                 .collect(),
             generation: String::new(),
             after_one: false,
@@ -1078,15 +1104,15 @@ impl ResponseCache {
             let Ok(epochs) = self.local_epochs.lock() else {
                 return None;
             };
+            // A missing epoch (the bounded map was emptied) matches nothing.
             let drift: Vec<u64> = names
                 .iter()
                 .zip(&seen.epochs)
                 .map(|(name, seen)| {
-                    let now = epochs
-                        .get(&format!("{scope}\n{name}"))
-                        .copied()
-                        .unwrap_or(0);
-                    now.saturating_sub(seen.parse().unwrap_or(0))
+                    match (epochs.get(&format!("{scope}\n{name}")), seen.parse::<u64>()) {
+                        (Some(now), Ok(seen)) if *now >= seen => now - seen,
+                        _ => u64::MAX,
+                    }
                 })
                 .collect();
             if !epochs_allow(&drift, seen.after_one) {
@@ -1170,7 +1196,13 @@ impl ResponseCache {
         if self.is_local() {
             if let Ok(mut epochs) = self.local_epochs.lock() {
                 for group in groups {
-                    *epochs.entry(format!("{scope}\n{group}")).or_insert(0) += 1;
+                    let key = format!("{scope}\n{group}");
+                    match epochs.get_mut(&key) {
+                        Some(epoch) => *epoch += 1,
+                        None => {
+                            Self::local_epoch(&mut epochs, scope, group);
+                        }
+                    }
                 }
                 self.l1.invalidate(scope, &owned);
             }
@@ -1381,6 +1413,29 @@ mod tests {
         assert!(Cached::decode(cached.encode(stamp)).is_none());
         assert!(Cached::decode(b"application/json\n\"tag\"\n{\"a\":1}".to_vec()).is_none());
         assert!(Cached::decode(b"application/json\n\"tag\"\n99\n{\"a\":1}".to_vec()).is_none());
+    }
+
+    #[test]
+    fn in_process_epochs_are_bounded_and_never_repeat_a_value() {
+        let mut epochs = HashMap::new();
+        let first = ResponseCache::local_epoch(&mut epochs, "org", "#item:0");
+        assert_eq!(
+            ResponseCache::local_epoch(&mut epochs, "org", "#item:0"),
+            first
+        );
+        for i in 1..LOCAL_EPOCHS_MAX {
+            ResponseCache::local_epoch(&mut epochs, "org", &format!("#item:{i}"));
+        }
+        assert_eq!(epochs.len(), LOCAL_EPOCHS_MAX);
+        // One name more empties the map: it holds only the new one.
+        ResponseCache::local_epoch(&mut epochs, "org", "#item:new");
+        assert_eq!(epochs.len(), 1);
+        // Made again, the first name's epoch is above anything it was, bumps included.
+        let again = ResponseCache::local_epoch(&mut epochs, "org", "#item:0");
+        assert!(again > first + u64::from(u32::MAX), "{again} vs {first}");
+        // A store that saw a value the map no longer has, or a greater one, drifts.
+        assert!(!epochs_allow(&[u64::MAX, 0], false));
+        assert!(!epochs_allow(&[u64::MAX, u64::MAX], true));
     }
 
     #[test]
