@@ -308,11 +308,9 @@ impl Application {
                 );
                 cache_redis
             }
-            None => {
-                warn_if_evicting(&redis).await;
-                redis.clone()
-            }
+            None => redis.clone(),
         };
+        warn_if_evicting(&redis, settings.redis_cache.is_none()).await;
         // The cache's tenant is the organization of a valid access token; anything else is
         // not cached (and the handler answers 401).
         let cache = ResponseCache::with_l1(
@@ -471,21 +469,29 @@ impl Application {
     }
 }
 
-/// One warning at start when the main Redis, holding the response cache too, may evict: rate
-/// limit logs and locks live there (sessions survive eviction: their SQL rows vouch for
-/// them; the cache does too: a hit checks its epochs). A cache Redis of its own may evict
-/// anything (`allkeys-lru`, contract §1). Silent when Redis refuses `CONFIG GET` (managed
-/// services often do) or is down.
-async fn warn_if_evicting(redis: &RedisService) {
+/// One warning at start when the main Redis may evict: rate-limit logs and locks live there
+/// (sessions survive eviction: their SQL rows vouch for them; so does the cache: a hit
+/// checks its epochs), and `cache_too` says the response cache fills it too. A cache Redis
+/// of its own may evict anything (`allkeys-lru`, contract §1). Silent when Redis refuses
+/// `CONFIG GET` (managed services often do) or is down.
+async fn warn_if_evicting(redis: &RedisService, cache_too: bool) {
     let Some(policy) = redis.config_get("maxmemory-policy").await else {
         return;
     };
-    if policy != "noeviction" {
+    if policy == "noeviction" {
+        return;
+    }
+    if cache_too {
         tracing::warn!(
             "Redis maxmemory-policy is {policy} and the response cache shares it with rate \
              limits and locks: filling the cache can evict them (limits reset). Run a \
              separate cache Redis (REDIS_CACHE_URL, allkeys-lru) and keep this one \
              noeviction; see docs/redis.md"
+        );
+    } else {
+        tracing::warn!(
+            "the main Redis's maxmemory-policy is {policy}: it may evict rate-limit logs \
+             (limits reset) and locks. Keep it noeviction; see docs/redis.md"
         );
     }
 }
