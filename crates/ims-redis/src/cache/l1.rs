@@ -27,6 +27,17 @@ use super::Cached;
 /// The most senders whose last sequence number is kept for the gap check.
 const LAST_SEEN_MAX: usize = 1024;
 
+/// Invalidations of the last `max_stale` or so (see `L1::recent`).
+#[derive(Debug)]
+struct Recent {
+    /// scope → name → when.
+    names: HashMap<String, HashMap<String, Instant>>,
+    /// When records older than `max_stale` were last dropped: at most once per `max_stale`,
+    /// since dropping walks every record (on every invalidation, a thousand organizations
+    /// writing each second made each write walk thousands of records).
+    pruned_at: Instant,
+}
+
 /// One L1 entry.
 #[derive(Debug)]
 struct Entry {
@@ -95,7 +106,7 @@ pub(crate) struct L1 {
     /// of the whole tier retired them: under a steady stream of writes each hit cost more
     /// the more writes were pending (a code review). Not for the process-only cache, whose
     /// entries live their TTL: it keeps the predicates.
-    recent: Mutex<HashMap<String, HashMap<String, Instant>>>,
+    recent: Mutex<Recent>,
     /// The process-only cache (`REDIS_ENABLED=false`): invalidation by predicate.
     local: bool,
     pub hits: AtomicU64,
@@ -133,7 +144,10 @@ impl L1 {
             instance: rand::random::<u64>() >> 1,
             seq: AtomicU64::new(0),
             last_seen: Mutex::new(HashMap::new()),
-            recent: Mutex::new(HashMap::new()),
+            recent: Mutex::new(Recent {
+                names: HashMap::new(),
+                pruned_at: Instant::now(),
+            }),
             local,
             hits: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
@@ -237,7 +251,7 @@ impl L1 {
             // Poisoned by a panic elsewhere: serve nothing rather than risk a stale entry.
             return true;
         };
-        let Some(names) = recent.get(&entry.scope) else {
+        let Some(names) = recent.names.get(&entry.scope) else {
             return false;
         };
         entry
@@ -264,11 +278,15 @@ impl L1 {
             return;
         };
         // What `max_stale` already refuses needs no record.
-        recent.retain(|_, names| {
-            names.retain(|_, at| now.duration_since(*at) <= self.max_stale);
-            !names.is_empty()
-        });
-        let names_of_scope = recent.entry(scope.to_string()).or_default();
+        if now.duration_since(recent.pruned_at) >= self.max_stale {
+            let max_stale = self.max_stale;
+            recent.names.retain(|_, names| {
+                names.retain(|_, at| now.duration_since(*at) <= max_stale);
+                !names.is_empty()
+            });
+            recent.pruned_at = now;
+        }
+        let names_of_scope = recent.names.entry(scope.to_string()).or_default();
         for name in names {
             names_of_scope.insert(name.clone(), now);
         }
@@ -568,7 +586,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(250));
         l1.invalidate("org", &["tags".to_string()]);
         let recent = l1.recent.lock().expect("lock");
-        assert_eq!(recent.len(), 1);
-        assert_eq!(recent["org"].keys().collect::<Vec<_>>(), ["tags"]);
+        assert_eq!(recent.names.len(), 1);
+        assert_eq!(recent.names["org"].keys().collect::<Vec<_>>(), ["tags"]);
     }
 }
