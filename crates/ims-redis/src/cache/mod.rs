@@ -302,19 +302,13 @@ fn epochs_allow(drift: &[u64], after_one: bool) -> bool {
 /// whichever of these it affects: a group drops everything in it, a key prefix one kind
 /// of read, a tag one entity's entries.
 pub fn memberships(key_prefix: &str, tag: Option<&str>) -> Vec<String> {
-    let group = group_of(key_prefix);
-    let mut names = vec![group.to_string()];
-    if key_prefix != group {
-        names.push(key_prefix.to_string());
-    }
-    if let Some(tag) = tag {
-        names.push(tag_name(tag));
-    }
-    names
+    membership_parts(key_prefix, tag)
+        .map(|parts| parts.concat())
+        .collect()
 }
 
-/// [`memberships`] without allocating: each name in two parts (`["#", tag]` for a tag),
-/// for the epoch keys a lookup reads.
+/// [`memberships`] without allocating: each name in two parts (`["#", tag]` for a tag, as
+/// [`tag_name`] spells it), for the epoch keys a lookup reads.
 fn membership_parts<'a>(
     key_prefix: &'a str,
     tag: Option<&'a str>,
