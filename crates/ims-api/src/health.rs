@@ -210,8 +210,9 @@ struct CacheReport {
     /// `NOREPLICAS`, `NOPERM`, `MISCONF`, `OOM`), which `redis` alone does not show.
     serving: bool,
     /// Whether a hit checks the epochs its entry was stored under: true when the cache's
-    /// Redis may evict keys (any `maxmemory-policy` but `noeviction` under a `maxmemory`, a
-    /// cluster, or a Redis that refuses `CONFIG`); see docs/redis.md.
+    /// Redis may evict keys or has evicted any since it started (any `maxmemory-policy` but
+    /// `noeviction` under a `maxmemory`, `evicted_keys` above 0, a cluster, or a Redis that
+    /// refuses `CONFIG`); see docs/redis.md.
     checks_epochs: bool,
 }
 

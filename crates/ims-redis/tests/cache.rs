@@ -503,3 +503,46 @@ async fn a_hit_checks_epochs_only_where_redis_may_evict() {
         assert_eq!(calls(&mut raw, other), before, "no {other} on a hit");
     }
 }
+
+/// A Redis that has evicted may hold entries whose bookkeeping it evicted; switched to
+/// `noeviction` afterwards, it must still have its hits checked (a probe was served such an
+/// entry until its TTL after the switch).
+#[tokio::test]
+async fn a_redis_that_has_evicted_keeps_its_hits_checked_under_noeviction() {
+    let server = RedisServer::start();
+    let (cache, mut raw) = evicting_engine(&server).await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("2mb")
+        .query(&mut raw)
+        .expect("config");
+    let filler = "x".repeat(1024);
+    for i in 0..4000 {
+        let () = redis::cmd("SET")
+            .arg(format!("filler:{i}"))
+            .arg(&filler)
+            .query(&mut raw)
+            .expect("set");
+    }
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .query(&mut raw)
+        .expect("config");
+    // Several policy reads later, hits are still checked.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(cache.checks_epochs());
+    // On a fresh Redis that never evicted, the same settings turn the check off.
+    let fresh = RedisServer::start();
+    let (cache, mut raw) = engine(&fresh).await;
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("2mb")
+        .query(&mut raw)
+        .expect("config");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!cache.checks_epochs());
+}

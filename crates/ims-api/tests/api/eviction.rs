@@ -207,8 +207,35 @@ async fn a_cache_redis_run_allkeys_lru_serves_nothing_older_than_a_write() {
             .query(&mut conn)
             .expect("del");
     }
-    api.create("/inventory/adjustments", adjust).await;
+    api.create("/inventory/adjustments", adjust.clone()).await;
     let read = api.get(&path).await;
     assert_eq!(read.header("x-cache"), "MISS");
     assert_eq!(read.json()["stockOnHand"], 7);
+    // Switched to `noeviction` now (with room to write), the cache Redis still holds what
+    // it evicted around: hits stay checked (a probe was served an orphaned entry until its
+    // TTL).
+    let () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .arg("maxmemory")
+        .arg("64mb")
+        .query(&mut conn)
+        .expect("config");
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
+    let indexes: Vec<String> = redis::cmd("KEYS")
+        .arg("ims:cacheidx:*")
+        .query(&mut conn)
+        .expect("keys");
+    if !indexes.is_empty() {
+        let () = redis::cmd("DEL")
+            .arg(&indexes)
+            .query(&mut conn)
+            .expect("del");
+    }
+    api.create("/inventory/adjustments", adjust).await;
+    let read = api.get(&path).await;
+    assert_eq!(read.header("x-cache"), "MISS");
+    assert_eq!(read.json()["stockOnHand"], 8);
 }
