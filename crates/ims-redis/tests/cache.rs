@@ -37,20 +37,26 @@ async fn engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection)
     (cache, raw)
 }
 
+/// `CONFIG SET` of each `(name, value)`.
+fn config_set(raw: &mut redis::Connection, settings: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("SET");
+    for (name, value) in settings {
+        cmd.arg(*name).arg(*value);
+    }
+    let () = cmd.query(raw).expect("config set");
+}
+
 /// An engine over a Redis that may evict any key (`allkeys-lru` under a `maxmemory`, as
 /// contract §1 runs a cache Redis of its own).
 async fn evicting_engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection) {
     let mut raw = redis::Client::open(server.url())
         .and_then(|c| c.get_connection())
         .expect("raw connection");
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
-        .arg("maxmemory")
-        .arg("64mb")
-        .query(&mut raw)
-        .expect("config");
+    config_set(
+        &mut raw,
+        &[("maxmemory-policy", "allkeys-lru"), ("maxmemory", "64mb")],
+    );
     let (cache, raw) = engine(server).await;
     assert!(cache.checks_epochs());
     (cache, raw)
@@ -511,12 +517,7 @@ async fn a_hit_checks_epochs_only_where_redis_may_evict() {
 async fn a_redis_that_has_evicted_keeps_its_hits_checked_under_noeviction() {
     let server = RedisServer::start();
     let (cache, mut raw) = evicting_engine(&server).await;
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("2mb")
-        .query(&mut raw)
-        .expect("config");
+    config_set(&mut raw, &[("maxmemory", "2mb")]);
     let filler = "x".repeat(1024);
     for i in 0..4000 {
         let () = redis::cmd("SET")
@@ -525,24 +526,14 @@ async fn a_redis_that_has_evicted_keeps_its_hits_checked_under_noeviction() {
             .query(&mut raw)
             .expect("set");
     }
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
-        .query(&mut raw)
-        .expect("config");
+    config_set(&mut raw, &[("maxmemory-policy", "noeviction")]);
     // Several policy reads later, hits are still checked.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(cache.checks_epochs());
     // On a fresh Redis that never evicted, the same settings turn the check off.
     let fresh = RedisServer::start();
     let (cache, mut raw) = engine(&fresh).await;
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("2mb")
-        .query(&mut raw)
-        .expect("config");
+    config_set(&mut raw, &[("maxmemory", "2mb")]);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!cache.checks_epochs());
 }

@@ -8,21 +8,31 @@ use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, Reply, TestApp};
 
+/// `CONFIG SET` of each `(name, value)`.
+fn config_set(conn: &mut redis::Connection, settings: &[(&str, &str)]) {
+    let mut cmd = redis::cmd("CONFIG");
+    cmd.arg("SET");
+    for (name, value) in settings {
+        cmd.arg(*name).arg(*value);
+    }
+    let () = cmd.query(conn).expect("config set");
+}
+
+/// Deletes every key matching `pattern` (as an eviction would).
+fn delete_matching(conn: &mut redis::Connection, pattern: &str) {
+    let keys: Vec<String> = redis::cmd("KEYS").arg(pattern).query(conn).expect("keys");
+    if !keys.is_empty() {
+        let () = redis::cmd("DEL").arg(&keys).query(conn).expect("del");
+    }
+}
+
 /// Fills the app's Redis with ordinary keys until `key` has been evicted.
 fn flood_until_evicted(app: &TestApp, key: &str) {
     let mut conn = app.redis_conn();
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory")
-        .arg("4mb")
-        .query(&mut conn)
-        .expect("maxmemory");
-    let _: () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("allkeys-lru")
-        .query(&mut conn)
-        .expect("policy");
+    config_set(
+        &mut conn,
+        &[("maxmemory", "4mb"), ("maxmemory-policy", "allkeys-lru")],
+    );
     let filler = "x".repeat(1024);
     for batch in 0..200 {
         let mut pipe = redis::pipe();
@@ -145,14 +155,10 @@ async fn a_cache_redis_run_allkeys_lru_serves_nothing_older_than_a_write() {
         .expect("client")
         .get_connection()
         .expect("connection");
-    for (name, value) in [("maxmemory", "3mb"), ("maxmemory-policy", "allkeys-lru")] {
-        let _: () = redis::cmd("CONFIG")
-            .arg("SET")
-            .arg(name)
-            .arg(value)
-            .query(&mut conn)
-            .expect("config");
-    }
+    config_set(
+        &mut conn,
+        &[("maxmemory", "3mb"), ("maxmemory-policy", "allkeys-lru")],
+    );
     let app = spawn_app_with(&[("REDIS_CACHE_URL", &cache.url())]).await;
     let token = app.token("evict-cache@example.com").await;
     let api = app.caller(&token);
@@ -197,16 +203,7 @@ async fn a_cache_redis_run_allkeys_lru_serves_nothing_older_than_a_write() {
     // delete, and the next read is still fresh.
     api.get(&path).await;
     assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
-    let indexes: Vec<String> = redis::cmd("KEYS")
-        .arg("ims:cacheidx:*")
-        .query(&mut conn)
-        .expect("keys");
-    if !indexes.is_empty() {
-        let () = redis::cmd("DEL")
-            .arg(&indexes)
-            .query(&mut conn)
-            .expect("del");
-    }
+    delete_matching(&mut conn, "ims:cacheidx:*");
     api.create("/inventory/adjustments", adjust.clone()).await;
     let read = api.get(&path).await;
     assert_eq!(read.header("x-cache"), "MISS");
@@ -214,26 +211,13 @@ async fn a_cache_redis_run_allkeys_lru_serves_nothing_older_than_a_write() {
     // Switched to `noeviction` now (with room to write), the cache Redis still holds what
     // it evicted around: hits stay checked (a probe was served an orphaned entry until its
     // TTL).
-    let () = redis::cmd("CONFIG")
-        .arg("SET")
-        .arg("maxmemory-policy")
-        .arg("noeviction")
-        .arg("maxmemory")
-        .arg("64mb")
-        .query(&mut conn)
-        .expect("config");
+    config_set(
+        &mut conn,
+        &[("maxmemory-policy", "noeviction"), ("maxmemory", "64mb")],
+    );
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     assert_eq!(api.get(&path).await.header("x-cache"), "HIT");
-    let indexes: Vec<String> = redis::cmd("KEYS")
-        .arg("ims:cacheidx:*")
-        .query(&mut conn)
-        .expect("keys");
-    if !indexes.is_empty() {
-        let () = redis::cmd("DEL")
-            .arg(&indexes)
-            .query(&mut conn)
-            .expect("del");
-    }
+    delete_matching(&mut conn, "ims:cacheidx:*");
     api.create("/inventory/adjustments", adjust).await;
     let read = api.get(&path).await;
     assert_eq!(read.header("x-cache"), "MISS");
