@@ -33,6 +33,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// How often the background probe pings Redis to notice outages and recoveries.
     pub probe_interval: Duration,
+    /// The mean command round trip over half a second at which Redis counts as down, as
+    /// for an outage, so that a slow Redis holds up no request; zero: never.
+    pub slow_threshold: Duration,
 }
 
 impl Default for RedisConfig {
@@ -49,6 +52,7 @@ impl Default for RedisConfig {
             command_timeout: Duration::from_millis(250),
             connect_timeout: Duration::from_millis(500),
             probe_interval: Duration::from_millis(500),
+            slow_threshold: Duration::from_millis(50),
         }
     }
 }
@@ -76,8 +80,8 @@ impl ConfigError {
 impl RedisConfig {
     /// Reads `REDIS_URL`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_PASSWORD`, `REDIS_DB`,
     /// `REDIS_KEY_PREFIX`, `REDIS_ENABLED`, `REDIS_CLUSTER_NODES`,
-    /// `REDIS_COMMAND_TIMEOUT_MS` and `REDIS_CONNECT_TIMEOUT_MS` through `lookup`; unset or
-    /// empty variables keep their defaults.
+    /// `REDIS_COMMAND_TIMEOUT_MS`, `REDIS_CONNECT_TIMEOUT_MS` and `REDIS_SLOW_MS` through
+    /// `lookup`; unset or empty variables keep their defaults.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut config = Self::default();
@@ -149,6 +153,17 @@ impl RedisConfig {
         }
         if let Some(ms) = get("REDIS_CONNECT_TIMEOUT_MS") {
             config.connect_timeout = positive_millis("REDIS_CONNECT_TIMEOUT_MS", &ms)?;
+        }
+        if let Some(ms) = get("REDIS_SLOW_MS") {
+            config.slow_threshold = match parse::<u64>("REDIS_SLOW_MS", &ms)? {
+                ms @ 0..=MAX_TIMEOUT_MS => Duration::from_millis(ms),
+                _ => {
+                    return Err(ConfigError::new(
+                        "REDIS_SLOW_MS",
+                        format!("{ms:?} (expected milliseconds, 0 to {MAX_TIMEOUT_MS}; 0: never)"),
+                    ))
+                }
+            };
         }
         // The URL the fields make must be one (`REDIS_HOST='bad host!'` is not).
         if config.url.is_none()
@@ -371,10 +386,16 @@ mod tests {
             ("REDIS_COMMAND_TIMEOUT_MS", "18446744073709551615"),
             ("REDIS_CONNECT_TIMEOUT_MS", "60001"),
             ("REDIS_DB", "4294967296"),
+            ("REDIS_SLOW_MS", "60001"),
+            ("REDIS_SLOW_MS", "-1"),
         ] {
             let e = config(&[(var, value)]).expect_err("must fail");
             assert_eq!(e.var, var);
         }
         assert!(config(&[("REDIS_COMMAND_TIMEOUT_MS", "60000")]).is_ok());
+        let slow = |value| config(&[("REDIS_SLOW_MS", value)]).map(|c| c.slow_threshold);
+        assert_eq!(slow("0").expect("0 turns it off"), Duration::ZERO);
+        assert_eq!(slow("120").expect("parses"), Duration::from_millis(120));
+        assert_eq!(slow("").expect("empty"), Duration::from_millis(50));
     }
 }

@@ -175,6 +175,80 @@ async fn a_stopped_redis_gives_degraded_defaults_quickly_and_reconnects() {
     assert_eq!(redis.connection().outages(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_redis_counts_as_down_until_it_is_fast_again() {
+    let server = RedisServer::start();
+    let redis = service_for(&server).await;
+    assert!(redis.set("kept", &"value", None).await);
+
+    // Every command now waits behind a 200 ms script: slow, but under the 250 ms time-out.
+    let busy = server.slow_down(200);
+    let slow_since = Instant::now();
+    let mut slow_answers = 0;
+    while redis.is_connected() {
+        assert!(
+            slow_since.elapsed() < Duration::from_secs(5),
+            "a Redis this slow must count as down"
+        );
+        // A command that waits behind two scripts times out (and opens the breaker too).
+        let started = Instant::now();
+        let _ = redis.get::<String>("kept").await;
+        slow_answers += u32::from(started.elapsed() >= Duration::from_millis(50));
+    }
+    assert!(slow_answers >= 1, "the commands were slow: {slow_answers}");
+    assert_eq!(redis.connection().outages(), 1);
+
+    // From then on no command waits, and the connection stays down while Redis is slow:
+    // its probe's occasional fast PING does not bring it back.
+    let watched = Instant::now();
+    while watched.elapsed() < Duration::from_millis(1500) {
+        let started = Instant::now();
+        assert_eq!(redis.get::<String>("kept").await, None);
+        assert!(
+            started.elapsed() < Duration::from_millis(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(!redis.is_connected(), "came back while still slow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.connection().ping().await.expect("it answers");
+    assert!(
+        !redis.is_connected(),
+        "a slow PING does not close the breaker"
+    );
+
+    drop(busy);
+    wait_until("the connection to be back", || redis.is_connected()).await;
+    assert_eq!(redis.get::<String>("kept").await.as_deref(), Some("value"));
+    assert_eq!(
+        redis.connection().outages(),
+        1,
+        "one slow period, one outage"
+    );
+}
+
+#[tokio::test]
+async fn a_zero_slow_threshold_waits_on_a_slow_redis() {
+    let server = RedisServer::start();
+    let config = RedisConfig {
+        slow_threshold: Duration::ZERO,
+        ..config_for(&server)
+    };
+    let redis = RedisService::new(RedisConnection::connect(config).await, "test:");
+    assert!(redis.set("kept", &"value", None).await);
+    let busy = server.slow_down(100);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(redis.get::<String>("kept").await.as_deref(), Some("value"));
+    }
+    assert!(
+        redis.is_connected(),
+        "REDIS_SLOW_MS=0: slowness alone never opens it"
+    );
+    drop(busy);
+}
+
 #[tokio::test]
 async fn unreachable_at_start_then_up_later() {
     let server = RedisServer::start();

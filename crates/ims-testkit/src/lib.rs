@@ -257,6 +257,35 @@ impl RedisServer {
     pub fn is_running(&self) -> bool {
         self.child().is_some()
     }
+
+    /// Makes the server slow without failing anything: a `redis-cli` runs Lua scripts that
+    /// spin for `ms` milliseconds each, back to back, so every other client's command waits
+    /// behind one (up to `ms`), until the returned guard is dropped. Plain-text servers only.
+    pub fn slow_down(&self, ms: u64) -> Busy {
+        const SPIN: &str = "local t = redis.call('TIME') \
+            local stop = t[1] * 1000000 + t[2] + tonumber(ARGV[1]) * 1000 \
+            repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop \
+            return 1";
+        let child = Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "-r", "-1", "EVAL", SPIN, "0"])
+            .arg(ms.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-cli (apt-get install redis-tools)");
+        Busy(child)
+    }
+}
+
+/// Keeps a [`RedisServer`] slow while it lives (see [`RedisServer::slow_down`]).
+#[derive(Debug)]
+pub struct Busy(Child);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for RedisServer {

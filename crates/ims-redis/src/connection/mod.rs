@@ -28,9 +28,11 @@ use tokio::task::JoinHandle;
 use crate::{RedisConfig, RedisError};
 
 mod info;
+mod latency;
 mod link;
 
 pub use info::RedisInfo;
+use latency::{Latency, PingVerdict};
 pub use link::RedisLink;
 use link::{cluster_link, cluster_usable, single_link};
 
@@ -63,6 +65,9 @@ struct Inner {
     /// Publishes every state change, for subsystems that must react to recovery.
     changes: watch::Sender<bool>,
     command_timeout: Duration,
+    /// Round trips of the commands, so that a Redis slow enough to hold up every request
+    /// counts as down (`latency.rs`).
+    latency: Latency,
     /// A ping may have to establish a new connection first, so it gets the connect budget too.
     ping_timeout: Duration,
     /// Where we connect, with the password masked, for log lines.
@@ -131,6 +136,7 @@ impl RedisConnection {
                 created: Instant::now(),
                 changes: watch::channel(false).0,
                 command_timeout: config.command_timeout,
+                latency: Latency::new(config.slow_threshold),
                 ping_timeout: config.command_timeout + config.connect_timeout,
                 redacted_url: config.redacted_url(),
                 probe: Mutex::new(None),
@@ -141,13 +147,26 @@ impl RedisConnection {
     fn start_probe(&self, interval: Duration) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let handle = tokio::spawn(async move {
+            let mut window_started = Instant::now();
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(inner) = weak.upgrade() else { break };
                 if inner.closed.load(Ordering::Acquire) {
                     break;
                 }
-                let _ = RedisConnection { inner }.ping().await;
+                let connection = RedisConnection { inner };
+                if window_started.elapsed() >= latency::WINDOW {
+                    window_started = Instant::now();
+                    connection.judge_window();
+                }
+                // Ending an outage takes several fast pings in a row: sent at once, so that
+                // recovery is not held back by the probe's period.
+                for _ in 0..latency::RECOVERY_PINGS {
+                    let answered = connection.ping().await.is_ok();
+                    if !answered || !connection.inner.latency.recovering() {
+                        break;
+                    }
+                }
             }
         });
         if let Ok(mut probe) = self.inner.probe.lock() {
@@ -320,7 +339,13 @@ impl RedisConnection {
         if !self.is_connected() || self.inner.closed.load(Ordering::Acquire) {
             return Err(RedisError::Unavailable);
         }
-        match tokio::time::timeout(self.inner.command_timeout, command(manager)).await {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + self.inner.command_timeout);
+        let reply = tokio::time::timeout_at(deadline, command(manager)).await;
+        if reply.is_ok() {
+            self.inner.latency.record(started.elapsed());
+        }
+        match reply {
             Ok(Ok(value)) => Ok(value),
             // The cluster link's slot map names a node it has no connection to: the topology
             // moved (a planned failover, a node rejoining as a replica), not Redis away. The
@@ -361,8 +386,25 @@ impl RedisConnection {
         }
     }
 
+    /// Ends the latency window: marks the connection down when its commands' mean round
+    /// trip reached the slow threshold (`latency.rs`).
+    fn judge_window(&self) {
+        let slow = self.inner.latency.end_window();
+        if let (Some(mean), true) = (slow, self.is_connected()) {
+            self.mark_down(&format!(
+                "commands took {} ms on average over the last {} ms, at or above \
+                 REDIS_SLOW_MS={}",
+                mean.as_millis(),
+                latency::WINDOW.as_millis(),
+                self.inner.config.slow_threshold.as_millis()
+            ));
+        }
+    }
+
     /// Sends a real `PING` even while the breaker is open and returns its round-trip time.
-    /// Success closes the breaker, failure opens it; this is how outages end.
+    /// Success closes the breaker, failure opens it; this is how outages end. A `PING`
+    /// slower than the slow threshold (`REDIS_SLOW_MS`) closes nothing, and after an
+    /// outage it takes several fast ones in a row (`latency.rs`).
     ///
     /// A cluster that answers but is found unusable (a slot without a healthy master, a
     /// master reporting `cluster_state:fail`) opens the breaker on the second such probe in
@@ -373,7 +415,9 @@ impl RedisConnection {
         match self.ping_inner().await {
             Ok(elapsed) => {
                 self.inner.unusable_probes.store(0, Ordering::Relaxed);
-                self.mark_up();
+                if self.inner.latency.judge_ping(elapsed) == PingVerdict::Up {
+                    self.mark_up();
+                }
                 Ok(elapsed)
             }
             Err(Probe::Unusable(e)) => {
@@ -446,6 +490,7 @@ impl RedisConnection {
 
     fn mark_down(&self, reason: &str) {
         if self.inner.up.swap(false, Ordering::AcqRel) {
+            self.inner.latency.went_down();
             // A command failed against the cluster: its slot map may point at a dead master.
             self.rebuild_cluster_link();
             self.inner.outages.fetch_add(1, Ordering::Relaxed);
