@@ -17,6 +17,9 @@ use crate::state::AppState;
 /// Longest the database check may take before it counts as down.
 const DATABASE_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// After Redis refused a write, `/health` checks for this long whether it takes one.
+const WRITE_REFUSAL_MEMORY: Duration = Duration::from_secs(10);
+
 /// `GET /metrics`: Prometheus text format.
 pub fn metrics_router() -> OpenApiRouter<AppState> {
     crate::openapi::tagged("health", OpenApiRouter::new().routes(routes!(metrics_text)))
@@ -64,6 +67,12 @@ async fn metrics_text(State(state): State<AppState>) -> impl axum::response::Int
     metrics::gauge!("ims_cache_l1_entries").set(stats.l1.entries as f64);
     metrics::gauge!("ims_cache_l1_bytes").set(stats.l1.bytes as f64);
     metrics::counter!("ims_redis_outages_total").absolute(state.redis.connection().outages());
+    metrics::counter!("ims_redis_cache_outages_total")
+        .absolute(state.cache.redis().connection().outages());
+    metrics::counter!("ims_redis_write_refusals_total")
+        .absolute(state.redis.connection().write_refusals());
+    metrics::counter!("ims_redis_cache_write_refusals_total")
+        .absolute(state.cache.redis().connection().write_refusals());
     metrics::gauge!("ims_redis_up").set(if state.redis.is_connected() { 1.0 } else { 0.0 });
     metrics::gauge!("ims_redis_cache_up").set(if state.cache.redis().is_connected() {
         1.0
@@ -132,7 +141,7 @@ async fn organization_cache_stats(
 }
 
 /// Redis' own figures (`INFO`; summed over the masters of a cluster).
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RedisFigures {
     /// Keys in every database.
@@ -216,12 +225,12 @@ struct CacheReport {
     checks_epochs: bool,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 struct ClusterReport {
     masters: Vec<MasterReport>,
 }
 
-#[derive(Serialize, utoipa::ToSchema)]
+#[derive(Clone, Serialize, utoipa::ToSchema)]
 struct MasterReport {
     /// `host:port`, as the cluster announces it.
     address: String,
@@ -238,26 +247,10 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
     let stats = state.cache.stats();
     // The cache's Redis: its own (`REDIS_CACHE_URL`) or the main one.
     let connection = state.cache.redis().connection();
-    let cluster = if connection.is_cluster() {
-        let masters = connection
-            .cluster_masters()
-            .await
-            .into_iter()
-            .map(|(address, answered)| MasterReport {
-                address,
-                status: if answered { "up" } else { "down" },
-            })
-            .collect();
-        Some(ClusterReport { masters })
-    } else {
-        None
-    };
-    let redis_info = connection.info().await.map(|info| RedisFigures {
-        keys: info.keys,
-        used_memory: info.used_memory,
-        evicted_keys: info.evicted_keys,
-        connected_clients: info.connected_clients,
-    });
+    let RedisReport {
+        info: redis_info,
+        cluster,
+    } = state.redis_report.get(connection).await;
     Json(CacheReport {
         redis_info,
         lock_waits: stats.l1.lock_waits,
@@ -279,6 +272,78 @@ async fn cache_stats(State(state): State<AppState>) -> Json<CacheReport> {
         checks_epochs: state.cache.checks_epochs(),
         stats,
     })
+}
+
+/// What `/health/cache` reports of the cache's Redis itself: `INFO` figures, and on a
+/// cluster a `PING` of every master.
+#[derive(Clone)]
+struct RedisReport {
+    info: Option<RedisFigures>,
+    cluster: Option<ClusterReport>,
+}
+
+/// How long `/health/cache` reuses what it found out about Redis.
+const REDIS_REPORT_MAX_AGE: Duration = Duration::from_secs(1);
+
+/// The last [`RedisReport`], reused for [`REDIS_REPORT_MAX_AGE`] while the connection's
+/// state (up or down) is unchanged. `/health/cache` is not
+/// authenticated or rate limited (monitoring must always answer), and each report costs
+/// Redis an `INFO` per master and a cluster a `PING` per master: without this, anyone could
+/// make Redis work as fast as they can send requests. Callers that arrive while a report is
+/// being made wait for it instead of asking Redis too.
+#[derive(Default)]
+pub struct RedisReportCache(tokio::sync::Mutex<Option<LastReport>>);
+
+struct LastReport {
+    at: std::time::Instant,
+    /// Whether the connection was up when it was made.
+    up: bool,
+    report: RedisReport,
+}
+
+impl RedisReportCache {
+    async fn get(&self, connection: &ims_redis::RedisConnection) -> RedisReport {
+        let mut last = self.0.lock().await;
+        let up = connection.is_connected();
+        if let Some(last) = last.as_ref() {
+            if last.up == up && last.at.elapsed() < REDIS_REPORT_MAX_AGE {
+                return last.report.clone();
+            }
+        }
+        let report = RedisReport::read(connection).await;
+        *last = Some(LastReport {
+            at: std::time::Instant::now(),
+            up,
+            report: report.clone(),
+        });
+        report
+    }
+}
+
+impl RedisReport {
+    async fn read(connection: &ims_redis::RedisConnection) -> Self {
+        let cluster = if connection.is_cluster() {
+            let masters = connection
+                .cluster_masters()
+                .await
+                .into_iter()
+                .map(|(address, answered)| MasterReport {
+                    address,
+                    status: if answered { "up" } else { "down" },
+                })
+                .collect();
+            Some(ClusterReport { masters })
+        } else {
+            None
+        };
+        let info = connection.info().await.map(|info| RedisFigures {
+            keys: info.keys,
+            used_memory: info.used_memory,
+            evicted_keys: info.evicted_keys,
+            connected_clients: info.connected_clients,
+        });
+        Self { info, cluster }
+    }
 }
 
 /// The health routes.
@@ -447,21 +512,47 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport
         }
     };
     let ping = |redis: &ims_redis::RedisService| {
-        let connection = redis.connection().clone();
+        let redis = redis.clone();
         async move {
+            let connection = redis.connection();
             let started = std::time::Instant::now();
             match connection.ping().await {
+                // It answers, but refused a write lately (a replica's URL, a user without
+                // the scripts, `min-replicas-to-write` unmet, full): sessions, limits and
+                // the cache are on their fallbacks, so whether it takes a write now is
+                // what "up" means (a `PING` alone said "up" throughout; a probe).
+                Ok(rtt)
+                    if connection.is_connected()
+                        && connection.refused_a_write_within(WRITE_REFUSAL_MEMORY) =>
+                {
+                    match redis.check_writable().await {
+                        Err(e) if e.refused_write().is_some() => ServiceHealth {
+                            status: "down",
+                            response_time: millis(rtt),
+                            error: Some(format!("refuses writes: {e}")),
+                        },
+                        _ => ServiceHealth {
+                            status: "up",
+                            response_time: millis(rtt),
+                            error: None,
+                        },
+                    }
+                }
                 Ok(rtt) if connection.is_connected() => ServiceHealth {
                     status: "up",
                     response_time: millis(rtt),
                     error: None,
                 },
-                // It answers, but too slowly for requests to wait on it (REDIS_SLOW_MS):
-                // they take their degraded paths, as when it is away.
+                // It answers, but requests do not use it yet: too slow for them to wait on
+                // (REDIS_SLOW_MS), or not fast for long enough since an outage.
                 Ok(rtt) => ServiceHealth {
                     status: "down",
                     response_time: millis(rtt),
-                    error: Some("answering too slowly; requests do not wait on it".into()),
+                    error: Some(if rtt >= connection.slow_threshold() {
+                        "answering too slowly; requests do not wait on it".into()
+                    } else {
+                        "answering again; in use once it has answered fast for a while".into()
+                    }),
                 },
                 Err(e) => ServiceHealth {
                     status: "down",

@@ -370,6 +370,7 @@ impl Application {
             settings: Arc::new(settings),
             started_at: Instant::now(),
             draining: std::sync::atomic::AtomicBool::new(false),
+            redis_report: crate::health::RedisReportCache::default(),
         });
         Ok(Self {
             listener,

@@ -57,4 +57,6 @@ pub struct Services {
     pub started_at: Instant,
     /// Set once shutdown has begun: `/health/ready` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// What `/health/cache` last found out about Redis, reused for a second.
+    pub redis_report: crate::health::RedisReportCache,
 }

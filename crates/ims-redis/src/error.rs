@@ -36,6 +36,23 @@ impl RedisError {
             Self::Disabled | Self::Unavailable | Self::Timeout | Self::Connection(_)
         )
     }
+
+    /// The error code when Redis answered but refuses writes until an operator acts:
+    /// `READONLY` (the URL names a replica), `NOREPLICAS` (`min-replicas-to-write` unmet),
+    /// `MISCONF` (a failed snapshot stops writes), `NOPERM` (an ACL user without the
+    /// command), `OOM` (`maxmemory` reached under `noeviction`). Not a time-out, a lost
+    /// connection or a moved slot: the breaker and the cluster link handle those.
+    pub fn refused_write(&self) -> Option<&str> {
+        let Self::Command(e) = self else {
+            return None;
+        };
+        e.code().filter(|code| {
+            matches!(
+                *code,
+                "READONLY" | "NOREPLICAS" | "MISCONF" | "NOPERM" | "OOM"
+            )
+        })
+    }
 }
 
 /// A warning logged at most once a minute per site: Redis answering every command with the

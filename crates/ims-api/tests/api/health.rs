@@ -255,3 +255,85 @@ async fn a_slow_redis_holds_up_no_request() {
     let body = app.anonymous().get("/health").await.expect(StatusCode::OK);
     assert_eq!(body["services"]["redis"]["status"], "up", "{body}");
 }
+
+/// `/health/cache` answers anyone, unlimited (monitoring must always answer), and each
+/// answer ran `INFO` on Redis (on a cluster also a `PING` per master): a client could make
+/// Redis work as fast as it sent requests. Its Redis figures are now reused for a second.
+#[tokio::test]
+async fn health_cache_asks_redis_at_most_about_once_a_second() {
+    let app = spawn_app().await;
+    let info_calls = || {
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query(&mut app.redis_conn())
+            .expect("info");
+        stats
+            .lines()
+            .find_map(|line| line.strip_prefix("cmdstat_info:calls="))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let before = info_calls();
+    let started = Instant::now();
+    for _ in 0..100 {
+        let report = app
+            .anonymous()
+            .get("/health/cache")
+            .await
+            .expect(StatusCode::OK);
+        assert!(
+            report["redisInfo"]["usedMemory"].as_u64() > Some(0),
+            "{report}"
+        );
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    // Our own `INFO commandstats` calls count too (two), and the cache reads `INFO` once a
+    // second for its eviction check.
+    let calls = info_calls() - before;
+    assert!(
+        calls <= 2 + 2 * seconds + 1,
+        "{calls} INFO calls in {seconds} s"
+    );
+}
+
+/// A Redis that answers but refuses every write (here `min-replicas-to-write` unmet, as a
+/// replica's URL or a user without the scripts would) kept `/health` at "up", since a
+/// `PING` still answers, while sessions, limits and the cache all ran on their fallbacks.
+#[tokio::test]
+async fn a_redis_refusing_writes_is_reported_down_and_counted() {
+    let app = spawn_app().await;
+    let replicas = |n: &str| {
+        let () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("min-replicas-to-write")
+            .arg(n)
+            .query(&mut app.redis_conn())
+            .expect("config set");
+    };
+    let redis_health = || async {
+        let body = app.anonymous().get("/health").await.expect(StatusCode::OK);
+        assert_eq!(body["status"], "healthy", "{body}");
+        body["services"]["redis"].clone()
+    };
+    replicas("1");
+    // Logging in writes a session: refused, it goes to SQL, and the refusal is seen.
+    crate::helpers::user(&app, "refused@example.com").await;
+    let redis = redis_health().await;
+    assert_eq!(redis["status"], "down", "{redis}");
+    let error = redis["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("refuses writes") && error.contains("NOREPLICAS"),
+        "{redis}"
+    );
+    let metrics = app.anonymous().get("/metrics").await.text;
+    let refusals = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("ims_redis_write_refusals_total "))
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(refusals >= Some(1.0), "{metrics}");
+
+    // Writable again: up at once, though the last refusal is recent.
+    replicas("0");
+    assert_eq!(redis_health().await["status"], "up");
+}

@@ -526,13 +526,7 @@ return removed
 /// those, and the outbox applies the invalidation once it passes (suspending the cache for
 /// them turned a planned failover into a whole-cache flush and an outage).
 fn refuses_writes(e: &RedisError) -> bool {
-    let RedisError::Command(e) = e else {
-        return false;
-    };
-    matches!(
-        e.code(),
-        Some("READONLY" | "NOREPLICAS" | "MISCONF" | "NOPERM" | "OOM")
-    )
+    e.refused_write().is_some()
 }
 
 /// Logs a store Redis refused (a full cache Redis answers `OOM`), at most once a minute:

@@ -32,7 +32,7 @@ mod latency;
 mod link;
 
 pub use info::RedisInfo;
-use latency::{Latency, PingVerdict};
+use latency::{Latency, Verdict};
 pub use link::RedisLink;
 use link::{cluster_link, cluster_usable, single_link};
 
@@ -55,6 +55,10 @@ struct Inner {
     closed: AtomicBool,
     /// Number of transitions from up to down, for statistics and tests.
     outages: AtomicU64,
+    /// Writes Redis refused while answering (`RedisError::refused_write`), and when the
+    /// last one came (milliseconds since `created`, plus one; 0: never).
+    write_refusals: AtomicU64,
+    last_refusal_ms: AtomicU64,
     /// Probes in a row that reached Redis but found the cluster unusable.
     unusable_probes: AtomicU64,
     /// When the cluster link was last rebuilt for a command that found no connection to a
@@ -88,6 +92,14 @@ impl RedisConnection {
         // rustls needs a process-wide crypto provider for rediss:// URLs; another part of the
         // program may have installed one already, which is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        if !config.slow_threshold.is_zero() && config.slow_threshold >= config.command_timeout {
+            tracing::warn!(
+                "REDIS_SLOW_MS={} is not below REDIS_COMMAND_TIMEOUT_MS={}: commands time out \
+                 before their mean can reach it, so a slow Redis is found only by its time-outs",
+                config.slow_threshold.as_millis(),
+                config.command_timeout.as_millis()
+            );
+        }
         let manager = if config.is_cluster() {
             cluster_link(&config)
         } else {
@@ -131,6 +143,8 @@ impl RedisConnection {
                 up: AtomicBool::new(false),
                 closed: AtomicBool::new(false),
                 outages: AtomicU64::new(0),
+                write_refusals: AtomicU64::new(0),
+                last_refusal_ms: AtomicU64::new(0),
                 unusable_probes: AtomicU64::new(0),
                 topology_rebuilt_ms: AtomicU64::new(0),
                 created: Instant::now(),
@@ -147,26 +161,13 @@ impl RedisConnection {
     fn start_probe(&self, interval: Duration) {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let handle = tokio::spawn(async move {
-            let mut window_started = Instant::now();
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(inner) = weak.upgrade() else { break };
                 if inner.closed.load(Ordering::Acquire) {
                     break;
                 }
-                let connection = RedisConnection { inner };
-                if window_started.elapsed() >= latency::WINDOW {
-                    window_started = Instant::now();
-                    connection.judge_window();
-                }
-                // Ending an outage takes several fast pings in a row: sent at once, so that
-                // recovery is not held back by the probe's period.
-                for _ in 0..latency::RECOVERY_PINGS {
-                    let answered = connection.ping().await.is_ok();
-                    if !answered || !connection.inner.latency.recovering() {
-                        break;
-                    }
-                }
+                RedisConnection { inner }.probe().await;
             }
         });
         if let Ok(mut probe) = self.inner.probe.lock() {
@@ -322,9 +323,29 @@ impl RedisConnection {
         self.inner.outages.load(Ordering::Relaxed)
     }
 
+    /// How many commands Redis refused as writes since start (`READONLY`, `NOREPLICAS`,
+    /// `MISCONF`, `NOPERM`, `OOM`: see [`RedisError::refused_write`]). Redis answers, so
+    /// the breaker stays closed; this is how an operator sees it.
+    pub fn write_refusals(&self) -> u64 {
+        self.inner.write_refusals.load(Ordering::Relaxed)
+    }
+
+    /// True when Redis refused a write within the last `within`.
+    pub fn refused_a_write_within(&self, within: Duration) -> bool {
+        let last = self.inner.last_refusal_ms.load(Ordering::Relaxed);
+        let now = u64::try_from(self.inner.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let within = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
+        last > 0 && now.saturating_add(1).saturating_sub(last) <= within
+    }
+
     /// The configured bound on one command's round trip.
     pub fn command_timeout(&self) -> Duration {
         self.inner.command_timeout
+    }
+
+    /// The mean round trip at which Redis counts as down (`REDIS_SLOW_MS`; zero: never).
+    pub fn slow_threshold(&self) -> Duration {
+        self.inner.latency.threshold()
     }
 
     /// Runs `command` on the shared connection if the breaker is closed, bounded by the
@@ -362,7 +383,16 @@ impl RedisConnection {
                 self.mark_down(&e.to_string());
                 Err(RedisError::Connection(e))
             }
-            Ok(Err(e)) => Err(RedisError::Command(e)),
+            Ok(Err(e)) => {
+                let e = RedisError::Command(e);
+                if e.refused_write().is_some() {
+                    self.inner.write_refusals.fetch_add(1, Ordering::Relaxed);
+                    let now = self.inner.created.elapsed().as_millis();
+                    let now = u64::try_from(now).unwrap_or(u64::MAX - 1) + 1;
+                    self.inner.last_refusal_ms.store(now, Ordering::Relaxed);
+                }
+                Err(e)
+            }
             Err(_) => {
                 self.mark_down("command timed out");
                 Err(RedisError::Timeout)
@@ -386,25 +416,39 @@ impl RedisConnection {
         }
     }
 
-    /// Ends the latency window: marks the connection down when its commands' mean round
-    /// trip reached the slow threshold (`latency.rs`).
-    fn judge_window(&self) {
-        let slow = self.inner.latency.end_window();
-        if let (Some(mean), true) = (slow, self.is_connected()) {
-            self.mark_down(&format!(
-                "commands took {} ms on average over the last {} ms, at or above \
-                 REDIS_SLOW_MS={}",
-                mean.as_millis(),
-                latency::WINDOW.as_millis(),
-                self.inner.config.slow_threshold.as_millis()
-            ));
+    /// One tick of the background probe: a `PING`, and the verdicts on it (`latency.rs`).
+    /// While the connection is up, the round trip may join the latency window, and a window
+    /// whose mean reached the slow threshold (`REDIS_SLOW_MS`) marks the connection down.
+    /// While it is down, the `PING` counts towards the recovery rule, which alone marks it
+    /// up again.
+    async fn probe(&self) {
+        let was_up = self.is_connected();
+        let answered = self.ping().await;
+        let now = Instant::now();
+        match answered {
+            Ok(took) if was_up && self.is_connected() => {
+                self.inner.latency.record_ping(took);
+                if let Verdict::Slow(mean) = self.inner.latency.judge(now) {
+                    self.mark_down(&format!(
+                        "its round trips took {} ms on average over the last {} ms, at or \
+                         above REDIS_SLOW_MS={}",
+                        mean.as_millis(),
+                        latency::WINDOW.as_millis(),
+                        self.inner.latency.threshold().as_millis()
+                    ));
+                }
+            }
+            Ok(took) if !self.is_connected() && self.inner.latency.recovered(took, now) => {
+                self.mark_up();
+            }
+            _ => {}
         }
     }
 
     /// Sends a real `PING` even while the breaker is open and returns its round-trip time.
-    /// Success closes the breaker, failure opens it; this is how outages end. A `PING`
-    /// slower than the slow threshold (`REDIS_SLOW_MS`) closes nothing, and after an
-    /// outage it takes several fast ones in a row (`latency.rs`).
+    /// A failure opens the breaker. Success closes nothing: only the probe ends an outage,
+    /// once Redis has answered fast on several of its ticks in a row (`latency.rs`); a
+    /// `PING` from `/health` answering between two slow scripts closed it too often.
     ///
     /// A cluster that answers but is found unusable (a slot without a healthy master, a
     /// master reporting `cluster_state:fail`) opens the breaker on the second such probe in
@@ -415,9 +459,6 @@ impl RedisConnection {
         match self.ping_inner().await {
             Ok(elapsed) => {
                 self.inner.unusable_probes.store(0, Ordering::Relaxed);
-                if self.inner.latency.judge_ping(elapsed) == PingVerdict::Up {
-                    self.mark_up();
-                }
                 Ok(elapsed)
             }
             Err(Probe::Unusable(e)) => {
@@ -490,7 +531,7 @@ impl RedisConnection {
 
     fn mark_down(&self, reason: &str) {
         if self.inner.up.swap(false, Ordering::AcqRel) {
-            self.inner.latency.went_down();
+            self.inner.latency.went_down(Instant::now());
             // A command failed against the cluster: its slot map may point at a dead master.
             self.rebuild_cluster_link();
             self.inner.outages.fetch_add(1, Ordering::Relaxed);

@@ -326,6 +326,24 @@ impl RedisService {
     pub async fn ping(&self) -> Option<Duration> {
         self.connection.ping().await.ok()
     }
+
+    /// Whether Redis takes a write now: `SET {prefix}health:writable` with a one-second
+    /// TTL. A `PING` cannot tell, and a Redis that refuses writes (see
+    /// [`RedisError::refused_write`]) still answers it. The error says why not.
+    pub async fn check_writable(&self) -> Result<(), RedisError> {
+        let key = self.key("health:writable");
+        self.connection
+            .run(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(1)
+                    .arg("PX")
+                    .arg(1000)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+    }
 }
 
 /// Escapes the glob metacharacters of `SCAN MATCH` so that user-controlled text (ids, query
