@@ -1303,3 +1303,29 @@ async fn a_group_invalidation_drops_the_indexes_of_its_key_prefixes() {
         app.redis_keys(&format!("ims:cacheidx:{}:*", org.org_id))
     );
 }
+
+/// A warm-up run takes the organizations that wrote most recently first, and at most its
+/// cap (`warmup::MAX_ORGANIZATIONS`): it took every one, however many there were.
+#[tokio::test]
+async fn a_warm_up_takes_the_latest_writers_first_and_at_most_its_cap() {
+    let app = spawn_app_with(&[("CACHE_WARM_INTERVAL", "3600")]).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as u64;
+    let mut conn = app.redis_conn();
+    for i in 0..5_u64 {
+        let () = redis::cmd("ZADD")
+            .arg("ims:cacheactive")
+            .arg(now - i * 1000)
+            .arg(format!("org-{i}"))
+            .query(&mut conn)
+            .expect("zadd");
+    }
+    let hour = std::time::Duration::from_secs(3600);
+    let cache = &app.state.cache;
+    assert_eq!(cache.active_scopes(hour, 2).await, ["org-0", "org-1"]);
+    assert_eq!(cache.active_scopes(hour, 10).await.len(), 5);
+    assert!(cache.active_scopes(hour, 0).await.is_empty());
+    assert_eq!(ims_api::warmup::MAX_ORGANIZATIONS, 1000);
+}

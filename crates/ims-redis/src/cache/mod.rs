@@ -741,10 +741,13 @@ impl ResponseCache {
         self.tracks_activity.store(true, Ordering::Relaxed);
     }
 
-    /// Scopes that wrote (invalidated anything) within `window`, most recent first; older
-    /// records are trimmed on the way; empty unless [`track_activity`](Self::track_activity)
-    /// is on, and when Redis cannot be asked.
-    pub async fn active_scopes(&self, window: Duration) -> Vec<String> {
+    /// Scopes that wrote (invalidated anything) within `window`, most recent first, at most
+    /// `limit`; older records are trimmed on the way; empty unless
+    /// [`track_activity`](Self::track_activity) is on, and when Redis cannot be asked.
+    pub async fn active_scopes(&self, window: Duration, limit: usize) -> Vec<String> {
+        let Some(last) = limit.checked_sub(1) else {
+            return Vec::new();
+        };
         let key = self.redis.key(ACTIVE);
         let since = unix_millis().saturating_sub(window.as_millis() as u64);
         self.redis
@@ -759,7 +762,7 @@ impl ResponseCache {
                     .cmd("ZREVRANGE")
                     .arg(&key)
                     .arg(0)
-                    .arg(-1)
+                    .arg(last)
                     .query_async::<(Vec<String>,)>(&mut c)
                     .await
             })
