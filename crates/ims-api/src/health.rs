@@ -548,7 +548,8 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport
                 Ok(rtt) => ServiceHealth {
                     status: "down",
                     response_time: millis(rtt),
-                    error: Some(if rtt >= connection.slow_threshold() {
+                    // Half the threshold: what a `PING` must beat for recovery.
+                    error: Some(if rtt >= connection.slow_threshold() / 2 {
                         "answering too slowly; requests do not wait on it".into()
                     } else {
                         "answering again; in use once it has answered fast for a while".into()

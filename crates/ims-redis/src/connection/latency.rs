@@ -13,8 +13,9 @@
 //! script or a fork's pause slows a few commands, not a window's worth.
 //!
 //! After any outage, slow or failed, the connection is marked up again only when the
-//! probe's `PING`s on [`RECOVERY_PINGS`] ticks in a row (half a second apart by default)
-//! each answer under half the threshold (a lone `PING` waits behind less than a request's
+//! probe's `PING`s on [`RECOVERY_PINGS`] ticks in a row (half a second apart on average,
+//! at random points, so that they sample a repeating stall at random phases) each answer
+//! under half the threshold (a lone `PING` waits behind less than a request's
 //! commands do: with 60 ms scripts back to back, `PING`s averaged 30 ms where commands
 //! averaged 75), and, when the connection went down again within
 //! [`FLAP_SPAN`] of its last recovery, not before a hold-down that doubles with each such

@@ -162,7 +162,12 @@ impl RedisConnection {
         let weak: Weak<Inner> = Arc::downgrade(&self.inner);
         let handle = tokio::spawn(async move {
             loop {
-                tokio::time::sleep(interval).await;
+                // Each tick at a random point between half and one and a half periods: ticks
+                // a fixed period apart land at the same point of a stall that repeats (a
+                // script run back to back), so their `PING`s were not independent samples,
+                // and at 85 or 100 ms scripts every one answered fast enough to end an
+                // outage while Redis was still slow (probe 27).
+                tokio::time::sleep(interval.mul_f64(0.5 + rand::random::<f64>())).await;
                 let Some(inner) = weak.upgrade() else { break };
                 if inner.closed.load(Ordering::Acquire) {
                     break;
