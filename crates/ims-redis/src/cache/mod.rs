@@ -519,16 +519,6 @@ end
 return removed
 ";
 
-/// Whether Redis refused a write in a way that lasts (`READONLY`: the URL names a replica;
-/// `NOREPLICAS`, `MISCONF`: the server stopped taking writes; `NOPERM`: the user may not
-/// run the script; `OOM`: full, without eviction) while it keeps answering reads. Not a
-/// time-out, a lost connection or a moved slot: the breaker and the cluster link handle
-/// those, and the outbox applies the invalidation once it passes (suspending the cache for
-/// them turned a planned failover into a whole-cache flush and an outage).
-fn refuses_writes(e: &RedisError) -> bool {
-    e.refused_write().is_some()
-}
-
 /// Logs a store Redis refused (a full cache Redis answers `OOM`), at most once a minute:
 /// the refusals were only counted, so a cache Redis that refused every store was silent in
 /// the log (a black-box probe). Not the breaker's business: Redis answers, and reads go on.
@@ -1312,7 +1302,11 @@ impl ResponseCache {
             }
             Err(e) => {
                 self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                if refuses_writes(&e) {
+                // A refusal that lasts (`RedisError::refused_write`), not a time-out, a lost
+                // connection or a moved slot: the breaker and the cluster link handle those,
+                // and the outbox applies the invalidation once it passes (suspending the
+                // cache for them turned a planned failover into a whole-cache flush).
+                if e.refused_write().is_some() {
                     self.suspend(&e);
                 }
                 None
@@ -1321,7 +1315,7 @@ impl ResponseCache {
     }
 
     /// Redis answered an invalidation with a refusal that lasts until an operator acts
-    /// ([`refuses_writes`]), while still serving reads: the entries it should have deleted would be served stale until their
+    /// ([`RedisError::refused_write`]), while still serving reads: the entries it should have deleted would be served stale until their
     /// TTL (a probe saw minutes of it). Lookups bypass the cache from here until a flush of
     /// every entry succeeds, as after an outage ([`recover`](Self::recover)); the write's
     /// outbox record is applied again meanwhile. Every instance retrying that record meets
