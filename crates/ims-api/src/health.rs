@@ -516,50 +516,35 @@ async fn health(State(state): State<AppState>) -> (StatusCode, Json<HealthReport
         async move {
             let connection = redis.connection();
             let started = std::time::Instant::now();
-            match connection.ping().await {
+            // Why it is down; `None`: up.
+            let (rtt, down) = match connection.ping().await {
+                Err(e) => (started.elapsed(), Some(e.to_string())),
+                // It answers, but requests do not use it yet: too slow for them to wait on
+                // (REDIS_SLOW_MS; half of it is what a `PING` must beat for recovery), or
+                // not fast for long enough since an outage.
+                Ok(rtt) if !connection.is_connected() => {
+                    let why = if rtt >= connection.slow_threshold() / 2 {
+                        "answering too slowly; requests do not wait on it"
+                    } else {
+                        "answering again; in use once it has answered fast for a while"
+                    };
+                    (rtt, Some(why.to_string()))
+                }
                 // It answers, but refused a write lately (a replica's URL, a user without
                 // the scripts, `min-replicas-to-write` unmet, full): sessions, limits and
                 // the cache are on their fallbacks, so whether it takes a write now is
                 // what "up" means (a `PING` alone said "up" throughout; a probe).
-                Ok(rtt)
-                    if connection.is_connected()
-                        && connection.refused_a_write_within(WRITE_REFUSAL_MEMORY) =>
-                {
-                    match redis.check_writable().await {
-                        Err(e) if e.refused_write().is_some() => ServiceHealth {
-                            status: "down",
-                            response_time: millis(rtt),
-                            error: Some(format!("refuses writes: {e}")),
-                        },
-                        _ => ServiceHealth {
-                            status: "up",
-                            response_time: millis(rtt),
-                            error: None,
-                        },
-                    }
+                Ok(rtt) if connection.refused_a_write_within(WRITE_REFUSAL_MEMORY) => {
+                    let refused = redis.check_writable().await.err();
+                    let refused = refused.filter(|e| e.refused_write().is_some());
+                    (rtt, refused.map(|e| format!("refuses writes: {e}")))
                 }
-                Ok(rtt) if connection.is_connected() => ServiceHealth {
-                    status: "up",
-                    response_time: millis(rtt),
-                    error: None,
-                },
-                // It answers, but requests do not use it yet: too slow for them to wait on
-                // (REDIS_SLOW_MS), or not fast for long enough since an outage.
-                Ok(rtt) => ServiceHealth {
-                    status: "down",
-                    response_time: millis(rtt),
-                    // Half the threshold: what a `PING` must beat for recovery.
-                    error: Some(if rtt >= connection.slow_threshold() / 2 {
-                        "answering too slowly; requests do not wait on it".into()
-                    } else {
-                        "answering again; in use once it has answered fast for a while".into()
-                    }),
-                },
-                Err(e) => ServiceHealth {
-                    status: "down",
-                    response_time: millis(started.elapsed()),
-                    error: Some(e.to_string()),
-                },
+                Ok(rtt) => (rtt, None),
+            };
+            ServiceHealth {
+                status: if down.is_none() { "up" } else { "down" },
+                response_time: millis(rtt),
+                error: down,
             }
         }
     };
