@@ -452,7 +452,26 @@ async fn refresh(
                             tx = state.db.begin().await?;
                             match claim_through_row(&mut tx, &token_hash, ttl).await? {
                                 Some((user_id, session_id)) => (user_id, session_id, None),
-                                None => return Err(invalid_refresh()),
+                                // The row named this token a moment ago and no longer
+                                // does: the rotation that wrote the tombstone was not dead
+                                // but still writing, and has committed since. This is a
+                                // second presentation, treated as any other (answered 401
+                                // without revoking, it left the winner's new token working).
+                                None => {
+                                    tx.rollback().await?;
+                                    // Within the grace period, its pair (two tabs at once).
+                                    if let Some(pair) =
+                                        within_grace(&state, token, &token_hash).await
+                                    {
+                                        return Ok(Json(pair));
+                                    }
+                                    return Err(reject_unknown(
+                                        &state,
+                                        &token_hash,
+                                        redis_answered,
+                                    )
+                                    .await);
+                                }
                             }
                         }
                     }
