@@ -56,29 +56,32 @@
 //! # }
 //! ```
 
+mod entry;
 mod flight;
 mod key;
 mod l1;
 mod layer;
+mod scripts;
 mod stats;
 mod write_through;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
-use redis::Script;
 use serde::{de::DeserializeOwned, Serialize};
 use smallvec::SmallVec;
 use tokio::sync::watch;
 
+pub use entry::Cached;
+use entry::{epochs_match, Stamp};
 pub(crate) use flight::{Flight, Shared};
 pub use key::{body_tag, group_of, push_query_hash, query_hash, slot, Layout};
 pub use l1::L1Settings;
 pub use layer::{CacheBody, CacheLayer, CacheService, VaryFn};
+use scripts::{ENSURE, INVALIDATE, STORE};
 pub(crate) use stats::Event;
 pub use stats::{CacheStats, L1Stats, ScopeStats};
 use stats::{Counters, ScopeCounters};
@@ -121,130 +124,6 @@ pub const DEFAULT_MAX_ENTRY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Pause between attempts to flush the cache after an outage.
 const RECOVERY_RETRY: Duration = Duration::from_millis(200);
-
-/// A cached response body with the headers needed to replay it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cached {
-    /// `Content-Type` of the response. Header values, not text: a hit replays them as they
-    /// are (read from Redis, they are slices of the entry's bytes), with no copy.
-    pub content_type: HeaderValue,
-    /// Strong `ETag` (quoted MD5 of the body).
-    pub etag: HeaderValue,
-    /// The body bytes.
-    pub body: Bytes,
-    /// Every other header the handler set (names lower-case), replayed on a hit.
-    pub headers: Vec<(String, String)>,
-}
-
-impl Cached {
-    /// Builds an entry for `body`, computing its `ETag`.
-    pub fn new(content_type: String, body: Bytes) -> Self {
-        Self {
-            // Hex in quotes: always a valid value.
-            etag: HeaderValue::try_from(body_tag(&body)).unwrap_or(HeaderValue::from_static("")),
-            content_type: HeaderValue::try_from(content_type)
-                .unwrap_or(HeaderValue::from_static("application/octet-stream")),
-            body,
-            headers: Vec::new(),
-        }
-    }
-
-    /// The entry with the handler's other headers.
-    pub fn with_headers(mut self, headers: Vec<(String, String)>) -> Self {
-        self.headers = headers;
-        self
-    }
-
-    // One line of content type, one of ETag, one of the expiry (milliseconds since the
-    // Unix epoch), one of the other headers (a JSON array of pairs; JSON escapes any line
-    // break), then the raw body: no escaping, no parsing cost proportional to the body on
-    // a hit. The expiry in the value spares a hit the `PTTL` it would need for
-    // `X-Cache-TTL`. (Instances' clocks differ by their NTP error at most, which is all the
-    // header can be off by.) The store script puts one more line in front: `@` and the
-    // epochs the entry was stored under, comma-separated, which only the script knows.
-    fn encode(&self, stamp: Stamp) -> Vec<u8> {
-        let expires = format!("{}:{}", stamp.expires, stamp.stored);
-        let headers = serde_json::to_string(&self.headers).unwrap_or_else(|_| "[]".into());
-        let mut out = Vec::with_capacity(
-            self.content_type.len()
-                + self.etag.len()
-                + expires.len()
-                + headers.len()
-                + 4
-                + self.body.len(),
-        );
-        for line in [
-            self.content_type.as_bytes(),
-            self.etag.as_bytes(),
-            expires.as_bytes(),
-            headers.as_bytes(),
-        ] {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        out.extend_from_slice(&self.body);
-        out
-    }
-
-    /// The entry, its expiry and the epochs it was stored under (the `@` line, without
-    /// the `@`); `None` for anything else (an entry of an older format included: it counts
-    /// as a miss and is replaced).
-    fn decode(raw: Vec<u8>) -> Option<(Self, Stamp, Bytes)> {
-        let raw = Bytes::from(raw);
-        let line = |from: usize| -> Option<usize> {
-            Some(from + raw.get(from..)?.iter().position(|b| *b == b'\n')?)
-        };
-        let epochs = line(0)?;
-        if raw.first() != Some(&b'@') {
-            return None;
-        }
-        let first = line(epochs + 1)?;
-        let second = line(first + 1)?;
-        let third = line(second + 1)?;
-        let fourth = line(third + 1)?;
-        let (expires, stored) = std::str::from_utf8(&raw[second + 1..third])
-            .ok()?
-            .split_once(':')?;
-        let stamp = Stamp {
-            expires: expires.parse().ok()?,
-            stored: stored.parse().ok()?,
-        };
-        let headers: Vec<(String, String)> = match &raw[third + 1..fourth] {
-            // Most entries keep no header of their handler's: no parser for them.
-            b"[]" => Vec::new(),
-            line => serde_json::from_slice(line).ok()?,
-        };
-        Some((
-            Self {
-                content_type: HeaderValue::from_maybe_shared(raw.slice(epochs + 1..first)).ok()?,
-                etag: HeaderValue::from_maybe_shared(raw.slice(first + 1..second)).ok()?,
-                body: raw.slice(fourth + 1..),
-                headers,
-            },
-            stamp,
-            raw.slice(1..epochs),
-        ))
-    }
-}
-
-/// Whether the epochs an entry was stored under (`stamped`, comma-separated) are its
-/// memberships' epochs `now`, in order. A missing epoch matches nothing: it was evicted or
-/// expired, and whatever invalidated the entry meanwhile cannot be known.
-fn epochs_match(stamped: &[u8], now: &[Option<Vec<u8>>]) -> bool {
-    let mut stamps = stamped.split(|b| *b == b',');
-    now.iter().all(|now| match (stamps.next(), now) {
-        (Some(stamp), Some(now)) => stamp == now.as_slice(),
-        _ => false,
-    }) && stamps.next().is_none()
-}
-
-/// When an entry was stored and when it stops being fresh (milliseconds since the Unix
-/// epoch, the storing instance's clock).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    expires: u64,
-    stored: u64,
-}
 
 /// What a miss saw, to be checked again when it stores.
 #[derive(Debug, Clone, Default)]
@@ -400,125 +279,6 @@ pub struct ResponseCache {
     refused: Arc<tokio::sync::Notify>,
 }
 
-// Writes the entry only if neither its memberships' epochs nor the generation moved since
-// the miss read them, stamped with those epochs (the `@` line: a hit serves it only while
-// they are unchanged); records it in each membership's index and trims expired members.
-// An epoch missing now refuses the store: it was evicted or expired, and the miss made it
-// (`ENSURE_SCRIPT`), so whatever it held cannot be compared. Each epoch and index is kept at
-// least as long as the entry.
-const STORE_SCRIPT: &str = r"
--- KEYS: entry, generation, then (epoch, index) per membership. ARGV: generation, value,
--- ttl (ms), mode ('exact': no membership's epoch moved; 'after-one': exactly one bump in
--- all, the write's own), then the epochs seen, one per membership.
-if (redis.call('GET', KEYS[2]) or '') ~= ARGV[1] then return 0 end
-local stamps = {}
-local drift = 0
-for i = 3, #KEYS, 2 do
-  local now = redis.call('GET', KEYS[i])
-  if not now then return 0 end
-  local seen = ARGV[5 + (i - 3) / 2]
-  if ARGV[4] == 'exact' then
-    if now ~= seen then return 0 end
-  else
-    drift = drift + (tonumber(now) or 0) - (tonumber(seen) or 0)
-  end
-  stamps[#stamps + 1] = now
-end
-if ARGV[4] == 'after-one' and drift ~= 1 then return 0 end
-local ttl = tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('SET', KEYS[1], '@' .. table.concat(stamps, ',') .. '\n' .. ARGV[2], 'PX', ttl)
-for i = 3, #KEYS do
-  if i % 2 == 0 then
-    redis.call('ZADD', KEYS[i], now + ttl, KEYS[1])
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
-  end
-  if redis.call('PTTL', KEYS[i]) < ttl then
-    redis.call('PEXPIRE', KEYS[i], ttl)
-  end
-end
-return 1
-";
-
-// The generation and the epochs a store will be checked against, making each missing epoch
-// (never bumped, expired or evicted) from Redis' clock in microseconds: a value no earlier
-// counter of that key reached (it started from an earlier clock reading and counts one per
-// invalidation), so an entry stamped before an eviction never matches again. Run by a miss
-// only when its `MGET` found an epoch missing. KEYS: generation, then the epochs; ARGV[1]:
-// the epochs' TTL (ms).
-const ENSURE_SCRIPT: &str = r"
-local out = { redis.call('GET', KEYS[1]) or '' }
-local made = nil
-for i = 2, #KEYS do
-  local epoch = redis.call('GET', KEYS[i])
-  if not epoch then
-    local t = redis.call('TIME')
-    made = made or (t[1] .. string.format('%06d', tonumber(t[2])))
-    epoch = made
-    redis.call('SET', KEYS[i], epoch, 'PX', ARGV[1])
-  end
-  out[#out + 1] = epoch
-end
-return out
-";
-
-// For each (epoch, index) pair: delete the indexed entries, drop the index, bump the epoch
-// (a missing one is made from Redis' clock, as in `ENSURE_SCRIPT`: `INCR` would start it
-// again at 1, a value an entry stored before its eviction may carry). ARGV[1]: the epoch's
-// TTL (ms). Deleting comes first: a Redis
-// full under `noeviction` refuses the epoch's INCR, which ends the script there, but always
-// allows deleting. With the epochs bumped first, a full Redis kept every entry of a written
-// group and served it stale for its whole TTL (found by a probe); now the entries are gone
-// (and no new one can be stored while Redis is full), and the outbox retries until the
-// bump goes through.
-//
-// A group's invalidation also drops the indexes of the key prefixes its entries name
-// (`items:list` of `…cache:<org>:items:list:GET:…`): every entry of them is in the group
-// and gone, and left behind those indexes kept a member per deleted entry until its expiry
-// plus grace, an hour; in a cache Redis, where they have no TTL to evict them by, a flood
-// of distinct misses grew them past `maxmemory` and every later store was refused (a
-// probe). Their epochs stay: the group's bump already refuses a store begun before.
-// ARGV[2], ARGV[3]: the scope's entry and index key bases; ARGV[3 + pair]: '1' when that
-// pair is a group's. (Only a group's: an entity tag's or a key prefix's entries are not
-// all of their prefix's, whose index must keep the others.)
-const INVALIDATE_SCRIPT: &str = r"
-local removed = 0
-local entries, indexes = ARGV[2], ARGV[3]
-for i = 1, #KEYS, 2 do
-  local members = redis.call('ZRANGE', KEYS[i + 1], 0, -1)
-  for j = 1, #members, 1000 do
-    removed = removed + redis.call('UNLINK', unpack(members, j, math.min(j + 999, #members)))
-  end
-  redis.call('DEL', KEYS[i + 1])
-  if ARGV[3 + (i + 1) / 2] == '1' then
-    local prefixes = {}
-    for _, member in ipairs(members) do
-      if string.sub(member, 1, #entries) == entries then
-        local rest = string.sub(member, #entries + 1)
-        local at = string.find(rest, ':GET:', 1, true)
-        if at then prefixes[string.sub(rest, 1, at - 1)] = true end
-      end
-    end
-    for prefix in pairs(prefixes) do
-      redis.call('DEL', indexes .. prefix)
-    end
-  end
-end
-local made = nil
-for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    redis.call('INCR', KEYS[i])
-  else
-    local t = redis.call('TIME')
-    made = made or (t[1] .. string.format('%06d', tonumber(t[2])))
-    redis.call('SET', KEYS[i], made)
-  end
-  redis.call('PEXPIRE', KEYS[i], ARGV[1])
-end
-return removed
-";
-
 /// Logs a store Redis refused (a full cache Redis answers `OOM`), at most once a minute:
 /// the refusals were only counted, so a cache Redis that refused every store was silent in
 /// the log (a black-box probe). Not the breaker's business: Redis answers, and reads go on.
@@ -535,11 +295,6 @@ fn warn_store_failed(e: &crate::RedisError) {
         });
     }
 }
-
-// Hashed once per process (for EVALSHA), not once per request.
-static STORE: LazyLock<Script> = LazyLock::new(|| Script::new(STORE_SCRIPT));
-static INVALIDATE: LazyLock<Script> = LazyLock::new(|| Script::new(INVALIDATE_SCRIPT));
-static ENSURE: LazyLock<Script> = LazyLock::new(|| Script::new(ENSURE_SCRIPT));
 
 impl ResponseCache {
     /// An engine over `redis`, scoping keys with `scope`, shortening each entry's TTL by a
@@ -1382,32 +1137,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn entries_round_trip_through_their_encoding() {
-        let cached = Cached::new(
-            "application/json".into(),
-            Bytes::from_static(b"{\"a\":\"x\ny\"}"),
-        );
-        let cached = cached.with_headers(vec![("x-total".into(), "7".into())]);
-        let stamp = Stamp {
-            expires: 1234,
-            stored: 1000,
-        };
-        // The store script puts the epochs in front.
-        let mut stored = b"@17,1732900000000001\n".to_vec();
-        stored.extend(cached.encode(stamp));
-        let (decoded, decoded_stamp, epochs) = Cached::decode(stored).expect("decodes");
-        assert_eq!(decoded_stamp, stamp);
-        assert_eq!(decoded, cached);
-        assert_eq!(&epochs[..], b"17,1732900000000001");
-        assert!(Cached::decode(b"no newline".to_vec()).is_none());
-        // Older formats (no epochs, no expiry line, no header line): a miss, not a garbled
-        // hit.
-        assert!(Cached::decode(cached.encode(stamp)).is_none());
-        assert!(Cached::decode(b"application/json\n\"tag\"\n{\"a\":1}".to_vec()).is_none());
-        assert!(Cached::decode(b"application/json\n\"tag\"\n99\n{\"a\":1}".to_vec()).is_none());
-    }
-
-    #[test]
     fn in_process_epochs_are_bounded_and_never_repeat_a_value() {
         let mut epochs = HashMap::new();
         let first = ResponseCache::local_epoch(&mut epochs, "org", "#item:0");
@@ -1428,24 +1157,5 @@ mod tests {
         // A store that saw a value the map no longer has, or a greater one, drifts.
         assert!(!epochs_allow(&[u64::MAX, 0], false));
         assert!(!epochs_allow(&[u64::MAX, u64::MAX], true));
-    }
-
-    #[test]
-    fn an_entry_is_valid_only_under_the_epochs_it_was_stored_with() {
-        let now = |epochs: &[Option<&str>]| -> Vec<Option<Vec<u8>>> {
-            epochs
-                .iter()
-                .map(|epoch| epoch.map(|e| e.as_bytes().to_vec()))
-                .collect()
-        };
-        assert!(epochs_match(b"3,17", &now(&[Some("3"), Some("17")])));
-        // Bumped since.
-        assert!(!epochs_match(b"3,17", &now(&[Some("4"), Some("17")])));
-        // Evicted or expired: whatever happened to it meanwhile is unknown.
-        assert!(!epochs_match(b"3,17", &now(&[Some("3"), None])));
-        // Stored under other memberships (a tag more or less).
-        assert!(!epochs_match(b"3,17", &now(&[Some("3")])));
-        assert!(!epochs_match(b"3", &now(&[Some("3"), Some("17")])));
-        assert!(!epochs_match(b"", &now(&[Some("3")])));
     }
 }
