@@ -59,8 +59,9 @@ struct Inner {
     /// last one came (milliseconds since `created`, plus one; 0: never).
     write_refusals: AtomicU64,
     last_refusal_ms: AtomicU64,
-    /// Probes in a row that reached Redis but found the cluster unusable.
-    unusable_probes: AtomicU64,
+    /// Since when probes that reached Redis have found the cluster unusable, each one since
+    /// (milliseconds since `created`, plus one; 0: the last probe found it usable).
+    unusable_since_ms: AtomicU64,
     /// When the cluster link was last rebuilt for a command that found no connection to a
     /// node of its slot map (milliseconds since `created`), so that a burst of such
     /// commands rebuilds it once.
@@ -145,7 +146,7 @@ impl RedisConnection {
                 outages: AtomicU64::new(0),
                 write_refusals: AtomicU64::new(0),
                 last_refusal_ms: AtomicU64::new(0),
-                unusable_probes: AtomicU64::new(0),
+                unusable_since_ms: AtomicU64::new(0),
                 topology_rebuilt_ms: AtomicU64::new(0),
                 created: Instant::now(),
                 changes: watch::channel(false).0,
@@ -456,26 +457,40 @@ impl RedisConnection {
     /// `PING` from `/health` answering between two slow scripts closed it too often.
     ///
     /// A cluster that answers but is found unusable (a slot without a healthy master, a
-    /// master reporting `cluster_state:fail`) opens the breaker on the second such probe in
-    /// a row: a planned failover passes through such states for an instant (a probe and a
-    /// test saw a node report `fail` while its replica took over), and a real loss of a
-    /// master is seen at once by the commands sent to it, which time out or are refused.
+    /// master reporting `cluster_state:fail`) opens the breaker once every probe for
+    /// [`UNUSABLE_FOR`] has found it so: a planned failover passes through such states (a
+    /// probe and a test saw a node report `fail` while its replica took over, for 0.6 s
+    /// on a busy machine), and a real loss of a master is seen at once by the commands sent
+    /// to it, which time out or are refused. (It was two probes in a row, 0.1 s apart at the
+    /// tests' probe period: the planned-failover test failed now and then under load.)
     pub async fn ping(&self) -> Result<Duration, RedisError> {
         match self.ping_inner().await {
             Ok(elapsed) => {
-                self.inner.unusable_probes.store(0, Ordering::Relaxed);
+                self.inner.unusable_since_ms.store(0, Ordering::Relaxed);
                 Ok(elapsed)
             }
             Err(Probe::Unusable(e)) => {
-                let seen = self.inner.unusable_probes.fetch_add(1, Ordering::Relaxed) + 1;
-                if seen >= 2 || !self.is_connected() {
+                let now = u64::try_from(self.inner.created.elapsed().as_millis())
+                    .unwrap_or(u64::MAX - 1)
+                    + 1;
+                let since = match self.inner.unusable_since_ms.compare_exchange(
+                    0,
+                    now,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => now,
+                    Err(since) => since,
+                };
+                let lasted = Duration::from_millis(now.saturating_sub(since));
+                if lasted >= UNUSABLE_FOR || !self.is_connected() {
                     self.mark_down(&e.to_string());
                     self.rebuild_cluster_link();
                 }
                 Err(e)
             }
             Err(Probe::Failed(e)) => {
-                self.inner.unusable_probes.store(0, Ordering::Relaxed);
+                self.inner.unusable_since_ms.store(0, Ordering::Relaxed);
                 if e.is_unavailable() {
                     self.mark_down(&e.to_string());
                     self.rebuild_cluster_link();
@@ -601,6 +616,10 @@ impl std::fmt::Display for Probe {
 
 /// Cluster commands rebuild the link at most this often for a stale slot map.
 const TOPOLOGY_REFRESH_INTERVAL_MS: u64 = 250;
+
+/// How long probes must find a cluster unusable before it counts as down (see
+/// [`RedisConnection::ping`]).
+const UNUSABLE_FOR: Duration = Duration::from_secs(1);
 
 /// A cluster command whose slot map named a node the link has no connection to (redis-rs'
 /// `ClusterConnectionNotFound` with the node's address): the topology moved under it.
