@@ -565,7 +565,18 @@ async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option
     if let Some(pair) = tokens.successor::<TokenPair>(token).await {
         return unused(pair).await;
     }
-    tokens.rotated::<TokenRecord>(token_hash).await?;
+    // Rotated through Redis (its tombstone) or through SQL (a fallback token, or a token
+    // whose Redis key was gone and that the session row vouched for, recorded as rotated).
+    // Looking at Redis alone, a second tab racing a rotation through SQL was taken for a
+    // replay within a millisecond or two, and the session revoked (a black-box probe).
+    let rotated = tokens.rotated::<TokenRecord>(token_hash).await.is_some()
+        || matches!(
+            store::rotated_token_session(&state.db, token_hash).await,
+            Ok(Some(_))
+        );
+    if !rotated {
+        return None;
+    }
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(500);
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -624,9 +635,9 @@ async fn logout(
         return Err(ApiError::field("refreshToken", "must be a refresh token"));
     }
     let token_hash = hash_token(&body.refresh_token);
-    // The token's owner: Redis, the SQL fallback table, then the session row, which keeps
-    // every session's current token and so answers when Redis has lost the key or cannot
-    // be asked. (Without that last look, a logout during an outage ended the caller's own
+    // The token's owner: Redis, the SQL fallback table (rotated tokens included), then the
+    // session row, which keeps every session's current token and so answers when Redis has
+    // lost the key or cannot be asked, then Redis' tombstone of a rotated token. (Without that last look, a logout during an outage ended the caller's own
     // session and left the token's alive; found by a black-box probe.)
     let mut owner = state
         .refresh_tokens
@@ -643,6 +654,17 @@ async fn logout(
     }
     if owner.is_none() {
         owner = store::session_of_token(&state.db, &token_hash).await?;
+    }
+    // A token rotated through Redis: its tombstone still names the session. The client
+    // logging out with the token its own refresh just replaced means this session all the
+    // same; without this look the 204 ended nothing and the successor kept working (a
+    // black-box probe: 17 of 40 logouts racing a refresh, and every logout after one).
+    if owner.is_none() {
+        owner = state
+            .refresh_tokens
+            .rotated::<TokenRecord>(&token_hash)
+            .await
+            .map(|record| (record.user_id, record.session_id));
     }
     // Only the token's owner ends its session. Anyone else's token, or one found nowhere,
     // changes nothing, and the answer is the same 204, so it reveals nothing.

@@ -229,6 +229,17 @@ pub async fn revoke_sessions(
 ) -> ApiResult<u64> {
     let now = db::now();
     let mut tx = db.begin().await?;
+    // Fallback tokens first, then sessions: the order a refresh takes them in (it consumes
+    // its token's row, then updates its session's). In the other order a revocation and a
+    // refresh of a token held in SQL each waited for the other's row, and PostgreSQL broke
+    // the deadlock with a 500 for one of them (found by a black-box probe).
+    sqlx::query(
+        "DELETE FROM refresh_tokens WHERE user_id = $1 AND ($2 IS NULL OR session_id = $2)",
+    )
+    .bind(user_id)
+    .bind(session_id)
+    .execute(&mut *tx)
+    .await?;
     let revoked = sqlx::query(
         "UPDATE sessions SET revoked_at = $1, revoked_reason = $2
          WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id = $4)",
@@ -240,13 +251,6 @@ pub async fn revoke_sessions(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    sqlx::query(
-        "DELETE FROM refresh_tokens WHERE user_id = $1 AND ($2 IS NULL OR session_id = $2)",
-    )
-    .bind(user_id)
-    .bind(session_id)
-    .execute(&mut *tx)
-    .await?;
     crate::db::commit(tx).await?;
     Ok(revoked)
 }

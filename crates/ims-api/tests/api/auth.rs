@@ -270,6 +270,94 @@ async fn two_tabs_during_a_slow_rotation_share_its_pair_within_the_grace_period(
     assert_eq!(sessions(&app, &s(&next, "accessToken")).await.len(), 1);
 }
 
+/// Logging out with the token a refresh just replaced ends the session: the client's own
+/// refresh and logout crossed, or it kept the old token. The 204 used to end nothing when
+/// the token had been rotated through Redis (its key gone, the session row naming the
+/// successor), and the successor kept working (a black-box probe).
+#[tokio::test]
+async fn logging_out_with_the_token_a_refresh_just_replaced_ends_the_session() {
+    let app = spawn_app().await;
+    let pair = app.register("crossed@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let next = app.refresh(&token).await.expect(StatusCode::OK);
+    let response = app
+        .caller(&s(&pair, "accessToken"))
+        .post("/auth/logout", json!({"refreshToken": token}))
+        .await;
+    assert_eq!(response.status, StatusCode::NO_CONTENT);
+    app.refresh(&s(&next, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(sessions(&app, &s(&next, "accessToken")).await.len(), 0);
+}
+
+/// A refresh and a revocation of the same session, with its token in SQL (issued while
+/// Redis was away): never a 5xx. The revocation took the session row and then the token's,
+/// the refresh the other way round, and on PostgreSQL one of them failed with "deadlock
+/// detected" as a 500 in about a quarter of such races (a black-box probe).
+#[tokio::test]
+async fn revoking_a_session_while_its_sql_token_is_refreshed_never_answers_5xx() {
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "0")]).await;
+    app.register("deadlock@example.com").await;
+    app.redis.stop();
+    app.wait_for_redis(false).await;
+    for _ in 0..20 {
+        let pair = app.login("deadlock@example.com").await;
+        let access = s(&pair, "accessToken");
+        let current = sessions(&app, &access)
+            .await
+            .into_iter()
+            .find(|session| session["current"] == true)
+            .expect("the current session");
+        let id = current["id"].as_str().expect("id").to_string();
+        let (token, path) = (s(&pair, "refreshToken"), format!("/auth/sessions/{id}"));
+        let api = app.caller(&access);
+        let (refreshed, revoked) = tokio::join!(app.refresh(&token), api.delete(&path));
+        assert!(
+            !refreshed.status.is_server_error() && !revoked.status.is_server_error(),
+            "refresh {} {}, revoke {} {}",
+            refreshed.status,
+            refreshed.text,
+            revoked.status,
+            revoked.text
+        );
+        // Revoked whichever went first: no token of it works.
+        if refreshed.status == StatusCode::OK {
+            app.refresh(&s(&refreshed.json(), "refreshToken"))
+                .await
+                .problem(StatusCode::UNAUTHORIZED);
+        }
+    }
+}
+
+/// Two tabs refreshing at once a token whose Redis key is gone (evicted; here deleted), so
+/// that the session row vouches for it: both get one pair, the session lives on. The second
+/// tab looked only for Redis' tombstone of a rotation, found none (the rotation went through
+/// SQL), and within a millisecond or two of the first was taken for a replay: the session
+/// was revoked in about a third of such races (a black-box probe).
+#[tokio::test]
+async fn two_tabs_refreshing_a_token_held_in_sql_share_its_pair() {
+    let app = spawn_app().await; // REFRESH_REUSE_GRACE defaults to 10 s
+    app.register("sqltabs@example.com").await;
+    for round in 0..15 {
+        let pair = app.login("sqltabs@example.com").await;
+        let token = s(&pair, "refreshToken");
+        let () = redis::cmd("DEL")
+            .arg(format!("ims:session:refresh:{}", sha256(&token)))
+            .query(&mut app.redis_conn())
+            .expect("del");
+        let (first, second) = tokio::join!(app.refresh(&token), app.refresh(&token));
+        let (first, second) = (first.expect(StatusCode::OK), second.expect(StatusCode::OK));
+        assert_eq!(
+            s(&first, "refreshToken"),
+            s(&second, "refreshToken"),
+            "round {round}"
+        );
+        let next = app.refresh(&s(&first, "refreshToken")).await;
+        assert_eq!(next.status, StatusCode::OK, "round {round}: {}", next.text);
+    }
+}
+
 #[tokio::test]
 async fn logout_deletes_the_token_and_ends_the_session() {
     let app = spawn_app().await;
