@@ -552,7 +552,9 @@ async fn claim_through_row(
 /// when the second request sees the token gone, so a tombstone without a remembered pair
 /// is given a moment before it counts as reuse.
 async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option<TokenPair> {
-    if state.settings.refresh_reuse_grace.is_zero() {
+    // The pairs are remembered in Redis only: without it there is no grace, and nothing to
+    // wait for (a probe saw such refusals take the whole half second).
+    if state.settings.refresh_reuse_grace.is_zero() || !state.redis.is_connected() {
         return None;
     }
     let tokens = &state.refresh_tokens;
