@@ -637,10 +637,11 @@ async fn logout(
         return Err(ApiError::field("refreshToken", "must be a refresh token"));
     }
     let token_hash = hash_token(&body.refresh_token);
-    // The token's owner: Redis, the SQL fallback table (rotated tokens included), then the
-    // session row, which keeps every session's current token and so answers when Redis has
-    // lost the key or cannot be asked, then Redis' tombstone of a rotated token. (Without that last look, a logout during an outage ended the caller's own
-    // session and left the token's alive; found by a black-box probe.)
+    // The token's owner: Redis, the SQL fallback table (rotated tokens included), the
+    // session row, then Redis' tombstone of a rotated token (below). The session row keeps
+    // every session's current token and so answers when Redis has lost the key or cannot
+    // be asked: without it, a logout during an outage ended the caller's own session and
+    // left the token's alive (found by a black-box probe).
     let mut owner = state
         .refresh_tokens
         .get::<TokenRecord>(&token_hash)
