@@ -63,7 +63,7 @@ struct Inner {
     /// (milliseconds since `created`, plus one; 0: the last probe found it usable).
     unusable_since_ms: AtomicU64,
     /// When the cluster link was last rebuilt for a command that found no connection to a
-    /// node of its slot map (milliseconds since `created`), so that a burst of such
+    /// node of its slot map (milliseconds since `created`, plus one), so that a burst of such
     /// commands rebuilds it once.
     topology_rebuilt_ms: AtomicU64,
     created: Instant,
@@ -339,9 +339,16 @@ impl RedisConnection {
     /// True when Redis refused a write within the last `within`.
     pub fn refused_a_write_within(&self, within: Duration) -> bool {
         let last = self.inner.last_refusal_ms.load(Ordering::Relaxed);
-        let now = u64::try_from(self.inner.created.elapsed().as_millis()).unwrap_or(u64::MAX);
         let within = u64::try_from(within.as_millis()).unwrap_or(u64::MAX);
-        last > 0 && now.saturating_add(1).saturating_sub(last) <= within
+        last > 0 && self.stamp_ms().saturating_sub(last) <= within
+    }
+
+    /// Now, for the moments kept in atomics: milliseconds since the connection was made,
+    /// plus one, so that 0 can stand for "never".
+    fn stamp_ms(&self) -> u64 {
+        u64::try_from(self.inner.created.elapsed().as_millis())
+            .unwrap_or(u64::MAX - 1)
+            .saturating_add(1)
     }
 
     /// The configured bound on one command's round trip.
@@ -393,9 +400,9 @@ impl RedisConnection {
                 let e = RedisError::Command(e);
                 if e.refused_write().is_some() {
                     self.inner.write_refusals.fetch_add(1, Ordering::Relaxed);
-                    let now = self.inner.created.elapsed().as_millis();
-                    let now = u64::try_from(now).unwrap_or(u64::MAX - 1) + 1;
-                    self.inner.last_refusal_ms.store(now, Ordering::Relaxed);
+                    self.inner
+                        .last_refusal_ms
+                        .store(self.stamp_ms(), Ordering::Relaxed);
                 }
                 Err(e)
             }
@@ -408,14 +415,14 @@ impl RedisConnection {
 
     /// Rebuilds the cluster link, at most once per [`TOPOLOGY_REFRESH_INTERVAL_MS`].
     fn refresh_topology(&self) {
-        let now = u64::try_from(self.inner.created.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = self.stamp_ms();
         let last = self.inner.topology_rebuilt_ms.load(Ordering::Relaxed);
         let due = last == 0 || now.saturating_sub(last) >= TOPOLOGY_REFRESH_INTERVAL_MS;
         if due
             && self
                 .inner
                 .topology_rebuilt_ms
-                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
             self.rebuild_cluster_link();
@@ -470,9 +477,7 @@ impl RedisConnection {
                 Ok(elapsed)
             }
             Err(Probe::Unusable(e)) => {
-                let now = u64::try_from(self.inner.created.elapsed().as_millis())
-                    .unwrap_or(u64::MAX - 1)
-                    + 1;
+                let now = self.stamp_ms();
                 let since = match self.inner.unusable_since_ms.compare_exchange(
                     0,
                     now,
