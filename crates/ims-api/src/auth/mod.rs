@@ -396,10 +396,14 @@ async fn refresh(
         .await;
     let redis_answered = matches!(taken, Taken::Missing);
     let mut tx = state.db.begin().await?;
+    // Whether the token had its row in SQL (a fallback token, or one the session row vouched
+    // for): then its rotation's answer is kept there too, for a second tab (`within_grace`).
+    let mut through_sql = true;
     // `presented`: the token must still be its session's live one (the row is the
     // authority; a claim below has already checked and cleared it).
     let (user_id, session_id, presented) = match taken {
         Taken::Found(record) => {
+            through_sql = false;
             // The token this one replaced may no longer be presented, even within its
             // grace period: its successor (this token) is in use.
             if let Some(replaced) = &record.replaces {
@@ -496,6 +500,11 @@ async fn refresh(
         if let Some(presented) = presented {
             if store::rotated_past(&mut *tx, &session_id, presented).await? {
                 tx.rollback().await?;
+                // Rotated through SQL within the grace period: a second tab, with Redis
+                // back between the two.
+                if let Some(pair) = kept_in_sql(&state, token, &token_hash).await {
+                    return Ok(Json(pair));
+                }
                 return Err(revoke_for_reuse(&state, &user_id, &session_id).await);
             }
         }
@@ -505,8 +514,14 @@ async fn refresh(
         .await?
         .ok_or_else(invalid_refresh)?;
     let pair = issue_pair(&state, &mut tx, &user, &session_id, Some(&token_hash)).await?;
-    crate::db::commit(tx).await?;
     let grace = state.settings.refresh_reuse_grace;
+    if through_sql && !grace.is_zero() {
+        // Sealed as in Redis: the database holds no usable token either.
+        if let Some(sealed) = ims_redis::session::seal_answer(token, &pair) {
+            store::keep_successor(&mut *tx, &token_hash, &sealed, &expiry_after(grace)).await?;
+        }
+    }
+    crate::db::commit(tx).await?;
     if !grace.is_zero() {
         state
             .refresh_tokens
@@ -552,20 +567,23 @@ async fn claim_through_row(
 /// when the second request sees the token gone, so a tombstone without a remembered pair
 /// is given a moment before it counts as reuse.
 async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option<TokenPair> {
-    // The pairs are remembered in Redis only: without it there is no grace, and nothing to
-    // wait for (a probe saw such refusals take the whole half second).
-    if state.settings.refresh_reuse_grace.is_zero() || !state.redis.is_connected() {
+    if state.settings.refresh_reuse_grace.is_zero() {
+        return None;
+    }
+    // A rotation through SQL kept its answer on the token's row, committed with it: a
+    // second presentation that got here waited for that commit, so there is nothing to wait
+    // for. This is the only grace while Redis is away (two tabs used to end the session).
+    if let Some(pair) = kept_in_sql(state, token, token_hash).await {
+        return Some(pair);
+    }
+    // Else the pair is remembered in Redis, and without it there is nothing to wait for (a
+    // probe saw such refusals take the whole half second).
+    if !state.redis.is_connected() {
         return None;
     }
     let tokens = &state.refresh_tokens;
-    // Only while the successor is unused: still its session's live token (the session row
-    // is the authority, whichever way the successor was rotated since).
-    let unused = |pair: TokenPair| async move {
-        let live = store::is_live_token(&state.db, &hash_token(&pair.refresh_token)).await;
-        live.unwrap_or(false).then_some(pair)
-    };
     if let Some(pair) = tokens.successor::<TokenPair>(token).await {
-        return unused(pair).await;
+        return unused(state, pair).await;
     }
     // Rotated through Redis (its tombstone) or through SQL (a fallback token, or a token
     // whose Redis key was gone and that the session row vouched for, recorded as rotated).
@@ -583,10 +601,28 @@ async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option
     while tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         if let Some(pair) = tokens.successor::<TokenPair>(token).await {
-            return unused(pair).await;
+            return unused(state, pair).await;
         }
     }
     None
+}
+
+/// The pair kept in SQL for `token`, rotated through SQL within `REFRESH_REUSE_GRACE`, if
+/// its successor is unused.
+async fn kept_in_sql(state: &AppState, token: &str, token_hash: &str) -> Option<TokenPair> {
+    if state.settings.refresh_reuse_grace.is_zero() {
+        return None;
+    }
+    let sealed = store::kept_successor(&state.db, token_hash).await.ok()??;
+    let pair = ims_redis::session::open_answer::<TokenPair>(token, &sealed)?;
+    unused(state, pair).await
+}
+
+/// `pair` while its refresh token is unused: still its session's live token (the session
+/// row is the authority, whichever way the token was rotated since).
+async fn unused(state: &AppState, pair: TokenPair) -> Option<TokenPair> {
+    let live = store::is_live_token(&state.db, &hash_token(&pair.refresh_token)).await;
+    live.unwrap_or(false).then_some(pair)
 }
 
 /// The answer to a refresh token that is live nowhere. If it was live once, this is a replay

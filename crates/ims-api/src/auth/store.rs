@@ -384,6 +384,39 @@ pub async fn rotated_token_session(
     .await?)
 }
 
+/// Keeps, on the row of `token_hash` (a token rotated through SQL), the sealed answer its
+/// rotation gave, until `until`: in the rotation's transaction, so that a second
+/// presentation that waited for the row finds it.
+pub async fn keep_successor<'c>(
+    db: impl Executor<'c, Database = Any>,
+    token_hash: &str,
+    sealed: &str,
+    until: &str,
+) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET successor = $1, successor_until = $2 WHERE token_hash = $3",
+    )
+    .bind(sealed)
+    .bind(until)
+    .bind(token_hash)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The sealed answer kept for the rotated `token_hash`, while its grace period runs.
+pub async fn kept_successor(db: &Db, token_hash: &str) -> ApiResult<Option<String>> {
+    let kept: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT successor FROM refresh_tokens
+         WHERE token_hash = $1 AND rotated_at IS NOT NULL AND successor_until > $2",
+    )
+    .bind(token_hash)
+    .bind(db::now())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(kept.and_then(|(sealed,)| sealed))
+}
+
 /// Deletes a fallback token; returns its (user id, session id).
 pub async fn delete_refresh_token(
     db: &Db,

@@ -3,6 +3,7 @@
 //! `IMS_TEST_POSTGRES_URL` is set), and talks to it as a client would.
 
 mod auth;
+mod auth_without_redis;
 mod binary;
 mod cache;
 mod catalog;

@@ -187,10 +187,7 @@ impl RefreshTokenStore {
         answer: &T,
         grace: Duration,
     ) -> bool {
-        let Some(sealed) = serde_json::to_vec(answer)
-            .ok()
-            .and_then(|plain| seal(token, &plain))
-        else {
+        let Some(sealed) = seal_answer(token, answer) else {
             return false;
         };
         self.redis
@@ -201,8 +198,7 @@ impl RefreshTokenStore {
     /// The answer remembered for the rotated `token`, if its grace period is still running.
     pub async fn successor<T: DeserializeOwned>(&self, token: &str) -> Option<T> {
         let sealed: String = self.redis.get(&self.grace_key(&hash_token(token))).await?;
-        let plain = open(token, &sealed)?;
-        serde_json::from_slice(&plain).ok()
+        open_answer(token, &sealed)
     }
 
     /// Ends a rotated token's grace period early (its successor has been used).
@@ -218,6 +214,18 @@ impl RefreshTokenStore {
     pub async fn remove(&self, token_hash: &str) -> bool {
         self.redis.del(&[&self.live_key(token_hash)]).await > 0
     }
+}
+
+/// `answer` sealed as [`RefreshTokenStore::remember_successor`] seals it (hex text), for a
+/// caller that keeps it elsewhere as well (a durable store, for when Redis is away): only
+/// [`open_answer`] with the same `token` reads it.
+pub fn seal_answer<T: Serialize>(token: &str, answer: &T) -> Option<String> {
+    seal(token, &serde_json::to_vec(answer).ok()?)
+}
+
+/// What [`seal_answer`] sealed for `token`; `None` for any other token or a damaged value.
+pub fn open_answer<T: DeserializeOwned>(token: &str, sealed: &str) -> Option<T> {
+    serde_json::from_slice(&open(token, sealed)?).ok()
 }
 
 /// The key that seals a rotated token's successor: a hash of the token under a label of its

@@ -1,0 +1,167 @@
+//! Refresh-token rotation while Redis is away: the tokens, their rotations and the answers a
+//! second tab is given again all live in SQL then (docs/auth.md, "Two tabs").
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{sha256, spawn_app, spawn_app_with, TestApp};
+
+fn s(v: &Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+        .to_string()
+}
+
+async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
+    let list: Value = app.caller(access).get("/auth/sessions").await.json();
+    list["data"].as_array().expect("data").clone()
+}
+
+/// A signed-in user on an instance that has lost Redis.
+async fn signed_in_without_redis(app: &TestApp, email: &str) -> Value {
+    app.register(email).await;
+    app.redis.stop();
+    app.wait_for_redis(false).await;
+    app.login(email).await
+}
+
+/// Two tabs refreshing at once with Redis away: both get one pair and the session lives on.
+/// The pairs were remembered in Redis only, so the second tab's presentation was a replay
+/// and ended the session of a user who had done nothing wrong, for as long as Redis was
+/// away. The answer kept in SQL is sealed, as in Redis: the database holds no usable token.
+#[tokio::test]
+async fn two_tabs_without_redis_share_one_pair_within_the_grace_period() {
+    let app = spawn_app().await; // REFRESH_REUSE_GRACE defaults to 10 s
+    signed_in_without_redis(&app, "tabs-sql@example.com").await;
+    for round in 0..8 {
+        let pair = app.login("tabs-sql@example.com").await;
+        let token = s(&pair, "refreshToken");
+        let (first, second) = tokio::join!(app.refresh(&token), app.refresh(&token));
+        let (first, second) = (first.expect(StatusCode::OK), second.expect(StatusCode::OK));
+        let next = s(&first, "refreshToken");
+        assert_eq!(next, s(&second, "refreshToken"), "round {round}");
+        assert_eq!(
+            s(&first, "accessToken"),
+            s(&second, "accessToken"),
+            "round {round}"
+        );
+        let (kept,): (Option<String>,) =
+            sqlx::query_as("SELECT successor FROM refresh_tokens WHERE token_hash = $1")
+                .bind(sha256(&token))
+                .fetch_one(app.state.db.pool())
+                .await
+                .expect("the rotated token's row");
+        let kept = kept.expect("the answer kept for a second tab");
+        assert!(
+            !kept.contains(&next) && !kept.contains(&hex::encode(&next)),
+            "round {round}: {kept}"
+        );
+        // The session lives on: the successor refreshes. Then the rotated token is a
+        // replay (its successor was used), which revokes the session.
+        let third = app.refresh(&next).await.expect(StatusCode::OK);
+        app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+        app.refresh(&s(&third, "refreshToken"))
+            .await
+            .problem(StatusCode::UNAUTHORIZED);
+    }
+}
+
+/// A replay without Redis is answered at once, not after the half second a presentation
+/// within the grace period may wait for a pair being remembered in Redis (a probe saw the
+/// wait once it also started on SQL's record of a rotation), and it ends the session.
+#[tokio::test]
+async fn without_redis_a_replay_is_refused_without_waiting() {
+    let app = spawn_app().await;
+    let pair = signed_in_without_redis(&app, "replay-sql@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let access = s(&pair, "accessToken");
+    assert_eq!(
+        sessions(&app, &access).await.len(),
+        2,
+        "registration and login"
+    );
+    let next = app.refresh(&token).await.expect(StatusCode::OK);
+    let third = app
+        .refresh(&s(&next, "refreshToken"))
+        .await
+        .expect(StatusCode::OK);
+    let started = std::time::Instant::now();
+    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(400), "{took:?}");
+    app.refresh(&s(&third, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        sessions(&app, &access).await.len(),
+        1,
+        "the login's is revoked"
+    );
+}
+
+/// The kept answer lasts the grace period only: a presentation after it is a replay.
+#[tokio::test]
+async fn without_redis_a_replay_after_the_grace_period_revokes_the_session() {
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "1")]).await;
+    let pair = signed_in_without_redis(&app, "late-sql@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let next = app.refresh(&token).await.expect(StatusCode::OK);
+    let again = app.refresh(&token).await.expect(StatusCode::OK);
+    assert_eq!(s(&again, "refreshToken"), s(&next, "refreshToken"));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    app.refresh(&s(&next, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
+
+/// Without a grace period, a second presentation without Redis is a replay, as with it.
+#[tokio::test]
+async fn without_redis_and_without_grace_a_second_presentation_revokes_the_session() {
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "0")]).await;
+    let pair = signed_in_without_redis(&app, "strict-sql@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let next = app.refresh(&token).await.expect(StatusCode::OK);
+    let (kept,): (Option<String>,) =
+        sqlx::query_as("SELECT successor FROM refresh_tokens WHERE token_hash = $1")
+            .bind(sha256(&token))
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("the rotated token's row");
+    assert_eq!(kept, None, "nothing kept without a grace period");
+    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    app.refresh(&s(&next, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
+
+/// A token that lives in Redis, rotated while Redis is away (through its session row), and
+/// presented again by a second tab once Redis is back, within the grace period: Redis still
+/// holds the token's key, the session has moved on, and the second tab gets the first one's
+/// pair instead of ending the session.
+#[tokio::test]
+async fn a_second_tab_after_redis_returns_gets_the_pair_kept_in_sql() {
+    let app = spawn_app().await;
+    app.register("back@example.com").await;
+    let pair = app.login("back@example.com").await;
+    let token = s(&pair, "refreshToken");
+    app.redis.pause();
+    app.wait_for_redis(false).await;
+    let first = app.refresh(&token).await.expect(StatusCode::OK);
+    app.redis.resume();
+    app.wait_for_redis(true).await;
+    let second = app.refresh(&token).await.expect(StatusCode::OK);
+    assert_eq!(s(&first, "refreshToken"), s(&second, "refreshToken"));
+    let next = app
+        .refresh(&s(&first, "refreshToken"))
+        .await
+        .expect(StatusCode::OK);
+    // Its successor used, the rotated token is a replay now.
+    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    app.refresh(&s(&next, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
