@@ -1,6 +1,9 @@
--- A token rotated through SQL (Redis away, or its Redis key gone) keeps the answer its
--- rotation gave, sealed with a key derived from the token itself (stored nowhere), until
--- REFRESH_REUSE_GRACE has passed: a second tab presenting it again gets the same pair, as it
--- does through Redis (docs/auth.md, "Two tabs").
-ALTER TABLE refresh_tokens ADD COLUMN successor TEXT;
-ALTER TABLE refresh_tokens ADD COLUMN successor_until TEXT;
+-- The session row also remembers the token its last rotation replaced: its hash (a replay
+-- of it is reuse, also where Redis' tombstone cannot be read) and, until
+-- REFRESH_REUSE_GRACE has passed, the answer that rotation gave, sealed with a key derived
+-- from the replaced token itself (stored nowhere), so that a second tab presenting it gets
+-- the same pair with or without Redis (docs/auth.md, "Two tabs").
+ALTER TABLE sessions ADD COLUMN replaced_token_hash TEXT;
+ALTER TABLE sessions ADD COLUMN replaced_answer TEXT;
+ALTER TABLE sessions ADD COLUMN replaced_until TEXT;
+CREATE INDEX sessions_replaced_token_hash_idx ON sessions (replaced_token_hash);

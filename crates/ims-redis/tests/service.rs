@@ -204,8 +204,10 @@ async fn a_slow_redis_counts_as_down_until_it_is_fast_again() {
     while watched.elapsed() < Duration::from_millis(1500) {
         let started = Instant::now();
         assert_eq!(redis.get::<String>("kept").await, None);
+        // Not behind a 200 ms script; the margin is for a busy machine's scheduling (5 ms
+        // failed once while the whole suite ran beside other work).
         assert!(
-            started.elapsed() < Duration::from_millis(5),
+            started.elapsed() < Duration::from_millis(100),
             "{:?}",
             started.elapsed()
         );

@@ -308,12 +308,19 @@ async fn start_session(
 /// Signs an access token and stores a new refresh token: in Redis when it answers, else in
 /// the SQL fallback table through `conn` (the caller's transaction, so an outage costs no
 /// extra commit).
+/// The refresh token a rotation replaces.
+#[derive(Clone, Copy)]
+struct Replaced<'a> {
+    token: &'a str,
+    hash: &'a str,
+}
+
 async fn issue_pair(
     state: &AppState,
     conn: &mut AnyConnection,
     user: &UserRow,
     session_id: &str,
-    replaces: Option<&str>,
+    replaces: Option<Replaced<'_>>,
 ) -> ApiResult<TokenPair> {
     let ttl = state.settings.refresh_token_ttl;
     let claims = tokens::claims_for(
@@ -333,11 +340,37 @@ async fn issue_pair(
         session_id: session_id.to_string(),
         created_at: db::now(),
         expires_at: expires_at.clone(),
-        replaces: replaces.map(str::to_string),
+        replaces: replaces.map(|r| r.hash.to_string()),
+    };
+    let pair = TokenPair {
+        access_token,
+        refresh_token,
+        token_type: "Bearer".into(),
+        expires_in: state.settings.access_token_ttl.as_secs(),
+        user: UserView::from(user),
     };
     // The session row keeps the live token's hash: if Redis evicts the key, the token
-    // still refreshes (see `refresh`).
-    store::set_session_token(&mut *conn, session_id, &token_hash).await?;
+    // still refreshes (see `refresh`). After a rotation it also keeps the replaced token's
+    // hash (a replay of it is reuse, whatever Redis remembers) and, for the grace period,
+    // this answer, sealed as in Redis: a second tab gets it without Redis too.
+    match replaces {
+        None => store::set_session_token(&mut *conn, session_id, &token_hash).await?,
+        Some(replaced) => {
+            let grace = state.settings.refresh_reuse_grace;
+            let answer = (!grace.is_zero())
+                .then(|| ims_redis::session::seal_answer(replaced.token, &pair))
+                .flatten();
+            store::rotate_session_token(
+                &mut *conn,
+                session_id,
+                &token_hash,
+                replaced.hash,
+                answer.as_deref(),
+                &expiry_after(grace),
+            )
+            .await?;
+        }
+    }
     if !state.refresh_tokens.put(&token_hash, &record, ttl).await {
         store::insert_refresh_token(
             &mut *conn,
@@ -349,13 +382,7 @@ async fn issue_pair(
         )
         .await?;
     }
-    Ok(TokenPair {
-        access_token,
-        refresh_token,
-        token_type: "Bearer".into(),
-        expires_in: state.settings.access_token_ttl.as_secs(),
-        user: UserView::from(user),
-    })
+    Ok(pair)
 }
 
 fn invalid_refresh() -> ApiError {
@@ -396,14 +423,10 @@ async fn refresh(
         .await;
     let redis_answered = matches!(taken, Taken::Missing);
     let mut tx = state.db.begin().await?;
-    // Whether the token had its row in SQL (a fallback token, or one the session row vouched
-    // for): then its rotation's answer is kept there too, for a second tab (`within_grace`).
-    let mut through_sql = true;
     // `presented`: the token must still be its session's live one (the row is the
     // authority; a claim below has already checked and cleared it).
     let (user_id, session_id, presented) = match taken {
         Taken::Found(record) => {
-            through_sql = false;
             // The token this one replaced may no longer be presented, even within its
             // grace period: its successor (this token) is in use.
             if let Some(replaced) = &record.replaces {
@@ -513,15 +536,13 @@ async fn refresh(
     let user = store::find_user(&mut *tx, &user_id)
         .await?
         .ok_or_else(invalid_refresh)?;
-    let pair = issue_pair(&state, &mut tx, &user, &session_id, Some(&token_hash)).await?;
-    let grace = state.settings.refresh_reuse_grace;
-    if through_sql && !grace.is_zero() {
-        // Sealed as in Redis: the database holds no usable token either.
-        if let Some(sealed) = ims_redis::session::seal_answer(token, &pair) {
-            store::keep_successor(&mut *tx, &token_hash, &sealed, &expiry_after(grace)).await?;
-        }
-    }
+    let replaced = Replaced {
+        token,
+        hash: &token_hash,
+    };
+    let pair = issue_pair(&state, &mut tx, &user, &session_id, Some(replaced)).await?;
     crate::db::commit(tx).await?;
+    let grace = state.settings.refresh_reuse_grace;
     if !grace.is_zero() {
         state
             .refresh_tokens
@@ -570,9 +591,8 @@ async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option
     if state.settings.refresh_reuse_grace.is_zero() {
         return None;
     }
-    // A rotation through SQL kept its answer on the token's row, committed with it: a
-    // second presentation that got here waited for that commit, so there is nothing to wait
-    // for. This is the only grace while Redis is away (two tabs used to end the session).
+    // Every rotation keeps its answer on the session row, committed with it: the only grace
+    // while Redis is away (two tabs used to end the session).
     if let Some(pair) = kept_in_sql(state, token, token_hash).await {
         return Some(pair);
     }
@@ -603,17 +623,20 @@ async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option
         if let Some(pair) = tokens.successor::<TokenPair>(token).await {
             return unused(state, pair).await;
         }
+        if let Some(pair) = kept_in_sql(state, token, token_hash).await {
+            return Some(pair);
+        }
     }
     None
 }
 
-/// The pair kept in SQL for `token`, rotated through SQL within `REFRESH_REUSE_GRACE`, if
-/// its successor is unused.
+/// The pair the session row keeps for `token`, rotated within `REFRESH_REUSE_GRACE`, if its
+/// successor is unused.
 async fn kept_in_sql(state: &AppState, token: &str, token_hash: &str) -> Option<TokenPair> {
     if state.settings.refresh_reuse_grace.is_zero() {
         return None;
     }
-    let sealed = store::kept_successor(&state.db, token_hash).await.ok()??;
+    let sealed = store::replaced_answer(&state.db, token_hash).await.ok()??;
     let pair = ims_redis::session::open_answer::<TokenPair>(token, &sealed)?;
     unused(state, pair).await
 }
@@ -630,13 +653,23 @@ async fn unused(state: &AppState, pair: TokenPair) -> Option<TokenPair> {
 async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool) -> ApiError {
     let rotated = match store::rotated_token_session(&state.db, token_hash).await {
         Ok(Some(found)) => Some(found),
-        Ok(None) if redis_answered => state
+        // The token a session's last rotation replaced: known without Redis' tombstone (a
+        // replay sent to an instance cut off from Redis was a plain 401 and ended nothing).
+        Ok(None) => match store::session_replacing(&state.db, token_hash).await {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => None,
+            Err(e) => return e,
+        },
+        Err(e) => return e,
+    };
+    let rotated = match rotated {
+        Some(found) => Some(found),
+        None if redis_answered => state
             .refresh_tokens
             .rotated::<TokenRecord>(token_hash)
             .await
             .map(|r| (r.user_id, r.session_id)),
-        Ok(None) => None,
-        Err(e) => return e,
+        None => None,
     };
     let Some((user_id, session_id)) = rotated else {
         return invalid_refresh();

@@ -189,6 +189,55 @@ pub async fn set_session_token<'c>(
     Ok(())
 }
 
+/// Records `token_hash` as the session's live refresh token in place of `replaced` (a
+/// rotation): the replaced token's hash, and the rotation's sealed `answer` until `until`.
+pub async fn rotate_session_token<'c>(
+    db: impl Executor<'c, Database = Any>,
+    session_id: &str,
+    token_hash: &str,
+    replaced: &str,
+    answer: Option<&str>,
+    until: &str,
+) -> ApiResult<()> {
+    sqlx::query(
+        "UPDATE sessions SET token_hash = $1, replaced_token_hash = $2, replaced_answer = $3,
+             replaced_until = $4
+         WHERE id = $5",
+    )
+    .bind(token_hash)
+    .bind(replaced)
+    .bind(answer)
+    .bind(until)
+    .bind(session_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The sealed answer of the rotation that replaced `token_hash` in a live session, while
+/// its grace period runs.
+pub async fn replaced_answer(db: &Db, token_hash: &str) -> ApiResult<Option<String>> {
+    let kept: Option<(Option<String>,)> = sqlx::query_as(
+        "SELECT replaced_answer FROM sessions
+         WHERE replaced_token_hash = $1 AND revoked_at IS NULL AND replaced_until > $2",
+    )
+    .bind(token_hash)
+    .bind(db::now())
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(kept.and_then(|(answer,)| answer))
+}
+
+/// The live session (user id, session id) whose last rotation replaced `token_hash`.
+pub async fn session_replacing(db: &Db, token_hash: &str) -> ApiResult<Option<(String, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT user_id, id FROM sessions WHERE replaced_token_hash = $1 AND revoked_at IS NULL",
+    )
+    .bind(token_hash)
+    .fetch_optional(db.pool())
+    .await?)
+}
+
 /// Whether `token_hash` is the live refresh token of a live session.
 pub async fn is_live_token(db: &Db, token_hash: &str) -> ApiResult<bool> {
     let found: Option<(String,)> = sqlx::query_as(
@@ -241,7 +290,7 @@ pub async fn revoke_sessions(
     .execute(&mut *tx)
     .await?;
     let revoked = sqlx::query(
-        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2
+        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, replaced_answer = NULL
          WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id = $4)",
     )
     .bind(&now)
@@ -382,39 +431,6 @@ pub async fn rotated_token_session(
     .bind(token_hash)
     .fetch_optional(db.pool())
     .await?)
-}
-
-/// Keeps, on the row of `token_hash` (a token rotated through SQL), the sealed answer its
-/// rotation gave, until `until`: in the rotation's transaction, so that a second
-/// presentation that waited for the row finds it.
-pub async fn keep_successor<'c>(
-    db: impl Executor<'c, Database = Any>,
-    token_hash: &str,
-    sealed: &str,
-    until: &str,
-) -> ApiResult<()> {
-    sqlx::query(
-        "UPDATE refresh_tokens SET successor = $1, successor_until = $2 WHERE token_hash = $3",
-    )
-    .bind(sealed)
-    .bind(until)
-    .bind(token_hash)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// The sealed answer kept for the rotated `token_hash`, while its grace period runs.
-pub async fn kept_successor(db: &Db, token_hash: &str) -> ApiResult<Option<String>> {
-    let kept: Option<(Option<String>,)> = sqlx::query_as(
-        "SELECT successor FROM refresh_tokens
-         WHERE token_hash = $1 AND rotated_at IS NOT NULL AND successor_until > $2",
-    )
-    .bind(token_hash)
-    .bind(db::now())
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(kept.and_then(|(sealed,)| sealed))
 }
 
 /// Deletes a fallback token; returns its (user id, session id).

@@ -1,5 +1,5 @@
 //! Refresh-token rotation while Redis is away: the tokens, their rotations and the answers a
-//! second tab is given again all live in SQL then (docs/auth.md, "Two tabs").
+//! second tab is given again all come from SQL then (docs/auth.md, "Two tabs").
 
 use std::time::Duration;
 
@@ -20,6 +20,17 @@ async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
     list["data"].as_array().expect("data").clone()
 }
 
+/// The sealed answer the session row keeps for the rotated `token`.
+async fn replaced_answer(app: &TestApp, token: &str) -> Option<String> {
+    let (kept,): (Option<String>,) =
+        sqlx::query_as("SELECT replaced_answer FROM sessions WHERE replaced_token_hash = $1")
+            .bind(sha256(token))
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("the session that replaced the token");
+    kept
+}
+
 /// A signed-in user on an instance that has lost Redis.
 async fn signed_in_without_redis(app: &TestApp, email: &str) -> Value {
     app.register(email).await;
@@ -31,7 +42,8 @@ async fn signed_in_without_redis(app: &TestApp, email: &str) -> Value {
 /// Two tabs refreshing at once with Redis away: both get one pair and the session lives on.
 /// The pairs were remembered in Redis only, so the second tab's presentation was a replay
 /// and ended the session of a user who had done nothing wrong, for as long as Redis was
-/// away. The answer kept in SQL is sealed, as in Redis: the database holds no usable token.
+/// away. The answer the session row keeps is sealed, as in Redis: the database holds no
+/// usable token.
 #[tokio::test]
 async fn two_tabs_without_redis_share_one_pair_within_the_grace_period() {
     let app = spawn_app().await; // REFRESH_REUSE_GRACE defaults to 10 s
@@ -48,13 +60,9 @@ async fn two_tabs_without_redis_share_one_pair_within_the_grace_period() {
             s(&second, "accessToken"),
             "round {round}"
         );
-        let (kept,): (Option<String>,) =
-            sqlx::query_as("SELECT successor FROM refresh_tokens WHERE token_hash = $1")
-                .bind(sha256(&token))
-                .fetch_one(app.state.db.pool())
-                .await
-                .expect("the rotated token's row");
-        let kept = kept.expect("the answer kept for a second tab");
+        let kept = replaced_answer(&app, &token)
+            .await
+            .expect("the answer kept for a second tab");
         assert!(
             !kept.contains(&next) && !kept.contains(&hex::encode(&next)),
             "round {round}: {kept}"
@@ -100,6 +108,14 @@ async fn without_redis_a_replay_is_refused_without_waiting() {
         1,
         "the login's is revoked"
     );
+    // A revoked session keeps no sealed answer.
+    let (kept,): (Option<String>,) =
+        sqlx::query_as("SELECT replaced_answer FROM sessions WHERE replaced_token_hash = $1")
+            .bind(sha256(&s(&next, "refreshToken")))
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("the revoked session");
+    assert_eq!(kept, None);
 }
 
 /// The kept answer lasts the grace period only: a presentation after it is a replay.
@@ -125,13 +141,11 @@ async fn without_redis_and_without_grace_a_second_presentation_revokes_the_sessi
     let pair = signed_in_without_redis(&app, "strict-sql@example.com").await;
     let token = s(&pair, "refreshToken");
     let next = app.refresh(&token).await.expect(StatusCode::OK);
-    let (kept,): (Option<String>,) =
-        sqlx::query_as("SELECT successor FROM refresh_tokens WHERE token_hash = $1")
-            .bind(sha256(&token))
-            .fetch_one(app.state.db.pool())
-            .await
-            .expect("the rotated token's row");
-    assert_eq!(kept, None, "nothing kept without a grace period");
+    assert_eq!(
+        replaced_answer(&app, &token).await,
+        None,
+        "nothing kept without a grace period"
+    );
     app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
     app.refresh(&s(&next, "refreshToken"))
         .await
@@ -161,6 +175,35 @@ async fn a_second_tab_after_redis_returns_gets_the_pair_kept_in_sql() {
         .expect(StatusCode::OK);
     // Its successor used, the rotated token is a replay now.
     app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    app.refresh(&s(&next, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
+
+/// A token rotated through Redis, then presented again to an instance that has lost Redis:
+/// within the grace period the second tab gets the first one's pair (the session row keeps
+/// it), after it the presentation is a replay and ends the session. Both used to depend on
+/// Redis: the second tab got a plain 401, and so did the replay, which ended nothing and
+/// left the successor working (a black-box probe).
+#[tokio::test]
+async fn a_token_rotated_through_redis_is_known_to_an_instance_without_it() {
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "3")]).await;
+    let pair = app.register("cut-off@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let next = app.refresh(&token).await.expect(StatusCode::OK);
+    let rotated = std::time::Instant::now();
+    app.redis.stop();
+    app.wait_for_redis(false).await;
+    let again = app.refresh(&token).await.expect(StatusCode::OK);
+    assert!(
+        rotated.elapsed() < Duration::from_secs(3),
+        "the test was too slow"
+    );
+    assert_eq!(s(&again, "refreshToken"), s(&next, "refreshToken"));
+    tokio::time::sleep(Duration::from_millis(3100).saturating_sub(rotated.elapsed())).await;
+    let replay = app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    let detail = replay["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("already used"), "{replay}");
     app.refresh(&s(&next, "refreshToken"))
         .await
         .problem(StatusCode::UNAUTHORIZED);
