@@ -18,6 +18,7 @@ pub mod contacts;
 pub mod dashboard;
 pub mod db;
 pub mod error;
+pub mod fairness;
 pub mod fields;
 pub mod health;
 pub mod inventory;

@@ -358,7 +358,10 @@ impl Application {
         );
         let outbox = Arc::new(crate::outbox::SqlJournal::new(db.clone()));
         let journal: ims_redis::invalidate::Journal = outbox.clone();
+        let tenant_shares =
+            crate::fairness::TenantShares::new(db.pool().options().get_max_connections());
         let state = AppState::new(crate::state::Services {
+            tenant_shares,
             outbox,
             journal,
             limiter,

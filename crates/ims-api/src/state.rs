@@ -57,6 +57,8 @@ pub struct Services {
     pub started_at: Instant,
     /// Set once shutdown has begun: `/health/ready` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Each organization's share of the database for the expensive reads.
+    pub tenant_shares: crate::fairness::TenantShares,
     /// What `/health/cache` last found out about Redis, reused for a second.
     pub redis_report: crate::health::RedisReportCache,
 }

@@ -59,6 +59,7 @@ use utoipa_axum::routes;
 use crate::auth::Org;
 use crate::db::{self, Db};
 use crate::error::{ApiResult, Json, Query, Validator};
+use crate::fairness::TenantSlot;
 use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
@@ -253,7 +254,7 @@ fn average(revenue: Cents, orders: i64) -> Cents {
     ),
     responses((status = 200, description = "Revenue, orders, receivables and stock figures", body = Kpis)),
 )]
-async fn kpis(org: Org, Query(params): Query<Params>) -> ApiResult<Json<Kpis>> {
+async fn kpis(org: Org, Query(params): Query<Params>, _share: TenantSlot) -> ApiResult<Json<Kpis>> {
     let mut v = Validator::default();
     let period = parse_period(&params, &mut v);
     v.finish()?;
@@ -316,7 +317,11 @@ struct SalesChart {
     description = "A chart is bounded: at most 366 days or 120 months, else 422 (so a `from` more than a year before today needs a `to`). The answer's `from` and `to` say which range was charted.",
     responses((status = 200, description = "Every day or month of the range, zero-filled", body = SalesChart)),
 )]
-async fn sales_chart(org: Org, Query(params): Query<Params>) -> ApiResult<Json<SalesChart>> {
+async fn sales_chart(
+    org: Org,
+    Query(params): Query<Params>,
+    _share: TenantSlot,
+) -> ApiResult<Json<SalesChart>> {
     let mut v = Validator::default();
     let period = parse_period(&params, &mut v);
     // Present means given: an empty value is refused, as the document's pattern says.
@@ -419,6 +424,7 @@ struct TopCustomer {
 async fn top_customers(
     org: Org,
     Query(params): Query<Params>,
+    _share: TenantSlot,
 ) -> ApiResult<Json<Ranking<TopCustomer>>> {
     let (filter, limit) = ranked_sales(&org.id, &params)?;
     let revenue = ExactSum("o.subtotal_cents");
@@ -462,6 +468,7 @@ struct TopProduct {
 async fn top_products(
     org: Org,
     Query(params): Query<Params>,
+    _share: TenantSlot,
 ) -> ApiResult<Json<Ranking<TopProduct>>> {
     let (filter, limit) = ranked_sales(&org.id, &params)?;
     // Aggregate the lines of the period's orders first, then name the items. CROSS JOIN
@@ -539,7 +546,7 @@ struct InventoryStatus {
     summary = "Stock totals, overall and per warehouse",
     responses((status = 200, description = "Stock totals", body = InventoryStatus)),
 )]
-async fn inventory_status(org: Org) -> ApiResult<Json<InventoryStatus>> {
+async fn inventory_status(org: Org, _share: TenantSlot) -> ApiResult<Json<InventoryStatus>> {
     let stock = stock_summary(&org.db, &org.id).await?;
     // LEFT JOINs so that an empty warehouse is listed with zeros.
     let sql = format!(

@@ -41,6 +41,7 @@ use crate::auth::Org;
 use crate::dashboard::{date_text, next_placeholder, sales_filter};
 use crate::db::{self, Backend, Db};
 use crate::error::{ApiError, ApiResult, Json, Path, Query, Validator};
+use crate::fairness::TenantSlot;
 use crate::money::{Cents, ExactProductSum, ExactSum};
 use crate::pagination::Filter;
 use crate::period::Period;
@@ -387,6 +388,7 @@ async fn report(
     headers: axum::http::HeaderMap,
     Path(kind): Path<String>,
     Query(params): Query<Params>,
+    _share: TenantSlot,
 ) -> ApiResult<Response> {
     let format = Format::of(&headers);
     let kind = ReportType::parse(&kind).ok_or_else(|| {

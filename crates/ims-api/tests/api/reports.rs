@@ -393,3 +393,50 @@ async fn an_empty_report_in_csv_is_its_header_row() {
         csv.text
     );
 }
+
+/// One organization's reports take at most half the pool, so another organization's reads
+/// still get a connection. Before, six slow reports of one tenant held all four connections
+/// and the other tenant's `GET /items` waited the pool's two seconds for one and got a 503
+/// (probe 24). PostgreSQL only: there a report can be held on a lock while it holds its
+/// connection; SQLite's readers never wait on a lock.
+#[tokio::test]
+async fn one_organizations_reports_leave_the_pool_to_the_others() {
+    use sqlx::Connection;
+
+    let app = crate::helpers::spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "4")]).await;
+    if app.state.db.backend() != ims_api::db::Backend::Postgres {
+        return;
+    }
+    let (heavy, _) = user(&app, "heavy@example.com").await;
+    let (other, _) = user(&app, "other@example.com").await;
+    // The reports' queries wait on this lock, each holding its pooled connection.
+    let mut blocker = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .expect("a connection of the test's own");
+    for sql in ["BEGIN", "LOCK TABLE sales_orders IN ACCESS EXCLUSIVE MODE"] {
+        sqlx::query(sql).execute(&mut blocker).await.expect(sql);
+    }
+    let reports = (1..=6).map(|day| {
+        let path = format!("/reports/sales-by-item?from=2026-01-{day:02}&to=2026-02-01");
+        let caller = app.caller(&heavy);
+        async move { caller.get(&path).await }
+    });
+    let others = async {
+        // Let the reports start and block.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let started = std::time::Instant::now();
+        let items = app.caller(&other).get("/items").await;
+        let took = started.elapsed();
+        sqlx::query("ROLLBACK")
+            .execute(&mut blocker)
+            .await
+            .expect("rollback");
+        (items, took)
+    };
+    let (reports, (items, took)) = tokio::join!(futures::future::join_all(reports), others);
+    assert_eq!(items.status, StatusCode::OK, "{took:?}: {}", items.text);
+    assert!(took < std::time::Duration::from_millis(1500), "{took:?}");
+    for report in reports {
+        assert_eq!(report.status, StatusCode::OK, "{}", report.text);
+    }
+}

@@ -1,0 +1,131 @@
+//! Each organization's share of the database for the expensive reads (dashboards and
+//! reports, on a cache miss). One tenant's heavy reports could take every pooled
+//! connection, and every other tenant's requests then waited the pool's two seconds for
+//! one and got a 503 (probe 24). Now an organization runs at most half the pool's worth of
+//! these handlers at once; the rest of its expensive reads wait behind its own, within the
+//! request time-out, and the other half of the pool stays free for everyone else.
+//!
+//! Written by hand: tower's `ConcurrencyLimit` has one limit for all callers, not one per
+//! key, and a route layer has no state to find the organization's limit in.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Above this many organizations remembered, entries no request holds are dropped.
+const PRUNE_ABOVE: usize = 1024;
+
+/// The organizations' shares: one semaphore per organization with expensive reads running
+/// or waiting, dropped when none are.
+#[derive(Debug)]
+pub struct TenantShares {
+    share: usize,
+    live: Mutex<HashMap<String, Weak<Semaphore>>>,
+}
+
+impl TenantShares {
+    /// Shares of a pool of `pool_size` connections: half of it each, at least one.
+    pub fn new(pool_size: u32) -> Self {
+        // Shown from the start, so that a dashboard can tell "never waited" from "unknown".
+        metrics::counter!("ims_tenant_share_waits_total").increment(0);
+        Self {
+            share: (pool_size as usize / 2).max(1),
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How many expensive reads one organization may run at once.
+    pub fn share(&self) -> usize {
+        self.share
+    }
+
+    /// A slot of `org`'s share, once one is free; `None` only if the semaphore was closed,
+    /// which nothing does.
+    pub async fn enter(&self, org: &str) -> Option<OwnedSemaphorePermit> {
+        let semaphore = self.semaphore(org)?;
+        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        metrics::counter!("ims_tenant_share_waits_total").increment(1);
+        semaphore.acquire_owned().await.ok()
+    }
+
+    fn semaphore(&self, org: &str) -> Option<Arc<Semaphore>> {
+        let mut live = self.live.lock().ok()?;
+        if let Some(semaphore) = live.get(org).and_then(Weak::upgrade) {
+            return Some(semaphore);
+        }
+        if live.len() >= PRUNE_ABOVE {
+            live.retain(|_, semaphore| semaphore.strong_count() > 0);
+        }
+        let semaphore = Arc::new(Semaphore::new(self.share));
+        live.insert(org.to_string(), Arc::downgrade(&semaphore));
+        Some(semaphore)
+    }
+}
+
+/// A slot of the caller's organization's share of the database: an expensive read's
+/// handler takes it after the caller's token (list it after [`AuthUser`]) and holds it
+/// while it runs. Only misses get here: a cached answer never runs the handler.
+pub struct TenantSlot {
+    _held: OwnedSemaphorePermit,
+}
+
+impl FromRequestParts<AppState> for TenantSlot {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let user = AuthUser::from_request_parts(parts, state).await?;
+        state
+            .tenant_shares
+            .enter(&user.org_id)
+            .await
+            .map(|held| TenantSlot { _held: held })
+            .ok_or_else(|| {
+                ApiError::Internal(anyhow::anyhow!("the organization's share is closed"))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn half_the_pool_each_and_at_least_one() {
+        assert_eq!(TenantShares::new(16).share(), 8);
+        assert_eq!(TenantShares::new(3).share(), 1);
+        assert_eq!(TenantShares::new(1).share(), 1);
+    }
+
+    #[tokio::test]
+    async fn one_organization_waits_behind_its_own_share_only() {
+        let shares = TenantShares::new(4);
+        let a = (shares.enter("a").await, shares.enter("a").await);
+        assert!(a.0.is_some() && a.1.is_some());
+        // A third of a's waits; b's goes ahead.
+        let third = shares.enter("a");
+        tokio::pin!(third);
+        assert!(futures::FutureExt::now_or_never(third.as_mut()).is_none());
+        assert!(shares.enter("b").await.is_some());
+        drop(a);
+        assert!(third.await.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_share_nobody_holds_is_forgotten() {
+        let shares = TenantShares::new(2);
+        for org in 0..(PRUNE_ABOVE + 10) {
+            drop(shares.enter(&org.to_string()).await);
+        }
+        let live = shares.live.lock().expect("lock").len();
+        assert!(live <= PRUNE_ABOVE, "{live}");
+    }
+}
