@@ -9,7 +9,7 @@
 //! commits with the write or not at all, at the price of one small `INSERT` and no extra
 //! commit. The writer marks the record done once Redis applied it. Every instance polls for
 //! records left undone ([`run`]) and applies them once they are [`APPLY_DELAY`] old (the
-//! fast path normally won by then). A record is visible only once its write has committed,
+//! fast path normally won by then; less when the L1 bound is shorter, [`pace`]). A record is visible only once its write has committed,
 //! so one application after that suffices; applying twice (the writer and a poll) is
 //! harmless: invalidation bumps epochs and deletes, nothing else.
 
@@ -20,11 +20,27 @@ use ims_redis::invalidate::{InvalidationJournal, JournalFuture as BoxFuture, Pen
 use crate::db::{self, Db};
 use crate::state::AppState;
 
-/// Records younger than this are left to their writer's fast path.
+/// Records younger than this are left to their writer's fast path (at most; see [`pace`]).
 pub const APPLY_DELAY: Duration = Duration::from_millis(250);
 
-/// How often every instance looks for records left undone.
+/// How often every instance looks for records left undone (at most; see [`pace`]).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The shortest [`pace`]: four polls of an index range, a few hundred microseconds each, in
+/// every 100 ms per instance.
+pub const MIN_PACE: Duration = Duration::from_millis(25);
+
+/// How long a record is left to its writer, and how often the poll looks: 250 ms, or a
+/// quarter of `CACHE_L1_MAX_STALE_MS` when that is shorter (at least [`MIN_PACE`]). A record
+/// left by a writer cut off from Redis is applied within two paces of its commit, so an L1
+/// route's bound holds then too: at 250 ms a pace, a `CACHE_L1_MAX_STALE_MS` of 300 was
+/// exceeded by up to 185 ms (a black-box probe).
+pub fn pace(l1_max_stale: Duration) -> Duration {
+    if l1_max_stale.is_zero() {
+        return POLL_INTERVAL;
+    }
+    (l1_max_stale / 4).clamp(MIN_PACE, POLL_INTERVAL)
+}
 
 /// The poll: records made [`APPLY_DELAY`] ago or earlier, oldest first, found by their
 /// time-ordered ids on the primary key (`$1` is the cutoff, `$2` the batch).
@@ -168,13 +184,22 @@ struct Pending {
     cache_groups: String,
 }
 
-/// Applies records left undone, every [`POLL_INTERVAL`], while Redis is reachable. Runs on
-/// every instance until the process ends.
+/// Applies records left undone, every [`pace`], while Redis is reachable. Runs on every
+/// instance until the process ends.
 pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
+    let pace = pace(state.settings.cache_l1.max_stale);
     let mut failing = Failing::default();
+    let mut flushed = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(POLL_INTERVAL).await;
-        let marked = journal.flush_completed().await;
+        tokio::time::sleep(pace).await;
+        // The writers' completed records are deleted every POLL_INTERVAL whatever the pace:
+        // each delete is a write, and SQLite has one writer at a time.
+        let marked = if flushed.elapsed() >= POLL_INTERVAL {
+            flushed = tokio::time::Instant::now();
+            journal.flush_completed().await
+        } else {
+            Ok(())
+        };
         if let Err(e) = &marked {
             failing.failed(&format!("marking records done: {e}"));
         }
@@ -257,7 +282,8 @@ pub async fn apply_left_over(state: &AppState, limit: Duration) {
 }
 
 async fn apply_pending(state: &AppState) -> Result<(), sqlx::Error> {
-    apply_batch(state, std::time::SystemTime::now() - APPLY_DELAY)
+    let delay = pace(state.settings.cache_l1.max_stale);
+    apply_batch(state, std::time::SystemTime::now() - delay)
         .await
         .map(|_| ())
 }
@@ -296,8 +322,8 @@ async fn apply_batch(
 }
 
 #[cfg(test)]
-mod failing_tests {
-    use super::Failing;
+mod tests {
+    use super::{pace, Duration, Failing};
 
     #[test]
     fn failures_are_one_outage_until_a_poll_works() {
@@ -314,5 +340,15 @@ mod failing_tests {
         failing.recovered();
         assert!(failing.since.is_none());
         assert_eq!(failing.polls, 0);
+    }
+
+    #[test]
+    fn a_quarter_of_the_l1_bound_between_25_and_250_ms() {
+        let ms = Duration::from_millis;
+        assert_eq!(pace(ms(1000)), ms(250));
+        assert_eq!(pace(ms(60_000)), ms(250));
+        assert_eq!(pace(ms(300)), ms(75));
+        assert_eq!(pace(ms(40)), ms(25));
+        assert_eq!(pace(Duration::ZERO), ms(250), "L1 off");
     }
 }

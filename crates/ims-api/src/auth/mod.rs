@@ -26,8 +26,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::db;
-use crate::error::{ApiError, ApiResult, Json, Validator};
+use crate::error::{ApiError, ApiResult, Json, Query, Validator};
 use crate::fields;
+use crate::pagination::{PageParams, Paginated};
 use crate::policy::{Limit, RoutePolicy};
 use crate::state::AppState;
 
@@ -775,12 +776,6 @@ struct MeView {
     session_id: String,
 }
 
-/// The caller's active sessions.
-#[derive(Serialize, utoipa::ToSchema)]
-struct SessionList {
-    data: Vec<SessionView>,
-}
-
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct SessionView {
@@ -792,33 +787,47 @@ struct SessionView {
 #[utoipa::path(
     get, path = "/auth/sessions", operation_id = "listSessions",
     summary = "The caller's active sessions",
-    responses((status = 200, description = "Active sessions, the current one marked", body = SessionList)),
+    description = "One page of them, newest first, the current one marked.",
+    params(crate::pagination::PageParams),
+    responses((status = 200, description = "One page of active sessions, the current one marked", body = crate::pagination::Paginated<SessionView>)),
     security(("bearer" = []))
 )]
 async fn list_sessions(
     State(state): State<AppState>,
     caller: AuthUser,
-) -> ApiResult<Json<SessionList>> {
+    Query(page): Query<PageParams>,
+) -> ApiResult<Json<Paginated<SessionView>>> {
     let max_age = state.settings.session_max_age;
-    let sessions: Vec<SessionView> =
-        store::list_sessions(&state.db, &caller.user_id, &started_after(max_age))
-            .await?
-            .into_iter()
-            .map(|mut session| {
-                // It ends at its sliding expiry or SESSION_MAX_AGE after it began, whichever
-                // comes first (the row keeps only the former).
-                if let Some(end) = ends_by_age(&session.created_at, max_age) {
-                    if end < session.expires_at {
-                        session.expires_at = end;
-                    }
+    let found = store::list_sessions(
+        &state.db,
+        &caller.user_id,
+        &started_after(max_age),
+        page.validated()?,
+    )
+    .await?;
+    let sessions: Vec<SessionView> = found
+        .data
+        .into_iter()
+        .map(|mut session| {
+            // It ends at its sliding expiry or SESSION_MAX_AGE after it began, whichever
+            // comes first (the row keeps only the former).
+            if let Some(end) = ends_by_age(&session.created_at, max_age) {
+                if end < session.expires_at {
+                    session.expires_at = end;
                 }
-                SessionView {
-                    current: session.id == caller.session_id,
-                    session,
-                }
-            })
-            .collect();
-    Ok(Json(SessionList { data: sessions }))
+            }
+            SessionView {
+                current: session.id == caller.session_id,
+                session,
+            }
+        })
+        .collect();
+    Ok(Json(Paginated {
+        data: sessions,
+        page: found.page,
+        limit: found.limit,
+        total: found.total,
+    }))
 }
 
 #[utoipa::path(

@@ -311,17 +311,25 @@ pub async fn list_sessions(
     db: &Db,
     user_id: &str,
     started_after: &str,
-) -> ApiResult<Vec<SessionRow>> {
-    Ok(sqlx::query_as(
-        "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions
-         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND created_at > $3
-         ORDER BY created_at DESC",
+    page: crate::pagination::Page,
+) -> ApiResult<crate::pagination::Paginated<SessionRow>> {
+    let mut filter = crate::pagination::Filter::default();
+    let user = filter.bind(user_id);
+    filter.and(format!("user_id = {user}"));
+    filter.and("revoked_at IS NULL");
+    let now = filter.bind(db::now());
+    filter.and(format!("expires_at > {now}"));
+    let started = filter.bind(started_after);
+    filter.and(format!("created_at > {started}"));
+    crate::pagination::fetch_page(
+        db,
+        "SELECT id, created_at, last_used_at, expires_at, user_agent, ip FROM sessions",
+        "sessions",
+        &filter,
+        "created_at DESC, id",
+        page,
     )
-    .bind(user_id)
-    .bind(db::now())
-    .bind(started_after)
-    .fetch_all(db.pool())
-    .await?)
+    .await
 }
 
 /// The (user, session) of the unrevoked session whose current refresh token is

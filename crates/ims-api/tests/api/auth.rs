@@ -999,3 +999,44 @@ async fn a_retry_after_a_rotation_failed_in_the_database_is_not_a_replay() {
         assert_eq!(live.len(), 1, "grace {grace}");
     }
 }
+
+/// The sessions list is paged like every other list (`page`, `limit` ≤ 100, `total`),
+/// newest first: it listed every session at once, and 3,000 logins made a 1.4 MB answer (a
+/// probe).
+#[tokio::test]
+async fn sessions_are_listed_a_page_at_a_time() {
+    let app = spawn_app().await;
+    app.register("many@example.com").await;
+    let mut last = Value::Null;
+    for _ in 0..24 {
+        last = app.login("many@example.com").await;
+    }
+    let access = s(&last, "accessToken");
+    let api = app.caller(&access);
+    let first: Value = api.get("/auth/sessions").await.json();
+    assert_eq!(
+        (&first["page"], &first["limit"], &first["total"]),
+        (&json!(1), &json!(20), &json!(25))
+    );
+    let data = first["data"].as_array().expect("data");
+    assert_eq!(data.len(), 20);
+    assert_eq!(data[0]["current"], true, "newest first: {}", data[0]);
+    let second: Value = api.get("/auth/sessions?page=2&limit=20").await.json();
+    assert_eq!(second["data"].as_array().expect("data").len(), 5);
+    let ids = |page: &Value| -> Vec<String> {
+        page["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|session| session["id"].as_str().expect("id").to_string())
+            .collect()
+    };
+    let mut all = ids(&first);
+    all.extend(ids(&second));
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 25, "every session once");
+    let refused = api.get("/auth/sessions?limit=101").await;
+    let problem = refused.problem(StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(problem.to_string().contains("limit"), "{problem}");
+}
