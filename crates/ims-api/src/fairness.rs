@@ -3,7 +3,9 @@
 //! connection, and every other tenant's requests then waited the pool's two seconds for
 //! one and got a 503 (probe 24). Now an organization runs at most half the pool's worth of
 //! these handlers at once; the rest of its expensive reads wait behind its own, within the
-//! request time-out, and the other half of the pool stays free for everyone else.
+//! request time-out, and the other half of the pool stays free for everyone else. However
+//! many organizations run them at once, a quarter of the pool (at least one connection)
+//! stays free of expensive reads, for every cheap route of every organization.
 //!
 //! Written by hand: tower's `ConcurrencyLimit` has one limit for all callers, not one per
 //! key, and a route layer has no state to find the organization's limit in.
@@ -28,16 +30,24 @@ const PRUNE_ABOVE: usize = 1024;
 pub struct TenantShares {
     share: usize,
     live: Mutex<HashMap<String, Weak<Semaphore>>>,
+    /// All organizations' expensive reads together: the pool less a quarter.
+    all: Arc<Semaphore>,
+    together: usize,
 }
 
 impl TenantShares {
-    /// Shares of a pool of `pool_size` connections: half of it each, at least one.
+    /// Shares of a pool of `pool_size` connections: half of it each, at least one, and
+    /// three quarters of it for all together, at least one.
     pub fn new(pool_size: u32) -> Self {
         // Shown from the start, so that a dashboard can tell "never waited" from "unknown".
         metrics::counter!("ims_tenant_share_waits_total").increment(0);
+        let pool = pool_size as usize;
+        let all = pool.saturating_sub((pool / 4).max(1)).max(1);
         Self {
-            share: (pool_size as usize / 2).max(1),
+            share: (pool / 2).clamp(1, all),
             live: Mutex::new(HashMap::new()),
+            all: Arc::new(Semaphore::new(all)),
+            together: all,
         }
     }
 
@@ -46,15 +56,39 @@ impl TenantShares {
         self.share
     }
 
-    /// A slot of `org`'s share, once one is free; `None` only if the semaphore was closed,
-    /// which nothing does.
-    pub async fn enter(&self, org: &str) -> Option<OwnedSemaphorePermit> {
-        let semaphore = self.semaphore(org)?;
-        if let Ok(permit) = semaphore.clone().try_acquire_owned() {
-            return Some(permit);
+    /// A slot of `org`'s share and of everyone's, once both are free (the organization's
+    /// first, so that one organization's queue waits on its own share and takes no more than
+    /// one place in the common queue at a time); `None` only if a semaphore was closed, which
+    /// nothing does.
+    pub async fn enter(&self, org: &str) -> Option<Slot> {
+        let own = self.semaphore(org)?;
+        let mut waited = false;
+        let own = match own.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                waited = true;
+                own.acquire_owned().await.ok()?
+            }
+        };
+        let all = match self.all.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                waited = true;
+                self.all.clone().acquire_owned().await.ok()?
+            }
+        };
+        if waited {
+            metrics::counter!("ims_tenant_share_waits_total").increment(1);
         }
-        metrics::counter!("ims_tenant_share_waits_total").increment(1);
-        semaphore.acquire_owned().await.ok()
+        Some(Slot {
+            _own: own,
+            _all: all,
+        })
+    }
+
+    /// How many expensive reads all organizations together may run at once.
+    pub fn all(&self) -> usize {
+        self.together
     }
 
     fn semaphore(&self, org: &str) -> Option<Arc<Semaphore>> {
@@ -71,11 +105,18 @@ impl TenantShares {
     }
 }
 
+/// A slot held in an organization's share and in everyone's.
+#[derive(Debug)]
+pub struct Slot {
+    _own: OwnedSemaphorePermit,
+    _all: OwnedSemaphorePermit,
+}
+
 /// A slot of the caller's organization's share of the database: an expensive read's
 /// handler takes it after the caller's token (list it after [`AuthUser`]) and holds it
 /// while it runs. Only misses get here: a cached answer never runs the handler.
 pub struct TenantSlot {
-    _held: OwnedSemaphorePermit,
+    _held: Slot,
 }
 
 impl FromRequestParts<AppState> for TenantSlot {
@@ -99,10 +140,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn half_the_pool_each_and_at_least_one() {
-        assert_eq!(TenantShares::new(16).share(), 8);
-        assert_eq!(TenantShares::new(3).share(), 1);
-        assert_eq!(TenantShares::new(1).share(), 1);
+    fn half_the_pool_each_three_quarters_in_all_and_at_least_one() {
+        let shares = |pool| {
+            let shares = TenantShares::new(pool);
+            (shares.share(), shares.all())
+        };
+        assert_eq!(shares(16), (8, 12));
+        assert_eq!(shares(8), (4, 6));
+        assert_eq!(shares(4), (2, 3));
+        assert_eq!(shares(3), (1, 2));
+        assert_eq!(shares(2), (1, 1));
+        assert_eq!(shares(1), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn all_organizations_together_leave_a_quarter_of_the_pool() {
+        let shares = TenantShares::new(4);
+        let held = [
+            shares.enter("a").await,
+            shares.enter("a").await,
+            shares.enter("b").await,
+        ];
+        assert!(held.iter().all(Option::is_some));
+        let fourth = shares.enter("c");
+        tokio::pin!(fourth);
+        assert!(futures::FutureExt::now_or_never(fourth.as_mut()).is_none());
+        drop(held);
+        assert!(fourth.await.is_some());
     }
 
     #[tokio::test]
