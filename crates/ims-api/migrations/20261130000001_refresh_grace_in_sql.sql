@@ -7,3 +7,7 @@ ALTER TABLE sessions ADD COLUMN replaced_token_hash TEXT;
 ALTER TABLE sessions ADD COLUMN replaced_answer TEXT;
 ALTER TABLE sessions ADD COLUMN replaced_until TEXT;
 CREATE INDEX sessions_replaced_token_hash_idx ON sessions (replaced_token_hash);
+-- The purge clears answers past their window (an old rotated token and a database dump
+-- together would open one); only rows still holding an answer are in this index.
+CREATE INDEX sessions_replaced_until_idx ON sessions (replaced_until)
+    WHERE replaced_answer IS NOT NULL;

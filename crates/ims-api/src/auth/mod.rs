@@ -643,10 +643,20 @@ async fn kept_in_sql(state: &AppState, token: &str, token_hash: &str) -> Option<
 }
 
 /// `pair` while its refresh token is unused: still its session's live token (the session
-/// row is the authority, whichever way the token was rotated since).
-async fn unused(state: &AppState, pair: TokenPair) -> Option<TokenPair> {
+/// row is the authority, whichever way the token was rotated since). Its `expiresIn` says
+/// what its access token has left now, not what it had when the first tab got it.
+async fn unused(state: &AppState, mut pair: TokenPair) -> Option<TokenPair> {
     let live = store::is_live_token(&state.db, &hash_token(&pair.refresh_token)).await;
-    live.unwrap_or(false).then_some(pair)
+    if !live.unwrap_or(false) {
+        return None;
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs());
+    if let Ok(claims) = state.keys.verify(&pair.access_token) {
+        pair.expires_in = claims.exp.saturating_sub(now).min(pair.expires_in);
+    }
+    Some(pair)
 }
 
 /// The answer to a refresh token that is live nowhere. If it was live once, this is a replay
@@ -680,10 +690,13 @@ async fn reject_unknown(state: &AppState, token_hash: &str, redis_answered: bool
 
 /// Ends the session of a replayed refresh token: someone else holds it.
 async fn revoke_for_reuse(state: &AppState, user_id: &str, session_id: &str) -> ApiError {
-    if let Err(e) =
-        store::revoke_sessions(&state.db, user_id, Some(session_id), "refresh token reuse").await
+    match store::revoke_sessions(&state.db, user_id, Some(session_id), "refresh token reuse").await
     {
-        return e;
+        Err(e) => return e,
+        // The session had ended already (a logout, a revocation): nothing was reused from a
+        // live session, and saying so misled clients (a probe).
+        Ok(0) => return invalid_refresh(),
+        Ok(_) => {}
     }
     tracing::warn!(%user_id, %session_id, "refresh token reuse detected; session revoked");
     ApiError::Unauthorized(

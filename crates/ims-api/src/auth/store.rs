@@ -454,11 +454,20 @@ pub async fn delete_refresh_token(
     .await?)
 }
 
-/// Removes fallback tokens past their expiry.
+/// Removes fallback tokens past their expiry, and the sealed answers of rotations past their
+/// grace period (a database dump and an old rotated token together would open one).
 pub async fn delete_expired_tokens(db: &Db) -> ApiResult<u64> {
+    let now = db::now();
+    sqlx::query(
+        "UPDATE sessions SET replaced_answer = NULL
+         WHERE replaced_answer IS NOT NULL AND replaced_until <= $1",
+    )
+    .bind(&now)
+    .execute(db.pool())
+    .await?;
     Ok(
         sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
-            .bind(db::now())
+            .bind(&now)
             .execute(db.pool())
             .await?
             .rows_affected(),

@@ -1040,3 +1040,27 @@ async fn sessions_are_listed_a_page_at_a_time() {
     let problem = refused.problem(StatusCode::UNPROCESSABLE_ENTITY);
     assert!(problem.to_string().contains("limit"), "{problem}");
 }
+
+/// A rotated token presented after its session was ended by a logout is refused as invalid,
+/// not as reuse that "has revoked the session": nothing live was reused, and the message
+/// misled clients (a probe).
+#[tokio::test]
+async fn a_rotated_token_after_logout_is_invalid_not_reused() {
+    let app = spawn_app().await;
+    let pair = app.register("ended@example.com").await;
+    let token = s(&pair, "refreshToken");
+    let next = app.refresh(&token).await.expect(StatusCode::OK);
+    let logout = app
+        .caller(&s(&next, "accessToken"))
+        .post(
+            "/auth/logout",
+            json!({"refreshToken": s(&next, "refreshToken")}),
+        )
+        .await;
+    assert_eq!(logout.status, StatusCode::NO_CONTENT);
+    let refused = app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        refused["detail"], "the refresh token is invalid or expired",
+        "{refused}"
+    );
+}

@@ -121,12 +121,16 @@ async fn without_redis_a_replay_is_refused_without_waiting() {
 /// The kept answer lasts the grace period only: a presentation after it is a replay.
 #[tokio::test]
 async fn without_redis_a_replay_after_the_grace_period_revokes_the_session() {
-    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "1")]).await;
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "2")]).await;
     let pair = signed_in_without_redis(&app, "late-sql@example.com").await;
     let token = s(&pair, "refreshToken");
     let next = app.refresh(&token).await.expect(StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
     let again = app.refresh(&token).await.expect(StatusCode::OK);
     assert_eq!(s(&again, "refreshToken"), s(&next, "refreshToken"));
+    // What its access token has left now, not the first answer's figure (a probe).
+    let left = |pair: &Value| pair["expiresIn"].as_u64().expect("expiresIn");
+    assert!(left(&again) < left(&next), "{again} after {next}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
     app.refresh(&s(&next, "refreshToken"))
@@ -207,4 +211,27 @@ async fn a_token_rotated_through_redis_is_known_to_an_instance_without_it() {
     app.refresh(&s(&next, "refreshToken"))
         .await
         .problem(StatusCode::UNAUTHORIZED);
+}
+
+/// A rotation's sealed answer is cleared by the hourly purge once its grace period is over:
+/// it stayed until the session's next rotation, so a database dump and an old rotated token
+/// together could open it long after (a black-box probe).
+#[tokio::test]
+async fn answers_past_their_grace_period_are_purged() {
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "1")]).await;
+    let pair = app.register("purged@example.com").await;
+    let token = s(&pair, "refreshToken");
+    app.refresh(&token).await.expect(StatusCode::OK);
+    ims_api::auth::purge_expired_tokens(&app.state)
+        .await
+        .expect("purge");
+    assert!(
+        replaced_answer(&app, &token).await.is_some(),
+        "kept within its grace period"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    ims_api::auth::purge_expired_tokens(&app.state)
+        .await
+        .expect("purge");
+    assert_eq!(replaced_answer(&app, &token).await, None);
 }
