@@ -175,6 +175,43 @@ async fn a_stopped_redis_gives_degraded_defaults_quickly_and_reconnects() {
     assert_eq!(redis.connection().outages(), 1);
 }
 
+/// A Redis that pauses writes (`CLIENT PAUSE … WRITE`: Redis' `FAILOVER`, Sentinel, an
+/// operator) answers other clients' `PING`s at once, so a probe could take the pause for a
+/// recovery while writes still wait, and flap. It does not: the probe's `PING` travels on
+/// the same multiplexed connection as the write the pause holds, and Redis answers one
+/// client's commands in order, so it waits too. One pause is one outage, over about the
+/// recovery rule's three ticks after the pause (checked for a probe that saw the cache
+/// off for longer: that was the hold-down of earlier flaps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_pause_is_one_outage_that_ends_with_the_pause() {
+    let server = RedisServer::start();
+    let redis = service_for(&server).await;
+    let pause = Duration::from_millis(2500);
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(pause.as_millis() as u64)
+        .arg("WRITE")
+        .query(&mut raw(&server))
+        .expect("pause");
+    let paused = Instant::now();
+    // A write waits behind the pause past its time-out, which opens the breaker.
+    while redis.is_connected() {
+        assert!(
+            paused.elapsed() < pause,
+            "a paused Redis must count as down"
+        );
+        redis.set("paused", &"value", None).await;
+    }
+    // Reads still answer during the pause; the probe must not take that for a recovery.
+    while paused.elapsed() < pause - Duration::from_millis(200) {
+        assert!(!redis.is_connected(), "back while writes were still paused");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_until("the connection to be back", || redis.is_connected()).await;
+    assert!(redis.set("after", &"value", None).await);
+    assert_eq!(redis.connection().outages(), 1, "one pause, one outage");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_redis_counts_as_down_until_it_is_fast_again() {
     let server = RedisServer::start();
