@@ -306,9 +306,6 @@ async fn start_session(
     Ok(pair)
 }
 
-/// Signs an access token and stores a new refresh token: in Redis when it answers, else in
-/// the SQL fallback table through `conn` (the caller's transaction, so an outage costs no
-/// extra commit).
 /// The refresh token a rotation replaces.
 #[derive(Clone, Copy)]
 struct Replaced<'a> {
@@ -316,6 +313,9 @@ struct Replaced<'a> {
     hash: &'a str,
 }
 
+/// Signs an access token and stores a new refresh token: in Redis when it answers, else in
+/// the SQL fallback table through `conn` (the caller's transaction, so an outage costs no
+/// extra commit).
 async fn issue_pair(
     state: &AppState,
     conn: &mut AnyConnection,
@@ -524,9 +524,9 @@ async fn refresh(
         if let Some(presented) = presented {
             if store::rotated_past(&mut *tx, &session_id, presented).await? {
                 tx.rollback().await?;
-                // Rotated through SQL within the grace period: a second tab, with Redis
-                // back between the two.
-                if let Some(pair) = kept_in_sql(&state, token, &token_hash).await {
+                // Rotated (through the session row, Redis away) within the grace period: a
+                // second tab, with Redis back between the two.
+                if let Some(pair) = kept_on_session(&state, token, &token_hash).await {
                     return Ok(Json(pair));
                 }
                 return Err(revoke_for_reuse(&state, &user_id, &session_id).await);
@@ -594,7 +594,7 @@ async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option
     }
     // Every rotation keeps its answer on the session row, committed with it: the only grace
     // while Redis is away (two tabs used to end the session).
-    if let Some(pair) = kept_in_sql(state, token, token_hash).await {
+    if let Some(pair) = kept_on_session(state, token, token_hash).await {
         return Some(pair);
     }
     // Else the pair is remembered in Redis, and without it there is nothing to wait for (a
@@ -624,7 +624,7 @@ async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option
         if let Some(pair) = tokens.successor::<TokenPair>(token).await {
             return unused(state, pair).await;
         }
-        if let Some(pair) = kept_in_sql(state, token, token_hash).await {
+        if let Some(pair) = kept_on_session(state, token, token_hash).await {
             return Some(pair);
         }
     }
@@ -633,7 +633,7 @@ async fn within_grace(state: &AppState, token: &str, token_hash: &str) -> Option
 
 /// The pair the session row keeps for `token`, rotated within `REFRESH_REUSE_GRACE`, if its
 /// successor is unused.
-async fn kept_in_sql(state: &AppState, token: &str, token_hash: &str) -> Option<TokenPair> {
+async fn kept_on_session(state: &AppState, token: &str, token_hash: &str) -> Option<TokenPair> {
     if state.settings.refresh_reuse_grace.is_zero() {
         return None;
     }
