@@ -9,9 +9,10 @@
 //! commits with the write or not at all, at the price of one small `INSERT` and no extra
 //! commit. The writer marks the record done once Redis applied it. Every instance polls for
 //! records left undone ([`run`]) and applies them once they are [`APPLY_DELAY`] old (the
-//! fast path normally won by then; less when the L1 bound is shorter, [`pace`]). A record is visible only once its write has committed,
-//! so one application after that suffices; applying twice (the writer and a poll) is
-//! harmless: invalidation bumps epochs and deletes, nothing else.
+//! fast path normally won by then; less when the L1 bound is shorter, [`pace`]). A record
+//! is visible only once its write has committed, so one application after that suffices;
+//! applying twice (the writer and a poll) is harmless: invalidation bumps epochs and
+//! deletes, nothing else.
 
 use std::time::Duration;
 
@@ -189,17 +190,11 @@ struct Pending {
 pub async fn run(state: AppState, journal: std::sync::Arc<SqlJournal>) {
     let pace = pace(state.settings.cache_l1.max_stale);
     let mut failing = Failing::default();
-    let mut flushed = tokio::time::Instant::now();
     loop {
         tokio::time::sleep(pace).await;
-        // The writers' completed records are deleted every POLL_INTERVAL whatever the pace:
-        // each delete is a write, and SQLite has one writer at a time.
-        let marked = if flushed.elapsed() >= POLL_INTERVAL {
-            flushed = tokio::time::Instant::now();
-            journal.flush_completed().await
-        } else {
-            Ok(())
-        };
+        // At the same pace (nothing to delete, no statement): records this instance applied
+        // but had not deleted yet look undone to the others, who would apply them again.
+        let marked = journal.flush_completed().await;
         if let Err(e) = &marked {
             failing.failed(&format!("marking records done: {e}"));
         }
