@@ -7,15 +7,28 @@
 //! many organizations run them at once, a quarter of the pool (at least one connection)
 //! stays free of expensive reads, for every cheap route of every organization.
 //!
+//! A slot is held for as long as its handler uses the database, not as long as its client
+//! waits: a request given up (its client gone, or its time-out passed) left its query
+//! running on its connection until PostgreSQL's statement time-out, while its slot let
+//! another report take one more connection, and four given-up reports filled a pool of four
+//! (a black-box probe). So the expensive routes also [`RunToEnd`]: their handler runs in a
+//! task of its own, which a dropped request does not cancel.
+//!
 //! Written by hand: tower's `ConcurrencyLimit` has one limit for all callers, not one per
 //! key, and a route layer has no state to find the organization's limit in.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use axum::extract::FromRequestParts;
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::{Layer, Service};
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -62,24 +75,28 @@ impl TenantShares {
     /// nothing does.
     pub async fn enter(&self, org: &str) -> Option<Slot> {
         let own = self.semaphore(org)?;
-        let mut waited = false;
+        // Counted when the wait starts: a pile-up shows while it lasts, and a request given
+        // up while it waits is counted too (both were missing, a probe).
+        let mut counted = false;
+        let mut count = || {
+            if !std::mem::replace(&mut counted, true) {
+                metrics::counter!("ims_tenant_share_waits_total").increment(1);
+            }
+        };
         let own = match own.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                waited = true;
+                count();
                 own.acquire_owned().await.ok()?
             }
         };
         let all = match self.all.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                waited = true;
+                count();
                 self.all.clone().acquire_owned().await.ok()?
             }
         };
-        if waited {
-            metrics::counter!("ims_tenant_share_waits_total").increment(1);
-        }
         Some(Slot {
             _own: own,
             _all: all,
@@ -124,14 +141,95 @@ impl FromRequestParts<AppState> for TenantSlot {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let user = AuthUser::from_request_parts(parts, state).await?;
-        state
-            .tenant_shares
-            .enter(&user.org_id)
-            .await
-            .map(|held| TenantSlot { _held: held })
-            .ok_or_else(|| {
-                ApiError::Internal(anyhow::anyhow!("the organization's share is closed"))
+        let given_up = parts.extensions.get::<GivenUp>().cloned();
+        let slot = state.tenant_shares.enter(&user.org_id);
+        let held = match given_up {
+            Some(given_up) => tokio::select! {
+                held = slot => held,
+                () = given_up.given_up() => {
+                    return Err(ApiError::Internal(anyhow::anyhow!(
+                        "given up while waiting for the organization's share"
+                    )))
+                }
+            },
+            None => slot.await,
+        };
+        held.map(|held| TenantSlot { _held: held }).ok_or_else(|| {
+            ApiError::Internal(anyhow::anyhow!("the organization's share is closed"))
+        })
+    }
+}
+
+/// Runs the inner service (a route's extractors and handler) in a task of its own, to its
+/// end, however early the request is dropped: what it holds (a slot of a share, a pooled
+/// connection) is given back when its work is done, not while its query still runs. The
+/// answer of a dropped request is dropped. A panic is a 500, as the edge's catcher makes it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunToEnd;
+
+impl<S> Layer<S> for RunToEnd {
+    type Service = RunToEndService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RunToEndService { inner }
+    }
+}
+
+/// Resolves once the request that [`RunToEnd`] runs has been given up.
+#[derive(Clone, Debug)]
+struct GivenUp(tokio::sync::watch::Receiver<()>);
+
+impl GivenUp {
+    async fn given_up(mut self) {
+        // Nothing is ever sent: this ends when the sender is dropped.
+        while self.0.changed().await.is_ok() {}
+    }
+}
+
+/// The service of [`RunToEnd`].
+#[derive(Clone, Debug)]
+pub struct RunToEndService<S> {
+    inner: S,
+}
+
+impl<S> Service<Request> for RunToEndService<S>
+where
+    S: Service<Request, Error = Infallible>,
+    S::Response: IntoResponse,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // Held by the answer's future: dropped with it when the request is given up, which
+        // ends a wait for a slot (a given-up request has no database work to finish yet).
+        let (given_up, watch) = tokio::sync::watch::channel(());
+        request.extensions_mut().insert(GivenUp(watch));
+        let work = self.inner.call(request);
+        let task = tokio::spawn(async move {
+            match work.await {
+                Ok(response) => response.into_response(),
+                Err(never) => match never {},
+            }
+        });
+        Box::pin(async move {
+            let _given_up = given_up;
+            Ok(match task.await {
+                Ok(response) => response,
+                Err(e) => match e.try_into_panic() {
+                    Ok(panic) => crate::error::panicked(panic),
+                    Err(e) => {
+                        ApiError::Internal(anyhow::anyhow!("handler task: {e}")).into_response()
+                    }
+                },
             })
+        })
     }
 }
 
@@ -181,6 +279,59 @@ mod tests {
         assert!(shares.enter("b").await.is_some());
         drop(a);
         assert!(third.await.is_some());
+    }
+
+    /// A handler that reports whether it saw its request given up, and finishes once told.
+    fn watched_handler(
+        finish: tokio::sync::oneshot::Receiver<()>,
+        done: tokio::sync::oneshot::Sender<bool>,
+    ) -> impl Service<Request, Response = Response, Error = Infallible, Future = impl Send> + Clone
+    {
+        let slot = Arc::new(Mutex::new(Some((finish, done))));
+        tower::service_fn(move |request: Request| {
+            let slot = slot.clone();
+            async move {
+                let (finish, done) = slot.lock().expect("lock").take().expect("one call");
+                let given_up = request.extensions().get::<GivenUp>().cloned();
+                let _ = finish.await;
+                let seen = match given_up {
+                    Some(given_up) => {
+                        futures::FutureExt::now_or_never(given_up.given_up()).is_some()
+                    }
+                    None => false,
+                };
+                let _ = done.send(seen);
+                Ok::<_, Infallible>(Response::new(axum::body::Body::empty()))
+            }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_given_up_request_runs_to_its_end_and_knows_it() {
+        let (finish_tx, finish) = tokio::sync::oneshot::channel();
+        let (done, done_rx) = tokio::sync::oneshot::channel();
+        let mut service = RunToEnd.layer(watched_handler(finish, done));
+        let mut answer = service.call(Request::new(axum::body::Body::empty()));
+        // Waited for a while, then the client went away, or the time-out passed.
+        assert!(futures::FutureExt::now_or_never(&mut answer).is_none());
+        drop(answer);
+        let _ = finish_tx.send(());
+        let seen = tokio::time::timeout(std::time::Duration::from_secs(5), done_rx)
+            .await
+            .expect("the handler ran to its end")
+            .expect("it reported");
+        assert!(seen, "and saw its request given up");
+    }
+
+    #[tokio::test]
+    async fn an_answered_request_is_not_given_up() {
+        let (finish_tx, finish) = tokio::sync::oneshot::channel();
+        let (done, done_rx) = tokio::sync::oneshot::channel();
+        let mut service = RunToEnd.layer(watched_handler(finish, done));
+        let answer = service.call(Request::new(axum::body::Body::empty()));
+        let _ = finish_tx.send(());
+        assert!(answer.await.is_ok());
+        assert!(!done_rx.await.expect("it reported"));
     }
 
     #[tokio::test]

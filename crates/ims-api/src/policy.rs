@@ -143,6 +143,12 @@ pub trait RoutePolicy {
     /// Counts the route against `limit` instead of the global one (recorded in its
     /// operations as [`Limit::EXTENSION`], where the limiter and clients both read it).
     fn limit(self, limit: Limit) -> Self;
+
+    /// Runs the route's handler to its end even when its request is given up
+    /// ([`crate::fairness::RunToEnd`]): for the expensive reads, whose slot of the
+    /// organization's share must last as long as their query does. Declare it before
+    /// `cache`, so that it wraps the handler only.
+    fn runs_to_end(self) -> Self;
 }
 
 impl<S> RoutePolicy for utoipa_axum::router::UtoipaMethodRouter<S>
@@ -157,6 +163,15 @@ where
             }
         }
         (schemas, paths, method_router.layer(layer))
+    }
+
+    fn runs_to_end(self) -> Self {
+        let (schemas, paths, method_router) = self;
+        (
+            schemas,
+            paths,
+            method_router.layer(crate::fairness::RunToEnd),
+        )
     }
 
     fn limit(self, limit: Limit) -> Self {

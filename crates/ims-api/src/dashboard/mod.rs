@@ -80,11 +80,31 @@ pub fn router() -> OpenApiRouter<AppState> {
     crate::openapi::tagged(
         "dashboard",
         OpenApiRouter::new()
-            .routes(routes!(kpis).cache(cached_expensive("dashboard:kpis", 300)))
-            .routes(routes!(sales_chart).cache(cached_expensive("dashboard:sales", 300)))
-            .routes(routes!(top_customers).cache(cached_expensive("dashboard:customers", 300)))
-            .routes(routes!(top_products).cache(cached_expensive("dashboard:products", 300)))
-            .routes(routes!(inventory_status).cache(cached_expensive("dashboard:inventory", 300))),
+            .routes(
+                routes!(kpis)
+                    .runs_to_end()
+                    .cache(cached_expensive("dashboard:kpis", 300)),
+            )
+            .routes(
+                routes!(sales_chart)
+                    .runs_to_end()
+                    .cache(cached_expensive("dashboard:sales", 300)),
+            )
+            .routes(
+                routes!(top_customers)
+                    .runs_to_end()
+                    .cache(cached_expensive("dashboard:customers", 300)),
+            )
+            .routes(
+                routes!(top_products)
+                    .runs_to_end()
+                    .cache(cached_expensive("dashboard:products", 300)),
+            )
+            .routes(
+                routes!(inventory_status)
+                    .runs_to_end()
+                    .cache(cached_expensive("dashboard:inventory", 300)),
+            ),
     )
 }
 

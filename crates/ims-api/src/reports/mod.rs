@@ -56,7 +56,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     crate::openapi::tagged(
         "reports",
         OpenApiRouter::new().routes(
-            routes!(report).cache(
+            routes!(report).runs_to_end().cache(
                 cached_per_type_expensive("reports", 900)
                     // CSV and JSON are cached apart (the JSON key is the contract's plain one).
                     .vary_with(std::sync::Arc::new(|parts: &axum::http::request::Parts| {
