@@ -5,21 +5,9 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, sha256, spawn_app, spawn_app_with, Reply, TestApp, TEST_JWT_SECRET,
+    assert_problem, sessions, sha256, spawn_app, spawn_app_with, text_field as s, Reply, TestApp,
+    TEST_JWT_SECRET,
 };
-
-fn s(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
-        .to_string()
-}
-
-/// `GET /auth/sessions`: the sessions the access token's user has open.
-async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
-    let list: Value = app.caller(access).get("/auth/sessions").await.json();
-    list["data"].as_array().expect("data").clone()
-}
 
 #[tokio::test]
 async fn register_creates_an_admin_and_stores_only_the_token_hash_in_redis() {

@@ -6,19 +6,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{sha256, spawn_app, spawn_app_with, TestApp};
-
-fn s(v: &Value, field: &str) -> String {
-    v[field]
-        .as_str()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
-        .to_string()
-}
-
-async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
-    let list: Value = app.caller(access).get("/auth/sessions").await.json();
-    list["data"].as_array().expect("data").clone()
-}
+use crate::helpers::{sessions, sha256, spawn_app, spawn_app_with, text_field as s, TestApp};
 
 /// The sealed answer the session row keeps for the rotated `token`.
 async fn replaced_answer(app: &TestApp, token: &str) -> Option<String> {

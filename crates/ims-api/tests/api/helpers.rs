@@ -653,3 +653,17 @@ where
         tokio::time::sleep(every).await;
     }
 }
+
+/// The string `field` of a JSON answer.
+pub fn text_field(v: &Value, field: &str) -> String {
+    v[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {v}"))
+        .to_string()
+}
+
+/// `GET /auth/sessions`: the first page of the sessions the access token's user has open.
+pub async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
+    let list: Value = app.caller(access).get("/auth/sessions").await.json();
+    list["data"].as_array().expect("data").clone()
+}
