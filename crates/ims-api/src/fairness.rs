@@ -20,15 +20,14 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use std::convert::Infallible;
-use std::task::{Context, Poll};
+use std::future::Future;
 
 use axum::extract::{FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tower::{Layer, Service};
+
+use crate::around::Around;
 
 use crate::auth::AuthUser;
 use crate::error::ApiError;
@@ -164,16 +163,9 @@ impl FromRequestParts<AppState> for TenantSlot {
 /// end, however early the request is dropped: what it holds (a slot of a share, a pooled
 /// connection) is given back when its work is done, not while its query still runs. The
 /// answer of a dropped request is dropped. A panic is a 500, as the edge's catcher makes it.
+/// Attach it as `AroundLayer(RunToEnd)` (`RoutePolicy::runs_to_end`).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RunToEnd;
-
-impl<S> Layer<S> for RunToEnd {
-    type Service = RunToEndService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RunToEndService { inner }
-    }
-}
 
 /// Resolves once the request that [`RunToEnd`] runs has been given up.
 #[derive(Clone, Debug)]
@@ -186,56 +178,41 @@ impl GivenUp {
     }
 }
 
-/// The service of [`RunToEnd`].
-#[derive(Clone, Debug)]
-pub struct RunToEndService<S> {
-    inner: S,
-}
+impl Around for RunToEnd {
+    /// Held by the answer's future: dropped with it when the request is given up, which ends
+    /// a wait for a slot (a given-up request has no database work to finish yet).
+    type Carry = tokio::sync::watch::Sender<()>;
 
-impl<S> Service<Request> for RunToEndService<S>
-where
-    S: Service<Request, Error = Infallible>,
-    S::Response: IntoResponse,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut request: Request) -> Self::Future {
-        // Held by the answer's future: dropped with it when the request is given up, which
-        // ends a wait for a slot (a given-up request has no database work to finish yet).
+    fn before(&self, request: &mut Request) -> Self::Carry {
         let (given_up, watch) = tokio::sync::watch::channel(());
         request.extensions_mut().insert(GivenUp(watch));
-        let work = self.inner.call(request);
-        let task = tokio::spawn(async move {
-            match work.await {
-                Ok(response) => response.into_response(),
-                Err(never) => match never {},
-            }
-        });
-        Box::pin(async move {
-            let _given_up = given_up;
-            Ok(match task.await {
-                Ok(response) => response,
-                Err(e) => match e.try_into_panic() {
-                    Ok(panic) => crate::error::panicked(panic),
-                    Err(e) => {
-                        ApiError::Internal(anyhow::anyhow!("handler task: {e}")).into_response()
-                    }
-                },
-            })
-        })
+        given_up
+    }
+
+    async fn after<F>(given_up: Self::Carry, response: F) -> Response
+    where
+        F: Future<Output = Response> + Send + 'static,
+    {
+        let task = tokio::spawn(response);
+        let _given_up = given_up;
+        match task.await {
+            Ok(response) => response,
+            Err(e) => match e.try_into_panic() {
+                Ok(panic) => crate::error::panicked(panic),
+                Err(e) => ApiError::Internal(anyhow::anyhow!("handler task: {e}")).into_response(),
+            },
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::convert::Infallible;
+
+    use tower::{Layer, Service};
+
     use super::*;
+    use crate::around::AroundLayer;
 
     #[test]
     fn half_the_pool_each_three_quarters_in_all_and_at_least_one() {
@@ -310,7 +287,7 @@ mod tests {
     async fn a_given_up_request_runs_to_its_end_and_knows_it() {
         let (finish_tx, finish) = tokio::sync::oneshot::channel();
         let (done, done_rx) = tokio::sync::oneshot::channel();
-        let mut service = RunToEnd.layer(watched_handler(finish, done));
+        let mut service = AroundLayer(RunToEnd).layer(watched_handler(finish, done));
         let mut answer = service.call(Request::new(axum::body::Body::empty()));
         // Waited for a while, then the client went away, or the time-out passed.
         assert!(futures::FutureExt::now_or_never(&mut answer).is_none());
@@ -327,7 +304,7 @@ mod tests {
     async fn an_answered_request_is_not_given_up() {
         let (finish_tx, finish) = tokio::sync::oneshot::channel();
         let (done, done_rx) = tokio::sync::oneshot::channel();
-        let mut service = RunToEnd.layer(watched_handler(finish, done));
+        let mut service = AroundLayer(RunToEnd).layer(watched_handler(finish, done));
         let answer = service.call(Request::new(axum::body::Body::empty()));
         let _ = finish_tx.send(());
         assert!(answer.await.is_ok());

@@ -170,7 +170,7 @@ where
         (
             schemas,
             paths,
-            method_router.layer(crate::fairness::RunToEnd),
+            method_router.layer(crate::around::AroundLayer(crate::fairness::RunToEnd)),
         )
     }
 
