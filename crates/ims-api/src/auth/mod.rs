@@ -301,7 +301,7 @@ async fn start_session(
         meta.ip.as_deref(),
     )
     .await?;
-    let pair = issue_pair(state, &mut tx, user, &session_id, None).await?;
+    let (pair, _) = issue_pair(state, &mut tx, user, &session_id, None).await?;
     crate::db::commit(tx).await?;
     Ok(pair)
 }
@@ -315,14 +315,15 @@ struct Replaced<'a> {
 
 /// Signs an access token and stores a new refresh token: in Redis when it answers, else in
 /// the SQL fallback table through `conn` (the caller's transaction, so an outage costs no
-/// extra commit).
+/// extra commit). After a rotation within a grace period, also the pair sealed for a second
+/// presentation of the replaced token (kept on the session row, and by the caller in Redis).
 async fn issue_pair(
     state: &AppState,
     conn: &mut AnyConnection,
     user: &UserRow,
     session_id: &str,
     replaces: Option<Replaced<'_>>,
-) -> ApiResult<TokenPair> {
+) -> ApiResult<(TokenPair, Option<String>)> {
     let ttl = state.settings.refresh_token_ttl;
     let claims = tokens::claims_for(
         &user.id,
@@ -354,8 +355,11 @@ async fn issue_pair(
     // still refreshes (see `refresh`). After a rotation it also keeps the replaced token's
     // hash (a replay of it is reuse, whatever Redis remembers) and, for the grace period,
     // this answer, sealed as in Redis: a second tab gets it without Redis too.
-    match replaces {
-        None => store::set_session_token(&mut *conn, session_id, &token_hash).await?,
+    let sealed = match replaces {
+        None => {
+            store::set_session_token(&mut *conn, session_id, &token_hash).await?;
+            None
+        }
         Some(replaced) => {
             let grace = state.settings.refresh_reuse_grace;
             let answer = (!grace.is_zero())
@@ -370,8 +374,9 @@ async fn issue_pair(
                 &expiry_after(grace),
             )
             .await?;
+            answer
         }
-    }
+    };
     if !state.refresh_tokens.put(&token_hash, &record, ttl).await {
         store::insert_refresh_token(
             &mut *conn,
@@ -383,7 +388,7 @@ async fn issue_pair(
         )
         .await?;
     }
-    Ok(pair)
+    Ok((pair, sealed))
 }
 
 fn invalid_refresh() -> ApiError {
@@ -541,13 +546,13 @@ async fn refresh(
         token,
         hash: &token_hash,
     };
-    let pair = issue_pair(&state, &mut tx, &user, &session_id, Some(replaced)).await?;
+    let (pair, sealed) = issue_pair(&state, &mut tx, &user, &session_id, Some(replaced)).await?;
     crate::db::commit(tx).await?;
-    let grace = state.settings.refresh_reuse_grace;
-    if !grace.is_zero() {
+    if let Some(sealed) = sealed {
+        let grace = state.settings.refresh_reuse_grace;
         state
             .refresh_tokens
-            .remember_successor(token, &pair, grace)
+            .remember_sealed(token, &sealed, grace)
             .await;
     }
     Ok(Json(pair))

@@ -394,6 +394,19 @@ async fn an_empty_report_in_csv_is_its_header_row() {
     );
 }
 
+/// A connection of the test's own holding `sales_orders` locked (until its `ROLLBACK`): the
+/// reports' and dashboards' queries wait on it, each holding its pooled connection.
+async fn sales_orders_locked(app: &TestApp) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    let mut blocker = sqlx::AnyConnection::connect(&app.database_url)
+        .await
+        .expect("a connection of the test's own");
+    for sql in ["BEGIN", "LOCK TABLE sales_orders IN ACCESS EXCLUSIVE MODE"] {
+        sqlx::query(sql).execute(&mut blocker).await.expect(sql);
+    }
+    blocker
+}
+
 /// One organization's reports take at most half the pool, and all organizations' together
 /// three quarters of it, so another organization's reads still get a connection. Before,
 /// six slow reports of one tenant held all four connections and the other tenant's
@@ -402,8 +415,6 @@ async fn an_empty_report_in_csv_is_its_header_row() {
 /// readers never wait on a lock.
 #[tokio::test]
 async fn heavy_organizations_reports_leave_the_pool_to_the_others() {
-    use sqlx::Connection;
-
     let app = crate::helpers::spawn_app_with(&[("DATABASE_MAX_CONNECTIONS", "4")]).await;
     if app.state.db.backend() != ims_api::db::Backend::Postgres {
         return;
@@ -411,13 +422,7 @@ async fn heavy_organizations_reports_leave_the_pool_to_the_others() {
     let (heavy, _) = user(&app, "heavy@example.com").await;
     let (heavier, _) = user(&app, "heavier@example.com").await;
     let (other, _) = user(&app, "other@example.com").await;
-    // The reports' queries wait on this lock, each holding its pooled connection.
-    let mut blocker = sqlx::AnyConnection::connect(&app.database_url)
-        .await
-        .expect("a connection of the test's own");
-    for sql in ["BEGIN", "LOCK TABLE sales_orders IN ACCESS EXCLUSIVE MODE"] {
-        sqlx::query(sql).execute(&mut blocker).await.expect(sql);
-    }
+    let mut blocker = sales_orders_locked(&app).await;
     let reports = (1..=12).map(|day| {
         let path = format!("/reports/sales-by-item?from=2026-01-{day:02}&to=2026-02-01");
         let caller = app.caller(if day % 2 == 0 { &heavy } else { &heavier });
@@ -453,7 +458,6 @@ async fn heavy_organizations_reports_leave_the_pool_to_the_others() {
 /// given-up requests were not all dropped). PostgreSQL only, as above.
 #[tokio::test]
 async fn reads_given_up_keep_their_slot_until_their_query_ends() {
-    use sqlx::Connection;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     let app = spawn_app().await;
@@ -465,12 +469,7 @@ async fn reads_given_up_keep_their_slot_until_their_query_ends() {
             .await;
     let (quitter, _) = user(&app, "quitter@example.com").await;
     let (other, _) = user(&app, "patient@example.com").await;
-    let mut blocker = sqlx::AnyConnection::connect(&app.database_url)
-        .await
-        .expect("a connection of the test's own");
-    for sql in ["BEGIN", "LOCK TABLE sales_orders IN ACCESS EXCLUSIVE MODE"] {
-        sqlx::query(sql).execute(&mut blocker).await.expect(sql);
-    }
+    let mut blocker = sales_orders_locked(&app).await;
     // Clients that ask for a dashboard and hang up unanswered 500 ms later.
     let address = server.address.trim_start_matches("http://").to_string();
     let give_up = |n: usize| {

@@ -190,6 +190,12 @@ impl RefreshTokenStore {
         let Some(sealed) = seal_answer(token, answer) else {
             return false;
         };
+        self.remember_sealed(token, &sealed, grace).await
+    }
+
+    /// [`remember_successor`](Self::remember_successor) for an answer already sealed with
+    /// [`seal_answer`] (a caller that also keeps it elsewhere seals it once).
+    pub async fn remember_sealed(&self, token: &str, sealed: &str, grace: Duration) -> bool {
         self.redis
             .set(&self.grace_key(&hash_token(token)), &sealed, Some(grace))
             .await
