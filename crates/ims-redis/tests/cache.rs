@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ims_redis::cache::{Cached, Lookup, ResponseCache, Seen};
+use ims_redis::cache::{CacheLayer, Cached, L1Settings, Lookup, ResponseCache, Seen};
 use ims_redis::{RedisConfig, RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
@@ -536,4 +536,146 @@ async fn a_redis_that_has_evicted_keeps_its_hits_checked_under_noeviction() {
     config_set(&mut raw, &[("maxmemory", "2mb")]);
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(!cache.checks_epochs());
+}
+
+/// An engine with the in-process tier on, bounded at `max_stale`.
+async fn l1_engine(server: &RedisServer, max_stale: Duration) -> Arc<ResponseCache> {
+    let config = RedisConfig {
+        url: Some(server.url()),
+        probe_interval: Duration::from_millis(100),
+        ..RedisConfig::default()
+    };
+    let connection = RedisConnection::connect(config).await;
+    assert!(connection.is_connected());
+    ResponseCache::with_l1(
+        RedisService::new(connection, "ims:"),
+        Arc::new(|parts: &http::request::Parts| {
+            Some(parts.headers.get("x-tenant")?.to_str().ok()?.to_string())
+        }),
+        0.0,
+        L1Settings {
+            max_bytes: 1 << 20,
+            max_stale,
+        },
+    )
+}
+
+/// A read that misses L1 just after a write cleared it, but reaches Redis before the
+/// invalidation's script has run there, reads the old entry. L1 must not keep it as
+/// fresh: before the fix it did, and served it for the whole bound after the write had
+/// returned (a probe: writes served stale for 296 ms at a 200 ms bound). `SCRIPT FLUSH`
+/// before each write widens that window to the round trips of reloading the script, so
+/// that readers land in it every round, as they did by chance under the probe's load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_that_reached_redis_before_an_invalidation_is_not_kept_in_l1() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    use tower::{Layer, ServiceExt};
+
+    let server = RedisServer::start();
+    let cache = l1_engine(&server, Duration::from_secs(2)).await;
+    let mut raw = redis::Client::open(server.url())
+        .and_then(|c| c.get_connection())
+        .expect("raw connection");
+    // The "database": the version a handler reads; a write bumps it, then invalidates.
+    let version = Arc::new(AtomicU64::new(1));
+    let handler = {
+        let version = version.clone();
+        tower::service_fn(move |_: http::Request<String>| {
+            let body = version.load(SeqCst).to_string();
+            async move { Ok::<_, std::convert::Infallible>(http::Response::new(body)) }
+        })
+    };
+    let service = CacheLayer::new("posts:list", Duration::from_secs(60))
+        .with_l1()
+        .layer(handler);
+    // (version read, tier) of one `GET /posts`.
+    let read = {
+        let cache = cache.clone();
+        move || {
+            let (service, cache) = (service.clone(), cache.clone());
+            async move {
+                let mut request = http::Request::get("/posts")
+                    .header("x-tenant", "org1")
+                    .body(String::new())
+                    .expect("request");
+                request.extensions_mut().insert(cache);
+                let response = service.oneshot(request).await.expect("response");
+                let tier = response
+                    .headers()
+                    .get("x-cache-tier")
+                    .map(|v| v.to_str().unwrap_or_default().to_string());
+                let body = http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .expect("body")
+                    .to_bytes();
+                let seen: u64 = std::str::from_utf8(&body)
+                    .expect("utf-8")
+                    .parse()
+                    .expect("version");
+                (seen, tier)
+            }
+        }
+    };
+    // Stored, then served from L1 (the tier serves once it is subscribed).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while read().await.1.as_deref() != Some("L1") {
+        assert!(Instant::now() < deadline, "never an L1 hit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Readers check that nothing older than the last write that had returned before they
+    // asked is served.
+    let (committed, done) = (
+        Arc::new(AtomicU64::new(1)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let (read, committed, done) = (read.clone(), committed.clone(), done.clone());
+            tokio::spawn(async move {
+                let (mut reads, mut stale) = (0u64, Vec::new());
+                while !done.load(SeqCst) {
+                    let floor = committed.load(SeqCst);
+                    let (seen, tier) = read().await;
+                    reads += 1;
+                    if seen < floor {
+                        stale.push((floor, seen, tier));
+                    }
+                    // Reads a millisecond apart: spinning on L1 hits starved the writer
+                    // of the two cores until its script timed out.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                (reads, stale)
+            })
+        })
+        .collect();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let written = version.fetch_add(1, SeqCst) + 1;
+        let () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query(&mut raw)
+            .expect("script flush");
+        cache
+            .invalidate("org1", &["posts"])
+            .await
+            .expect("invalidated");
+        committed.store(written, SeqCst);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    done.store(true, SeqCst);
+    let (mut reads, mut stale) = (0, Vec::new());
+    for reader in readers {
+        let (n, s) = reader.await.expect("reader");
+        reads += n;
+        stale.extend(s);
+    }
+    assert!(reads > 100, "the readers ran ({reads} reads)");
+    assert!(
+        stale.is_empty(),
+        "{} of {reads} reads served a version older than a write that had returned \
+         (floor, seen, tier), first ones: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(5)]
+    );
 }

@@ -8,7 +8,8 @@
 //!   from Redis or computed (the start of the lookup, not the insert, so a read that raced a
 //!   write counts from before the write); after that the next request revalidates it
 //!   against Redis;
-//! - invalidations are applied to the local L1 before the write's response is sent, and
+//! - invalidations are applied to the local L1 before the write's response is sent (before
+//!   and again after Redis ran them, so that a read that reached Redis first is refused), and
 //!   published on `{prefix}cache:invalidate` with a per-instance sequence number; a
 //!   subscriber that sees a gap in a sender's sequence, or loses its subscription, drops its
 //!   whole L1 and serves nothing from it until it is subscribed again;

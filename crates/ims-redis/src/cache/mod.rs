@@ -934,7 +934,8 @@ impl ResponseCache {
             return Some(0);
         }
         // This instance's L1 first, so the writer's own next read is current; then Redis;
-        // then the other instances' L1, through the channel.
+        // then this instance's L1 again (below); then the other instances' L1, through the
+        // channel.
         let owned: Vec<String> = groups.iter().map(|g| g.to_string()).collect();
         if self.is_local() {
             if let Ok(mut epochs) = self.local_epochs.lock() {
@@ -993,6 +994,13 @@ impl ResponseCache {
                 invocation.invoke_async::<u64>(&mut c).await
             })
             .await;
+        // And again now that Redis has run the script (or given up on it). A read that
+        // missed L1 after the first mark but reached Redis before the script read the old
+        // entry, and L1 would have kept it as fresh from after the write for the whole
+        // bound: a probe saw writes served stale for 296 ms at a 200 ms bound. Every read
+        // whose content was taken before this moment is refused from L1 now; a read that
+        // starts after it is sent behind the script on the connection, and sees its effect.
+        self.l1.invalidate(scope, &owned);
         let active = self.redis.key(ACTIVE);
         let (scope_owned, now_ms) = (scope.to_string(), unix_millis());
         // Two commands, sent together (the multiplexed connection pipelines them), not one
