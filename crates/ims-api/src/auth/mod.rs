@@ -374,6 +374,20 @@ async fn issue_pair(
                 &expiry_after(grace),
             )
             .await?;
+            // And every replaced token, as rotated, for as long as it could be presented
+            // (a token lives at most `ttl` after the rotation that replaces it): a replay of
+            // a token from before the last rotation is then reuse without Redis' tombstone
+            // too. Only the last one was known in SQL, so on an instance cut off from
+            // Redis an older replay was a plain 401 and the session lived on.
+            store::insert_refresh_token(
+                &mut *conn,
+                replaced.hash,
+                &user.id,
+                session_id,
+                &expires_at,
+                true,
+            )
+            .await?;
             answer
         }
     };

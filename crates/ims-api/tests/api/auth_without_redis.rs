@@ -201,6 +201,32 @@ async fn a_token_rotated_through_redis_is_known_to_an_instance_without_it() {
         .problem(StatusCode::UNAUTHORIZED);
 }
 
+/// A token from before the last rotation, rotated through Redis, replayed to an instance
+/// that has lost Redis: reuse, and the session ends. Only the token the last rotation
+/// replaced was known in SQL, so this replay was a plain 401 that ended nothing, and whoever
+/// held the session's live token kept it (the OAuth BCP case of a thief who refreshed
+/// first, several times).
+#[tokio::test]
+async fn an_older_generation_replayed_without_redis_revokes_the_session() {
+    let app = spawn_app_with(&[("REFRESH_REUSE_GRACE", "0")]).await;
+    let pair = app.register("generations@example.com").await;
+    let first = s(&pair, "refreshToken");
+    let second = s(
+        &app.refresh(&first).await.expect(StatusCode::OK),
+        "refreshToken",
+    );
+    let third = s(
+        &app.refresh(&second).await.expect(StatusCode::OK),
+        "refreshToken",
+    );
+    app.redis.stop();
+    app.wait_for_redis(false).await;
+    let replay = app.refresh(&first).await.problem(StatusCode::UNAUTHORIZED);
+    let detail = replay["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("already used"), "{replay}");
+    app.refresh(&third).await.problem(StatusCode::UNAUTHORIZED);
+}
+
 /// A rotation's sealed answer is cleared by the hourly purge once its grace period is over:
 /// it stayed until the session's next rotation, so a database dump and an old rotated token
 /// together could open it long after (a black-box probe).
