@@ -86,6 +86,9 @@ pub struct Settings {
     pub refresh_reuse_grace: Duration,
     /// `SESSION_MAX_AGE`: a session ends this long after login, however often refreshed.
     pub session_max_age: Duration,
+    /// `SESSION_MAX_PER_USER`: live sessions a user may hold; a login past it ends the
+    /// least recently used.
+    pub session_max_per_user: u64,
     /// `CACHE_GRACE`: how long past its TTL a cached entry is kept to answer when the
     /// handler fails with a 5xx (`X-Cache: STALE`); zero: off.
     pub cache_grace: Duration,
@@ -303,6 +306,7 @@ impl Settings {
                 30 * 24 * 3600,
                 1..=10 * 365 * 24 * 3600,
             )?),
+            session_max_per_user: bounded(&get, "SESSION_MAX_PER_USER", 100, 1..=100_000)?,
             request_timeout: Duration::from_millis(bounded(
                 &get,
                 "REQUEST_TIMEOUT_MS",

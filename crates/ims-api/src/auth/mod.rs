@@ -301,6 +301,14 @@ async fn start_session(
         meta.ip.as_deref(),
     )
     .await?;
+    // SESSION_MAX_PER_USER: the most recently used sessions stay, the others end. Without a cap every
+    // login added a session for as long as SESSION_MAX_AGE, however many (a probe made
+    // 3,000), each with its tokens in Redis and SQL.
+    let keep = state.settings.session_max_per_user;
+    let ended = store::end_sessions_past(&mut tx, &user.id, &session_id, keep).await?;
+    if ended > 0 {
+        tracing::info!(user_id = %user.id, ended, "least recently used sessions ended: SESSION_MAX_PER_USER");
+    }
     let (pair, _) = issue_pair(state, &mut tx, user, &session_id, None).await?;
     crate::db::commit(tx).await?;
     Ok(pair)

@@ -1,7 +1,7 @@
 //! SQL queries of the auth area: organizations, users, sessions and fallback refresh tokens.
 
 use serde::Serialize;
-use sqlx::{Any, Executor, FromRow};
+use sqlx::{Any, AnyConnection, Executor, FromRow};
 use uuid::Uuid;
 
 use crate::db::{self, Db};
@@ -138,6 +138,51 @@ pub async fn create_session<'c>(
     .execute(db)
     .await?;
     Ok(id)
+}
+
+/// Ends the user's least recently used live sessions (by their last login or refresh) so
+/// that `keep` (`SESSION_MAX_PER_USER`) are left, `current` (the one just opened) and the
+/// most recently used others, with their fallback and rotated
+/// tokens; returns how many ended. Tokens first, then
+/// sessions: the order a refresh and `revoke_sessions` take them in (the other order let
+/// PostgreSQL break a deadlock with a 500, found by a probe of revocations).
+pub async fn end_sessions_past(
+    conn: &mut AnyConnection,
+    user_id: &str,
+    current: &str,
+    keep: u64,
+) -> ApiResult<u64> {
+    let now = db::now();
+    // At most a thousand at a time: the next login ends the rest.
+    let past: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND id <> $3
+         ORDER BY last_used_at DESC, created_at DESC, id DESC LIMIT 1000 OFFSET $4",
+    )
+    .bind(user_id)
+    .bind(&now)
+    .bind(current)
+    .bind(i64::try_from(keep.saturating_sub(1)).unwrap_or(i64::MAX))
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut ended = 0;
+    for (id,) in &past {
+        sqlx::query("DELETE FROM refresh_tokens WHERE session_id = $1")
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        ended += sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'session limit',
+                 replaced_answer = NULL
+             WHERE id = $2 AND revoked_at IS NULL",
+        )
+        .bind(&now)
+        .bind(id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+    }
+    Ok(ended)
 }
 
 /// Marks a live session as used now and slides its expiry; `false` when the session is

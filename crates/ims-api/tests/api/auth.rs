@@ -1029,6 +1029,59 @@ async fn sessions_are_listed_a_page_at_a_time() {
     assert!(problem.to_string().contains("limit"), "{problem}");
 }
 
+/// `SESSION_MAX_PER_USER`: a login past the cap ends the user's least recently used
+/// sessions (by last login or refresh), and only those; their refresh tokens stop working,
+/// the others and the new session live on. Without a cap every login added a session for
+/// as long as `SESSION_MAX_AGE` (a probe made 3,000).
+#[tokio::test]
+async fn a_login_past_the_session_cap_ends_the_least_recently_used_sessions() {
+    let app = spawn_app_with(&[("SESSION_MAX_PER_USER", "3")]).await;
+    let first = app.register("capped@example.com").await;
+    let second = app.login("capped@example.com").await;
+    let third = app.login("capped@example.com").await;
+    // The first session is used again: now the second is the least recently used.
+    let first = app
+        .refresh(&s(&first, "refreshToken"))
+        .await
+        .expect(StatusCode::OK);
+    let fourth = app.login("capped@example.com").await;
+    let fifth = app.login("capped@example.com").await;
+    let listed = sessions(&app, &s(&fifth, "accessToken")).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(
+        listed[0]["current"], true,
+        "the new session lives: {listed:?}"
+    );
+    for (name, pair, lives) in [
+        ("first", &first, true),
+        ("second", &second, false),
+        ("third", &third, false),
+        ("fourth", &fourth, true),
+        ("fifth", &fifth, true),
+    ] {
+        let answer = app.refresh(&s(pair, "refreshToken")).await;
+        if lives {
+            answer.expect(StatusCode::OK);
+        } else {
+            let problem = answer.problem(StatusCode::UNAUTHORIZED);
+            assert!(
+                !problem.to_string().contains("already used"),
+                "{name}: {problem}"
+            );
+        }
+    }
+    let reasons: Vec<(Option<String>,)> =
+        sqlx::query_as("SELECT revoked_reason FROM sessions WHERE revoked_at IS NOT NULL")
+            .fetch_all(app.state.db.pool())
+            .await
+            .expect("ended sessions");
+    assert_eq!(
+        reasons,
+        vec![(Some("session limit".to_string()),); 2],
+        "exactly two ended, by the cap"
+    );
+}
+
 /// A rotated token presented after its session was ended by a logout is refused as invalid,
 /// not as reuse that "has revoked the session": nothing live was reused, and the message
 /// misled clients (a probe).
