@@ -275,12 +275,17 @@ where
         rows = rows.bind(b);
         count = count.bind(b);
     }
+    // The count first: a page past the end is empty without its `OFFSET` scan, which reads
+    // every matching row to skip them (a probe's `page=2147483647` paid for both).
+    let total = count.fetch_one(db.pool()).await?;
+    if page.offset() >= total {
+        return Ok(page.wrap(Vec::new(), total));
+    }
     let data = rows
         .bind(page.limit())
         .bind(page.offset())
         .fetch_all(db.pool())
         .await?;
-    let total = count.fetch_one(db.pool()).await?;
     Ok(page.wrap(data, total))
 }
 

@@ -294,6 +294,14 @@ async fn every_bounded_number_is_accepted_at_its_bound_and_refused_one_past() {
         let response = app.caller(&org.token).get(&format!("/items?{query}")).await;
         if ok {
             assert_eq!(response.status, StatusCode::OK, "{query}");
+            if query.starts_with("page=") {
+                // Past the end: no rows, the same total as the first page's.
+                let past = response.json();
+                let first = app.caller(&org.token).get("/items").await.json();
+                assert_eq!(past["data"], json!([]), "{past}");
+                assert_eq!(past["total"], first["total"], "{past}");
+                assert!(first["total"].as_i64() > Some(0), "{first}");
+            }
         } else {
             response.field_error(query.split('=').next().unwrap_or_default());
         }
