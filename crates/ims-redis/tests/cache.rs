@@ -9,7 +9,8 @@ use ims_redis::cache::{CacheLayer, Cached, L1Settings, Lookup, ResponseCache, Se
 use ims_redis::{RedisConfig, RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
-async fn engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection) {
+/// The service the engines run on: `server`, probed every 100 ms, keys under `ims:`.
+async fn service(server: &RedisServer) -> RedisService {
     let config = RedisConfig {
         url: Some(server.url()),
         probe_interval: Duration::from_millis(100),
@@ -17,7 +18,11 @@ async fn engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection)
     };
     let connection = RedisConnection::connect(config).await;
     assert!(connection.is_connected());
-    let redis = RedisService::new(connection, "ims:");
+    RedisService::new(connection, "ims:")
+}
+
+async fn engine(server: &RedisServer) -> (Arc<ResponseCache>, redis::Connection) {
+    let redis = service(server).await;
     // Scope from a header, as an application would from a verified token.
     let cache = ResponseCache::new(
         redis,
@@ -540,15 +545,8 @@ async fn a_redis_that_has_evicted_keeps_its_hits_checked_under_noeviction() {
 
 /// An engine with the in-process tier on, bounded at `max_stale`.
 async fn l1_engine(server: &RedisServer, max_stale: Duration) -> Arc<ResponseCache> {
-    let config = RedisConfig {
-        url: Some(server.url()),
-        probe_interval: Duration::from_millis(100),
-        ..RedisConfig::default()
-    };
-    let connection = RedisConnection::connect(config).await;
-    assert!(connection.is_connected());
     ResponseCache::with_l1(
-        RedisService::new(connection, "ims:"),
+        service(server).await,
         Arc::new(|parts: &http::request::Parts| {
             Some(parts.headers.get("x-tenant")?.to_str().ok()?.to_string())
         }),
