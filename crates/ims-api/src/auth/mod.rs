@@ -481,7 +481,7 @@ async fn refresh(
                     let claimed = if rotated {
                         None
                     } else {
-                        claim_through_row(&mut tx, &token_hash, ttl).await?
+                        claim_through_row(&mut tx, &token_hash).await?
                     };
                     match claimed {
                         // No token to check against the row: the claim already did.
@@ -505,7 +505,7 @@ async fn refresh(
                                 );
                             }
                             tx = state.db.begin().await?;
-                            match claim_through_row(&mut tx, &token_hash, ttl).await? {
+                            match claim_through_row(&mut tx, &token_hash).await? {
                                 Some((user_id, session_id)) => (user_id, session_id, None),
                                 // The row named this token a moment ago and no longer
                                 // does: the rotation that wrote the tombstone was not dead
@@ -582,13 +582,12 @@ async fn refresh(
 
 /// Claims the session whose live token is `token_hash` when Redis has no record of it
 /// (evicted, flushed, away, or taken by a rotation that never committed): the session row
-/// vouches for it. Records the token as rotated in the SQL fallback table, for when it is
-/// presented again (its Redis key, if Redis is away, outlives this rotation). Returns the
-/// user and the session.
+/// vouches for it. Returns the user and the session. (The rotation that follows records the
+/// token as rotated in SQL, as every rotation does, for when it is presented again: its Redis
+/// key, if Redis is away, outlives this rotation.)
 async fn claim_through_row(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     token_hash: &str,
-    ttl: std::time::Duration,
 ) -> ApiResult<Option<(String, String)>> {
     let Some((user_id, session_id)) = store::claim_session_by_token(&mut **tx, token_hash).await?
     else {
@@ -598,15 +597,6 @@ async fn claim_through_row(
         %session_id,
         "refresh token not in Redis (evicted, Redis away, or a rotation that failed); the session row vouches for it"
     );
-    store::insert_refresh_token(
-        &mut **tx,
-        token_hash,
-        &user_id,
-        &session_id,
-        &expiry_after(ttl),
-        true,
-    )
-    .await?;
     Ok(Some((user_id, session_id)))
 }
 
