@@ -301,9 +301,9 @@ async fn start_session(
         meta.ip.as_deref(),
     )
     .await?;
-    // SESSION_MAX_PER_USER: the most recently used sessions stay, the others end. Without a cap every
-    // login added a session for as long as SESSION_MAX_AGE, however many (a probe made
-    // 3,000), each with its tokens in Redis and SQL.
+    // SESSION_MAX_PER_USER: the most recently used sessions stay, the others end. Without
+    // a cap every login added a session for as long as SESSION_MAX_AGE, however many (a
+    // probe made 3,000), each with its tokens in Redis and SQL.
     let keep = state.settings.session_max_per_user;
     let ended = store::end_sessions_past(&mut tx, &user.id, &session_id, keep).await?;
     if ended > 0 {

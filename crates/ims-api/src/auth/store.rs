@@ -142,10 +142,10 @@ pub async fn create_session<'c>(
 
 /// Ends the user's least recently used live sessions (by their last login or refresh) so
 /// that `keep` (`SESSION_MAX_PER_USER`) are left, `current` (the one just opened) and the
-/// most recently used others, with their fallback and rotated
-/// tokens; returns how many ended. Tokens first, then
-/// sessions: the order a refresh and `revoke_sessions` take them in (the other order let
-/// PostgreSQL break a deadlock with a 500, found by a probe of revocations).
+/// most recently used others, with their fallback and rotated tokens; returns how many
+/// ended. Tokens first, then sessions: the order a refresh and `revoke_sessions` take them
+/// in (the other order let PostgreSQL break a deadlock with a 500, found by a probe of
+/// revocations).
 pub async fn end_sessions_past(
     conn: &mut AnyConnection,
     user_id: &str,
