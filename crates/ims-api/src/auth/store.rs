@@ -142,10 +142,12 @@ pub async fn create_session<'c>(
 
 /// Ends the user's least recently used live sessions (by their last login or refresh) so
 /// that `keep` (`SESSION_MAX_PER_USER`) are left, `current` (the one just opened) and the
-/// most recently used others, with their fallback and rotated tokens; returns how many
-/// ended. Tokens first, then sessions: the order a refresh and `revoke_sessions` take them
-/// in (the other order let PostgreSQL break a deadlock with a 500, found by a probe of
-/// revocations).
+/// most recently used others; returns how many ended. Only session rows are written, one at
+/// a time in id order: a refresh takes its token's row and then its session's, and two
+/// logins end sessions in the same order, so none of them waits on the other in a cycle (a
+/// revocation that took token rows after session rows let PostgreSQL break a deadlock with
+/// a 500, found by a probe). The ended sessions' tokens are refused from now on (the session
+/// row is the authority) and purged with the other expired tokens.
 pub async fn end_sessions_past(
     conn: &mut AnyConnection,
     user_id: &str,
@@ -154,7 +156,7 @@ pub async fn end_sessions_past(
 ) -> ApiResult<u64> {
     let now = db::now();
     // At most a thousand at a time: the next login ends the rest.
-    let past: Vec<(String,)> = sqlx::query_as(
+    let mut past: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND id <> $3
          ORDER BY last_used_at DESC, created_at DESC, id DESC LIMIT 1000 OFFSET $4",
@@ -165,12 +167,9 @@ pub async fn end_sessions_past(
     .bind(i64::try_from(keep.saturating_sub(1)).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
+    past.sort_unstable();
     let mut ended = 0;
     for (id,) in &past {
-        sqlx::query("DELETE FROM refresh_tokens WHERE session_id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await?;
         ended += sqlx::query(
             "UPDATE sessions SET revoked_at = $1, revoked_reason = 'session limit',
                  replaced_answer = NULL
