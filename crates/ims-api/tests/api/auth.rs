@@ -5,8 +5,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    assert_problem, sessions, sha256, spawn_app, spawn_app_with, text_field as s, Reply, TestApp,
-    TEST_JWT_SECRET,
+    assert_problem, replay_ends_the_session, sessions, sha256, spawn_app, spawn_app_with,
+    text_field as s, Reply, TestApp, TEST_JWT_SECRET,
 };
 
 #[tokio::test]
@@ -728,10 +728,7 @@ async fn two_tabs_refreshing_at_once_get_the_same_pair_within_the_grace_period()
     let third = app.refresh(&next).await;
     assert_eq!(third.status, StatusCode::OK);
     let third: Value = third.json();
-    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
-    app.refresh(&s(&third, "refreshToken"))
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
+    replay_ends_the_session(&app, &token, &third).await;
     assert_eq!(sessions(&app, &access).await.len(), 0, "revoked");
 }
 
@@ -747,10 +744,7 @@ async fn a_replay_after_the_grace_period_revokes_the_session() {
     let again = app.refresh(&token).await.json();
     assert_eq!(s(&again, "refreshToken"), s(&next, "refreshToken"));
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
-    app.refresh(&s(&next, "refreshToken"))
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
+    replay_ends_the_session(&app, &token, &next).await;
 }
 
 #[tokio::test]

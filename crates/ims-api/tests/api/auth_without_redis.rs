@@ -6,7 +6,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::helpers::{sessions, sha256, spawn_app, spawn_app_with, text_field as s, TestApp};
+use crate::helpers::{
+    replay_ends_the_session, sessions, sha256, spawn_app, spawn_app_with, text_field as s, TestApp,
+};
 
 /// The sealed answer the session row keeps for the rotated `token`.
 async fn replaced_answer(app: &TestApp, token: &str) -> Option<String> {
@@ -120,10 +122,7 @@ async fn without_redis_a_replay_after_the_grace_period_revokes_the_session() {
     let left = |pair: &Value| pair["expiresIn"].as_u64().expect("expiresIn");
     assert!(left(&again) < left(&next), "{again} after {next}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
-    app.refresh(&s(&next, "refreshToken"))
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
+    replay_ends_the_session(&app, &token, &next).await;
 }
 
 /// Without a grace period, a second presentation without Redis is a replay, as with it.
@@ -138,10 +137,7 @@ async fn without_redis_and_without_grace_a_second_presentation_revokes_the_sessi
         None,
         "nothing kept without a grace period"
     );
-    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
-    app.refresh(&s(&next, "refreshToken"))
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
+    replay_ends_the_session(&app, &token, &next).await;
 }
 
 /// A token that lives in Redis, rotated while Redis is away (through its session row), and
@@ -166,10 +162,7 @@ async fn a_second_tab_after_redis_returns_gets_the_pair_kept_in_sql() {
         .await
         .expect(StatusCode::OK);
     // Its successor used, the rotated token is a replay now.
-    app.refresh(&token).await.problem(StatusCode::UNAUTHORIZED);
-    app.refresh(&s(&next, "refreshToken"))
-        .await
-        .problem(StatusCode::UNAUTHORIZED);
+    replay_ends_the_session(&app, &token, &next).await;
 }
 
 /// A token rotated through Redis, then presented again to an instance that has lost Redis:

@@ -662,6 +662,17 @@ pub fn text_field(v: &Value, field: &str) -> String {
         .to_string()
 }
 
+/// A replay of the rotated `replayed` token is refused, and so is afterwards the live token
+/// of `successor` (a token pair): the replay ended the session.
+pub async fn replay_ends_the_session(app: &TestApp, replayed: &str, successor: &Value) {
+    app.refresh(replayed)
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+    app.refresh(&text_field(successor, "refreshToken"))
+        .await
+        .problem(StatusCode::UNAUTHORIZED);
+}
+
 /// `GET /auth/sessions`: the first page of the sessions the access token's user has open.
 pub async fn sessions(app: &TestApp, access: &str) -> Vec<Value> {
     let list: Value = app.caller(access).get("/auth/sessions").await.json();
