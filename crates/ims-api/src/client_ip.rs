@@ -41,7 +41,8 @@ pub struct ProxyTrust {
 /// An `X-Forwarded-For` entry as an address: `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`,
 /// `[::1]:80`; an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) is its IPv4 address.
 fn parse(entry: &str) -> Option<IpAddr> {
-    let entry = entry.trim();
+    // Header text is ASCII (`to_str` refuses anything else): no Unicode whitespace rules.
+    let entry = entry.trim_ascii();
     entry
         .parse::<IpAddr>()
         .ok()
@@ -76,7 +77,7 @@ impl ProxyTrust {
             .rev()
             .map(|v| v.to_str().unwrap_or_default())
             .flat_map(|v| v.rsplit(','))
-            .map(str::trim);
+            .map(str::trim_ascii);
         if !self.networks.is_empty() {
             let mut client = peer?;
             while self.networks.iter().any(|net| net.contains(&client)) {

@@ -43,6 +43,10 @@ struct Quotas {
     /// `RateLimit-Policy` of the default quota, then of each route's, each without and with
     /// the user tier: the same few values on every response, made once.
     policy_values: Arc<[[HeaderValue; 2]]>,
+    /// `RateLimit-Limit` of the default quota, then of each route's, then of the user
+    /// tier's: made once too (a limit above the shared table of small numbers cost two
+    /// allocations a response).
+    limit_values: Arc<[HeaderValue]>,
     /// Names a request's user (`None`: anonymous, not in this tier) and the user's quota.
     user: Option<(Quota, PartsFn)>,
     /// The engine, when the layer was given one (else the request's extension).
@@ -70,12 +74,15 @@ impl Quotas {
             keys: SmallVec::new(),
             policy: HeaderValue::from_static(""),
         };
-        checks.names.push("ip-route");
+        checks
+            .names
+            .push(("ip-route", self.limit_value(index, quota)));
         checks.keys.push((key, quota));
         let mut with_user = 0;
         if let Some((quota, user)) = &self.user {
             if let Some(user) = user(parts) {
-                checks.names.push("user");
+                let last = self.limit_values.len().saturating_sub(1);
+                checks.names.push(("user", self.limit_value(last, *quota)));
                 checks
                     .keys
                     .push((["ratelimit:user:", &user].concat(), *quota));
@@ -88,7 +95,15 @@ impl Quotas {
         Some(checks)
     }
 
-    /// The quota of `route` and its index in `policy_values`.
+    /// `RateLimit-Limit` of the quota at `index` in `limit_values`.
+    fn limit_value(&self, index: usize, quota: Quota) -> HeaderValue {
+        self.limit_values
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| crate::numbers::header_value(u64::from(quota.limit)))
+    }
+
+    /// The quota of `route` and its index in `policy_values` and `limit_values`.
     fn for_route(&self, route: &str) -> (Quota, usize) {
         self.routes
             .iter()
@@ -110,8 +125,14 @@ impl Quotas {
                     .map(|text| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("")))
             })
             .collect::<Vec<_>>();
+        let limits = std::iter::once(self.default)
+            .chain(self.routes.iter().map(|(_, quota)| *quota))
+            .chain(user)
+            .map(|quota| HeaderValue::from(quota.limit))
+            .collect::<Vec<_>>();
         Self {
             policy_values: Arc::from(values),
+            limit_values: Arc::from(limits),
             ..self
         }
     }
@@ -131,6 +152,7 @@ impl RateLimitLayer {
                 default: quota,
                 routes: Arc::from(Vec::new()),
                 policy_values: Arc::from(Vec::new()),
+                limit_values: Arc::from(Vec::new()),
                 user: None,
                 limiter: None,
             }
@@ -196,10 +218,11 @@ pub struct RateLimitService<S> {
     quotas: Arc<Quotas>,
 }
 
-/// The policies a request is counted against: (name, key, quota); at most two, kept inline.
+/// The policies a request is counted against: (name and `RateLimit-Limit`, key and quota);
+/// at most two, kept inline.
 #[derive(Debug)]
 struct Checks {
-    names: SmallVec<[&'static str; 2]>,
+    names: SmallVec<[(&'static str, HeaderValue); 2]>,
     keys: SmallVec<[(String, Quota); 2]>,
     /// Their `RateLimit-Policy` header.
     policy: HeaderValue,
@@ -209,7 +232,15 @@ impl Checks {
     /// `decisions` (one per policy, in order) named, with the policy header.
     fn decided(&self, decisions: SmallVec<[Decision; 2]>) -> Decisions {
         Decisions(
-            self.names.iter().copied().zip(decisions).collect(),
+            self.names
+                .iter()
+                .zip(decisions)
+                .map(|((name, limit), decision)| Decided {
+                    name,
+                    limit: limit.clone(),
+                    decision,
+                })
+                .collect(),
             self.policy.clone(),
         )
     }
@@ -217,22 +248,30 @@ impl Checks {
 
 /// The decisions of every policy, in the order of [`Checks`].
 #[derive(Debug, Clone)]
-pub(crate) struct Decisions(SmallVec<[(&'static str, Decision); 2]>, HeaderValue);
+pub(crate) struct Decisions(SmallVec<[Decided; 2]>, HeaderValue);
+
+/// One policy's decision, with its name and `RateLimit-Limit`.
+#[derive(Debug, Clone)]
+struct Decided {
+    name: &'static str,
+    limit: HeaderValue,
+    decision: Decision,
+}
 
 impl Decisions {
     fn allowed(&self) -> bool {
-        self.0.iter().all(|(_, d)| d.allowed)
+        self.0.iter().all(|d| d.decision.allowed)
     }
 
     /// The policy that refused (of several, the one that frees a slot last: the request
     /// needs room in all), else the one closest to its limit: the one whose `RateLimit-*`
     /// figures and `Retry-After` the client should heed.
-    fn binding(&self) -> Option<&(&'static str, Decision)> {
+    fn binding(&self) -> Option<&Decided> {
         self.0
             .iter()
-            .filter(|(_, d)| !d.allowed)
-            .max_by_key(|(_, d)| d.reset)
-            .or_else(|| self.0.iter().min_by_key(|(_, d)| d.remaining))
+            .filter(|d| !d.decision.allowed)
+            .max_by_key(|d| d.decision.reset)
+            .or_else(|| self.0.iter().min_by_key(|d| d.decision.remaining))
     }
 }
 
@@ -247,11 +286,18 @@ fn set(response: &mut Response<LayerBody>, name: &HeaderName, value: u64) {
 }
 
 fn decorate(mut response: Response<LayerBody>, decisions: &Decisions) -> Response<LayerBody> {
-    let Some((name, decision)) = decisions.binding() else {
+    let Some(Decided {
+        name,
+        limit,
+        decision,
+    }) = decisions.binding()
+    else {
         return response;
     };
     let reset = seconds(decision.reset);
-    set(&mut response, &RATELIMIT_LIMIT, u64::from(decision.limit));
+    response
+        .headers_mut()
+        .insert(RATELIMIT_LIMIT.clone(), limit.clone());
     set(
         &mut response,
         &RATELIMIT_REMAINING,
@@ -282,7 +328,7 @@ fn decorate(mut response: Response<LayerBody>, decisions: &Decisions) -> Respons
 
 /// The `429` for a refused request (RFC 9457 problem, `Retry-After`).
 pub(crate) fn too_many(decisions: &Decisions) -> Response<LayerBody> {
-    let Some((_, decision)) = decisions.binding() else {
+    let Some(Decided { decision, .. }) = decisions.binding() else {
         return Response::new(full(Bytes::new()));
     };
     let retry = seconds(decision.reset).max(1);
