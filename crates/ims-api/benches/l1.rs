@@ -20,6 +20,10 @@
 //! once-per-second revalidations, which go to Redis), L2 cases L2.
 //! Sizes: IMS_BENCH_REQUESTS (default 10000 per case and round), IMS_BENCH_ROUNDS (default 7:
 //! short rounds, so that a burst of other work on the machine skews few of them).
+//! Then the two targets (L2 hit with the limiter ÷ one-`GET` ceiling, limiter on ÷ off) are
+//! measured in pairs of short slices taken in turn, IMS_BENCH_PAIRS pairs (default 40; 0
+//! skips them) of IMS_BENCH_SLICE requests (default 1000), and the median of the pairs'
+//! ratios is printed with its quartiles: the figure to quote on a noisy machine.
 //! IMS_BENCH_ONLY=<part of a case name>[|<another>] runs only the matching cases (for
 //! profiling, or pairing two cases). IMS_BENCH_REDIS_POLICY=allkeys-lru runs the Redis with
 //! that `maxmemory-policy` under a 1 GB `maxmemory` (nothing is evicted), so that the
@@ -574,6 +578,56 @@ async fn bench(srv: tokio::runtime::Handle) {
     // How much of the gap is the contract's headers alone (encoding and parsing them).
     ratio("GET+headers / one-GET     ", 4, 3, None);
     ratio("L2(on)  / GET+headers     ", 6, 4, None);
+
+    // The two targets again, in pairs of short slices run back to back (A then B, then B
+    // then A, so that a drift in the machine's speed favours neither). A round above takes
+    // about half a second a case, and the machine's speed moves within that (single rounds
+    // of the same pair ran from 0.62 to 1.28); a slice takes a few tens of milliseconds,
+    // so the two halves of a pair see nearly the same machine, and the median of many
+    // pairs is what the code costs rather than what the neighbours did.
+    let pairs = env_number("IMS_BENCH_PAIRS", 40);
+    let slice = env_number("IMS_BENCH_SLICE", 1_000);
+    if pairs > 0 {
+        println!("\nin pairs of slices: {pairs} pairs of {slice} requests each, alternating order");
+    }
+    for (label, a, b, target) in [
+        ("L2(on)  / one-GET ceiling", 6, 3, 0.85),
+        ("L2 limiter on / off       ", 6, 1, 0.90),
+    ] {
+        if pairs == 0 || !active.contains(&a) || !active.contains(&b) {
+            continue;
+        }
+        for c in [a, b] {
+            measure(&client, &cases[c], &token, &body, ROUND_WARM_UP, None).await;
+        }
+        let mut ratios = Vec::with_capacity(pairs);
+        for i in 0..pairs {
+            let order = if i % 2 == 0 { [a, b] } else { [b, a] };
+            let mut rps = [0.0; 2];
+            for c in order {
+                let run = measure(&client, &cases[c], &token, &body, slice, None).await;
+                assert_eq!(
+                    run.as_expected, slice,
+                    "{}: not the intended tier",
+                    cases[c].name
+                );
+                rps[usize::from(c == b)] = run.rps;
+            }
+            ratios.push(rps[0] / rps[1]);
+        }
+        ratios.sort_by(f64::total_cmp);
+        let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
+        let median = at(0.5);
+        println!(
+            "{label}: median of pairs {median:.2} {} {target} (quartiles {:.2}-{:.2}, range {:.2}-{:.2}; {} of {pairs} pairs at or above)",
+            if median >= target { ">=" } else { "< " },
+            at(0.25),
+            at(0.75),
+            at(0.0),
+            at(1.0),
+            ratios.iter().filter(|r| **r >= target).count()
+        );
+    }
     println!("total {:.1?}", started.elapsed());
 
     // Tiers as intended: L2 cases all from Redis; L1 cases from memory but for the
