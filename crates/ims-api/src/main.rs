@@ -44,7 +44,9 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    telemetry::init(settings.log_json);
+    // Held to the end of `main`: dropping it writes the lines still queued (also before an
+    // early exit, which runs no destructor).
+    let log_writer = telemetry::init(settings.log_json);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             // Listen for signals before the (possibly slow) start-up, so a SIGTERM during
@@ -61,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
             // said nothing before; found by a probe).
             if let Err(why) = ims_api::health::probe_live(settings.bind).await {
                 eprintln!("ims-api healthcheck: {why}");
+                drop(log_writer);
                 std::process::exit(1);
             }
         }
@@ -74,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Seed(options) => {
             if let Err(e) = ims_api::seed::run(&settings, &options).await {
                 eprintln!("ims-api seed: {e}");
+                drop(log_writer);
                 std::process::exit(1);
             }
         }

@@ -21,7 +21,15 @@ use crate::around::Around;
 pub const DEFAULT_LOG_FILTER: &str = "info,sqlx=warn,tower_http=info";
 
 /// Installs the global subscriber. Calling it twice is harmless (the second call is ignored).
-pub fn init(json: bool) {
+///
+/// Lines go to stdout through a thread of their own (`tracing-appender`): a request formats
+/// its line and hands it over, and never waits on the write. Written in place, a log
+/// reader that stopped reading (a full pipe) stopped every worker thread after some 140
+/// requests, `/health/live` included. Up to 128,000 lines wait for a slow reader; past that, lines
+/// are dropped rather than requests held. The returned guard writes what is still queued
+/// when it is dropped: keep it until the process ends.
+#[must_use = "dropping the guard stops the log writer"]
+pub fn init(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
     // RUST_LOG was checked with the settings (a bad one stops start-up); unset, the
     // default.
     let configured = std::env::var("RUST_LOG")
@@ -41,12 +49,26 @@ pub fn init(json: bool) {
             filter = filter.add_directive(directive);
         }
     }
-    let builder = fmt().with_env_filter(filter);
+    // Batched: the writer thread drains every queued line into one buffer, then writes it
+    // with one call (stdout alone would make a call of every line).
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("ims-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
+    // Colour codes only for a person at a terminal (and not with NO_COLOR): in a container's
+    // or a collector's log they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(ansi);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
         builder.try_init()
     };
+    guard
 }
 
 /// Whether a `RUST_LOG` value has a directive for the Redis client's targets (`redis`,

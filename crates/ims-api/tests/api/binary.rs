@@ -314,3 +314,28 @@ fn an_unmigrated_database_stops_start_up_when_migrations_are_left_to_a_separate_
     wait_until_ready(port);
     assert!(terminate(&mut child, Duration::from_secs(10)).is_some_and(|exit| exit.success()));
 }
+
+/// A log reader that stops reading (a full pipe: a stalled log shipper) does not stop the
+/// server: with lines written in place, every worker thread blocked on stdout after about
+/// 140 requests, `/health/live` included (measured on the release binary before the
+/// writer got a thread of its own). Here 2,000 requests, each with its access line, all
+/// answer while nobody reads the 64 KB pipe.
+#[test]
+fn a_log_reader_that_stops_reading_does_not_stop_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut child = ims_api_on_sqlite(&dir, port)
+        .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
+        .env("REDIS_ENABLED", "false")
+        .env("RUST_LOG", "info")
+        // Piped and never read.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn ims-api");
+    wait_until_ready(port);
+    let answered = (0..2_000).take_while(|_| health_ok(port)).count();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(answered, 2_000, "the server stopped answering");
+}
