@@ -40,17 +40,24 @@ pub struct RateLimitLayer {
 struct Quotas {
     default: Quota,
     routes: Arc<[(String, Quota)]>,
-    /// `RateLimit-Policy` of the default quota, then of each route's, each without and with
-    /// the user tier: the same few values on every response, made once.
-    policy_values: Arc<[[HeaderValue; 2]]>,
-    /// `RateLimit-Limit` of the default quota, then of each route's, then of the user
-    /// tier's: made once too (a limit above the shared table of small numbers cost two
-    /// allocations a response).
-    limit_values: Arc<[HeaderValue]>,
-    /// Names a request's user (`None`: anonymous, not in this tier) and the user's quota.
-    user: Option<(Quota, PartsFn)>,
+    /// The header values of the default quota, then of each route's: the same few values
+    /// on every response, made once.
+    policy_values: Arc<[QuotaValues]>,
+    /// Names a request's user (`None`: anonymous, not in this tier), the user's quota and
+    /// its `RateLimit-Limit`.
+    user: Option<(Quota, PartsFn, HeaderValue)>,
     /// The engine, when the layer was given one (else the request's extension).
     limiter: Option<Arc<RateLimiter>>,
+}
+
+/// The header values of one quota, made once.
+#[derive(Debug)]
+struct QuotaValues {
+    /// `RateLimit-Policy` without and with the user tier.
+    policy: [HeaderValue; 2],
+    /// `RateLimit-Limit` (a limit above the shared table of small numbers cost two
+    /// allocations a response).
+    limit: HeaderValue,
 }
 
 impl std::fmt::Debug for Quotas {
@@ -58,7 +65,7 @@ impl std::fmt::Debug for Quotas {
         f.debug_struct("Quotas")
             .field("default", &self.default)
             .field("routes", &self.routes)
-            .field("user", &self.user.as_ref().map(|(quota, _)| quota))
+            .field("user", &self.user.as_ref().map(|(quota, _, _)| quota))
             .finish()
     }
 }
@@ -69,41 +76,27 @@ impl Quotas {
     fn checks(&self, limiter: &RateLimiter, parts: &http::request::Parts) -> Option<Checks> {
         let (key, route) = limiter.key_and_route(parts)?;
         let (quota, index) = self.for_route(&route);
+        let values = self.policy_values.get(index)?;
         let mut checks = Checks {
             names: SmallVec::new(),
             keys: SmallVec::new(),
-            policy: HeaderValue::from_static(""),
+            policy: values.policy[0].clone(),
         };
-        checks
-            .names
-            .push(("ip-route", self.limit_value(index, quota)));
+        checks.names.push(("ip-route", values.limit.clone()));
         checks.keys.push((key, quota));
-        let mut with_user = 0;
-        if let Some((quota, user)) = &self.user {
+        if let Some((quota, user, limit)) = &self.user {
             if let Some(user) = user(parts) {
-                let last = self.limit_values.len().saturating_sub(1);
-                checks.names.push(("user", self.limit_value(last, *quota)));
+                checks.names.push(("user", limit.clone()));
                 checks
                     .keys
                     .push((["ratelimit:user:", &user].concat(), *quota));
-                with_user = 1;
+                checks.policy = values.policy[1].clone();
             }
-        }
-        if let Some(values) = self.policy_values.get(index) {
-            checks.policy = values[with_user].clone();
         }
         Some(checks)
     }
 
-    /// `RateLimit-Limit` of the quota at `index` in `limit_values`.
-    fn limit_value(&self, index: usize, quota: Quota) -> HeaderValue {
-        self.limit_values
-            .get(index)
-            .cloned()
-            .unwrap_or_else(|| crate::numbers::header_value(u64::from(quota.limit)))
-    }
-
-    /// The quota of `route` and its index in `policy_values` and `limit_values`.
+    /// The quota of `route` and its index in `policy_values`.
     fn for_route(&self, route: &str) -> (Quota, usize) {
         self.routes
             .iter()
@@ -112,7 +105,7 @@ impl Quotas {
     }
 
     fn with_policy_values(self) -> Self {
-        let user = self.user.as_ref().map(|(quota, _)| *quota);
+        let user = self.user.as_ref().map(|(quota, _, _)| *quota);
         let values = std::iter::once(self.default)
             .chain(self.routes.iter().map(|(_, quota)| *quota))
             .map(|quota| {
@@ -121,18 +114,16 @@ impl Quotas {
                     Some(user) => format!("{own}, {}", policy_item("user", user)),
                     None => own.clone(),
                 };
-                [own, with_user]
-                    .map(|text| HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static("")))
+                QuotaValues {
+                    policy: [own, with_user].map(|text| {
+                        HeaderValue::try_from(text).unwrap_or(HeaderValue::from_static(""))
+                    }),
+                    limit: HeaderValue::from(quota.limit),
+                }
             })
-            .collect::<Vec<_>>();
-        let limits = std::iter::once(self.default)
-            .chain(self.routes.iter().map(|(_, quota)| *quota))
-            .chain(user)
-            .map(|quota| HeaderValue::from(quota.limit))
             .collect::<Vec<_>>();
         Self {
             policy_values: Arc::from(values),
-            limit_values: Arc::from(limits),
             ..self
         }
     }
@@ -152,7 +143,6 @@ impl RateLimitLayer {
                 default: quota,
                 routes: Arc::from(Vec::new()),
                 policy_values: Arc::from(Vec::new()),
-                limit_values: Arc::from(Vec::new()),
                 user: None,
                 limiter: None,
             }
@@ -191,7 +181,7 @@ impl RateLimitLayer {
     pub fn per_user(self, quota: Quota, user: PartsFn) -> Self {
         Self {
             quotas: Quotas {
-                user: Some((quota, user)),
+                user: Some((quota, user, HeaderValue::from(quota.limit))),
                 ..self.quotas
             }
             .with_policy_values(),
