@@ -43,3 +43,4 @@ pub mod state;
 pub mod status;
 pub mod telemetry;
 pub mod warmup;
+pub mod writes_only;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, Request};
-use axum::http::{Method, Response};
+use axum::http::Response;
 use axum::response::IntoResponse;
 use axum::{Extension, Router};
 use ims_redis::cache::ResponseCache;
@@ -27,6 +27,7 @@ use crate::policy::{self, Limit};
 use crate::request_id::{AccessLog, AssignRequestId};
 use crate::serve::ServeOptions;
 use crate::state::AppState;
+use crate::writes_only::WritesOnly;
 use crate::{auth, error, health};
 
 /// Request bodies above this are refused with 413 (contract §2).
@@ -122,21 +123,20 @@ pub fn router(state: AppState) -> Router {
             .layer(CatchPanicLayer::custom(error::panicked))
             // Outside every route layer: the token is verified once, for all of them.
             .map_request(crate::auth::verify_once(state.keys.clone()))
-            .layer(DefaultBodyLimit::max(BODY_LIMIT))
-            // The outbox: the `invalidates` policies find the journal here (contract §5); a
-            // read invalidates nothing, so it is not given one.
-            .option_layer(settings.cache_outbox.then(|| {
-                let journal = state.journal.clone();
-                tower::util::MapRequestLayer::new(move |mut request: Request| {
-                    if !matches!(
-                        *request.method(),
-                        Method::GET | Method::HEAD | Method::OPTIONS
-                    ) {
-                        request.extensions_mut().insert(journal.clone());
-                    }
-                    request
-                })
-            }))
+            // What only writes need, which reads (`GET`, `HEAD`, `OPTIONS`) go past: the
+            // body limit (no read takes a body), and the outbox, where the `invalidates`
+            // policies find the journal (contract §5).
+            .layer(WritesOnly(
+                tower::ServiceBuilder::new()
+                    .layer(DefaultBodyLimit::max(BODY_LIMIT))
+                    .option_layer(settings.cache_outbox.then(|| {
+                        let journal = state.journal.clone();
+                        tower::util::MapRequestLayer::new(move |mut request: Request| {
+                            request.extensions_mut().insert(journal.clone());
+                            request
+                        })
+                    })),
+            ))
             .layer(Extension(state.cache.clone()))
             // One response body type with or without limits.
             .option_layer(limits.map(|limits| {
