@@ -24,6 +24,7 @@ pub mod health;
 pub mod inventory;
 pub mod items;
 pub mod json_integers;
+pub mod log_format;
 pub mod money;
 pub mod openapi;
 pub mod orders;

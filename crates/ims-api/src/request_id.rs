@@ -16,7 +16,7 @@ use std::time::Instant;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, MatchedPath, Request};
 use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
-use axum::http::Method;
+use axum::http::{Method, Uri};
 use axum::response::Response;
 use tracing::Instrument;
 
@@ -114,12 +114,13 @@ async fn with_request_id(response: Response, id: &HeaderValue) -> Response {
 #[derive(Clone, Debug)]
 pub struct AccessLog(pub Arc<Settings>);
 
-/// What the access line says of the request.
+/// What the access line says of the request: kept as the request had it (reference-counted
+/// or copied by value), not as strings made for a line that is written once.
 pub struct Requested {
     started: Instant,
     method: Method,
-    path: String,
-    route: Option<String>,
+    uri: Uri,
+    route: Option<MatchedPath>,
     id: Option<HeaderValue>,
     client: Option<IpAddr>,
 }
@@ -139,11 +140,8 @@ impl Around for AccessLog {
         Some(Requested {
             started: Instant::now(),
             method: request.method().clone(),
-            path: request.uri().path().to_string(),
-            route: request
-                .extensions()
-                .get::<MatchedPath>()
-                .map(|p| p.as_str().to_string()),
+            uri: request.uri().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
             id: request.headers().get(&X_REQUEST_ID).cloned(),
             client: self.0.proxy_trust.client(peer, request.headers()),
         })
@@ -178,17 +176,32 @@ impl Drop for Unanswered {
 impl Requested {
     fn log(self, status: u16) {
         let latency_ms = (self.started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+        // A root event: the line names the request id itself, so the request's span (which
+        // marks the request's other lines) is not looked up and written before it too.
         tracing::info!(
             target: "ims_api::access",
+            parent: None,
             method = %self.method,
-            route = self.route.as_deref().unwrap_or("unmatched"),
-            path = %self.path,
+            route = %self.route.as_ref().map_or("unmatched", MatchedPath::as_str),
+            path = %self.uri.path(),
             status,
             latency_ms,
-            request_id = self.id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
-            client = %self.client.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+            request_id = %self.id.as_ref().and_then(|id| id.to_str().ok()).unwrap_or("-"),
+            client = %OrDash(self.client),
             "request"
         );
+    }
+}
+
+/// An optional value as the access line writes it: `-` when absent (no string is made).
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(value) => value.fmt(f),
+            None => f.write_str("-"),
+        }
     }
 }
 

@@ -59,14 +59,16 @@ pub fn init(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
     // or a collector's log they are noise.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout())
         && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // Both formats: the clock formats each second once (`log_format`).
     let builder = fmt()
         .with_env_filter(filter)
         .with_writer(writer)
-        .with_ansi(ansi);
+        .with_ansi(ansi)
+        .with_timer(crate::log_format::Timestamps);
     let _ = if json {
         builder.json().flatten_event(true).try_init()
     } else {
-        builder.try_init()
+        builder.fmt_fields(crate::log_format::fields()).try_init()
     };
     guard
 }
