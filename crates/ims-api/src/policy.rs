@@ -3,23 +3,61 @@
 //! `routes!(create).layer(invalidates(&[Group::Items, …]))` on writes. Short names keep
 //! each route's policy readable in its router; [`RoutePolicy::cache`] also writes the
 //! cache's answers (headers, `304`) into the route's OpenAPI operations, so the policy is
-//! declared once.
+//! declared once. The server names its cache engine once for all the read policies, around
+//! the routes it builds ([`building_with`]).
 
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Duration;
 
-use ims_redis::cache::{CacheLayer, WriteThroughLayer};
+use ims_redis::cache::{CacheLayer, ResponseCache, WriteThroughLayer};
 use ims_redis::invalidate::InvalidateLayer;
 use utoipa::openapi::security::SecurityRequirement;
 use utoipa_axum::router::OpenApiRouter;
 
+thread_local! {
+    /// The cache engine of the routes being built on this thread ([`building_with`]).
+    static ENGINE: RefCell<Option<Arc<ResponseCache>>> = const { RefCell::new(None) };
+}
+
+/// Runs `build` (the declaration of routes) with `engine` as the cache of every `cached…`
+/// policy declared in it. A route names its policy where it is declared, and the server
+/// that builds the routes names its engine once, here; the layers then hold the engine,
+/// and no request needs it as an extension (inserting one cost every cached hit an
+/// allocation and a move through one more layer). A policy declared outside finds the
+/// engine in the request's extensions, which only writes are given.
+pub fn building_with<R>(engine: &Arc<ResponseCache>, build: impl FnOnce() -> R) -> R {
+    /// Puts back what was there before, also when `build` panics.
+    struct Restore(Option<Arc<ResponseCache>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let before = self.0.take();
+            ENGINE.with_borrow_mut(|engine| *engine = before);
+        }
+    }
+    let _restore = Restore(ENGINE.with_borrow_mut(|current| current.replace(engine.clone())));
+    build()
+}
+
+/// `layer` with the engine of the routes being built, if any.
+fn bound(layer: CacheLayer) -> CacheLayer {
+    match ENGINE.with_borrow(Clone::clone) {
+        Some(engine) => layer.with_engine(engine),
+        None => layer,
+    }
+}
+
 /// Caches the route's `GET` responses under `key_prefix` for `seconds`.
 pub fn cached(key_prefix: &str, seconds: u64) -> CacheLayer {
-    CacheLayer::new(key_prefix, Duration::from_secs(seconds))
+    bound(CacheLayer::new(key_prefix, Duration::from_secs(seconds)))
 }
 
 /// Caches under `key_prefix:{last path segment}` (one key prefix per report type).
 pub fn cached_per_type(key_prefix: &str, seconds: u64) -> CacheLayer {
-    CacheLayer::per_last_segment(key_prefix, Duration::from_secs(seconds))
+    bound(CacheLayer::per_last_segment(
+        key_prefix,
+        Duration::from_secs(seconds),
+    ))
 }
 
 /// Like [`cached`], and also served from process memory (L1) for at most
@@ -275,4 +313,38 @@ fn document_cache(operation: &mut utoipa::openapi::path::Operation) {
             .build()
             .into(),
     );
+}
+
+#[cfg(test)]
+mod engine_tests {
+    use super::*;
+    use ims_redis::{RedisConnection, RedisService};
+
+    fn has_engine(layer: &CacheLayer) -> bool {
+        format!("{layer:?}").contains("engine: true")
+    }
+
+    #[tokio::test]
+    async fn read_policies_hold_the_engine_of_the_routes_being_built_and_only_those() {
+        let engine = ResponseCache::new(
+            RedisService::new(RedisConnection::disabled(), "t:"),
+            Arc::new(|_: &axum::http::request::Parts| None),
+            0.0,
+        );
+        assert!(!has_engine(&cached("a", 1)));
+        let inside = building_with(&engine, || {
+            let nested = building_with(&engine, || cached_l1("b", 1));
+            (nested, cached_per_type_expensive("c", 1))
+        });
+        assert!(has_engine(&inside.0) && has_engine(&inside.1));
+        assert!(
+            !has_engine(&cached("d", 1)),
+            "the binding ends with the build"
+        );
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            building_with(&engine, || panic!("a route failed to build"))
+        }));
+        assert!(panicked.is_err());
+        assert!(!has_engine(&cached("e", 1)), "nor outlives a panic");
+    }
 }

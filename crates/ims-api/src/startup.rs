@@ -54,20 +54,23 @@ pub fn router(state: AppState) -> Router {
     // Each area declares its routes once (`routes!` of handlers with `#[utoipa::path]`, with
     // their policies): the router and the OpenAPI document both come from that list.
     // Every route of the areas but `auth` takes the access token.
-    let api = OpenApiRouter::new()
-        .merge(auth::router())
-        .merge(policy::signed_in(
-            OpenApiRouter::new()
-                .merge(crate::catalog::router())
-                .merge(crate::contacts::router())
-                .merge(crate::items::router())
-                .merge(crate::inventory::router())
-                .merge(crate::sales::router())
-                .merge(crate::purchasing::router())
-                .merge(crate::dashboard::router())
-                .merge(crate::reports::router())
-                .merge(health::organization_cache_router()),
-        ));
+    // Their cache policies use this server's engine (`policy::building_with`).
+    let api = policy::building_with(&state.cache, || {
+        OpenApiRouter::new()
+            .merge(auth::router())
+            .merge(policy::signed_in(
+                OpenApiRouter::new()
+                    .merge(crate::catalog::router())
+                    .merge(crate::contacts::router())
+                    .merge(crate::items::router())
+                    .merge(crate::inventory::router())
+                    .merge(crate::sales::router())
+                    .merge(crate::purchasing::router())
+                    .merge(crate::dashboard::router())
+                    .merge(crate::reports::router())
+                    .merge(health::organization_cache_router()),
+            ))
+    });
     // Every API route: RATE_LIMIT_GLOBAL per client IP and route, or the limit its
     // declaration names (`RoutePolicy::limit`: the credential routes, RATE_LIMIT_AUTH);
     // and RATE_LIMIT_USER per authenticated user (the access token's subject), over all
@@ -124,11 +127,13 @@ pub fn router(state: AppState) -> Router {
             // Outside every route layer: the token is verified once, for all of them.
             .map_request(crate::auth::verify_once(state.keys.clone()))
             // What only writes need, which reads (`GET`, `HEAD`, `OPTIONS`) go past: the
-            // body limit (no read takes a body), and the outbox, where the `invalidates`
-            // policies find the journal (contract §5).
+            // body limit (no read takes a body), the cache engine for the `invalidates` and
+            // `writes_through` policies (the read policies hold it), and the outbox, where
+            // the `invalidates` policies find the journal (contract §5).
             .layer(WritesOnly(
                 tower::ServiceBuilder::new()
                     .layer(DefaultBodyLimit::max(BODY_LIMIT))
+                    .layer(Extension(state.cache.clone()))
                     .option_layer(settings.cache_outbox.then(|| {
                         let journal = state.journal.clone();
                         tower::util::MapRequestLayer::new(move |mut request: Request| {
@@ -137,7 +142,6 @@ pub fn router(state: AppState) -> Router {
                         })
                     })),
             ))
-            .layer(Extension(state.cache.clone()))
             // One response body type with or without limits.
             .option_layer(limits.map(|limits| {
                 tower::ServiceBuilder::new()

@@ -1,5 +1,5 @@
-//! [`CacheLayer`]: caches a route's `GET` responses through the [`ResponseCache`] found in
-//! the request's extensions.
+//! [`CacheLayer`]: caches a route's `GET` responses through the [`ResponseCache`] it was
+//! given, or else the one found in the request's extensions.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,7 +27,8 @@ pub type CacheBody = LayerBody;
 /// (seconds left; 0 when nothing is stored); cached ones carry an `ETag` and answer a
 /// matching `If-None-Match` with `304`. `Cache-Control: no-cache` runs the handler without
 /// reading or writing the cache. Concurrent misses of one key in one process run the
-/// handler once. Without a [`ResponseCache`] extension the layer does nothing.
+/// handler once. The engine is the one given with [`with_engine`](Self::with_engine), else a
+/// [`ResponseCache`] extension of the request; without either the layer does nothing.
 #[derive(Debug, Clone)]
 pub struct CacheLayer {
     policy: Arc<Policy>,
@@ -51,6 +52,8 @@ struct Policy {
     vary: Option<VaryFn>,
     /// Entity tag of the entry: `{name}:{last path segment}` (e.g. `post:42`).
     tag_by_last_segment: Option<String>,
+    /// The engine, when the layer was given one (else the request's extension).
+    engine: Option<Arc<ResponseCache>>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -63,6 +66,7 @@ impl std::fmt::Debug for Policy {
             .field("cluster_single_flight", &self.cluster_single_flight)
             .field("vary", &self.vary.is_some())
             .field("tag_by_last_segment", &self.tag_by_last_segment)
+            .field("engine", &self.engine.is_some())
             .finish()
     }
 }
@@ -79,6 +83,7 @@ impl CacheLayer {
                 cluster_single_flight: false,
                 vary: None,
                 tag_by_last_segment: None,
+                engine: None,
             }),
         }
     }
@@ -127,6 +132,16 @@ impl CacheLayer {
         }
     }
 
+    /// Caches through `engine` instead of the [`ResponseCache`] in each request's
+    /// extensions: spares every request of the route an extension to insert and look up.
+    pub fn with_engine(self, engine: Arc<ResponseCache>) -> Self {
+        let mut policy = (*self.policy).clone();
+        policy.engine = Some(engine);
+        Self {
+            policy: Arc::new(policy),
+        }
+    }
+
     /// Like [`with_l1`](Self::with_l1), at most `max_stale` stale (and never more than the
     /// engine's bound).
     pub fn with_l1_max_stale(self, max_stale: Duration) -> Self {
@@ -150,6 +165,7 @@ impl CacheLayer {
                 cluster_single_flight: false,
                 vary: None,
                 tag_by_last_segment: None,
+                engine: None,
             }),
         }
     }
@@ -431,7 +447,10 @@ where
     // handler every time and answered none of the cache's headers (found by a probe).
     let is_head = request.method() == Method::HEAD;
     let is_get = request.method() == Method::GET || is_head;
-    let cache = request.extensions().get::<Arc<ResponseCache>>().cloned();
+    let cache = policy
+        .engine
+        .clone()
+        .or_else(|| request.extensions().get::<Arc<ResponseCache>>().cloned());
     let Some(cache) = cache.filter(|_| is_get) else {
         return ready(&*inner).await?.call(request).await.map(boxed);
     };

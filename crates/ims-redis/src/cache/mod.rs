@@ -52,6 +52,8 @@
 //! let write = InvalidateLayer::new(&["posts", "feed"]);
 //! // Router::new().route("/posts", get(list).layer(read).post(create).layer(write))
 //! //     .layer(Extension(cache));
+//! // Or give a read layer the engine itself, so that reads need no extension:
+//! let read = CacheLayer::new("posts:list", Duration::from_secs(60)).with_engine(cache.clone());
 //! # let _ = (cache, read, write);
 //! # }
 //! ```
