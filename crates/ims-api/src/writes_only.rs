@@ -6,12 +6,18 @@
 //! request through each of them; a cached read is the request that can least afford it.
 //! Written by hand because `tower::steer::Steer`, the nearest thing, keeps its services in
 //! a `Vec` and a queue, which every per-request clone of the route stack would copy.
+//!
+//! axum clones a route's whole stack for every request. The layered copy for writes is
+//! therefore kept behind an `Arc` and cloned only by a write: held by value, it was a
+//! second copy of the inner route (an allocation and its reference counts) on every read.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::http::{Method, Request};
 use futures::future::Either;
-use tower::{Layer, Service};
+use tower::util::Oneshot;
+use tower::{Layer, Service, ServiceExt};
 
 /// Applies `L` to writes only (see the module docs).
 #[derive(Clone, Debug)]
@@ -27,17 +33,17 @@ where
     fn layer(&self, inner: S) -> Self::Service {
         WritesOnlyService {
             reads: inner.clone(),
-            writes: self.0.layer(inner),
+            writes: Arc::new(self.0.layer(inner)),
         }
     }
 }
 
 /// The service of [`WritesOnly`]: the inner service as it is for reads, and layered for
-/// writes.
+/// writes (shared: each write takes a clone of its own, driven to readiness).
 #[derive(Clone, Debug)]
 pub struct WritesOnlyService<R, W> {
     reads: R,
-    writes: W,
+    writes: Arc<W>,
 }
 
 /// Whether `method` only reads: no body a handler takes, nothing to invalidate.
@@ -48,25 +54,22 @@ fn reads(method: &Method) -> bool {
 impl<B, R, W> Service<Request<B>> for WritesOnlyService<R, W>
 where
     R: Service<Request<B>>,
-    W: Service<Request<B>, Response = R::Response, Error = R::Error>,
+    W: Service<Request<B>, Response = R::Response, Error = R::Error> + Clone,
 {
     type Response = R::Response;
     type Error = R::Error;
-    type Future = Either<R::Future, W::Future>;
+    type Future = Either<R::Future, Oneshot<W, Request<B>>>;
 
+    /// The reads' service; a write's clone is made ready when it is called.
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        // Both, since either may take the next request.
-        match self.reads.poll_ready(cx)? {
-            Poll::Ready(()) => self.writes.poll_ready(cx),
-            Poll::Pending => Poll::Pending,
-        }
+        self.reads.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         if reads(request.method()) {
             Either::Left(self.reads.call(request))
         } else {
-            Either::Right(self.writes.call(request))
+            Either::Right((*self.writes).clone().oneshot(request))
         }
     }
 }
