@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::service_for;
-use ims_redis::rate_limit::{lease, Decision, Quota, RateLimiter};
+use ims_redis::rate_limit::{lease, Decision, Quota, RateLimiter, Store};
 use ims_redis::{RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
@@ -340,4 +340,53 @@ async fn on_a_cluster_a_request_refused_by_one_policy_is_taken_back_from_the_oth
         2,
         "the three refused requests were taken back"
     );
+}
+
+/// Contract §8: once Redis counts as down, no request waits on it, not even for its key's
+/// reservation that was sent before the outage was noticed (that one can take the whole
+/// command time-out). Redis hangs behind a busy script; a plain command sent first times
+/// out and marks it down while a reservation sent later is still in flight. Before, the
+/// next request of that key waited for the reservation (about 190 ms here).
+#[tokio::test]
+async fn no_request_waits_for_a_reservation_once_redis_is_down() {
+    let server = RedisServer::start();
+    let service = service_for(&server).await;
+    let limiter = RateLimiter::new(
+        service.clone(),
+        Arc::new(|_| Some("client".into())),
+        Arc::new(|_| Some("route".into())),
+        1000,
+    );
+    let quota = Quota {
+        limit: 1000,
+        window: Duration::from_secs(60),
+    };
+    let checks = [("ratelimit:hung".to_string(), quota)];
+    assert_eq!(limiter.check_all(&checks).await[0].store, Store::Redis);
+
+    let _busy = server.slow_down(3000);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Sent first, times out first: Redis is marked down about 250 ms from now.
+    let first = tokio::spawn({
+        let service = service.clone();
+        async move { service.get::<String>("anything").await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(service.is_connected(), "not down yet");
+    // The key's reservation, in flight until about 450 ms from the first command.
+    let reserving = tokio::spawn({
+        let (limiter, checks) = (limiter.clone(), checks.clone());
+        async move { limiter.check_all(&checks).await }
+    });
+    let _ = first.await;
+    assert!(!service.is_connected(), "the time-out marks Redis down");
+    let started = Instant::now();
+    let decided = limiter.check_all(&checks).await;
+    let waited = started.elapsed();
+    assert_eq!(decided[0].store, Store::Memory);
+    assert!(
+        waited < Duration::from_millis(60),
+        "waited {waited:?} on a Redis that is down"
+    );
+    let _ = reserving.await;
 }
