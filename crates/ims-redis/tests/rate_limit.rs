@@ -13,8 +13,13 @@ use ims_redis::{RedisConnection, RedisService};
 use ims_testkit::RedisServer;
 
 async fn limiter(server: &RedisServer) -> Arc<RateLimiter> {
+    limiter_on(service_for(server).await)
+}
+
+/// A limiter on `service`, every request from one client to one route.
+fn limiter_on(service: RedisService) -> Arc<RateLimiter> {
     RateLimiter::new(
-        service_for(server).await,
+        service,
         Arc::new(|_| Some("client".into())),
         Arc::new(|_| Some("route".into())),
         1000,
@@ -301,12 +306,7 @@ async fn on_a_cluster_a_request_refused_by_one_policy_is_taken_back_from_the_oth
     let config = common::cluster_config(&cluster);
     let connection = RedisConnection::connect(config.clone()).await;
     assert!(connection.is_connected() && connection.is_cluster());
-    let limiter = RateLimiter::new(
-        RedisService::new(connection, config.key_prefix),
-        Arc::new(|_| Some("client".into())),
-        Arc::new(|_| Some("route".into())),
-        1000,
-    );
+    let limiter = limiter_on(RedisService::new(connection, config.key_prefix));
     let roomy = Quota {
         limit: 10,
         window: Duration::from_secs(60),
@@ -351,12 +351,7 @@ async fn on_a_cluster_a_request_refused_by_one_policy_is_taken_back_from_the_oth
 async fn no_request_waits_for_a_reservation_once_redis_is_down() {
     let server = RedisServer::start();
     let service = service_for(&server).await;
-    let limiter = RateLimiter::new(
-        service.clone(),
-        Arc::new(|_| Some("client".into())),
-        Arc::new(|_| Some("route".into())),
-        1000,
-    );
+    let limiter = limiter_on(service.clone());
     let quota = Quota {
         limit: 1000,
         window: Duration::from_secs(60),
