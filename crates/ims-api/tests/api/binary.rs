@@ -5,6 +5,9 @@ use std::time::{Duration, Instant};
 
 use ims_testkit::{free_port, RedisServer};
 
+/// A `JWT_SECRET` the server accepts (32 characters or more).
+const SECRET: &str = "a-secret-of-at-least-thirty-two-characters";
+
 fn ims_api() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_ims-api"));
     // Nothing from the developer's environment or a .env file may leak in.
@@ -198,7 +201,7 @@ async fn sigterm_exits_even_when_the_database_went_silent_mid_query() {
         .env("DATABASE_URL", &relayed)
         .env("REDIS_URL", redis.url())
         .env("REQUEST_TIMEOUT_MS", "1000")
-        .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
+        .env("JWT_SECRET", SECRET)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -251,7 +254,7 @@ fn the_redis_clients_own_lines_stay_out_of_the_log_unless_asked_for() {
         let port = free_port();
         let mut child = ims_api_on_sqlite(&dir, port)
             .env("REDIS_CLUSTER_NODES", format!("127.0.0.1:{dead}"))
-            .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
+            .env("JWT_SECRET", SECRET)
             .env("RUST_LOG", rust_log)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -325,7 +328,7 @@ fn a_log_reader_that_stops_reading_does_not_stop_the_server() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
     let mut child = ims_api_on_sqlite(&dir, port)
-        .env("JWT_SECRET", "a-secret-of-at-least-thirty-two-characters")
+        .env("JWT_SECRET", SECRET)
         .env("REDIS_ENABLED", "false")
         .env("RUST_LOG", "info")
         // Piped and never read.
