@@ -333,17 +333,33 @@ pub async fn revoke_sessions(
     .bind(session_id)
     .execute(&mut *tx)
     .await?;
-    let revoked = sqlx::query(
-        "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, replaced_answer = NULL
-         WHERE user_id = $3 AND revoked_at IS NULL AND ($4 IS NULL OR id = $4)",
+    // Then the sessions one at a time in id order, the order a login past the cap ends them
+    // in (`end_sessions_past`): one statement for all of them took their rows in the
+    // table's scan order, and on PostgreSQL a revocation and such a login each waited for a
+    // row the other held; "deadlock detected" answered one of them 500 (a test reproduced it
+    // in four runs of five: `revoking_every_session_while_a_login_ends_sessions_past_the_cap_…`).
+    let mut ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM sessions
+         WHERE user_id = $1 AND revoked_at IS NULL AND ($2 IS NULL OR id = $2)",
     )
-    .bind(&now)
-    .bind(reason)
     .bind(user_id)
     .bind(session_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .fetch_all(&mut *tx)
+    .await?;
+    ids.sort_unstable();
+    let mut revoked = 0;
+    for (id,) in &ids {
+        revoked += sqlx::query(
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, replaced_answer = NULL
+             WHERE id = $3 AND revoked_at IS NULL",
+        )
+        .bind(&now)
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
     crate::db::commit(tx).await?;
     Ok(revoked)
 }

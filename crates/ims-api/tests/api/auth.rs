@@ -1076,6 +1076,74 @@ async fn a_login_past_the_session_cap_ends_the_least_recently_used_sessions() {
     );
 }
 
+/// `DELETE /auth/sessions` while a login past the cap ends the user's older sessions: never
+/// a 5xx. The login writes the rows it ends one at a time in id order; the revocation wrote
+/// all of them in one statement, in the table's scan order, so on PostgreSQL each could hold
+/// a row the other waited for and "deadlock detected" answered one of them 500. Sessions
+/// past the cap are made in SQL (as a cap lowered since they began leaves them), so that the
+/// login has many rows to end; the revocation is sent at times spread over the login's
+/// answer, after its password check, when its transaction runs.
+#[tokio::test]
+async fn revoking_every_session_while_a_login_ends_sessions_past_the_cap_never_answers_5xx() {
+    let app = spawn_app_with(&[("SESSION_MAX_PER_USER", "2")]).await;
+    let email = "capped-revoke@example.com";
+    let pair = app.register(email).await;
+    let user = s(&pair["user"], "id");
+    let credentials = json!({"email": email, "password": "correct horse battery"});
+    let started = std::time::Instant::now();
+    app.login(email).await;
+    let plain_login = started.elapsed();
+    for round in 0..10u32 {
+        let caller = app.login(email).await;
+        let (source,): (String,) = sqlx::query_as(
+            "SELECT MIN(id) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&user)
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("a live session");
+        for _ in 0..150 {
+            sqlx::query(
+                "INSERT INTO sessions
+                     (id, user_id, organization_id, created_at, last_used_at, expires_at)
+                 SELECT $1, user_id, organization_id, created_at, last_used_at, expires_at
+                 FROM sessions WHERE id = $2",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(&source)
+            .execute(app.state.db.pool())
+            .await
+            .expect("a session past the cap");
+        }
+        let access = s(&caller, "accessToken");
+        let api = app.caller(&access);
+        let delay = plain_login.mul_f64(0.5 + 0.1 * f64::from(round));
+        let (login, revoked) = tokio::join!(
+            app.anonymous().post("/auth/login", credentials.clone()),
+            async {
+                tokio::time::sleep(delay).await;
+                api.delete("/auth/sessions").await
+            }
+        );
+        assert!(
+            !login.status.is_server_error() && !revoked.status.is_server_error(),
+            "round {round}: login {} {}, revoke {} {}",
+            login.status,
+            login.text,
+            revoked.status,
+            revoked.text
+        );
+        let (live,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&user)
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("live sessions");
+        assert!(live <= 2, "round {round}: {live} sessions left live");
+    }
+}
+
 /// A rotated token presented after its session was ended by a logout is refused as invalid,
 /// not as reuse that "has revoked the session": nothing live was reused, and the message
 /// misled clients (a probe).
