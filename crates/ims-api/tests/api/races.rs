@@ -369,3 +369,57 @@ async fn opposite_category_moves_at_once_close_no_cycle() {
         );
     }
 }
+
+/// `DELETE /items/{id}` while a PATCH replaces an order's lines, the item on the old lines
+/// and on the new: the item's deletion is refused (409, the order refers to it) and the
+/// PATCH lands, whichever comes first; never a 5xx. The PATCH deleted the old lines and
+/// then inserted the new ones, each insert's foreign-key check taking a share of its item's
+/// row; the deletion held the item's row and waited for the deleted line's transaction to
+/// know whether the item was still referred to; on PostgreSQL each waited for the other
+/// and "deadlock detected" answered one of them 500. The deletion is sent at times spread
+/// over the PATCH's answer; the item comes last of 400 lines, so that the window is wide.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleting_an_item_while_an_order_s_lines_are_replaced_never_answers_5xx() {
+    let app = spawn_app().await;
+    let shop = shop(&app, "line-delete@example.com").await;
+    let api = app.caller(&shop.token);
+    let lines = |last: &str| {
+        let mut lines = vec![json!({"itemId": shop.widget, "quantity": 1}); 399];
+        lines.push(json!({"itemId": last, "quantity": 1}));
+        json!({"lines": lines})
+    };
+    let order_of = |item: &str| {
+        json!({"customerId": shop.customer, "warehouseId": shop.warehouse,
+               "lines": [{"itemId": item, "quantity": 1}]})
+    };
+    // How long such a PATCH takes alone.
+    let order = id(&api.create("/sales-orders", order_of(&shop.gadget)).await);
+    let started = std::time::Instant::now();
+    let patched = api
+        .patch(&format!("/sales-orders/{order}"), lines(&shop.gadget))
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.text);
+    let alone = started.elapsed();
+    for round in 0..10u32 {
+        let item = id(&api
+            .create(
+                "/items",
+                json!({"name": "Doomed", "sku": format!("D-{round}"), "priceCents": 100}),
+            )
+            .await);
+        let order = id(&api.create("/sales-orders", order_of(&item)).await);
+        let delay = alone.mul_f64(0.1 * f64::from(round));
+        let path = format!("/sales-orders/{order}");
+        let (patched, deleted) = tokio::join!(api.patch(&path, lines(&item)), async {
+            tokio::time::sleep(delay).await;
+            api.delete(&format!("/items/{item}")).await
+        });
+        assert_eq!(
+            (patched.status, deleted.status),
+            (StatusCode::OK, StatusCode::CONFLICT),
+            "round {round}: PATCH {}, DELETE {}",
+            patched.text.chars().take(300).collect::<String>(),
+            deleted.text
+        );
+    }
+}
