@@ -377,6 +377,21 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// True when PostgreSQL rolled the transaction back because of another one: a deadlock it
+/// broke (SQLSTATE 40P01) or a serialization failure (40001). Nothing of the request was
+/// applied and the same request can succeed when sent again, so it is a 409, not a 500.
+/// The writes take their rows in one order so that these do not happen (two deadlocks were
+/// found and removed: a revocation against a login past the session cap, an item's deletion
+/// against a PATCH of an order's lines); this answers any that is left.
+fn lost_to_a_concurrent_write(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code == "40P01" || code == "40001"),
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         // No connection within the acquire time-out: every one busy (a burst of slow
@@ -393,6 +408,14 @@ impl From<sqlx::Error> for ApiError {
         if is_unavailable(&e) {
             tracing::error!("database unavailable: {e}");
             return Self::Unavailable("the database is unavailable; try again shortly".into());
+        }
+        if lost_to_a_concurrent_write(&e) {
+            tracing::warn!("a write lost to a concurrent one and was rolled back: {e}");
+            return Self::Conflict(
+                "this request met a concurrent change to the same records; nothing of it was \
+                 applied, and it can be sent again"
+                    .into(),
+            );
         }
         Self::Internal(e.into())
     }
@@ -685,6 +708,60 @@ pub async fn method_not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database error with a given SQLSTATE, as a driver reports it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "error with SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            "coded"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn a_write_rolled_back_for_a_concurrent_one_is_a_conflict_and_other_errors_are_not() {
+        let status = |code| ApiError::from(sqlx::Error::Database(Box::new(Coded(code)))).status();
+        assert_eq!(status("40P01"), StatusCode::CONFLICT, "deadlock detected");
+        assert_eq!(
+            status("40001"),
+            StatusCode::CONFLICT,
+            "serialization failure"
+        );
+        assert_eq!(
+            status("57P01"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "admin shutdown"
+        );
+        assert_eq!(
+            status("42601"),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "syntax error"
+        );
+    }
 
     #[test]
     fn a_field_gets_each_message_once() {
