@@ -57,10 +57,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct RegisterBody {
-    #[schema(
-        pattern = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$",
-        max_length = 254
-    )]
+    #[schema(schema_with = fields::email_schema)]
     email: String,
     #[schema(min_length = 8, max_length = 1024)]
     password: String,
@@ -72,7 +69,7 @@ struct RegisterBody {
 
 #[derive(Deserialize, utoipa::ToSchema)]
 struct LoginBody {
-    #[schema(pattern = r"^[^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.]$")]
+    #[schema(schema_with = fields::login_email_schema)]
     email: String,
     #[schema(min_length = 1, max_length = 1024)]
     password: String,
@@ -210,9 +207,9 @@ async fn register(
             "must be a valid email address",
         )
         .check(
-            body.email.chars().count() <= 254,
+            body.email.chars().count() <= fields::MAX_EMAIL_CHARS,
             "email",
-            "must be at most 254 characters",
+            &format!("must be at most {} characters", fields::MAX_EMAIL_CHARS),
         )
         .check(
             body.password.chars().count() >= 8,
