@@ -465,20 +465,30 @@ pub fn name_schema() -> utoipa::openapi::Object {
     not_blank(MAX_NAME_CHARS)
 }
 
+/// [`EMAIL_PATTERN`] without its anchors.
+macro_rules! email_shape {
+    () => {
+        concat!(
+            "[^@",
+            white_space!(),
+            "]+@[^@.",
+            white_space!(),
+            "][^@",
+            white_space!(),
+            r"]*\.[^@",
+            white_space!(),
+            "]*[^@.",
+            white_space!(),
+            "]"
+        )
+    };
+}
+
 /// What [`looks_like_email`] accepts, as the document's pattern for email fields.
-pub const EMAIL_PATTERN: &str = concat!(
-    "^[^@",
-    white_space!(),
-    "]+@[^@.",
-    white_space!(),
-    "][^@",
-    white_space!(),
-    r"]*\.[^@",
-    white_space!(),
-    "]*[^@.",
-    white_space!(),
-    "]$"
-);
+pub const EMAIL_PATTERN: &str = concat!("^", email_shape!(), "$");
+
+/// [`EMAIL_PATTERN`] or the empty string: an optional email (a contact's).
+pub const OPTIONAL_EMAIL_PATTERN: &str = concat!("^(", email_shape!(), ")?$");
 
 /// Most characters of an email address (RFC 5321's path limit, less its brackets).
 pub const MAX_EMAIL_CHARS: usize = 254;
@@ -489,6 +499,19 @@ pub fn email_schema() -> utoipa::openapi::Object {
         .schema_type(utoipa::openapi::Type::String)
         .max_length(Some(MAX_EMAIL_CHARS))
         .pattern(Some(EMAIL_PATTERN))
+        .build()
+}
+
+/// An optional email in the document (a contact's): [`OPTIONAL_EMAIL_PATTERN`], at most
+/// [`MAX_EMAIL_CHARS`], or `null`.
+pub fn optional_email_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::SchemaType::from_iter([
+            utoipa::openapi::Type::String,
+            utoipa::openapi::Type::Null,
+        ]))
+        .max_length(Some(MAX_EMAIL_CHARS))
+        .pattern(Some(OPTIONAL_EMAIL_PATTERN))
         .build()
 }
 
@@ -526,6 +549,9 @@ mod tests {
     #[test]
     fn the_documented_patterns_accept_what_the_server_accepts() {
         let email = regress::Regex::new(super::EMAIL_PATTERN).expect("email pattern");
+        let optional =
+            regress::Regex::new(super::OPTIONAL_EMAIL_PATTERN).expect("optional email pattern");
+        assert!(optional.find("").is_some(), "an empty optional email");
         let not_blank = regress::Regex::new(super::NOT_BLANK_PATTERN).expect("not-blank pattern");
         let mut odd: Vec<char> = (0..0x3001u32)
             .chain([0xfeff, 0x1f600])
@@ -542,12 +568,14 @@ mod tests {
                 format!("ab@c.de{c}"),
                 format!("ab@{c}c.de"),
             ] {
-                assert_eq!(
-                    email.find(&text).is_some(),
-                    super::looks_like_email(&text),
-                    "{text:?} (U+{:04X})",
-                    c as u32
-                );
+                for pattern in [&email, &optional] {
+                    assert_eq!(
+                        pattern.find(&text).is_some(),
+                        super::looks_like_email(&text),
+                        "{text:?} (U+{:04X})",
+                        c as u32
+                    );
+                }
             }
             let text = format!("{c}{c}");
             assert_eq!(

@@ -21,7 +21,6 @@ use crate::pagination::{PageParams, Paginated};
 use crate::policy::{cached, invalidates, Group, RoutePolicy};
 use crate::state::AppState;
 
-const MAX_EMAIL_CHARS: usize = 254;
 const MAX_PHONE_CHARS: usize = 50;
 const MAX_ADDRESS_CHARS: usize = 1000;
 const MAX_SEARCH_CHARS: usize = 200;
@@ -64,10 +63,7 @@ struct ContactBody {
     #[schema(schema_with = fields::name_schema)]
     name: String,
     #[serde(default)]
-    #[schema(
-        pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$",
-        max_length = 254
-    )]
+    #[schema(schema_with = fields::optional_email_schema)]
     email: Option<String>,
     #[serde(default)]
     #[schema(max_length = 50)]
@@ -86,10 +82,7 @@ struct ContactPatch {
     #[schema(schema_with = fields::name_schema)]
     name: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
-    #[schema(
-        pattern = r"^([^@\s]+@[^@\s.][^@\s]*\.[^@\s]*[^@\s.])?$",
-        max_length = 254
-    )]
+    #[schema(schema_with = fields::optional_email_schema)]
     email: Option<Option<String>>,
     #[serde(default, deserialize_with = "fields::patch")]
     #[schema(max_length = 50)]
@@ -114,7 +107,7 @@ fn validate(body: ContactBody, mut v: Validator) -> ApiResult<ContactBody> {
         "must be \"customer\" or \"vendor\"",
     );
     let name = fields::name(&body.name, "name", &mut v);
-    let email = fields::optional_text(body.email, "email", MAX_EMAIL_CHARS, &mut v);
+    let email = fields::optional_text(body.email, "email", fields::MAX_EMAIL_CHARS, &mut v);
     if let Some(email) = &email {
         v.check(
             fields::looks_like_email(email),
