@@ -141,6 +141,11 @@ fn literal_parts(literal: &[u8]) -> Option<Literal<'_>> {
 /// rewriting, and for anything that is not a JSON number. Its length is known before any
 /// digit is written: an exponent never makes this allocate more than 20 bytes.
 fn integer_of(literal: &[u8]) -> Option<String> {
+    // `-0` is an integer as written, but serde_json reads it as the float `-0.0` (a probe
+    // had `"priceCents": -0` refused where `-0.0` and `0.0` were taken).
+    if literal == b"-0" {
+        return Some("0".into());
+    }
     if !literal.iter().any(|b| matches!(b, b'.' | b'e' | b'E')) {
         return None;
     }
@@ -204,6 +209,10 @@ mod tests {
             Some(r#"{"a": 4768, "b": "1.5 2.0", "c": [2000], "d": 2.2e-16, "e": 0}"#)
         );
         assert_eq!(rewrite(br#"{"a": 12, "b": "x\" 2.0"}"#), None);
+        assert_eq!(
+            rewrite(br#"{"a": -0, "b": [-0], "c": "-0", "d": -01}"#).as_deref(),
+            Some(r#"{"a": 0, "b": [0], "c": "-0", "d": -01}"#)
+        );
         // Not integral as written, whatever a float makes of them (probe 15).
         for kept in [
             "999999.0000000001",
