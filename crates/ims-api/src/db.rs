@@ -561,6 +561,15 @@ impl Db {
     }
 }
 
+/// `count` numbered placeholders from `$first` on, comma-separated: the inside of an
+/// `IN (…)` list (both engines take `$N`).
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The current time as stored in the database: RFC 3339 UTC with milliseconds, fixed width,
 /// so text comparison orders it correctly on both engines.
 pub fn now() -> String {

@@ -153,11 +153,9 @@ impl SqlJournal {
             Err(_) => return Ok(()),
         };
         for (at, chunk) in ids.chunks(200).enumerate() {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
             let sql = format!(
                 "DELETE FROM cache_outbox WHERE id IN ({})",
-                placeholders.join(", ")
+                crate::db::placeholders(1, chunk.len())
             );
             let mut query = sqlx::query(&sql);
             for id in chunk {

@@ -156,7 +156,7 @@ pub async fn end_sessions_past(
 ) -> ApiResult<u64> {
     let now = db::now();
     // At most a thousand at a time: the next login ends the rest.
-    let mut past: Vec<(String,)> = sqlx::query_as(
+    let past: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND id <> $3
          ORDER BY last_used_at DESC, created_at DESC, id DESC LIMIT 1000 OFFSET $4",
@@ -167,15 +167,28 @@ pub async fn end_sessions_past(
     .bind(i64::try_from(keep.saturating_sub(1)).unwrap_or(i64::MAX))
     .fetch_all(&mut *conn)
     .await?;
-    past.sort_unstable();
+    end_in_id_order(conn, past, &now, "session limit").await
+}
+
+/// Revokes the sessions `ids` (those still live) with `reason`, one row at a time in id
+/// order: the order every writer that ends several sessions takes them in (a login past the
+/// cap, a revocation of all of a user's sessions), so that no two of them wait on each
+/// other in a cycle. Returns how many it revoked.
+async fn end_in_id_order(
+    conn: &mut AnyConnection,
+    mut ids: Vec<(String,)>,
+    now: &str,
+    reason: &str,
+) -> ApiResult<u64> {
+    ids.sort_unstable();
     let mut ended = 0;
-    for (id,) in &past {
+    for (id,) in &ids {
         ended += sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = 'session limit',
-                 replaced_answer = NULL
-             WHERE id = $2 AND revoked_at IS NULL",
+            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, replaced_answer = NULL
+             WHERE id = $3 AND revoked_at IS NULL",
         )
-        .bind(&now)
+        .bind(now)
+        .bind(reason)
         .bind(id)
         .execute(&mut *conn)
         .await?
@@ -338,7 +351,7 @@ pub async fn revoke_sessions(
     // table's scan order, and on PostgreSQL a revocation and such a login each waited for a
     // row the other held; "deadlock detected" answered one of them 500 (a test reproduced it
     // in four runs of five: `revoking_every_session_while_a_login_ends_sessions_past_the_cap_…`).
-    let mut ids: Vec<(String,)> = sqlx::query_as(
+    let ids: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM sessions
          WHERE user_id = $1 AND revoked_at IS NULL AND ($2 IS NULL OR id = $2)",
     )
@@ -346,20 +359,7 @@ pub async fn revoke_sessions(
     .bind(session_id)
     .fetch_all(&mut *tx)
     .await?;
-    ids.sort_unstable();
-    let mut revoked = 0;
-    for (id,) in &ids {
-        revoked += sqlx::query(
-            "UPDATE sessions SET revoked_at = $1, revoked_reason = $2, replaced_answer = NULL
-             WHERE id = $3 AND revoked_at IS NULL",
-        )
-        .bind(&now)
-        .bind(reason)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    }
+    let revoked = end_in_id_order(&mut tx, ids, &now, reason).await?;
     crate::db::commit(tx).await?;
     Ok(revoked)
 }

@@ -124,12 +124,11 @@ pub async fn load_items(
     let mut found = HashMap::new();
     // Chunks keep the parameter count well under every engine's limit.
     for chunk in ids.chunks(200) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT i.id, i.price_cents, COALESCE(t.rate_bps, 0) AS tax_rate_bps
              FROM items i LEFT JOIN tax_rates t ON t.id = i.tax_rate_id
              WHERE i.organization_id = $1 AND i.id IN ({})",
-            placeholders.join(", ")
+            crate::db::placeholders(2, chunk.len())
         );
         let mut query = sqlx::query_as::<_, ItemFacts>(&sql).bind(org_id);
         for id in chunk {

@@ -259,11 +259,10 @@ async fn hold_items<L: Quantity>(
     // In chunks of 200 parameters, as `lines::load_items` reads them. Shares never wait on
     // each other, so two orders naming the same items do not either.
     for chunk in ids.chunks(200) {
-        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
         let sql = format!(
             "SELECT id FROM items WHERE organization_id = $1 AND id IN ({})
              ORDER BY id FOR KEY SHARE",
-            placeholders.join(", ")
+            crate::db::placeholders(2, chunk.len())
         );
         let mut query = sqlx::query(&sql).bind(org_id);
         for id in chunk {
