@@ -1076,8 +1076,8 @@ async fn a_login_past_the_session_cap_ends_the_least_recently_used_sessions() {
     );
 }
 
-/// `DELETE /auth/sessions` while a login past the cap ends the user's older sessions: never
-/// a 5xx. The login writes the rows it ends one at a time in id order; the revocation wrote
+/// `DELETE /auth/sessions` while a login past the cap ends the user's older sessions: both
+/// land, never a 5xx. The login writes the rows it ends one at a time in id order; the revocation wrote
 /// all of them in one statement, in the table's scan order, so on PostgreSQL each could hold
 /// a row the other waited for and "deadlock detected" answered one of them 500. Sessions
 /// past the cap are made in SQL (as a cap lowered since they began leaves them), so that the
@@ -1125,8 +1125,12 @@ async fn revoking_every_session_while_a_login_ends_sessions_past_the_cap_never_a
                 api.delete("/auth/sessions").await
             }
         );
+        // The login always lands; the revocation too, unless the login ended the caller's
+        // own session first (401). A deadlock would be a 500, or the 409 that a write
+        // rolled back for a concurrent one gets.
         assert!(
-            !login.status.is_server_error() && !revoked.status.is_server_error(),
+            login.status == StatusCode::OK
+                && [StatusCode::NO_CONTENT, StatusCode::UNAUTHORIZED].contains(&revoked.status),
             "round {round}: login {} {}, revoke {} {}",
             login.status,
             login.text,
