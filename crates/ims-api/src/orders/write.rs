@@ -236,12 +236,12 @@ pub async fn patch<O: OrderType>(
 }
 
 /// On PostgreSQL, a share of the rows of the items `lines` name, taken before an order's old
-/// lines are deleted (SQLite's write lock holds everything already). Each new
-/// line's foreign-key check takes that share anyway, but only after the old lines are
-/// deleted: a `DELETE /items/{id}` of one of those items, holding the item's row, waited for
-/// the deleted line's transaction to learn whether the item was still referred to while the
+/// lines are deleted (SQLite's write lock holds everything already). Each new line's
+/// foreign-key check takes that share anyway, but only after the old lines are deleted: a
+/// `DELETE /items/{id}` of one of those items, holding the item's row, waited for the
+/// deleted line's transaction to learn whether the item was still referred to while the
 /// PATCH waited for the item, and "deadlock detected" answered one of them 500 (a test
-/// reproduced it in two runs of two: `deleting_an_item_while_an_order_s_lines_are_replaced_…`).
+/// reproduced it in every run: `deleting_an_item_while_an_order_s_lines_are_replaced_…`).
 /// Holding the items first, the deletion either waits for the PATCH or finds the old line
 /// still there and is refused (409) before the PATCH goes on.
 async fn hold_items<L: Quantity>(
@@ -262,7 +262,7 @@ async fn hold_items<L: Quantity>(
         let sql = format!(
             "SELECT id FROM items WHERE organization_id = $1 AND id IN ({})
              ORDER BY id FOR KEY SHARE",
-            crate::db::placeholders(2, chunk.len())
+            db::placeholders(2, chunk.len())
         );
         let mut query = sqlx::query(&sql).bind(org_id);
         for id in chunk {
