@@ -24,6 +24,14 @@
 //! measured in pairs of short slices taken in turn, IMS_BENCH_PAIRS pairs (default 40; 0
 //! skips them) of IMS_BENCH_SLICE requests (default 1000), and the median of the pairs'
 //! ratios is printed with its quartiles: the figure to quote on a noisy machine.
+//! A fourth ceiling does its `GET` through ims-redis' command path (breaker, command
+//! time-out, connection manager). The pairs also measure, for information, how the gap
+//! splits: IMS without the limiter, the headers alone, IMS against the header-matched
+//! ceiling, and ims-redis' command path against a bare multiplexed connection.
+//! IMS_BENCH_CONCURRENCY sets the requests in flight (default 16), IMS_BENCH_SERVER_THREADS
+//! the servers' runtime threads (default 2), and IMS_BENCH_HOLD_SECONDS=<n> skips the cases
+//! and keeps the servers up for n seconds, printing their URLs and a token, for an external
+//! load generator such as wrk.
 //! IMS_BENCH_ONLY=<part of a case name>[|<another>] runs only the matching cases (for
 //! profiling, or pairing two cases). IMS_BENCH_REDIS_POLICY=allkeys-lru runs the Redis with
 //! that `maxmemory-policy` under a 1 GB `maxmemory` (nothing is evicted), so that the
@@ -49,7 +57,10 @@ use ims_api::auth::tokens::TokenKeys;
 use ims_testkit::RedisServer;
 use serde_json::json;
 
-const CONCURRENCY: usize = 16;
+/// Requests in flight (IMS_BENCH_CONCURRENCY, default 16).
+fn concurrency() -> usize {
+    env_number("IMS_BENCH_CONCURRENCY", 16).max(1)
+}
 const ROUTE: &str = "/tax-rates?limit=100";
 /// The body size aimed at.
 const BODY_BYTES: usize = 2048;
@@ -142,7 +153,7 @@ async fn server(
 async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) -> String {
     srv.spawn(async move {
         let keys = Arc::new(TokenKeys::new(SECRET));
-        let conn = redis::Client::open(redis_url)
+        let conn = redis::Client::open(redis_url.clone())
             .expect("client")
             .get_multiplexed_async_connection()
             .await
@@ -160,6 +171,46 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
                         return StatusCode::UNAUTHORIZED.into_response();
                     }
                     ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+                }
+            }
+        };
+        // The same GET through ims-redis' command path (breaker, command time-out, the
+        // connection manager): what that path costs over a bare multiplexed connection.
+        let ims_redis = {
+            let url = redis_url.clone();
+            ims_redis::RedisService::new(
+                ims_redis::RedisConnection::connect(
+                    ims_redis::RedisConfig::from_lookup(|name| {
+                        (name == "REDIS_URL").then(|| url.clone())
+                    })
+                    .expect("config"),
+                )
+                .await,
+                "bench:",
+            )
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ims_redis.is_connected() {
+            assert!(Instant::now() < deadline, "ims-redis never connected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let via_ims = {
+            let authorized = authorized.clone();
+            move |headers: HeaderMap| {
+                let redis = ims_redis.clone();
+                let ok = authorized(&headers);
+                async move {
+                    if !ok {
+                        return StatusCode::UNAUTHORIZED.into_response();
+                    }
+                    let bytes: Vec<u8> = redis
+                        .connection()
+                        .run(|mut c| async move {
+                            redis::cmd("GET").arg(CEILING_KEY).query_async(&mut c).await
+                        })
+                        .await
+                        .unwrap_or_default();
+                    ([(header::CONTENT_TYPE, "application/json")], bytes).into_response()
                 }
             }
         };
@@ -202,7 +253,8 @@ async fn ceilings(srv: &tokio::runtime::Handle, redis_url: String, body: Bytes) 
         let router = axum::Router::new()
             .route(&format!("/memory{path}"), get(memory))
             .route(&format!("/get{path}"), get(one_get))
-            .route(&format!("/get-headers{path}"), get(with_headers));
+            .route(&format!("/get-headers{path}"), get(with_headers))
+            .route(&format!("/get-ims{path}"), get(via_ims));
         support::serve(router).await
     })
     .await
@@ -270,7 +322,7 @@ fn script_calls(url: &str) -> (u64, u64) {
     (scripts, all)
 }
 
-/// `count` GETs of `case.url`, `CONCURRENCY` in flight.
+/// `count` GETs of `case.url`, [`concurrency`] in flight.
 async fn measure(
     client: &reqwest::Client,
     case: &Case,
@@ -282,7 +334,7 @@ async fn measure(
     let me = std::process::id().to_string();
     let redis_cpu = || redis.map(|p| cpu_split(&p.to_string(), "").0).unwrap_or(0);
     let ((srv_before, load_before), redis_before) = (cpu_split(&me, "ims-srv"), redis_cpu());
-    let (timing, answers) = support::timed(count, CONCURRENCY, |i| async move {
+    let (timing, answers) = support::timed(count, concurrency(), |i| async move {
         let request = client
             .get(&case.url)
             .bearer_auth(token)
@@ -438,6 +490,22 @@ async fn bench(srv: tokio::runtime::Handle) {
         started.elapsed()
     );
 
+    // IMS_BENCH_HOLD_SECONDS: no cases; the servers stay up that long for another load
+    // generator (wrk, as the issue measured), which must send the token and an
+    // `X-Forwarded-For` per request itself.
+    if let Some(seconds) = std::env::var("IMS_BENCH_HOLD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        println!("token {token}");
+        println!("redis {}", redis.url());
+        println!("ceiling {ceiling}/get{ROUTE}");
+        println!("headers {ceiling}/get-headers{ROUTE}");
+        println!("l2-off {off_l2}{ROUTE}");
+        println!("l2-on {on_l2}{ROUTE}");
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+        return;
+    }
     let cases = [
         Case {
             name: "L1 hit, limiter off",
@@ -474,6 +542,11 @@ async fn bench(srv: tokio::runtime::Handle) {
             name: "L2 hit, limiter on",
             url: format!("{on_l2}{ROUTE}"),
             expect: Expect::L2,
+        },
+        Case {
+            name: "ceiling: ims-redis GET",
+            url: format!("{ceiling}/get-ims{ROUTE}"),
+            expect: Expect::Bare,
         },
     ];
     // IMS_BENCH_ONLY=<part of a case name>[|<another>] runs only the matching cases.
@@ -525,7 +598,8 @@ async fn bench(srv: tokio::runtime::Handle) {
         })
         .collect();
     println!(
-        "\n{requests} requests x {rounds} rounds, {CONCURRENCY} in flight, JWT on every request; median round"
+        "\n{requests} requests x {rounds} rounds, {} in flight, JWT on every request; median round",
+        concurrency()
     );
     println!(
         "{:<22} {:>8} {:>9} {:>9} {:>13} {:>10} {:>10} {:>10}",
@@ -590,9 +664,16 @@ async fn bench(srv: tokio::runtime::Handle) {
     if pairs > 0 {
         println!("\nin pairs of slices: {pairs} pairs of {slice} requests each, alternating order");
     }
+    // The other four say how the gap splits: IMS without the limiter, the contract's
+    // headers alone (a bare handler answering them), the rest of IMS's work against that
+    // handler, and ims-redis' command path alone against a bare multiplexed connection.
     for (label, a, b, target) in [
-        ("L2(on)  / one-GET ceiling", 6, 3, 0.85),
-        ("L2 limiter on / off       ", 6, 1, 0.90),
+        ("L2(on)  / one-GET ceiling", 6, 3, Some(0.85)),
+        ("L2 limiter on / off       ", 6, 1, Some(0.90)),
+        ("L2(off) / one-GET ceiling", 1, 3, None),
+        ("GET+headers / one-GET     ", 4, 3, None),
+        ("L2(on)  / GET+headers     ", 6, 4, None),
+        ("ims-redis GET / one-GET   ", 7, 3, None),
     ] {
         if pairs == 0 || !active.contains(&a) || !active.contains(&b) {
             continue;
@@ -618,20 +699,26 @@ async fn bench(srv: tokio::runtime::Handle) {
         ratios.sort_by(f64::total_cmp);
         let at = |q: f64| ratios[((ratios.len() - 1) as f64 * q).round() as usize];
         let median = at(0.5);
+        let verdict = match target {
+            Some(target) => format!(
+                " {} {target}; {} of {pairs} pairs at or above",
+                if median >= target { ">=" } else { "< " },
+                ratios.iter().filter(|r| **r >= target).count()
+            ),
+            None => String::new(),
+        };
         println!(
-            "{label}: median of pairs {median:.2} {} {target} (quartiles {:.2}-{:.2}, range {:.2}-{:.2}; {} of {pairs} pairs at or above)",
-            if median >= target { ">=" } else { "< " },
+            "{label}: median of pairs {median:.2}{verdict} (quartiles {:.2}-{:.2}, range {:.2}-{:.2})",
             at(0.25),
             at(0.75),
             at(0.0),
             at(1.0),
-            ratios.iter().filter(|r| **r >= target).count()
         );
     }
     println!("total {:.1?}", started.elapsed());
 
     // Tiers as intended: L2 cases all from Redis; L1 cases from memory but for the
-    // revalidation once per CACHE_L1_MAX_STALE_MS (up to CONCURRENCY requests each).
+    // revalidation once per CACHE_L1_MAX_STALE_MS (up to `concurrency()` requests each).
     for (case, runs) in cases.iter().zip(&runs) {
         for run in runs {
             let allowed = match case.expect {

@@ -180,7 +180,11 @@ pub async fn serve(router: axum::Router) -> String {
 pub fn runtimes() -> (tokio::runtime::Runtime, tokio::runtime::Runtime) {
     let runtime = |name: &str| {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(if name == "ims-srv" {
+                env_number("IMS_BENCH_SERVER_THREADS", 2)
+            } else {
+                2
+            })
             .thread_name(name)
             .enable_all()
             .build()
