@@ -516,20 +516,66 @@ pub async fn delete_refresh_token(
 
 /// Removes fallback tokens past their expiry, and the sealed answers of rotations past their
 /// grace period (a database dump and an old rotated token together would open one).
+///
+/// On PostgreSQL it never waits for a row: each batch takes only rows no one holds (`FOR
+/// UPDATE SKIP LOCKED`), and a row a request holds is left for the next purge. One
+/// statement over every such row took them in the table's scan order while a revocation
+/// took the same sessions one at a time in id order; each waited for a row the other held
+/// and PostgreSQL rolled one back, the revocation's `DELETE /auth/sessions` answering 409
+/// or the purge failing, in every run of
+/// `revoking_every_session_while_expired_tokens_are_purged_never_fails`. SQLite writes one
+/// transaction at a time, so there the plain statements stay.
 pub async fn delete_expired_tokens(db: &Db) -> ApiResult<u64> {
     let now = db::now();
-    sqlx::query(
-        "UPDATE sessions SET replaced_answer = NULL
-         WHERE replaced_answer IS NOT NULL AND replaced_until <= $1",
+    if db.backend() != db::Backend::Postgres {
+        sqlx::query(
+            "UPDATE sessions SET replaced_answer = NULL
+             WHERE replaced_answer IS NOT NULL AND replaced_until <= $1",
+        )
+        .bind(&now)
+        .execute(db.pool())
+        .await?;
+        return Ok(
+            sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
+                .bind(&now)
+                .execute(db.pool())
+                .await?
+                .rows_affected(),
+        );
+    }
+    in_unheld_batches(
+        db,
+        &now,
+        "UPDATE sessions SET replaced_answer = NULL WHERE id IN (
+             SELECT id FROM sessions WHERE replaced_answer IS NOT NULL AND replaced_until <= $1
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
     )
-    .bind(&now)
-    .execute(db.pool())
     .await?;
-    Ok(
-        sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
-            .bind(&now)
+    in_unheld_batches(
+        db,
+        &now,
+        "DELETE FROM refresh_tokens WHERE token_hash IN (
+             SELECT token_hash FROM refresh_tokens WHERE expires_at <= $1
+             ORDER BY token_hash LIMIT $2 FOR UPDATE SKIP LOCKED)",
+    )
+    .await
+}
+
+/// Runs `sql` (bound to `now` and a batch size) until a batch finds fewer rows than it may
+/// take; returns the rows it changed.
+async fn in_unheld_batches(db: &Db, now: &str, sql: &str) -> ApiResult<u64> {
+    const BATCH: u64 = 1000;
+    let mut changed = 0;
+    loop {
+        let batch = sqlx::query(sql)
+            .bind(now)
+            .bind(BATCH as i64)
             .execute(db.pool())
             .await?
-            .rows_affected(),
-    )
+            .rows_affected();
+        changed += batch;
+        if batch < BATCH {
+            return Ok(changed);
+        }
+    }
 }

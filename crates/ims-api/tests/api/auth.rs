@@ -1148,6 +1148,114 @@ async fn revoking_every_session_while_a_login_ends_sessions_past_the_cap_never_a
     }
 }
 
+/// The hourly purge (answers past their reuse grace, expired fallback tokens) never makes
+/// a revocation of every session fail, nor fails itself: a statement that took many
+/// sessions' rows in the table's scan order could wait for a row the revocation held while
+/// the revocation, taking them one at a time in id order, waited for one the purge held.
+#[tokio::test]
+async fn revoking_every_session_while_expired_tokens_are_purged_never_fails() {
+    let app = spawn_app().await;
+    let email = "purged-revoke@example.com";
+    let pair = app.register(email).await;
+    let user = s(&pair["user"], "id");
+    let long_ago = "2000-01-01T00:00:00.000Z";
+    // Sessions holding an answer past its grace, each with an expired fallback token: all
+    // of them the purge's to clear, and the revocation's to end.
+    let seed = |caller: Value| {
+        let (db, user) = (app.state.db.clone(), user.clone());
+        async move {
+            let (source,): (String,) = sqlx::query_as(
+                "SELECT MIN(id) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+            )
+            .bind(&user)
+            .fetch_one(db.pool())
+            .await
+            .expect("a live session");
+            for n in 0..200 {
+                let id = uuid::Uuid::new_v4().to_string();
+                sqlx::query(
+                    "INSERT INTO sessions (id, user_id, organization_id, created_at,
+                         last_used_at, expires_at, replaced_answer, replaced_until)
+                     SELECT $1, user_id, organization_id, created_at, last_used_at,
+                         expires_at, 'sealed', $2
+                     FROM sessions WHERE id = $3",
+                )
+                .bind(&id)
+                .bind(long_ago)
+                .bind(&source)
+                .execute(db.pool())
+                .await
+                .expect("a session");
+                sqlx::query(
+                    "INSERT INTO refresh_tokens
+                         (token_hash, user_id, session_id, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $4)",
+                )
+                .bind(format!("expired-{n}-{id}"))
+                .bind(&user)
+                .bind(&id)
+                .bind(long_ago)
+                .execute(db.pool())
+                .await
+                .expect("an expired token");
+            }
+            s(&caller, "accessToken")
+        }
+    };
+    // How long a revocation of them all takes alone, to spread the purge over it.
+    let access = seed(app.login(email).await).await;
+    let started = std::time::Instant::now();
+    let alone = app.caller(&access).delete("/auth/sessions").await;
+    assert_eq!(alone.status, StatusCode::NO_CONTENT, "{}", alone.text);
+    let revocation = started.elapsed();
+    for round in 0..10u32 {
+        let access = seed(app.login(email).await).await;
+        let api = app.caller(&access);
+        let delay = revocation.mul_f64(0.1 * f64::from(round));
+        let (revoked, purged) = tokio::join!(api.delete("/auth/sessions"), async {
+            tokio::time::sleep(delay).await;
+            ims_api::auth::purge_expired_tokens(&app.state).await
+        });
+        // A deadlock PostgreSQL broke would be the revocation's 409 (a write rolled back for
+        // a concurrent one) or the purge's error.
+        assert!(
+            revoked.status == StatusCode::NO_CONTENT && purged.is_ok(),
+            "round {round}: revoke {} {}, purge {purged:?}",
+            revoked.status,
+            revoked.text
+        );
+    }
+    let (live,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(&user)
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("live sessions");
+    assert_eq!(live, 0, "every session revoked");
+    // Alone, the purge goes on past its first batches (1,000 rows each on PostgreSQL).
+    sqlx::query(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2100)
+         INSERT INTO refresh_tokens (token_hash, user_id, session_id, created_at, expires_at)
+         SELECT 'bulk-' || i, $1, (SELECT MIN(id) FROM sessions WHERE user_id = $1), $2, $2
+         FROM n",
+    )
+    .bind(&user)
+    .bind(long_ago)
+    .execute(app.state.db.pool())
+    .await
+    .expect("expired tokens");
+    let purged = ims_api::auth::purge_expired_tokens(&app.state)
+        .await
+        .expect("purge");
+    let (left,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM refresh_tokens WHERE expires_at <= $1")
+            .bind(long_ago)
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("expired tokens left");
+    assert_eq!((purged, left), (2100, 0));
+}
+
 /// A rotated token presented after its session was ended by a logout is refused as invalid,
 /// not as reuse that "has revoked the session": nothing live was reused, and the message
 /// misled clients (a probe).
