@@ -290,6 +290,7 @@ async fn start_session(
 ) -> ApiResult<TokenPair> {
     let expires_at = expiry_after(state.settings.refresh_token_ttl);
     let mut tx = state.db.begin().await?;
+    store::take_turns_at_login(&mut tx, state.db.backend(), &user.id).await?;
     let session_id = store::create_session(
         &mut *tx,
         user,

@@ -170,6 +170,27 @@ pub async fn end_sessions_past(
     end_in_id_order(conn, past, &now, "session limit").await
 }
 
+/// Makes a login wait for the user's other logins in flight, so that the sessions it counts
+/// against `SESSION_MAX_PER_USER` include theirs. On PostgreSQL each login saw the others'
+/// new sessions uncommitted and kept all of them: eight logins at once left a user with a
+/// cap of two holding three or more (`logins_at_the_same_instant_stay_within_the_session_cap`).
+/// The user's row is taken `FOR NO KEY UPDATE`, which the foreign-key checks of a refresh
+/// (`FOR KEY SHARE`) do not wait for; nothing else locks user rows. SQLite runs one write
+/// transaction at a time, and a login writes first.
+pub async fn take_turns_at_login(
+    conn: &mut AnyConnection,
+    backend: db::Backend,
+    user_id: &str,
+) -> ApiResult<()> {
+    if backend == db::Backend::Postgres {
+        sqlx::query("SELECT id FROM users WHERE id = $1 FOR NO KEY UPDATE")
+            .bind(user_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Revokes the sessions `ids` (those still live) with `reason`, one row at a time in id
 /// order: the order every writer that ends several sessions takes them in (a login past the
 /// cap, a revocation of all of a user's sessions), so that no two of them wait on each

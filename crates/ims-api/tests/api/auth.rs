@@ -1076,6 +1076,38 @@ async fn a_login_past_the_session_cap_ends_the_least_recently_used_sessions() {
     );
 }
 
+/// Logins at the same instant never leave more than `SESSION_MAX_PER_USER` sessions live:
+/// each login counts the others' sessions, so none of them may end its count before
+/// another's new session is in it. On PostgreSQL each login saw the others' new sessions
+/// uncommitted, kept them all, and the user was left past the cap until a later login.
+#[tokio::test]
+async fn logins_at_the_same_instant_stay_within_the_session_cap() {
+    let app = spawn_app_with(&[("SESSION_MAX_PER_USER", "2")]).await;
+    let email = "capped-together@example.com";
+    let pair = app.register(email).await;
+    let user = s(&pair["user"], "id");
+    let credentials = json!({"email": email, "password": "correct horse battery"});
+    for round in 0..3 {
+        let logins = futures::future::join_all(
+            (0..8).map(|_| app.anonymous().post("/auth/login", credentials.clone())),
+        )
+        .await;
+        assert!(
+            logins.iter().all(|login| login.status == StatusCode::OK),
+            "round {round}: {:?}",
+            logins.iter().map(|l| l.status).collect::<Vec<_>>()
+        );
+        let (live,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
+        )
+        .bind(&user)
+        .fetch_one(app.state.db.pool())
+        .await
+        .expect("live sessions");
+        assert!(live <= 2, "round {round}: {live} sessions live");
+    }
+}
+
 /// `DELETE /auth/sessions` while a login past the cap ends the user's older sessions: both
 /// land, never a 5xx. The login writes the rows it ends one at a time in id order; the revocation wrote
 /// all of them in one statement, in the table's scan order, so on PostgreSQL each could hold
