@@ -1076,6 +1076,17 @@ async fn a_login_past_the_session_cap_ends_the_least_recently_used_sessions() {
     );
 }
 
+/// How many of `user`'s sessions are live (not revoked), read from the database.
+async fn live_sessions(app: &TestApp, user: &str) -> i64 {
+    let (live,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(user)
+            .fetch_one(app.state.db.pool())
+            .await
+            .expect("live sessions");
+    live
+}
+
 /// Logins at the same instant never leave more than `SESSION_MAX_PER_USER` sessions live:
 /// each login counts the others' sessions, so none of them may end its count before
 /// another's new session is in it. On PostgreSQL each login saw the others' new sessions
@@ -1097,13 +1108,7 @@ async fn logins_at_the_same_instant_stay_within_the_session_cap() {
             "round {round}: {:?}",
             logins.iter().map(|l| l.status).collect::<Vec<_>>()
         );
-        let (live,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(&user)
-        .fetch_one(app.state.db.pool())
-        .await
-        .expect("live sessions");
+        let live = live_sessions(&app, &user).await;
         assert!(live <= 2, "round {round}: {live} sessions live");
     }
 }
@@ -1169,13 +1174,7 @@ async fn revoking_every_session_while_a_login_ends_sessions_past_the_cap_never_a
             revoked.status,
             revoked.text
         );
-        let (live,): (i64,) = sqlx::query_as(
-            "SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL",
-        )
-        .bind(&user)
-        .fetch_one(app.state.db.pool())
-        .await
-        .expect("live sessions");
+        let live = live_sessions(&app, &user).await;
         assert!(live <= 2, "round {round}: {live} sessions left live");
     }
 }
@@ -1257,12 +1256,7 @@ async fn revoking_every_session_while_expired_tokens_are_purged_never_fails() {
             revoked.text
         );
     }
-    let (live,): (i64,) =
-        sqlx::query_as("SELECT COUNT(*) FROM sessions WHERE user_id = $1 AND revoked_at IS NULL")
-            .bind(&user)
-            .fetch_one(app.state.db.pool())
-            .await
-            .expect("live sessions");
+    let live = live_sessions(&app, &user).await;
     assert_eq!(live, 0, "every session revoked");
     // Alone, the purge goes on past its first batches (1,000 rows each on PostgreSQL).
     sqlx::query(
