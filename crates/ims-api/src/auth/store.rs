@@ -536,7 +536,8 @@ pub async fn delete_refresh_token(
 }
 
 /// Removes fallback tokens past their expiry, and the sealed answers of rotations past their
-/// grace period (a database dump and an old rotated token together would open one).
+/// grace period (a database dump and an old rotated token together would open one), a
+/// batch at a time.
 ///
 /// On PostgreSQL it never waits for a row: each batch takes only rows no one holds (`FOR
 /// UPDATE SKIP LOCKED`), and a row a request holds is left for the next purge. One
@@ -544,47 +545,39 @@ pub async fn delete_refresh_token(
 /// took the same sessions one at a time in id order; each waited for a row the other held
 /// and PostgreSQL rolled one back, the revocation's `DELETE /auth/sessions` answering 409
 /// or the purge failing, in every run of
-/// `revoking_every_session_while_expired_tokens_are_purged_never_fails`. SQLite writes one
-/// transaction at a time, so there the plain statements stay.
+/// `revoking_every_session_while_expired_tokens_are_purged_never_fails`. SQLite runs one
+/// write transaction at a time and has no row locks to skip.
 pub async fn delete_expired_tokens(db: &Db) -> ApiResult<u64> {
     let now = db::now();
-    if db.backend() != db::Backend::Postgres {
-        sqlx::query(
-            "UPDATE sessions SET replaced_answer = NULL
-             WHERE replaced_answer IS NOT NULL AND replaced_until <= $1",
-        )
-        .bind(&now)
-        .execute(db.pool())
-        .await?;
-        return Ok(
-            sqlx::query("DELETE FROM refresh_tokens WHERE expires_at <= $1")
-                .bind(&now)
-                .execute(db.pool())
-                .await?
-                .rows_affected(),
-        );
-    }
-    in_unheld_batches(
+    let unheld = match db.backend() {
+        db::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        db::Backend::Sqlite => "",
+    };
+    in_batches(
         db,
         &now,
-        "UPDATE sessions SET replaced_answer = NULL WHERE id IN (
-             SELECT id FROM sessions WHERE replaced_answer IS NOT NULL AND replaced_until <= $1
-             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        &format!(
+            "UPDATE sessions SET replaced_answer = NULL WHERE id IN (
+                 SELECT id FROM sessions WHERE replaced_answer IS NOT NULL AND replaced_until <= $1
+                 ORDER BY id LIMIT $2{unheld})"
+        ),
     )
     .await?;
-    in_unheld_batches(
+    in_batches(
         db,
         &now,
-        "DELETE FROM refresh_tokens WHERE token_hash IN (
-             SELECT token_hash FROM refresh_tokens WHERE expires_at <= $1
-             ORDER BY token_hash LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        &format!(
+            "DELETE FROM refresh_tokens WHERE token_hash IN (
+                 SELECT token_hash FROM refresh_tokens WHERE expires_at <= $1
+                 ORDER BY token_hash LIMIT $2{unheld})"
+        ),
     )
     .await
 }
 
 /// Runs `sql` (bound to `now` and a batch size) until a batch finds fewer rows than it may
 /// take; returns the rows it changed.
-async fn in_unheld_batches(db: &Db, now: &str, sql: &str) -> ApiResult<u64> {
+async fn in_batches(db: &Db, now: &str, sql: &str) -> ApiResult<u64> {
     const BATCH: u64 = 1000;
     let mut changed = 0;
     loop {
